@@ -1,0 +1,97 @@
+"""Parameters of the engine, as dataclasses (saved with results, passed explicitly, never global)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+PrototypeMode = Literal["local", "global"]
+SupportMode = Literal["dense", "scribble"]
+Modality = Literal["auto", "ct", "mr", "us", "none"]
+
+
+@dataclass
+class SegmentationParams:
+    """Everything that decides what a segmentation looks like.
+
+    encoder:        registry name, see :func:`napari_fewshot.core.encoders.available_encoders`.
+    device:         "auto" | "cpu" | "cuda" | "mps" ("auto" takes a GPU when there is one).
+    modality:       intensity normalisation: "ct" (HU window), "mr"/"us" (percentiles), "auto" guesses,
+                    "none" assumes the data is already in [0, 1].
+    input_size:     slices are resized so their longer side is this many pixels before the encoder
+                    (None: native size). Features come out at stride 8 of that size.
+    prototype_mode: "local" (default): every support feature cell is a prototype (plus the class's
+                    global one), a class scores by its best match. "global": PANet exactly, one
+                    prototype per class and one for background.
+    local_grid:     window (in feature cells) over which local prototypes are pooled; 1 keeps every cell.
+    local_coverage: a window becomes a local prototype of a class when the class covers this fraction.
+    max_local_prototypes: cap per class (seeded subsample) so matching stays fast on big supports.
+    scale:          cosine similarity multiplier before the softmax (PANet: 20).
+    support_mode:   "dense": a slice with any paint is a support slice and its unpainted pixels are
+                    background. "scribble": `background_label` marks background, unpainted is ignored.
+    batch_size:     slices per encoder forward pass.
+    """
+
+    encoder: str = "efficientnet-lite0"
+    device: str = "auto"
+    modality: Modality = "auto"
+    input_size: int | None = 256
+    prototype_mode: PrototypeMode = "local"
+    local_grid: int = 1
+    local_coverage: float = 0.5
+    max_local_prototypes: int = 4096
+    scale: float = 20.0
+    support_mode: SupportMode = "dense"
+    background_label: int | None = None
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from ..errors import FewShotError
+
+        if self.prototype_mode not in ("local", "global"):
+            raise FewShotError(f"Prototype mode must be 'local' or 'global', not {self.prototype_mode!r}.")
+        if self.support_mode not in ("dense", "scribble"):
+            raise FewShotError(f"Support mode must be 'dense' or 'scribble', not {self.support_mode!r}.")
+        if self.support_mode == "scribble" and self.background_label is None:
+            raise FewShotError("Scribble mode needs a background label value (the label you paint background with).")
+        if self.modality not in ("auto", "ct", "mr", "us", "none"):
+            raise FewShotError(f"Modality must be one of auto, ct, mr, us, none, not {self.modality!r}.")
+        if self.input_size is not None and self.input_size < 32:
+            raise FewShotError(f"Input size must be at least 32 pixels, not {self.input_size}.")
+        if self.batch_size < 1 or self.local_grid < 1:
+            raise FewShotError("Batch size and local grid must be at least 1.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SegmentationParams":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class FineTuneParams:
+    """Test-time fine-tuning of the encoder on the painted support slices.
+
+    steps:           optimisation steps (one episode each).
+    learning_rate:   Adam learning rate.
+    alignment_weight: weight of PANet's prototype alignment loss (1 in the paper).
+    augment:         random flips, scaling, rotation and intensity changes of the query side.
+    """
+
+    steps: int = 20
+    learning_rate: float = 1e-4
+    alignment_weight: float = 1.0
+    augment: bool = True
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from ..errors import FewShotError
+
+        if self.steps < 0:
+            raise FewShotError(f"Fine-tune steps must be 0 or more, not {self.steps}.")
+        if not self.learning_rate > 0:
+            raise FewShotError(f"The learning rate must be positive, not {self.learning_rate}.")

@@ -1,0 +1,31 @@
+"""Choosing the torch device."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import FewShotError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Map "auto" | "cpu" | "cuda[:N]" | "mps" to an available torch.device, or explain why not."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise FewShotError("Device 'cuda' was asked for but no CUDA GPU is available here; use --device cpu or auto.")
+        return torch.device(name)
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise FewShotError("Device 'mps' was asked for but Apple's Metal backend is not available here; use cpu or auto.")
+        return torch.device("mps")
+    raise FewShotError(f"Unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}.")

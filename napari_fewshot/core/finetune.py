@@ -1,0 +1,102 @@
+"""Test-time fine-tuning of the encoder on the painted support slices (PANet's training, in miniature).
+
+Each step is one 1-way episode: a class k and two support slices that show it; one is the
+support, the other (augmented) the query. Loss = cross-entropy of the query's segmentation +
+`alignment_weight` x PANet's prototype alignment loss (prototypes from the query's own prediction
+must segment the support). With a single support slice the query is an augmented copy of it.
+BatchNorm statistics stay frozen: a batch of two slices would ruin them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Generator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import FineTuneParams, SegmentationParams
+from .encoders import Encoder
+from .normalization import to_encoder_input
+from .predict import class_similarity, upsample
+from .progress import Progress
+from .prototypes import build_prototypes
+from .stack import ImageStack
+from .support import IGNORE, SupportSet
+
+
+def augment(image: torch.Tensor, target: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random rotation (±15°), scale (0.85-1.15), shift, gamma and noise.
+
+    image: (1, 3, H, W) ImageNet-normalised; target: (H, W) long. Pixels that leave the frame are IGNORE.
+    """
+    angle = math.radians(rng.uniform(-15, 15))
+    scale = rng.uniform(0.85, 1.15)
+    tx, ty = rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1)
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    theta = torch.tensor([[[cos, -sin, tx], [sin, cos, ty]]], dtype=image.dtype, device=image.device)
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    label = F.grid_sample((target + 1)[None, None].to(image.dtype), grid, mode="nearest",
+                          padding_mode="zeros", align_corners=False)[0, 0].long() - 1
+    gamma_shift = rng.uniform(-0.2, 0.2)  # brightness/contrast jitter in normalised units
+    warped = warped * rng.uniform(0.9, 1.1) + gamma_shift + 0.05 * torch.randn_like(warped)
+    return warped, label
+
+
+def _binary_target(target: np.ndarray, k: int) -> torch.Tensor:
+    """(H, W) int16 multi-class target -> (H, W) long: 1 for class k, 0 for the rest, IGNORE kept."""
+    t = torch.from_numpy(target.astype(np.int64))
+    return torch.where(t == IGNORE, torch.full_like(t, IGNORE), (t == k).long())
+
+
+def _episode_loss(features_s, target_s, features_q, target_q, seg: SegmentationParams, weight: float):
+    """Segmentation loss of the query + alignment loss back onto the support (both (1, C, h, w))."""
+    protos = build_prototypes([features_s[0]], [target_s], [1], seg.prototype_mode, seg.local_grid,
+                              seg.local_coverage, seg.max_local_prototypes, seg.seed)
+    logits_q = upsample(seg.scale * class_similarity(features_q, protos), tuple(target_q.shape))
+    loss = F.cross_entropy(logits_q, target_q[None], ignore_index=IGNORE)
+    if weight > 0:
+        predicted = logits_q.argmax(1)[0].detach()
+        if predicted.any() and not predicted.all():
+            back = build_prototypes([features_q[0]], [predicted], [1], "global")
+            logits_s = upsample(seg.scale * class_similarity(features_s, back), tuple(target_s.shape))
+            loss = loss + weight * F.cross_entropy(logits_s, target_s[None], ignore_index=IGNORE)
+    return loss
+
+
+def fine_tune_encoder(encoder: Encoder, stack: ImageStack, support: SupportSet, seg: SegmentationParams,
+                      params: FineTuneParams, device: torch.device) -> Generator[Progress, None, list[float]]:
+    """Train `encoder` in place for params.steps episodes; yields Progress(step, steps, loss=...)."""
+    rng = random.Random(params.seed)
+    torch.manual_seed(params.seed)
+    slices_of = {k: [i for i in support.slice_indices if (support.targets[i] == k).any()]
+                 for k in range(1, support.n_classes + 1)}
+    optimiser = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad], lr=params.learning_rate)
+    encoder.eval()  # frozen BatchNorm statistics; gradients still flow
+    losses: list[float] = []
+    for step in range(params.steps):
+        k = rng.choice([k for k, s in slices_of.items() if s])
+        pair = rng.sample(slices_of[k], 2) if len(slices_of[k]) > 1 else slices_of[k] * 2
+        inputs, targets = [], []
+        for n, index in enumerate(pair):
+            x = to_encoder_input(stack.slice(index)[None], seg.input_size).to(device)
+            t = _binary_target(support.targets[index], k).to(device)
+            t = F.interpolate(t[None, None].float() + 1, size=x.shape[-2:], mode="nearest")[0, 0].long() - 1
+            if n == 1 and params.augment:
+                x, t = augment(x, t, rng)
+            inputs.append(x)
+            targets.append(t)
+        if not (targets[1] == 1).any() or not (targets[0] == 0).any():
+            continue  # augmentation pushed the class out of the frame, or no background to contrast
+        features = encoder(torch.cat(inputs)) if inputs[0].shape == inputs[1].shape else None
+        f_s, f_q = (features[:1], features[1:]) if features is not None else (encoder(inputs[0]), encoder(inputs[1]))
+        loss = _episode_loss(f_s, targets[0], f_q, targets[1], seg, params.alignment_weight)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+        yield Progress(step + 1, params.steps, f"fine-tune step {step + 1} of {params.steps}", loss=losses[-1])
+    return losses

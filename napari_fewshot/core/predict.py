@@ -1,0 +1,56 @@
+"""Cosine similarity to prototypes -> class scores -> labels (PANet's non-parametric segmentation)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .prototypes import PrototypeSet
+
+_CHUNK = 2048  # prototypes matched per matrix product, bounds memory at (h*w, _CHUNK)
+
+
+def class_similarity(features: torch.Tensor, prototypes: PrototypeSet) -> torch.Tensor:
+    """Best cosine similarity of each cell to each class.
+
+    features: (B, C, h, w). Returns (B, K + 1, h, w) in [-1, 1]: for each class, the maximum over
+    its prototypes (with one prototype per class this is PANet's cosine map).
+    """
+    b, c, h, w = features.shape
+    query = F.normalize(features.float(), dim=1).permute(0, 2, 3, 1).reshape(-1, c)
+    vectors = prototypes.vectors.to(query.device, query.dtype)
+    owner = prototypes.owner.to(query.device)
+    best = torch.full((query.shape[0], prototypes.n_classes + 1), -1.0, device=query.device, dtype=query.dtype)
+    for start in range(0, len(vectors), _CHUNK):
+        sims = query @ vectors[start:start + _CHUNK].T
+        index = owner[start:start + _CHUNK].expand(query.shape[0], -1)
+        best = best.scatter_reduce(1, index, sims, reduce="amax", include_self=True)
+    return best.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def prototype_similarity(features: torch.Tensor, prototypes: PrototypeSet, which: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity to selected prototypes.
+
+    features: (B, C, h, w); which: (P',) indices into prototypes.vectors. Returns (B, P', h, w).
+    """
+    query = F.normalize(features.float(), dim=1)
+    vectors = prototypes.vectors[which].to(query.device, query.dtype)
+    return torch.einsum("bchw,pc->bphw", query, vectors)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, N, h, w) -> (B, N, H, W), bilinear as PANet upsamples its score maps."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+def segment(features: torch.Tensor, prototypes: PrototypeSet, scale: float, size: tuple[int, int]):
+    """Segment query slices.
+
+    features: (B, C, h, w). Returns (class_index (B, H, W) long with 0 = background,
+    probabilities (B, K + 1, H, W), similarity (B, K + 1, H, W) in [-1, 1]).
+    """
+    similarity = upsample(class_similarity(features, prototypes), size)
+    probabilities = torch.softmax(scale * similarity, dim=1)
+    return probabilities.argmax(1), probabilities, similarity

@@ -1,0 +1,158 @@
+"""Prototypes by masked average pooling (PANet), global and local (SSL-ALPNet).
+
+Masked average pooling in PANet upsamples the (C, h, w) features to the mask's (H, W) and averages
+them under the mask. Bilinear upsampling is linear, so that average equals a weighted average of
+the feature cells with weights U^T(mask), U^T being the adjoint of the upsampling; we compute the
+weights that way and never hold a (C, H, W) tensor. Local prototypes pool the same weighted
+features over small windows of cells where the class covers most of the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import FewShotError
+
+
+@dataclass
+class PrototypeSet:
+    """Prototypes of background (class index 0) and K classes.
+
+    vectors:   (P, C) float32, L2-normalised.
+    owner:     (P,) long, class index of each prototype (0 = background, 1..K).
+    is_global: (P,) bool, True for the one averaged prototype per class.
+    class_ids: the K label values of classes 1..K.
+    """
+
+    vectors: torch.Tensor
+    owner: torch.Tensor
+    is_global: torch.Tensor
+    class_ids: list[int]
+    counts: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_ids)
+
+    def to(self, device: torch.device) -> "PrototypeSet":
+        return PrototypeSet(self.vectors.to(device), self.owner.to(device), self.is_global.to(device),
+                            list(self.class_ids), dict(self.counts))
+
+
+def upsample_adjoint(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Adjoint of bilinear upsampling (align_corners=False) from `size` to the masks' size.
+
+    masks: (N, K, H, W) float -> (N, K, h, w) with sum over (h, w) equal to the sum over (H, W).
+    """
+    with torch.enable_grad():
+        probe = torch.zeros(masks.shape[0], masks.shape[1], *size, dtype=masks.dtype, device=masks.device,
+                            requires_grad=True)
+        up = F.interpolate(probe, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+        (weights,) = torch.autograd.grad(up, probe, grad_outputs=masks)
+    return weights
+
+
+def class_weights(target: torch.Tensor, n_classes: int, size: tuple[int, int]) -> torch.Tensor:
+    """Pooling weights of each feature cell for background and each class.
+
+    target: (H, W) long with 0 = background, 1..K classes, -1 ignore.
+    Returns (K + 1, h, w): U^T of each class's binary mask (zero where the class is absent).
+    """
+    onehot = torch.stack([(target == k) for k in range(n_classes + 1)]).to(torch.float32)
+    return upsample_adjoint(onehot[None], size)[0]
+
+
+def masked_average_pooling(features: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PANet's masked average pooling.
+
+    features: (C, h, w); weights: (K + 1, h, w) from :func:`class_weights`.
+    Returns (prototypes (K + 1, C), mass (K + 1,)); a class with zero mass gets a zero prototype.
+    """
+    mass = weights.flatten(1).sum(1)
+    pooled = weights.flatten(1) @ features.flatten(1).T
+    return pooled / mass.clamp_min(1e-6)[:, None], mass
+
+
+def local_prototypes(
+    features: torch.Tensor, weights: torch.Tensor, grid: int, coverage: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local prototypes pooled over `grid` x `grid` windows of cells (SSL-ALPNet).
+
+    A window yields a prototype of class k when class k holds at least `coverage` of the window's
+    pooling weight. Returns (vectors (P, C), owner (P,)).
+    """
+    pooled = F.avg_pool2d(features[None] * weights[:, None], grid, ceil_mode=True)  # (K+1, C, h', w')
+    mass = F.avg_pool2d(weights[:, None], grid, ceil_mode=True)[:, 0]  # (K+1, h', w')
+    share = mass / mass.sum(0, keepdim=True).clamp_min(1e-6)
+    keep = (share >= coverage) & (mass > 0)
+    classes, rows, cols = keep.nonzero(as_tuple=True)
+    vectors = pooled[classes, :, rows, cols] / mass[classes, rows, cols][:, None]
+    return vectors, classes
+
+
+def build_prototypes(
+    features: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor],
+    class_ids: list[int],
+    mode: str = "local",
+    grid: int = 1,
+    coverage: float = 0.5,
+    max_local: int = 4096,
+    seed: int = 0,
+) -> PrototypeSet:
+    """Prototypes from support slices.
+
+    features: per support slice (C, h, w); targets: per slice (H, W) long (0 bg, 1..K, -1 ignore).
+    Global prototype of a class = mean over the slices where it is painted of the slice's masked
+    average (PANet's averaging over shots). In "local" mode every window with enough coverage adds
+    a prototype as well, at most `max_local` per class (seeded subsample).
+    """
+    n = len(class_ids)
+    sums = torch.zeros(n + 1, features[0].shape[0], device=features[0].device)
+    shots = torch.zeros(n + 1, device=features[0].device)
+    local_vectors, local_owner = [], []
+    for feats, target in zip(features, targets):
+        weights = class_weights(target.to(feats.device), n, tuple(feats.shape[-2:]))
+        protos, mass = masked_average_pooling(feats, weights)
+        present = mass > 0
+        sums[present] += protos[present]
+        shots[present] += 1
+        if mode == "local":
+            vectors, owner = local_prototypes(feats, weights, grid, coverage)
+            local_vectors.append(vectors)
+            local_owner.append(owner)
+    if shots[0] == 0:
+        raise FewShotError("No background was painted or implied; leave some of a support slice unpainted "
+                           "(dense mode) or paint background (scribble mode).")
+    missing = [class_ids[k - 1] for k in range(1, n + 1) if shots[k] == 0]
+    if missing:
+        raise FewShotError(f"Label(s) {missing} cover too few pixels to form a prototype; paint a larger area.")
+    vectors = [sums / shots[:, None]]
+    owner = [torch.arange(n + 1, device=sums.device)]
+    is_global = [torch.ones(n + 1, dtype=torch.bool, device=sums.device)]
+    if local_vectors:
+        lv, lo = torch.cat(local_vectors), torch.cat(local_owner)
+        lv, lo = _cap_per_class(lv, lo, n, max_local, seed)
+        vectors.append(lv)
+        owner.append(lo)
+        is_global.append(torch.zeros(len(lo), dtype=torch.bool, device=lo.device))
+    vectors_t = F.normalize(torch.cat(vectors), dim=1)
+    owner_t = torch.cat(owner)
+    counts = {k: int((owner_t == k).sum()) for k in range(n + 1)}
+    return PrototypeSet(vectors_t, owner_t, torch.cat(is_global), list(class_ids), counts)
+
+
+def _cap_per_class(vectors, owner, n_classes, cap, seed):
+    generator = torch.Generator().manual_seed(seed)
+    keep = []
+    for k in range(n_classes + 1):
+        index = (owner == k).nonzero(as_tuple=True)[0]
+        if len(index) > cap:
+            index = index[torch.randperm(len(index), generator=generator)[:cap].to(index.device)]
+        keep.append(index)
+    keep_t = torch.cat(keep)
+    return vectors[keep_t], owner[keep_t]

@@ -1,0 +1,192 @@
+"""FewShotSegmenter: set an image once, segment it from painted support as often as you like.
+
+    seg = FewShotSegmenter(SegmentationParams(encoder="efficientnet-lite0"))
+    seg.set_image(volume)                       # (S, H, W) array, or a list of 2D images
+    result = run(seg.segment(support))          # support: label map of the same shape
+    result.labels                               # (S, H, W) with the support's label values
+
+Expensive work (encoder features) is cached per slice; `segment` after a new stroke only redoes
+prototypes and cosine matching.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Generator, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import FewShotError
+from . import predict
+from .config import FineTuneParams, SegmentationParams
+from .devices import resolve_device
+from .encoders import Encoder, create_encoder
+from .features import FeatureCache
+from .progress import Progress
+from .prototypes import PrototypeSet, build_prototypes
+from .stack import ImageStack
+from .support import SupportSet, label_dtype, parse_support
+
+
+@dataclass
+class SegmentationResult:
+    """labels: (S, H, W) array for a volume, list of (H_i, W_i) for an image set; label values as painted.
+    similarity: class label value -> per slice (H, W) float16 best cosine similarity (only slices segmented).
+    support_slices: indices whose labels were copied from the support (dense mode) rather than predicted.
+    segmented_slices: indices that went through the model.
+    """
+
+    labels: np.ndarray | list[np.ndarray]
+    class_ids: list[int]
+    support_slices: list[int]
+    segmented_slices: list[int]
+    similarity: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+
+
+class FewShotSegmenter:
+    def __init__(self, params: SegmentationParams | None = None, encoder: Encoder | None = None,
+                 weights_path=None):
+        self.params = params or SegmentationParams()
+        self.device = resolve_device(self.params.device)
+        self._encoder = encoder.to(self.device).eval() if encoder is not None else None
+        self._weights_path = weights_path
+        self._initial_state: dict[str, torch.Tensor] | None = None
+        self.stack: ImageStack | None = None
+        self.cache: FeatureCache | None = None
+
+    # -- encoder ---------------------------------------------------------------------------
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = create_encoder(self.params.encoder, weights_path=self._weights_path).to(self.device)
+        return self._encoder
+
+    @property
+    def is_fine_tuned(self) -> bool:
+        return self._initial_state is not None
+
+    def reset_weights(self) -> None:
+        """Undo every fine-tuning step (features are recomputed on next use)."""
+        if self._initial_state is not None:
+            self.encoder.load_state_dict(self._initial_state)
+            self._initial_state = None
+            if self.cache is not None:
+                self.cache.invalidate()
+
+    # -- image and features ---------------------------------------------------------------
+    def set_image(self, image: np.ndarray | Sequence[np.ndarray], rgb: bool | None = None) -> None:
+        """image: (S, H, W), (S, H, W, 3), (H, W) or a list of 2D images. Forgets cached features."""
+        self.stack = ImageStack(image, self.params.modality, rgb)
+        self.cache = FeatureCache(self.encoder, self.stack, self.device, self.params.input_size, self.params.batch_size)
+
+    def _require_image(self) -> FeatureCache:
+        if self.cache is None:
+            raise FewShotError("No image is set; call set_image first.")
+        return self.cache
+
+    def compute_features(self, indices: Sequence[int] | None = None, first: Sequence[int] = ()) -> Generator[Progress, None, None]:
+        """Compute (and cache) the features of `indices` (default all), `first` first; yields Progress."""
+        yield from self._require_image().compute(indices, first)
+
+    # -- segmentation ---------------------------------------------------------------------
+    def parse_support(self, support) -> SupportSet:
+        """Check the support against the image and read its semantics (see support.parse_support)."""
+        cache = self._require_image()
+        if len(support) != len(cache.stack):
+            raise FewShotError(f"The support has {len(support)} slices but the image has {len(cache.stack)}.")
+        for i in range(len(support)):
+            if tuple(np.shape(support[i])) != cache.stack.shape_of(i):
+                raise FewShotError(
+                    f"The support slice {i} is {np.shape(support[i])} but the image slice is {cache.stack.shape_of(i)}; "
+                    "the support must have the image's shape."
+                )
+        return parse_support(support, self.params.support_mode, self.params.background_label)
+
+    def prototypes(self, support_set: SupportSet) -> PrototypeSet:
+        """Prototypes from the (cached) features of the support slices."""
+        cache = self._require_image()
+        features = [cache.get(i) for i in support_set.slice_indices]
+        targets = [torch.from_numpy(support_set.targets[i]).long() for i in support_set.slice_indices]
+        p = self.params
+        return build_prototypes(features, targets, support_set.class_ids, p.prototype_mode, p.local_grid,
+                                p.local_coverage, p.max_local_prototypes, p.seed)
+
+    def segment(self, support, indices: Sequence[int] | None = None, similarity: bool = False,
+                ) -> Generator[Progress, None, SegmentationResult]:
+        """Segment `indices` (default: every slice that is not a support slice) from the support.
+
+        support: label map shaped like the image ((S, H, W) or a list of (H_i, W_i)).
+        Support slices are copied into the result in dense mode (their unpainted pixels are
+        background by definition) and predicted in scribble mode. Yields Progress per slice.
+        """
+        cache = self._require_image()
+        support_set = self.parse_support(support)
+        yield from cache.compute(support_set.slice_indices)
+        prototypes = self.prototypes(support_set)
+        copied = support_set.slice_indices if self.params.support_mode == "dense" else []
+        if indices is None:
+            indices = range(len(cache.stack))
+        # Support slices are predicted only when their similarity maps are wanted (heatmaps).
+        indices = [i for i in indices if similarity or i not in set(copied)]
+        result = yield from self.segment_with(prototypes, indices, similarity)
+        for i in copied:
+            result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)
+        result.support_slices = copied
+        return result
+
+    def segment_with(self, prototypes: PrototypeSet, indices: Sequence[int] | None = None, similarity: bool = False,
+                     ) -> Generator[Progress, None, SegmentationResult]:
+        """Segment `indices` (default all slices) of the current image with ready prototypes (possibly
+        pooled from another scan). Slices not segmented are 0 in the result. Yields Progress per slice."""
+        cache = self._require_image()
+        indices = list(range(len(cache.stack)) if indices is None else indices)
+        yield from cache.compute(indices)
+        class_ids = prototypes.class_ids
+        lut = np.array([0] + class_ids, dtype=label_dtype(class_ids))
+        labels = [np.zeros(cache.stack.shape_of(i), lut.dtype) for i in range(len(cache.stack))]
+        sims: dict[int, dict[int, np.ndarray]] = {c: {} for c in class_ids}
+        for n, i in enumerate(indices):
+            index, _, sim = self.segment_features(cache.get(i)[None], prototypes, cache.stack.shape_of(i))
+            labels[i] = lut[index[0].cpu().numpy()]
+            if similarity:
+                for k, c in enumerate(class_ids, start=1):
+                    sims[c][i] = sim[0, k].cpu().numpy().astype(np.float16)
+            yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
+        out = np.stack(labels) if cache.stack.is_volume else labels
+        return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {})
+
+    def segment_features(self, features: torch.Tensor, prototypes: PrototypeSet, size: tuple[int, int]):
+        """(B, C, h, w) features -> (class index (B, H, W), probabilities, similarity); see predict.segment."""
+        with torch.no_grad():
+            return predict.segment(features, prototypes, self.params.scale, size)
+
+    def similarity_to_prototypes(self, index: int, prototypes: PrototypeSet, which: Sequence[int]) -> np.ndarray:
+        """Cosine similarity of slice `index` to prototypes `which`: (len(which), H, W) float32."""
+        cache = self._require_image()
+        with torch.no_grad():
+            sim = predict.prototype_similarity(cache.get(index)[None], prototypes, torch.as_tensor(list(which)))
+            return predict.upsample(sim, cache.stack.shape_of(index))[0].cpu().numpy()
+
+    # -- fine-tuning ----------------------------------------------------------------------
+    def fine_tune(self, support, params: FineTuneParams | None = None) -> Generator[Progress, None, list[float]]:
+        """Adapt the encoder to the painted support slices (see finetune.fine_tune_encoder).
+
+        Yields Progress(step, steps, loss=...) per step; returns the losses. Stopping the generator
+        early keeps the steps taken so far; `reset_weights` undoes them all.
+        """
+        from .finetune import fine_tune_encoder
+
+        cache = self._require_image()
+        support_set = self.parse_support(support)
+        if self._initial_state is None:
+            self._initial_state = copy.deepcopy(self.encoder.state_dict())
+        cache.invalidate()
+        try:
+            losses = yield from fine_tune_encoder(self.encoder, cache.stack, support_set, self.params,
+                                                  params or FineTuneParams(), self.device)
+        finally:
+            self.encoder.eval()
+            cache.invalidate()
+        return losses

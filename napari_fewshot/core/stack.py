@@ -1,0 +1,96 @@
+"""The image being segmented, as a stack of 2D slices in [0, 1].
+
+A CT/MR volume (S, H, W), an RGB stack (S, H, W, 3), one 2D image, or a set of 2D images of
+different sizes (ultrasound) all become the same thing: slices indexed 0..S-1, each windowed with
+one intensity window chosen for the whole stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import FewShotError
+from .normalization import IntensityWindow, intensity_window
+
+MIN_SIDE = 8  # below this there is nothing for a stride-8 encoder to see
+
+
+class ImageStack:
+    """Slices of one image; `slice(i)` -> (H_i, W_i) or (H_i, W_i, 3) float32 in [0, 1].
+
+    image: (S, H, W) | (S, H, W, 3|4) | (H, W) | (H, W, 3|4) array, or a sequence of 2D (H_i, W_i[, 3|4]) arrays.
+    rgb:   None guesses (a last axis of 3 or 4 is colour), True/False forces it.
+    """
+
+    def __init__(self, image: np.ndarray | Sequence[np.ndarray], modality: str = "auto", rgb: bool | None = None):
+        if isinstance(image, np.ndarray) or hasattr(image, "__array__") and not isinstance(image, (list, tuple)):
+            self._slices = _split_array(np.asarray(image), rgb)
+            self.is_volume = True
+        else:
+            self._slices = [_check_plane(np.asarray(plane), rgb, index) for index, plane in enumerate(image)]
+            self.is_volume = False
+            if not self._slices:
+                raise FewShotError("The image set is empty.")
+        self.is_rgb = self._slices[0].ndim == 3
+        if any((s.ndim == 3) != self.is_rgb for s in self._slices):
+            raise FewShotError("The image set mixes grey and colour images; convert them to one kind first.")
+        self.window: IntensityWindow = intensity_window(_sample(self._slices), modality)
+
+    def __len__(self) -> int:
+        return len(self._slices)
+
+    def shape_of(self, index: int) -> tuple[int, int]:
+        return tuple(self._slices[index].shape[:2])
+
+    def raw(self, index: int) -> np.ndarray:
+        return self._slices[index]
+
+    def slice(self, index: int) -> np.ndarray:
+        return self.window.apply(self._slices[index])
+
+    def signature(self) -> str:
+        """Hash of the pixel data and window (cheap: strided sample of each slice plus shapes)."""
+        digest = hashlib.sha1(repr(self.window).encode())
+        for plane in self._slices:
+            digest.update(repr((plane.shape, str(plane.dtype))).encode())
+            digest.update(np.ascontiguousarray(plane.reshape(-1)[:: max(1, plane.size // 4096)]).tobytes())
+        return digest.hexdigest()[:16]
+
+
+def _split_array(image: np.ndarray, rgb: bool | None) -> list[np.ndarray]:
+    if image.size == 0:
+        raise FewShotError("The image is empty (it has a zero-length axis).")
+    colour = image.shape[-1] in (3, 4) and image.ndim >= 3 if rgb is None else rgb
+    spatial = image.ndim - (1 if colour else 0)
+    if spatial == 2:
+        image = image[None]
+    elif spatial != 3:
+        raise FewShotError(
+            f"Images of shape {image.shape} are not supported: give a 2D image or a 3D volume "
+            f"(choose one time point or channel of 4D data first)."
+        )
+    return [_check_plane(plane, colour, index) for index, plane in enumerate(image)]
+
+
+def _check_plane(plane: np.ndarray, rgb: bool | None, index: int) -> np.ndarray:
+    colour = plane.ndim == 3 and plane.shape[-1] in (3, 4) if rgb is None else rgb
+    if plane.ndim != (3 if colour else 2):
+        raise FewShotError(f"Image {index} has shape {plane.shape}; expected a 2D grey or RGB image.")
+    if colour:
+        plane = plane[..., :3]
+        if np.array_equal(plane[..., 0], plane[..., 1]) and np.array_equal(plane[..., 0], plane[..., 2]):
+            plane = plane[..., 0]  # RGB with equal channels is grey
+    if min(plane.shape[:2]) < MIN_SIDE:
+        raise FewShotError(f"Image {index} is {plane.shape[0]} x {plane.shape[1]} pixels; at least {MIN_SIDE} are needed.")
+    if not (np.issubdtype(plane.dtype, np.number) or plane.dtype == bool):
+        raise FewShotError(f"Image {index} holds {plane.dtype} values, not numbers.")
+    return plane
+
+
+def _sample(slices: list[np.ndarray]) -> np.ndarray:
+    """About 2M values from across the stack (flat, dtype kept), for choosing the window."""
+    step = max(1, sum(s.size for s in slices) // 2_000_000)
+    return np.concatenate([s.reshape(-1)[::step] for s in slices])

@@ -1,0 +1,175 @@
+"""The few-shot literature's volume protocols on folders of `image_*.nii.gz` + `label_*.nii.gz`.
+
+within: per volume and class, K support slices evenly spread over the class's slice range
+        (K=1: the middle slice; K=3: at 1/6, 1/2, 5/6); every other slice of the volume is scored,
+        slices where the organ is absent included (3D Dice over those slices).
+across: SSL-ALPNet's protocol: one support volume; the organ's slice range in support and query is
+        split into 3 chunks; the middle slice of each support chunk segments the matching query
+        chunk; Dice is scored inside the query organ's range.
+Each class is its own 1-way task (the other organs are background), as in those papers.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..core import FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
+from ..errors import FewShotError
+from ..io import read_labels, read_volume
+
+
+def find_cases(folder: str | Path) -> list[tuple[str, Path, Path]]:
+    """(case id, image path, label path) for every `image_ID.nii[.gz]` with a `label_ID` beside it, by numeric id."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FewShotError(f"{folder} is not a folder.")
+    cases = []
+    for image in folder.glob("image_*.nii*"):
+        case = re.sub(r"\.nii(\.gz)?$", "", image.name)[len("image_"):]
+        label = next(iter(sorted(folder.glob(f"label_{case}.nii*"))), None)
+        if label is not None:
+            cases.append((case, image, label))
+    if not cases:
+        raise FewShotError(f"No image_*.nii.gz / label_*.nii.gz pairs were found in {folder}.")
+    return sorted(cases, key=lambda c: (int(c[0]) if c[0].isdigit() else 0, c[0]))
+
+
+def spread_slices(lo: int, hi: int, k: int) -> list[int]:
+    """K slices evenly spread over [lo, hi]: at (2j + 1) / 2K of the range (K=1: middle; K=3: 1/6, 1/2, 5/6)."""
+    return sorted({int(round(lo + (hi - lo) * (2 * j + 1) / (2 * k))) for j in range(k)})
+
+
+def chunk_bounds(lo: int, hi: int, n: int = 3) -> list[tuple[int, int]]:
+    """Split [lo, hi] into n contiguous chunks (inclusive bounds), as SSL-ALPNet does."""
+    edges = np.linspace(lo, hi + 1, n + 1)
+    return [(int(round(edges[j])), int(round(edges[j + 1])) - 1) for j in range(n)]
+
+
+def slice_range(labels: np.ndarray, class_id: int) -> tuple[int, int] | None:
+    present = np.flatnonzero((labels == class_id).any(axis=(1, 2)))
+    return (int(present[0]), int(present[-1])) if len(present) else None
+
+
+def _load(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    volume = read_volume(image_path)
+    return volume.data, read_labels(label_path, like=volume)
+
+
+def evaluate_volumes(
+    folder: str | Path,
+    protocol: str = "within",
+    support_slices: int = 3,
+    params: SegmentationParams | None = None,
+    fine_tune: FineTuneParams | None = None,
+    classes: dict[int, str] | None = None,
+    support_case: str | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """Run a protocol over a folder; returns the JSON-able report (dice_mean, dice_per_class, cases, seconds, config)."""
+    params = params or SegmentationParams()
+    started = time.perf_counter()
+    cases = find_cases(folder)
+    if protocol == "within":
+        rows = _within(cases, support_slices, params, fine_tune, classes, log)
+    elif protocol == "across":
+        rows = _across(cases, params, fine_tune, classes, support_case, log)
+    else:
+        raise FewShotError(f"Unknown protocol {protocol!r}; use 'within' or 'across'.")
+    names = sorted({r["class"] for r in rows}, key=lambda n: min(r["class_id"] for r in rows if r["class"] == n))
+    per_class = {n: float(np.mean([r["dice"] for r in rows if r["class"] == n])) for n in names}
+    return {
+        "dice_mean": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+        "dice_per_class": per_class,
+        "cases": rows,
+        "seconds": round(time.perf_counter() - started, 2),
+        "config": {"protocol": protocol, "support_slices": support_slices if protocol == "within" else 1,
+                   "params": params.to_dict(), "fine_tune": None if fine_tune is None else fine_tune.__dict__,
+                   "folder": str(folder)},
+    }
+
+
+def _class_list(labels: np.ndarray, classes: dict[int, str] | None) -> dict[int, str]:
+    present = [int(c) for c in np.unique(labels) if c != 0]
+    if classes is None:
+        return {c: f"class {c}" for c in present}
+    return {c: n for c, n in classes.items() if c in present}
+
+
+def _segment_one_way(segmenter, support, fine_tune):
+    """Segment the current image from a binary support; fine-tune first (then undo) when asked."""
+    if fine_tune is not None and fine_tune.steps > 0:
+        run(segmenter.fine_tune(support, fine_tune))
+    result = run(segmenter.segment(support))
+    segmenter.reset_weights()
+    return result.labels
+
+
+def _within(cases, k, params, fine_tune, classes, log):
+    rows = []
+    for case, image_path, label_path in cases:
+        image, labels = _load(image_path, label_path)
+        segmenter = FewShotSegmenter(params)
+        segmenter.set_image(image)
+        for class_id, name in _class_list(labels, classes).items():
+            lo, hi = slice_range(labels, class_id)
+            picks = spread_slices(lo, hi, k)
+            support = np.zeros(labels.shape, np.uint8)
+            support[picks] = labels[picks] == class_id
+            predicted = _segment_one_way(segmenter, support, fine_tune)
+            scored = np.setdiff1d(np.arange(len(labels)), picks)
+            score = dice(predicted[scored] == 1, labels[scored] == class_id)
+            rows.append({"case": case, "class": name, "class_id": class_id, "support_slices": picks, "dice": score})
+            log(f"case {case} {name}: support slices {picks}, Dice {score:.3f}")
+    return rows
+
+
+def _across(cases, params, fine_tune, classes, support_case, log):
+    by_id = {c[0]: c for c in cases}
+    support_id = support_case or cases[0][0]
+    if support_id not in by_id:
+        raise FewShotError(f"Support case {support_id!r} is not among the cases {list(by_id)}.")
+    if len(cases) < 2:
+        raise FewShotError("The across protocol needs at least two volumes.")
+    s_image, s_labels = _load(*by_id[support_id][1:])
+    segmenter = FewShotSegmenter(params)
+    segmenter.set_image(s_image)
+    names = _class_list(s_labels, classes)
+    middles = {c: [(lo + hi) // 2 for lo, hi in chunk_bounds(*slice_range(s_labels, c))] for c in names}
+    if fine_tune is not None and fine_tune.steps > 0:
+        # A clinician painting a slice paints every organ on it: fine-tune on all chosen slices at once.
+        chosen = sorted({m for ms in middles.values() for m in ms})
+        support = np.zeros(s_labels.shape, s_labels.dtype)
+        support[chosen] = np.where(np.isin(s_labels[chosen], list(names)), s_labels[chosen], 0)
+        run(segmenter.fine_tune(support, fine_tune))
+    chunk_prototypes: dict[int, list] = {}
+    for class_id in names:
+        chunk_prototypes[class_id] = []
+        for middle in middles[class_id]:
+            support = np.zeros(s_labels.shape, np.uint8)
+            support[middle] = s_labels[middle] == class_id
+            chunk_prototypes[class_id].append((middle, segmenter.prototypes(segmenter.parse_support(support))))
+    rows = []
+    for case, image_path, label_path in cases:
+        if case == support_id:
+            continue
+        image, labels = _load(image_path, label_path)
+        segmenter.set_image(image)
+        for class_id, name in names.items():
+            span = slice_range(labels, class_id)
+            if span is None:
+                continue
+            predicted = np.zeros(labels.shape, bool)
+            for (c_lo, c_hi), (_, prototypes) in zip(chunk_bounds(*span), chunk_prototypes[class_id]):
+                result = run(segmenter.segment_with(prototypes, range(c_lo, c_hi + 1)))
+                predicted[c_lo:c_hi + 1] = result.labels[c_lo:c_hi + 1] == 1
+            inside = slice(span[0], span[1] + 1)
+            score = dice(predicted[inside], labels[inside] == class_id)
+            rows.append({"case": case, "support_case": support_id, "class": name, "class_id": class_id, "dice": score})
+            log(f"query {case} <- support {support_id} {name}: Dice {score:.3f}")
+    segmenter.reset_weights()
+    return rows

@@ -1,0 +1,142 @@
+"""Plain images without patient geometry: PNG / JPEG (Pillow), TIFF (tifffile) and NPY."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from ._arrays import describe, finish_stack, read_error
+from .volume import Volume
+
+# ImageJ / OME unit names -> millimetres per unit
+_UNIT_MM = {
+    "mm": 1.0,
+    "millimeter": 1.0,
+    "millimetre": 1.0,
+    "cm": 10.0,
+    "centimeter": 10.0,
+    "m": 1000.0,
+    "meter": 1000.0,
+    "um": 1e-3,
+    "\u00b5m": 1e-3,  # micro sign
+    "\u03bcm": 1e-3,  # Greek mu
+    "\\u00b5m": 1e-3,  # ImageJ writes the escape literally
+    "micron": 1e-3,
+    "microns": 1e-3,
+    "micrometer": 1e-3,
+    "nm": 1e-6,
+}
+_TIFF_CENTIMETER = 3
+_NPY_MAX_CHANNELS = 4
+
+
+def read_pil_image(path: str | os.PathLike, fmt: str) -> Volume:
+    """Read a PNG or JPEG: ``(1, H, W)`` grey (also RGB with equal channels) or ``(1, H, W, 3)`` colour.
+
+    16-bit PNGs stay uint16; 1-bit images become uint8 0/1; palettes are expanded.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            arr = _pil_to_array(img)
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
+        raise read_error(path, f"it is not a readable {fmt.upper()} image ({describe(exc)})") from exc
+    channels = arr.ndim == 3
+    data = finish_stack(arr[np.newaxis], path, channels=channels)
+    return Volume(data, (1.0, 1.0, 1.0), None, os.fspath(path), fmt, {})
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, C)`` pixels of a Pillow image, keeping 16-bit depth."""
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    elif img.mode.startswith("I;16"):
+        return np.asarray(img).astype(np.uint16)
+    return np.asarray(img)
+
+
+def read_tiff(path: str | os.PathLike) -> Volume:
+    """Read a TIFF: ``(S, H, W)`` grey or ``(S, H, W, 3)`` RGB (alpha dropped).
+
+    Spacing comes from ImageJ metadata (``spacing`` and resolution with ``unit``) or from
+    resolution tags in centimetres; otherwise 1 mm.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            arr = series.asarray()
+            axes = series.axes
+            page = tif.pages[0]
+            is_rgb = page.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
+            spacing = _tiff_spacing(page, tif.imagej_metadata)
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
+        raise read_error(path, f"it is not a readable TIFF file ({describe(exc)})") from exc
+    arr, channels = _tiff_layout(arr, axes, is_rgb, path)
+    data = finish_stack(arr, path, channels=channels)
+    return Volume(data, spacing, None, os.fspath(path), "tiff", {"tiff_axes": axes})
+
+
+def _tiff_layout(arr: np.ndarray, axes: str, is_rgb: bool, path) -> tuple[np.ndarray, bool]:
+    """Bring a TIFF series to ``(S, H, W)`` or ``(S, H, W, C)`` using its axes string."""
+    if len(axes) != arr.ndim or not axes.endswith(("YX", "YXS")):
+        raise read_error(path, f"its axes {axes!r} (shape {arr.shape}) are not a stack of 2D images")
+    channels = is_rgb and "S" in axes
+    if channels:
+        arr = np.moveaxis(arr, axes.index("S"), -1)
+        axes = axes.replace("S", "") + "S"
+    n_plane_axes = 3 if channels else 2
+    leading = arr.shape[: arr.ndim - n_plane_axes]
+    extra = [n for n in leading if n > 1]
+    if len(extra) > 1:
+        raise read_error(
+            path,
+            f"it holds {arr.ndim}D data with axes {axes!r} and shape {arr.shape} (several stacks or "
+            "channels); save one stack of 2D images",
+        )
+    n_slices = extra[0] if extra else 1
+    return arr.reshape((n_slices,) + arr.shape[arr.ndim - n_plane_axes :]), channels
+
+
+def _tiff_spacing(page, imagej: dict | None) -> tuple[float, float, float]:
+    """``(slice, row, col)`` spacing in mm, or 1.0 where the file gives none."""
+    try:
+        x_res, y_res = (float(r) for r in page.resolution)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return (1.0, 1.0, 1.0)
+    mm_per_unit = None
+    if imagej and isinstance(imagej.get("unit"), str):
+        mm_per_unit = _UNIT_MM.get(imagej["unit"].strip().lower())
+    elif page.resolutionunit == _TIFF_CENTIMETER:
+        mm_per_unit = 10.0
+    if mm_per_unit is None or x_res <= 0 or y_res <= 0:
+        return (1.0, 1.0, 1.0)
+    z = float(imagej.get("spacing", 1.0)) * mm_per_unit if imagej and "spacing" in imagej else 1.0
+    return (z, mm_per_unit / y_res, mm_per_unit / x_res)
+
+
+def read_npy(path: str | os.PathLike) -> Volume:
+    """Read a ``.npy`` array: (H, W) -> (1, H, W); (S, H, W) as is; (S, H, W, 3|4) RGB(A).
+
+    A 3D array is always a stack (so masks written by :func:`write_mask` read back unchanged);
+    a single RGB image must be saved as ``(1, H, W, 3)``.
+    """
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as exc:  # ValueError for pickles / bad headers, EOFError, OSError
+        raise read_error(path, f"it is not a readable NumPy array file ({describe(exc)})") from exc
+    if not isinstance(arr, np.ndarray):
+        raise read_error(path, "it holds several arrays (npz), not one image")
+    channels = False
+    if arr.ndim == 2:
+        arr = arr[np.newaxis]
+    elif arr.ndim == 4 and arr.shape[-1] <= _NPY_MAX_CHANNELS:
+        channels = True
+    elif arr.ndim != 3:
+        raise read_error(path, f"it holds an array of shape {arr.shape} (expected (H, W), (S, H, W) or (S, H, W, 3))")
+    data = finish_stack(arr, path, channels=channels)
+    return Volume(data, (1.0, 1.0, 1.0), None, os.fspath(path), "npy", {})

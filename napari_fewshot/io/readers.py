@@ -1,0 +1,121 @@
+"""Entry points for reading: :func:`read_volume` (any supported image) and :func:`read_labels`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._arrays import as_label_array, read_error
+from .dicom import read_dicom_file, read_dicom_series
+from .images import read_npy, read_pil_image, read_tiff
+from .nifti import read_nifti
+from .volume import Volume
+
+_BY_EXTENSION = {
+    ".nii.gz": "nifti",
+    ".nii": "nifti",
+    ".dcm": "dicom",
+    ".dicom": "dicom",
+    ".ima": "dicom",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".png": "png",
+    ".jpg": "jpg",
+    ".jpeg": "jpg",
+    ".npy": "npy",
+}
+_SUPPORTED = ".nii, .nii.gz, .dcm (or a DICOM folder), .tif, .tiff, .png, .jpg, .jpeg, .npy"
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Format name of a file from its extension, else from its first bytes (DICOM files often have none).
+
+    Returns:
+        ``"nifti" | "dicom" | "tiff" | "png" | "jpg" | "npy"``; ReadError when unknown.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    for extension, fmt in _BY_EXTENSION.items():
+        if name.endswith(extension):
+            return fmt
+    fmt = _sniff(path)
+    if fmt is None:
+        raise read_error(path, f"its format is not recognised (supported: {_SUPPORTED})")
+    return fmt
+
+
+def _sniff(path: Path) -> str | None:
+    """Format from magic bytes, or None."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(348)
+    except OSError as exc:
+        raise read_error(path, f"the file cannot be opened ({exc.strerror or exc})") from exc
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head[344:348] in (b"n+1\x00", b"n+2\x00"):
+        return "nifti"
+    return None
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read an image file, or a folder holding one DICOM series, onto the display grid.
+
+    Args:
+        path: a ``.nii``/``.nii.gz``, DICOM, TIFF, PNG, JPEG or NPY file, or a DICOM folder
+            (for a folder with several series use :func:`read_dicom_series`).
+
+    Returns:
+        :class:`Volume` with data ``(S, H, W)`` or ``(S, H, W, 3)``.
+
+    Raises:
+        ReadError: missing path, unknown format, corrupt file, several DICOM series,
+            4D/5D data, empty arrays.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise read_error(path, "no such file or folder")
+    if path.is_dir():
+        return read_dicom_series(path)
+    fmt = detect_format(path)
+    if fmt == "nifti":
+        return read_nifti(path)
+    if fmt == "dicom":
+        return read_dicom_file(path)
+    if fmt == "tiff":
+        return read_tiff(path)
+    if fmt == "npy":
+        return read_npy(path)
+    return read_pil_image(path, fmt)
+
+
+def read_labels(path: str | os.PathLike, like: Volume | None = None) -> np.ndarray:
+    """Read a label map onto the same display grid :func:`read_volume` gives its image.
+
+    Args:
+        path: any format :func:`read_volume` reads; float files must hold whole numbers.
+        like: the image the labels belong to; its ``(S, H, W)`` must match.
+
+    Returns:
+        ``(S, H, W)`` integer array: uint8 / uint16 when the labels fit, else int32 / int64.
+    """
+    volume = read_volume(path)
+    if volume.is_rgb:
+        raise read_error(path, "it has colour pixels, so it is not a label map")
+    labels = as_label_array(volume.data, path)
+    if like is not None and labels.shape != like.data.shape[:3]:
+        raise read_error(
+            path,
+            f"the label map is {labels.shape} (S, H, W) but the image is {like.data.shape[:3]}",
+        )
+    return labels

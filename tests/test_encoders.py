@@ -1,0 +1,95 @@
+"""Encoders: real ImageNet weights, stride-8 shapes, clear errors."""
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+import torch.nn.functional as F
+
+from napari_fewshot.core.encoders import available_encoders, create_encoder
+from napari_fewshot.core.encoders import efficientnet_lite, vgg_panet
+from napari_fewshot.core.normalization import to_encoder_input
+from napari_fewshot.errors import FewShotError
+
+TABBY, TIGER_CAT, EGYPTIAN_CAT = 281, 282, 285
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
+def test_efficientnet_lite_weights_are_the_real_imagenet_ones(name):
+    """Put the published classifier head back on our backbone: skimage's cat photo must come out a cat."""
+    encoder = create_encoder(name)
+    package = __import__(efficientnet_lite.VARIANTS[name].weights_package)
+    from pathlib import Path
+
+    state = torch.load(sorted((Path(package.__file__).parent / "models").glob("*.pth"))[0], weights_only=True)
+    x = to_encoder_input(skimage.data.chelsea()[None] / 255.0, 224)
+    with torch.no_grad():
+        h = F.relu6(encoder._bn0(encoder._conv_stem(x)))
+        for block in encoder._blocks:
+            h = block(h)
+        h = F.conv2d(h, state["_conv_head.weight"])
+        h = F.batch_norm(h, state["_bn1.running_mean"], state["_bn1.running_var"], state["_bn1.weight"],
+                         state["_bn1.bias"], eps=1e-3)
+        logits = F.relu6(h).mean((2, 3)) @ state["_fc.weight"].T + state["_fc.bias"]
+    probabilities = logits.softmax(-1)[0]
+    assert int(probabilities.argmax()) in (TABBY, TIGER_CAT, EGYPTIAN_CAT)
+    assert probabilities[[TABBY, TIGER_CAT, EGYPTIAN_CAT]].sum() > 0.8
+
+
+@pytest.mark.parametrize("name, pretrained, channels", [
+    ("efficientnet-lite0", True, 472), ("efficientnet-lite2", True, 520), ("vgg16-panet", False, 512),
+])
+def test_encoders_give_stride_8_features(name, pretrained, channels):
+    encoder = create_encoder(name, pretrained=pretrained)
+    with torch.no_grad():
+        features = encoder(torch.zeros(2, 3, 100, 70))
+    assert features.shape == (2, channels, 13, 9)
+    assert encoder.feature_dim == channels
+
+
+def test_vgg_panet_architecture_is_panets():
+    encoder = create_encoder("vgg16-panet", pretrained=False)
+    convs = [m for m in encoder.features if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in encoder.features if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(convs) == 13 and [p.stride for p in pools] == [2, 2, 2, 1]
+    assert all(c.dilation == (2, 2) for c in convs[-3:])
+    assert not isinstance(encoder.features[-1], torch.nn.ReLU)  # no ReLU after the last conv
+
+
+def test_vgg_weights_offline_say_how_to_provide_them(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.delenv(vgg_panet.WEIGHTS_ENV, raising=False)
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(FewShotError, match=r"could not be downloaded.*--weights PATH"):
+        create_encoder("vgg16-panet")
+
+
+def test_vgg_weights_load_from_a_local_file(tmp_path):
+    source = create_encoder("vgg16-panet", pretrained=False)
+    torch.save({f"{k}": v for k, v in source.state_dict().items()} | {"classifier.0.weight": torch.zeros(1)},
+               tmp_path / "vgg16.pth")
+    loaded = create_encoder("vgg16-panet", weights_path=tmp_path / "vgg16.pth")
+    assert torch.equal(loaded.features[0].weight, source.features[0].weight)
+    with pytest.raises(FewShotError, match="does not exist"):
+        create_encoder("vgg16-panet", weights_path=tmp_path / "missing.pth")
+
+
+def test_unknown_encoder_names_the_choices():
+    with pytest.raises(FewShotError, match="efficientnet-lite0"):
+        create_encoder("resnet-9000")
+    assert set(available_encoders()) == {"efficientnet-lite0", "efficientnet-lite2", "vgg16-panet"}
+
+
+def test_features_are_finite_for_constant_and_nan_images():
+    from napari_fewshot.core import FewShotSegmenter, run
+
+    segmenter = FewShotSegmenter()
+    volume = np.zeros((3, 40, 40), np.float32)
+    volume[1] = np.nan
+    segmenter.set_image(volume)
+    run(segmenter.compute_features())
+    assert all(torch.isfinite(segmenter.cache.get(i)).all() for i in range(3))
