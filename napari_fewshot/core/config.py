@@ -29,7 +29,10 @@ class SegmentationParams:
     scale:          cosine similarity multiplier before the softmax (PANet: 20).
     support_mode:   "dense": a slice with any paint is a support slice and its unpainted pixels are
                     background. "scribble": `background_label` marks background, unpainted is ignored.
-    batch_size:     slices per encoder forward pass.
+    batch_size:     slices per encoder forward pass (halved automatically if a GPU runs out of memory).
+    memory_budget_mb: fp16 features kept in memory; beyond it slices spill to disk.
+    cache_dir:      folder for a persistent feature cache keyed by scan and encoder (None: no persistence);
+                    see features.default_cache_dir for the conventional location.
     """
 
     encoder: str = "efficientnet-lite0"
@@ -44,6 +47,8 @@ class SegmentationParams:
     support_mode: SupportMode = "dense"
     background_label: int | None = None
     batch_size: int = 8
+    memory_budget_mb: int = 4096
+    cache_dir: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:

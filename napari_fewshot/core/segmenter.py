@@ -49,8 +49,8 @@ class FewShotSegmenter:
     def __init__(self, params: SegmentationParams | None = None, encoder: Encoder | None = None,
                  weights_path=None):
         self.params = params or SegmentationParams()
-        self.device = resolve_device(self.params.device)
-        self._encoder = encoder.to(self.device).eval() if encoder is not None else None
+        self._device = resolve_device(self.params.device)
+        self._encoder = encoder.to(self._device).eval() if encoder is not None else None
         self._weights_path = weights_path
         self._initial_state: dict[str, torch.Tensor] | None = None
         self.stack: ImageStack | None = None
@@ -60,8 +60,19 @@ class FewShotSegmenter:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = create_encoder(self.params.encoder, weights_path=self._weights_path).to(self.device)
+            self._encoder = create_encoder(self.params.encoder, weights_path=self._weights_path).to(self._device)
         return self._encoder
+
+    @property
+    def device(self) -> torch.device:
+        """Where the encoder runs (it can move to the CPU if the GPU runs out of memory)."""
+        return self.cache.device if self.cache is not None else self._device
+
+    def _persistence(self) -> tuple[str | None, str | None]:
+        """(cache_dir, encoder id) for the feature cache; fine-tuned weights are never persisted."""
+        if self.is_fine_tuned:
+            return None, None
+        return self.params.cache_dir, f"{self.encoder.name}:{self.encoder.weights_id}"
 
     @property
     def is_fine_tuned(self) -> bool:
@@ -73,13 +84,33 @@ class FewShotSegmenter:
             self.encoder.load_state_dict(self._initial_state)
             self._initial_state = None
             if self.cache is not None:
-                self.cache.invalidate()
+                self.cache.invalidate(*self._persistence())
+
+    def load_encoder_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load fine-tuned encoder weights (e.g. from a prototype bank); `reset_weights` goes back to the
+        original ones. Cached features of the current image are forgotten."""
+        if self._initial_state is None:
+            self._initial_state = copy.deepcopy(self.encoder.state_dict())
+        device = next(self.encoder.parameters()).device
+        try:
+            self.encoder.load_state_dict({k: v.to(device) for k, v in state.items()})
+        except RuntimeError as err:
+            self.encoder.load_state_dict(self._initial_state)
+            self._initial_state = None
+            raise FewShotError(f"The fine-tuned weights do not fit the encoder {self.encoder.name} "
+                               f"({str(err).splitlines()[0]}).") from err
+        self.encoder.eval()
+        if self.cache is not None:
+            self.cache.invalidate(*self._persistence())
 
     # -- image and features ---------------------------------------------------------------
     def set_image(self, image: np.ndarray | Sequence[np.ndarray], rgb: bool | None = None) -> None:
         """image: (S, H, W), (S, H, W, 3), (H, W) or a list of 2D images. Forgets cached features."""
         self.stack = ImageStack(image, self.params.modality, rgb)
-        self.cache = FeatureCache(self.encoder, self.stack, self.device, self.params.input_size, self.params.batch_size)
+        self._device = self.device  # keeps a CPU fallback made after a GPU ran out of memory
+        disk_dir, encoder_id = self._persistence()
+        self.cache = FeatureCache(self.encoder, self.stack, self._device, self.params.input_size,
+                                  self.params.batch_size, self.params.memory_budget_mb * 1024**2, disk_dir, encoder_id)
 
     def _require_image(self) -> FeatureCache:
         if self.cache is None:

@@ -38,6 +38,7 @@ class ImageStack:
         if any((s.ndim == 3) != self.is_rgb for s in self._slices):
             raise FewShotError("The image set mixes grey and colour images; convert them to one kind first.")
         self.window: IntensityWindow = intensity_window(_sample(self._slices), modality)
+        self._signature: str | None = None
 
     def __len__(self) -> int:
         return len(self._slices)
@@ -52,12 +53,14 @@ class ImageStack:
         return self.window.apply(self._slices[index])
 
     def signature(self) -> str:
-        """Hash of the pixel data and window (cheap: strided sample of each slice plus shapes)."""
-        digest = hashlib.sha1(repr(self.window).encode())
-        for plane in self._slices:
-            digest.update(repr((plane.shape, str(plane.dtype))).encode())
-            digest.update(np.ascontiguousarray(plane.reshape(-1)[:: max(1, plane.size // 4096)]).tobytes())
-        return digest.hexdigest()[:16]
+        """Hash of every pixel, the shapes, dtypes and the window (computed once; ~1 s per GB)."""
+        if self._signature is None:
+            digest = hashlib.blake2b(repr(self.window).encode(), digest_size=16)
+            for plane in self._slices:
+                digest.update(repr((plane.shape, str(plane.dtype))).encode())
+                digest.update(np.ascontiguousarray(plane).data)
+            self._signature = digest.hexdigest()
+        return self._signature
 
 
 def _split_array(image: np.ndarray, rgb: bool | None) -> list[np.ndarray]:
