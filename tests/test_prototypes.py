@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from napari_fewshot.core.finetune import _episode_loss
 from napari_fewshot.core.config import SegmentationParams
-from napari_fewshot.core.predict import class_similarity, segment
+from napari_fewshot.core.predict import class_similarity, probabilities, segment
 from napari_fewshot.core.prototypes import (
     build_prototypes, class_weights, local_prototypes, masked_average_pooling, upsample_adjoint,
 )
@@ -54,10 +54,10 @@ def test_cosine_scores_and_background_prototype_by_hand():
     sims = class_similarity(features, protos)
     expected = F.normalize(features, dim=1).permute(0, 2, 3, 1) @ protos.vectors.T
     assert torch.allclose(sims, expected.permute(0, 3, 1, 2), atol=1e-6)
-    index, probabilities, _ = segment(features, protos, scale=20.0, size=(2, 2))
+    index, similarity = segment(features, protos, size=(2, 2))
     assert index[0].tolist() == [[0, 1], [0, 1]]
-    logits = 20.0 * sims
-    assert torch.allclose(probabilities, torch.softmax(logits, 1), atol=1e-6)
+    assert torch.allclose(similarity, sims)
+    assert torch.allclose(probabilities(similarity, 20.0), torch.softmax(20.0 * sims, 1), atol=1e-6)
 
 
 def test_local_prototypes_keep_windows_the_class_covers():

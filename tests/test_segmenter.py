@@ -145,3 +145,24 @@ def test_support_is_never_modified():
     run(segmenter.segment(support, similarity=True))
     list(segmenter.fine_tune(support, FineTuneParams(steps=1)))
     assert np.array_equal(support, copy)
+
+
+def test_a_stroke_pools_only_the_stroked_slice_again(liver_segmenter, chaos_case, monkeypatch):
+    import napari_fewshot.core.segmenter as segmenter_module
+
+    _, labels = chaos_case
+    support, picks = liver_support(labels)
+    run(liver_segmenter.segment(support, indices=[picks[0] + 1]))
+    pooled = []
+    original = segmenter_module.pool_slice
+    monkeypatch.setattr(segmenter_module, "pool_slice", lambda *a, **k: pooled.append(1) or original(*a, **k))
+    first = run(liver_segmenter.segment(support, indices=[picks[0] + 1])).labels.copy()
+    assert pooled == []  # nothing changed: every slice's prototypes reused
+    before_stroke = support[picks[1], 100:104, 100:104].copy()
+    support[picks[1], 100:104, 100:104] = 1 - before_stroke
+    run(liver_segmenter.segment(support, indices=[picks[0] + 1]))
+    assert len(pooled) == 1  # only the stroked slice
+    liver_segmenter.cache.invalidate()  # e.g. fine-tuning: nothing may be reused
+    support[picks[1], 100:104, 100:104] = before_stroke
+    again = run(liver_segmenter.segment(support, indices=[picks[0] + 1])).labels
+    assert len(pooled) == 1 + len(picks) and np.array_equal(again, first)

@@ -67,6 +67,7 @@ class FeatureCache:
         self.batch_size = batch_size
         self.memory_budget = memory_budget
         self.notices: list[str] = []
+        self.generation = 0  # bumped whenever features are forgotten, so derived results can tell
         self._memory: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._on_disk: set[int] = set()
         self._spill: tempfile.TemporaryDirectory | None = None
@@ -99,6 +100,7 @@ class FeatureCache:
 
     def invalidate(self, disk_dir: str | os.PathLike | None = None, encoder_id: str | None = None) -> None:
         """Forget every feature map (the encoder changed); persist again only under a new encoder_id."""
+        self.generation += 1
         self._memory.clear()
         self._on_disk.clear()
         if self._spill is not None:

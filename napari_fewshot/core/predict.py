@@ -45,12 +45,17 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
-def segment(features: torch.Tensor, prototypes: PrototypeSet, scale: float, size: tuple[int, int]):
+def segment(features: torch.Tensor, prototypes: PrototypeSet, size: tuple[int, int]):
     """Segment query slices.
 
     features: (B, C, h, w). Returns (class_index (B, H, W) long with 0 = background,
-    probabilities (B, K + 1, H, W), similarity (B, K + 1, H, W) in [-1, 1]).
+    similarity (B, K + 1, H, W) in [-1, 1]). The class is the argmax of softmax(scale x similarity),
+    which is the argmax of the similarity itself; see :func:`probabilities` for the softmax.
     """
     similarity = upsample(class_similarity(features, prototypes), size)
-    probabilities = torch.softmax(scale * similarity, dim=1)
-    return probabilities.argmax(1), probabilities, similarity
+    return similarity.argmax(1), similarity
+
+
+def probabilities(similarity: torch.Tensor, scale: float) -> torch.Tensor:
+    """PANet's class probabilities: softmax over classes of scale x cosine similarity, (B, K + 1, H, W)."""
+    return torch.softmax(scale * similarity, dim=1)

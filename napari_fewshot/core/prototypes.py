@@ -85,13 +85,78 @@ def local_prototypes(
     A window yields a prototype of class k when class k holds at least `coverage` of the window's
     pooling weight. Returns (vectors (P, C), owner (P,)).
     """
-    pooled = F.avg_pool2d(features[None] * weights[:, None], grid, ceil_mode=True)  # (K+1, C, h', w')
-    mass = F.avg_pool2d(weights[:, None], grid, ceil_mode=True)[:, 0]  # (K+1, h', w')
+    pooled = features[None] * weights[:, None]  # (K+1, C, h, w)
+    mass = weights
+    if grid > 1:
+        pooled = F.avg_pool2d(pooled, grid, ceil_mode=True)  # (K+1, C, h', w')
+        mass = F.avg_pool2d(weights[:, None], grid, ceil_mode=True)[:, 0]  # (K+1, h', w')
     share = mass / mass.sum(0, keepdim=True).clamp_min(1e-6)
     keep = (share >= coverage) & (mass > 0)
     classes, rows, cols = keep.nonzero(as_tuple=True)
     vectors = pooled[classes, :, rows, cols] / mass[classes, rows, cols][:, None]
     return vectors, classes
+
+
+@dataclass
+class SlicePrototypes:
+    """What one support slice contributes, before slices are combined.
+
+    means: (K + 1, C) masked averages; mass: (K + 1,) pooling mass (0 where a class is absent);
+    local_vectors: (L, C) local prototypes with local_owner: (L,) class indices (empty in "global" mode).
+    """
+
+    means: torch.Tensor
+    mass: torch.Tensor
+    local_vectors: torch.Tensor
+    local_owner: torch.Tensor
+
+
+def pool_slice(features: torch.Tensor, target: torch.Tensor, n_classes: int, mode: str = "local",
+               grid: int = 1, coverage: float = 0.5) -> SlicePrototypes:
+    """Masked average pooling (and local prototypes) of one support slice.
+
+    features: (C, h, w); target: (H, W) long (0 bg, 1..K, -1 ignore).
+    """
+    weights = class_weights(target.to(features.device), n_classes, tuple(features.shape[-2:]))
+    means, mass = masked_average_pooling(features, weights)
+    if mode == "local":
+        vectors, owner = local_prototypes(features, weights, grid, coverage)
+    else:
+        vectors, owner = features.new_zeros(0, features.shape[0]), torch.zeros(0, dtype=torch.long)
+    return SlicePrototypes(means, mass, vectors, owner.to(features.device))
+
+
+def combine_slices(slices: Sequence[SlicePrototypes], class_ids: list[int], max_local: int = 4096,
+                   seed: int = 0) -> PrototypeSet:
+    """Global prototype of a class = mean over the slices where it is painted of the slice's masked
+    average (PANet's averaging over shots); local prototypes are pooled from all slices, at most
+    `max_local` per class (seeded subsample)."""
+    n = len(class_ids)
+    sums = torch.zeros_like(slices[0].means)
+    shots = torch.zeros(n + 1, device=sums.device)
+    for piece in slices:
+        present = piece.mass > 0
+        sums[present] += piece.means[present]
+        shots[present] += 1
+    if shots[0] == 0:
+        raise FewShotError("No background was painted or implied; leave some of a support slice unpainted "
+                           "(dense mode) or paint background (scribble mode).")
+    missing = [class_ids[k - 1] for k in range(1, n + 1) if shots[k] == 0]
+    if missing:
+        raise FewShotError(f"Label(s) {missing} cover too few pixels to form a prototype; paint a larger area.")
+    vectors = [sums / shots[:, None]]
+    owner = [torch.arange(n + 1, device=sums.device)]
+    is_global = [torch.ones(n + 1, dtype=torch.bool, device=sums.device)]
+    local_vectors = torch.cat([piece.local_vectors for piece in slices])
+    if len(local_vectors):
+        lv, lo = _cap_per_class(local_vectors, torch.cat([piece.local_owner for piece in slices]), n, max_local, seed)
+        vectors.append(lv)
+        owner.append(lo)
+        is_global.append(torch.zeros(len(lo), dtype=torch.bool, device=lo.device))
+    vectors_t = F.normalize(torch.cat(vectors), dim=1)
+    owner_t = torch.cat(owner)
+    counts = {k: int((owner_t == k).sum()) for k in range(n + 1)}
+    return PrototypeSet(vectors_t, owner_t, torch.cat(is_global), list(class_ids), counts)
 
 
 def build_prototypes(
@@ -104,46 +169,10 @@ def build_prototypes(
     max_local: int = 4096,
     seed: int = 0,
 ) -> PrototypeSet:
-    """Prototypes from support slices.
-
-    features: per support slice (C, h, w); targets: per slice (H, W) long (0 bg, 1..K, -1 ignore).
-    Global prototype of a class = mean over the slices where it is painted of the slice's masked
-    average (PANet's averaging over shots). In "local" mode every window with enough coverage adds
-    a prototype as well, at most `max_local` per class (seeded subsample).
-    """
-    n = len(class_ids)
-    sums = torch.zeros(n + 1, features[0].shape[0], device=features[0].device)
-    shots = torch.zeros(n + 1, device=features[0].device)
-    local_vectors, local_owner = [], []
-    for feats, target in zip(features, targets):
-        weights = class_weights(target.to(feats.device), n, tuple(feats.shape[-2:]))
-        protos, mass = masked_average_pooling(feats, weights)
-        present = mass > 0
-        sums[present] += protos[present]
-        shots[present] += 1
-        if mode == "local":
-            vectors, owner = local_prototypes(feats, weights, grid, coverage)
-            local_vectors.append(vectors)
-            local_owner.append(owner)
-    if shots[0] == 0:
-        raise FewShotError("No background was painted or implied; leave some of a support slice unpainted "
-                           "(dense mode) or paint background (scribble mode).")
-    missing = [class_ids[k - 1] for k in range(1, n + 1) if shots[k] == 0]
-    if missing:
-        raise FewShotError(f"Label(s) {missing} cover too few pixels to form a prototype; paint a larger area.")
-    vectors = [sums / shots[:, None]]
-    owner = [torch.arange(n + 1, device=sums.device)]
-    is_global = [torch.ones(n + 1, dtype=torch.bool, device=sums.device)]
-    if local_vectors:
-        lv, lo = torch.cat(local_vectors), torch.cat(local_owner)
-        lv, lo = _cap_per_class(lv, lo, n, max_local, seed)
-        vectors.append(lv)
-        owner.append(lo)
-        is_global.append(torch.zeros(len(lo), dtype=torch.bool, device=lo.device))
-    vectors_t = F.normalize(torch.cat(vectors), dim=1)
-    owner_t = torch.cat(owner)
-    counts = {k: int((owner_t == k).sum()) for k in range(n + 1)}
-    return PrototypeSet(vectors_t, owner_t, torch.cat(is_global), list(class_ids), counts)
+    """Prototypes from support slices: features per slice (C, h, w), targets per slice (H, W) long
+    (0 bg, 1..K, -1 ignore). See :func:`pool_slice` and :func:`combine_slices`."""
+    pieces = [pool_slice(f, t, len(class_ids), mode, grid, coverage) for f, t in zip(features, targets)]
+    return combine_slices(pieces, class_ids, max_local, seed)
 
 
 def _cap_per_class(vectors, owner, n_classes, cap, seed):

@@ -12,6 +12,7 @@ prototypes and cosine matching.
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, field
 from typing import Generator, Sequence
 
@@ -25,7 +26,7 @@ from .devices import resolve_device
 from .encoders import Encoder, create_encoder
 from .features import FeatureCache
 from .progress import Progress
-from .prototypes import PrototypeSet, build_prototypes
+from .prototypes import PrototypeSet, combine_slices, pool_slice
 from .stack import ImageStack
 from .support import SupportSet, label_dtype, parse_support
 
@@ -55,6 +56,7 @@ class FewShotSegmenter:
         self._initial_state: dict[str, torch.Tensor] | None = None
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
+        self._pooled: dict[tuple, object] = {}  # per-slice pooled prototypes, see prototypes()
 
     # -- encoder ---------------------------------------------------------------------------
     @property
@@ -136,13 +138,25 @@ class FewShotSegmenter:
         return parse_support(support, self.params.support_mode, self.params.background_label)
 
     def prototypes(self, support_set: SupportSet) -> PrototypeSet:
-        """Prototypes from the (cached) features of the support slices."""
+        """Prototypes from the (cached) features of the support slices.
+
+        Each slice's pooled contribution is remembered under (slice, its paint, the class list), so
+        after a stroke only the stroked slice is pooled again.
+        """
         cache = self._require_image()
-        features = [cache.get(i) for i in support_set.slice_indices]
-        targets = [torch.from_numpy(support_set.targets[i]).long() for i in support_set.slice_indices]
         p = self.params
-        return build_prototypes(features, targets, support_set.class_ids, p.prototype_mode, p.local_grid,
-                                p.local_coverage, p.max_local_prototypes, p.seed)
+        memo = {}
+        for i in support_set.slice_indices:
+            target = support_set.targets[i]
+            paint = hashlib.blake2b(target.tobytes(), digest_size=16).hexdigest()
+            key = (id(cache), cache.generation, i, paint, tuple(support_set.class_ids))
+            piece = self._pooled.get(key)
+            if piece is None:
+                piece = pool_slice(cache.get(i), torch.from_numpy(target).long(), support_set.n_classes,
+                                   p.prototype_mode, p.local_grid, p.local_coverage)
+            memo[key] = piece
+        self._pooled = memo  # keeps only what the current support uses
+        return combine_slices(list(memo.values()), support_set.class_ids, p.max_local_prototypes, p.seed)
 
     def segment(self, support, indices: Sequence[int] | None = None, similarity: bool = False,
                 ) -> Generator[Progress, None, SegmentationResult]:
@@ -179,7 +193,7 @@ class FewShotSegmenter:
         labels = [np.zeros(cache.stack.shape_of(i), lut.dtype) for i in range(len(cache.stack))]
         sims: dict[int, dict[int, np.ndarray]] = {c: {} for c in class_ids}
         for n, i in enumerate(indices):
-            index, _, sim = self.segment_features(cache.get(i)[None], prototypes, cache.stack.shape_of(i))
+            index, sim = self.segment_features(cache.get(i)[None], prototypes, cache.stack.shape_of(i))
             labels[i] = lut[index[0].cpu().numpy()]
             if similarity:
                 for k, c in enumerate(class_ids, start=1):
@@ -189,9 +203,9 @@ class FewShotSegmenter:
         return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {})
 
     def segment_features(self, features: torch.Tensor, prototypes: PrototypeSet, size: tuple[int, int]):
-        """(B, C, h, w) features -> (class index (B, H, W), probabilities, similarity); see predict.segment."""
+        """(B, C, h, w) features -> (class index (B, H, W), similarity (B, K + 1, H, W)); see predict.segment."""
         with torch.no_grad():
-            return predict.segment(features, prototypes, self.params.scale, size)
+            return predict.segment(features, prototypes, size)
 
     def similarity_to_prototypes(self, index: int, prototypes: PrototypeSet, which: Sequence[int]) -> np.ndarray:
         """Cosine similarity of slice `index` to prototypes `which`: (len(which), H, W) float32."""

@@ -63,6 +63,8 @@ def parse_support(
     """
     painted: dict[int, np.ndarray] = {}
     for index in range(len(labels)):
+        if not np.any(labels[index]):
+            continue  # unpainted: nothing to check or convert (most slices of a big volume)
         plane = as_label_array(labels[index])
         if plane.ndim != 2:
             raise FewShotError(f"Support slice {index} should be 2D, but it has shape {plane.shape}.")
