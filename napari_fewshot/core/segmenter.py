@@ -172,6 +172,11 @@ class FewShotSegmenter:
         prototypes = self.prototypes(support_set)
         copied = support_set.slice_indices if self.params.support_mode == "dense" else []
         if indices is None:
+            if len(copied) == len(cache.stack):
+                raise FewShotError(
+                    "Every slice is painted, so nothing is left to segment; leave some slices unpainted, "
+                    "or use scribble mode to have painted slices completed."
+                )
             indices = range(len(cache.stack))
         # Support slices are predicted only when their similarity maps are wanted (heatmaps).
         indices = [i for i in indices if similarity or i not in set(copied)]

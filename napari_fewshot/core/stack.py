@@ -86,10 +86,10 @@ def _check_plane(plane: np.ndarray, rgb: bool | None, index: int) -> np.ndarray:
         plane = plane[..., :3]
         if np.array_equal(plane[..., 0], plane[..., 1]) and np.array_equal(plane[..., 0], plane[..., 2]):
             plane = plane[..., 0]  # RGB with equal channels is grey
+    if not (np.issubdtype(plane.dtype, np.number) or plane.dtype == bool) or np.iscomplexobj(plane):
+        raise FewShotError(f"Image {index} holds {plane.dtype} values, not numbers.")
     if min(plane.shape[:2]) < MIN_SIDE:
         raise FewShotError(f"Image {index} is {plane.shape[0]} x {plane.shape[1]} pixels; at least {MIN_SIDE} are needed.")
-    if not (np.issubdtype(plane.dtype, np.number) or plane.dtype == bool):
-        raise FewShotError(f"Image {index} holds {plane.dtype} values, not numbers.")
     return plane
 
 
