@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 PrototypeMode = Literal["local", "global"]
@@ -91,7 +91,6 @@ class FineTuneParams:
     alignment_weight: float = 1.0
     augment: bool = True
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from ..errors import FewShotError

@@ -162,7 +162,7 @@ class FeatureCache:
             return
         if self.device.type == "cpu":
             raise MemoryError("Not enough memory to compute the features of one slice; lower the input size.")
-        self.notices.append(f"The GPU ran out of memory even for one slice; continuing on the CPU (slower).")
+        self.notices.append("The GPU ran out of memory even for one slice; continuing on the CPU (slower).")
         self.device = torch.device("cpu")
         self.encoder.to(self.device)
         self._memory = OrderedDict((i, t.cpu()) for i, t in self._memory.items())
