@@ -2,6 +2,10 @@
 
     napari-fewshot segment IMAGE --support SUPPORT --out OUT [--encoder NAME] [--device D]
                            [--fine-tune-steps N] [--heatmaps DIR]
+    napari-fewshot segment IMAGE --bank BANK --out OUT [--device D]
+    napari-fewshot bank IMAGE --support SUPPORT [IMAGE --support SUPPORT ...] --out BANK
+                        [--pair IMAGE SUPPORT ...] [--encoder NAME] [--fine-tune-steps N] [--classes 1:liver,...]
+    napari-fewshot batch BANK INPUT_DIR OUTPUT_DIR [--scheduler ADDRESS] [--workers N] [--device D]
     napari-fewshot evaluate busi DIR --shots K [--episodes E] [--fine-tune-steps N] [--seed S] --json OUT
     napari-fewshot evaluate volumes DIR --protocol within|across [--support-slices K] --json OUT
     napari-fewshot demo [--headless] [--out DIR]
@@ -36,6 +40,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scale", type=float, default=20.0, help="cosine similarity scale (default 20)")
     group.add_argument("--fine-tune-steps", type=int, default=0, help="fine-tune the encoder on the support first")
     group.add_argument("--learning-rate", type=float, default=1e-4, help="fine-tuning learning rate")
+    group.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=True,
+                       help="3D consistency of volumes: no organ past where it ends, only the components "
+                            "touching the paint (default on; never applied to 2D image sets)")
+    group.add_argument("--smooth-slices", type=float, default=0.7,
+                       help="sigma in slices of the smoothing of class scores across neighbouring slices "
+                            "(volumes; default 0.7, 0 = off)")
 
 
 def _params(args):
@@ -43,7 +53,9 @@ def _params(args):
 
     params = SegmentationParams(encoder=args.encoder, device=args.device, input_size=args.input_size,
                                 prototype_mode=args.prototypes, scale=args.scale,
-                                seed=getattr(args, "seed", 0))
+                                seed=getattr(args, "seed", 0),
+                                postprocess=getattr(args, "postprocess", True),
+                                smooth_slices=getattr(args, "smooth_slices", 0.7))
     tune = FineTuneParams(steps=args.fine_tune_steps, learning_rate=args.learning_rate) if args.fine_tune_steps else None
     return params, tune
 
@@ -56,12 +68,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = commands.add_parser("segment", help="segment a scan from a painted support label map")
     seg.add_argument("image", help="image: NIfTI, DICOM folder, TIFF, PNG/JPG or NPY")
-    seg.add_argument("--support", required=True, help="label map of the image's shape; painted slices are support")
+    seg.add_argument("--support", default=None,
+                     help="label map of the image's shape; painted slices are support (this or --bank)")
+    seg.add_argument("--bank", default=None,
+                     help="prototype bank (.fewshot, from `napari-fewshot bank`) to segment with, no support needed; "
+                          "the bank's encoder and settings are used")
     seg.add_argument("--out", required=True, help="mask file; format from the extension (.nii.gz .tif .png .npy)")
     seg.add_argument("--heatmaps", default=None, help="folder for one similarity map per class")
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_model_options(seg)
+    seg.set_defaults(encoder=None)  # None: efficientnet-lite0, or the bank's encoder with --bank
 
+    bank = commands.add_parser(
+        "bank", help="save the prototypes of painted scans as a prototype bank (.fewshot)",
+        usage="%(prog)s IMAGE --support SUPPORT [IMAGE --support SUPPORT ...] --out BANK [options]",
+        description="Pool prototypes from one or more painted scans into one bank file. Pairs: the k-th IMAGE goes "
+                    "with the k-th --support; --pair IMAGE SUPPORT adds a pair explicitly.")
+    bank.add_argument("image", nargs="?", default=None, help="image: NIfTI, DICOM folder, TIFF, PNG/JPG or NPY")
+    bank.add_argument("--support", action="append", default=[], help="label map of the IMAGE before it")
+    bank.add_argument("--pair", nargs=2, action="append", default=[], metavar=("IMAGE", "SUPPORT"),
+                      help="one more image with its support (repeatable)")
+    bank.add_argument("--out", required=True, help="bank file to write (.fewshot)")
+    bank.add_argument("--classes", default=None,
+                      help='classes to keep and their names, e.g. "1:liver,4:spleen" (default: every painted label)')
+    bank.add_argument("--overwrite", action="store_true", help="replace an existing bank file")
+    _add_model_options(bank)
+
+    batch = commands.add_parser("batch", help="segment every scan of a folder with a bank on dask.distributed")
+    batch.add_argument("bank", help="prototype bank (.fewshot)")
+    batch.add_argument("input_dir", help="folder of scans (NIfTI files, DICOM folders, TIFF, NPY, PNG), searched recursively")
+    batch.add_argument("output_dir", help="folder for the masks (same relative paths) and results.csv")
+    batch.add_argument("--scheduler", default=None,
+                       help="address of a running dask scheduler, e.g. tcp://10.0.0.5:8786 (default: an embedded LocalCluster)")
+    batch.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    batch.add_argument("--device", default="auto", help="torch device on the workers: auto (default), cpu, cuda or mps")
+    batch.add_argument("--torch-threads", type=int, default=None,
+                       help="torch threads per worker (default with a LocalCluster: CPU cores / workers)")
     ev = commands.add_parser("evaluate", help="score the method on a labelled data set")
     which = ev.add_subparsers(dest="dataset", required=True)
     busi = which.add_parser("busi", help="breast ultrasound folder laid out like BUSI")
@@ -106,6 +148,14 @@ def _cmd_segment(args) -> None:
     from .core.segmenter import FewShotSegmenter
     from .io import read_labels, read_volume, write_image, write_mask
 
+    if (args.support is None) == (args.bank is None):
+        raise FewShotError("Give either --support (a painted label map) or --bank (a prototype bank), not "
+                           + ("both." if args.support else "neither."))
+    if args.bank is not None:
+        _segment_with_bank(args)
+        return
+    if args.encoder is None:
+        args.encoder = "efficientnet-lite0"
     params, tune = _params(args)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -140,6 +190,87 @@ def _cmd_segment(args) -> None:
             written += write_image(folder / f"heatmap_class_{c}{suffix}", heat, like=volume, overwrite=args.overwrite)
     print(f"segmented {len(result.segmented_slices)} slices in {time.perf_counter() - started:.1f} s; wrote "
           + ", ".join(str(p) for p in written[:5]) + (" ..." if len(written) > 5 else ""))
+
+
+def _segment_with_bank(args) -> None:
+    from .batch import segment_file
+    from .core.bank import PrototypeBank
+
+    if args.fine_tune_steps:
+        raise FewShotError("--fine-tune-steps needs a painted support; fine-tune when building the bank instead.")
+    if args.heatmaps:
+        raise FewShotError("--heatmaps is not available with --bank yet; segment with --support for heatmaps.")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FewShotError(f"{out} already exists; choose another name or pass --overwrite.")
+    bank = PrototypeBank.load(args.bank)
+    if args.encoder is not None and args.encoder != bank.encoder_name:
+        raise FewShotError(f"The bank {args.bank} was made with the encoder {bank.encoder_name}; it cannot run "
+                           f"with {args.encoder} (leave out --encoder or rebuild the bank).")
+    started = time.perf_counter()
+    segmenter = bank.make_segmenter(args.device)
+    print(bank.describe())
+    print(f"encoder {segmenter.encoder.name} on {segmenter.device}")
+    outcome = segment_file(bank, segmenter, args.image, out, overwrite=args.overwrite)
+    for c, ml in outcome["volumes_ml"].items():
+        print(f"  label {c} ({bank.class_names[c]}): {round(ml / outcome['voxel_ml'])} voxels, {ml:.1f} mL")
+    print(f"segmented {outcome['slices']} slices in {time.perf_counter() - started:.1f} s; wrote "
+          + ", ".join(outcome["written"][:5]) + (" ..." if len(outcome["written"]) > 5 else ""))
+
+
+def _bank_pairs(args, extra: list[str]) -> list[tuple[str, str]]:
+    """(image, support) pairs of `bank`: the k-th image (positional) with the k-th --support, then --pair."""
+    images = ([args.image] if args.image is not None else []) + list(extra)
+    if len(images) != len(args.support):
+        raise FewShotError(f"{len(images)} image(s) but {len(args.support)} --support; give each IMAGE its "
+                           "--support SUPPORT (or use --pair IMAGE SUPPORT).")
+    pairs = list(zip(images, args.support)) + [tuple(p) for p in args.pair]
+    if not pairs:
+        raise FewShotError("Give at least one IMAGE --support SUPPORT (or --pair IMAGE SUPPORT).")
+    return pairs
+
+
+def _cmd_bank(args, extra: list[str]) -> None:
+    import numpy as np
+
+    from .core.bank import PrototypeBank
+    from .io import read_labels, read_volume
+
+    pairs = _bank_pairs(args, extra)
+    out = Path(args.out)
+    if not out.suffix:
+        out = out.with_suffix(".fewshot")
+    if out.exists() and not args.overwrite:
+        raise FewShotError(f"{out} already exists; choose another name or pass --overwrite.")
+    params, tune = _params(args)
+    classes = _parse_classes(args.classes)
+    started = time.perf_counter()
+    loaded, sources = [], []
+    for image_path, support_path in pairs:
+        volume = read_volume(image_path)
+        support = read_labels(support_path, like=volume)
+        if classes is not None:
+            support = np.where(np.isin(support, list(classes)), support, 0).astype(support.dtype)
+        loaded.append((volume.data, support))
+        sources.append({"image": str(image_path), "support": str(support_path),
+                        "spacing": [round(s, 4) for s in volume.spacing]})
+        print(f"image {image_path}: {volume.data.shape}, support {support_path}")
+    from .core.segmenter import FewShotSegmenter
+
+    segmenter = FewShotSegmenter(params, weights_path=args.weights)
+    bank = PrototypeBank.build(loaded, params, class_names=classes, fine_tune=tune, segmenter=segmenter,
+                               sources=sources, log=print)
+    path = bank.save(out)
+    print(f"{bank.describe()}; built in {time.perf_counter() - started:.1f} s -> {path}")
+
+
+def _cmd_batch(args) -> None:
+    from .batch import run_batch
+
+    report = run_batch(args.bank, args.input_dir, args.output_dir, scheduler=args.scheduler, workers=args.workers,
+                       device=args.device, torch_threads=args.torch_threads, log=lambda line: print(line, flush=True))
+    if report.failed:
+        print(f"{len(report.failed)} scan(s) failed; see {report.csv}", file=sys.stderr)
 
 
 def _write_json(path: str, report: dict) -> None:
@@ -182,8 +313,14 @@ def _cmd_demo(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handlers = {"segment": _cmd_segment, "evaluate": _cmd_evaluate, "demo": _cmd_demo}
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bank":  # `bank IMAGE --support S IMAGE --support S`: the later images
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "bank" and any(e.startswith("-") for e in extra):
+        parser.error(f"unrecognized arguments: {' '.join(e for e in extra if e.startswith('-'))}")
+    handlers = {"segment": _cmd_segment, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "batch": _cmd_batch,
+                "bank": lambda a: _cmd_bank(a, extra)}
     try:
         handlers[args.command](args)
     except FewShotError as err:

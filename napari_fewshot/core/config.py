@@ -33,6 +33,13 @@ class SegmentationParams:
     memory_budget_mb: fp16 features kept in memory; beyond it slices spill to disk.
     cache_dir:      folder for a persistent feature cache keyed by scan and encoder (None: no persistence);
                     see features.default_cache_dir for the conventional location.
+    postprocess:    3D consistency of a volume (never of an image set): past the outermost painted slice
+                    of a class, a slice keeps the class only inside the previous slice's mask grown by
+                    `postprocess_grow` pixels; then only the 3D components touching the paint are kept
+                    (see core/postprocess.py).
+    postprocess_grow: pixels a mask may grow per slice beyond the painted range (0: it may only shrink).
+    smooth_slices:  sigma, in slices, of a Gaussian over neighbouring slices' class similarity before
+                    the argmax (volumes only; 0 turns it off).
     """
 
     encoder: str = "efficientnet-lite0"
@@ -50,6 +57,9 @@ class SegmentationParams:
     memory_budget_mb: int = 4096
     cache_dir: str | None = None
     seed: int = 0
+    postprocess: bool = True
+    postprocess_grow: int = 0
+    smooth_slices: float = 0.7
 
     def __post_init__(self) -> None:
         from ..errors import FewShotError
@@ -64,6 +74,8 @@ class SegmentationParams:
             raise FewShotError(f"Modality must be one of auto, ct, mr, us, none, not {self.modality!r}.")
         if self.input_size is not None and self.input_size < 32:
             raise FewShotError(f"Input size must be at least 32 pixels, not {self.input_size}.")
+        if self.postprocess_grow < 0 or self.smooth_slices < 0:
+            raise FewShotError("postprocess_grow and smooth_slices must be 0 or more.")
         if self.batch_size < 1 or self.local_grid < 1:
             raise FewShotError("Batch size and local grid must be at least 1.")
 

@@ -171,6 +171,9 @@ class FewShotSegmenter:
         yield from cache.compute(support_set.slice_indices)
         prototypes = self.prototypes(support_set)
         copied = support_set.slice_indices if self.params.support_mode == "dense" else []
+        # 3D consistency needs the whole volume: on a slice subset the unsegmented slices would cut
+        # every organ off from the paint. A single slice is a 2D image, not a volume.
+        whole_volume = indices is None and cache.stack.is_volume and len(cache.stack) > 1
         if indices is None:
             if len(copied) == len(cache.stack):
                 raise FewShotError(
@@ -184,6 +187,15 @@ class FewShotSegmenter:
         for i in copied:
             result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)
         result.support_slices = copied
+        if self.params.postprocess and whole_volume:
+            from .postprocess import postprocess_volume, support_hints
+
+            painted, seeds = support_hints(support_set.targets, support_set.class_ids, result.labels.shape)
+            cleaned = postprocess_volume(result.labels, support_set.class_ids, painted, seeds,
+                                         self.params.postprocess_grow)
+            keep = np.ones(len(cleaned), bool)
+            keep[copied] = False  # painted slices stay exactly as painted
+            result.labels[keep] = cleaned[keep]
         return result
 
     def segment_with(self, prototypes: PrototypeSet, indices: Sequence[int] | None = None, similarity: bool = False,
@@ -197,8 +209,13 @@ class FewShotSegmenter:
         lut = np.array([0] + class_ids, dtype=label_dtype(class_ids))
         labels = [np.zeros(cache.stack.shape_of(i), lut.dtype) for i in range(len(cache.stack))]
         sims: dict[int, dict[int, np.ndarray]] = {c: {} for c in class_ids}
+        smoothed = yield from self._smoothed_similarity(prototypes, indices)
         for n, i in enumerate(indices):
-            index, sim = self.segment_features(cache.get(i)[None], prototypes, cache.stack.shape_of(i))
+            if smoothed is not None:
+                sim = predict.upsample(smoothed[i][None], cache.stack.shape_of(i))
+                index = sim.argmax(1)
+            else:
+                index, sim = self.segment_features(cache.get(i)[None], prototypes, cache.stack.shape_of(i))
             labels[i] = lut[index[0].cpu().numpy()]
             if similarity:
                 for k, c in enumerate(class_ids, start=1):
@@ -206,6 +223,24 @@ class FewShotSegmenter:
             yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
         out = np.stack(labels) if cache.stack.is_volume else labels
         return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {})
+
+    def _smoothed_similarity(self, prototypes: PrototypeSet, indices: Sequence[int]):
+        """Coarse class similarity of `indices` smoothed over neighbouring slices (params.smooth_slices),
+        index -> (K + 1, h, w) tensor; None when smoothing is off or does not apply (an image set)."""
+        cache = self._require_image()
+        sigma = self.params.smooth_slices
+        if sigma <= 0 or not cache.stack.is_volume or len(indices) < 2:
+            return None
+        from .postprocess import smooth_similarity
+
+        coarse = {}
+        with torch.no_grad():
+            for n, i in enumerate(indices):
+                coarse[i] = predict.class_similarity(cache.get(i)[None], prototypes)[0].cpu().numpy()
+                if n % 8 == 7:
+                    yield Progress(n + 1, len(indices), f"matched slice {i + 1} of {len(cache.stack)}")
+        smoothed = smooth_similarity(coarse, sigma)
+        return {i: torch.from_numpy(m).to(self.device) for i, m in smoothed.items()}
 
     def segment_features(self, features: torch.Tensor, prototypes: PrototypeSet, size: tuple[int, int]):
         """(B, C, h, w) features -> (class index (B, H, W), similarity (B, K + 1, H, W)); see predict.segment."""

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..core import FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
+from ..core.postprocess import keep_connected
 from ..errors import FewShotError
 from ..io import read_labels, read_volume
 
@@ -168,6 +169,9 @@ def _across(cases, params, fine_tune, classes, support_case, log):
                 result = run(segmenter.segment_with(prototypes, range(c_lo, c_hi + 1)))
                 predicted[c_lo:c_hi + 1] = result.labels[c_lo:c_hi + 1] == 1
             inside = slice(span[0], span[1] + 1)
+            if params.postprocess:
+                # No paint on this scan: the tool keeps the largest 3D component (core/postprocess.py).
+                predicted[inside] = keep_connected(predicted[inside])
             score = dice(predicted[inside], labels[inside] == class_id)
             rows.append({"case": case, "support_case": support_id, "class": name, "class_id": class_id, "dice": score})
             log(f"query {case} <- support {support_id} {name}: Dice {score:.3f}")

@@ -1,0 +1,82 @@
+"""Make docs/screenshot.png: napari with the CT sample, a painted support, the prediction and a heatmap.
+
+Run headless from the repository root:
+
+    xvfb-run -a .venv/bin/python docs/make_screenshot.py [OUTPUT.png]
+
+It drives the dock widget exactly as a user would (through its public methods): open the sample,
+create the support layer, paint liver, spleen and both kidneys on three axial slices (copied from
+the sample's reference labels), compute features, segment all slices with heatmaps on. The view is
+a coronal reslice: the three painted slices show as lines, the prediction fills the organs between
+them, and the liver heatmap glows (the other heatmaps are hidden).
+"""
+
+import torch  # noqa: F401  (before Qt, see ../shared/DESIGN.md)
+
+# isort: split
+import sys
+import time
+from pathlib import Path
+
+import napari
+import numpy as np
+from napari._qt.dialogs.qt_notification import NapariQtNotification
+from qtpy.QtWidgets import QApplication
+
+OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "screenshot.png"
+PAINTED_SLICES = (84, 93, 100)  # axial slices painted with all four organs
+CORONAL_ROW = 60  # the coronal plane shown (row index of the axial slices); all four organs cross it
+
+
+def wait(widget, timeout_s=600):
+    app, t0 = QApplication.instance(), time.perf_counter()
+    while widget.busy and time.perf_counter() - t0 < timeout_s:
+        app.processEvents()
+        time.sleep(0.02)
+    for _ in range(20):
+        app.processEvents()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    viewer = napari.Viewer(title="napari-fewshot", show=True)
+    viewer.window._qt_window.resize(1500, 900)
+    viewer.open_sample("napari-fewshot", "ct_abdomen")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    reference = np.asarray(viewer.layers["CT abdomen: reference organs"].data)
+
+    support = widget.create_support_layer()
+    data = support.data
+    for z in PAINTED_SLICES:
+        data[z] = reference[z]
+    support.data = data
+
+    viewer.dims.set_current_step(0, PAINTED_SLICES[1])
+    widget.compute_features()
+    print(f"compute features: {wait(widget):.1f} s")
+    widget.ui.heatmap_check.setChecked(True)
+    widget.segment("all")
+    print(f"segment all slices: {wait(widget):.1f} s")
+    heatmaps = widget.heatmap_layers
+    for class_id, layer in heatmaps.items():
+        layer.visible = class_id == 1
+    print("layers:", [layer.name for layer in viewer.layers])
+
+    viewer.dims.order = (1, 0, 2)  # show slices x columns: a coronal reslice
+    viewer.dims.set_current_step(1, CORONAL_ROW)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.orientation = ("away", "up", "right")  # slice 0 (inferior) at the bottom
+    viewer.layers.selection.active = support
+    viewer.reset_view()
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()  # the "done" notifications would cover the canvas
+    for _ in range(100):
+        QApplication.instance().processEvents()
+        time.sleep(0.01)
+    viewer.screenshot(str(OUT), canvas_only=False)
+    print(f"wrote {OUT}")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,466 @@
+"""Prototype banks: what segmentation needs from a painted support, in one file, applied anywhere.
+
+A bank holds the prototypes (global and local, per class) pooled from one or more painted scans,
+the class names and colours, the encoder's name and weights signature, the fine-tuned encoder
+weights when the encoder was fine-tuned, and the segmentation / normalisation settings. Applied to
+a scan with no support at all, it segments that scan the way the scans it was built from were
+painted (cross-patient segmentation, the literature's `across` protocol).
+
+    from napari_fewshot.core.bank import PrototypeBank
+
+    bank = PrototypeBank.build([(image_a, support_a), (image_b, support_b)], SegmentationParams(),
+                               class_names={1: "liver"})
+    bank.save("liver.fewshot")                     # one versioned zip, no pickle
+    bank = PrototypeBank.load("liver.fewshot")     # FewShotError when corrupt / newer / not a bank
+    result = bank.segment_volume(volume_data)      # (S, H, W) labels with the bank's class ids
+
+In the napari widget (the current segmenter, its image and the painted support layer):
+
+    bank = PrototypeBank.from_segmenter(segmenter, support, class_names=..., class_colours=...)
+    bank.save(path)                                            # "Save prototypes..."
+    bank = PrototypeBank.load(path)                            # "Load prototypes..."
+    segmenter = bank.make_segmenter(device)                    # or bank.prepare(existing_segmenter)
+    segmenter.set_image(image); result = run(bank.segment(segmenter))
+
+File format (``.fewshot``, a zip archive; see :data:`SCHEMA_VERSION`):
+
+    metadata.json            JSON: format, schema_version, package version, encoder {name, weights_id,
+                             feature_dim, fine_tuned}, params (SegmentationParams.to_dict()),
+                             normalization {modality, input_size, imagenet_mean, imagenet_std, ct_window_hu},
+                             classes [{id, name, colour}], prototypes {counts}, sources [...],
+                             tensors {entry name: {dtype, shape}} (every .npy entry below is listed here)
+    prototypes/vectors.npy   (P, C) float32, L2-normalised
+    prototypes/owner.npy     (P,) int64: 0 background, k = class index (class ids[k - 1])
+    prototypes/is_global.npy (P,) bool
+    encoder/<state key>.npy  the fine-tuned encoder's state_dict (only when fine_tuned)
+
+Arrays are NumPy ``.npy`` entries read with ``allow_pickle=False``; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generator, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import FewShotError
+from .config import FineTuneParams, SegmentationParams
+from .normalization import CT_WINDOW_HU, IMAGENET_MEAN, IMAGENET_STD
+from .progress import Progress, run
+from .prototypes import PrototypeSet, build_prototypes
+
+FORMAT_NAME = "napari-fewshot-bank"
+SCHEMA_VERSION = 1
+SUFFIX = ".fewshot"
+METADATA = "metadata.json"
+_PROTOTYPE_ENTRIES = ("vectors", "owner", "is_global")
+# SegmentationParams fields that describe the machine rather than the segmentation: not applied from a bank.
+MACHINE_LOCAL = ("device", "cache_dir", "memory_budget_mb", "batch_size")
+
+# Bright, distinct class colours (RGBA in [0, 1]) used when the caller gives none; the same as the
+# plugin's support palette, so a class keeps its colour between the widget and a bank.
+DEFAULT_PALETTE = (
+    (0.95, 0.15, 0.15, 1.0), (0.15, 0.55, 1.0, 1.0), (0.2, 0.85, 0.25, 1.0), (1.0, 0.85, 0.0, 1.0),
+    (0.9, 0.25, 0.9, 1.0), (0.0, 0.85, 0.85, 1.0), (1.0, 0.5, 0.0, 1.0), (0.6, 0.4, 1.0, 1.0),
+    (1.0, 0.6, 0.75, 1.0), (0.7, 1.0, 0.3, 1.0),
+)
+
+
+def normalization_settings(params: SegmentationParams) -> dict[str, Any]:
+    """How pixels become encoder input with `params` (stored in a bank, checked when it is loaded)."""
+    return {"modality": params.modality, "input_size": params.input_size, "imagenet_mean": list(IMAGENET_MEAN),
+            "imagenet_std": list(IMAGENET_STD), "ct_window_hu": list(CT_WINDOW_HU)}
+
+
+@dataclass
+class PrototypeBank:
+    """Prototypes plus everything needed to apply them to another scan.
+
+    prototypes:    PrototypeSet on the CPU (vectors (P, C) normalised, owner (P,), is_global (P,), class_ids).
+    params:        the SegmentationParams the prototypes were pooled with (encoder, input size, modality,
+                   scale ...); `device` in it is only the device they were made on.
+    encoder_name, encoder_weights_id: the encoder signature; another encoder is refused.
+    feature_dim:   C.
+    class_names:   class id -> name; class_colours: class id -> RGBA in [0, 1].
+    encoder_state: fine-tuned encoder weights (state_dict of CPU tensors), or None (ImageNet weights).
+    normalization: see :func:`normalization_settings`.
+    sources:       provenance: one dict per scan the prototypes came from (image, shape, support slices ...).
+    """
+
+    prototypes: PrototypeSet
+    params: SegmentationParams
+    encoder_name: str
+    encoder_weights_id: str
+    feature_dim: int
+    class_names: dict[int, str] = field(default_factory=dict)
+    class_colours: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
+    encoder_state: dict[str, torch.Tensor] | None = None
+    normalization: dict[str, Any] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    created: str = ""
+    package_version: str = ""
+    schema_version: int = SCHEMA_VERSION
+    _token: str = field(default="", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._token = uuid.uuid4().hex
+        ids = list(self.prototypes.class_ids)
+        self.class_names = {int(c): str(self.class_names.get(c, f"label {c}")) for c in ids}
+        self.class_colours = {int(c): _colour(self.class_colours.get(c), k) for k, c in enumerate(ids)}
+        if not self.normalization:
+            self.normalization = normalization_settings(self.params)
+        if not self.created:
+            self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        if not self.package_version:
+            from .. import __version__
+
+            self.package_version = __version__
+
+    # -- what it is -----------------------------------------------------------------------
+    @property
+    def class_ids(self) -> list[int]:
+        return list(self.prototypes.class_ids)
+
+    @property
+    def fine_tuned(self) -> bool:
+        return self.encoder_state is not None
+
+    @property
+    def signature(self) -> str:
+        """Short hash of the prototypes, encoder signature, fine-tuned weights and settings (a cache key)."""
+        digest = hashlib.sha256(json.dumps(self._metadata(), sort_keys=True, default=str).encode())
+        for name, array in self._arrays().items():
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
+
+    def describe(self) -> str:
+        """One line for logs: classes, prototype counts, encoder."""
+        classes = ", ".join(f"{c} {self.class_names[c]}" for c in self.class_ids)
+        return (f"bank of {len(self.prototypes.vectors)} prototypes for {classes} "
+                f"({len(self.sources)} scan(s)), encoder {self.encoder_name}"
+                f"{' fine-tuned' if self.fine_tuned else ''}, input size {self.params.input_size}")
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def from_segmenter(cls, segmenter, support, class_names: dict[int, str] | None = None,
+                       class_colours: dict[int, Sequence[float]] | None = None,
+                       source: dict[str, Any] | None = None) -> "PrototypeBank":
+        """Bank of the image currently set in `segmenter` and its painted `support` (the widget's Save).
+
+        Uses the segmenter's cached features and its current (possibly fine-tuned) encoder weights.
+        """
+        support_set = segmenter.parse_support(support)
+        run(segmenter.compute_features(support_set.slice_indices))
+        prototypes = segmenter.prototypes(support_set)
+        info = {"shape": list(np.shape(support)) if isinstance(support, np.ndarray) else len(support),
+                "support_slices": support_set.slice_indices, "class_ids": support_set.class_ids}
+        info.update(source or {})
+        return cls._from(segmenter, prototypes, class_names, class_colours, [info])
+
+    @classmethod
+    def build(cls, pairs: Iterable[tuple[Any, Any]], params: SegmentationParams | None = None,
+              class_names: dict[int, str] | None = None, class_colours: dict[int, Sequence[float]] | None = None,
+              fine_tune: FineTuneParams | None = None, segmenter=None,
+              sources: Sequence[dict[str, Any]] | None = None, log=lambda _: None) -> "PrototypeBank":
+        """Bank from one or more (image, support) pairs, e.g. support slices painted on patients A and B.
+
+        image: (S, H, W) array or list of 2D images; support: its label map (painted slices are support).
+        The global prototype of a class is the mean over every support slice of every pair that shows it
+        (PANet's averaging over shots); local prototypes are pooled from all of them. A class may be
+        painted in some pairs only. With `fine_tune`, the encoder is fine-tuned `fine_tune.steps` steps on
+        each pair in turn before pooling, and the tuned weights go into the bank.
+        """
+        from .segmenter import FewShotSegmenter
+
+        pairs = list(pairs)
+        if not pairs:
+            raise FewShotError("A prototype bank needs at least one image with its support.")
+        own = segmenter is None
+        segmenter = segmenter or FewShotSegmenter(params or SegmentationParams())
+        if fine_tune is not None and fine_tune.steps > 0:
+            for n, (image, support) in enumerate(pairs, start=1):
+                segmenter.set_image(image)
+                losses = run(segmenter.fine_tune(support, fine_tune))
+                if losses:
+                    log(f"fine-tuned on pair {n}: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+        features, targets, infos, class_sets = [], [], [], []
+        for n, (image, support) in enumerate(pairs):
+            segmenter.set_image(image)
+            support_set = segmenter.parse_support(support)
+            run(segmenter.compute_features(support_set.slice_indices))
+            class_sets.append(support_set)
+            features.extend(segmenter.cache.get(i) for i in support_set.slice_indices)
+            info = {"shape": list(np.shape(image)), "support_slices": support_set.slice_indices,
+                    "class_ids": support_set.class_ids}
+            info.update(sources[n] if sources and n < len(sources) else {})
+            infos.append(info)
+        class_ids = sorted({c for s in class_sets for c in s.class_ids})
+        for support_set in class_sets:  # class index k of this pair -> index in the union
+            remap = np.array([0] + [class_ids.index(c) + 1 for c in support_set.class_ids], np.int64)
+            for i in support_set.slice_indices:
+                target = support_set.targets[i].astype(np.int64)
+                targets.append(torch.from_numpy(np.where(target < 0, -1, remap[np.clip(target, 0, None)])))
+        p = segmenter.params
+        prototypes = build_prototypes(features, targets, class_ids, p.prototype_mode, p.local_grid,
+                                      p.local_coverage, p.max_local_prototypes, p.seed)
+        if own:
+            segmenter.stack = segmenter.cache = None  # free the features
+        return cls._from(segmenter, prototypes, class_names, class_colours, infos)
+
+    @classmethod
+    def _from(cls, segmenter, prototypes, class_names, class_colours, sources) -> "PrototypeBank":
+        encoder = segmenter.encoder
+        state = None
+        if segmenter.is_fine_tuned:
+            state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+        return cls(prototypes.to(torch.device("cpu")), SegmentationParams.from_dict(segmenter.params.to_dict()),
+                   encoder.name, encoder.weights_id, int(encoder.feature_dim), dict(class_names or {}),
+                   dict(class_colours or {}), state, sources=list(sources))
+
+    # -- applying ---------------------------------------------------------------------------
+    def check_encoder(self, encoder) -> None:
+        """Refuse (FewShotError) an encoder other than the one the prototypes were pooled with."""
+        if encoder.name != self.encoder_name:
+            raise FewShotError(f"This prototype bank was made with the encoder {self.encoder_name}; it cannot run "
+                               f"with {encoder.name} (rebuild the bank with that encoder, or use {self.encoder_name}).")
+        if encoder.weights_id != self.encoder_weights_id:
+            raise FewShotError(f"This prototype bank was made with {self.encoder_name} weights "
+                               f"{self.encoder_weights_id!r} but this machine has {encoder.weights_id!r}; "
+                               "rebuild the bank here.")
+
+    def segmentation_params(self, device: str | None = None, **machine: Any) -> SegmentationParams:
+        """The bank's SegmentationParams for this machine: `device` (default "auto") and the other
+        machine-local settings (cache folder, memory budget: this machine's defaults unless given in
+        `machine`) are not taken from the machine the bank was made on."""
+        values = self.params.to_dict()
+        defaults = SegmentationParams().to_dict()
+        for key in MACHINE_LOCAL:
+            if key in defaults:
+                values[key] = defaults[key]
+        values.update({k: v for k, v in machine.items() if v is not None})
+        values["device"] = device or "auto"
+        return SegmentationParams.from_dict(values)
+
+    def make_segmenter(self, device: str | None = None, encoder=None):
+        """A FewShotSegmenter set up like the bank's (encoder checked, fine-tuned weights loaded).
+
+        encoder: an already built encoder to use (checked); None builds the bank's encoder.
+        """
+        from .segmenter import FewShotSegmenter
+
+        segmenter = FewShotSegmenter(self.segmentation_params(device), encoder=encoder)
+        return self.prepare(segmenter)
+
+    def prepare(self, segmenter):
+        """Make `segmenter`'s encoder weights the bank's: check the encoder, then load the bank's fine-tuned
+        weights, or undo the segmenter's own fine-tuning when the bank was made with the original weights
+        (features are recomputed). Returns the segmenter."""
+        self.check_encoder(segmenter.encoder)
+        if self.encoder_state is not None:
+            segmenter.load_encoder_state(self.encoder_state)
+        elif segmenter.is_fine_tuned:
+            segmenter.reset_weights()
+        segmenter._prepared_by_bank = self._token
+        return segmenter
+
+    def segment(self, segmenter, indices: Sequence[int] | None = None, similarity: bool = False,
+                ) -> Generator[Progress, None, Any]:
+        """Segment the image set in `segmenter` with the bank's prototypes (all slices by default).
+
+        Calls :meth:`prepare` first unless it was done for this bank (so the encoder weights are the
+        bank's). Yields Progress; returns a SegmentationResult whose labels carry the bank's class ids.
+        """
+        if getattr(segmenter, "_prepared_by_bank", None) != self._token or \
+                segmenter.is_fine_tuned != self.fine_tuned:
+            self.prepare(segmenter)
+        return (yield from segmenter.segment_with(self.prototypes.to(segmenter.device), indices, similarity))
+
+    def segment_volume(self, image, device: str | None = None, segmenter=None, report=None):
+        """Segment one image (array or list of 2D images) with no support; returns a SegmentationResult."""
+        segmenter = segmenter or self.make_segmenter(device)
+        segmenter.set_image(image)
+        try:
+            return run(self.segment(segmenter), report)
+        finally:
+            segmenter.stack = segmenter.cache = None
+
+    # -- the file ---------------------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        p = self.prototypes
+        arrays = {"prototypes/vectors": p.vectors.detach().cpu().float().numpy(),
+                  "prototypes/owner": p.owner.detach().cpu().long().numpy(),
+                  "prototypes/is_global": p.is_global.detach().cpu().bool().numpy()}
+        for key, tensor in (self.encoder_state or {}).items():
+            t = tensor.detach().cpu()
+            arrays[f"encoder/{key}"] = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+        return arrays
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "package_version": self.package_version,
+            "created": self.created,
+            "encoder": {"name": self.encoder_name, "weights_id": self.encoder_weights_id,
+                        "feature_dim": self.feature_dim, "fine_tuned": self.fine_tuned},
+            "params": self.params.to_dict(),
+            "normalization": self.normalization,
+            "classes": [{"id": c, "name": self.class_names[c], "colour": list(self.class_colours[c])}
+                        for c in self.class_ids],
+            "prototypes": {"total": int(len(self.prototypes.vectors)),
+                           "counts": {str(k): int(v) for k, v in self.prototypes.counts.items()}},
+            "sources": self.sources,
+        }
+
+    def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
+        """Write the bank to `path` (``.fewshot`` appended when it has no suffix), atomically; returns the path."""
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_suffix(SUFFIX)
+        if path.exists() and not overwrite:
+            raise FewShotError(f"{path} already exists; choose another name or allow overwriting.")
+        arrays = self._arrays()
+        meta = self._metadata()
+        meta["tensors"] = {name: {"dtype": str(a.dtype), "shape": list(a.shape)} for name, a in arrays.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+                archive.writestr(METADATA, json.dumps(meta, indent=1, default=_json_default))
+                for name, array in arrays.items():
+                    buffer = io.BytesIO()
+                    np.save(buffer, np.asarray(array), allow_pickle=False)
+                    archive.writestr(f"{name}.npy", buffer.getvalue())
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise FewShotError(f"Cannot write the prototype bank {path}: {err.strerror or err}.") from err
+        return path
+
+    def to_bytes(self) -> bytes:
+        """The bank file's bytes (what :meth:`save` writes)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            return self.save(Path(folder) / f"bank{SUFFIX}").read_bytes()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PrototypeBank":
+        """Read a bank written by :meth:`save`. FewShotError when the file is missing, corrupt, not a bank,
+        or written by a newer napari-fewshot (higher schema version)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FewShotError(f"The prototype bank {path} does not exist.")
+        return cls.from_bytes(path.read_bytes(), str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "the prototype bank") -> "PrototypeBank":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                meta = _read_metadata(archive, name)
+                arrays = {entry: _read_array(archive, entry, spec, name) for entry, spec in meta["tensors"].items()}
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError, TypeError) as err:
+            raise FewShotError(f"{name} is not a readable prototype bank (corrupt or truncated: {err}).") from err
+        return cls._from_parts(meta, arrays, name)
+
+    @classmethod
+    def _from_parts(cls, meta: dict, arrays: dict[str, np.ndarray], name: str) -> "PrototypeBank":
+        try:
+            vectors, owner, is_global = (torch.from_numpy(arrays[f"prototypes/{k}"].copy()) for k in _PROTOTYPE_ENTRIES)
+            classes = meta["classes"]
+            class_ids = [int(c["id"]) for c in classes]
+            encoder = meta["encoder"]
+            params = SegmentationParams.from_dict(meta["params"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise FewShotError(f"{name} is not a complete prototype bank (missing {err}).") from err
+        if vectors.ndim != 2 or owner.shape != (len(vectors),) or is_global.shape != (len(vectors),) \
+                or (len(owner) and int(owner.max()) > len(class_ids)) or vectors.shape[1] != int(encoder["feature_dim"]):
+            raise FewShotError(f"{name} is inconsistent: its prototype arrays do not fit its classes or encoder.")
+        counts = {int(k): int(v) for k, v in meta.get("prototypes", {}).get("counts", {}).items()}
+        state = None
+        if encoder.get("fine_tuned"):
+            state = {k[len("encoder/"):]: torch.from_numpy(a.copy()) for k, a in arrays.items() if k.startswith("encoder/")}
+            if not state:
+                raise FewShotError(f"{name} says its encoder was fine-tuned but holds no encoder weights.")
+        normalization = meta.get("normalization") or {}
+        expected = normalization_settings(params)
+        for key in ("imagenet_mean", "imagenet_std", "ct_window_hu"):
+            if key in normalization and [round(float(v), 6) for v in normalization[key]] != \
+                    [round(float(v), 6) for v in expected[key]]:
+                raise FewShotError(f"{name} was made with another intensity normalisation ({key} "
+                                   f"{normalization[key]} instead of {expected[key]}); rebuild it with this version.")
+        return cls(PrototypeSet(vectors.float(), owner.long(), is_global.bool(), class_ids, counts), params,
+                   str(encoder["name"]), str(encoder["weights_id"]), int(encoder["feature_dim"]),
+                   {int(c["id"]): c.get("name") or f"label {c['id']}" for c in classes},
+                   {int(c["id"]): c.get("colour") for c in classes}, state, normalization,
+                   list(meta.get("sources", [])), str(meta.get("created", "")), str(meta.get("package_version", "")),
+                   int(meta["schema_version"]))
+
+
+def _read_metadata(archive: zipfile.ZipFile, name: str) -> dict:
+    try:
+        meta = json.loads(archive.read(METADATA))
+    except KeyError as err:
+        raise FewShotError(f"{name} is not a prototype bank (it has no {METADATA}).") from err
+    except json.JSONDecodeError as err:
+        raise FewShotError(f"{name} is not a readable prototype bank (its {METADATA} is not valid JSON).") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise FewShotError(f"{name} is not a napari-fewshot prototype bank.")
+    version = meta.get("schema_version")
+    if not isinstance(version, int) or version < 1:
+        raise FewShotError(f"{name} has an invalid schema version {version!r}.")
+    if version > SCHEMA_VERSION:
+        raise FewShotError(f"{name} was written by a newer napari-fewshot (bank schema {version}; this version "
+                           f"reads up to {SCHEMA_VERSION}); upgrade napari-fewshot to use it.")
+    if not isinstance(meta.get("tensors"), dict):
+        raise FewShotError(f"{name} is not a complete prototype bank (its tensor list is missing).")
+    return meta
+
+
+def _read_array(archive: zipfile.ZipFile, entry: str, spec: dict, name: str) -> np.ndarray:
+    try:
+        raw = archive.read(f"{entry}.npy")
+    except KeyError as err:
+        raise FewShotError(f"{name} is not a complete prototype bank (the entry {entry} is missing).") from err
+    array = np.load(io.BytesIO(raw), allow_pickle=False)
+    if list(array.shape) != list(spec["shape"]) or str(array.dtype) != spec["dtype"]:
+        raise FewShotError(f"{name} is inconsistent: {entry} is {array.dtype} {array.shape}, "
+                           f"its metadata says {spec['dtype']} {tuple(spec['shape'])}.")
+    return array
+
+
+def _colour(value, index: int) -> tuple[float, float, float, float]:
+    if value is None:
+        return DEFAULT_PALETTE[index % len(DEFAULT_PALETTE)]
+    values = [float(v) for v in value]
+    if len(values) not in (3, 4):
+        raise FewShotError(f"A class colour must be RGB or RGBA, not {value!r}.")
+    scale = 255.0 if max(values) > 1.0 else 1.0  # 0-255 colours
+    values = [v / scale for v in values] + ([] if len(values) == 4 else [1.0])
+    return tuple(min(max(v, 0.0), 1.0) for v in values)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (np.ndarray, tuple, set)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+__all__ = ["DEFAULT_PALETTE", "FORMAT_NAME", "PrototypeBank", "SCHEMA_VERSION", "SUFFIX", "normalization_settings"]

@@ -1,0 +1,154 @@
+"""3D consistency of a volume's segmentation (volumes only; an image set's images are independent).
+
+Three cheap steps, each a function of plain arrays so they are usable (and testable) on their own:
+
+- :func:`smooth_slices`: average each class's score map with its neighbouring slices (a Gaussian
+  along the slice axis, on the coarse feature-cell grid, before upsampling), so one slice's noise
+  does not decide it alone.
+- :func:`limit_beyond_support`: an organ seen on painted slices ends somewhere past the outermost
+  painted slice; walking outward, a slice may only keep a class where the previous slice had it
+  (dilated by a few pixels). Organs narrow towards their ends, so this stops the class from being
+  hallucinated on slices where the organ is absent (the far side of a CT that spans pelvis to chest).
+- :func:`keep_connected`: per class, keep only the 3D connected components that touch what was
+  painted for that class (or, with no paint in this volume, the largest component).
+
+All of it costs well under a second for a 256 x 256 x 40 MR and about a second for a 512 x 512 x 100 CT.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+
+def smooth_slices(scores: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing along the slice axis.
+
+    scores: (S, ...) float; sigma in slices (0 returns the input). Edges are reflected.
+    """
+    if sigma <= 0 or scores.shape[0] < 2:
+        return scores
+    return ndimage.gaussian_filter1d(scores, sigma, axis=0, mode="nearest", truncate=2.0)
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = np.arange(-radius, radius + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius
+
+
+def limit_beyond_support(mask: np.ndarray, painted: Sequence[int], grow: int = 3) -> np.ndarray:
+    """Keep a class on slices beyond the painted ones only where it continues the previous slice.
+
+    mask: (S, H, W) bool prediction of one class; painted: slice indices where the class was painted
+    (no painted slice: mask returned unchanged). Walking from the lowest painted slice down to 0
+    (and from the highest up to S-1), slice i keeps mask[i] & dilate(kept[i -/+ 1], grow pixels).
+    Slices between the painted ones are not touched.
+    """
+    painted = sorted(int(p) for p in painted)
+    if not painted:
+        return mask
+    out = mask.copy()
+    disk = _disk(grow) if grow > 0 else None
+
+    def walk(start: int, stop: int, step: int) -> None:
+        for i in range(start + step, stop, step):
+            previous = out[i - step]
+            if not previous.any():
+                out[i] = False
+                continue
+            allowed = ndimage.binary_dilation(previous, disk) if disk is not None else previous
+            out[i] &= allowed
+
+    walk(painted[0], -1, -1)
+    walk(painted[-1], len(mask), 1)
+    return out
+
+
+def keep_connected(mask: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+    """Keep the 3D connected components of `mask` (face connectivity) that touch `seeds`.
+
+    mask, seeds: (S, H, W) bool. Without seeds, or when none touches the mask, the largest component is kept.
+    """
+    labelled, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    if seeds is not None and seeds.any():
+        touched = np.unique(labelled[seeds & mask])
+        touched = touched[touched > 0]
+        if len(touched):
+            return np.isin(labelled, touched)
+    sizes = np.bincount(labelled.ravel())
+    sizes[0] = 0
+    return labelled == int(np.argmax(sizes))
+
+
+def postprocess_volume(
+    labels: np.ndarray,
+    class_ids: Sequence[int],
+    painted: Mapping[int, Sequence[int]] | None = None,
+    seeds: Mapping[int, np.ndarray] | None = None,
+    grow: int = 3,
+    connected: bool = True,
+    limit: bool = True,
+) -> np.ndarray:
+    """3D consistency of a multi-class label volume; removed voxels become background (0).
+
+    labels: (S, H, W) integer; class_ids: the label values to clean; painted: class -> painted slice
+    indices (for the beyond-support limit); seeds: class -> (S, H, W) bool of painted voxels (for the
+    connected-component choice). Returns a new array of labels' dtype.
+    """
+    labels = np.asarray(labels)
+    out = labels.copy()
+    painted = painted or {}
+    seeds = seeds or {}
+    for c in class_ids:
+        mask = labels == c
+        if not mask.any():
+            continue
+        kept = mask
+        if limit and painted.get(c):
+            kept = limit_beyond_support(kept, painted[c], grow)
+        if connected:
+            kept = keep_connected(kept, seeds.get(c))
+        out[mask & ~kept] = 0
+    return out
+
+
+def smooth_similarity(maps: Mapping[int, np.ndarray], sigma: float) -> dict[int, np.ndarray]:
+    """Smooth per-slice class similarity maps along the slice axis (normalised convolution).
+
+    maps: slice index -> (K + 1, h, w) float (slices may be missing, e.g. painted ones: only the
+    present ones contribute, each weighted by the Gaussian of its distance). Returns the same keys.
+    """
+    if sigma <= 0 or len(maps) < 2:
+        return dict(maps)
+    order = sorted(maps)
+    first, last = order[0], order[-1]
+    shape = next(iter(maps.values())).shape
+    stack = np.zeros((last - first + 1,) + tuple(shape), np.float32)
+    weight = np.zeros(last - first + 1, np.float32)
+    for i in order:
+        stack[i - first] = maps[i]
+        weight[i - first] = 1.0
+    kw = dict(axis=0, mode="constant", cval=0.0, truncate=2.0)
+    num = ndimage.gaussian_filter1d(stack, sigma, **kw)
+    den = ndimage.gaussian_filter1d(weight, sigma, **kw)
+    return {i: num[i - first] / max(float(den[i - first]), 1e-6) for i in order}
+
+
+def support_hints(targets: Mapping[int, np.ndarray], class_ids: Sequence[int], shape: tuple[int, ...]):
+    """From a parsed support (slice -> (H, W) target with class indices 1..K): painted slices per label
+    value and a (S, H, W) bool seed mask per label value, as :func:`postprocess_volume` takes them."""
+    painted: dict[int, list[int]] = {}
+    seeds: dict[int, np.ndarray] = {}
+    for k, c in enumerate(class_ids, start=1):
+        seed = np.zeros(shape, bool)
+        for i, target in targets.items():
+            hit = np.asarray(target) == k
+            if hit.any():
+                seed[i] = hit
+                painted.setdefault(c, []).append(int(i))
+        seeds[c] = seed
+    return painted, seeds

@@ -1,0 +1,191 @@
+"""Bookkeeping between segmentation results and napari layers.
+
+- the ``support`` Labels layer the user paints (created here, never written to afterwards),
+- the ``prediction`` Labels layer, coloured like the support (same colormap),
+- one ``heatmap: class K (name)`` Image layer per class: best cosine similarity to that class's
+  prototypes. All heatmaps share contrast limits (0, 1) and gamma 3, so equal brightness means
+  equal similarity in every layer; each maps 0 -> black -> the class's label colour, and they blend
+  additively, so several classes can be looked at together.
+
+No model maths here: arrays in, layers out.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils import Colormap
+from napari.utils.colormaps import CyclicLabelColormap
+
+from . import CLASS_NAMES_KEY, ROLE_KEY, VOLUME_KEY
+
+SUPPORT_NAME = "support"
+PREDICTION_NAME = "prediction"
+HEATMAP_LIMITS = (0.0, 1.0)
+HEATMAP_GAMMA = 3.0  # same for every heatmap: background similarities (~0.45) stay dark, matches (~0.8) bright
+# Bright, distinct class colours for the support layers the plugin creates (cycled beyond 10 classes).
+PALETTE = np.array([
+    [0, 0, 0, 0], [0.95, 0.15, 0.15, 1], [0.15, 0.55, 1.0, 1], [0.2, 0.85, 0.25, 1], [1.0, 0.85, 0.0, 1],
+    [0.9, 0.25, 0.9, 1], [0.0, 0.85, 0.85, 1], [1.0, 0.5, 0.0, 1], [0.6, 0.4, 1.0, 1], [1.0, 0.6, 0.75, 1],
+    [0.7, 1.0, 0.3, 1],
+])
+
+
+def unwrap(obj):
+    """The napari object behind the PublicOnlyProxy napari hands plugins (identity, deep copies)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def same_layer(a, b) -> bool:
+    """Identity of two layers, seen through proxies."""
+    return a is not None and b is not None and unwrap(a) is unwrap(b)
+
+
+def spatial_kwargs(image: Image) -> dict:
+    """scale / translate / rotate / shear of ``image``'s spatial axes, for layers laid over it."""
+    return {"scale": image.scale, "translate": image.translate, "rotate": image.rotate, "shear": image.shear}
+
+
+def spatial_shape(image: Image) -> tuple[int, ...]:
+    """(S, H, W) or (H, W) of an image layer (colour axis of RGB images dropped)."""
+    shape = tuple(image.data.shape)
+    return shape[:-1] if image.rgb else shape
+
+
+def class_names(*layers) -> dict[int, str]:
+    """Label value -> name, from the first layer that knows: ``features`` (index, name) or metadata."""
+    for layer in layers:
+        if layer is None:
+            continue
+        features = getattr(layer, "features", None)
+        if features is not None and {"index", "name"} <= set(features.columns):
+            names = {int(i): str(n) for i, n in zip(features["index"], features["name"], strict=True) if int(i) != 0}
+            if names:
+                return names
+        names = layer.metadata.get(CLASS_NAMES_KEY)
+        if names:
+            return {int(k): str(v) for k, v in names.items()}
+    return {}
+
+
+def label_features(names: dict[int, str]) -> dict | None:
+    """Labels ``features`` table giving each label value its name (shown in napari's status bar)."""
+    if not names:
+        return None
+    return {"index": [0, *names], "name": ["background", *names.values()]}
+
+
+def create_support(viewer, image: Image, name: str = SUPPORT_NAME) -> Labels:
+    """Add an empty uint8 Labels layer over ``image`` (same shape and placement), ready to paint."""
+    names = class_names(image)
+    metadata = {ROLE_KEY: "support", CLASS_NAMES_KEY: names}
+    if VOLUME_KEY in image.metadata:
+        metadata[VOLUME_KEY] = image.metadata[VOLUME_KEY]
+    layer = viewer.add_labels(np.zeros(spatial_shape(image), np.uint8), name=name, metadata=metadata,
+                              features=label_features(names), **spatial_kwargs(image))
+    layer.colormap = CyclicLabelColormap(colors=PALETTE)
+    layer.mode = "paint"
+    layer.brush_size = 10
+    return layer
+
+
+def update_prediction(viewer, image: Image, support: Labels, layer: Labels | None, labels: np.ndarray,
+                      slices: Iterable[int] | None) -> Labels:
+    """Write ``labels`` into the prediction layer (created when missing or of the wrong shape/dtype).
+
+    labels: (S, H, W) (or (H, W) for a 2D image). slices: which slices of ``labels`` are new
+    (None: all). The prediction takes the support's colormap, so a class has one colour everywhere.
+    """
+    shape = spatial_shape(image)
+    if layer is None or layer not in viewer.layers or layer.data.shape != shape or not _fits(labels, layer.data):
+        names = class_names(support, image)
+        metadata = {ROLE_KEY: PREDICTION_NAME, CLASS_NAMES_KEY: names}
+        if VOLUME_KEY in image.metadata:
+            metadata[VOLUME_KEY] = image.metadata[VOLUME_KEY]
+        dtype = np.promote_types(labels.dtype, support.data.dtype)
+        layer = viewer.add_labels(np.zeros(shape, dtype), name=PREDICTION_NAME, metadata=metadata, opacity=0.5,
+                                  features=label_features(names), **spatial_kwargs(image))
+    if slices is None or labels.ndim == 2:
+        layer.data[...] = labels
+    else:
+        for i in slices:
+            layer.data[i] = labels[i]
+    copy_colormap(support, layer)
+    layer.refresh()
+    return layer
+
+
+def copy_colormap(source: Labels, target: Labels) -> None:
+    """Give ``target`` the colours of ``source`` (a copy, so later edits of either stay separate)."""
+    target.colormap = copy.deepcopy(unwrap(source.colormap))
+
+
+def heatmap_name(class_id: int, names: dict[int, str]) -> str:
+    """``heatmap: class 1 (liver)``, or ``heatmap: class 1`` when the class has no name."""
+    name = names.get(class_id)
+    return f"heatmap: class {class_id} ({name})" if name else f"heatmap: class {class_id}"
+
+
+def class_colormap(support: Labels, class_id: int) -> Colormap:
+    """Black -> the class's label colour, for additive blending."""
+    r, g, b, _ = np.asarray(unwrap(support.colormap).map(np.array([class_id]))[0], dtype=float)
+    return Colormap([[0, 0, 0, 1], [r, g, b, 1]], name=f"fewshot class {class_id}")
+
+
+def update_heatmaps(viewer, image: Image, support: Labels, layers: dict[int, Image],
+                    similarity: dict[int, dict[int, np.ndarray]], visible: bool) -> dict[int, Image]:
+    """Write per-slice similarity maps into one Image layer per class; returns class id -> layer.
+
+    similarity: class id -> {slice index -> (H, W) cosine similarity}; slices not listed keep
+    their previous values (0 at first). Layers whose class vanished from the support are removed.
+    """
+    shape = spatial_shape(image)
+    names = class_names(support, image)
+    out: dict[int, Image] = {}
+    for c, per_slice in sorted(similarity.items()):
+        layer = layers.get(c)
+        if layer is None or layer not in viewer.layers or layer.data.shape != shape:
+            layer = viewer.add_image(np.zeros(shape, np.float32), name=heatmap_name(c, names),
+                                     colormap=class_colormap(support, c), contrast_limits=HEATMAP_LIMITS,
+                                     gamma=HEATMAP_GAMMA, blending="additive", visible=visible,
+                                     metadata={ROLE_KEY: "heatmap", "class_id": c}, **spatial_kwargs(image))
+        for i, plane in per_slice.items():
+            if len(shape) == 2:
+                layer.data[...] = plane
+            else:
+                layer.data[i] = plane
+        layer.contrast_limits = HEATMAP_LIMITS
+        layer.refresh()
+        out[c] = layer
+    for c, layer in layers.items():
+        if c not in out and layer in viewer.layers:
+            viewer.layers.remove(layer)
+    return out
+
+
+def layer_choices(viewer) -> tuple[list[str], list[str]]:
+    """Names of the layers the widget offers: images (not heatmaps) and supports (not predictions/references)."""
+    images = [ly.name for ly in viewer.layers if isinstance(ly, Image) and ly.metadata.get(ROLE_KEY) != "heatmap"]
+    supports = [ly.name for ly in viewer.layers
+                if isinstance(ly, Labels) and ly.metadata.get(ROLE_KEY) not in ("prediction", "reference")]
+    return images, supports
+
+
+def place_below(viewer, layer, anchor) -> None:
+    """Move ``layer`` just below ``anchor`` in the layer list (the support stays on top for painting)."""
+    ll, layer, anchor = viewer.layers, unwrap(layer), unwrap(anchor)
+    if layer in ll and anchor in ll and ll.index(layer) > ll.index(anchor):
+        ll.move(ll.index(layer), ll.index(anchor))
+
+
+def heatmap_arrays(layers: dict[int, Image]) -> dict[int, np.ndarray]:
+    """Class id -> the heatmap layer's data (for export)."""
+    return {c: np.asarray(layer.data) for c, layer in layers.items()}
+
+
+def _fits(labels: np.ndarray, data: np.ndarray) -> bool:
+    """True when every value of ``labels`` can be stored in ``data``'s dtype."""
+    return labels.size == 0 or np.can_cast(labels.dtype, data.dtype) or int(labels.max()) <= np.iinfo(data.dtype).max

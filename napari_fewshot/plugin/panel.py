@@ -1,0 +1,158 @@
+"""The Qt controls of the dock widget, laid out; no behaviour (see :mod:`.widget`)."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+SCOPES = {"all slices": "all", "current slice": "current", "slice range": "range"}
+SUPPORT_MODES = {"painted slices are complete": "dense", "scribbles (background painted)": "scribble"}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class Panel:
+    """Builds the controls into ``parent`` (a QWidget) and keeps them as attributes."""
+
+    def __init__(self, parent: QWidget, encoders: list[str]):
+        root = QVBoxLayout(parent)
+
+        data = QGroupBox("Data", parent)
+        form = QFormLayout(data)
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image layer to segment (slices along its first axis).")
+        self.support_combo = QComboBox()
+        self.support_combo.setToolTip("The Labels layer you paint: every slice with paint is a support slice.")
+        self.new_support_button = QPushButton("New")
+        self.new_support_button.setToolTip("Add an empty 'support' Labels layer over the image, ready to paint.")
+        row = QHBoxLayout()
+        row.addWidget(self.support_combo, 1)
+        row.addWidget(self.new_support_button)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Support", row)
+        root.addWidget(data)
+
+        model = QGroupBox("Model", parent)
+        form = QFormLayout(model)
+        self.encoder_combo = QComboBox()
+        self.encoder_combo.addItems(encoders)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.model_label = QLabel("")
+        self.model_label.setWordWrap(True)
+        form.addRow("Encoder", self.encoder_combo)
+        form.addRow("Device", self.device_combo)
+        form.addRow(self.model_label)
+        root.addWidget(model)
+
+        segment = QGroupBox("Segment", parent)
+        form = QFormLayout(segment)
+        self.compute_button = QPushButton("Compute features")
+        self.compute_button.setToolTip("Run the encoder on every slice once (current and support slices first).")
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems(list(SCOPES))
+        self.range_start = QSpinBox()
+        self.range_stop = QSpinBox()
+        row = QHBoxLayout()
+        row.addWidget(QLabel("slices"))
+        row.addWidget(self.range_start)
+        row.addWidget(QLabel("to"))
+        row.addWidget(self.range_stop)
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(list(SUPPORT_MODES))
+        self.mode_combo.setToolTip(
+            "Complete: on a painted slice every unpainted pixel is background (paint whole organs).\n"
+            "Scribbles: paint background with its own label; unpainted pixels are left to the model\n"
+            "(needed for a single 2D image).")
+        self.background_spin = QSpinBox()
+        self.background_spin.setRange(1, 65535)
+        self.background_spin.setValue(1)
+        self.background_spin.setPrefix("background label ")
+        self.background_spin.setToolTip("The label value you paint background with, in scribble mode.")
+        mode_row = QHBoxLayout()
+        mode_row.addWidget(self.mode_combo, 1)
+        mode_row.addWidget(self.background_spin)
+        self.segment_button = QPushButton("Segment")
+        self.live_check = QCheckBox("Live: re-segment the visible slice after each stroke")
+        self.heatmap_check = QCheckBox("Heatmaps (similarity to each class)")
+        form.addRow(self.compute_button)
+        form.addRow("Support", mode_row)
+        form.addRow("Segment", self.scope_combo)
+        form.addRow(row)
+        form.addRow(self.segment_button)
+        form.addRow(self.live_check)
+        form.addRow(self.heatmap_check)
+        root.addWidget(segment)
+
+        tune = QGroupBox("Fine-tune the encoder on the support", parent)
+        form = QFormLayout(tune)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 10_000)
+        self.steps_spin.setValue(20)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(6)
+        self.lr_spin.setRange(1e-6, 1.0)
+        self.lr_spin.setSingleStep(1e-5)
+        self.lr_spin.setValue(1e-4)
+        self.fine_tune_button = QPushButton("Fine-tune")
+        self.reset_button = QPushButton("Reset weights")
+        row = QHBoxLayout()
+        row.addWidget(self.fine_tune_button)
+        row.addWidget(self.reset_button)
+        form.addRow("Steps", self.steps_spin)
+        form.addRow("Learning rate", self.lr_spin)
+        form.addRow(row)
+        root.addWidget(tune)
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status_label = QLabel("Pick an image, paint a few slices of the support, press Segment.")
+        self.status_label.setWordWrap(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        row = QHBoxLayout()
+        row.addWidget(self.progress_bar, 1)
+        row.addWidget(self.cancel_button)
+        root.addLayout(row)
+        root.addWidget(self.status_label)
+
+        export = QGroupBox("Export", parent)
+        row = QHBoxLayout(export)
+        self.export_button = QPushButton("Export mask...")
+        self.export_button.setToolTip("Save the prediction as NIfTI, TIFF, PNG (one per slice) or NPY.")
+        self.export_heatmaps_button = QPushButton("Export heatmaps...")
+        row.addWidget(self.export_button)
+        row.addWidget(self.export_heatmaps_button)
+        root.addWidget(export)
+        root.addStretch(1)
+
+    def scope(self) -> str:
+        return SCOPES[self.scope_combo.currentText()]
+
+    def set_scope(self, scope: str) -> None:
+        self.scope_combo.setCurrentText(next(k for k, v in SCOPES.items() if v == scope))
+
+    def support_mode(self) -> str:
+        return SUPPORT_MODES[self.mode_combo.currentText()]
+
+    def set_support_mode(self, mode: str) -> None:
+        self.mode_combo.setCurrentText(next(k for k, v in SUPPORT_MODES.items() if v == mode))
+
+    def job_controls(self) -> list[QWidget]:
+        """Controls that would conflict with a running job (disabled meanwhile)."""
+        return [self.image_combo, self.new_support_button, self.encoder_combo, self.device_combo,
+                self.mode_combo, self.background_spin,
+                self.compute_button, self.segment_button, self.fine_tune_button, self.reset_button,
+                self.steps_spin, self.lr_spin]

@@ -1,0 +1,116 @@
+"""npe2 reader: NIfTI, DICOM (files and folders) and TIFF with voxel spacing as the layer scale.
+
+napari reads PNG/JPEG/TIFF itself but drops the voxel size; this reader keeps it
+(``scale = Volume.spacing``) and keeps the :class:`~napari_fewshot.io.Volume` in
+``layer.metadata["napari_fewshot_volume"]`` so masks can be exported onto the source grid
+(NIfTI with the source affine). Label maps (integer files whose name says label/seg/mask) open
+as Labels layers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import CLASS_NAMES_KEY, VOLUME_KEY
+
+# Extensions this reader claims (napari_fewshot/napari.yaml lists the same patterns).
+EXTENSIONS = (".nii", ".nii.gz", ".dcm", ".dicom", ".ima", ".tif", ".tiff")
+_LABEL_NAME = re.compile(r"(label|labels|seg|segmentation|mask|organs?)([^a-z]|$)", re.IGNORECASE)
+_DICOM_MAGIC_OFFSET = 128
+
+LayerData = tuple[Any, dict, str]
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    """Return :func:`read` when ``path`` is something this plugin reads, else None (napari tries others).
+
+    Accepts one file with a supported extension, a folder holding DICOM files, or a list of
+    DICOM files from one folder (read as that folder's series).
+    """
+    if isinstance(path, (list, tuple)):
+        paths = [Path(p) for p in path]
+        if len(paths) == 1:
+            return get_reader(os.fspath(paths[0]))
+        same_folder = len({p.parent for p in paths}) == 1
+        return read if paths and same_folder and all(_is_dicom_file(p) for p in paths) else None
+    p = Path(path)
+    if p.is_dir():
+        return read if _folder_has_dicom(p) else None
+    return read if p.name.lower().endswith(EXTENSIONS) else None
+
+
+def read(path: str | list[str]) -> list[LayerData]:
+    """Read one image (or a DICOM folder / list of DICOM files of one series) as a napari layer."""
+    from ..io import read_volume
+
+    if isinstance(path, (list, tuple)):
+        path = os.fspath(Path(path[0]).parent) if len(path) > 1 else path[0]
+    volume = read_volume(path)
+    return [volume_layer_data(volume, name=_layer_name(path))]
+
+
+def volume_layer_data(volume, name: str, class_names: dict[int, str] | None = None,
+                      as_labels: bool | None = None) -> LayerData:
+    """A :class:`~napari_fewshot.io.Volume` as napari layer data ``(data, kwargs, layer_type)``.
+
+    A single 2D image (S == 1) becomes a 2D layer; ``scale`` is the voxel spacing in mm.
+    ``as_labels=None`` guesses from the name and dtype (integer data named like a label map).
+    """
+    data = volume.data
+    spacing = tuple(volume.spacing)
+    if volume.n_slices == 1:
+        data, spacing = data[0], spacing[1:]
+    if as_labels is None:
+        as_labels = np.issubdtype(data.dtype, np.integer) and not volume.is_rgb and bool(_LABEL_NAME.search(name))
+    metadata: dict[str, Any] = {VOLUME_KEY: volume}
+    if class_names:
+        metadata[CLASS_NAMES_KEY] = dict(class_names)
+    kwargs: dict[str, Any] = {"name": name, "scale": spacing, "metadata": metadata}
+    if as_labels:
+        if class_names:
+            kwargs["features"] = {"index": [0, *class_names], "name": ["background", *class_names.values()]}
+        return data, kwargs, "labels"
+    kwargs["rgb"] = volume.is_rgb
+    if volume.format in ("nifti", "dicom") and not volume.is_rgb and _looks_like_ct(data):
+        kwargs["contrast_limits"] = (-160.0, 240.0)  # soft-tissue window (W 400, L 40 HU)
+    return data, kwargs, "image"
+
+
+def _looks_like_ct(data: np.ndarray) -> bool:
+    """Hounsfield units: air near -1000 and a signed dtype."""
+    sample = data.reshape(-1)[:: max(1, data.size // 100_000)]
+    return data.dtype.kind in "if" and float(sample.min()) <= -900
+
+
+def _layer_name(path: str) -> str:
+    name = Path(path).name
+    for extension in (".nii.gz", *EXTENSIONS):
+        if name.lower().endswith(extension):
+            return name[: -len(extension)]
+    return name
+
+
+def _is_dicom_file(path: Path) -> bool:
+    if path.name.lower().endswith((".dcm", ".dicom", ".ima")):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(_DICOM_MAGIC_OFFSET)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _folder_has_dicom(folder: Path, look_at: int = 20) -> bool:
+    """True when one of the first files directly inside ``folder`` is DICOM."""
+    try:
+        files = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    except OSError:
+        return False
+    return any(_is_dicom_file(p) for p in files[:look_at])

@@ -1,0 +1,119 @@
+"""One :class:`~napari_fewshot.core.FewShotSegmenter` per image layer, so cached features survive
+switching layers and re-segmenting.
+
+A session is stale when its layer's data was replaced or edited, or when the widget's encoder /
+device changed: the next job then builds the segmenter and calls ``set_image`` again (in the worker
+thread, since building the encoder loads weights). The session also remembers the layers it
+produced (prediction, heatmaps) so a re-segmentation updates them instead of adding new ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import FewShotError
+
+# Settings read at segmentation time only: changing them keeps the cached features.
+CHEAP_PARAMS = frozenset({"support_mode", "background_label", "postprocess", "postprocess_grow", "smooth_slices"})
+
+
+@dataclass
+class ImageSession:
+    """The segmenter of one image layer and the layers derived from it."""
+
+    layer: Any  # napari.layers.Image
+    segmenter: Any = None  # FewShotSegmenter, built lazily
+    image_ref: Any = None  # the layer.data object the segmenter was given
+    stale: bool = True
+    prediction: Any = None  # napari.layers.Labels
+    heatmaps: dict = field(default_factory=dict)  # class id -> napari.layers.Image
+
+    def __post_init__(self) -> None:
+        self.layer.events.data.connect(self.mark_stale)
+
+    def mark_stale(self, *_) -> None:
+        self.stale = True
+
+    def disconnect(self) -> None:
+        self.layer.events.data.disconnect(self.mark_stale)
+
+    def reuses_features(self, params) -> bool:
+        """True when the segmenter's features stay valid under ``params`` (only cheap settings differ)."""
+        if self.segmenter is None:
+            return False
+        current = {k: v for k, v in asdict(self.segmenter.params).items() if k not in CHEAP_PARAMS}
+        return current == {k: v for k, v in asdict(params).items() if k not in CHEAP_PARAMS}
+
+    def ensure_segmenter(self, params) -> Any:
+        """The segmenter for ``params`` (a SegmentationParams): the current one (features kept) when only
+        the support mode changed, a new one when the encoder, device or anything feature-related did."""
+        from ..core import FewShotSegmenter
+
+        if self.reuses_features(params):
+            self.segmenter.params = params
+        else:
+            self.segmenter = FewShotSegmenter(params)
+            self.stale = True
+        return self.segmenter
+
+    def prepare(self, image: np.ndarray, params) -> Any:
+        """The segmenter for ``params`` holding ``image`` (worker thread: building it loads weights, and
+        jobs run one at a time, so nothing else touches the segmenter meanwhile)."""
+        self.ensure_segmenter(params)
+        if self.stale or self.image_ref is not image:
+            self.segmenter.set_image(image_stack(image, self.layer.rgb), rgb=self.layer.rgb)
+            self.image_ref, self.stale = image, False
+        return self.segmenter
+
+    def cached_slices(self) -> int:
+        seg = self.segmenter
+        return 0 if seg is None or seg.cache is None or self.stale else len(seg.cache)
+
+
+def image_stack(data: Any, rgb: bool) -> np.ndarray | list[np.ndarray]:
+    """Layer data -> what the core segments: a volume (S, H, W[, 3]) as is, a 2D image as a one-image
+    list (an image set, so the core's 3D post-processing never treats it as a volume)."""
+    if isinstance(data, list) or getattr(data, "ndim", None) is None:
+        raise FewShotError("Multiscale (pyramid) images are not supported; open the full-resolution image.")
+    spatial = data.ndim - (1 if rgb else 0)
+    if spatial == 2:
+        return [np.asarray(data)]
+    if spatial != 3:
+        raise FewShotError(
+            f"The image has {spatial} dimensions; pick a 2D image or a 3D volume (slices along the first axis)."
+        )
+    return np.asarray(data)
+
+
+def support_stack(support: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray | list[np.ndarray]:
+    """A copy of the support layer's data, checked against the image's (S, H, W) or (H, W); shaped like
+    :func:`image_stack` gives the image ((S, H, W), or a one-plane list for a 2D image)."""
+    support = np.array(support, copy=True)  # the worker must never see (or touch) the live layer data
+    if tuple(support.shape) != tuple(image_shape):
+        raise FewShotError(
+            f"The support layer is {support.shape} but the image is {tuple(image_shape)}; "
+            "create a new support layer for this image."
+        )
+    return [support] if support.ndim == 2 else support
+
+
+def painted_slices(support) -> list[int]:
+    """Indices of the slices (of an (S, H, W) array or a list of planes) with any paint."""
+    return [i for i in range(len(support)) if np.any(support[i])]
+
+
+def slice_indices(scope: str, current: int, n_slices: int, start: int = 0, stop: int = 0) -> list[int] | None:
+    """Slices a Segment press covers: None for "all", [current] for "current", start..stop (inclusive) for "range"."""
+    if scope == "all":
+        return None
+    if scope == "current":
+        return [current]
+    if scope != "range":
+        raise FewShotError(f"Unknown scope {scope!r}; use all, current or range.")
+    low, high = sorted((int(start), int(stop)))
+    if low < 0 or high >= n_slices:
+        raise FewShotError(f"The slice range {low}-{high} is outside the image's slices 0-{n_slices - 1}.")
+    return list(range(low, high + 1))

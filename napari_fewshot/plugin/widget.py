@@ -1,0 +1,382 @@
+"""The "Few-shot segmentation" dock widget: clicks -> core jobs in worker threads -> layers.
+
+Programmatic API (what the buttons call; tests drive it): :meth:`FewShotWidget.compute_features`,
+:meth:`~FewShotWidget.segment`, :meth:`~FewShotWidget.fine_tune`, :meth:`~FewShotWidget.reset_weights`
+(each returns the started worker, or None after telling the user why not), :meth:`~FewShotWidget.cancel`,
+:meth:`~FewShotWidget.export`, :meth:`~FewShotWidget.export_heatmaps`, :meth:`~FewShotWidget.create_support_layer`.
+
+Segmenting all slices gets the core's 3D clean-up (post-processing over the whole volume); the
+current slice, a slice range and live mode show the per-slice prediction, since that clean-up
+needs every slice. The support layer is only ever read (copied on the Qt thread before a job
+starts). User-fixable problems (FewShotError) appear as one-sentence napari notifications;
+anything else too, with the traceback going to the log rather than a dialog.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import napari
+import napari.viewer
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QWidget
+
+from ..errors import FewShotError
+from . import VOLUME_KEY, exporting, layers
+from .live import LiveMode
+from .panel import Panel
+from .runner import JobRunner
+from .session import ImageSession, image_stack, slice_indices, support_stack
+from .workers import Job, features_job, fine_tune_job, segment_job
+
+
+class FewShotWidget(QWidget):
+    """Dock widget: pick image + support, compute features, segment, fine-tune, export."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        from ..core import available_encoders
+
+        self.viewer = viewer
+        self.ui = Panel(self, available_encoders())
+        self._sessions: dict[int, ImageSession] = {}  # id(image layer) -> its segmenter and results
+        self.runner = JobRunner(self.ui, self._on_idle)
+        self._last_scope: tuple[str, int | None, int | None] = ("all", None, None)
+        self._closed = False
+        self.live = LiveMode(self._live_segment, self.ui.live_check.isChecked, self)
+        self._connect()
+        self._refresh_layer_choices()
+
+    # -- public state ----------------------------------------------------------------------
+    @property
+    def image_layer(self) -> Image | None:
+        return self._layer_named(self.ui.image_combo.currentText(), Image)
+
+    @property
+    def support_layer(self) -> Labels | None:
+        return self._layer_named(self.ui.support_combo.currentText(), Labels)
+
+    @property
+    def busy(self) -> bool:
+        """True while a job or a live update runs (or a job waits for a live update to finish)."""
+        return self.runner.busy
+
+    @property
+    def worker(self):
+        """The running job's worker (None when idle)."""
+        return self.runner.worker
+
+    @property
+    def session(self) -> ImageSession | None:
+        """The segmenter bookkeeping of the chosen image layer (created on first use)."""
+        image = layers.unwrap(self.image_layer)
+        if image is None:
+            return None
+        if id(image) not in self._sessions:
+            self._sessions[id(image)] = ImageSession(image)
+        return self._sessions[id(image)]
+
+    @property
+    def prediction_layer(self) -> Labels | None:
+        s = self.session
+        return s.prediction if s is not None and s.prediction in self.viewer.layers else None
+
+    @property
+    def heatmap_layers(self) -> dict[int, Image]:
+        s = self.session
+        return {c: ly for c, ly in s.heatmaps.items() if ly in self.viewer.layers} if s is not None else {}
+
+    def set_image_layer(self, layer: Image) -> None:
+        self.ui.image_combo.setCurrentText(layer.name)
+
+    def set_support_layer(self, layer: Labels) -> None:
+        self.ui.support_combo.setCurrentText(layer.name)
+
+    def params(self):
+        """SegmentationParams from the encoder, device and support-mode choosers (core defaults otherwise)."""
+        from ..core import SegmentationParams
+
+        mode = self.ui.support_mode()
+        background = self.ui.background_spin.value() if mode == "scribble" else None
+        return SegmentationParams(encoder=self.ui.encoder_combo.currentText(),
+                                  device=self.ui.device_combo.currentText(), support_mode=mode,
+                                  background_label=background)
+
+    def current_slice(self) -> int:
+        """Index (along the image's first axis) of the slice the viewer shows."""
+        image = self.image_layer
+        if image is None or len(layers.spatial_shape(image)) < 3:
+            return 0
+        point = image.world_to_data(self.viewer.dims.point[-image.ndim:])
+        return int(np.clip(round(float(point[0])), 0, image.data.shape[0] - 1))
+
+    # -- actions ---------------------------------------------------------------------------
+    def create_support_layer(self) -> Labels | None:
+        """Add an empty ``support`` Labels layer over the chosen image and select it for painting."""
+        image = self.image_layer
+        if image is None:
+            show_warning("Open or pick an image layer first.")
+            return None
+        layer = layers.create_support(self.viewer, image)
+        self.set_support_layer(layer)
+        self.viewer.layers.selection.active = layer
+        return layer
+
+    def compute_features(self):
+        """Compute (and cache) every slice's features, the visible and support slices first."""
+        job = self._job(need_support=False)
+        if job is None:
+            return None
+        preview = partial(self._show_result, job.session, self.image_layer, self.support_layer, False, quiet=True)
+        return self.runner.launch("Computing features", features_job, job, self.current_slice(),
+                                  on_return=lambda n: self._done(f"Features ready for {n} slices"), on_preview=preview)
+
+    def segment(self, scope: str | None = None, start_slice: int | None = None, stop_slice: int | None = None):
+        """Segment "all" slices, the "current" slice or a slice "range" (inclusive; default: the spin boxes)."""
+        scope = scope or self.ui.scope()
+        image = self.image_layer
+        n = layers.spatial_shape(image)[0] if image is not None and image.ndim >= 3 else 1
+        start = self.ui.range_start.value() if start_slice is None else start_slice
+        stop = self.ui.range_stop.value() if stop_slice is None else stop_slice
+        try:
+            indices = slice_indices(scope, self.current_slice(), n, start, stop)
+        except FewShotError as exc:
+            show_error(str(exc))
+            return None
+        job = self._job(need_support=True)
+        if job is None:
+            return None
+        self._last_scope = (scope, start_slice, stop_slice)
+        on_return = partial(self._show_result, job.session, image, self.support_layer, indices is None)
+        return self.runner.launch("Segmenting", segment_job, job, indices, self.ui.heatmap_check.isChecked(),
+                                  on_return=on_return)
+
+    def fine_tune(self, steps: int | None = None, learning_rate: float | None = None):
+        """Fine-tune on the support; when it completes, features are recomputed and the prediction refreshed."""
+        steps = int(steps if steps is not None else self.ui.steps_spin.value())
+        learning_rate = float(learning_rate if learning_rate is not None else self.ui.lr_spin.value())
+        job = self._job(need_support=True)
+        if job is None:
+            return None
+        worker = self.runner.launch("Fine-tuning", fine_tune_job, job, steps, learning_rate,
+                                    on_return=self._fine_tuned)
+        if worker is not None:
+            worker.aborted.connect(lambda: show_info(
+                f"Fine-tuning stopped after {self.runner.steps_done} of {steps} steps; the encoder keeps them "
+                "(Reset weights undoes them)."))
+        return worker
+
+    def reset_weights(self):
+        """Undo all fine-tuning of the chosen image's segmenter; re-segments an existing prediction."""
+        session = self.session
+        if self.busy or session is None:
+            show_warning("Wait for the running job to finish (or Cancel it) before resetting the weights."
+                         if self.busy else "Pick an image layer first.")
+            return None
+        if session.segmenter is None or not session.segmenter.is_fine_tuned:
+            show_info("The encoder has its original weights already.")
+            return None
+        session.segmenter.reset_weights()
+        self._update_model_label()
+        show_info("Encoder weights reset to the original ones.")
+        return self._refresh_prediction()
+
+    def cancel(self) -> None:
+        """Stop the running job after its current step (fine-tuning keeps the steps taken)."""
+        self.runner.cancel()
+
+    def export(self, path: str | None = None, overwrite: bool = False) -> list[Path] | None:
+        """Write the prediction to ``path`` (format from the extension); a save dialog when None.
+
+        Existing files are replaced only with ``overwrite=True`` or after the dialog's question.
+        """
+        return exporting.export_prediction(self, self.prediction_layer, path, overwrite)
+
+    def export_heatmaps(self, path: str | None = None, overwrite: bool = False) -> list[Path] | None:
+        """Write each heatmap to its own float file, ``STEM_classK_name.EXT`` beside ``path``."""
+        image = self.image_layer
+        names = layers.class_names(self.support_layer, image)
+        volume = image.metadata.get(VOLUME_KEY) if image is not None else None
+        return exporting.export_heatmaps(self, self.heatmap_layers, names, volume, path, overwrite)
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _job(self, need_support: bool, quiet: bool = False) -> Job | None:
+        """Capture what a job needs on the Qt thread; tell the user (unless quiet) what is missing."""
+        image, support, session = self.image_layer, self.support_layer, self.session
+        try:
+            if image is None:
+                raise FewShotError("Open or pick an image layer first.")
+            image_stack(image.data, image.rgb)  # checks dimensions (no copy for numpy arrays)
+            painted = support_stack(support.data, layers.spatial_shape(image)) if support is not None else None
+            if painted is None and need_support:
+                raise FewShotError("Create or pick a support Labels layer and paint a few slices first.")
+            params = self.params()
+        except FewShotError as exc:
+            (self.ui.status_label.setText if quiet else show_error)(str(exc))
+            return None
+        return Job(session, params, image.data, painted)
+
+    def _on_idle(self) -> None:
+        """A job has finished: refresh the model line, run a live update that had to wait."""
+        self._update_model_label()
+        self.live.retry_if_dirty()
+
+    def _done(self, what: str) -> None:
+        message = f"{what} in {self.runner.elapsed():.1f} s."
+        self.ui.status_label.setText(message)
+        show_info(message)
+
+    def _fine_tuned(self, losses: list[float]) -> None:
+        if losses:
+            self._done(f"Fine-tuned {len(losses)} steps (loss {losses[0]:.3f} -> {losses[-1]:.3f})")
+        self.runner.after = self._refresh_prediction
+
+    def _refresh_prediction(self):
+        """Re-segment (features recomputed as needed) when there is a prediction to keep current."""
+        if self.prediction_layer is None:
+            return None
+        return self.segment(*self._last_scope)
+
+    def _show_result(self, session, image, support, whole, result, quiet=False) -> None:
+        """Put a SegmentationResult into the prediction (and heatmap) layers of ``session``."""
+        if session is None or image is None or support is None or image not in self.viewer.layers:
+            return
+        active = self.viewer.layers.selection.active
+        labels = result.labels[0] if len(layers.spatial_shape(image)) == 2 else result.labels
+        slices = None if whole else sorted(set(result.segmented_slices) | set(result.support_slices))
+        session.prediction = layers.unwrap(
+            layers.update_prediction(self.viewer, image, support, session.prediction, labels, slices))
+        layers.place_below(self.viewer, session.prediction, support)
+        if result.similarity:
+            heatmaps = layers.update_heatmaps(self.viewer, image, support, session.heatmaps, result.similarity,
+                                              self.ui.heatmap_check.isChecked())
+            session.heatmaps = {c: layers.unwrap(layer) for c, layer in heatmaps.items()}
+            for layer in session.heatmaps.values():
+                layers.place_below(self.viewer, layer, session.prediction)
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active  # keep painting where the user was painting
+        if not quiet:
+            n = len(set(result.segmented_slices) - set(result.support_slices))
+            self._done(f"Segmented {n} slice{'s' * (n != 1)} from {len(result.support_slices)} support slices")
+
+    # -- live mode -------------------------------------------------------------------------
+    def _live_segment(self) -> None:
+        if self.busy:
+            self.live.dirty = True
+            return
+        support = self.support_layer
+        if support is None or not support.data.any():
+            return
+        job = self._job(need_support=True, quiet=True)
+        if job is None:
+            return
+        on_return = partial(self._show_result, job.session, self.image_layer, support, False, quiet=True)
+        self.runner.launch_live(segment_job, job, [self.current_slice()], self.ui.heatmap_check.isChecked(),
+                                on_return=on_return, on_error=lambda exc: self.ui.status_label.setText(str(exc)),
+                                on_finish=self.live.retry_if_dirty)
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _connect(self) -> None:
+        ui, events = self.ui, self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.moved, events.reordered):
+            event.connect(self._refresh_layer_choices)
+        events.removed.connect(self._forget_removed)
+        self.viewer.dims.events.current_step.connect(self.live.schedule)
+        ui.support_combo.currentTextChanged.connect(lambda *_: self.live.watch(layers.unwrap(self.support_layer)))
+        ui.image_combo.currentTextChanged.connect(lambda *_: self._update_model_label())
+        ui.new_support_button.clicked.connect(self.create_support_layer)
+        ui.compute_button.clicked.connect(self.compute_features)
+        ui.segment_button.clicked.connect(lambda: self.segment())
+        ui.fine_tune_button.clicked.connect(lambda: self.fine_tune())
+        ui.reset_button.clicked.connect(self.reset_weights)
+        ui.cancel_button.clicked.connect(self.cancel)
+        ui.export_button.clicked.connect(lambda: self.export())
+        ui.export_heatmaps_button.clicked.connect(lambda: self.export_heatmaps())
+        ui.heatmap_check.toggled.connect(self._show_heatmaps)
+        ui.live_check.toggled.connect(self.live.schedule)
+        ui.encoder_combo.currentTextChanged.connect(lambda *_: self._update_model_label())
+        ui.device_combo.currentTextChanged.connect(self._device_chosen)
+        ui.scope_combo.currentTextChanged.connect(self._scope_chosen)
+        ui.mode_combo.currentTextChanged.connect(self._scope_chosen)
+        self._scope_chosen()
+
+    def closeEvent(self, event) -> None:
+        """Stop jobs and let go of the viewer's events when the dock widget is closed."""
+        if self._closed:
+            return super().closeEvent(event)
+        self._closed = True
+        self.runner.quit_all()
+        events = self.viewer.layers.events
+        for event_ in (events.inserted, events.removed, events.moved, events.reordered):
+            event_.disconnect(self._refresh_layer_choices)
+        events.removed.disconnect(self._forget_removed)
+        self.viewer.dims.events.current_step.disconnect(self.live.schedule)
+        self.live.watch(None)
+        super().closeEvent(event)
+
+    def _refresh_layer_choices(self, *_) -> None:
+        ui = self.ui
+        images, supports = layers.layer_choices(self.viewer)
+        for combo, names, prefer in ((ui.image_combo, images, None), (ui.support_combo, supports, "support")):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            keep = current if current in names else prefer if prefer in names else None
+            if keep:
+                combo.setCurrentText(keep)
+            combo.blockSignals(False)
+        self.live.watch(layers.unwrap(self.support_layer))
+        self._update_model_label()
+        image = self.image_layer
+        top = layers.spatial_shape(image)[0] - 1 if image is not None and image.ndim >= 3 else 0
+        ui.range_start.setMaximum(top)
+        ui.range_stop.setMaximum(top)
+
+    def _forget_removed(self, event) -> None:
+        session = self._sessions.pop(id(layers.unwrap(event.value)), None)
+        if session is not None:
+            session.disconnect()
+
+    def _show_heatmaps(self, visible: bool) -> None:
+        for layer in self.heatmap_layers.values():
+            layer.visible = visible
+
+    def _device_chosen(self, name: str) -> None:
+        from ..core.devices import resolve_device
+
+        try:
+            resolve_device(name)
+        except FewShotError as exc:
+            show_error(str(exc))
+            self.ui.device_combo.setCurrentText("auto")
+        self._update_model_label()
+
+    def _scope_chosen(self, *_) -> None:
+        is_range = self.ui.scope() == "range"
+        self.ui.range_start.setEnabled(is_range)
+        self.ui.range_stop.setEnabled(is_range)
+        self.ui.background_spin.setVisible(self.ui.support_mode() == "scribble")
+
+    def _update_model_label(self) -> None:
+        from ..core.devices import resolve_device
+
+        params = self.params()
+        session = self._sessions.get(id(layers.unwrap(self.image_layer)))
+        text = f"Using {params.encoder} on {resolve_device(params.device)}"
+        if session is not None and session.segmenter is not None and session.reuses_features(params):
+            text += f"; features cached for {session.cached_slices()} slices"
+            text += " (fine-tuned)" if session.segmenter.is_fine_tuned else ""
+        self.ui.model_label.setText(text + ".")
+
+    def _set_busy(self, busy: bool) -> None:
+        for control in self.ui.job_controls():
+            control.setEnabled(not busy)
+        self.ui.cancel_button.setEnabled(busy)
+
+    def _layer_named(self, name: str, kind):
+        layer = self.viewer.layers[name] if name and name in self.viewer.layers else None
+        return layer if isinstance(layer, kind) else None

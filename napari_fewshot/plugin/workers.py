@@ -1,0 +1,119 @@
+"""The core's long-running generators, run in napari ``thread_worker`` threads.
+
+Each job is a generator function: it yields :class:`~napari_fewshot.core.Progress` reports (and,
+for a quick preview, a :class:`Preview`), and returns its result. :func:`start` wraps it in a
+:class:`ClosingWorker`: ``worker.quit()`` stops it between two yields and then *closes* the
+generator in the worker thread, so the core's clean-up (``finally`` blocks: fine-tuning puts the
+encoder back in eval mode and drops stale features) runs before ``finished`` is emitted.
+
+Jobs receive copies of the layer data taken on the Qt thread; they never touch layers.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.qt.threading import GeneratorWorker, create_worker
+
+from ..errors import FewShotError
+from .session import ImageSession, painted_slices
+
+
+@dataclass
+class Preview:
+    """An early result yielded by a job before it finishes (the first slices segmented)."""
+
+    result: Any  # SegmentationResult
+
+
+@dataclass
+class Job:
+    """What a job needs, captured on the Qt thread."""
+
+    session: ImageSession
+    params: Any  # SegmentationParams
+    image: Any  # the image layer's data object
+    support: np.ndarray | None = None  # (S, H, W) copy of the support layer
+
+
+class ClosingWorker(GeneratorWorker):
+    """A GeneratorWorker that closes its generator when aborted (runs the core's clean-up)."""
+
+    def work(self):
+        try:
+            return super().work()
+        finally:
+            if self.abort_requested:
+                self._gen.close()
+
+
+def start(job: Callable[..., Generator], *args, on_yield=None, on_return=None, on_error=None,
+          on_finish=None, autostart: bool = True, **kwargs) -> GeneratorWorker:
+    """Create (and by default start) a worker running ``job(*args, **kwargs)``, signals connected."""
+    worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True, _worker_class=ClosingWorker, **kwargs)
+    for signal, slot in ((worker.yielded, on_yield), (worker.returned, on_return),
+                         (worker.errored, on_error), (worker.finished, on_finish)):
+        if slot is not None:
+            signal.connect(slot)
+    if autostart:
+        worker.start()
+    return worker
+
+
+def avoid_triton_llvm_clash() -> None:
+    """Keep torch from loading triton into a process whose OpenGL driver already loaded LLVM.
+
+    Mesa (llvmpipe, radeonsi) maps its own libLLVM once napari's canvas exists; triton's
+    libtriton.so carries another LLVM, and loading both crashes the process (segfault). Every torch
+    optimizer imports torch._dynamo, which probes ``import triton``; fine-tuning inside napari
+    would crash there. Where libLLVM is mapped and triton is not loaded yet, ``import triton`` is
+    made to fail with ImportError instead (torch then simply runs without triton, which the plugin
+    never needs). Elsewhere (CLI, no GL driver with LLVM) nothing changes.
+    """
+    if "triton" in sys.modules or "torch._dynamo" in sys.modules:
+        return
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    if "libLLVM" in maps:
+        sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` -> ImportError
+
+
+def features_job(job: Job, current: int):
+    """Compute every slice's features: the current and support slices first, then a preview of the
+    current slice's segmentation (when there is paint), then the rest. Returns the number of slices.
+    """
+    seg = job.session.prepare(job.image, job.params)
+    support = job.support
+    first = [current] + (painted_slices(support) if support is not None else [])
+    yield from seg.compute_features(indices=first)
+    if support is not None and len(first) > 1 and current not in first[1:]:
+        try:
+            result = yield from seg.segment(support, indices=[current], similarity=False)
+            yield Preview(result)
+        except FewShotError:
+            pass  # the support cannot be used yet (Segment will say why); features are what was asked for
+    yield from seg.compute_features()
+    return len(seg.cache)
+
+
+def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool):
+    """Segment ``indices`` (None: every non-support slice); returns the SegmentationResult."""
+    seg = job.session.prepare(job.image, job.params)
+    return (yield from seg.segment(job.support, indices=indices, similarity=similarity))
+
+
+def fine_tune_job(job: Job, steps: int, learning_rate: float):
+    """Fine-tune the encoder on the support; yields Progress(step, steps, loss=...), returns the losses."""
+    from ..core import FineTuneParams
+
+    avoid_triton_llvm_clash()
+    seg = job.session.prepare(job.image, job.params)
+    params = FineTuneParams(steps=steps, learning_rate=learning_rate)
+    return (yield from seg.fine_tune(job.support, params))

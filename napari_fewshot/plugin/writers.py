@@ -1,0 +1,91 @@
+"""Writing masks and heatmaps from napari: the npe2 Labels writer and the widget's export helpers.
+
+Format from the extension (``.nii.gz``/``.nii``, ``.tif``/``.tiff``, ``.png`` one file per slice,
+``.npy``). When the layer carries the :class:`~napari_fewshot.io.Volume` it was read from, NIfTI
+output lands on that file's own voxel grid with its affine. Nothing is ever overwritten silently:
+the npe2 writer refuses existing files, the widget asks first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import VOLUME_KEY
+
+MASK_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".png", ".npy")
+HEATMAP_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy")
+
+
+def write_labels(path: str, data: Any, meta: dict) -> list[str]:
+    """npe2 single-layer writer for Labels layers (File > Save Selected Layers).
+
+    Raises WriteError (shown by napari as a notification) when a target file exists.
+    """
+    volume = (meta.get("metadata") or {}).get(VOLUME_KEY)
+    return [os.fspath(p) for p in export_mask(path, np.asarray(data), volume, overwrite=False)]
+
+
+def matching_volume(volume, shape: tuple[int, ...]):
+    """``volume`` when its (S, H, W) grid matches a layer of ``shape`` ((S, H, W) or (H, W)), else None."""
+    if volume is None or not hasattr(volume, "data"):
+        return None
+    grid = tuple(volume.data.shape[:3])
+    return volume if grid == tuple(shape) or grid == (1, *shape) else None
+
+
+def export_mask(path: str | os.PathLike, mask: np.ndarray, volume=None, *, overwrite: bool = False) -> list[Path]:
+    """Write a label mask (S, H, W) or (H, W); ``volume`` (if it matches) gives spacing and affine."""
+    from ..io import write_mask
+
+    return write_mask(path, mask, like=matching_volume(volume, np.shape(mask)), overwrite=overwrite)
+
+
+def heatmap_paths(path: str | os.PathLike, class_ids: list[int], names: dict[int, str]) -> dict[int, Path]:
+    """One file per class beside ``path``: ``STEM_class1_liver.EXT`` (``STEM_class1.EXT`` without a name)."""
+    path = Path(path)
+    extension = next((e for e in HEATMAP_EXTENSIONS if path.name.lower().endswith(e)), path.suffix)
+    stem = path.name[: len(path.name) - len(extension)] if extension else path.name
+    out = {}
+    for c in class_ids:
+        label = f"_{_slug(names[c])}" if names.get(c) else ""
+        out[c] = path.with_name(f"{stem}_class{c}{label}{extension}")
+    return out
+
+
+def export_heatmaps(path: str | os.PathLike, heatmaps: dict[int, np.ndarray], names: dict[int, str],
+                    volume=None, *, overwrite: bool = False) -> list[Path]:
+    """Write each class's similarity map (float32) to its own file (see :func:`heatmap_paths`)."""
+    from ..errors import WriteError
+    from ..io import write_image
+
+    targets = heatmap_paths(path, sorted(heatmaps), names)
+    existing = [t for t in targets.values() if t.exists()]
+    if existing and not overwrite:
+        raise WriteError(f"Cannot write '{existing[0]}': the file exists.")
+    written: list[Path] = []
+    for c, target in targets.items():
+        data = heatmaps[c]
+        written += write_image(target, data, like=matching_volume(volume, data.shape), overwrite=overwrite)
+    return written
+
+
+def existing_targets(path: str | os.PathLike, shape: tuple[int, ...], heatmap_classes: dict[int, str] | None = None,
+                     ) -> list[Path]:
+    """Files an export to ``path`` would replace (PNG stacks write ``STEM_0000.png`` ...; see io.write_mask)."""
+    path = Path(path)
+    if heatmap_classes is not None:
+        candidates = list(heatmap_paths(path, sorted(heatmap_classes), heatmap_classes).values())
+    elif path.suffix.lower() == ".png" and len(shape) == 3 and shape[0] > 1:
+        candidates = [path.with_name(f"{path.stem}_{i:04d}.png") for i in range(shape[0])]
+    else:
+        candidates = [path]
+    return [p for p in candidates if p.exists()]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()

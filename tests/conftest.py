@@ -1,0 +1,76 @@
+"""Shared test setup.
+
+torch is imported before anything Qt: importing it after PyQt6 can crash the process (two OpenMP /
+libstdc++ copies), see ../shared/DESIGN.md. GUI tests (marker ``gui``) need a display: run them
+under ``xvfb-run -a``; without one they are skipped.
+"""
+
+import torch  # noqa: F401  (must stay the first import)
+
+# isort: split
+import os
+import time
+
+import numpy as np
+import pytest
+
+HAS_DISPLAY = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+CT_IMAGE_NAME = "CT abdomen"
+CT_REFERENCE_NAME = "CT abdomen: reference organs"
+LIVER = 1
+LIVER_SUPPORT_SLICES = (79, 90, 100)  # the liver spans slices 69-111 of the CT sample
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_DISPLAY:
+        return
+    skip = pytest.mark.skip(reason="needs a display for napari's OpenGL canvas; run under xvfb-run -a")
+    for item in items:
+        if "gui" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def notes():
+    """Messages napari notifications showed during the test: list of (severity name, message)."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+
+    def record(notification):
+        seen.append((str(notification.severity).lower(), str(notification.message)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def ct(make_napari_viewer):
+    """A viewer with the CT sample opened through the npe2 sample contribution and the widget docked.
+
+    Returns (viewer, widget, reference labels array).
+    """
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-fewshot", "ct_abdomen")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    widget.ui.device_combo.setCurrentText("cpu")
+    reference = np.asarray(viewer.layers[CT_REFERENCE_NAME].data)
+    return viewer, widget, reference
+
+
+def paint_support(widget, reference, label=LIVER, slices=LIVER_SUPPORT_SLICES):
+    """Create the support layer through the widget and paint `label` from the reference on `slices`."""
+    support = widget.create_support_layer()
+    data = support.data
+    for z in slices:
+        data[z][reference[z] == label] = label
+    support.data = data  # emits the data event like an edit would
+    return support
+
+
+def wait_idle(qtbot, widget, timeout_s: float = 90.0) -> float:
+    """Wait until the widget runs no job (chained jobs included); returns the seconds waited."""
+    t0 = time.perf_counter()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=int(timeout_s * 1000))
+    return time.perf_counter() - t0
