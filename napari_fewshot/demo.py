@@ -26,7 +26,8 @@ def run_demo(out_dir: str | Path, params: SegmentationParams | None = None, slic
              log: Callable[[str], None] = print) -> dict:
     """Segment the CT sample from 3 painted slices per organ; write masks and heatmaps to `out_dir`.
 
-    Returns {"volume", "labels", "support", "result", "dice": {name: float}, "files": [...], "seconds"}.
+    Returns {"volume", "labels", "support", "support_slices", "result", "dice": {name: float}, "names",
+    "files": [...], "seconds"}.
     """
     from .sample_data import CT_IMAGE, CT_LABELS, ct_class_names
 
@@ -59,4 +60,4 @@ def run_demo(out_dir: str | Path, params: SegmentationParams | None = None, slic
         files += write_image(out_dir / f"heatmap_{names[c]}.nii.gz", heat, like=volume, overwrite=True)
     log("wrote " + ", ".join(str(f) for f in files))
     return {"volume": volume, "labels": labels, "support": support, "result": result, "dice": scores,
-            "files": files, "seconds": seconds, "names": names}
+            "files": files, "seconds": seconds, "names": names, "support_slices": painted}

@@ -27,7 +27,8 @@ class IntensityWindow:
 
     def apply(self, data: np.ndarray) -> np.ndarray:
         """(...) any dtype -> (...) float32 in [0, 1]; NaN and Inf become 0."""
-        out = np.asarray(data, dtype=np.float32)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, handled next
+            out = np.asarray(data, dtype=np.float32)
         out = np.nan_to_num(out, nan=self.low, posinf=self.high, neginf=self.low)
         span = max(self.high - self.low, 1e-6)
         return np.clip((out - self.low) / span, 0.0, 1.0, out=out.copy() if out is data else out)
@@ -62,7 +63,8 @@ def intensity_window(data: np.ndarray, modality: str = "auto") -> IntensityWindo
         return IntensityWindow(0.0, 255.0 if data.dtype == np.uint8 or np.nanmax(data) > 1 else 1.0, "us")
     if modality == "none":
         return IntensityWindow(0.0, 1.0, "none")
-    values = np.asarray(data, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        values = np.asarray(data, dtype=np.float32)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return IntensityWindow(0.0, 1.0, modality)

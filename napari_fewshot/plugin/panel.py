@@ -136,6 +136,16 @@ class Panel:
         row.addWidget(self.export_button)
         row.addWidget(self.export_heatmaps_button)
         root.addWidget(export)
+
+        bank = QGroupBox("Prototypes", parent)
+        row = QHBoxLayout(bank)
+        self.save_bank_button = QPushButton("Save prototypes...")
+        self.save_bank_button.setToolTip("Save what was painted as a prototype bank (.fewshot) for other scans.")
+        self.load_bank_button = QPushButton("Load prototypes...")
+        self.load_bank_button.setToolTip("Segment this image with a saved prototype bank; no painting needed.")
+        row.addWidget(self.save_bank_button)
+        row.addWidget(self.load_bank_button)
+        root.addWidget(bank)
         root.addStretch(1)
 
     def scope(self) -> str:
@@ -155,4 +165,4 @@ class Panel:
         return [self.image_combo, self.new_support_button, self.encoder_combo, self.device_combo,
                 self.mode_combo, self.background_spin,
                 self.compute_button, self.segment_button, self.fine_tune_button, self.reset_button,
-                self.steps_spin, self.lr_spin]
+                self.steps_spin, self.lr_spin, self.save_bank_button, self.load_bank_button]

@@ -3,7 +3,8 @@
 Programmatic API (what the buttons call; tests drive it): :meth:`FewShotWidget.compute_features`,
 :meth:`~FewShotWidget.segment`, :meth:`~FewShotWidget.fine_tune`, :meth:`~FewShotWidget.reset_weights`
 (each returns the started worker, or None after telling the user why not), :meth:`~FewShotWidget.cancel`,
-:meth:`~FewShotWidget.export`, :meth:`~FewShotWidget.export_heatmaps`, :meth:`~FewShotWidget.create_support_layer`.
+:meth:`~FewShotWidget.export`, :meth:`~FewShotWidget.export_heatmaps`, :meth:`~FewShotWidget.create_support_layer`,
+:meth:`~FewShotWidget.save_prototypes`, :meth:`~FewShotWidget.load_prototypes` (prototype banks).
 
 Segmenting all slices gets the core's 3D clean-up (post-processing over the whole volume); the
 current slice, a slice range and live mode show the per-slice prediction, since that clean-up
@@ -25,7 +26,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
 from ..errors import FewShotError
-from . import VOLUME_KEY, exporting, layers
+from . import VOLUME_KEY, banks, exporting, layers
 from .live import LiveMode
 from .panel import Panel
 from .runner import JobRunner
@@ -202,6 +203,40 @@ class FewShotWidget(QWidget):
         volume = image.metadata.get(VOLUME_KEY) if image is not None else None
         return exporting.export_heatmaps(self, self.heatmap_layers, names, volume, path, overwrite)
 
+    def save_prototypes(self, path: str | None = None, overwrite: bool = False):
+        """Save the support's prototypes as a bank file (.fewshot); a save dialog when `path` is None.
+
+        Returns the started worker (the file is written when it returns), or None.
+        """
+        target = banks.save_path(self, path, overwrite)
+        job = self._job(need_support=True) if target is not None else None
+        if job is None:
+            return None
+        support, image = self.support_layer, self.image_layer
+        names = layers.class_names(support, image)
+        colours = banks.support_colours(support, sorted(int(c) for c in np.unique(job.support) if c))
+        source = {"image_layer": image.name}
+        return self.runner.launch("Saving prototypes", banks.build_job, job, names, colours, source,
+                                  on_return=lambda bank: banks.written(bank, target))
+
+    def load_prototypes(self, path: str | None = None):
+        """Segment the chosen image with a saved bank (no paint needed); an open dialog when `path` is None."""
+        bank = banks.load(self, path)
+        if bank is None:
+            return None
+        if self.ui.encoder_combo.currentText() != bank.encoder_name:
+            self.ui.encoder_combo.setCurrentText(bank.encoder_name)
+            show_info(f"Switched the encoder to {bank.encoder_name}, the one the bank was made with.")
+        if self.support_layer is None and self.create_support_layer() is None:
+            return None
+        job = self._job(need_support=False)
+        if job is None:
+            return None
+        self._last_scope = ("all", None, None)
+        on_return = partial(self._show_result, job.session, self.image_layer, self.support_layer, True)
+        return self.runner.launch("Segmenting with the bank", banks.apply_job, job, bank,
+                                  self.ui.heatmap_check.isChecked(), on_return=on_return)
+
     # -- jobs ------------------------------------------------------------------------------
     def _job(self, need_support: bool, quiet: bool = False) -> Job | None:
         """Capture what a job needs on the Qt thread; tell the user (unless quiet) what is missing."""
@@ -295,6 +330,8 @@ class FewShotWidget(QWidget):
         ui.cancel_button.clicked.connect(self.cancel)
         ui.export_button.clicked.connect(lambda: self.export())
         ui.export_heatmaps_button.clicked.connect(lambda: self.export_heatmaps())
+        ui.save_bank_button.clicked.connect(lambda: self.save_prototypes())
+        ui.load_bank_button.clicked.connect(lambda: self.load_prototypes())
         ui.heatmap_check.toggled.connect(self._show_heatmaps)
         ui.live_check.toggled.connect(self.live.schedule)
         ui.encoder_combo.currentTextChanged.connect(lambda *_: self._update_model_label())

@@ -1,0 +1,81 @@
+"""The widget's Save prototypes... / Load prototypes... (prototype banks: napari_fewshot.core.bank).
+
+Saving pools the painted support of the chosen image (features computed in a worker if needed,
+with the encoder's current, possibly fine-tuned, weights); loading segments the chosen image with
+a bank made elsewhere (another patient, another session) without any paint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QFileDialog, QWidget
+
+from ..core.bank import PrototypeBank
+from ..errors import FewShotError
+from .exporting import confirm_replace
+
+BANK_FILTER = "Prototype bank (*.fewshot)"
+
+
+def save_path(parent: QWidget, path: str | None, overwrite: bool) -> Path | None:
+    """Where to save (a dialog when `path` is None); None when the user cancels or refuses to replace."""
+    interactive = path is None
+    if interactive:
+        path, _ = QFileDialog.getSaveFileName(parent, "Save prototypes", "", BANK_FILTER,
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        if not path:
+            return None
+    target = Path(path) if Path(path).suffix else Path(path).with_suffix(".fewshot")
+    if target.exists() and not overwrite:
+        if not interactive:
+            show_error(f"Not saved: '{target}' exists; choose another name.")
+            return None
+        if not confirm_replace(parent, [target]):
+            return None
+    return target
+
+
+def load(parent: QWidget, path: str | None) -> PrototypeBank | None:
+    """Read a bank (a dialog when `path` is None); None after telling the user why not."""
+    if path is None:
+        path, _ = QFileDialog.getOpenFileName(parent, "Load prototypes", "", BANK_FILTER)
+        if not path:
+            return None
+    try:
+        return PrototypeBank.load(path)
+    except FewShotError as exc:
+        show_error(str(exc))
+        return None
+
+
+def support_colours(support, class_ids) -> dict[int, tuple[float, ...]]:
+    """RGBA colour of each class id in the support layer's colormap."""
+    colours = np.asarray(support.colormap.map(np.asarray(class_ids)), dtype=float)
+    return {int(c): tuple(float(v) for v in colour) for c, colour in zip(class_ids, colours)}
+
+
+def build_job(job, class_names: dict[int, str], colours: dict, source: dict):
+    """Worker: the bank of the job's image and support."""
+    seg = job.session.prepare(job.image, job.params)
+    support_set = seg.parse_support(job.support)
+    yield from seg.compute_features(support_set.slice_indices)
+    return PrototypeBank.from_segmenter(seg, job.support, class_names, colours, source)
+
+
+def apply_job(job, bank: PrototypeBank, similarity: bool):
+    """Worker: segment every slice of the job's image with the bank; returns the SegmentationResult."""
+    seg = job.session.prepare(job.image, job.params)
+    return (yield from bank.segment(seg, similarity=similarity))
+
+
+def written(bank: PrototypeBank, target: Path) -> Path | None:
+    try:
+        path = bank.save(target, overwrite=True)
+    except FewShotError as exc:
+        show_error(str(exc))
+        return None
+    show_info(f"Saved {bank.describe()} to {path}.")
+    return path
