@@ -128,24 +128,14 @@ class Panel:
         root.addLayout(row)
         root.addWidget(self.status_label)
 
-        export = QGroupBox("Export", parent)
-        row = QHBoxLayout(export)
-        self.export_button = QPushButton("Export mask...")
-        self.export_button.setToolTip("Save the prediction as NIfTI, TIFF, PNG (one per slice) or NPY.")
-        self.export_heatmaps_button = QPushButton("Export heatmaps...")
-        row.addWidget(self.export_button)
-        row.addWidget(self.export_heatmaps_button)
-        root.addWidget(export)
-
-        bank = QGroupBox("Prototypes", parent)
-        row = QHBoxLayout(bank)
-        self.save_bank_button = QPushButton("Save prototypes...")
-        self.save_bank_button.setToolTip("Save what was painted as a prototype bank (.fewshot) for other scans.")
-        self.load_bank_button = QPushButton("Load prototypes...")
-        self.load_bank_button.setToolTip("Segment this image with a saved prototype bank; no painting needed.")
-        row.addWidget(self.save_bank_button)
-        row.addWidget(self.load_bank_button)
-        root.addWidget(bank)
+        self.export_button = _button("Export mask...", "Save the prediction as NIfTI, TIFF, PNG (one per slice) or NPY.")
+        self.export_heatmaps_button = _button("Export heatmaps...", "Save one similarity map per class.")
+        root.addWidget(_button_group(parent, "Export", self.export_button, self.export_heatmaps_button))
+        self.save_bank_button = _button("Save prototypes...",
+                                        "Save what was painted as a prototype bank (.fewshot) for other scans.")
+        self.load_bank_button = _button("Load prototypes...",
+                                        "Segment this image with a saved prototype bank; no painting needed.")
+        root.addWidget(_button_group(parent, "Prototypes", self.save_bank_button, self.load_bank_button))
         root.addStretch(1)
 
     def scope(self) -> str:
@@ -166,3 +156,18 @@ class Panel:
                 self.mode_combo, self.background_spin,
                 self.compute_button, self.segment_button, self.fine_tune_button, self.reset_button,
                 self.steps_spin, self.lr_spin, self.save_bank_button, self.load_bank_button]
+
+
+def _button(text: str, tooltip: str) -> QPushButton:
+    button = QPushButton(text)
+    button.setToolTip(tooltip)
+    return button
+
+
+def _button_group(parent: QWidget, title: str, *buttons: QPushButton) -> QGroupBox:
+    """A titled box with `buttons` side by side."""
+    box = QGroupBox(title, parent)
+    row = QHBoxLayout(box)
+    for button in buttons:
+        row.addWidget(button)
+    return box
