@@ -111,6 +111,7 @@ def segment_file(bank, segmenter, image_path: str | os.PathLike, out_path: str |
     import numpy as np
 
     from .core import run
+    from .core.metrics import class_volumes
     from .io import read_volume, write_mask
 
     timings = {}
@@ -127,12 +128,11 @@ def segment_file(bank, segmenter, image_path: str | os.PathLike, out_path: str |
     t3 = time.perf_counter()
     written = write_mask(out_path, result.labels, like=volume, overwrite=overwrite)
     t4 = time.perf_counter()
-    labels = np.asarray(result.labels)
-    voxel_ml = float(np.prod(volume.spacing)) / 1000.0
-    counts = np.bincount(labels.ravel().astype(np.int64), minlength=max(bank.class_ids) + 1)
+    volumes = class_volumes(result.labels, bank.class_ids, volume.spacing)
     timings.update(read=t1 - t0, features=t2 - t1, matching=t3 - t2, write=t4 - t3)
-    return {"slices": int(labels.shape[0]), "shape": list(volume.data.shape), "spacing": list(volume.spacing),
-            "voxel_ml": voxel_ml, "volumes_ml": {c: float(counts[c]) * voxel_ml for c in bank.class_ids},
+    return {"slices": int(np.shape(result.labels)[0]), "shape": list(volume.data.shape),
+            "spacing": list(volume.spacing), "voxel_ml": float(np.prod(volume.spacing)) / 1000.0,
+            "volumes_ml": {c: ml for c, (_, ml) in volumes.items()},
             "seconds": timings, "written": [str(p) for p in written]}
 
 

@@ -142,9 +142,8 @@ def _parse_classes(text: str | None) -> dict[int, str] | None:
 
 
 def _cmd_segment(args) -> None:
-    import numpy as np
-
     from .core import run
+    from .core.metrics import class_volumes
     from .core.segmenter import FewShotSegmenter
     from .io import read_labels, read_volume, write_image, write_mask
 
@@ -175,19 +174,15 @@ def _cmd_segment(args) -> None:
         print(f"fine-tuned {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "fine-tune: no step")
     result = run(segmenter.segment(support, similarity=args.heatmaps is not None))
     written = write_mask(out, result.labels, like=volume, overwrite=args.overwrite)
-    voxel_ml = float(np.prod(volume.spacing)) / 1000.0
-    for c in result.class_ids:
-        count = int((np.asarray(result.labels) == c).sum())
-        print(f"  label {c}: {count} voxels, {count * voxel_ml:.1f} mL")
+    for c, (count, ml) in class_volumes(result.labels, result.class_ids, volume.spacing).items():
+        print(f"  label {c}: {count} voxels, {ml:.1f} mL")
     if args.heatmaps:
         folder = Path(args.heatmaps)
         folder.mkdir(parents=True, exist_ok=True)
         suffix = ".nii.gz" if volume.format in ("nifti", "dicom") else ".tif"
-        for c, per_slice in result.similarity.items():
-            heat = np.zeros(np.shape(result.labels), np.float32)
-            for i, plane in per_slice.items():
-                heat[i] = plane
-            written += write_image(folder / f"heatmap_class_{c}{suffix}", heat, like=volume, overwrite=args.overwrite)
+        for c in result.similarity:
+            written += write_image(folder / f"heatmap_class_{c}{suffix}", result.similarity_volume(c), like=volume,
+                                   overwrite=args.overwrite)
     print(f"segmented {len(result.segmented_slices)} slices in {time.perf_counter() - started:.1f} s; wrote "
           + ", ".join(str(p) for p in written[:5]) + (" ..." if len(written) > 5 else ""))
 

@@ -53,11 +53,9 @@ def run_demo(out_dir: str | Path, params: SegmentationParams | None = None, slic
     log(f"  mean Dice {np.mean(list(scores.values())):.3f}")
     files = write_mask(out_dir / "prediction.nii.gz", result.labels, like=volume, overwrite=True)
     files += write_mask(out_dir / "support.nii.gz", support, like=volume, overwrite=True)
-    for c, per_slice in result.similarity.items():
-        heat = np.zeros(volume.data.shape[:3], np.float32)
-        for i, plane in per_slice.items():
-            heat[i] = plane
-        files += write_image(out_dir / f"heatmap_{names[c]}.nii.gz", heat, like=volume, overwrite=True)
+    for c in result.similarity:
+        files += write_image(out_dir / f"heatmap_{names[c]}.nii.gz", result.similarity_volume(c), like=volume,
+                             overwrite=True)
     log("wrote " + ", ".join(str(f) for f in files))
     return {"volume": volume, "labels": labels, "support": support, "result": result, "dice": scores,
             "files": files, "seconds": seconds, "names": names, "support_slices": painted}

@@ -121,3 +121,11 @@ def test_alignment_loss_adds_panets_second_cross_entropy_on_a_toy_case():
     # built from the (still correct) prediction, stays log(1 + e^-1).
     wrong = _episode_loss(features, target, features, 1 - target, params, weight=1.0)
     assert wrong.item() == pytest.approx(float(np.log1p(np.exp(1.0))) + single, rel=1e-3)
+
+
+def test_class_volumes_in_millilitres():
+    from napari_fewshot.core.metrics import class_volumes
+
+    labels = np.zeros((2, 4, 4), np.uint8)
+    labels[0, :2, :2] = 3  # 4 voxels of 2 x 1.5 x 1.5 mm = 18 mm^3
+    assert class_volumes(labels, [3, 7], (2.0, 1.5, 1.5)) == {3: (4, 0.018), 7: (0, 0.0)}

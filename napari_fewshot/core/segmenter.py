@@ -45,6 +45,13 @@ class SegmentationResult:
     segmented_slices: list[int]
     similarity: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
 
+    def similarity_volume(self, class_id: int) -> np.ndarray:
+        """Similarity of a volume to class `class_id` as one (S, H, W) float32 array (0 where not segmented)."""
+        volume = np.zeros(np.shape(self.labels), np.float32)
+        for i, plane in self.similarity[class_id].items():
+            volume[i] = plane
+        return volume
+
 
 class FewShotSegmenter:
     def __init__(self, params: SegmentationParams | None = None, encoder: Encoder | None = None,
