@@ -16,7 +16,6 @@ from napari_fewshot.core.postprocess import (
     limit_beyond_support,
     postprocess_volume,
     smooth_similarity,
-    smooth_slices,
     support_hints,
 )
 
@@ -66,12 +65,7 @@ def test_postprocess_volume_per_class_and_support_hints():
     assert (out[3:6, 2:8, 2:8] == 1).all() and (out[3:6, 12:18, 2:8] == 2).all()
 
 
-def test_smoothing_helpers():
-    scores = np.zeros((5, 2, 3, 3), np.float32)
-    scores[2] = 1
-    assert smooth_slices(scores, 0) is scores
-    smoothed = smooth_slices(scores, 1.0)
-    assert smoothed[2].max() < 1 and smoothed[1].max() > 0
+def test_similarity_smoothing_skips_missing_slices():
     maps = {0: np.zeros((2, 3, 3)), 2: np.ones((2, 3, 3))}  # slice 1 missing (painted)
     out = smooth_similarity(maps, 1.0)
     assert set(out) == {0, 2} and 0 < out[0].max() < out[2].min() <= 1

@@ -2,7 +2,7 @@
 
 Three cheap steps, each a function of plain arrays so they are usable (and testable) on their own:
 
-- :func:`smooth_slices`: average each class's score map with its neighbouring slices (a Gaussian
+- :func:`smooth_similarity`: average each class's score map with its neighbouring slices (a Gaussian
   along the slice axis, on the coarse feature-cell grid, before upsampling), so one slice's noise
   does not decide it alone.
 - :func:`limit_beyond_support`: an organ seen on painted slices ends somewhere past the outermost
@@ -21,16 +21,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
-
-
-def smooth_slices(scores: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing along the slice axis.
-
-    scores: (S, ...) float; sigma in slices (0 returns the input). Edges are reflected.
-    """
-    if sigma <= 0 or scores.shape[0] < 2:
-        return scores
-    return ndimage.gaussian_filter1d(scores, sigma, axis=0, mode="nearest", truncate=2.0)
 
 
 def _disk(radius: int) -> np.ndarray:
