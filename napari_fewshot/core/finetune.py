@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import random
+import sys
+from pathlib import Path
 from typing import Generator
 
 import numpy as np
@@ -67,9 +69,32 @@ def _episode_loss(features_s, target_s, features_q, target_q, seg: SegmentationP
     return loss
 
 
+def avoid_triton_llvm_clash() -> None:
+    """Keep torch from loading triton into a process whose OpenGL driver already loaded LLVM.
+
+    Mesa (llvmpipe, radeonsi) maps its own libLLVM once napari's canvas exists; triton's
+    libtriton.so carries another LLVM, and loading both crashes the process (segfault). Every torch
+    optimizer imports torch._dynamo, which probes ``import triton``; fine-tuning inside napari
+    would crash there. Where libLLVM is mapped and triton is not loaded yet, ``import triton`` is
+    made to fail with ImportError instead (torch then simply runs without triton, which fine-tuning
+    never needs). This is a property of the process, not of napari: a notebook that shows a napari
+    viewer and fine-tunes from the core is protected too. Elsewhere (CLI, no GL driver with LLVM)
+    nothing changes.
+    """
+    if "triton" in sys.modules or "torch._dynamo" in sys.modules:
+        return
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    if "libLLVM" in maps:
+        sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` -> ImportError
+
+
 def fine_tune_encoder(encoder: Encoder, stack: ImageStack, support: SupportSet, seg: SegmentationParams,
                       params: FineTuneParams, device: torch.device) -> Generator[Progress, None, list[float]]:
     """Train `encoder` in place for params.steps episodes; yields Progress(step, steps, loss=...)."""
+    avoid_triton_llvm_clash()  # before the optimizer imports torch._dynamo
     rng = random.Random(params.seed)
     torch.manual_seed(params.seed)
     slices_of = {k: [i for i in support.slice_indices if (support.targets[i] == k).any()]

@@ -75,7 +75,7 @@ class ImageSession:
 
 def image_stack(data: Any, rgb: bool) -> np.ndarray | list[np.ndarray]:
     """Layer data -> what the core segments: a volume (S, H, W[, 3]) as is, a 2D image as a one-image
-    list (an image set, so the core's 3D post-processing never treats it as a volume)."""
+    list (an image set of one; its labels come back as a one-element list, see :func:`support_stack`)."""
     if isinstance(data, list) or getattr(data, "ndim", None) is None:
         raise FewShotError("Multiscale (pyramid) images are not supported; open the full-resolution image.")
     spatial = data.ndim - (1 if rgb else 0)

@@ -11,10 +11,8 @@ Jobs receive copies of the layer data taken on the Qt thread; they never touch l
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,26 +63,6 @@ def start(job: Callable[..., Generator], *args, on_yield=None, on_return=None, o
     return worker
 
 
-def avoid_triton_llvm_clash() -> None:
-    """Keep torch from loading triton into a process whose OpenGL driver already loaded LLVM.
-
-    Mesa (llvmpipe, radeonsi) maps its own libLLVM once napari's canvas exists; triton's
-    libtriton.so carries another LLVM, and loading both crashes the process (segfault). Every torch
-    optimizer imports torch._dynamo, which probes ``import triton``; fine-tuning inside napari
-    would crash there. Where libLLVM is mapped and triton is not loaded yet, ``import triton`` is
-    made to fail with ImportError instead (torch then simply runs without triton, which the plugin
-    never needs). Elsewhere (CLI, no GL driver with LLVM) nothing changes.
-    """
-    if "triton" in sys.modules or "torch._dynamo" in sys.modules:
-        return
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return
-    if "libLLVM" in maps:
-        sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` -> ImportError
-
-
 def features_job(job: Job, current: int):
     """Compute every slice's features: the current and support slices first, then a preview of the
     current slice's segmentation (when there is paint), then the rest. Returns the number of slices.
@@ -113,7 +91,6 @@ def fine_tune_job(job: Job, steps: int, learning_rate: float):
     """Fine-tune the encoder on the support; yields Progress(step, steps, loss=...), returns the losses."""
     from ..core import FineTuneParams
 
-    avoid_triton_llvm_clash()
     seg = job.session.prepare(job.image, job.params)
     params = FineTuneParams(steps=steps, learning_rate=learning_rate)
     return (yield from seg.fine_tune(job.support, params))
