@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import FewShotError
+from .io.readers import is_dicom_file
 
 CSV_NAME = "results.csv"
 BASE_COLUMNS = ("scan", "mask", "status", "error", "seconds", "slices", "voxel_ml")
 _VOLUME_SUFFIXES = {".nii.gz": ".nii.gz", ".nii": ".nii", ".tif": ".tif", ".tiff": ".tiff", ".npy": ".npy",
                     ".png": ".png", ".jpg": ".png", ".jpeg": ".png"}
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _WORKER_CACHE = "_napari_fewshot_bank"  # attribute on a dask Worker: (key, bank, segmenter)
 
 
@@ -62,18 +62,6 @@ def _suffix(name: str) -> str | None:
     return next((s for s in _VOLUME_SUFFIXES if lower.endswith(s)), None)
 
 
-def _is_dicom_file(path: Path) -> bool:
-    if path.name.lower().endswith(_DICOM_SUFFIXES):
-        return True
-    if _suffix(path.name) is not None or path.name.lower().endswith((".json", ".csv", ".txt", ".md")):
-        return False
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
 def find_scans(input_dir: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Scan]:
     """Every scan under `input_dir` in sorted order; `exclude` (e.g. the output folder) is not searched."""
     root = Path(input_dir)
@@ -86,7 +74,7 @@ def find_scans(input_dir: str | os.PathLike, exclude: str | os.PathLike | None =
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (skip is None or (here / d).resolve() != skip))
         files = sorted(f for f in files if not f.startswith("."))
         relative = here.relative_to(root).as_posix()
-        if here != root and any(_is_dicom_file(here / f) for f in files):
+        if here != root and any(is_dicom_file(here / f) for f in files):
             scans.append(Scan(relative, here, "dicom", relative + ".nii.gz"))
             continue
         for name in files:

@@ -8,13 +8,14 @@ This package imports neither napari, Qt nor torch.
 
 from .dicom import list_dicom_series, read_dicom_series
 from .folders import list_images, read_busi_mask
-from .readers import detect_format, read_labels, read_volume
+from .readers import detect_format, is_dicom_file, read_labels, read_volume
 from .volume import Volume
 from .writers import write_image, write_mask
 
 __all__ = [
     "Volume",
     "detect_format",
+    "is_dicom_file",
     "list_dicom_series",
     "list_images",
     "read_busi_mask",

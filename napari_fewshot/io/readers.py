@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ReadError
 from ._arrays import as_label_array, read_error
 from .dicom import read_dicom_file, read_dicom_series
 from .images import read_npy, read_pil_image, read_tiff
@@ -44,6 +45,15 @@ def detect_format(path: str | os.PathLike) -> str:
     if fmt is None:
         raise read_error(path, f"its format is not recognised (supported: {_SUPPORTED})")
     return fmt
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """True for a DICOM file: a .dcm/.dicom/.ima name, or the DICM marker at byte 128 (scanners often
+    write files without an extension). Unreadable or unknown files are simply not DICOM."""
+    try:
+        return detect_format(path) == "dicom"
+    except ReadError:
+        return False
 
 
 def _sniff(path: Path) -> str | None:

@@ -22,7 +22,6 @@ from . import CLASS_NAMES_KEY, VOLUME_KEY
 # Extensions this reader claims (napari_fewshot/napari.yaml lists the same patterns).
 EXTENSIONS = (".nii", ".nii.gz", ".dcm", ".dicom", ".ima", ".tif", ".tiff")
 _LABEL_NAME = re.compile(r"(label|labels|seg|segmentation|mask|organs?)([^a-z]|$)", re.IGNORECASE)
-_DICOM_MAGIC_OFFSET = 128
 
 LayerData = tuple[Any, dict, str]
 
@@ -33,12 +32,14 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
     Accepts one file with a supported extension, a folder holding DICOM files, or a list of
     DICOM files from one folder (read as that folder's series).
     """
+    from ..io import is_dicom_file
+
     if isinstance(path, (list, tuple)):
         paths = [Path(p) for p in path]
         if len(paths) == 1:
             return get_reader(os.fspath(paths[0]))
         same_folder = len({p.parent for p in paths}) == 1
-        return read if paths and same_folder and all(_is_dicom_file(p) for p in paths) else None
+        return read if paths and same_folder and all(is_dicom_file(p) for p in paths) else None
     p = Path(path)
     if p.is_dir():
         return read if _folder_has_dicom(p) else None
@@ -96,21 +97,12 @@ def _layer_name(path: str) -> str:
     return name
 
 
-def _is_dicom_file(path: Path) -> bool:
-    if path.name.lower().endswith((".dcm", ".dicom", ".ima")):
-        return True
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(_DICOM_MAGIC_OFFSET)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
 def _folder_has_dicom(folder: Path, look_at: int = 20) -> bool:
     """True when one of the first files directly inside ``folder`` is DICOM."""
+    from ..io import is_dicom_file
+
     try:
         files = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
     except OSError:
         return False
-    return any(_is_dicom_file(p) for p in files[:look_at])
+    return any(is_dicom_file(p) for p in files[:look_at])
