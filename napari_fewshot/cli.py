@@ -157,8 +157,7 @@ def _cmd_segment(args) -> None:
         args.encoder = "efficientnet-lite0"
     params, tune = _params(args)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FewShotError(f"{out} already exists; choose another name or pass --overwrite.")
+    _refuse_existing(out, args.overwrite)
     volume = read_volume(args.image)
     support = read_labels(args.support, like=volume)
     started = time.perf_counter()
@@ -196,8 +195,7 @@ def _segment_with_bank(args) -> None:
     if args.heatmaps:
         raise FewShotError("--heatmaps is not available with --bank yet; segment with --support for heatmaps.")
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FewShotError(f"{out} already exists; choose another name or pass --overwrite.")
+    _refuse_existing(out, args.overwrite)
     bank = PrototypeBank.load(args.bank)
     if args.encoder is not None and args.encoder != bank.encoder_name:
         raise FewShotError(f"The bank {args.bank} was made with the encoder {bank.encoder_name}; it cannot run "
@@ -235,8 +233,7 @@ def _cmd_bank(args, extra: list[str]) -> None:
     out = Path(args.out)
     if not out.suffix:
         out = out.with_suffix(".fewshot")
-    if out.exists() and not args.overwrite:
-        raise FewShotError(f"{out} already exists; choose another name or pass --overwrite.")
+    _refuse_existing(out, args.overwrite)
     params, tune = _params(args)
     classes = _parse_classes(args.classes)
     started = time.perf_counter()
@@ -266,6 +263,12 @@ def _cmd_batch(args) -> None:
                        device=args.device, torch_threads=args.torch_threads, log=lambda line: print(line, flush=True))
     if report.failed:
         print(f"{len(report.failed)} scan(s) failed; see {report.csv}", file=sys.stderr)
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    """Results never replace a file unless the user passed --overwrite."""
+    if out.exists() and not overwrite:
+        raise FewShotError(f"{out} already exists; choose another name or pass --overwrite.")
 
 
 def _write_json(path: str, report: dict) -> None:
