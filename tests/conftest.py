@@ -30,6 +30,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def autosave_dir(tmp_path, monkeypatch):
+    """Each test autosaves painting into its own folder (never the user's cache)."""
+    folder = tmp_path / "autosave"
+    monkeypatch.setenv("NAPARI_FEWSHOT_AUTOSAVE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def notes():
     """Messages napari notifications showed during the test: list of (severity name, message)."""

@@ -41,6 +41,10 @@ class Panel:
         row.addWidget(self.new_support_button)
         form.addRow("Image", self.image_combo)
         form.addRow("Support", row)
+        self.restore_button = _button("Restore painting", "Add the painting autosaved for this scan as a new "
+                                      "Labels layer (enabled when there is one).")
+        self.restore_button.setEnabled(False)
+        form.addRow(self.restore_button)
         root.addWidget(data)
 
         model = QGroupBox("Model", parent)
