@@ -2,7 +2,8 @@
 
 A CT/MR volume (S, H, W), an RGB stack (S, H, W, 3), one 2D image, or a set of 2D images of
 different sizes (ultrasound) all become the same thing: slices indexed 0..S-1, each windowed with
-one intensity window chosen for the whole stack.
+one intensity window chosen for the whole stack. A set mixing grey and colour images (some colour
+Doppler) is colour: its grey images get three equal channels, which the encoder sees exactly as grey.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ class ImageStack:
             self.is_volume = False
             if not self._slices:
                 raise FewShotError("The image set is empty.")
-        self.is_rgb = self._slices[0].ndim == 3
-        if any((s.ndim == 3) != self.is_rgb for s in self._slices):
-            raise FewShotError("The image set mixes grey and colour images; convert them to one kind first.")
+        self.is_rgb = any(s.ndim == 3 for s in self._slices)
+        if self.is_rgb:  # a set mixing grey and colour images: grey ones get three equal channels (lossless)
+            self._slices = [s if s.ndim == 3 else np.repeat(s[..., None], 3, axis=-1) for s in self._slices]
         self.window: IntensityWindow = intensity_window(_sample(self._slices), modality)
         self._signature: str | None = None
 

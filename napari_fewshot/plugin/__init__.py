@@ -8,6 +8,7 @@ asks for a contribution (see ``napari_fewshot/napari.yaml``):
 - ``session``: one segmenter (and its feature cache) per image layer.
 - ``workers``: the core's generators run in napari ``thread_worker`` threads.
 - ``layers``:  result -> ``prediction`` / ``heatmap: ...`` layers, colours, class names.
+- ``image_sets``: folders of 2D images of different sizes as one padded layer (crop for the core, pad back).
 - ``readers``, ``writers``, ``samples``: npe2 contributions.
 """
 
@@ -15,3 +16,4 @@ asks for a contribution (see ``napari_fewshot/napari.yaml``):
 VOLUME_KEY = "napari_fewshot_volume"  # io.Volume the layer came from (affine, spacing, source grid)
 CLASS_NAMES_KEY = "napari_fewshot_class_names"  # {label value: name}
 ROLE_KEY = "napari_fewshot_role"  # "prediction" | "heatmap" | "reference" | "support"
+IMAGE_SET_KEY = "napari_fewshot_image_set"  # io.image_sets.ImageSetInfo of a padded image-set layer

@@ -20,7 +20,7 @@ from napari.layers import Image, Labels
 from napari.utils import Colormap
 from napari.utils.colormaps import CyclicLabelColormap
 
-from . import CLASS_NAMES_KEY, ROLE_KEY, VOLUME_KEY
+from . import CLASS_NAMES_KEY, IMAGE_SET_KEY, ROLE_KEY, VOLUME_KEY
 
 SUPPORT_NAME = "support"
 PREDICTION_NAME = "prediction"
@@ -47,6 +47,12 @@ def same_layer(a, b) -> bool:
 def spatial_kwargs(image: Image) -> dict:
     """scale / translate / rotate / shear of ``image``'s spatial axes, for layers laid over it."""
     return {"scale": image.scale, "translate": image.translate, "rotate": image.rotate, "shear": image.shear}
+
+
+def source_metadata(image: Image) -> dict:
+    """What layers made over ``image`` inherit from its metadata: the Volume it was read from, or the
+    image set's file names and sizes (so exports go back to the source's grid or files)."""
+    return {k: image.metadata[k] for k in (VOLUME_KEY, IMAGE_SET_KEY) if k in image.metadata}
 
 
 def spatial_shape(image: Image) -> tuple[int, ...]:
@@ -81,9 +87,7 @@ def label_features(names: dict[int, str]) -> dict | None:
 def create_support(viewer, image: Image, name: str = SUPPORT_NAME) -> Labels:
     """Add an empty uint8 Labels layer over ``image`` (same shape and placement), ready to paint."""
     names = class_names(image)
-    metadata = {ROLE_KEY: "support", CLASS_NAMES_KEY: names}
-    if VOLUME_KEY in image.metadata:
-        metadata[VOLUME_KEY] = image.metadata[VOLUME_KEY]
+    metadata = {ROLE_KEY: "support", CLASS_NAMES_KEY: names, **source_metadata(image)}
     layer = viewer.add_labels(np.zeros(spatial_shape(image), np.uint8), name=name, metadata=metadata,
                               features=label_features(names), **spatial_kwargs(image))
     layer.colormap = CyclicLabelColormap(colors=PALETTE)
@@ -102,9 +106,7 @@ def update_prediction(viewer, image: Image, support: Labels, layer: Labels | Non
     shape = spatial_shape(image)
     if layer is None or layer not in viewer.layers or layer.data.shape != shape or not _fits(labels, layer.data):
         names = class_names(support, image)
-        metadata = {ROLE_KEY: PREDICTION_NAME, CLASS_NAMES_KEY: names}
-        if VOLUME_KEY in image.metadata:
-            metadata[VOLUME_KEY] = image.metadata[VOLUME_KEY]
+        metadata = {ROLE_KEY: PREDICTION_NAME, CLASS_NAMES_KEY: names, **source_metadata(image)}
         dtype = np.promote_types(labels.dtype, support.data.dtype)
         layer = viewer.add_labels(np.zeros(shape, dtype), name=PREDICTION_NAME, metadata=metadata, opacity=0.5,
                                   features=label_features(names), **spatial_kwargs(image))
@@ -151,7 +153,8 @@ def update_heatmaps(viewer, image: Image, support: Labels, layers: dict[int, Ima
             layer = viewer.add_image(np.zeros(shape, np.float32), name=heatmap_name(c, names),
                                      colormap=class_colormap(support, c), contrast_limits=HEATMAP_LIMITS,
                                      gamma=HEATMAP_GAMMA, blending="additive", visible=visible,
-                                     metadata={ROLE_KEY: "heatmap", "class_id": c}, **spatial_kwargs(image))
+                                     metadata={ROLE_KEY: "heatmap", "class_id": c, **source_metadata(image)},
+                                     **spatial_kwargs(image))
         for i, plane in per_slice.items():
             if len(shape) == 2:
                 layer.data[...] = plane

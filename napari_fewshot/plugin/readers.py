@@ -1,10 +1,15 @@
-"""npe2 reader: NIfTI, DICOM (files and folders) and TIFF with voxel spacing as the layer scale.
+"""npe2 reader: NIfTI, DICOM (files and folders) and TIFF with voxel spacing as the layer scale, and
+folders of 2D images (PNG / JPEG / TIFF ultrasound) as one image set.
 
 napari reads PNG/JPEG/TIFF itself but drops the voxel size; this reader keeps it
 (``scale = Volume.spacing``) and keeps the :class:`~napari_fewshot.io.Volume` in
 ``layer.metadata["napari_fewshot_volume"]`` so masks can be exported onto the source grid
 (NIfTI with the source affine). Label maps (integer files whose name says label/seg/mask) open
 as Labels layers.
+
+A folder holding DICOM files is a DICOM series; any other folder holding PNG / JPEG / TIFF images
+opens as one image set (one padded layer, see :mod:`.image_sets`), BUSI-style ``*_mask*`` files as a
+hidden reference layer rather than as images.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ LayerData = tuple[Any, dict, str]
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
     """Return :func:`read` when ``path`` is something this plugin reads, else None (napari tries others).
 
-    Accepts one file with a supported extension, a folder holding DICOM files, or a list of
-    DICOM files from one folder (read as that folder's series).
+    Accepts one file with a supported extension, a folder holding DICOM files or 2D images, or a list
+    of DICOM files from one folder (read as that folder's series).
     """
     from ..io import is_dicom_file
 
@@ -42,7 +47,7 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
         return read if paths and same_folder and all(is_dicom_file(p) for p in paths) else None
     p = Path(path)
     if p.is_dir():
-        return read if _folder_has_dicom(p) else None
+        return read if _folder_has_dicom(p) or _folder_has_images(p) else None
     return read if p.name.lower().endswith(EXTENSIONS) else None
 
 
@@ -52,8 +57,27 @@ def read(path: str | list[str]) -> list[LayerData]:
 
     if isinstance(path, (list, tuple)):
         path = os.fspath(Path(path[0]).parent) if len(path) > 1 else path[0]
+    if Path(path).is_dir() and not _folder_has_dicom(Path(path)):
+        return read_image_folder(path)
     volume = read_volume(path)
+    if volume.is_rgb:  # files with three equal channels were read as grey; say when colour is kept
+        from napari.utils.notifications import show_info
+
+        show_info(f"'{Path(path).name}' has colour (unequal RGB channels, e.g. Doppler): it is kept as RGB.")
     return [volume_layer_data(volume, name=_layer_name(path))]
+
+
+def read_image_folder(path: str) -> list[LayerData]:
+    """A folder of 2D images as one padded image set (plus its reference masks, if any); tells the user
+    how many images opened, the channel mode (grey / RGB) and what was skipped."""
+    from napari.utils.notifications import show_info
+
+    from ..io.image_sets import read_image_set
+    from .image_sets import image_set_layer_data, open_message
+
+    image_set = read_image_set(path)
+    show_info(open_message(image_set))
+    return image_set_layer_data(image_set)
 
 
 def volume_layer_data(volume, name: str, class_names: dict[int, str] | None = None,
@@ -95,6 +119,17 @@ def _layer_name(path: str) -> str:
         if name.lower().endswith(extension):
             return name[: -len(extension)]
     return name
+
+
+def _folder_has_images(folder: Path) -> bool:
+    """True when ``folder`` directly holds a PNG / JPEG / TIFF file that is not a BUSI-style mask."""
+    from ..errors import ReadError
+    from ..io import list_images
+
+    try:
+        return bool(list_images(folder))
+    except (OSError, ReadError):
+        return False
 
 
 def _folder_has_dicom(folder: Path, look_at: int = 20) -> bool:

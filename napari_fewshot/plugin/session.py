@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FewShotError
+from .image_sets import core_image
 
 # Settings read at segmentation time only: changing them keeps the cached features.
 CHEAP_PARAMS = frozenset({"support_mode", "background_label", "postprocess", "postprocess_grow", "smooth_slices"})
@@ -64,7 +65,9 @@ class ImageSession:
         jobs run one at a time, so nothing else touches the segmenter meanwhile)."""
         self.ensure_segmenter(params)
         if self.stale or self.image_ref is not image:
-            self.segmenter.set_image(image_stack(image, self.layer.rgb), rgb=self.layer.rgb)
+            planes = core_image(self.layer, image)  # an image set: each image at its own size, no padding
+            self.segmenter.set_image(image_stack(image, self.layer.rgb) if planes is None else planes,
+                                     rgb=self.layer.rgb)
             self.image_ref, self.stale = image, False
         return self.segmenter
 

@@ -26,7 +26,8 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
 from ..errors import FewShotError
-from . import VOLUME_KEY, banks, exporting, layers
+from . import VOLUME_KEY, banks, exporting, image_sets, layers
+from .autosave import SupportAutosave
 from .live import LiveMode
 from .panel import Panel
 from .runner import JobRunner
@@ -50,6 +51,7 @@ class FewShotWidget(QWidget):
         self.live = LiveMode(self._live_segment, self.ui.live_check.isChecked, self)
         self._connect()
         self._refresh_layer_choices()
+        self.autosave = SupportAutosave(self)  # watches the supports; offers saved paint back
 
     # -- public state ----------------------------------------------------------------------
     @property
@@ -214,7 +216,7 @@ class FewShotWidget(QWidget):
             return None
         support, image = self.support_layer, self.image_layer
         names = layers.class_names(support, image)
-        colours = banks.support_colours(support, sorted(int(c) for c in np.unique(job.support) if c))
+        colours = banks.support_colours(support, sorted({int(c) for p in job.support for c in np.unique(p) if c}))
         source = {"image_layer": image.name}
         return self.runner.launch("Saving prototypes", banks.build_job, job, names, colours, source,
                                   on_return=lambda bank: banks.written(bank, target))
@@ -246,6 +248,7 @@ class FewShotWidget(QWidget):
                 raise FewShotError("Open or pick an image layer first.")
             image_stack(image.data, image.rgb)  # checks dimensions (no copy for numpy arrays)
             painted = support_stack(support.data, layers.spatial_shape(image)) if support is not None else None
+            painted = image_sets.core_support(image, painted)  # an image set: cropped to each image's size
             if painted is None and need_support:
                 raise FewShotError("Create or pick a support Labels layer and paint a few slices first.")
             params = self.params()
@@ -280,6 +283,7 @@ class FewShotWidget(QWidget):
         if session is None or image is None or support is None or image not in self.viewer.layers:
             return
         active = self.viewer.layers.selection.active
+        result = image_sets.padded_result(image, result)  # an image set: back into the padded layout
         labels = result.labels[0] if len(layers.spatial_shape(image)) == 2 else result.labels
         slices = None if whole else sorted(set(result.segmented_slices) | set(result.support_slices))
         session.prediction = layers.unwrap(
@@ -295,7 +299,8 @@ class FewShotWidget(QWidget):
             self.viewer.layers.selection.active = active  # keep painting where the user was painting
         if not quiet:
             n = len(set(result.segmented_slices) - set(result.support_slices))
-            self._done(f"Segmented {n} slice{'s' * (n != 1)} from {len(result.support_slices)} support slices")
+            unit = "image" if image_sets.set_info(image) is not None else "slice"
+            self._done(f"Segmented {n} {unit}{'s' * (n != 1)} from {len(result.support_slices)} support {unit}s")
 
     # -- live mode -------------------------------------------------------------------------
     def _live_segment(self) -> None:
@@ -346,6 +351,7 @@ class FewShotWidget(QWidget):
             return super().closeEvent(event)
         self._closed = True
         self.runner.quit_all()
+        self.autosave.close()  # writes pending strokes
         events = self.viewer.layers.events
         for event_ in (events.inserted, events.removed, events.moved, events.reordered):
             event_.disconnect(self._refresh_layer_choices)

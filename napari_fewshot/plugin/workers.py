@@ -36,7 +36,7 @@ class Job:
     session: ImageSession
     params: Any  # SegmentationParams
     image: Any  # the image layer's data object
-    support: np.ndarray | None = None  # (S, H, W) copy of the support layer
+    support: np.ndarray | list[np.ndarray] | None = None  # (S, H, W) copy; (H_i, W_i) planes for an image set
 
 
 class ClosingWorker(GeneratorWorker):
