@@ -1,7 +1,7 @@
 """`napari-fewshot`: the engine without a window.
 
     napari-fewshot segment IMAGE --support SUPPORT --out OUT [--encoder NAME] [--device D]
-                           [--fine-tune-steps N] [--heatmaps DIR]
+                           [--fine-tune-steps N] [--adapt-steps N] [--heatmaps DIR]
     napari-fewshot segment IMAGE --bank BANK --out OUT [--device D]
     napari-fewshot bank IMAGE --support SUPPORT [IMAGE --support SUPPORT ...] --out BANK
                         [--pair IMAGE SUPPORT ...] [--encoder NAME] [--fine-tune-steps N] [--classes 1:liver,...]
@@ -34,12 +34,17 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weights", default=None, help="local weights file (vgg16-panet offline)")
     group.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     group.add_argument("--input-size", type=int, default=256,
-                       help="longer side of a slice as the encoder sees it, in pixels (default 256)")
+                       help="longer side of a volume's slice as the encoder sees it, in pixels (default 256)")
+    group.add_argument("--image-input-size", type=int, default=384,
+                       help="the same for 2D images and image sets such as ultrasound (default 384)")
     group.add_argument("--prototypes", choices=("local", "global"), default="local",
                        help="local: every support feature cell is a prototype (default); global: PANet, one per class")
     group.add_argument("--scale", type=float, default=20.0, help="cosine similarity scale (default 20)")
     group.add_argument("--fine-tune-steps", type=int, default=0, help="fine-tune the encoder on the support first")
     group.add_argument("--learning-rate", type=float, default=1e-4, help="fine-tuning learning rate")
+    group.add_argument("--adapt-steps", type=int, default=0,
+                       help="'Adapt to this scan' first: self-supervised superpixel steps on the scan being "
+                            "segmented, no labels needed (~0.5 s per step on a 2-core CPU)")
     group.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=True,
                        help="3D consistency of volumes: no organ past where it ends, only the components "
                             "touching the paint (default on; never applied to 2D image sets)")
@@ -52,12 +57,20 @@ def _params(args):
     from .core import FineTuneParams, SegmentationParams
 
     params = SegmentationParams(encoder=args.encoder, device=args.device, input_size=args.input_size,
+                                image_input_size=args.image_input_size,
                                 prototype_mode=args.prototypes, scale=args.scale,
                                 seed=getattr(args, "seed", 0),
                                 postprocess=getattr(args, "postprocess", True),
                                 smooth_slices=getattr(args, "smooth_slices", 0.7))
     tune = FineTuneParams(steps=args.fine_tune_steps, learning_rate=args.learning_rate) if args.fine_tune_steps else None
     return params, tune
+
+
+def _adapt(args):
+    """AdaptParams from --adapt-steps (None when 0)."""
+    from .core import AdaptParams
+
+    return AdaptParams(steps=args.adapt_steps, seed=getattr(args, "seed", 0)) if args.adapt_steps else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +181,11 @@ def _cmd_segment(args) -> None:
     print(f"support: classes {support_set.class_ids} painted on {len(support_set.slice_indices)} slice(s) "
           f"{support_set.slice_indices[:10]}{' ...' if len(support_set.slice_indices) > 10 else ''}")
     print(f"encoder {segmenter.encoder.name} on {segmenter.device}")
+    adapt = _adapt(args)
+    if adapt is not None:
+        losses = run(segmenter.adapt(adapt))
+        print(f"adapted to this scan: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+              if losses else "adapt: no usable superpixel")
     if tune is not None:
         losses = run(segmenter.fine_tune(support, tune))
         print(f"fine-tuned {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "fine-tune: no step")
@@ -190,8 +208,9 @@ def _segment_with_bank(args) -> None:
     from .batch import segment_file
     from .core.bank import PrototypeBank
 
-    if args.fine_tune_steps:
-        raise FewShotError("--fine-tune-steps needs a painted support; fine-tune when building the bank instead.")
+    if args.fine_tune_steps or args.adapt_steps:
+        raise FewShotError("--fine-tune-steps and --adapt-steps need a painted support; fine-tune when building "
+                           "the bank instead.")
     if args.heatmaps:
         raise FewShotError("--heatmaps is not available with --bank yet; segment with --support for heatmaps.")
     out = Path(args.out)
@@ -235,6 +254,8 @@ def _cmd_bank(args, extra: list[str]) -> None:
         out = out.with_suffix(".fewshot")
     _refuse_existing(out, args.overwrite)
     params, tune = _params(args)
+    if args.adapt_steps:
+        raise FewShotError("--adapt-steps adapts to the scan being segmented; use it with `segment`, not `bank`.")
     classes = _parse_classes(args.classes)
     started = time.perf_counter()
     loaded, sources = [], []
@@ -281,12 +302,13 @@ def _cmd_evaluate(args) -> None:
     if args.dataset == "busi":
         from .evaluation.busi import evaluate_busi
 
-        report = evaluate_busi(args.dir, args.shots, args.episodes, args.seed, params, tune, log=print)
+        report = evaluate_busi(args.dir, args.shots, args.episodes, args.seed, params, tune, _adapt(args),
+                               log=print)
     else:
         from .evaluation.volumes import evaluate_volumes
 
         report = evaluate_volumes(args.dir, args.protocol, args.support_slices, params, tune,
-                                  _parse_classes(args.classes), args.support_case, log=print)
+                                  _parse_classes(args.classes), args.support_case, _adapt(args), log=print)
     _write_json(args.json, report)
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in report["dice_per_class"].items())
     print(f"mean Dice {report['dice_mean']:.3f} ({per_class}) in {report['seconds']:.0f} s -> {args.json}")

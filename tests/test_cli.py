@@ -129,3 +129,17 @@ def test_demo_headless_reports_dice_and_writes_outputs(tmp_path, capsys):
     mean = float(printed.split("mean Dice")[1].split()[0])
     assert mean > 0.4  # measured 0.51 with the default settings
     assert {p.name for p in tmp_path.iterdir()} >= {"prediction.nii.gz", "support.nii.gz", "heatmap_liver.nii.gz"}
+
+
+def test_segment_adapts_to_the_scan_first(ct_support, capsys):
+    folder, labels, support = ct_support
+    out = folder / "adapted.nii.gz"
+    assert main(["segment", str(folder / "ct.nii.gz"), "--support", str(folder / "support.nii.gz"), "--out", str(out),
+                 "--adapt-steps", "2"]) == 0
+    assert "adapted to this scan: 2 steps" in capsys.readouterr().out
+    predicted = read_labels(out, like=read_volume(folder / "ct.nii.gz"))
+    assert np.array_equal(predicted[[5, 18, 33]], support[[5, 18, 33]])  # the paint stays as painted
+    assert main(["bank", str(folder / "ct.nii.gz"), "--support", str(folder / "support.nii.gz"),
+                 "--out", str(folder / "b.fewshot"), "--adapt-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--adapt-steps adapts to the scan being segmented" in err and len(err.strip().splitlines()) == 1

@@ -20,9 +20,10 @@ pytestmark = pytest.mark.gui
 
 NUMBERS = (1, 2, 3, 4, 7, 9, 10)  # per subset: 14 images from 393 x 462 to 598 x 449 and 585 x 752 px
 SUPPORT_NAMES = ("benign (1).png", "benign (2).png", "benign (3).png", "malignant (1).png", "malignant (2).png")
-# Mean lesion Dice of the 9 unpainted images, efficientnet-lite0 at 256 px, no fine-tuning, measured on the
-# project's 2-core CPU: 0.315 (per image 0.00-0.65: BUSI lesions vary a lot from one patient to the next).
-DICE_FLOOR = 0.21
+# Mean lesion Dice of the 9 unpainted images, efficientnet-lite0, no fine-tuning, on the project's 2-core CPU:
+# 0.403 at the default 384 px for image sets (0.315 at 256; per image 0.00-0.65 at 256: BUSI lesions vary a lot
+# from one patient to the next).
+DICE_FLOOR = 0.30
 # Cine loop (8 frames panned over one BUSI image, frames 0 and 7 painted): measured 0.864 on the 6 others.
 CINE_DICE_FLOOR = 0.76
 

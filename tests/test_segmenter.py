@@ -102,7 +102,7 @@ def test_busi_image_as_its_own_support():
     path = require(BUSI) / "benign" / "benign (1).png"
     image = read_volume(path).data[0]
     mask = read_busi_mask(path)
-    segmenter = FewShotSegmenter(SegmentationParams(input_size=512))
+    segmenter = FewShotSegmenter(SegmentationParams(image_input_size=512))  # an image set: image_input_size
     segmenter.set_image([image, image])
     result = run(segmenter.segment([mask.astype(np.uint8), np.zeros_like(mask, np.uint8)]))
     assert dice(result.labels[1] == 1, mask) >= BUSI_SELF_FLOOR

@@ -78,7 +78,8 @@ DEFAULT_PALETTE = (
 
 def normalization_settings(params: SegmentationParams) -> dict[str, Any]:
     """How pixels become encoder input with `params` (stored in a bank, checked when it is loaded)."""
-    return {"modality": params.modality, "input_size": params.input_size, "imagenet_mean": list(IMAGENET_MEAN),
+    return {"modality": params.modality, "input_size": params.input_size,
+            "image_input_size": params.image_input_size, "imagenet_mean": list(IMAGENET_MEAN),
             "imagenet_std": list(IMAGENET_STD), "ct_window_hu": list(CT_WINDOW_HU)}
 
 

@@ -13,7 +13,7 @@ import math
 import random
 import sys
 from pathlib import Path
-from typing import Generator
+from typing import Callable, Generator
 
 import numpy as np
 import torch
@@ -91,37 +91,70 @@ def avoid_triton_llvm_clash() -> None:
         sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` -> ImportError
 
 
-def fine_tune_encoder(encoder: Encoder, stack: ImageStack, support: SupportSet, seg: SegmentationParams,
-                      params: FineTuneParams, device: torch.device) -> Generator[Progress, None, list[float]]:
-    """Train `encoder` in place for params.steps episodes; yields Progress(step, steps, loss=...)."""
-    avoid_triton_llvm_clash()  # before the optimizer imports torch._dynamo
-    rng = random.Random(params.seed)
-    torch.manual_seed(params.seed)
+Episode = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+"""(support input (1, 3, h, w), support target (h, w), query input (1, 3, h', w'), query target (h', w')):
+targets are long with 1 = the episode's class, 0 = background, IGNORE = unknown."""
+
+
+def support_episodes(stack: ImageStack, support: SupportSet, seg: SegmentationParams, augment_query: bool,
+                     device: torch.device) -> Callable[[random.Random], Episode | None]:
+    """Episodes between painted support slices: a class k and two slices that show it (one slice: an
+    augmented copy of itself as the query). Returns a function rng -> Episode (None: no usable episode)."""
     slices_of = {k: [i for i in support.slice_indices if (support.targets[i] == k).any()]
                  for k in range(1, support.n_classes + 1)}
-    optimiser = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad], lr=params.learning_rate)
-    encoder.eval()  # frozen BatchNorm statistics; gradients still flow
-    losses: list[float] = []
-    for step in range(params.steps):
+
+    def make(rng: random.Random) -> Episode | None:
         k = rng.choice([k for k, s in slices_of.items() if s])
         pair = rng.sample(slices_of[k], 2) if len(slices_of[k]) > 1 else slices_of[k] * 2
         inputs, targets = [], []
         for n, index in enumerate(pair):
-            x = to_encoder_input(stack.slice(index)[None], seg.input_size).to(device)
+            x = to_encoder_input(stack.slice(index)[None], seg.input_size_for(stack)).to(device)
             t = _binary_target(support.targets[index], k).to(device)
             t = F.interpolate(t[None, None].float() + 1, size=x.shape[-2:], mode="nearest")[0, 0].long() - 1
-            if n == 1 and params.augment:
+            if n == 1 and augment_query:
                 x, t = augment(x, t, rng)
             inputs.append(x)
             targets.append(t)
-        if not (targets[1] == 1).any() or not (targets[0] == 0).any():
-            continue  # augmentation pushed the class out of the frame, or no background to contrast
-        features = encoder(torch.cat(inputs)) if inputs[0].shape == inputs[1].shape else None
-        f_s, f_q = (features[:1], features[1:]) if features is not None else (encoder(inputs[0]), encoder(inputs[1]))
-        loss = _episode_loss(f_s, targets[0], f_q, targets[1], seg, params.alignment_weight)
+        return inputs[0], targets[0], inputs[1], targets[1]
+
+    return make
+
+
+def train_on_episodes(encoder: Encoder, make_episode: Callable[[random.Random], Episode | None], steps: int,
+                      learning_rate: float, alignment_weight: float, seg: SegmentationParams, seed: int,
+                      what: str = "fine-tune") -> Generator[Progress, None, list[float]]:
+    """Train `encoder` in place for `steps` episodes from `make_episode`; yields Progress(step, steps, loss=...).
+
+    An episode whose query lost the class (augmentation pushed it out of the frame) or whose support
+    has no background is skipped (the step still counts, so the job always ends).
+    """
+    avoid_triton_llvm_clash()  # before the optimizer imports torch._dynamo
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    optimiser = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad], lr=learning_rate)
+    encoder.eval()  # frozen BatchNorm statistics; gradients still flow
+    losses: list[float] = []
+    for step in range(steps):
+        episode = make_episode(rng)
+        if episode is None:
+            continue
+        x_s, t_s, x_q, t_q = episode
+        if not (t_q == 1).any() or not (t_s == 0).any():
+            continue
+        features = encoder(torch.cat([x_s, x_q])) if x_s.shape == x_q.shape else None
+        f_s, f_q = (features[:1], features[1:]) if features is not None else (encoder(x_s), encoder(x_q))
+        loss = _episode_loss(f_s, t_s, f_q, t_q, seg, alignment_weight)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         losses.append(float(loss.detach()))
-        yield Progress(step + 1, params.steps, f"fine-tune step {step + 1} of {params.steps}", loss=losses[-1])
+        yield Progress(step + 1, steps, f"{what} step {step + 1} of {steps}", loss=losses[-1])
     return losses
+
+
+def fine_tune_encoder(encoder: Encoder, stack: ImageStack, support: SupportSet, seg: SegmentationParams,
+                      params: FineTuneParams, device: torch.device) -> Generator[Progress, None, list[float]]:
+    """Train `encoder` in place for params.steps support episodes; yields Progress(step, steps, loss=...)."""
+    episodes = support_episodes(stack, support, seg, params.augment, device)
+    return (yield from train_on_episodes(encoder, episodes, params.steps, params.learning_rate,
+                                         params.alignment_weight, seg, params.seed))

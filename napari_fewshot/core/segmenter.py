@@ -21,7 +21,7 @@ import torch
 
 from ..errors import FewShotError
 from . import predict
-from .config import FineTuneParams, SegmentationParams
+from .config import AdaptParams, FineTuneParams, SegmentationParams
 from .devices import resolve_device
 from .encoders import Encoder, create_encoder
 from .features import FeatureCache
@@ -118,7 +118,7 @@ class FewShotSegmenter:
         self.stack = ImageStack(image, self.params.modality, rgb)
         self._device = self.device  # keeps a CPU fallback made after a GPU ran out of memory
         disk_dir, encoder_id = self._persistence()
-        self.cache = FeatureCache(self.encoder, self.stack, self._device, self.params.input_size,
+        self.cache = FeatureCache(self.encoder, self.stack, self._device, self.params.input_size_for(self.stack),
                                   self.params.batch_size, self.params.memory_budget_mb * 1024**2, disk_dir, encoder_id)
 
     def _require_image(self) -> FeatureCache:
@@ -261,23 +261,45 @@ class FewShotSegmenter:
             sim = predict.prototype_similarity(cache.get(index)[None], prototypes, torch.as_tensor(list(which)))
             return predict.upsample(sim, cache.stack.shape_of(index))[0].cpu().numpy()
 
-    # -- fine-tuning ----------------------------------------------------------------------
+    # -- fine-tuning and adaptation -------------------------------------------------------
     def fine_tune(self, support, params: FineTuneParams | None = None) -> Generator[Progress, None, list[float]]:
         """Adapt the encoder to the painted support slices (see finetune.fine_tune_encoder).
 
         Yields Progress(step, steps, loss=...) per step; returns the losses. Stopping the generator
         early keeps the steps taken so far; `reset_weights` undoes them all.
         """
-        from .finetune import fine_tune_encoder
+        from .finetune import support_episodes
 
         cache = self._require_image()
         support_set = self.parse_support(support)
+        params = params or FineTuneParams()
+        episodes = support_episodes(cache.stack, support_set, self.params, params.augment, self.device)
+        return (yield from self._train(episodes, params.steps, params.learning_rate, params.alignment_weight,
+                                       params.seed, "fine-tune"))
+
+    def adapt(self, params: AdaptParams | None = None, indices: Sequence[int] | None = None,
+              ) -> Generator[Progress, None, list[float]]:
+        """"Adapt to this scan": self-supervised superpixel episodes on the current image's slices
+        `indices` (default all), no support needed (see adapt.py). Same contract as `fine_tune`."""
+        from .adapt import superpixel_episodes
+
+        cache = self._require_image()
+        params = params or AdaptParams()
+        episodes = superpixel_episodes(cache.stack, self.params, params, self.device, indices)
+        return (yield from self._train(episodes, params.steps, params.learning_rate, params.alignment_weight,
+                                       params.seed, "adapt"))
+
+    def _train(self, episodes, steps: int, learning_rate: float, alignment_weight: float, seed: int,
+               what: str) -> Generator[Progress, None, list[float]]:
+        from .finetune import train_on_episodes
+
+        cache = self._require_image()
         if self._initial_state is None:
             self._initial_state = copy.deepcopy(self.encoder.state_dict())
         cache.invalidate()
         try:
-            losses = yield from fine_tune_encoder(self.encoder, cache.stack, support_set, self.params,
-                                                  params or FineTuneParams(), self.device)
+            losses = yield from train_on_episodes(self.encoder, episodes, steps, learning_rate, alignment_weight,
+                                                  self.params, seed, what)
         finally:
             self.encoder.eval()
             cache.invalidate()

@@ -3,7 +3,8 @@
 DIR/benign/NAME.png, DIR/malignant/NAME.png, masks NAME_mask*.png (OR-merged). Each episode draws a
 query image and K support images of other patients (seeded); the lesion is segmented in the query
 from the K painted supports. All images form one image set, so each image's features are computed
-once and shared by every episode (unless fine-tuning changes the encoder).
+once and shared by every episode (unless fine-tuning changes the encoder). With `adapt`, the encoder is
+first adapted to the whole set once (superpixel episodes, no labels; core/adapt.py).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..core import FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
+from ..core import AdaptParams, FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
 from ..errors import FewShotError
 from ..io import list_images, read_busi_mask, read_volume
+from .volumes import adapted_state, restore_weights
 
 SUBSETS = ("benign", "malignant")
 
@@ -47,6 +49,7 @@ def evaluate_busi(
     seed: int = 0,
     params: SegmentationParams | None = None,
     fine_tune: FineTuneParams | None = None,
+    adapt: AdaptParams | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """Mean lesion Dice over seeded episodes; returns the JSON-able report."""
@@ -59,6 +62,7 @@ def evaluate_busi(
     queries = rng.sample(range(len(images)), min(episodes, len(images)))
     segmenter = FewShotSegmenter(params)
     segmenter.set_image(images)
+    state = adapted_state(segmenter, adapt, log)
     rows = []
     for query in queries:
         supports = rng.sample([i for i in range(len(images)) if i != query], shots)
@@ -68,7 +72,8 @@ def evaluate_busi(
         if fine_tune is not None and fine_tune.steps > 0:
             run(segmenter.fine_tune(support, fine_tune))
         result = run(segmenter.segment(support, indices=[query]))
-        segmenter.reset_weights()
+        if fine_tune is not None and fine_tune.steps > 0:
+            restore_weights(segmenter, state)
         score = dice(result.labels[query] == 1, masks[query])
         rows.append({"query": names[query], "supports": [names[i] for i in supports], "dice": score})
         log(f"{names[query]} <- {shots} supports: Dice {score:.3f}")
@@ -79,5 +84,6 @@ def evaluate_busi(
         "cases": rows,
         "seconds": round(time.perf_counter() - started, 2),
         "config": {"shots": shots, "episodes": len(rows), "seed": seed, "params": params.to_dict(),
-                   "fine_tune": None if fine_tune is None else fine_tune.__dict__, "folder": str(folder)},
+                   "fine_tune": None if fine_tune is None else fine_tune.__dict__,
+                   "adapt": None if adapt is None else adapt.__dict__, "folder": str(folder)},
     }

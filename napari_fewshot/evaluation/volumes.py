@@ -7,6 +7,8 @@ across: SSL-ALPNet's protocol: one support volume; the organ's slice range in su
         split into 3 chunks; the middle slice of each support chunk segments the matching query
         chunk; Dice is scored inside the query organ's range.
 Each class is its own 1-way task (the other organs are background), as in those papers.
+With `adapt`, the encoder is first adapted to each scan that is segmented ("Adapt to this scan",
+core/adapt.py: superpixel episodes, no labels); fine-tuning, when asked too, starts from there.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core import FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
+from ..core import AdaptParams, FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
 from ..core.postprocess import keep_connected
 from ..errors import FewShotError
 from ..io import read_labels, read_volume
@@ -69,6 +71,7 @@ def evaluate_volumes(
     fine_tune: FineTuneParams | None = None,
     classes: dict[int, str] | None = None,
     support_case: str | None = None,
+    adapt: AdaptParams | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """Run a protocol over a folder; returns the JSON-able report (dice_mean, dice_per_class, cases, seconds, config)."""
@@ -76,9 +79,9 @@ def evaluate_volumes(
     started = time.perf_counter()
     cases = find_cases(folder)
     if protocol == "within":
-        rows = _within(cases, support_slices, params, fine_tune, classes, log)
+        rows = _within(cases, support_slices, params, fine_tune, adapt, classes, log)
     elif protocol == "across":
-        rows = _across(cases, params, fine_tune, classes, support_case, log)
+        rows = _across(cases, params, fine_tune, adapt, classes, support_case, log)
     else:
         raise FewShotError(f"Unknown protocol {protocol!r}; use 'within' or 'across'.")
     names = sorted({r["class"] for r in rows}, key=lambda n: min(r["class_id"] for r in rows if r["class"] == n))
@@ -90,7 +93,7 @@ def evaluate_volumes(
         "seconds": round(time.perf_counter() - started, 2),
         "config": {"protocol": protocol, "support_slices": support_slices if protocol == "within" else 1,
                    "params": params.to_dict(), "fine_tune": None if fine_tune is None else fine_tune.__dict__,
-                   "folder": str(folder)},
+                   "adapt": None if adapt is None else adapt.__dict__, "folder": str(folder)},
     }
 
 
@@ -101,27 +104,47 @@ def _class_list(labels: np.ndarray, classes: dict[int, str] | None) -> dict[int,
     return {c: n for c, n in classes.items() if c in present}
 
 
-def _segment_one_way(segmenter, support, fine_tune):
-    """Segment the current image from a binary support; fine-tune first (then undo) when asked."""
+def adapted_state(segmenter, adapt: AdaptParams | None, log: Callable[[str], None] = lambda _: None):
+    """Adapt the segmenter's encoder to its current image when asked; returns the adapted weights (None: not adapted)."""
+    if adapt is None or adapt.steps <= 0:
+        return None
+    started = time.perf_counter()
+    losses = run(segmenter.adapt(adapt))
+    if losses:
+        log(f"adapted {len(losses)} steps in {time.perf_counter() - started:.1f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    return {k: v.detach().clone() for k, v in segmenter.encoder.state_dict().items()}
+
+
+def restore_weights(segmenter, state) -> None:
+    """Back to the original weights, then to `state` when given (the scan-adapted weights)."""
+    segmenter.reset_weights()
+    if state is not None:
+        segmenter.load_encoder_state(state)
+
+
+def _segment_one_way(segmenter, support, fine_tune, state=None):
+    """Segment the current image from a binary support; fine-tune first (then undo, back to `state`) when asked."""
     if fine_tune is not None and fine_tune.steps > 0:
         run(segmenter.fine_tune(support, fine_tune))
     result = run(segmenter.segment(support))
-    segmenter.reset_weights()
+    if fine_tune is not None and fine_tune.steps > 0:
+        restore_weights(segmenter, state)
     return result.labels
 
 
-def _within(cases, k, params, fine_tune, classes, log):
+def _within(cases, k, params, fine_tune, adapt, classes, log):
     rows = []
     for case, image_path, label_path in cases:
         image, labels = _load(image_path, label_path)
         segmenter = FewShotSegmenter(params)
         segmenter.set_image(image)
+        state = adapted_state(segmenter, adapt, log)
         for class_id, name in _class_list(labels, classes).items():
             lo, hi = slice_range(labels, class_id)
             picks = spread_slices(lo, hi, k)
             support = np.zeros(labels.shape, np.uint8)
             support[picks] = labels[picks] == class_id
-            predicted = _segment_one_way(segmenter, support, fine_tune)
+            predicted = _segment_one_way(segmenter, support, fine_tune, state)
             scored = np.setdiff1d(np.arange(len(labels)), picks)
             score = dice(predicted[scored] == 1, labels[scored] == class_id)
             rows.append({"case": case, "class": name, "class_id": class_id, "support_slices": picks, "dice": score})
@@ -129,7 +152,19 @@ def _within(cases, k, params, fine_tune, classes, log):
     return rows
 
 
-def _across(cases, params, fine_tune, classes, support_case, log):
+def _chunk_prototypes(segmenter, s_labels, middles):
+    """class id -> [prototypes of the middle slice of each support chunk] (segmenter holds the support scan)."""
+    out: dict[int, list] = {}
+    for class_id, slices in middles.items():
+        out[class_id] = []
+        for middle in slices:
+            support = np.zeros(s_labels.shape, np.uint8)
+            support[middle] = s_labels[middle] == class_id
+            out[class_id].append(segmenter.prototypes(segmenter.parse_support(support)))
+    return out
+
+
+def _across(cases, params, fine_tune, adapt, classes, support_case, log):
     by_id = {c[0]: c for c in cases}
     support_id = support_case or cases[0][0]
     if support_id not in by_id:
@@ -137,35 +172,37 @@ def _across(cases, params, fine_tune, classes, support_case, log):
     if len(cases) < 2:
         raise FewShotError("The across protocol needs at least two volumes.")
     s_image, s_labels = _load(*by_id[support_id][1:])
-    segmenter = FewShotSegmenter(params)
-    segmenter.set_image(s_image)
+    source = FewShotSegmenter(params)  # holds the support scan
+    source.set_image(s_image)
     names = _class_list(s_labels, classes)
     middles = {c: [(lo + hi) // 2 for lo, hi in chunk_bounds(*slice_range(s_labels, c))] for c in names}
+    tuned = None
     if fine_tune is not None and fine_tune.steps > 0:
         # A clinician painting a slice paints every organ on it: fine-tune on all chosen slices at once.
         chosen = sorted({m for ms in middles.values() for m in ms})
         support = np.zeros(s_labels.shape, s_labels.dtype)
         support[chosen] = np.where(np.isin(s_labels[chosen], list(names)), s_labels[chosen], 0)
-        run(segmenter.fine_tune(support, fine_tune))
-    chunk_prototypes: dict[int, list] = {}
-    for class_id in names:
-        chunk_prototypes[class_id] = []
-        for middle in middles[class_id]:
-            support = np.zeros(s_labels.shape, np.uint8)
-            support[middle] = s_labels[middle] == class_id
-            chunk_prototypes[class_id].append((middle, segmenter.prototypes(segmenter.parse_support(support))))
+        run(source.fine_tune(support, fine_tune))
+        tuned = {k: v.detach().clone() for k, v in source.encoder.state_dict().items()}
+    chunk_prototypes = _chunk_prototypes(source, s_labels, middles)
+    segmenter = FewShotSegmenter(params, encoder=source.encoder)  # the query scan; shares the encoder
     rows = []
     for case, image_path, label_path in cases:
         if case == support_id:
             continue
         image, labels = _load(image_path, label_path)
         segmenter.set_image(image)
+        if adapt is not None and adapt.steps > 0:
+            # Adapted to the query scan: the support's prototypes are pooled again with the new weights.
+            adapted_state(segmenter, adapt, log)
+            source.cache.invalidate()
+            chunk_prototypes = _chunk_prototypes(source, s_labels, middles)
         for class_id, name in names.items():
             span = slice_range(labels, class_id)
             if span is None:
                 continue
             predicted = np.zeros(labels.shape, bool)
-            for (c_lo, c_hi), (_, prototypes) in zip(chunk_bounds(*span), chunk_prototypes[class_id]):
+            for (c_lo, c_hi), prototypes in zip(chunk_bounds(*span), chunk_prototypes[class_id]):
                 result = run(segmenter.segment_with(prototypes, range(c_lo, c_hi + 1)))
                 predicted[c_lo:c_hi + 1] = result.labels[c_lo:c_hi + 1] == 1
             inside = slice(span[0], span[1] + 1)
@@ -175,5 +212,7 @@ def _across(cases, params, fine_tune, classes, support_case, log):
             score = dice(predicted[inside], labels[inside] == class_id)
             rows.append({"case": case, "support_case": support_id, "class": name, "class_id": class_id, "dice": score})
             log(f"query {case} <- support {support_id} {name}: Dice {score:.3f}")
-    segmenter.reset_weights()
+        if adapt is not None and adapt.steps > 0:
+            restore_weights(segmenter, tuned)
+    source.reset_weights()
     return rows
