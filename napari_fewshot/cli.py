@@ -47,7 +47,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                             "segmented, no labels needed (~0.5 s per step on a 2-core CPU)")
     group.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=True,
                        help="3D consistency of volumes: no organ past where it ends, only the components "
-                            "touching the paint (default on; never applied to 2D image sets)")
+                            "touching the paint; 2D images: each class's largest component (default on)")
     group.add_argument("--smooth-slices", type=float, default=0.7,
                        help="sigma in slices of the smoothing of class scores across neighbouring slices "
                             "(volumes; default 0.7, 0 = off)")

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.gui
 NUMBERS = (1, 2, 3, 4, 7, 9, 10)  # per subset: 14 images from 393 x 462 to 598 x 449 and 585 x 752 px
 SUPPORT_NAMES = ("benign (1).png", "benign (2).png", "benign (3).png", "malignant (1).png", "malignant (2).png")
 # Mean lesion Dice of the 9 unpainted images, efficientnet-lite0, no fine-tuning, on the project's 2-core CPU:
-# 0.403 at the default 384 px for image sets (0.315 at 256; per image 0.00-0.65 at 256: BUSI lesions vary a lot
-# from one patient to the next).
-DICE_FLOOR = 0.30
+# 0.425 at the default 384 px for image sets with the per-image largest component (0.403 without, 0.315 at 256;
+# per image 0.00-0.69: BUSI lesions vary a lot from one patient to the next).
+DICE_FLOOR = 0.32
 # Cine loop (8 frames panned over one BUSI image, frames 0 and 7 painted): measured 0.864 on the 6 others.
 CINE_DICE_FLOOR = 0.76
 
@@ -65,6 +65,9 @@ def test_busi_folder_paint_five_segment_the_rest_and_export(make_napari_viewer, 
     widget.ui.device_combo.setCurrentText("cpu")
     widget.set_image_layer(image)
     assert widget.support_layer is None  # the reference masks are never offered as the support
+    viewer.dims.set_current_step(0, 4)  # the user steps through the set: the overlay names the file
+    h, w = info.shapes[4]
+    assert viewer.text_overlay.visible and viewer.text_overlay.text == f"image: {info.names[4]} - 5 of 14, {w} x {h} px"
     support = widget.create_support_layer()
     assert support.data.shape == image.data.shape[:3]
     data = support.data

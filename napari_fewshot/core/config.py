@@ -35,10 +35,11 @@ class SegmentationParams:
     memory_budget_mb: fp16 features kept in memory; beyond it slices spill to disk.
     cache_dir:      folder for a persistent feature cache keyed by scan and encoder (None: no persistence);
                     see features.default_cache_dir for the conventional location.
-    postprocess:    3D consistency of a volume (never of an image set): past the outermost painted slice
-                    of a class, a slice keeps the class only inside the previous slice's mask grown by
-                    `postprocess_grow` pixels; then only the 3D components touching the paint are kept
-                    (see core/postprocess.py).
+    postprocess:    volumes: 3D consistency; past the outermost painted slice of a class, a slice keeps
+                    the class only inside the previous slice's mask grown by `postprocess_grow` pixels,
+                    then only the 3D components touching the paint are kept. 2D images and image sets
+                    (never treated as a volume): each predicted image keeps each class's largest
+                    connected component (see core/postprocess.py).
     postprocess_grow: pixels a mask may grow per slice beyond the painted range (0: it may only shrink).
     smooth_slices:  sigma, in slices, of a Gaussian over neighbouring slices' class similarity before
                     the argmax (volumes only; 0 turns it off).

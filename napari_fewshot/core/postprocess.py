@@ -1,4 +1,4 @@
-"""3D consistency of a volume's segmentation (volumes only; an image set's images are independent).
+"""3D consistency of a volume's segmentation, and the 2D clean-up of independent images.
 
 Three cheap steps, each a function of plain arrays so they are usable (and testable) on their own:
 
@@ -11,6 +11,10 @@ Three cheap steps, each a function of plain arrays so they are usable (and testa
   hallucinated on slices where the organ is absent (the far side of a CT that spans pelvis to chest).
 - :func:`keep_connected`: per class, keep only the 3D connected components that touch what was
   painted for that class (or, with no paint in this volume, the largest component).
+
+A 2D image (one image, or each image of an image set such as BUSI) is independent of the others:
+:func:`keep_largest_per_image` keeps each class's largest connected component in it (a lesion is
+one blob; measured on BUSI 5-shot: 0.405 -> 0.432 and 0.417 -> 0.445 on two draws of 120 episodes).
 
 All of it costs well under a second for a 256 x 256 x 40 MR and about a second for a 512 x 512 x 100 CT.
 """
@@ -142,3 +146,18 @@ def support_hints(targets: Mapping[int, np.ndarray], class_ids: Sequence[int], s
                 painted.setdefault(c, []).append(int(i))
         seeds[c] = seed
     return painted, seeds
+
+
+def keep_largest_per_image(labels, class_ids: Sequence[int], indices: Sequence[int]):
+    """In place: in each image `labels[i]` (i in `indices`), keep only the largest 2D connected component
+    (face connectivity) of every class; the rest becomes background (0).
+
+    labels: an (S, H, W) array or a list of (H_i, W_i) arrays. Returns `labels`.
+    """
+    for i in indices:
+        image = labels[i]
+        for c in class_ids:
+            mask = image == c
+            if mask.any():
+                image[mask & ~keep_connected(mask)] = 0
+    return labels

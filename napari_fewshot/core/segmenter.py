@@ -203,6 +203,11 @@ class FewShotSegmenter:
             keep = np.ones(len(cleaned), bool)
             keep[copied] = False  # painted slices stay exactly as painted
             result.labels[keep] = cleaned[keep]
+        elif self.params.postprocess and not (cache.stack.is_volume and len(cache.stack) > 1):
+            from .postprocess import keep_largest_per_image
+
+            predicted = [i for i in indices if i not in set(copied)]
+            keep_largest_per_image(result.labels, support_set.class_ids, predicted)
         return result
 
     def segment_with(self, prototypes: PrototypeSet, indices: Sequence[int] | None = None, similarity: bool = False,
