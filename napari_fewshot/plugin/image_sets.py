@@ -102,3 +102,23 @@ def _pad_one(plane: np.ndarray, height: int, width: int) -> np.ndarray:
     out = np.zeros((height, width), plane.dtype)
     out[: plane.shape[0], : plane.shape[1]] = plane
     return out
+
+
+def show_image_name(viewer, image_layer) -> None:
+    """Show which file of an image set the viewer is on ("benign (12).png - 3 of 14, 560 x 471 px") in
+    napari's text overlay; hide the overlay when the chosen layer is not an image set."""
+    info = set_info(image_layer)
+    overlay = viewer.text_overlay
+    if info is None:
+        if overlay.text.startswith(_NAME_PREFIX):
+            overlay.visible = False
+            overlay.text = ""
+        return
+    index = int(viewer.dims.current_step[0]) if viewer.dims.ndim >= 3 else 0
+    index = min(max(index, 0), len(info) - 1)
+    height, width = info.shapes[index]
+    overlay.text = f"{_NAME_PREFIX}{info.names[index]} - {index + 1} of {len(info)}, {width} x {height} px"
+    overlay.visible = True
+
+
+_NAME_PREFIX = "image: "

@@ -302,6 +302,9 @@ class FewShotWidget(QWidget):
             unit = "image" if image_sets.set_info(image) is not None else "slice"
             self._done(f"Segmented {n} {unit}{'s' * (n != 1)} from {len(result.support_slices)} support {unit}s")
 
+    def _show_image_name(self, *_) -> None:
+        image_sets.show_image_name(self.viewer, self.image_layer)
+
     # -- live mode -------------------------------------------------------------------------
     def _live_segment(self) -> None:
         if self.busy:
@@ -325,8 +328,10 @@ class FewShotWidget(QWidget):
             event.connect(self._refresh_layer_choices)
         events.removed.connect(self._forget_removed)
         self.viewer.dims.events.current_step.connect(self.live.schedule)
+        self.viewer.dims.events.current_step.connect(self._show_image_name)
         ui.support_combo.currentTextChanged.connect(lambda *_: self.live.watch(layers.unwrap(self.support_layer)))
         ui.image_combo.currentTextChanged.connect(lambda *_: self._update_model_label())
+        ui.image_combo.currentTextChanged.connect(self._show_image_name)
         ui.new_support_button.clicked.connect(self.create_support_layer)
         ui.compute_button.clicked.connect(self.compute_features)
         ui.segment_button.clicked.connect(lambda: self.segment())
@@ -357,6 +362,7 @@ class FewShotWidget(QWidget):
             event_.disconnect(self._refresh_layer_choices)
         events.removed.disconnect(self._forget_removed)
         self.viewer.dims.events.current_step.disconnect(self.live.schedule)
+        self.viewer.dims.events.current_step.disconnect(self._show_image_name)
         self.live.watch(None)
         super().closeEvent(event)
 
