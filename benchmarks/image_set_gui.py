@@ -1,0 +1,78 @@
+"""Issue 7's flow on the shared BUSI folders, through the real widget: open a folder as an image set,
+paint the first 5 images from their masks, segment the rest, export NAME_mask.png, score the export.
+
+    xvfb-run -a python benchmarks/image_set_gui.py [benign malignant] [--data ../shared/data/busi]
+
+Prints per folder: images, mean / median Dice of the exported masks of the unpainted images against
+the shared masks, and seconds to open, segment (encoder load included) and export.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401  (before Qt)
+
+# isort: split
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from qtpy.QtWidgets import QApplication
+
+ROOT = Path(__file__).resolve().parents[1]
+PAINTED = 5
+
+
+def run_folder(folder: Path, out: Path) -> str:
+    import napari
+
+    from napari_fewshot.core import dice
+    from napari_fewshot.io import read_busi_mask
+    from napari_fewshot.plugin import IMAGE_SET_KEY
+
+    viewer = napari.Viewer(show=False)
+    started = time.perf_counter()
+    viewer.open(str(folder), plugin="napari-fewshot")
+    image = viewer.layers[folder.name]
+    info = image.metadata[IMAGE_SET_KEY]
+    t_open = time.perf_counter() - started
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    widget.ui.device_combo.setCurrentText("cpu")
+    support = widget.create_support_layer()
+    data = support.data
+    for i in range(PAINTED):
+        mask = read_busi_mask(folder / info.names[i])
+        data[i, : mask.shape[0], : mask.shape[1]][mask] = 1
+    support.data = data
+    started = time.perf_counter()
+    widget.segment("all")
+    app = QApplication.instance()
+    while widget.busy:
+        app.processEvents()
+        time.sleep(0.01)
+    t_segment = time.perf_counter() - started
+    started = time.perf_counter()
+    written = widget.export(str(out / folder.name))
+    t_export = time.perf_counter() - started
+    scores = [dice(np.asarray(Image.open(p)) != 0, read_busi_mask(folder / info.names[i]))
+              for i, p in enumerate(written) if i >= PAINTED]
+    viewer.close()
+    return (f"{folder.name}: {len(info)} images, {PAINTED} painted, {len(scores)} segmented: mean Dice "
+            f"{np.mean(scores):.3f} (median {np.median(scores):.3f}); open {t_open:.1f} s, segment "
+            f"{t_segment:.1f} s, export {t_export:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folders", nargs="*", default=["benign", "malignant"])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "busi"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.folders:
+            print(run_folder(Path(args.data) / name, Path(tmp)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
