@@ -66,7 +66,9 @@ def table(name: str, report: dict, command: list[str]) -> str:
     head = "| " + " | ".join(["mean"] + list(per)) + " | encoder | input | seconds |"
     rule = "|" + "---|" * (len(per) + 4)
     row = "| " + " | ".join(f"{v:.3f}" for v in [report["dice_mean"]] + list(per.values()))
-    row += f" | {params['encoder']} | {params['input_size']} | {report['seconds']:.0f} |"
+    # 2D images (BUSI) are encoded at image_input_size, volumes at input_size (SegmentationParams.input_size_for).
+    size = params["image_input_size"] if name.startswith("busi") and params.get("image_input_size") else params["input_size"]
+    row += f" | {params['encoder']} | {size} | {report['seconds']:.0f} |"
     return f"### {name}\n`napari-fewshot {' '.join(command)}`\n\n{head}\n{rule}\n{row}\n"
 
 

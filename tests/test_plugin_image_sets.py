@@ -67,7 +67,10 @@ def test_busi_folder_paint_five_segment_the_rest_and_export(make_napari_viewer, 
     assert widget.support_layer is None  # the reference masks are never offered as the support
     viewer.dims.set_current_step(0, 4)  # the user steps through the set: the overlay names the file
     h, w = info.shapes[4]
-    assert viewer.text_overlay.visible and viewer.text_overlay.text == f"image: {info.names[4]} - 5 of 14, {w} x {h} px"
+    from napari_fewshot.plugin.image_sets import text_overlay
+
+    overlay = text_overlay(viewer)
+    assert overlay.visible and overlay.text == f"image: {info.names[4]} - 5 of 14, {w} x {h} px"
     support = widget.create_support_layer()
     assert support.data.shape == image.data.shape[:3]
     data = support.data

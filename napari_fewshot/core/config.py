@@ -98,6 +98,16 @@ class SegmentationParams:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+def _check_training(steps: int, learning_rate: float, what: str) -> None:
+    """The checks FineTuneParams and AdaptParams share: steps >= 0 and a positive learning rate."""
+    from ..errors import FewShotError
+
+    if steps < 0:
+        raise FewShotError(f"{what} steps must be 0 or more, not {steps}.")
+    if not learning_rate > 0:
+        raise FewShotError(f"The learning rate must be positive, not {learning_rate}.")
+
+
 @dataclass
 class FineTuneParams:
     """Test-time fine-tuning of the encoder on the painted support slices.
@@ -115,12 +125,7 @@ class FineTuneParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from ..errors import FewShotError
-
-        if self.steps < 0:
-            raise FewShotError(f"Fine-tune steps must be 0 or more, not {self.steps}.")
-        if not self.learning_rate > 0:
-            raise FewShotError(f"The learning rate must be positive, not {self.learning_rate}.")
+        _check_training(self.steps, self.learning_rate, "Fine-tune")
 
 
 @dataclass
@@ -146,9 +151,6 @@ class AdaptParams:
     def __post_init__(self) -> None:
         from ..errors import FewShotError
 
-        if self.steps < 0:
-            raise FewShotError(f"Adaptation steps must be 0 or more, not {self.steps}.")
-        if not self.learning_rate > 0:
-            raise FewShotError(f"The learning rate must be positive, not {self.learning_rate}.")
+        _check_training(self.steps, self.learning_rate, "Adaptation")
         if not 0 < self.min_fraction < self.max_fraction <= 1:
             raise FewShotError("Superpixel fractions must satisfy 0 < min_fraction < max_fraction <= 1.")

@@ -206,7 +206,10 @@ class FewShotSegmenter:
         elif self.params.postprocess and not (cache.stack.is_volume and len(cache.stack) > 1):
             from .postprocess import keep_largest_per_image
 
-            predicted = [i for i in indices if i not in set(copied)]
+            # An image the user painted on is never pruned: in scribble mode, the objects they left
+            # unpainted on it are exactly what they asked the model to find.
+            painted = set(support_set.slice_indices)
+            predicted = [i for i in indices if i not in painted]
             keep_largest_per_image(result.labels, support_set.class_ids, predicted)
         return result
 

@@ -104,11 +104,20 @@ def _pad_one(plane: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
+def text_overlay(viewer):
+    """napari's canvas text overlay (`viewer.canvas.overlays.text` since 0.9; `viewer.text_overlay` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None)
+    if overlays is not None and "text" in overlays:
+        return overlays["text"]
+    return viewer.text_overlay
+
+
 def show_image_name(viewer, image_layer) -> None:
     """Show which file of an image set the viewer is on ("benign (12).png - 3 of 14, 560 x 471 px") in
     napari's text overlay; hide the overlay when the chosen layer is not an image set."""
     info = set_info(image_layer)
-    overlay = viewer.text_overlay
+    overlay = text_overlay(viewer)
     if info is None:
         if overlay.text.startswith(_NAME_PREFIX):
             overlay.visible = False
