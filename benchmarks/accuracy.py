@@ -49,6 +49,8 @@ def benchmarks(data: Path, tmp: Path) -> dict[str, list[str]]:
         "chaos_across": ["evaluate", "volumes", chaos, "--protocol", "across", "--classes", CHAOS_CLASSES],
         "chaos_across_adapt30": ["evaluate", "volumes", chaos, "--protocol", "across", "--classes", CHAOS_CLASSES,
                                  "--adapt-steps", "30"],
+        "busi_1shot": ["evaluate", "busi", busi, "--shots", "1", "--episodes", "50", "--seed", "0"],
+        "busi_10shot": ["evaluate", "busi", busi, "--shots", "10", "--episodes", "50", "--seed", "0"],
         "busi_5shot": ["evaluate", "busi", busi, "--shots", "5", "--episodes", "50", "--seed", "0"],
         "busi_5shot_adapt30": ["evaluate", "busi", busi, "--shots", "5", "--episodes", "50", "--seed", "0",
                                "--adapt-steps", "30"],

@@ -3,7 +3,8 @@
     python benchmarks/plots.py [--results benchmarks/results] [--data ../shared/data] [--out docs]
 
 Needs matplotlib (`pip install -e .[benchmarks]`); the package itself never imports it.
-- docs/dice_vs_support_slices.png: CHAOS-T2 within, from results/chaos_within{1,3,5}.json.
+- docs/dice_vs_support_slices.png: CHAOS-T2 within, from results/chaos_within{1,3,5}.json, and BUSI
+  from results/busi_{1,5,10,20}shot.json.
 - docs/dice_vs_fine_tune_steps.png: every FAMILY.json with a FAMILY_ftN.json beside it
   (e.g. chaos_within3 and chaos_within3_ft20, busi_20shot and busi_20shot_ft20).
 - docs/overlays.png: one row per dataset (CHAOS-T2 MR, TotalSegmentator CT, BUSI): a support slice
@@ -35,20 +36,29 @@ def _load(path: Path) -> dict | None:
 
 
 def dice_vs_support_slices(results: Path, out: Path) -> Path | None:
-    points = {k: _load(results / f"chaos_within{k}.json") for k in (1, 3, 5)}
-    points = {k: r for k, r in points.items() if r is not None}
-    if len(points) < 2:
+    """Two panels: CHAOS-T2 within (painted slices per organ 1/3/5) and BUSI (shots 1/5/10/20)."""
+    chaos = {k: r for k in (1, 3, 5) if (r := _load(results / f"chaos_within{k}.json")) is not None}
+    busi = {k: r for k in (1, 5, 10, 20) if (r := _load(results / f"busi_{k}shot.json")) is not None}
+    if len(chaos) < 2 and len(busi) < 2:
         return None
-    ks = sorted(points)
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for name in next(iter(points.values()))["dice_per_class"]:
-        ax.plot(ks, [points[k]["dice_per_class"][name] for k in ks], "o-", lw=1, alpha=0.7, label=name)
-    ax.plot(ks, [points[k]["dice_mean"] for k in ks], "ko-", lw=2.5, label="mean")
-    ax.axhline(0.88, color="grey", ls="--", lw=1)
-    ax.text(ks[0], 0.885, "issue target (3 slices)", color="grey", fontsize=8)
-    ax.set(xlabel="painted slices per organ", ylabel="Dice", xticks=ks, ylim=(0.5, 1.0),
-           title="CHAOS-T2 MR, within-scan, ImageNet features")
-    ax.legend(fontsize=8, loc="lower right")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    if chaos:
+        ks = sorted(chaos)
+        for name in next(iter(chaos.values()))["dice_per_class"]:
+            left.plot(ks, [chaos[k]["dice_per_class"][name] for k in ks], "o-", lw=1, alpha=0.7, label=name)
+        left.plot(ks, [chaos[k]["dice_mean"] for k in ks], "ko-", lw=2.5, label="mean")
+        left.plot([3], [0.88], "r*", ms=10, label="issue target (3 slices)")
+        left.set(xlabel="painted slices per organ", ylabel="Dice", xticks=ks, ylim=(0.4, 1.0),
+                 title="CHAOS-T2 MR, within-scan")
+        left.legend(fontsize=7, loc="lower right")
+    if busi:
+        ks = sorted(busi)
+        right.plot(ks, [busi[k]["dice_mean"] for k in ks], "ko-", lw=2.5, label="lesion Dice")
+        right.plot([5, 20], [0.60, 0.70], "r*", ms=10, label="issue targets (20: with fine-tuning)")
+        right.set(xlabel="painted images (shots)", ylabel="Dice", xticks=ks, ylim=(0.0, 1.0),
+                  title="BUSI breast ultrasound (seed 0)")
+        right.legend(fontsize=7, loc="lower right")
+    fig.suptitle("ImageNet EfficientNet-Lite0 features, no training on the data", fontsize=9)
     return _save(fig, out / "dice_vs_support_slices.png")
 
 
@@ -84,24 +94,29 @@ def _overlay(ax, image: np.ndarray, labels: np.ndarray, title: str) -> None:
 
 
 def _volume_row(image, reference, class_map, support_per_class=3):
-    """(support slice, its paint, query slice, prediction, reference) of a multi-organ within-scan run."""
+    """(support slice, its paint, query slice, prediction, reference) of a multi-organ within-scan run:
+    `support_per_class` slices spread over each organ are painted with every organ on them."""
     from napari_fewshot.core import FewShotSegmenter, run
     from napari_fewshot.evaluation.volumes import slice_range, spread_slices
 
     remapped = np.zeros(reference.shape, np.uint8)
     for new, old in enumerate(class_map, start=1):
         remapped[reference == old] = new
+    # A clinician painting a slice paints every organ on it (dense mode: unpainted pixels are background).
     support = np.zeros_like(remapped)
     for c in range(1, len(class_map) + 1):
         for z in spread_slices(*slice_range(remapped, c), support_per_class):
-            support[z][remapped[z] == c] = c
+            support[z] = remapped[z]
     painted = np.flatnonzero(support.any(axis=(1, 2)))
     segmenter = FewShotSegmenter()
     segmenter.set_image(image)
     labels = run(segmenter.segment(support)).labels
+    # Not the easy neighbour of a painted slice: among unpainted slices with at least half the largest
+    # organ area, the one farthest from any painted slice.
     organ = remapped.reshape(len(remapped), -1).astype(bool).sum(1)
-    organ[painted] = 0
-    query = int(np.argmax(organ))  # the unpainted slice with the most organ
+    distance = np.min(abs(np.arange(len(organ))[:, None] - painted[None]), axis=1)
+    candidates = np.flatnonzero((organ >= organ.max() / 2) & (distance > 0))
+    query = int(candidates[np.argmax(distance[candidates])])
     z = int(painted[np.argmin(abs(painted - query))])
     return image[z], support[z], image[query], labels[query], remapped[query], z, query
 
@@ -128,7 +143,7 @@ def overlays(data: Path, out: Path) -> Path:
     segmenter = FewShotSegmenter()
     segmenter.set_image(images)
     labels = run(segmenter.segment(support, indices=[query])).labels[query]
-    rows.append((f"BUSI 5-shot, query {names[query]} (Dice {dice(labels == 1, masks[query]):.2f})",
+    rows.append((f"BUSI 5-shot: {names[query].split('/')[-1]}, Dice {dice(labels == 1, masks[query]):.2f}",
                  images[supports[0]], support[supports[0]], images[query], labels, masks[query].astype(np.uint8),
                  0, 0))
     fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3.1 * len(rows)))

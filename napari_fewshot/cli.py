@@ -51,6 +51,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--smooth-slices", type=float, default=0.7,
                        help="sigma in slices of the smoothing of class scores across neighbouring slices "
                             "(volumes; default 0.7, 0 = off)")
+    group.add_argument("--self-support", type=float, default=None, metavar="MARGIN",
+                       help="self-support: a query slice's cells whose best class wins by more than MARGIN "
+                            "(cosine) become prototypes for that slice, which is matched again (default off)")
 
 
 def _params(args):
@@ -61,7 +64,8 @@ def _params(args):
                                 prototype_mode=args.prototypes, scale=args.scale,
                                 seed=getattr(args, "seed", 0),
                                 postprocess=getattr(args, "postprocess", True),
-                                smooth_slices=getattr(args, "smooth_slices", 0.7))
+                                smooth_slices=getattr(args, "smooth_slices", 0.7),
+                                self_support=getattr(args, "self_support", None))
     tune = FineTuneParams(steps=args.fine_tune_steps, learning_rate=args.learning_rate) if args.fine_tune_steps else None
     return params, tune
 

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from napari_fewshot.core.finetune import _episode_loss
 from napari_fewshot.core.config import SegmentationParams
-from napari_fewshot.core.predict import class_similarity, probabilities, segment
+from napari_fewshot.core.predict import class_similarity, probabilities, segment, self_supported_similarity
 from napari_fewshot.core.prototypes import (
-    build_prototypes, class_weights, local_prototypes, masked_average_pooling, upsample_adjoint,
+    PrototypeSet, build_prototypes, class_weights, local_prototypes, masked_average_pooling, upsample_adjoint,
 )
 from napari_fewshot.core.support import IGNORE, parse_support
 from napari_fewshot.errors import FewShotError
@@ -58,6 +58,27 @@ def test_cosine_scores_and_background_prototype_by_hand():
     assert index[0].tolist() == [[0, 1], [0, 1]]
     assert torch.allclose(similarity, sims)
     assert torch.allclose(probabilities(similarity, 20.0), torch.softmax(20.0 * sims, 1), atol=1e-6)
+
+
+def test_self_support_lets_uncertain_cells_follow_the_scans_own_confident_cells():
+    # Support prototypes: background e0, class e1. The query's lesion looks different from the support's:
+    # its clear cell c = e1 + 0.8 e2 is still confidently the class, and cell u (slightly closer to e0
+    # than to e1) is nearly c, so with self-support u joins the class; cell b = e0 stays background.
+    protos = PrototypeSet(torch.eye(3)[:2], torch.tensor([0, 1]), torch.tensor([True, True]), [1])
+    c = torch.tensor([0.0, 1.0, 0.8])
+    u = torch.tensor([0.55, 0.5, 0.8])
+    b = torch.tensor([1.0, 0.0, 0.0])
+    features = torch.stack([c, u, b, b], 1).reshape(1, 3, 2, 2)
+    plain = class_similarity(features, protos).argmax(1)[0]
+    assert plain.tolist() == [[1, 0], [0, 0]]
+    supported = self_supported_similarity(features, protos, margin=0.1)
+    assert supported.shape == (1, 2, 2, 2)
+    assert supported.argmax(1)[0].tolist() == [[1, 1], [0, 0]]
+    # Only cells that win by more than the margin support the others: u itself (margin 0.05) does not.
+    assert torch.allclose(self_supported_similarity(features, protos, margin=1.5), class_similarity(features, protos))
+    assert segment(features, protos, (2, 2), self_support=0.1)[0][0].tolist() == [[1, 1], [0, 0]]
+    with pytest.raises(FewShotError, match="self-support margin"):
+        SegmentationParams(self_support=-0.1)
 
 
 def test_local_prototypes_keep_windows_the_class_covers():

@@ -43,6 +43,9 @@ class SegmentationParams:
     postprocess_grow: pixels a mask may grow per slice beyond the painted range (0: it may only shrink).
     smooth_slices:  sigma, in slices, of a Gaussian over neighbouring slices' class similarity before
                     the argmax (volumes only; 0 turns it off).
+    self_support:   None (off) or a cosine margin: cells of a query slice whose best class beats the
+                    runner-up by more than this join that slice's prototypes, and the slice is matched
+                    again (self-support; see predict.self_supported_similarity).
     """
 
     encoder: str = "efficientnet-lite0"
@@ -64,6 +67,7 @@ class SegmentationParams:
     postprocess: bool = True
     postprocess_grow: int = 0
     smooth_slices: float = 0.7
+    self_support: float | None = None
 
     def __post_init__(self) -> None:
         from ..errors import FewShotError
@@ -76,6 +80,8 @@ class SegmentationParams:
             raise FewShotError("Scribble mode needs a background label value (the label you paint background with).")
         if self.modality not in ("auto", "ct", "mr", "us", "none"):
             raise FewShotError(f"Modality must be one of auto, ct, mr, us, none, not {self.modality!r}.")
+        if self.self_support is not None and not 0 <= self.self_support < 2:
+            raise FewShotError(f"The self-support margin must be between 0 and 2 (cosine), not {self.self_support}.")
         for size in (self.input_size, self.image_input_size):
             if size is not None and size < 32:
                 raise FewShotError(f"Input size must be at least 32 pixels, not {size}.")

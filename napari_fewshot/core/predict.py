@@ -28,6 +28,41 @@ def class_similarity(features: torch.Tensor, prototypes: PrototypeSet) -> torch.
     return best.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
+def self_supported_similarity(features: torch.Tensor, prototypes: PrototypeSet, margin: float) -> torch.Tensor:
+    """Class similarity after the query supports itself (self-support matching, Fan et al., ECCV 2022).
+
+    A query is closer to itself than to another patient's support: every cell whose best class beats the
+    runner-up by more than `margin` (cosine) becomes a local prototype of that class for its own slice,
+    and the similarity is computed again. Uncertain cells then follow the confident cells they resemble.
+
+    features: (B, C, h, w). Returns (B, K + 1, h, w) in [-1, 1], like :func:`class_similarity`.
+    """
+    first = class_similarity(features, prototypes)
+    top = first.topk(2, dim=1)
+    confident = (top.values[:, 0] - top.values[:, 1]) > margin  # (B, h, w)
+    out = torch.empty_like(first)
+    for b in range(features.shape[0]):
+        cells = confident[b].reshape(-1)
+        if not cells.any():
+            out[b] = first[b]
+            continue
+        own = F.normalize(features[b].float(), dim=0).reshape(features.shape[1], -1).T[cells]
+        owner = top.indices[b, 0].reshape(-1)[cells]
+        mine = PrototypeSet(torch.cat([prototypes.vectors.to(own.device, own.dtype), own]),
+                            torch.cat([prototypes.owner.to(owner.device), owner]),
+                            torch.zeros(len(owner) + len(prototypes.owner), dtype=torch.bool), prototypes.class_ids)
+        out[b] = class_similarity(features[b:b + 1], mine)[0]
+    return out
+
+
+def query_similarity(features: torch.Tensor, prototypes: PrototypeSet, self_support: float | None) -> torch.Tensor:
+    """(B, C, h, w) -> (B, K + 1, h, w): :func:`self_supported_similarity` with margin `self_support`, or
+    plain :func:`class_similarity` when `self_support` is None."""
+    if self_support is None:
+        return class_similarity(features, prototypes)
+    return self_supported_similarity(features, prototypes, self_support)
+
+
 def prototype_similarity(features: torch.Tensor, prototypes: PrototypeSet, which: torch.Tensor) -> torch.Tensor:
     """Cosine similarity to selected prototypes.
 
@@ -45,14 +80,15 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
-def segment(features: torch.Tensor, prototypes: PrototypeSet, size: tuple[int, int]):
-    """Segment query slices.
+def segment(features: torch.Tensor, prototypes: PrototypeSet, size: tuple[int, int],
+            self_support: float | None = None):
+    """Segment query slices (with self-support when `self_support` is a margin; see query_similarity).
 
     features: (B, C, h, w). Returns (class_index (B, H, W) long with 0 = background,
     similarity (B, K + 1, H, W) in [-1, 1]). The class is the argmax of softmax(scale x similarity),
     which is the argmax of the similarity itself; see :func:`probabilities` for the softmax.
     """
-    similarity = upsample(class_similarity(features, prototypes), size)
+    similarity = upsample(query_similarity(features, prototypes, self_support), size)
     return similarity.argmax(1), similarity
 
 

@@ -251,7 +251,8 @@ class FewShotSegmenter:
         coarse = {}
         with torch.no_grad():
             for n, i in enumerate(indices):
-                coarse[i] = predict.class_similarity(cache.get(i)[None], prototypes)[0].cpu().numpy()
+                sim = predict.query_similarity(cache.get(i)[None], prototypes, self.params.self_support)
+                coarse[i] = sim[0].cpu().numpy()
                 if n % 8 == 7:
                     yield Progress(n + 1, len(indices), f"matched slice {i + 1} of {len(cache.stack)}")
         smoothed = smooth_similarity(coarse, sigma)
@@ -260,7 +261,7 @@ class FewShotSegmenter:
     def segment_features(self, features: torch.Tensor, prototypes: PrototypeSet, size: tuple[int, int]):
         """(B, C, h, w) features -> (class index (B, H, W), similarity (B, K + 1, H, W)); see predict.segment."""
         with torch.no_grad():
-            return predict.segment(features, prototypes, size)
+            return predict.segment(features, prototypes, size, self.params.self_support)
 
     def similarity_to_prototypes(self, index: int, prototypes: PrototypeSet, which: Sequence[int]) -> np.ndarray:
         """Cosine similarity of slice `index` to prototypes `which`: (len(which), H, W) float32."""

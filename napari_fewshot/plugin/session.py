@@ -18,7 +18,8 @@ from ..errors import FewShotError
 from .image_sets import core_image
 
 # Settings read at segmentation time only: changing them keeps the cached features.
-CHEAP_PARAMS = frozenset({"support_mode", "background_label", "postprocess", "postprocess_grow", "smooth_slices"})
+CHEAP_PARAMS = frozenset({"support_mode", "background_label", "postprocess", "postprocess_grow", "smooth_slices",
+                          "self_support"})
 
 
 @dataclass
