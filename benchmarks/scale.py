@@ -1,6 +1,6 @@
 """Big volumes on this machine: peak memory, cache size and seconds for 512 x 512 x N CT volumes.
 
-    python benchmarks/scale.py [--slices 100 300 600] [--input-size 256] [--json OUT]
+    python benchmarks/scale.py [--slices 100 300 600] [--input-size 384 (the default)] [--json OUT]
 
 The volume is the real 20-slice DICOM CT of ../shared/data tiled along z to N slices (real anatomy
 and HU, so normalisation and features behave as on a scan). The liver is painted on 3 slices. Each
@@ -64,9 +64,11 @@ def one_size(slices: int, input_size: int, budget_mb: int) -> dict:
 
 
 def main() -> None:
+    from napari_fewshot.core import SegmentationParams
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, nargs="+", default=[100, 300, 600])
-    parser.add_argument("--input-size", type=int, default=256)
+    parser.add_argument("--input-size", type=int, default=SegmentationParams().input_size)
     parser.add_argument("--memory-budget-mb", type=int, default=4096)
     parser.add_argument("--json", default=None)
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)

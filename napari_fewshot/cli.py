@@ -33,8 +33,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="efficientnet-lite0 (default), efficientnet-lite2 or vgg16-panet")
     group.add_argument("--weights", default=None, help="local weights file (vgg16-panet offline)")
     group.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
-    group.add_argument("--input-size", type=int, default=256,
-                       help="longer side of a volume's slice as the encoder sees it, in pixels (default 256)")
+    group.add_argument("--input-size", type=int, default=384,
+                       help="longer side of a volume's slice as the encoder sees it, in pixels (default 384)")
     group.add_argument("--image-input-size", type=int, default=384,
                        help="the same for 2D images and image sets such as ultrasound (default 384)")
     group.add_argument("--prototypes", choices=("local", "global"), default="local",

@@ -34,9 +34,11 @@ def test_episodes_are_an_augmented_copy_of_one_slice():
     volume = rng.normal(0.5, 0.05, (4, 96, 96)).clip(0, 1).astype(np.float32)
     volume[:, 30:60, 30:60] = 0.9
     stack = ImageStack(volume, "none")
-    make = superpixel_episodes(stack, SegmentationParams(), AdaptParams(), torch.device("cpu"))
+    params = SegmentationParams()
+    make = superpixel_episodes(stack, params, AdaptParams(), torch.device("cpu"))
     x_s, t_s, x_q, t_q = make(random.Random(0))
-    assert x_s.shape == x_q.shape == (1, 3, 256, 256) and t_s.shape == t_q.shape == (256, 256)
+    size = params.input_size  # a volume's slices are encoded at input_size
+    assert x_s.shape == x_q.shape == (1, 3, size, size) and t_s.shape == t_q.shape == (size, size)
     assert t_s.dtype == torch.long and set(t_s.unique().tolist()) == {0, 1}
     assert not torch.equal(x_s, x_q)  # the query is augmented
 

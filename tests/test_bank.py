@@ -21,7 +21,7 @@ from napari_fewshot.io import read_labels, read_volume, write_mask
 from shared_data import CHAOS, require
 
 LIVER, SPLEEN = 1, 4
-PARAMS = SegmentationParams(device="cpu", input_size=160)  # smaller than the default 256: quick on 2 cores
+PARAMS = SegmentationParams(device="cpu", input_size=160)  # smaller than the default 384: quick on 2 cores
 
 
 def crop_case(case: str, folder, slices: int = 6):

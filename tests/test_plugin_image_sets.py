@@ -213,3 +213,26 @@ def test_fine_tune_live_and_banks_on_a_small_set(make_napari_viewer, qtbot, tmp_
     h, w = info.shapes[3]
     assert (prediction[3, h // 4 + 2: h // 2 - 2, w // 4 + 2: w // 2 - 2] == 1).mean() > 0.8
     assert not prediction[3, h:].any() and not prediction[:, 80:].any()
+
+
+def test_busi_root_opens_one_set_per_subfolder(tmp_path, notes):
+    """Opening BUSI's top folder (benign/ and malignant/, no images directly in it) gives one set each."""
+    from napari_fewshot.plugin.readers import get_reader
+
+    busi = require(BUSI)
+    root = tmp_path / "busi"
+    for subset in ("benign", "malignant"):
+        (root / subset).mkdir(parents=True)
+        for n in (1, 2):
+            for path in (busi / subset).glob(f"{subset} ({n})*.png"):
+                shutil.copy(path, root / subset / path.name)
+    (root / "notes").mkdir()  # a subfolder without images is not a set
+    reader = get_reader(str(root))
+    assert reader is not None
+    layers = reader(str(root))
+    images = [(data, meta) for data, meta, kind in layers if kind == "image"]
+    assert [meta["name"] for _, meta in images] == ["benign", "malignant"]
+    assert all(len(meta["metadata"][IMAGE_SET_KEY]) == 2 for _, meta in images)
+    assert sum(kind == "labels" for *_, kind in layers) == 2  # each set's reference masks
+    assert sum("Opened 2 images" in m for _, m in notes) == 2
+    assert get_reader(str(root / "notes")) is None

@@ -34,8 +34,9 @@ LayerData = tuple[Any, dict, str]
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
     """Return :func:`read` when ``path`` is something this plugin reads, else None (napari tries others).
 
-    Accepts one file with a supported extension, a folder holding DICOM files or 2D images, or a list
-    of DICOM files from one folder (read as that folder's series).
+    Accepts one file with a supported extension, a folder holding DICOM files or 2D images, a folder
+    whose subfolders hold 2D images (BUSI's benign/ and malignant/), or a list of DICOM files from one
+    folder (read as that folder's series).
     """
     from ..io import is_dicom_file
 
@@ -47,7 +48,7 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
         return read if paths and same_folder and all(is_dicom_file(p) for p in paths) else None
     p = Path(path)
     if p.is_dir():
-        return read if _folder_has_dicom(p) or _folder_has_images(p) else None
+        return read if _folder_has_dicom(p) or _folder_has_images(p) or _image_subfolders(p) else None
     return read if p.name.lower().endswith(EXTENSIONS) else None
 
 
@@ -58,6 +59,10 @@ def read(path: str | list[str]) -> list[LayerData]:
     if isinstance(path, (list, tuple)):
         path = os.fspath(Path(path[0]).parent) if len(path) > 1 else path[0]
     if Path(path).is_dir() and not _folder_has_dicom(Path(path)):
+        if not _folder_has_images(Path(path)) and _image_subfolders(Path(path)):
+            # One set per subfolder: the subsets (benign / malignant, one per patient...) stay apart, and
+            # a prototype bank saved on one segments the others.
+            return [layer for sub in _image_subfolders(Path(path)) for layer in read_image_folder(os.fspath(sub))]
         return read_image_folder(path)
     volume = read_volume(path)
     if volume.is_rgb:  # files with three equal channels were read as grey; say when colour is kept
@@ -130,6 +135,17 @@ def _folder_has_images(folder: Path) -> bool:
         return bool(list_images(folder))
     except (OSError, ReadError):
         return False
+
+
+def _image_subfolders(folder: Path) -> list[Path]:
+    """Subfolders directly inside ``folder`` that hold 2D images (natural order)."""
+    from ..io.folders import natural_key
+
+    try:
+        subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return []
+    return sorted((p for p in subs if _folder_has_images(p)), key=lambda p: natural_key(p.name))
 
 
 def _folder_has_dicom(folder: Path, look_at: int = 20) -> bool:
