@@ -14,7 +14,9 @@ them, and the liver heatmap glows (the other heatmaps are hidden).
 import torch  # noqa: F401  (before Qt, see ../shared/DESIGN.md)
 
 # isort: split
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +41,8 @@ def wait(widget, timeout_s=600):
 
 
 def main() -> None:
+    # The scripted painting is not the user's: keep its autosaves out of their cache folder.
+    os.environ["NAPARI_FEWSHOT_AUTOSAVE_DIR"] = tempfile.mkdtemp(prefix="fewshot-screenshot-")
     viewer = napari.Viewer(title="napari-fewshot", show=True)
     viewer.window._qt_window.resize(1500, 900)
     viewer.open_sample("napari-fewshot", "ct_abdomen")

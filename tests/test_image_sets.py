@@ -150,7 +150,9 @@ def test_reader_opens_an_image_folder_as_one_set_and_a_dicom_folder_as_a_series(
     _png(images / "a.png", np.full((20, 30), 7, np.uint8))
     _png(images / "b.png", np.full((25, 10), 9, np.uint8))
     _png(images / "a_mask.png", np.full((20, 30), 255, np.uint8))
-    assert get_reader(str(tmp_path)) is None  # no image directly inside
+    empty = tmp_path / "empty"
+    (empty / "nothing").mkdir(parents=True)
+    assert get_reader(str(empty)) is None  # no image inside, nor in a subfolder
     layers = get_reader(str(images))(str(images))
     [(data, kwargs, kind), (masks, mask_kwargs, mask_kind)] = layers
     assert kind == "image" and data.shape == (2, 25, 30) and kwargs["rgb"] is False

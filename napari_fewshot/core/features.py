@@ -27,6 +27,7 @@ import torch
 
 from .. import __version__
 from .encoders import Encoder
+from .memory import release_free_memory
 from .normalization import to_encoder_input
 from .progress import Progress
 from .stack import ImageStack
@@ -133,6 +134,7 @@ class FeatureCache:
             shape = self.stack.shape_of(todo[0])
             batch = [i for i in todo if self.stack.shape_of(i) == shape][: self.batch_size]
             self._encode(batch)
+            release_free_memory()  # the encoder's activations are freed between batches (see memory.py)
             todo = [i for i in todo if i not in self]
             done += len(batch)
             yield Progress(done, total, f"features of slice {batch[-1] + 1} of {len(self.stack)}")

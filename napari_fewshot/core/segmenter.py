@@ -25,6 +25,7 @@ from .config import AdaptParams, FineTuneParams, SegmentationParams
 from .devices import resolve_device
 from .encoders import Encoder, create_encoder
 from .features import FeatureCache
+from .memory import trim_now
 from .progress import Progress
 from .prototypes import PrototypeSet, combine_slices, pool_slice
 from .stack import ImageStack
@@ -235,6 +236,7 @@ class FewShotSegmenter:
             if similarity:
                 for k, c in enumerate(class_ids, start=1):
                     sims[c][i] = sim[0, k].cpu().numpy().astype(np.float16)
+            trim_now(n + 1)
             yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
         out = np.stack(labels) if cache.stack.is_volume else labels
         return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {})
@@ -253,6 +255,7 @@ class FewShotSegmenter:
             for n, i in enumerate(indices):
                 sim = predict.query_similarity(cache.get(i)[None], prototypes, self.params.self_support)
                 coarse[i] = sim[0].cpu().numpy()
+                trim_now(n + 1)
                 if n % 8 == 7:
                     yield Progress(n + 1, len(indices), f"matched slice {i + 1} of {len(cache.stack)}")
         smoothed = smooth_similarity(coarse, sigma)

@@ -154,6 +154,31 @@ class Panel:
     def set_support_mode(self, mode: str) -> None:
         self.mode_combo.setCurrentText(next(k for k, v in SUPPORT_MODES.items() if v == mode))
 
+    def set_layer_choices(self, images: list[str], supports: list[str]) -> None:
+        """Refill the image and support lists, keeping the current choices (else a layer named "support"),
+        without emitting change signals."""
+        for combo, names, prefer in ((self.image_combo, images, None), (self.support_combo, supports, "support")):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            keep = current if current in names else prefer if prefer in names else None
+            if keep:
+                combo.setCurrentText(keep)
+            combo.blockSignals(False)
+
+    def set_slice_count(self, n_slices: int) -> None:
+        """Bound the slice-range spin boxes to the chosen image's slices."""
+        self.range_start.setMaximum(max(n_slices - 1, 0))
+        self.range_stop.setMaximum(max(n_slices - 1, 0))
+
+    def update_visibility(self, *_) -> None:
+        """The range only for the "range" scope; the background label only in scribble mode."""
+        is_range = self.scope() == "range"
+        self.range_start.setEnabled(is_range)
+        self.range_stop.setEnabled(is_range)
+        self.background_spin.setVisible(self.support_mode() == "scribble")
+
     def job_controls(self) -> list[QWidget]:
         """Controls that would conflict with a running job (disabled meanwhile)."""
         return [self.image_combo, self.new_support_button, self.encoder_combo, self.device_combo,

@@ -346,9 +346,9 @@ class FewShotWidget(QWidget):
         ui.live_check.toggled.connect(self.live.schedule)
         ui.encoder_combo.currentTextChanged.connect(lambda *_: self._update_model_label())
         ui.device_combo.currentTextChanged.connect(self._device_chosen)
-        ui.scope_combo.currentTextChanged.connect(self._scope_chosen)
-        ui.mode_combo.currentTextChanged.connect(self._scope_chosen)
-        self._scope_chosen()
+        ui.scope_combo.currentTextChanged.connect(ui.update_visibility)
+        ui.mode_combo.currentTextChanged.connect(ui.update_visibility)
+        ui.update_visibility()
 
     def closeEvent(self, event) -> None:
         """Stop jobs and let go of the viewer's events when the dock widget is closed."""
@@ -367,23 +367,11 @@ class FewShotWidget(QWidget):
         super().closeEvent(event)
 
     def _refresh_layer_choices(self, *_) -> None:
-        ui = self.ui
-        images, supports = layers.layer_choices(self.viewer)
-        for combo, names, prefer in ((ui.image_combo, images, None), (ui.support_combo, supports, "support")):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            keep = current if current in names else prefer if prefer in names else None
-            if keep:
-                combo.setCurrentText(keep)
-            combo.blockSignals(False)
+        self.ui.set_layer_choices(*layers.layer_choices(self.viewer))
         self.live.watch(layers.unwrap(self.support_layer))
         self._update_model_label()
         image = self.image_layer
-        top = layers.spatial_shape(image)[0] - 1 if image is not None and image.ndim >= 3 else 0
-        ui.range_start.setMaximum(top)
-        ui.range_stop.setMaximum(top)
+        self.ui.set_slice_count(layers.spatial_shape(image)[0] if image is not None and image.ndim >= 3 else 1)
 
     def _forget_removed(self, event) -> None:
         session = self._sessions.pop(id(layers.unwrap(event.value)), None)
@@ -403,12 +391,6 @@ class FewShotWidget(QWidget):
             show_error(str(exc))
             self.ui.device_combo.setCurrentText("auto")
         self._update_model_label()
-
-    def _scope_chosen(self, *_) -> None:
-        is_range = self.ui.scope() == "range"
-        self.ui.range_start.setEnabled(is_range)
-        self.ui.range_stop.setEnabled(is_range)
-        self.ui.background_spin.setVisible(self.ui.support_mode() == "scribble")
 
     def _update_model_label(self) -> None:
         from ..core.devices import resolve_device
