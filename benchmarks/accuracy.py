@@ -69,7 +69,8 @@ def table(name: str, report: dict, command: list[str]) -> str:
     rule = "|" + "---|" * (len(per) + 4)
     row = "| " + " | ".join(f"{v:.3f}" for v in [report["dice_mean"]] + list(per.values()))
     # 2D images (BUSI) are encoded at image_input_size, volumes at input_size (SegmentationParams.input_size_for).
-    size = params["image_input_size"] if name.startswith("busi") and params.get("image_input_size") else params["input_size"]
+    two_d = name.startswith("busi") and params.get("image_input_size")
+    size = params["image_input_size"] if two_d else params["input_size"]
     row += f" | {params['encoder']} | {size} | {report['seconds']:.0f} |"
     return f"### {name}\n`napari-fewshot {' '.join(command)}`\n\n{head}\n{rule}\n{row}\n"
 

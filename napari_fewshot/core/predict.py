@@ -50,7 +50,8 @@ def self_supported_similarity(features: torch.Tensor, prototypes: PrototypeSet, 
         owner = top.indices[b, 0].reshape(-1)[cells]
         mine = PrototypeSet(torch.cat([prototypes.vectors.to(own.device, own.dtype), own]),
                             torch.cat([prototypes.owner.to(owner.device), owner]),
-                            torch.zeros(len(owner) + len(prototypes.owner), dtype=torch.bool), prototypes.class_ids)
+                            torch.cat([prototypes.is_global.to(owner.device), torch.zeros_like(owner).bool()]),
+                            prototypes.class_ids)
         out[b] = class_similarity(features[b:b + 1], mine)[0]
     return out
 

@@ -59,10 +59,11 @@ def read(path: str | list[str]) -> list[LayerData]:
     if isinstance(path, (list, tuple)):
         path = os.fspath(Path(path[0]).parent) if len(path) > 1 else path[0]
     if Path(path).is_dir() and not _folder_has_dicom(Path(path)):
-        if not _folder_has_images(Path(path)) and _image_subfolders(Path(path)):
+        subfolders = [] if _folder_has_images(Path(path)) else _image_subfolders(Path(path))
+        if subfolders:
             # One set per subfolder: the subsets (benign / malignant, one per patient...) stay apart, and
             # a prototype bank saved on one segments the others.
-            return [layer for sub in _image_subfolders(Path(path)) for layer in read_image_folder(os.fspath(sub))]
+            return [layer for sub in subfolders for layer in read_image_folder(os.fspath(sub))]
         return read_image_folder(path)
     volume = read_volume(path)
     if volume.is_rgb:  # files with three equal channels were read as grey; say when colour is kept
