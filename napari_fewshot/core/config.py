@@ -29,12 +29,16 @@ class SegmentationParams:
                     prototype per class and one for background.
     local_grid:     window (in feature cells) over which local prototypes are pooled; 1 keeps every cell.
     local_coverage: a window becomes a local prototype of a class when the class covers this fraction.
-    max_local_prototypes: cap per class (seeded subsample) so matching stays fast on big supports.
+    max_local_prototypes: cap per class and support slice (seeded subsample). Per slice, so that adding or
+                    correcting a slice never changes what the other slices contribute (matching is then
+                    redone for that slice only, see core/matching.py); a 384 px slice has ~2,300 cells.
     scale:          cosine similarity multiplier before the softmax (PANet: 20).
     support_mode:   "dense": a slice with any paint is a support slice and its unpainted pixels are
                     background. "scribble": `background_label` marks background, unpainted is ignored.
     batch_size:     slices per encoder forward pass (halved automatically if a GPU runs out of memory).
-    memory_budget_mb: fp16 features kept in memory; beyond it slices spill to disk.
+    memory_budget_mb: fp16 features kept in memory; beyond it slices spill to disk. A quarter of it more
+                    (and an eighth for normalised query cells) keeps per-support-slice matches, so a
+                    correction re-matches one slice (see core/matching.py).
     cache_dir:      folder for a persistent feature cache keyed by scan and encoder (None: no persistence);
                     see features.default_cache_dir for the conventional location.
     postprocess:    volumes: 3D consistency; past the outermost painted slice of a class, a slice keeps

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generator, Iterable
 
@@ -47,6 +48,17 @@ def feature_signature(stack: ImageStack, encoder_id: str, input_size: int | None
     """Key of a stack's features: pixels and window, encoder and weights, input size, package version."""
     text = json.dumps([stack.signature(), encoder_id, input_size, __version__])
     return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+@dataclass
+class SetAside:
+    """Features taken out of a FeatureCache (see FeatureCache.set_aside): memory tensors, indices on disk,
+    the spill folder holding those files (None: they are in persist_dir)."""
+
+    memory: OrderedDict
+    on_disk: set
+    spill: tempfile.TemporaryDirectory | None
+    persist_dir: Path | None
 
 
 class FeatureCache:
@@ -108,6 +120,34 @@ class FeatureCache:
             self._spill.cleanup()
             self._spill = None
         self.set_persistence(disk_dir, encoder_id)
+
+    def set_aside(self) -> "SetAside":
+        """Move every feature map out of the cache, as it is (memory tensors; files of a spill folder or a
+        persistent folder stay where they are), for :meth:`restore` after the encoder comes back to the
+        weights they were computed with (Reset weights). The cache is empty afterwards."""
+        aside = SetAside(self._memory, set(self._on_disk), self._spill, self._persist_dir)
+        if self.nbytes > self.memory_budget // 2:  # do not hold two full tiers in memory while fine-tuned
+            for index, tensor in list(aside.memory.items()):
+                if index not in self._on_disk:
+                    self._write(index, tensor)
+                    aside.on_disk.add(index)
+            aside.spill = self._spill
+            aside.memory = OrderedDict()
+        self._memory, self._on_disk, self._spill = OrderedDict(), set(), None
+        self.generation += 1
+        return aside
+
+    def restore(self, aside: "SetAside") -> None:
+        """Put back what :meth:`set_aside` took (the encoder has its original weights again)."""
+        self.generation += 1
+        if aside.spill is not None:
+            if self._spill is not None and self._spill is not aside.spill:
+                self._spill.cleanup()
+            self._spill = aside.spill
+        if aside.spill is not None or aside.persist_dir == self._persist_dir:
+            self._on_disk |= aside.on_disk
+        for index, tensor in aside.memory.items():
+            self._remember(index, tensor.to(self.device), write=False)
 
     # -- access ------------------------------------------------------------------------------
     def get(self, index: int) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,16 +65,6 @@ def query_similarity(features: torch.Tensor, prototypes: PrototypeSet, self_supp
     return self_supported_similarity(features, prototypes, self_support)
 
 
-def prototype_similarity(features: torch.Tensor, prototypes: PrototypeSet, which: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity to selected prototypes.
-
-    features: (B, C, h, w); which: (P',) indices into prototypes.vectors. Returns (B, P', h, w).
-    """
-    query = F.normalize(features.float(), dim=1)
-    vectors = prototypes.vectors[which].to(query.device, query.dtype)
-    return torch.einsum("bchw,pc->bphw", query, vectors)
-
-
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, N, h, w) -> (B, N, H, W), bilinear as PANet upsamples its score maps."""
     if tuple(maps.shape[-2:]) == tuple(size):
@@ -96,3 +87,40 @@ def segment(features: torch.Tensor, prototypes: PrototypeSet, size: tuple[int, i
 def probabilities(similarity: torch.Tensor, scale: float) -> torch.Tensor:
     """PANet's class probabilities: softmax over classes of scale x cosine similarity, (B, K + 1, H, W)."""
     return torch.softmax(scale * similarity, dim=1)
+
+
+def labels_from_scores(scores: torch.Tensor, size: tuple[int, int], keep_scores: bool = False):
+    """Class index of every pixel: the argmax of the bilinearly upsampled coarse class scores.
+
+    scores: (K + 1, h, w). Returns (index (H, W) int64 numpy, upsampled (K + 1, H, W) tensor or None).
+    A pixel's scores are a convex combination of its (up to) four surrounding cells, so where one
+    class wins at all four it wins at the pixel: only pixels on a boundary between winners are
+    interpolated (a few percent of a slice; none on a slice far from every organ). Same labels as
+    upsampling everything (`keep_scores=True` does that, for heatmaps).
+    """
+    if keep_scores:
+        upsampled = upsample(scores[None], size)[0]
+        return upsampled.argmax(0).numpy(), upsampled
+    (y0, y1, wy), (x0, x1, wx) = _bilinear_axis(scores.shape[1], size[0]), _bilinear_axis(scores.shape[2], size[1])
+    winner = scores.argmax(0).numpy()
+    corners = [winner[np.ix_(ys, xs)] for ys in (y0, y1) for xs in (x0, x1)]
+    index = corners[0].astype(np.int64)
+    mixed = (corners[0] != corners[1]) | (corners[0] != corners[2]) | (corners[0] != corners[3])
+    rows, cols = np.nonzero(mixed)
+    if len(rows):
+        s = scores.float().numpy()
+        ry0, ry1, rwy = y0[rows], y1[rows], wy[rows]
+        cx0, cx1, cwx = x0[cols], x1[cols], wx[cols]
+        values = ((1 - rwy) * ((1 - cwx) * s[:, ry0, cx0] + cwx * s[:, ry0, cx1])
+                  + rwy * ((1 - cwx) * s[:, ry1, cx0] + cwx * s[:, ry1, cx1]))
+        index[rows, cols] = values.argmax(0)
+    return index, None
+
+
+def _bilinear_axis(n_in: int, n_out: int):
+    """Source cells and weight of each output position along one axis, as torch's bilinear
+    interpolation with align_corners=False computes them: (lower (n_out,), upper (n_out,), weight of upper)."""
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + 0.5) * np.float32(n_in / n_out) - 0.5, 0)
+    lower = np.minimum(src.astype(np.int64), n_in - 1)
+    upper = np.minimum(lower + 1, n_in - 1)
+    return lower, upper, (src - lower).astype(np.float32)

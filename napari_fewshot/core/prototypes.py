@@ -126,11 +126,9 @@ def pool_slice(features: torch.Tensor, target: torch.Tensor, n_classes: int, mod
     return SlicePrototypes(means, mass, vectors, owner.to(features.device))
 
 
-def combine_slices(slices: Sequence[SlicePrototypes], class_ids: list[int], max_local: int = 4096,
-                   seed: int = 0) -> PrototypeSet:
-    """Global prototype of a class = mean over the slices where it is painted of the slice's masked
-    average (PANet's averaging over shots); local prototypes are pooled from all slices, at most
-    `max_local` per class (seeded subsample)."""
+def global_prototypes(slices: Sequence[SlicePrototypes], class_ids: list[int]) -> torch.Tensor:
+    """PANet's prototypes: for background and each class, the mean over the slices where it is painted of
+    the slice's masked average. Returns (K + 1, C), not normalised; one-sentence errors for a missing class."""
     n = len(class_ids)
     sums = torch.zeros_like(slices[0].means)
     shots = torch.zeros(n + 1, device=sums.device)
@@ -144,15 +142,31 @@ def combine_slices(slices: Sequence[SlicePrototypes], class_ids: list[int], max_
     missing = [class_ids[k - 1] for k in range(1, n + 1) if shots[k] == 0]
     if missing:
         raise FewShotError(f"Label(s) {missing} cover too few pixels to form a prototype; paint a larger area.")
-    vectors = [sums / shots[:, None]]
-    owner = [torch.arange(n + 1, device=sums.device)]
-    is_global = [torch.ones(n + 1, dtype=torch.bool, device=sums.device)]
-    local_vectors = torch.cat([piece.local_vectors for piece in slices])
-    if len(local_vectors):
-        lv, lo = _cap_per_class(local_vectors, torch.cat([piece.local_owner for piece in slices]), n, max_local, seed)
-        vectors.append(lv)
-        owner.append(lo)
-        is_global.append(torch.zeros(len(lo), dtype=torch.bool, device=lo.device))
+    return sums / shots[:, None]
+
+
+def capped_local(piece: SlicePrototypes, n_classes: int, max_local: int, seed: int = 0):
+    """One slice's local prototypes, at most `max_local` per class (seeded subsample): (vectors (L, C), owner (L,))."""
+    if len(piece.local_vectors) == 0:
+        return piece.local_vectors, piece.local_owner
+    return _cap_per_class(piece.local_vectors, piece.local_owner, n_classes, max_local, seed)
+
+
+def combine_slices(slices: Sequence[SlicePrototypes], class_ids: list[int], max_local: int = 4096,
+                   seed: int = 0) -> PrototypeSet:
+    """Global prototypes (see :func:`global_prototypes`) plus the local prototypes of every slice, at most
+    `max_local` per class from each slice (so adding a slice never changes what another contributes)."""
+    n = len(class_ids)
+    means = global_prototypes(slices, class_ids)
+    vectors = [means]
+    owner = [torch.arange(n + 1, device=means.device)]
+    is_global = [torch.ones(n + 1, dtype=torch.bool, device=means.device)]
+    for piece in slices:
+        lv, lo = capped_local(piece, n, max_local, seed)
+        if len(lv):
+            vectors.append(lv)
+            owner.append(lo.to(means.device))
+            is_global.append(torch.zeros(len(lo), dtype=torch.bool, device=means.device))
     vectors_t = F.normalize(torch.cat(vectors), dim=1)
     owner_t = torch.cat(owner)
     counts = {k: int((owner_t == k).sum()) for k in range(n + 1)}

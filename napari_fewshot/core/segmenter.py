@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Generator, Sequence
 
@@ -27,7 +28,8 @@ from .encoders import Encoder, create_encoder
 from .features import FeatureCache
 from .memory import trim_now
 from .progress import Progress
-from .prototypes import PrototypeSet, combine_slices, pool_slice
+from .matching import MatchCache, PrototypeGroup
+from .prototypes import PrototypeSet, SlicePrototypes, capped_local, combine_slices, global_prototypes, pool_slice
 from .stack import ImageStack
 from .support import SupportSet, label_dtype, parse_support
 
@@ -38,6 +40,8 @@ class SegmentationResult:
     similarity: class label value -> per slice (H, W) float16 best cosine similarity (only slices segmented).
     support_slices: indices whose labels were copied from the support (dense mode) rather than predicted.
     segmented_slices: indices that went through the model.
+    uncertainty: predicted slice index -> expected number of wrongly labelled pixels on it, from the
+        matching's confidence along the final labels' boundaries (see core/uncertainty.py): what to check first.
     """
 
     labels: np.ndarray | list[np.ndarray]
@@ -45,6 +49,12 @@ class SegmentationResult:
     support_slices: list[int]
     segmented_slices: list[int]
     similarity: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+    uncertainty: dict[int, float] = field(default_factory=dict)
+
+    def check_order(self, exclude=()) -> list[int]:
+        """Predicted slices, the most unsure first (ties: lower index first), without `exclude`."""
+        skip = set(exclude)
+        return sorted((i for i in self.uncertainty if i not in skip), key=lambda i: (-self.uncertainty[i], i))
 
     def similarity_volume(self, class_id: int) -> np.ndarray:
         """Similarity of a volume to class `class_id` as one (S, H, W) float32 array (0 where not segmented)."""
@@ -64,7 +74,10 @@ class FewShotSegmenter:
         self._initial_state: dict[str, torch.Tensor] | None = None
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
-        self._pooled: dict[tuple, object] = {}  # per-slice pooled prototypes, see prototypes()
+        self._original_features = None  # features of the original weights while fine-tuned, see reset_weights
+        self._pooled: dict[tuple, SlicePrototypes] = {}  # per-slice pooled prototypes, see _pieces()
+        budget = self.params.memory_budget_mb * 1024**2
+        self._matches = MatchCache(budget // 4, budget // 8)  # per (query slice, support slice) similarity
 
     # -- encoder ---------------------------------------------------------------------------
     @property
@@ -89,24 +102,37 @@ class FewShotSegmenter:
         return self._initial_state is not None
 
     def reset_weights(self) -> None:
-        """Undo every fine-tuning step (features are recomputed on next use)."""
+        """Undo every fine-tuning step. The features computed with the original weights before the first
+        step come back from where they were set aside (nothing is recomputed for them)."""
         if self._initial_state is not None:
             self.encoder.load_state_dict(self._initial_state)
             self._initial_state = None
             if self.cache is not None:
                 self.cache.invalidate(*self._persistence())
+                if self._original_features is not None:
+                    self.cache.restore(self._original_features)
+        self._original_features = None
+
+    def _set_original_features_aside(self) -> None:
+        """Before the weights first change: keep the original features for reset_weights."""
+        if self.cache is not None and self._original_features is None:
+            self._original_features = self.cache.set_aside()
 
     def load_encoder_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load fine-tuned encoder weights (e.g. from a prototype bank); `reset_weights` goes back to the
         original ones. Cached features of the current image are forgotten."""
         if self._initial_state is None:
             self._initial_state = copy.deepcopy(self.encoder.state_dict())
+            self._set_original_features_aside()
         device = next(self.encoder.parameters()).device
         try:
             self.encoder.load_state_dict({k: v.to(device) for k, v in state.items()})
         except RuntimeError as err:
             self.encoder.load_state_dict(self._initial_state)
             self._initial_state = None
+            if self.cache is not None and self._original_features is not None:
+                self.cache.restore(self._original_features)
+            self._original_features = None
             raise FewShotError(f"The fine-tuned weights do not fit the encoder {self.encoder.name} "
                                f"({str(err).splitlines()[0]}).") from err
         self.encoder.eval()
@@ -121,6 +147,9 @@ class FewShotSegmenter:
         disk_dir, encoder_id = self._persistence()
         self.cache = FeatureCache(self.encoder, self.stack, self._device, self.params.input_size_for(self.stack),
                                   self.params.batch_size, self.params.memory_budget_mb * 1024**2, disk_dir, encoder_id)
+        self._pooled.clear()
+        self._matches.clear()
+        self._original_features = None
 
     def _require_image(self) -> FeatureCache:
         if self.cache is None:
@@ -132,8 +161,9 @@ class FewShotSegmenter:
         yield from self._require_image().compute(indices, first)
 
     # -- segmentation ---------------------------------------------------------------------
-    def parse_support(self, support) -> SupportSet:
-        """Check the support against the image and read its semantics (see support.parse_support)."""
+    def parse_support(self, support, empty_slices: Sequence[int] = ()) -> SupportSet:
+        """Check the support against the image and read its semantics (see support.parse_support;
+        `empty_slices`: unpainted slices that are support all the same, every pixel background)."""
         cache = self._require_image()
         if len(support) != len(cache.stack):
             raise FewShotError(f"The support has {len(support)} slices but the image has {len(cache.stack)}.")
@@ -143,14 +173,11 @@ class FewShotSegmenter:
                     f"The support slice {i} is {np.shape(support[i])} but the image slice is {cache.stack.shape_of(i)}; "
                     "the support must have the image's shape."
                 )
-        return parse_support(support, self.params.support_mode, self.params.background_label)
+        return parse_support(support, self.params.support_mode, self.params.background_label, empty_slices)
 
-    def prototypes(self, support_set: SupportSet) -> PrototypeSet:
-        """Prototypes from the (cached) features of the support slices.
-
-        Each slice's pooled contribution is remembered under (slice, its paint, the class list), so
-        after a stroke only the stroked slice is pooled again.
-        """
+    def _pieces(self, support_set: SupportSet) -> dict[tuple, SlicePrototypes]:
+        """What each support slice contributes, pooled once per (slice, its paint, the class list): after a
+        stroke only the stroked slice is pooled again. Key -> pooled slice, in slice order."""
         cache = self._require_image()
         p = self.params
         memo = {}
@@ -164,20 +191,41 @@ class FewShotSegmenter:
                                    p.prototype_mode, p.local_grid, p.local_coverage)
             memo[key] = piece
         self._pooled = memo  # keeps only what the current support uses
-        return combine_slices(list(memo.values()), support_set.class_ids, p.max_local_prototypes, p.seed)
+        return memo
+
+    def prototypes(self, support_set: SupportSet) -> PrototypeSet:
+        """Prototypes from the (cached) features of the support slices, as one set (for banks and scripts)."""
+        p = self.params
+        return combine_slices(list(self._pieces(support_set).values()), support_set.class_ids,
+                              p.max_local_prototypes, p.seed)
+
+    def _groups(self, support_set: SupportSet) -> list[PrototypeGroup]:
+        """The support as prototype groups: the global prototypes (never cached), then each support slice's
+        local prototypes keyed like its pooled piece (cached per query slice, see matching.MatchCache)."""
+        pieces = self._pieces(support_set)
+        n = support_set.n_classes
+        means = global_prototypes(list(pieces.values()), support_set.class_ids)
+        groups = [PrototypeGroup.make(None, means, torch.arange(n + 1, device=means.device), n)]
+        for key, piece in pieces.items():
+            vectors, owner = capped_local(piece, n, self.params.max_local_prototypes, self.params.seed)
+            if len(vectors):
+                groups.append(PrototypeGroup.make(key, vectors, owner, n))
+        return groups
 
     def segment(self, support, indices: Sequence[int] | None = None, similarity: bool = False,
-                ) -> Generator[Progress, None, SegmentationResult]:
+                empty_slices: Sequence[int] = ()) -> Generator[Progress, None, SegmentationResult]:
         """Segment `indices` (default: every slice that is not a support slice) from the support.
 
         support: label map shaped like the image ((S, H, W) or a list of (H_i, W_i)).
         Support slices are copied into the result in dense mode (their unpainted pixels are
-        background by definition) and predicted in scribble mode. Yields Progress per slice.
+        background by definition) and predicted in scribble mode. `empty_slices` are slices checked
+        and found free of every class: support too, all background. Yields Progress per slice.
+        Matching is remembered per support slice, so segmenting again after one slice's paint changed
+        matches only that slice's prototypes again.
         """
         cache = self._require_image()
-        support_set = self.parse_support(support)
+        support_set = self.parse_support(support, empty_slices)
         yield from cache.compute(support_set.slice_indices)
-        prototypes = self.prototypes(support_set)
         copied = support_set.slice_indices if self.params.support_mode == "dense" else []
         # 3D consistency needs the whole volume: on a slice subset the unsegmented slices would cut
         # every organ off from the paint. A single slice is a 2D image, not a volume.
@@ -191,7 +239,12 @@ class FewShotSegmenter:
             indices = range(len(cache.stack))
         # Support slices are predicted only when their similarity maps are wanted (heatmaps).
         indices = [i for i in indices if similarity or i not in set(copied)]
-        result = yield from self.segment_with(prototypes, indices, similarity)
+        if self.params.self_support is not None:
+            groups = self.prototypes(support_set)  # self-support re-matches each query with its own cells
+        else:
+            groups = self._groups(support_set)
+            self._matches.retain([g.key for g in groups if g.key is not None])
+        result, coarse = yield from self._segment_groups(groups, support_set.class_ids, indices, similarity)
         for i in copied:
             result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)
         result.support_slices = copied
@@ -212,66 +265,78 @@ class FewShotSegmenter:
             painted = set(support_set.slice_indices)
             predicted = [i for i in indices if i not in painted]
             keep_largest_per_image(result.labels, support_set.class_ids, predicted)
+        self._rank(result, coarse, copied)
         return result
 
     def segment_with(self, prototypes: PrototypeSet, indices: Sequence[int] | None = None, similarity: bool = False,
                      ) -> Generator[Progress, None, SegmentationResult]:
         """Segment `indices` (default all slices) of the current image with ready prototypes (possibly
         pooled from another scan). Slices not segmented are 0 in the result. Yields Progress per slice."""
+        if self.params.self_support is not None:
+            groups = prototypes
+        else:
+            digest = hashlib.blake2b(prototypes.vectors.detach().cpu().numpy().tobytes(), digest_size=16)
+            digest.update(prototypes.owner.cpu().numpy().tobytes())
+            key = ("set", id(self._require_image()), self.cache.generation, digest.hexdigest())
+            groups = [PrototypeGroup.make(key, prototypes.vectors, prototypes.owner, prototypes.n_classes)]
+            self._matches.retain([key])
+        result, coarse = yield from self._segment_groups(groups, prototypes.class_ids, indices, similarity)
+        self._rank(result, coarse)
+        return result
+
+    def _segment_groups(self, groups, class_ids: list[int], indices: Sequence[int] | None, similarity: bool,
+                        ) -> Generator[Progress, None, SegmentationResult]:
+        """Labels (and, with `similarity`, heatmaps) of `indices` from prototype groups (or, with
+        self-support, one PrototypeSet). Returns (result, slice -> (K + 1, h, w) coarse scores)."""
         cache = self._require_image()
         indices = list(range(len(cache.stack)) if indices is None else indices)
         yield from cache.compute(indices)
-        class_ids = prototypes.class_ids
-        lut = np.array([0] + class_ids, dtype=label_dtype(class_ids))
+        lut = np.array([0] + list(class_ids), dtype=label_dtype(class_ids))
         labels = [np.zeros(cache.stack.shape_of(i), lut.dtype) for i in range(len(cache.stack))]
         sims: dict[int, dict[int, np.ndarray]] = {c: {} for c in class_ids}
-        smoothed = yield from self._smoothed_similarity(prototypes, indices)
+        coarse = yield from self._coarse_similarity(groups, indices)
+        if self.params.smooth_slices > 0 and cache.stack.is_volume and len(indices) > 1:
+            from .postprocess import smooth_similarity
+
+            coarse = smooth_similarity(coarse, self.params.smooth_slices)
         for n, i in enumerate(indices):
-            if smoothed is not None:
-                sim = predict.upsample(smoothed[i][None], cache.stack.shape_of(i))
-                index = sim.argmax(1)
-            else:
-                index, sim = self.segment_features(cache.get(i)[None], prototypes, cache.stack.shape_of(i))
-            labels[i] = lut[index[0].cpu().numpy()]
+            index, upsampled = predict.labels_from_scores(torch.from_numpy(coarse[i]), cache.stack.shape_of(i),
+                                                          keep_scores=similarity)
+            labels[i] = lut[index]
             if similarity:
                 for k, c in enumerate(class_ids, start=1):
-                    sims[c][i] = sim[0, k].cpu().numpy().astype(np.float16)
+                    sims[c][i] = upsampled[k].numpy().astype(np.float16)
             trim_now(n + 1)
-            yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
+            if n % 8 == 7 or n == len(indices) - 1:
+                yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
         out = np.stack(labels) if cache.stack.is_volume else labels
-        return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {})
+        return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {}), coarse
 
-    def _smoothed_similarity(self, prototypes: PrototypeSet, indices: Sequence[int]):
-        """Coarse class similarity of `indices` smoothed over neighbouring slices (params.smooth_slices),
-        index -> (K + 1, h, w) tensor; None when smoothing is off or does not apply (an image set)."""
+    def _rank(self, result: SegmentationResult, coarse: dict[int, np.ndarray], skip: Sequence[int] = ()) -> None:
+        """Fill result.uncertainty for its predicted slices (not `skip`), from the final labels."""
+        from .uncertainty import rank_slices
+
+        skip = set(skip)
+        wanted = {i: m for i, m in coarse.items() if i not in skip}
+        result.uncertainty = rank_slices(wanted, result.labels, self._require_image().stack.is_volume,
+                                         self.params.scale)
+
+    def _coarse_similarity(self, groups, indices: Sequence[int]):
+        """Slice index -> (K + 1, h, w) float32 best similarity per class on the feature grid."""
         cache = self._require_image()
-        sigma = self.params.smooth_slices
-        if sigma <= 0 or not cache.stack.is_volume or len(indices) < 2:
-            return None
-        from .postprocess import smooth_similarity
-
         coarse = {}
         with torch.no_grad():
             for n, i in enumerate(indices):
-                sim = predict.query_similarity(cache.get(i)[None], prototypes, self.params.self_support)
-                coarse[i] = sim[0].cpu().numpy()
+                if isinstance(groups, PrototypeSet):
+                    sim = predict.query_similarity(cache.get(i)[None], groups, self.params.self_support)[0]
+                else:
+                    sim = self._matches.class_similarity((id(cache), cache.generation, i),
+                                                         partial(cache.get, i), groups)
+                coarse[i] = sim.cpu().numpy()
                 trim_now(n + 1)
                 if n % 8 == 7:
                     yield Progress(n + 1, len(indices), f"matched slice {i + 1} of {len(cache.stack)}")
-        smoothed = smooth_similarity(coarse, sigma)
-        return {i: torch.from_numpy(m).to(self.device) for i, m in smoothed.items()}
-
-    def segment_features(self, features: torch.Tensor, prototypes: PrototypeSet, size: tuple[int, int]):
-        """(B, C, h, w) features -> (class index (B, H, W), similarity (B, K + 1, H, W)); see predict.segment."""
-        with torch.no_grad():
-            return predict.segment(features, prototypes, size, self.params.self_support)
-
-    def similarity_to_prototypes(self, index: int, prototypes: PrototypeSet, which: Sequence[int]) -> np.ndarray:
-        """Cosine similarity of slice `index` to prototypes `which`: (len(which), H, W) float32."""
-        cache = self._require_image()
-        with torch.no_grad():
-            sim = predict.prototype_similarity(cache.get(index)[None], prototypes, torch.as_tensor(list(which)))
-            return predict.upsample(sim, cache.stack.shape_of(index))[0].cpu().numpy()
+        return coarse
 
     # -- fine-tuning and adaptation -------------------------------------------------------
     def fine_tune(self, support, params: FineTuneParams | None = None) -> Generator[Progress, None, list[float]]:
@@ -308,6 +373,7 @@ class FewShotSegmenter:
         cache = self._require_image()
         if self._initial_state is None:
             self._initial_state = copy.deepcopy(self.encoder.state_dict())
+            self._set_original_features_aside()
         cache.invalidate()
         try:
             losses = yield from train_on_episodes(self.encoder, episodes, steps, learning_rate, alignment_weight,

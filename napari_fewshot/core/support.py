@@ -53,6 +53,7 @@ def parse_support(
     labels: Sequence[np.ndarray],
     mode: str = "dense",
     background_label: int | None = None,
+    empty_slices: Sequence[int] = (),
 ) -> SupportSet:
     """Read the support semantics out of a painted label stack.
 
@@ -60,6 +61,9 @@ def parse_support(
     dense:    a slice with any non-zero label is a support slice; its unpainted pixels are background.
     scribble: `background_label` marks background explicitly; unpainted pixels are ignored; a slice
               is a support slice when it has any paint (background included).
+    empty_slices: slices the user checked and found free of every class ("no organ here", e.g. a
+              correction that erased a false positive): each is a support slice whose every pixel is
+              background, unless it has paint (then the paint counts).
     """
     painted: dict[int, np.ndarray] = {}
     for index in range(len(labels)):
@@ -83,6 +87,11 @@ def parse_support(
         raise FewShotError("The support has only background painted; paint at least one class.")
     index_of = {value: k + 1 for k, value in enumerate(values)}
     targets = {}
+    for index in empty_slices:
+        if not 0 <= int(index) < len(labels):
+            raise FewShotError(f"Empty slice {index} is outside the support's slices 0-{len(labels) - 1}.")
+        if int(index) not in painted:
+            targets[int(index)] = np.zeros(np.shape(labels[int(index)]), dtype=np.int16)
     for index, plane in painted.items():
         target = np.full(plane.shape, IGNORE if mode == "scribble" else 0, dtype=np.int16)
         if mode == "scribble":
