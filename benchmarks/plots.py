@@ -7,6 +7,8 @@ Needs matplotlib (`pip install -e .[benchmarks]`); the package itself never impo
   from results/busi_{1,5,10,20}shot.json.
 - docs/dice_vs_fine_tune_steps.png: every FAMILY.json with a FAMILY_ftN.json beside it
   (e.g. chaos_within3 and chaos_within3_ft20, busi_20shot and busi_20shot_ft20).
+- docs/dice_per_round.png: the interactive protocol, mean Dice against corrections per pick, from
+  results/{chaos,busi}_interactive_{suggested,uniform,worst}.json (benchmarks/interactive.py).
 - docs/overlays.png: one row per dataset (CHAOS-T2 MR, TotalSegmentator CT, BUSI): a support slice
   with its paint, then an unpainted slice with the prediction and with the reference. Segmented here
   with the default settings (about a minute on a 2-core CPU).
@@ -81,6 +83,56 @@ def dice_vs_fine_tune_steps(results: Path, out: Path) -> Path | None:
            title="Test-time fine-tuning (CPU)")
     ax.legend(fontsize=8)
     return _save(fig, out / "dice_vs_fine_tune_steps.png")
+
+
+PICK_STYLES = {"suggested": ("tab:blue", "o"), "uniform": ("tab:grey", "s"), "worst": ("tab:red", "^")}
+
+
+def _seed_mean(results: Path, name: str) -> dict | None:
+    """NAME.json's Dice curves, averaged with NAME_seedS.json's where those exist (BUSI's other draws)."""
+    reports = [r for path in [results / f"{name}.json", *sorted(results.glob(f"{name}_seed*.json"))]
+               if (r := _load(path)) is not None]
+    if not reports:
+        return None
+    return {"seeds": len(reports), **{key: list(np.mean([r[key] for r in reports], axis=0))
+                                      for key in ("dice_per_round", "dice_per_round_uncorrected")}}
+
+
+def dice_per_round(results: Path, out: Path) -> Path | None:
+    """Mean Dice against corrections, one line per pick (suggested / uniform / worst), CHAOS-T2 and BUSI panels,
+    from results/{chaos,busi}_interactive_{pick}.json (BUSI: averaged with _seedS.json draws when present).
+    Solid: the whole signed mask (corrected slices or images included); dashed: only what is not corrected yet
+    (the model's own lift). NoC@0.90 in the legend is read off the plotted (mean) curve."""
+    panels = {data: {pick: _seed_mean(results, f"{data}_interactive_{pick}") for pick in PICK_STYLES}
+              for data in ("chaos", "busi")}
+    panels = {data: {pick: r for pick, r in picks.items() if r is not None} for data, picks in panels.items()}
+    if not any(panels.values()):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9))
+    seeds = max((r["seeds"] for r in panels["busi"].values()), default=1)
+    titles = {"chaos": ("CHAOS-T2 MR (10 scans x 4 organs), 1 slice painted per organ", "corrected slices per organ"),
+              "busi": (f"BUSI: 25 images, 5 painted{f' (mean of {seeds} draws)' if seeds > 1 else ''}",
+                       "corrected images (of the other 20)")}
+    for ax, (data, reports) in zip(axes, panels.items()):
+        for pick, report in reports.items():
+            colour, marker = PICK_STYLES[pick]
+            curve, lift = report["dice_per_round"], report["dice_per_round_uncorrected"]
+            rounds = range(len(curve))
+            first = next((k for k, v in enumerate(curve) if v >= 0.90), None)
+            reached = first if first is not None else f">{len(curve) - 1}"
+            ax.plot(rounds, curve, marker=marker, color=colour, lw=2, label=f"{pick} (NoC@0.90 {reached})")
+            ax.plot(rounds, lift, ls="--", marker=marker, ms=3, color=colour, lw=1, alpha=0.8)
+        ax.axhline(0.90, color="k", lw=0.8, ls=":")
+        if data == "chaos":
+            ax.axvline(5, color="r", lw=0.8, ls=":", label="goal: NoC@0.90 <= 5")
+        else:
+            ax.plot([5], [0.60], "r*", ms=10, label="goal: 0.60 after 5")
+        title, xlabel = titles[data]
+        ax.set(xlabel=xlabel, ylabel="mean Dice", ylim=(0.3 if data == "busi" else 0.6, 1.0))
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Interactive correction: solid = whole signed mask, dashed = not yet corrected", fontsize=9)
+    return _save(fig, out / "dice_per_round.png")
 
 
 def _overlay(ax, image: np.ndarray, labels: np.ndarray, title: str) -> None:
@@ -173,6 +225,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     dice_vs_support_slices(Path(args.results), out)
     dice_vs_fine_tune_steps(Path(args.results), out)
+    dice_per_round(Path(args.results), out)
     if not args.no_overlays:
         overlays(Path(args.data), out)
 

@@ -58,11 +58,11 @@ def test_grouped_matching_equals_matching_the_combined_prototypes():
     expected = class_similarity(features[2][None], combined)[0]
     groups = [PrototypeGroup.make(("all",), combined.vectors, combined.owner, 1)]
     got = MatchCache().class_similarity("query", lambda: features[2], groups)
-    assert torch.allclose(got, expected, atol=2e-2)  # bfloat16 products on CPUs that have them
-    assert (got.argmax(0) == expected.argmax(0)).float().mean() > 0.97
+    assert torch.allclose(got, expected, atol=5e-3)  # bfloat16 products (centred) on CPUs that have them
+    assert (got.argmax(0) == expected.argmax(0)).float().mean() > 0.99
     query = query_cells(features[2], torch.float32)
-    exact = group_similarity(query, groups[0]).float().reshape(2, 12, 12)
-    assert torch.allclose(exact, expected, atol=1e-3)  # float16 storage only
+    exact = group_similarity(query, groups[0]).reshape(2, 12, 12)
+    assert torch.allclose(exact, expected, atol=1e-5)
 
 
 def test_correction_rematches_only_the_corrected_slice_and_equals_a_fresh_segmentation(segmenter, chaos_case):

@@ -75,26 +75,26 @@ def test_compute_segment_heatmaps_on_ct_sample(ct, qtbot, notes):
 def test_live_mode_resegments_the_visible_slice_without_recomputing(ct, qtbot):
     viewer, widget, reference = ct
     support = paint_support(widget, reference)
-    viewer.dims.set_current_step(0, 85)
-    widget.segment("current")  # computes the features of the support slices and slice 85 only
+    viewer.dims.set_current_step(0, 93)  # two slices from the spleen stroke below
+    widget.segment("current")  # computes the features of the support slices and slice 93 only
     wait_idle(qtbot, widget)
     assert len(widget.session.segmenter.cache) == 4
     widget.segment("range", 95, 95)  # caches slice 95, painted below
     wait_idle(qtbot, widget)
     calls = _count_encoder_calls(widget)
     before = widget.prediction_layer.data.copy()
-    assert (before[85] == LIVER).any() and not (before[85] == 2).any() and not before[70].any()
+    assert (before[93] == LIVER).any() and not (before[93] == 2).any() and not before[70].any()
 
     widget.ui.live_check.setChecked(True)
     spleen = np.nonzero(reference[95] == 2)
     support.data_setitem((np.full_like(spleen[0], 95), *spleen), 2)  # a stroke: emits the paint event
-    qtbot.waitUntil(lambda: (widget.prediction_layer.data[85] == 2).any(), timeout=20_000)
+    qtbot.waitUntil(lambda: (widget.prediction_layer.data[93] == 2).any(), timeout=20_000)
     wait_idle(qtbot, widget)
     assert calls == []  # strokes never rerun the encoder on cached slices
     assert not widget.prediction_layer.data[70].any()  # only the visible slice was re-segmented
 
     support.undo()  # napari's undo removes the stroke; live mode follows
-    qtbot.waitUntil(lambda: not (widget.prediction_layer.data[85] == 2).any(), timeout=20_000)
+    qtbot.waitUntil(lambda: not (widget.prediction_layer.data[93] == 2).any(), timeout=20_000)
     wait_idle(qtbot, widget)
     assert not (support.data == 2).any()
 

@@ -214,7 +214,7 @@ class PrototypeBank:
                 targets.append(torch.from_numpy(np.where(target < 0, -1, remap[np.clip(target, 0, None)])))
         p = segmenter.params
         prototypes = build_prototypes(features, targets, class_ids, p.prototype_mode, p.local_grid,
-                                      p.local_coverage, p.max_local_prototypes, p.seed)
+                                      p.local_coverage, p.max_local_for(segmenter.stack), p.seed)
         if own:
             segmenter.stack = segmenter.cache = None  # free the features
         return cls._from(segmenter, prototypes, class_names, class_colours, infos)

@@ -9,14 +9,13 @@ vectors averaged over all support slices, so they change with every stroke) is m
 which is cheap.
 
 The matrix products run in bfloat16 where the processor does that natively (see
-:func:`matmul_dtype`), else in float32; every group's map is kept in float16 whether it was cached or
-not, so a cached and a fresh re-segmentation give the same labels.
+:func:`matmul_dtype`), else in float32, on prototypes centred so that bfloat16 keeps the differences
+between classes (see :func:`group_similarity`); maps are kept in float32.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
@@ -55,23 +54,26 @@ class PrototypeGroup:
 
 @functools.lru_cache(maxsize=4)
 def matmul_dtype(device_type: str) -> torch.dtype:
-    """bfloat16 where it is native (CUDA; CPUs with AVX512-BF16/AMX, measured 4.5x faster than float32 on
-    this project's CPU with a cosine error ~1e-3), float32 elsewhere: a 20 ms probe decides on a CPU."""
+    """bfloat16 where the hardware does it natively (CUDA; x86 CPUs with AVX512-BF16 or AMX: measured 4.5x
+    faster than float32 on this project's CPU, cosine error ~1e-3), else float32. Decided from the CPU's
+    flags, never from a timing, so the same machine always gives the same labels."""
     if device_type == "cuda":
         return torch.bfloat16
-    if device_type != "cpu":
-        return torch.float32
-    a, b = torch.randn(512, 256), torch.randn(256, 512)
+    if device_type == "cpu" and _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return torch.bfloat16
+    return torch.float32
 
-    def seconds(dtype: torch.dtype) -> float:
-        x, y = a.to(dtype), b.to(dtype)
-        x @ y
-        start = time.perf_counter()
-        for _ in range(3):
-            x @ y
-        return time.perf_counter() - start
 
-    return torch.bfloat16 if seconds(torch.bfloat16) < 0.7 * seconds(torch.float32) else torch.float32
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def query_cells(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -83,26 +85,32 @@ def query_cells(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def group_similarity(query: torch.Tensor, group: PrototypeGroup) -> torch.Tensor:
     """Best cosine similarity of each query cell to each class of `group`.
 
-    query: (N, C) from :func:`query_cells`. Returns (K + 1, N) float16; -1 for a class with no prototype here.
+    query: (N, C) from :func:`query_cells`. Returns (K + 1, N) float32; -1 for a class with no prototype here.
+    The products use the group's prototypes minus their mean: a cell's similarities to all of them then
+    share one offset (the cell against the mean, added back in float32), which changes no maximum, and
+    the values left are small, where bfloat16's 8-bit mantissa is fine-grained (cosines near 1 would be
+    rounded to steps of 0.004 and could tie between classes).
     """
     n_classes = group.n_classes
     best = torch.full((n_classes + 1, query.shape[0]), -1.0, device=query.device)
-    vectors = group.vectors.to(query.device, query.dtype)
+    mean = group.vectors.mean(0).to(query.device)
+    centred = (group.vectors.to(query.device) - mean).to(query.dtype)
+    offset = query.float() @ mean
     for k in range(n_classes + 1):
         lo, hi = group.bounds[k], group.bounds[k + 1]
         for start in range(lo, hi, _COLUMNS):
-            sims = query @ vectors[start:min(hi, start + _COLUMNS)].T
-            best[k] = torch.maximum(best[k], sims.amax(1).float())
-    return best.to(torch.float16)
+            sims = query @ centred[start:min(hi, start + _COLUMNS)].T
+            best[k] = torch.maximum(best[k], sims.amax(1).float() + offset)
+    return best
 
 
 class MatchCache:
-    """Per (query slice, group key): that group's (K + 1, h, w) float16 best-similarity map; per query
+    """Per (query slice, group key): that group's (K + 1, h, w) float32 best-similarity map; per query
     slice key: its normalised cells (see :func:`query_cells`).
 
     budget: bytes of maps kept, query_budget: bytes of normalised query cells kept; past them, values are
     computed but not stored (a 512 x 512 x 600 CT with 20 support slices and 4 classes at 384 px needs
-    ~0.6 GB of maps and ~1.3 GB of query cells).
+    ~1.2 GB of maps and ~1.3 GB of query cells).
     """
 
     def __init__(self, budget: int = 1024**3, query_budget: int = 512 * 1024**2):
@@ -122,7 +130,7 @@ class MatchCache:
         """Forget the maps of every group not in `keys` (the support changed)."""
         keep = set(keys)
         for key in [k for k in self._maps if k[1] not in keep]:
-            self.nbytes -= self._maps.pop(key).numel() * 2
+            self.nbytes -= self._maps.pop(key).numel() * 4
 
     def clear(self) -> None:
         self._maps.clear()
@@ -158,10 +166,10 @@ class MatchCache:
                 found = group_similarity(query, group).reshape(-1, h, w)
                 if group.key is not None:
                     self.misses += 1
-                    if self.nbytes + found.numel() * 2 <= self.budget:
+                    if self.nbytes + found.numel() * 4 <= self.budget:
                         self._maps[map_key] = found
-                        self.nbytes += found.numel() * 2
+                        self.nbytes += found.numel() * 4
             else:
                 self.hits += 1
-            best = found.float() if best is None else torch.maximum(best, found.float())
+            best = found if best is None else torch.maximum(best, found)
         return best

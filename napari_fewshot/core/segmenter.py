@@ -197,7 +197,7 @@ class FewShotSegmenter:
         """Prototypes from the (cached) features of the support slices, as one set (for banks and scripts)."""
         p = self.params
         return combine_slices(list(self._pieces(support_set).values()), support_set.class_ids,
-                              p.max_local_prototypes, p.seed)
+                              p.max_local_for(self.cache.stack), p.seed)
 
     def _groups(self, support_set: SupportSet) -> list[PrototypeGroup]:
         """The support as prototype groups: the global prototypes (never cached), then each support slice's
@@ -207,7 +207,7 @@ class FewShotSegmenter:
         means = global_prototypes(list(pieces.values()), support_set.class_ids)
         groups = [PrototypeGroup.make(None, means, torch.arange(n + 1, device=means.device), n)]
         for key, piece in pieces.items():
-            vectors, owner = capped_local(piece, n, self.params.max_local_prototypes, self.params.seed)
+            vectors, owner = capped_local(piece, n, self.params.max_local_for(self.cache.stack), self.params.seed)
             if len(vectors):
                 groups.append(PrototypeGroup.make(key, vectors, owner, n))
         return groups

@@ -51,8 +51,19 @@ def evaluate_busi(
     fine_tune: FineTuneParams | None = None,
     adapt: AdaptParams | None = None,
     log: Callable[[str], None] = lambda _: None,
+    protocol: str = "episodes",
+    rounds: int = 5,
+    pick: str = "suggested",
+    images: int = 25,
 ) -> dict:
-    """Mean lesion Dice over seeded episodes; returns the JSON-able report."""
+    """Mean lesion Dice over seeded episodes; returns the JSON-able report. protocol "interactive" (a pool of
+    `images`, `shots` painted, `rounds` corrections picked by `pick`) is evaluation/interactive.py."""
+    if protocol == "interactive":
+        from .interactive import evaluate_busi_interactive
+
+        return evaluate_busi_interactive(folder, rounds, pick, shots, images, seed, params, fine_tune, adapt, log)
+    if protocol != "episodes":
+        raise FewShotError(f"Unknown protocol {protocol!r}; use 'episodes' or 'interactive'.")
     params = params or SegmentationParams()
     started = time.perf_counter()
     names, images, masks = load_busi(folder)

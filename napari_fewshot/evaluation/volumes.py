@@ -73,8 +73,16 @@ def evaluate_volumes(
     support_case: str | None = None,
     adapt: AdaptParams | None = None,
     log: Callable[[str], None] = lambda _: None,
+    rounds: int = 10,
+    pick: str = "suggested",
 ) -> dict:
-    """Run a protocol over a folder; returns the JSON-able report (dice_mean, dice_per_class, cases, seconds, config)."""
+    """Run a protocol over a folder; returns the JSON-able report (dice_mean, dice_per_class, cases, seconds, config).
+    protocol "interactive" (with `rounds` and `pick`) is evaluation/interactive.py."""
+    if protocol == "interactive":
+        from .interactive import evaluate_volumes_interactive
+
+        return evaluate_volumes_interactive(folder, rounds, pick, support_slices, params, fine_tune, classes, adapt,
+                                            log)
     params = params or SegmentationParams()
     started = time.perf_counter()
     cases = find_cases(folder)
@@ -83,7 +91,7 @@ def evaluate_volumes(
     elif protocol == "across":
         rows = _across(cases, params, fine_tune, adapt, classes, support_case, log)
     else:
-        raise FewShotError(f"Unknown protocol {protocol!r}; use 'within' or 'across'.")
+        raise FewShotError(f"Unknown protocol {protocol!r}; use 'within', 'across' or 'interactive'.")
     names = sorted({r["class"] for r in rows}, key=lambda n: min(r["class_id"] for r in rows if r["class"] == n))
     per_class = {n: float(np.mean([r["dice"] for r in rows if r["class"] == n])) for n in names}
     return {

@@ -17,3 +17,4 @@ VOLUME_KEY = "napari_fewshot_volume"  # io.Volume the layer came from (affine, s
 CLASS_NAMES_KEY = "napari_fewshot_class_names"  # {label value: name}
 ROLE_KEY = "napari_fewshot_role"  # "prediction" | "heatmap" | "reference" | "support"
 IMAGE_SET_KEY = "napari_fewshot_image_set"  # io.image_sets.ImageSetInfo of a padded image-set layer
+EMPTY_SLICES_KEY = "napari_fewshot_empty_slices"  # support: sorted slice indices checked free of every class

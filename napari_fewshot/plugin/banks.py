@@ -66,9 +66,12 @@ def build_job(job, class_names: dict[int, str], colours: dict, source: dict):
 
 
 def apply_job(job, bank: PrototypeBank, similarity: bool):
-    """Worker: segment every slice of the job's image with the bank; returns the SegmentationResult."""
+    """Worker: segment every slice of the job's image with the bank; returns the SegmentationResult (a
+    WholeVolume, heatmaps assembled here, for a volume with heatmaps)."""
+    from .workers import assemble
+
     seg = job.session.prepare(job.image, job.params)
-    return (yield from bank.segment(seg, similarity=similarity))
+    return assemble((yield from bank.segment(seg, similarity=similarity)))
 
 
 def written(bank: PrototypeBank, target: Path) -> Path | None:

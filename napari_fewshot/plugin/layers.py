@@ -101,23 +101,35 @@ def update_prediction(viewer, image: Image, support: Labels, layer: Labels | Non
     """Write ``labels`` into the prediction layer (created when missing or of the wrong shape/dtype).
 
     labels: (S, H, W) (or (H, W) for a 2D image). slices: which slices of ``labels`` are new
-    (None: all). The prediction takes the support's colormap, so a class has one colour everywhere.
+    (None: all, and the layer takes ``labels`` itself, no copy, when its dtype fits). The prediction
+    takes the support's colormap, so a class has one colour everywhere.
     """
     shape = spatial_shape(image)
-    if layer is None or layer not in viewer.layers or layer.data.shape != shape or not _fits(labels, layer.data):
+    fresh = layer is None or layer not in viewer.layers or layer.data.shape != shape or not _fits(labels, layer.data)
+    dtype = np.promote_types(labels.dtype, support.data.dtype) if fresh else layer.data.dtype
+    whole = slices is None and labels.shape == shape
+    if fresh:
         names = class_names(support, image)
         metadata = {ROLE_KEY: PREDICTION_NAME, CLASS_NAMES_KEY: names, **source_metadata(image)}
-        dtype = np.promote_types(labels.dtype, support.data.dtype)
-        layer = viewer.add_labels(np.zeros(shape, dtype), name=PREDICTION_NAME, metadata=metadata, opacity=0.5,
+        data = labels.astype(dtype, copy=False) if whole else np.zeros(shape, dtype)
+        layer = viewer.add_labels(data, name=PREDICTION_NAME, metadata=metadata, opacity=0.5,
                                   features=label_features(names), **spatial_kwargs(image))
-    if slices is None or labels.ndim == 2:
-        layer.data[...] = labels
-    else:
-        for i in slices:
-            layer.data[i] = labels[i]
+    elif whole:
+        layer.data = labels.astype(dtype, copy=False)
+    if not whole:
+        _write_slices(layer.data, labels, slices)
     copy_colormap(support, layer)
     layer.refresh()
     return layer
+
+
+def _write_slices(data: np.ndarray, labels: np.ndarray, slices: Iterable[int] | None) -> None:
+    """Copy ``slices`` of ``labels`` into ``data`` (all of it for None or a 2D image)."""
+    if slices is None or labels.ndim == 2:
+        data[...] = labels
+    else:
+        for i in slices:
+            data[i] = labels[i]
 
 
 def copy_colormap(source: Labels, target: Labels) -> None:
@@ -138,28 +150,31 @@ def class_colormap(support: Labels, class_id: int) -> Colormap:
 
 
 def update_heatmaps(viewer, image: Image, support: Labels, layers: dict[int, Image],
-                    similarity: dict[int, dict[int, np.ndarray]], visible: bool) -> dict[int, Image]:
-    """Write per-slice similarity maps into one Image layer per class; returns class id -> layer.
+                    similarity: dict[int, dict[int, np.ndarray] | np.ndarray], visible: bool) -> dict[int, Image]:
+    """Write similarity maps into one Image layer per class; returns class id -> layer.
 
-    similarity: class id -> {slice index -> (H, W) cosine similarity}; slices not listed keep
-    their previous values (0 at first). Layers whose class vanished from the support are removed.
+    similarity: class id -> either {slice index -> (H, W) cosine similarity}, whose slices not listed
+    keep their previous values (0 at first), or a float32 array of the image's spatial shape, which
+    the layer takes as its data as it is (no copy: assembling a big volume is the worker's job).
+    Layers whose class vanished from the support are removed.
     """
     shape = spatial_shape(image)
     names = class_names(support, image)
     out: dict[int, Image] = {}
-    for c, per_slice in sorted(similarity.items()):
+    for c, maps in sorted(similarity.items()):
+        volume = maps if isinstance(maps, np.ndarray) and maps.shape == shape else None
         layer = layers.get(c)
         if layer is None or layer not in viewer.layers or layer.data.shape != shape:
-            layer = viewer.add_image(np.zeros(shape, np.float32), name=heatmap_name(c, names),
+            data = volume if volume is not None else np.zeros(shape, np.float32)
+            layer = viewer.add_image(data, name=heatmap_name(c, names),
                                      colormap=class_colormap(support, c), contrast_limits=HEATMAP_LIMITS,
                                      gamma=HEATMAP_GAMMA, blending="additive", visible=visible,
                                      metadata={ROLE_KEY: "heatmap", "class_id": c, **source_metadata(image)},
                                      **spatial_kwargs(image))
-        for i, plane in per_slice.items():
-            if len(shape) == 2:
-                layer.data[...] = plane
-            else:
-                layer.data[i] = plane
+        elif volume is not None:
+            layer.data = volume
+        if volume is None:
+            _write_planes(layer.data, maps, len(shape) == 2)
         layer.contrast_limits = HEATMAP_LIMITS
         layer.refresh()
         out[c] = layer
@@ -167,6 +182,15 @@ def update_heatmaps(viewer, image: Image, support: Labels, layers: dict[int, Ima
         if c not in out and layer in viewer.layers:
             viewer.layers.remove(layer)
     return out
+
+
+def _write_planes(data: np.ndarray, per_slice: dict[int, np.ndarray], flat: bool) -> None:
+    """Copy {slice index -> plane} into ``data`` (the whole of it when ``flat``: a 2D image)."""
+    for i, plane in per_slice.items():
+        if flat:
+            data[...] = plane
+        else:
+            data[i] = plane
 
 
 def layer_choices(viewer) -> tuple[list[str], list[str]]:

@@ -1,7 +1,8 @@
-"""The Qt controls of the dock widget, laid out; no behaviour (see :mod:`.widget`)."""
+"""The Qt controls of the dock widget, laid out; no behaviour beyond their own enabling (see :mod:`.widget`)."""
 
 from __future__ import annotations
 
+from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -12,6 +13,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -26,7 +28,8 @@ class Panel:
     """Builds the controls into ``parent`` (a QWidget) and keeps them as attributes."""
 
     def __init__(self, parent: QWidget, encoders: list[str]):
-        root = QVBoxLayout(parent)
+        scroll = _scroll_area(parent)
+        root = QVBoxLayout(scroll.widget())
 
         data = QGroupBox("Data", parent)
         form = QFormLayout(data)
@@ -99,6 +102,16 @@ class Panel:
         form.addRow(self.heatmap_check)
         root.addWidget(segment)
 
+        self.accept_button = _button("Accept slice", "Copy the prediction of the visible slice into the support, "
+                                     "so it counts as painted (Shift+A; Ctrl+Z undoes it).\n"
+                                     "To correct a slice instead, just paint on it: the stroke starts from "
+                                     "the prediction.")
+        self.check_next_button = _button("Check next", "Go to the predicted slice the last Segment of all slices "
+                                         "is least sure about, then the next (Shift+N); painted slices and "
+                                         "those already checked are skipped.")
+        self.check_next_button.setEnabled(False)
+        root.addWidget(_button_group(parent, "Correct", self.accept_button, self.check_next_button))
+
         tune = QGroupBox("Fine-tune the encoder on the support", parent)
         form = QFormLayout(tune)
         self.steps_spin = QSpinBox()
@@ -141,6 +154,9 @@ class Panel:
                                         "Segment this image with a saved prototype bank; no painting needed.")
         root.addWidget(_button_group(parent, "Prototypes", self.save_bank_button, self.load_bank_button))
         root.addStretch(1)
+        self.scope_combo.currentTextChanged.connect(self.update_visibility)
+        self.mode_combo.currentTextChanged.connect(self.update_visibility)
+        self.update_visibility()
 
     def scope(self) -> str:
         return SCOPES[self.scope_combo.currentText()]
@@ -185,6 +201,36 @@ class Panel:
                 self.mode_combo, self.background_spin,
                 self.compute_button, self.segment_button, self.fine_tune_button, self.reset_button,
                 self.steps_spin, self.lr_spin, self.save_bank_button, self.load_bank_button]
+
+
+class _VerticalScroll(QScrollArea):
+    """Scrolls its content up and down, never sideways: as wide as the content needs, as tall as it
+    likes to be, and shorter (with a scroll bar) when the screen is."""
+
+    def _margin(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def minimumSizeHint(self) -> QSize:
+        hint = self.widget().minimumSizeHint()
+        return QSize(hint.width() + self._margin(), min(hint.height(), 120))
+
+    def sizeHint(self) -> QSize:
+        hint = self.widget().sizeHint()
+        return QSize(hint.width() + self._margin(), hint.height())
+
+
+def _scroll_area(parent: QWidget) -> QScrollArea:
+    """A vertical scroll area filling ``parent``, for the controls: on a short screen (or with a long status
+    line) the panel scrolls instead of squeezing its buttons."""
+    outer = QVBoxLayout(parent)
+    outer.setContentsMargins(0, 0, 0, 0)
+    scroll = _VerticalScroll(parent)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(QWidget())
+    outer.addWidget(scroll)
+    return scroll
 
 
 def _button(text: str, tooltip: str) -> QPushButton:

@@ -3,9 +3,19 @@
 A *job* (compute features, segment, fine-tune) disables the conflicting controls, reports each
 :class:`~napari_fewshot.core.Progress` in the widget's progress bar and in napari's activity dock,
 and shows failures as notifications (a plain sentence for FewShotError; anything else with its
-traceback sent to the log, never a dialog). A *live update* is a short job the user did not ask
+traceback sent to the log, never a dialog). Every job ends with a status line saying how: done
+(with its time), cancelled, or failed and why. A *live update* is a short job the user did not ask
 for explicitly: it runs only when nothing else does, and a job started meanwhile waits for it,
 since both use the same segmenter.
+
+napari's progress bar calls ``QApplication.processEvents()`` whenever it changes, so any worker
+signal can be delivered *inside* an update of it. The runner therefore never touches that bar
+from a worker signal: reports go to the widget's own bar and label (which never process events)
+and a timer copies the newest one into napari's bar; worker signals that arrive during that copy
+are re-posted to run after it. Nothing re-enters, and the bar is never closed while it is updated.
+
+After the widget closes (or is deleted with its viewer) workers are asked to stop and their late
+signals are dropped, so nothing touches deleted Qt objects.
 """
 
 from __future__ import annotations
@@ -16,12 +26,15 @@ from collections.abc import Callable
 from functools import partial
 
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
 
 from ..errors import FewShotError
 from .panel import Panel
 from .workers import Preview, start
 
 logger = logging.getLogger(__name__)
+
+PUSH_INTERVAL_MS = 150  # how often napari's activity-dock bar catches up with the newest report
 
 
 class JobRunner:
@@ -38,6 +51,14 @@ class JobRunner:
         self.live_worker = None
         self._queued = None  # a job waiting for the live update to finish
         self._pbar = None  # napari.utils.progress shown in the activity dock
+        self._latest = None  # newest Progress not yet copied into napari's bar
+        self._in_napari = False  # inside a call on napari's bar (which processes events)
+        self._returned = False  # the running job returned its result
+        self.closed = False
+        self._timer = QTimer()
+        self._timer.setInterval(PUSH_INTERVAL_MS)
+        self._timer.timeout.connect(self._push)
+        ui.progress_bar.destroyed.connect(lambda *_: self.quit_all())  # the viewer closed with the widget
 
     @property
     def busy(self) -> bool:
@@ -50,15 +71,23 @@ class JobRunner:
         """Start job ``fn(*args)``; None when one is already running (the user is told)."""
         from napari.utils.notifications import show_warning
 
+        if self.closed:
+            return None
         if self.worker is not None:
             show_warning(f"{self.kind} is still running; wait for it or press Cancel.")
             return None
-        worker = start(fn, *args, on_return=on_return, on_error=self._on_error, on_finish=self._on_finish,
+        worker = start(fn, *args, on_return=self._guarded(partial(self._on_return, on_return)),
+                       on_error=self._guarded(self._on_error), on_finish=self._guarded(self._on_finish),
                        autostart=False)
-        worker.yielded.connect(partial(self._on_yield, worker, on_preview))
+        worker.yielded.connect(self._guarded(partial(self._on_yield, worker, on_preview)))
+        worker.aborted.connect(self._guarded(self._on_abort))
         self.worker, self.kind, self.started, self.steps_done = worker, kind, time.perf_counter(), 0
+        self._returned, self._latest = False, None
         self._set_busy(True)
         self.ui.status_label.setText(f"{kind}...")
+        self.ui.progress_bar.setRange(0, 1)
+        self.ui.progress_bar.setValue(0)
+        self._timer.start()
         if self.live_worker is not None:
             self._queued = worker
         else:
@@ -67,7 +96,7 @@ class JobRunner:
 
     def launch_live(self, fn, *args, on_return, on_error, on_finish):
         """Start a live update unless anything runs; returns the worker or None."""
-        if self.busy:
+        if self.busy or self.closed:
             return None
 
         def finished():
@@ -78,7 +107,8 @@ class JobRunner:
             else:
                 on_finish()
 
-        self.live_worker = start(fn, *args, on_return=on_return, on_error=on_error, on_finish=finished)
+        self.live_worker = start(fn, *args, on_return=self._guarded(on_return), on_error=self._guarded(on_error),
+                                 on_finish=self._guarded(finished))
         return self.live_worker
 
     def cancel(self) -> None:
@@ -88,11 +118,32 @@ class JobRunner:
             self.worker.quit()
 
     def quit_all(self) -> None:
-        """Stop everything (the widget is closing); no follow-ups."""
+        """Stop everything (the widget is closing or gone); no follow-ups, no more widget updates."""
+        if self.closed:
+            return
+        self.closed = True
         self.after = None
+        self._timer.stop()
         for worker in (self.worker, self.live_worker, self._queued):
             if worker is not None:
                 worker.quit()
+        pbar, self._pbar = self._pbar, None
+        self._close_bar(pbar)
+
+    # -- worker signals ---------------------------------------------------------------------
+    def _guarded(self, slot: Callable) -> Callable:
+        """``slot`` for a worker signal: dropped once closed; re-posted while napari's bar is being
+        updated (its processEvents delivers signals), so it never runs inside that update."""
+
+        def call(*args):
+            if self.closed:
+                return
+            if self._in_napari:
+                QTimer.singleShot(0, partial(call, *args))
+                return
+            slot(*args)
+
+        return call
 
     def _on_yield(self, worker, on_preview, item) -> None:
         if worker is not self.worker:
@@ -104,43 +155,92 @@ class JobRunner:
             self._progress(item)
 
     def _progress(self, p) -> None:
-        from napari.utils import progress
-
-        text = f"{self.kind}: {p.message}"
+        """Show report ``p`` in the widget (never processes events); napari's bar gets it on the next tick."""
         if p.loss is not None:
             self.steps_done = p.done
-            text += f" (loss {p.loss:.3f})"
-        self.ui.status_label.setText(text)
+        self.ui.status_label.setText(self._describe(p))
         self.ui.progress_bar.setRange(0, max(p.total, 1))
         self.ui.progress_bar.setValue(p.done)
-        # Last: napari's progress bar may process events, so the job's finish can run inside these calls.
-        if self._pbar is None:
-            pbar = progress(total=p.total, desc=self.kind)
-            if self.worker is None:
-                pbar.close()
-                return
-            self._pbar = pbar
-        self._pbar.total, self._pbar.n = p.total, p.done
-        self._pbar.set_description(text)
+        self._latest = p
+
+    def _describe(self, p) -> str:
+        text = f"{self.kind}: {p.message}"
+        return text + (f" (loss {p.loss:.3f})" if p.loss is not None else "")
+
+    def _on_return(self, on_return, value) -> None:
+        """The job's result: "done" first, then ``on_return`` (which may say more); its failure is the job's."""
+        self._returned = True
+        self.ui.status_label.setText(f"{self.kind} done in {self.elapsed():.1f} s.")
+        try:
+            on_return(value)
+        except Exception as exc:  # a bug showing the result must not leave the job looking done
+            self._on_error(exc)
 
     def _on_error(self, exc: Exception) -> None:
-        if isinstance(exc, FewShotError):
-            show_error(str(exc))
-        else:
+        """Say why the job failed: FewShotError's sentence as it is, anything else with its type (and
+        its traceback in the log)."""
+        plain = isinstance(exc, FewShotError)
+        if not plain:
             logger.error("%s failed", self.kind, exc_info=exc)
-            show_error(f"{self.kind} failed: {exc.__class__.__name__}: {exc}")
+        message = str(exc) if plain else f"{exc.__class__.__name__}: {exc}"
+        self._returned = False
+        self.after = None
+        self.ui.status_label.setText(f"{self.kind} failed: {message}")
+        show_error(message if plain else f"{self.kind} failed: {message}")
+
+    def _on_abort(self) -> None:
+        self.ui.status_label.setText(f"{self.kind}: cancelled.")
         self.after = None
 
     def _on_finish(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
+        """Back to idle; then the follow-up job or ``on_idle``; napari's bar is closed last."""
+        pbar, self._pbar = self._pbar, None
+        self._timer.stop()
+        self._latest = None
         self.worker = None
         self._set_busy(False)
-        self.ui.progress_bar.setValue(self.ui.progress_bar.maximum())
+        if self._returned:
+            self.ui.progress_bar.setValue(self.ui.progress_bar.maximum())
         after, self.after = self.after, None
         if after is None or after() is None:  # a follow-up job calls on_idle when it finishes
             self._on_idle()
+        self._close_bar(pbar)
+
+    # -- napari's activity-dock bar -----------------------------------------------------------
+    def _push(self) -> None:
+        """Copy the newest report into napari's bar (timer tick); a nested tick returns at once."""
+        if self._latest is None or self._in_napari or self.worker is None or self.closed:
+            return
+        p, self._latest = self._latest, None
+        self._in_napari = True
+        try:
+            if self._pbar is None:
+                self._pbar = self._new_bar(p)
+            pbar = self._pbar
+            if pbar.total != p.total:
+                pbar.total = p.total
+            pbar.update(p.done - pbar.n)  # emits the value event (assigning n does not)
+            pbar.set_description(self._describe(p))
+        finally:
+            self._in_napari = False
+
+    def _new_bar(self, p):
+        from napari.utils import progress
+
+        return progress(total=p.total, desc=self.kind)
+
+    def _close_bar(self, pbar) -> None:
+        """Close napari's bar ``pbar``, after the update of it in progress if there is one."""
+        if pbar is None:
+            return
+        if self._in_napari:
+            QTimer.singleShot(0, partial(self._close_bar, pbar))
+            return
+        self._in_napari = True
+        try:
+            pbar.close()
+        finally:
+            self._in_napari = False
 
     def _set_busy(self, busy: bool) -> None:
         for control in self.ui.job_controls():

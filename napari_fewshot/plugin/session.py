@@ -32,6 +32,8 @@ class ImageSession:
     stale: bool = True
     prediction: Any = None  # napari.layers.Labels
     heatmaps: dict = field(default_factory=dict)  # class id -> napari.layers.Image
+    last_result: Any = None  # the last whole-volume SegmentationResult (Check next follows its uncertainty)
+    checked: set = field(default_factory=set)  # slices Check next has shown since that result
 
     def __post_init__(self) -> None:
         self.layer.events.data.connect(self.mark_stale)

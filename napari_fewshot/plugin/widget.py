@@ -26,7 +26,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
 from ..errors import FewShotError
-from . import VOLUME_KEY, banks, exporting, image_sets, layers
+from . import VOLUME_KEY, banks, corrections, exporting, image_sets, layers
 from .autosave import SupportAutosave
 from .live import LiveMode
 from .panel import Panel
@@ -52,6 +52,7 @@ class FewShotWidget(QWidget):
         self._connect()
         self._refresh_layer_choices()
         self.autosave = SupportAutosave(self)  # watches the supports; offers saved paint back
+        self.corrections = corrections.Corrections(self)  # strokes on predicted slices, Accept slice, Check next
 
     # -- public state ----------------------------------------------------------------------
     @property
@@ -255,14 +256,20 @@ class FewShotWidget(QWidget):
         except FewShotError as exc:
             (self.ui.status_label.setText if quiet else show_error)(str(exc))
             return None
-        return Job(session, params, image.data, painted)
+        empty = self.corrections.empty_slices() if painted is not None and params.support_mode == "dense" else ()
+        return Job(session, params, image.data, painted, empty)
 
     def _on_idle(self) -> None:
         """A job has finished: refresh the model line, run a live update that had to wait."""
+        if self.runner.closed:
+            return
         self._update_model_label()
         self.live.retry_if_dirty()
 
     def _done(self, what: str) -> None:
+        """Say in the status line and a notification that the job did ``what``, with its time."""
+        if self.runner.closed:
+            return
         message = f"{what} in {self.runner.elapsed():.1f} s."
         self.ui.status_label.setText(message)
         show_info(message)
@@ -279,18 +286,25 @@ class FewShotWidget(QWidget):
         return self.segment(*self._last_scope)
 
     def _show_result(self, session, image, support, whole, result, quiet=False) -> None:
-        """Put a SegmentationResult into the prediction (and heatmap) layers of ``session``."""
-        if session is None or image is None or support is None or image not in self.viewer.layers:
+        """Put a SegmentationResult (or a WholeVolume, heatmaps assembled by the worker) into the
+        prediction (and heatmap) layers of ``session``."""
+        from .workers import WholeVolume
+
+        if self.runner.closed or session is None or image is None or support is None or image not in self.viewer.layers:
             return
         active = self.viewer.layers.selection.active
+        similarity = result.heatmaps if isinstance(result, WholeVolume) else None
+        result = result.result if isinstance(result, WholeVolume) else result
         result = image_sets.padded_result(image, result)  # an image set: back into the padded layout
+        similarity = similarity or result.similarity
         labels = result.labels[0] if len(layers.spatial_shape(image)) == 2 else result.labels
+        self.corrections.remember(session, result, whole)  # a whole-volume result orders Check next
         slices = None if whole else sorted(set(result.segmented_slices) | set(result.support_slices))
         session.prediction = layers.unwrap(
             layers.update_prediction(self.viewer, image, support, session.prediction, labels, slices))
         layers.place_below(self.viewer, session.prediction, support)
-        if result.similarity:
-            heatmaps = layers.update_heatmaps(self.viewer, image, support, session.heatmaps, result.similarity,
+        if similarity:
+            heatmaps = layers.update_heatmaps(self.viewer, image, support, session.heatmaps, similarity,
                                               self.ui.heatmap_check.isChecked())
             session.heatmaps = {c: layers.unwrap(layer) for c, layer in heatmaps.items()}
             for layer in session.heatmaps.values():
@@ -346,9 +360,6 @@ class FewShotWidget(QWidget):
         ui.live_check.toggled.connect(self.live.schedule)
         ui.encoder_combo.currentTextChanged.connect(lambda *_: self._update_model_label())
         ui.device_combo.currentTextChanged.connect(self._device_chosen)
-        ui.scope_combo.currentTextChanged.connect(ui.update_visibility)
-        ui.mode_combo.currentTextChanged.connect(ui.update_visibility)
-        ui.update_visibility()
 
     def closeEvent(self, event) -> None:
         """Stop jobs and let go of the viewer's events when the dock widget is closed."""
@@ -357,6 +368,7 @@ class FewShotWidget(QWidget):
         self._closed = True
         self.runner.quit_all()
         self.autosave.close()  # writes pending strokes
+        self.corrections.close()
         events = self.viewer.layers.events
         for event_ in (events.inserted, events.removed, events.moved, events.reordered):
             event_.disconnect(self._refresh_layer_choices)
@@ -402,11 +414,6 @@ class FewShotWidget(QWidget):
             text += f"; features cached for {session.cached_slices()} slices"
             text += " (fine-tuned)" if session.segmenter.is_fine_tuned else ""
         self.ui.model_label.setText(text + ".")
-
-    def _set_busy(self, busy: bool) -> None:
-        for control in self.ui.job_controls():
-            control.setEnabled(not busy)
-        self.ui.cancel_button.setEnabled(busy)
 
     def _layer_named(self, name: str, kind):
         layer = self.viewer.layers[name] if name and name in self.viewer.layers else None

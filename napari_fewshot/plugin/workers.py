@@ -11,6 +11,7 @@ Jobs receive copies of the layer data taken on the Qt thread; they never touch l
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,18 @@ class Preview:
 
 
 @dataclass
+class WholeVolume:
+    """A SegmentationResult of every slice of a volume, its heatmaps already assembled in the worker.
+
+    heatmaps: class id -> (S, H, W) float32 similarity, so the Qt thread only hands arrays to layers
+    (600 slices of 512 x 512 are ~600 MB per class: building them slice by slice would freeze the viewer).
+    """
+
+    result: Any  # SegmentationResult; its per-slice similarity is dropped once assembled
+    heatmaps: dict[int, np.ndarray]
+
+
+@dataclass
 class Job:
     """What a job needs, captured on the Qt thread."""
 
@@ -37,6 +50,7 @@ class Job:
     params: Any  # SegmentationParams
     image: Any  # the image layer's data object
     support: np.ndarray | list[np.ndarray] | None = None  # (S, H, W) copy; (H_i, W_i) planes for an image set
+    empty_slices: tuple[int, ...] = ()  # unpainted slices checked free of every class (dense mode): support
 
 
 class ClosingWorker(GeneratorWorker):
@@ -82,9 +96,21 @@ def features_job(job: Job, current: int):
 
 
 def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool):
-    """Segment ``indices`` (None: every non-support slice); returns the SegmentationResult."""
+    """Segment ``indices`` (None: every non-support slice); returns the SegmentationResult, or a
+    :class:`WholeVolume` when it covers a whole volume with heatmaps."""
     seg = job.session.prepare(job.image, job.params)
-    return (yield from seg.segment(job.support, indices=indices, similarity=similarity))
+    result = yield from seg.segment(job.support, indices=indices, similarity=similarity,
+                                    empty_slices=job.empty_slices)
+    return assemble(result) if indices is None else result
+
+
+def assemble(result):
+    """``result`` as a :class:`WholeVolume` when it is a volume with similarity maps, else unchanged."""
+    labels = result.labels
+    if not result.similarity or not isinstance(labels, np.ndarray) or labels.ndim != 3:
+        return result
+    heatmaps = {c: result.similarity_volume(c) for c in sorted(result.similarity)}
+    return WholeVolume(dataclasses.replace(result, similarity={}), heatmaps)
 
 
 def fine_tune_job(job: Job, steps: int, learning_rate: float):

@@ -1,0 +1,33 @@
+"""Driving a napari window as a person would, for tests, screenshots and benchmarks: real mouse drags on
+the canvas (vispy events, so napari runs the viewer's callbacks and then the layer's, exactly as for a
+hand on a mouse)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+MOVE_INTERVAL_S = 0.008
+
+
+def canvas_drag(viewer, layer, index: int, points, label: int = 1, mode: str = "paint", brush: int = 7) -> None:
+    """Drag `layer`'s `mode` tool (paint, erase, fill, ...) with `label` and brush size `brush` through
+    `points` ((row, col) data pixels) on slice `index` of the first axis (0 for a 2D layer)."""
+    viewer.layers.selection.active = layer
+    layer.mode, layer.brush_size, layer.selected_label = mode, brush, label
+    if layer.ndim > 2:
+        viewer.dims.set_current_step(0, index)
+    canvas = viewer.window._qt_viewer.canvas
+    to_canvas = canvas.view.transform * canvas.view.scene.transform
+
+    def pos(row, col):
+        world = layer.data_to_world([index, row, col] if layer.ndim > 2 else [row, col])
+        return np.round(to_canvas.map([world[-1], world[-2]])[:2]).astype(int)
+
+    events = canvas._scene_canvas.events
+    press = events.mouse_press(pos=pos(*points[0]), button=1, modifiers=())
+    for point in points[1:]:
+        time.sleep(MOVE_INTERVAL_S)  # napari handles at most one mouse move every 5 ms and drops the rest
+        events.mouse_move(pos=pos(*point), button=1, modifiers=(), press_event=press)
+    events.mouse_release(pos=pos(*points[-1]), button=1, modifiers=(), press_event=press)

@@ -1,0 +1,124 @@
+"""The job runner on the CT sample: progress never nests the Qt event loop, every job says how it ended,
+closing the viewer mid-job is quiet."""
+
+import dataclasses
+import sys
+import threading
+import time
+
+import pytest
+from conftest import paint_support, wait_idle
+
+pytestmark = pytest.mark.gui
+
+SMALL_INPUT = 128  # px: features for the 112 CT slices in a few seconds instead of ~15 s
+
+
+@pytest.fixture
+def fast_ct(ct):
+    """The CT sample with the encoder fed 128 px slices, so a whole job takes seconds."""
+    viewer, widget, reference = ct
+    params = widget.params
+    widget.params = lambda: dataclasses.replace(params(), input_size=SMALL_INPUT)
+    return viewer, widget, reference
+
+
+@pytest.fixture
+def uncaught(monkeypatch):
+    """Exceptions that reached sys.excepthook or threading.excepthook during the test."""
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, exc, tb: seen.append(exc))
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+    return seen
+
+
+def _track_depth(monkeypatch, runner, name):
+    """Wrap ``runner.<name>``; returns a list whose only item is the deepest nesting of its calls seen."""
+    deepest, depth = [0], [0]
+    original = getattr(runner, name)
+
+    def wrapped(*args, **kwargs):
+        depth[0] += 1
+        deepest[0] = max(deepest[0], depth[0])
+        try:
+            return original(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+
+    monkeypatch.setattr(runner, name, wrapped)
+    return deepest
+
+
+def test_segment_without_features_never_nests_progress(fast_ct, qtbot, notes, uncaught, monkeypatch):
+    """The user's report: Segment (heatmaps on) before Compute features recursed inside napari's bar."""
+    viewer, widget, reference = fast_ct
+    runner = widget.runner
+    paint_support(widget, reference)
+    widget.ui.heatmap_check.setChecked(True)
+    depths = {name: _track_depth(monkeypatch, runner, name) for name in ("_on_yield", "_progress", "_on_finish")}
+    bars = []
+    new_bar = runner._new_bar
+    monkeypatch.setattr(runner, "_new_bar", lambda p: bars.append(new_bar(p)) or bars[-1])
+
+    widget.segment("all")
+    wait_idle(qtbot, widget, timeout_s=120)
+    qtbot.wait(300)  # let a last timer tick run
+
+    assert {name: d[0] for name, d in depths.items()} == {"_on_yield": 1, "_progress": 1, "_on_finish": 1}
+    assert uncaught == [] and [m for s, m in notes if s == "error"] == []
+    assert widget.ui.status_label.text().startswith("Segmented 109 slices from 3 support slices in ")
+    assert widget.heatmap_layers and widget.prediction_layer is not None
+    assert len(bars) == 1 and bars[0].n > 0 and bars[0].desc.startswith("Segmenting: ")  # the dock saw progress
+    assert runner._pbar is None and bars[0] not in type(bars[0])._all_instances  # and the bar was closed
+
+    # The next job's bar starts from 0, not from the previous job's 100 %.
+    widget.segment("current")
+    assert widget.ui.progress_bar.value() == widget.ui.progress_bar.minimum()
+    wait_idle(qtbot, widget)
+    assert widget.ui.status_label.text().startswith("Segmented 1 slice from 3 support slices in ")
+
+
+def test_cancelled_job_says_so(fast_ct, qtbot):
+    viewer, widget, reference = fast_ct
+    paint_support(widget, reference)
+    widget.compute_features()
+    qtbot.waitUntil(lambda: widget.ui.progress_bar.value() > 0, timeout=60_000)
+    widget.cancel()
+    wait_idle(qtbot, widget)
+    assert widget.ui.status_label.text() == "Computing features: cancelled."
+    assert widget.runner._pbar is None
+
+
+def test_failed_job_says_why(fast_ct, qtbot, notes):
+    viewer, widget, reference = fast_ct
+    support = widget.create_support_layer()
+    data = support.data
+    data[:, :4, :4] = 1  # every slice painted: nothing left to segment
+    support.data = data
+    widget.segment("all")
+    wait_idle(qtbot, widget)
+    assert widget.ui.status_label.text().startswith("Segmenting failed: Every slice is painted")
+    assert any(s == "error" and "Every slice is painted" in m for s, m in notes)
+
+
+@pytest.mark.parametrize("what", ["viewer", "dock widget"])
+def test_closing_mid_job_is_quiet(fast_ct, qtbot, capfd, uncaught, what):
+    """Closing stops the worker; its late signals touch no deleted Qt object and print nothing."""
+    viewer, widget, reference = fast_ct
+    paint_support(widget, reference)
+    widget.ui.heatmap_check.setChecked(True)
+    worker = widget.segment("all")
+    qtbot.waitUntil(lambda: widget.ui.progress_bar.value() > 0, timeout=60_000)
+    done = threading.Event()
+    worker.finished.connect(done.set)
+    capfd.readouterr()
+
+    (viewer if what == "viewer" else widget).close()
+    deadline = time.perf_counter() + 30
+    while not done.is_set() and time.perf_counter() < deadline:
+        qtbot.wait(50)
+    qtbot.wait(500)  # timers and late signals
+
+    assert done.is_set(), "the worker did not stop after the viewer closed"
+    assert uncaught == []
+    assert capfd.readouterr().err == ""
