@@ -33,10 +33,8 @@ class SegmentationParams:
                     correcting a slice never changes what the other slices contribute (matching is then
                     redone for that slice only, see core/matching.py); a 384 px slice has ~2,300 cells.
     image_max_local_prototypes: the same for 2D images and image sets. Lower, because a small lesion's few
-                    cells are outvoted by thousands of background cells from every support image (BUSI
-                    5-shot, 50 episodes, seeds 0 / 1 / 2: 0.390 / 0.328 / - with 4096, 0.399 / 0.376 / -
-                    with 1024, 0.407 / 0.443 / 0.382 with 512; one cap of 4096 over all support slices, as
-                    before per-slice matching, gave 0.410 / 0.387 / 0.385).
+                    cells are outvoted by thousands of background cells from every support image (figures
+                    in BENCHMARKS.md, "The correction loop").
     scale:          cosine similarity multiplier before the softmax (PANet: 20).
     support_mode:   "dense": a slice with any paint is a support slice and its unpainted pixels are
                     background. "scribble": `background_label` marks background, unpainted is ignored.

@@ -54,9 +54,9 @@ class PrototypeGroup:
 
 @functools.lru_cache(maxsize=4)
 def matmul_dtype(device_type: str) -> torch.dtype:
-    """bfloat16 where the hardware does it natively (CUDA; x86 CPUs with AVX512-BF16 or AMX: measured 4.5x
-    faster than float32 on this project's CPU, cosine error ~1e-3), else float32. Decided from the CPU's
-    flags, never from a timing, so the same machine always gives the same labels."""
+    """bfloat16 where the hardware does it natively (CUDA; x86 CPUs with AVX512-BF16 or AMX, several times
+    faster than float32 there), else float32. Decided from the CPU's flags, never from a timing, so the
+    same machine always gives the same labels."""
     if device_type == "cuda":
         return torch.bfloat16
     if device_type == "cpu" and _cpu_flags() & {"avx512_bf16", "amx_bf16"}:

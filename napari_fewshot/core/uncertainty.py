@@ -7,11 +7,9 @@ is wrong (1 - the top class probability, PANet's softmax of scale x cosine), in 
 from any boundary add nothing, however unsure the matching is there: the final labels (after the
 3D clean-up) decide there, and they are what the clinician signs.
 
-Chosen by measurement on CHAOS-T2 (1 support slice per organ, 4 cases x 4 organs, 2 rounds): over a
-band of +-5 pixels around the final boundaries the rank correlation with each slice's true number of
-wrong pixels was 0.86 (0.82 for neighbour disagreement alone, 0.81 for the predicted area), while the
-plain sum over the whole slice was about 0 (far slices are unsure, and already empty after the clean-up).
-What the ranking is worth in corrections is in BENCHMARKS.md (interactive protocol).
+Chosen by measurement (BENCHMARKS.md, "Interactive correction"): summed over the whole slice, the same
+probability ranked slices far from the organs first (unsure, but already empty after the clean-up);
+along the boundaries it follows the true number of wrong pixels closely.
 """
 
 from __future__ import annotations

@@ -138,6 +138,14 @@ def _choose(pick, result, errors, candidates, n, drawn, order=None) -> int:
     return pick_uniform(n, drawn)
 
 
+def _check_options(pick: str, rounds: int, fine_tune: FineTuneParams | None) -> None:
+    """The checks both interactive protocols make of their options (one sentence each)."""
+    check_pick(pick)
+    check_rounds(rounds)
+    if fine_tune is not None and fine_tune.steps > 0:
+        raise FewShotError("--fine-tune-steps is not available with --protocol interactive.")
+
+
 # -- volumes ----------------------------------------------------------------------------------------
 def evaluate_volumes_interactive(
     folder,
@@ -153,10 +161,7 @@ def evaluate_volumes_interactive(
     """The interactive protocol on a folder of image_*/label_* volumes; returns the JSON-able report."""
     from .volumes import _class_list, _load, adapted_state, find_cases, slice_range, spread_slices
 
-    check_pick(pick)
-    check_rounds(rounds)
-    if fine_tune is not None and fine_tune.steps > 0:
-        raise FewShotError("--fine-tune-steps is not available with --protocol interactive.")
+    _check_options(pick, rounds, fine_tune)
     if initial_slices < 1:
         raise FewShotError(f"--support-slices must be at least 1, not {initial_slices}.")
     params = params or SegmentationParams()
@@ -230,10 +235,7 @@ def evaluate_busi_interactive(
     from .busi import load_busi
     from .volumes import adapted_state
 
-    check_pick(pick)
-    check_rounds(rounds)
-    if fine_tune is not None and fine_tune.steps > 0:
-        raise FewShotError("--fine-tune-steps is not available with --protocol interactive.")
+    _check_options(pick, rounds, fine_tune)
     params = params or SegmentationParams()
     started = time.perf_counter()
     names, all_images, all_masks = load_busi(folder)

@@ -1,0 +1,113 @@
+"""How long the Qt thread is blocked putting a whole-volume result with heatmaps into layers.
+
+    xvfb-run -a python benchmarks/ui_blocking.py [S H W CLASSES]   (default 600 512 512 2)
+
+before: layers.update_prediction / update_heatmaps of BASELINE (7ee6270), fed the per-slice similarity
+        dict (written slice by slice on the Qt thread);
+after:  workers.assemble builds the (S, H, W) float32 volumes in the worker; the Qt thread only hands
+        arrays over. A synthetic result (random labels and similarity planes) of a real viewer and widget.
+"""
+import torch  # noqa: F401  (before Qt)
+
+import importlib.util
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+S, H, W, K = (int(a) for a in sys.argv[1:5]) if len(sys.argv) > 4 else (600, 512, 512, 2)
+BASELINE = "7ee6270"  # the last landed code before issue 11
+
+
+def old_layers():
+    """napari_fewshot.plugin.layers as of BASELINE, loaded beside the working-tree one."""
+    src = subprocess.run(["git", "show", f"{BASELINE}:napari_fewshot/plugin/layers.py"], capture_output=True,
+                         text=True, check=True).stdout
+    spec = importlib.util.spec_from_loader("napari_fewshot.plugin._layers_head", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "napari_fewshot.plugin"
+    exec(compile(src, "layers_head.py", "exec"), module.__dict__)
+    return module
+
+
+def fake_result(rng):
+    from napari_fewshot.core.segmenter import SegmentationResult
+
+    labels = (rng.random((S, H // 8, W // 8)) * (K + 1)).astype(np.uint8).repeat(8, 1).repeat(8, 2)
+    plane = rng.random((H, W)).astype(np.float16)
+    similarity = {c: {i: plane.copy() for i in range(S)} for c in range(1, K + 1)}
+    return SegmentationResult(labels, list(range(1, K + 1)), [], list(range(S)), similarity)
+
+
+def settle(app, seconds=1.0):
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        app.processEvents()
+
+
+def timed(app, widget, session, image, support, result):
+    """(seconds inside _show_result, seconds of the first event-loop pass after it: the redraw)."""
+    import cProfile
+    import os
+    import pstats
+
+    profile = cProfile.Profile() if os.environ.get("PROFILE") else None
+    t0 = time.perf_counter()
+    if profile:
+        profile.enable()
+    widget._show_result(session, image, support, True, result)
+    t1 = time.perf_counter()
+    if profile:
+        profile.disable()
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(18)
+    app.processEvents()
+    return t1 - t0, time.perf_counter() - t1
+
+
+def main():
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_fewshot.plugin import layers, widget as widget_module, workers
+
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    rng = np.random.default_rng(0)
+    image = viewer.add_image(rng.integers(-1000, 1000, (S, H, W), dtype=np.int16), name="ct")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    widget.set_image_layer(image)
+    support = widget.create_support_layer()
+    support.data[10, 100:200, 100:200] = 1
+    session = widget.session
+    settle(app)
+    head = old_layers()
+    current = {name: getattr(layers, name) for name in ("update_prediction", "update_heatmaps")}
+    print(f"volume {S}x{H}x{W}, {K} classes")
+    for label, patch in ((f"before ({BASELINE} layers, per-slice dict)", head), ("after (worker-assembled volumes)", None)):
+        for name in ("update_prediction", "update_heatmaps"):
+            setattr(widget_module.layers, name, getattr(patch, name) if patch else current[name])
+        for run in ("new layers", "existing layers"):
+            if run == "new layers":
+                for layer in [session.prediction, *session.heatmaps.values()]:
+                    if layer is not None and layer in viewer.layers:
+                        viewer.layers.remove(layer)
+                session.prediction, session.heatmaps = None, {}
+                settle(app, 0.5)
+            result = fake_result(rng)
+            worker_s = 0.0
+            if patch is None:
+                t = time.perf_counter()
+                result = workers.assemble(result)
+                worker_s = time.perf_counter() - t
+            inside, redraw = timed(app, widget, session, image, support, result)
+            extra = f", worker-side assembly {worker_s:.2f} s (not on the Qt thread)" if patch is None else ""
+            print(f"{label}, {run}: Qt thread blocked {inside:.2f} s in _show_result + {redraw:.2f} s first "
+                  f"event-loop pass{extra}")
+            del result
+            settle(app, 0.5)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
