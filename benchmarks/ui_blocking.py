@@ -66,6 +66,10 @@ def timed(app, widget, session, image, support, result):
 
 
 def main():
+    import os
+    import tempfile
+
+    os.environ["NAPARI_FEWSHOT_AUTOSAVE_DIR"] = tempfile.mkdtemp(prefix="fewshot-ui-blocking-")  # not the user's
     import napari
     from qtpy.QtWidgets import QApplication
 
