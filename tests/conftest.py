@@ -38,6 +38,17 @@ def autosave_dir(tmp_path, monkeypatch):
     return folder
 
 
+@pytest.fixture(scope="session")
+def chaos_case():
+    """CHAOS-T2 case 1 from ../shared/data: (volume (S, H, W) float, labels (S, H, W) int) on one grid."""
+    from shared_data import CHAOS, require
+
+    from napari_fewshot.io import read_labels, read_volume
+
+    volume = read_volume(require(CHAOS) / "image_1.nii.gz")
+    return volume.data, read_labels(CHAOS / "label_1.nii.gz", like=volume)
+
+
 @pytest.fixture
 def notes():
     """Messages napari notifications showed during the test: list of (severity name, message)."""

@@ -10,16 +10,6 @@ from napari_fewshot.core.matching import MatchCache, PrototypeGroup, group_simil
 from napari_fewshot.core.predict import class_similarity, labels_from_scores, upsample
 from napari_fewshot.core.prototypes import build_prototypes
 from napari_fewshot.evaluation.volumes import slice_range
-from napari_fewshot.io import read_labels, read_volume
-
-from shared_data import CHAOS, require
-
-
-@pytest.fixture(scope="module")
-def chaos_case():
-    volume = read_volume(require(CHAOS) / "image_1.nii.gz")
-    labels = read_labels(CHAOS / "label_1.nii.gz", like=volume)
-    return volume.data, labels
 
 
 @pytest.fixture(scope="module")

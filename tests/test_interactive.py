@@ -118,17 +118,17 @@ def test_the_loop_corrects_new_slices_and_signs_them(pick):
 
 # -- real data ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def chaos_case(tmp_path_factory):
+def chaos_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("chaos1")
     for kind in ("image", "label"):
         os.symlink(require(CHAOS) / f"{kind}_1.nii.gz", folder / f"{kind}_1.nii.gz")
     return folder
 
 
-def test_worst_corrections_on_a_real_chaos_case(chaos_case):
+def test_worst_corrections_on_a_real_chaos_case(chaos_folder):
     from napari_fewshot.core import SegmentationParams
 
-    report = evaluate_volumes_interactive(chaos_case, rounds=2, pick="worst", classes={2: "kidney_right"},
+    report = evaluate_volumes_interactive(chaos_folder, rounds=2, pick="worst", classes={2: "kidney_right"},
                                           params=SegmentationParams(device="cpu"))
     assert REPORT_KEYS | {"noc_90_mean", "dice_per_round_uncorrected"} <= set(report)
     curve = report["dice_per_round"]

@@ -7,21 +7,14 @@ import torch
 from napari_fewshot.core import FewShotSegmenter, FineTuneParams, SegmentationParams, dice, hd95, run
 from napari_fewshot.errors import FewShotError
 from napari_fewshot.evaluation.volumes import slice_range, spread_slices
-from napari_fewshot.io import read_busi_mask, read_labels, read_volume
+from napari_fewshot.io import read_busi_mask, read_volume
 
-from shared_data import BUSI, CHAOS, require
+from shared_data import BUSI, require
 
 # Measured on CHAOS case 1 (efficientnet-lite0, local prototypes): liver 0.903 at 384 px (0.84 at 256 px).
 CHAOS_LIVER_FLOOR = 0.75
 # Measured: benign (1) (a 0.4 % lesion) segmented from itself: 0.67 at 256 px, 0.88 at 512 px, 0.92 native.
 BUSI_SELF_FLOOR = 0.8
-
-
-@pytest.fixture(scope="module")
-def chaos_case():
-    volume = read_volume(require(CHAOS) / "image_1.nii.gz")
-    labels = read_labels(CHAOS / "label_1.nii.gz", like=volume)
-    return volume.data, labels
 
 
 @pytest.fixture(scope="module")

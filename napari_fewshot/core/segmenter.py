@@ -238,7 +238,8 @@ class FewShotSegmenter:
                 )
             indices = range(len(cache.stack))
         # Support slices are predicted only when their similarity maps are wanted (heatmaps).
-        indices = [i for i in indices if similarity or i not in set(copied)]
+        skip = set() if similarity else set(copied)
+        indices = [i for i in indices if i not in skip]
         if self.params.self_support is not None:
             groups = self.prototypes(support_set)  # self-support re-matches each query with its own cells
         else:
