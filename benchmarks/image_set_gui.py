@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from qtpy.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parents[1]
 PAINTED = 5
@@ -32,6 +31,7 @@ def run_folder(folder: Path, out: Path) -> str:
     from napari_fewshot.core import dice
     from napari_fewshot.io import read_busi_mask
     from napari_fewshot.plugin import IMAGE_SET_KEY
+    from napari_fewshot.plugin.scripting import wait_idle
 
     viewer = napari.Viewer(show=False)
     started = time.perf_counter()
@@ -49,10 +49,7 @@ def run_folder(folder: Path, out: Path) -> str:
     support.data = data
     started = time.perf_counter()
     widget.segment("all")
-    app = QApplication.instance()
-    while widget.busy:
-        app.processEvents()
-        time.sleep(0.01)
+    wait_idle(widget, settle_s=0)
     t_segment = time.perf_counter() - started
     started = time.perf_counter()
     written = widget.export(str(out / folder.name))

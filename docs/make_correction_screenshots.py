@@ -22,41 +22,27 @@ import torch  # noqa: F401  (before Qt, see ../shared/DESIGN.md)
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import napari
 import numpy as np
 from napari._qt.dialogs.qt_notification import NapariQtNotification
 from napari.utils.colormaps import DirectLabelColormap
-from qtpy.QtWidgets import QApplication
 from scipy import ndimage
 
 from napari_fewshot.core import dice
 from napari_fewshot.plugin import ROLE_KEY
-from napari_fewshot.plugin.scripting import canvas_drag
+from napari_fewshot.plugin.scripting import canvas_drag, wait_idle
 
 OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
 LIVER, PAINTED = 1, (79, 90, 100)
 BRUSH = 10  # the support layer's brush size
 
 
-def settle(widget=None, timeout_s=900.0):
-    """Process Qt events until the widget is idle (and a little longer, so the canvas is drawn)."""
-    app, t0 = QApplication.instance(), time.perf_counter()
-    while widget is not None and widget.busy and time.perf_counter() - t0 < timeout_s:
-        app.processEvents()
-        time.sleep(0.02)
-    for _ in range(60):
-        app.processEvents()
-        time.sleep(0.01)
-    return time.perf_counter() - t0
-
-
 def shoot(viewer, name):
     for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
         toast.close()  # the "done" notifications would cover the canvas
-    settle()
+    wait_idle()
     path = OUT / name
     viewer.screenshot(str(path), canvas_only=False)
     print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
@@ -100,7 +86,7 @@ def main() -> None:
     support.data = data
 
     widget.segment("all")
-    print(f"segment all: {settle(widget):.1f} s")
+    print(f"segment all: {wait_idle(widget):.1f} s")
     prediction = widget.prediction_layer.data.copy()
     z, points = missed_slice(prediction, reference)
     viewer.dims.set_current_step(0, z)
@@ -108,8 +94,9 @@ def main() -> None:
     viewer.reset_view()
     rows, cols = np.nonzero(reference[z] == LIVER)  # zoom onto the liver
     centre = viewer.layers["CT abdomen"].data_to_world([z, rows.mean(), cols.mean()])
-    viewer.camera.center = tuple(centre[1:])
-    viewer.camera.zoom *= 1.6
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.center = tuple(centre[1:])
+    camera.zoom *= 1.6
     shoot(viewer, "correction_before.png")
 
     before = dice(prediction[z] == LIVER, reference[z] == LIVER)
@@ -120,7 +107,7 @@ def main() -> None:
     shoot(viewer, "correction_after.png")
 
     widget.segment("all")
-    print(f"segment all again: {settle(widget):.1f} s")
+    print(f"segment all again: {wait_idle(widget):.1f} s")
     assert np.array_equal(widget.prediction_layer.data[z], support.data[z])
     shoot(viewer, "correction_resegmented.png")
     viewer.close()

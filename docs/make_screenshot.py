@@ -17,27 +17,17 @@ import torch  # noqa: F401  (before Qt, see ../shared/DESIGN.md)
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import napari
 import numpy as np
 from napari._qt.dialogs.qt_notification import NapariQtNotification
-from qtpy.QtWidgets import QApplication
+
+from napari_fewshot.plugin.scripting import wait_idle
 
 OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "screenshot.png"
 PAINTED_SLICES = (84, 93, 100)  # axial slices painted with all four organs
 CORONAL_ROW = 60  # the coronal plane shown (row index of the axial slices); all four organs cross it
-
-
-def wait(widget, timeout_s=600):
-    app, t0 = QApplication.instance(), time.perf_counter()
-    while widget.busy and time.perf_counter() - t0 < timeout_s:
-        app.processEvents()
-        time.sleep(0.02)
-    for _ in range(20):
-        app.processEvents()
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -57,10 +47,10 @@ def main() -> None:
 
     viewer.dims.set_current_step(0, PAINTED_SLICES[1])
     widget.compute_features()
-    print(f"compute features: {wait(widget):.1f} s")
+    print(f"compute features: {wait_idle(widget):.1f} s")
     widget.ui.heatmap_check.setChecked(True)
     widget.segment("all")
-    print(f"segment all slices: {wait(widget):.1f} s")
+    print(f"segment all slices: {wait_idle(widget):.1f} s")
     heatmaps = widget.heatmap_layers
     for class_id, layer in heatmaps.items():
         layer.visible = class_id == 1
@@ -74,9 +64,7 @@ def main() -> None:
     viewer.reset_view()
     for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
         toast.close()  # the "done" notifications would cover the canvas
-    for _ in range(100):
-        QApplication.instance().processEvents()
-        time.sleep(0.01)
+    wait_idle(settle_s=1.0)
     viewer.screenshot(str(OUT), canvas_only=False)
     print(f"wrote {OUT}")
     viewer.close()

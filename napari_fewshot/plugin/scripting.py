@@ -1,6 +1,6 @@
-"""Driving a napari window as a person would, for tests, screenshots and benchmarks: real mouse drags on
+"""Driving a napari window as a person would, for screenshots, benchmarks and tests: real mouse drags on
 the canvas (vispy events, so napari runs the viewer's callbacks and then the layer's, exactly as for a
-hand on a mouse)."""
+hand on a mouse), and waiting for the widget's jobs while Qt's event loop runs, as it does for a person."""
 
 from __future__ import annotations
 
@@ -31,3 +31,19 @@ def canvas_drag(viewer, layer, index: int, points, label: int = 1, mode: str = "
         time.sleep(MOVE_INTERVAL_S)  # napari handles at most one mouse move every 5 ms and drops the rest
         events.mouse_move(pos=pos(*point), button=1, modifiers=(), press_event=press)
     events.mouse_release(pos=pos(*points[-1]), button=1, modifiers=(), press_event=press)
+
+
+def wait_idle(widget=None, timeout_s: float = 900.0, settle_s: float = 0.5) -> float:
+    """Run Qt's event loop until `widget` (a FewShotWidget; None: none) runs no job, then `settle_s` more so
+    the canvas is drawn. Returns the seconds until the widget was idle (the settling not counted)."""
+    from qtpy.QtWidgets import QApplication
+
+    app, started = QApplication.instance(), time.perf_counter()
+    while widget is not None and widget.busy and time.perf_counter() - started < timeout_s:
+        app.processEvents()
+        time.sleep(0.01)
+    idle = time.perf_counter() - started
+    while time.perf_counter() - started - idle < settle_s:
+        app.processEvents()
+        time.sleep(0.01)
+    return idle
