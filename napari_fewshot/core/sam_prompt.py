@@ -1,0 +1,110 @@
+"""LiteMedSAM's promptable decoder: a box (and optionally a coarse mask) on a 2D slice -> that object's mask.
+
+    prompter = BoxPrompter()                    # loads the bundled LiteMedSAM weights (CPU unless told)
+    embedding = prompter.embed(plane)           # plane: (H, W) or (H, W, 3) float in [0, 1]; once per slice
+    probs = prompter.decode(embedding, boxes)   # boxes: (N, 4) x0, y0, x1, y1 in plane pixels -> (N, H, W)
+
+As in MedSAM, the plane is resized so its longer side is 256, padded to 256 x 256 at the bottom/right, and
+min-max normalised; the decoder's 256 x 256 logits are cropped to the unpadded part and resized back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .encoders.litemedsam import load_lite_medsam
+
+SIDE = 256  # LiteMedSAM's input side; its embedding is (256, 64, 64) and its mask logits 256 x 256
+
+
+@dataclass
+class PlaneEmbedding:
+    """features: (1, 256, 64, 64) image embedding; shape: the plane's (H, W); scale: 256 / max(H, W)."""
+
+    features: torch.Tensor
+    shape: tuple[int, int]
+    scale: float
+
+    @property
+    def resized(self) -> tuple[int, int]:
+        """(h, w) of the plane inside the padded 256 x 256 input."""
+        return max(1, round(self.shape[0] * self.scale)), max(1, round(self.shape[1] * self.scale))
+
+
+class BoxPrompter:
+    """LiteMedSAM's image encoder, prompt encoder and mask decoder, for box prompts. Not thread-safe."""
+
+    def __init__(self, device: str | torch.device = "cpu", model=None):
+        self.device = torch.device(device)
+        self.model = (model if model is not None else load_lite_medsam()).to(self.device).eval()
+        self.weights_id = getattr(self.model, "weights_id", "lite_medsam")
+
+    def to_input(self, plane: np.ndarray) -> tuple[torch.Tensor, float]:
+        """(H, W) or (H, W, 3) float plane -> ((1, 3, 256, 256) float32 input on the device, scale)."""
+        x = torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32))
+        x = x[None].expand(3, -1, -1) if x.ndim == 2 else x[..., :3].permute(2, 0, 1)
+        height, width = x.shape[-2:]
+        scale = SIDE / max(height, width)
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+        low, high = x.min(), x.max()
+        x = (x - low) / torch.clamp(high - low, min=1e-8)
+        x = F.pad(x, (0, SIDE - size[1], 0, SIDE - size[0]))
+        return x.to(self.device), scale
+
+    @torch.no_grad()
+    def embed(self, plane: np.ndarray) -> PlaneEmbedding:
+        """The image embedding of one plane ((H, W) or (H, W, 3), float in [0, 1])."""
+        x, scale = self.to_input(plane)
+        return PlaneEmbedding(self.model.image_encoder(x), tuple(plane.shape[:2]), scale)
+
+    @torch.no_grad()
+    def decode(self, embedding: PlaneEmbedding, boxes: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        """Object probabilities for each box.
+
+        boxes: (N, 4) float, x0, y0, x1, y1 in the plane's pixels (inclusive corners).
+        masks: optional (N, H, W) coarse masks (bool or probabilities) given to the decoder as dense prompts.
+        Returns (N, H, W) float32 probabilities in [0, 1].
+        """
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if len(boxes) == 0:
+            return np.zeros((0, *embedding.shape), np.float32)
+        box = torch.from_numpy(boxes * embedding.scale).to(self.device)[:, None, :]
+        dense = None
+        if masks is not None:
+            dense = self._mask_prompt(np.asarray(masks, np.float32), embedding)
+        sparse, dense_embedding = self.model.prompt_encoder(points=None, boxes=box, masks=dense)
+        logits, _ = self.model.mask_decoder(
+            image_embeddings=embedding.features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense_embedding,
+            multimask_output=False,
+        )  # (N, 1, 256, 256)
+        h, w = embedding.resized
+        logits = F.interpolate(logits[..., :h, :w], size=embedding.shape, mode="bilinear", align_corners=False)
+        return torch.sigmoid(logits[:, 0]).float().cpu().numpy()
+
+    def _mask_prompt(self, masks: np.ndarray, embedding: PlaneEmbedding) -> torch.Tensor:
+        """(N, H, W) masks -> (N, 1, 256, 256) logits-like dense prompts in the padded input frame."""
+        m = torch.from_numpy(masks)[:, None]
+        h, w = embedding.resized
+        m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+        m = F.pad(m, (0, SIDE - w, 0, SIDE - h))
+        return ((m - 0.5) * 8.0).to(self.device)  # probabilities -> logits the decoder was trained to read
+
+
+def box_of(mask: np.ndarray, margin: float = 0.1) -> np.ndarray | None:
+    """(H, W) bool mask -> (4,) x0, y0, x1, y1 of its bounding box grown by `margin` of its size on each
+    side (clipped to the plane), or None when the mask is empty."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return None
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    dy, dx = margin * (y1 - y0 + 1), margin * (x1 - x0 + 1)
+    h, w = mask.shape
+    return np.array([max(0, x0 - dx), max(0, y0 - dy), min(w - 1, x1 + dx), min(h - 1, y1 + dy)], np.float32)
