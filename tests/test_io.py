@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +33,18 @@ from napari_fewshot.io import (
     write_image,
     write_mask,
 )
+from napari_fewshot.io.writers import check_mask_target, mask_targets
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data folder {DATA} is missing")
+from shared_data import DATA, require  # noqa: E402
+
+
+@pytest.fixture
+def real_data():
+    """Skips without ../shared/data on a developer's machine; fails under CI=true (see shared_data)."""
+    return require(DATA)
+
+
+needs_data = pytest.mark.usefixtures("real_data")
 
 CHAOS_IMAGE = DATA / "chaos_t2" / "image_1.nii.gz"
 CHAOS_LABEL = DATA / "chaos_t2" / "label_1.nii.gz"
@@ -48,12 +59,12 @@ LIVER, AORTA = 5, 52
 
 @pytest.fixture(scope="module")
 def chaos() -> Volume:
-    return read_volume(CHAOS_IMAGE)
+    return read_volume(require(CHAOS_IMAGE))
 
 
 @pytest.fixture(scope="module")
 def dicom_ct() -> Volume:
-    return read_volume(DICOM_DIR)
+    return read_volume(require(DICOM_DIR))
 
 
 @pytest.fixture(scope="module")
@@ -449,11 +460,13 @@ def test_png_single_slice_writes_that_file(tmp_path):
     np.testing.assert_array_equal(read_labels(tmp_path / "one.png"), mask)
 
 
-def test_png_stack_writes_one_numbered_file_per_slice(tmp_path):
+def test_png_stack_writes_one_numbered_file_per_slice_in_its_own_folder(tmp_path):
     mask = _mask(shape=(3, 6, 7), high=700)
     written = write_mask(tmp_path / "seg.png", mask)
-    assert [p.name for p in written] == ["seg_0000.png", "seg_0001.png", "seg_0002.png"]
+    assert written == [tmp_path / "seg" / f"seg_{i:04d}.png" for i in range(3)]
+    assert written == mask_targets(tmp_path / "seg.png", 3)
     assert not (tmp_path / "seg.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg"]  # no staging folder left behind
     for index, path in enumerate(written):
         assert Image.open(path).mode.startswith("I")  # 16-bit PNG for labels > 255
         np.testing.assert_array_equal(read_labels(path)[0], mask[index])
@@ -469,11 +482,85 @@ def test_existing_target_needs_overwrite(tmp_path):
     np.testing.assert_array_equal(read_labels(target), _mask(seed=2))
 
 
-def test_png_stack_checks_every_target_before_writing(tmp_path):
-    (tmp_path / "seg_0001.png").write_bytes(b"keep me")
-    with pytest.raises(WriteError, match="seg_0001.png"):
+def test_existing_png_stack_is_never_replaced_without_overwrite(tmp_path):
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "seg_0001.png").write_bytes(b"keep me")
+    with pytest.raises(WriteError, match="seg"):
+        check_mask_target(tmp_path / "seg.png", 3)
+    with pytest.raises(WriteError, match="seg"):
         write_mask(tmp_path / "seg.png", _mask())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg_0001.png"]
+    assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["seg_0001.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg"]
+    written = write_mask(tmp_path / "seg.png", _mask(), overwrite=True)  # replaced as a whole set
+    assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == [p.name for p in written]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg"]
+
+
+def test_png_stack_killed_mid_write_leaves_no_partial_stack(tmp_path, monkeypatch):
+    """A crash after some slices (simulated: the third PNG fails) leaves nothing under the stack's name."""
+    real_save = Image.Image.save
+    saved = []
+
+    def save(self, fp, *args, **kwargs):
+        saved.append(fp)
+        if len(saved) == 3:
+            raise OSError(28, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    with pytest.raises(WriteError, match="No space left"):
+        write_mask(tmp_path / "seg.png", _mask(shape=(5, 6, 7)))
+    assert list(tmp_path.iterdir()) == []  # no seg/, no seg_0000.png, no staging folder
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_masks_follow_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        for name in ("m.nii.gz", "m.tif", "m.npy", "one.png"):
+            [path] = write_mask(tmp_path / name, _mask(shape=(1, 6, 7)))
+            assert stat.S_IMODE(path.stat().st_mode) == mode, name
+        stack = write_mask(tmp_path / "set.png", _mask(shape=(2, 6, 7)))
+        assert {stat.S_IMODE(p.stat().st_mode) for p in stack} == {mode}
+        assert stat.S_IMODE(stack[0].parent.stat().st_mode) == 0o777 & ~umask
+    finally:
+        os.umask(old)
+
+
+def test_never_overwrite_is_an_exclusive_create(tmp_path, monkeypatch):
+    """Two writers to one name: the one that loses the race (the file appears after the check) fails and
+    the first writer's file stays; before, the second silently replaced it."""
+    import napari_fewshot.io.writers as writers
+
+    target = tmp_path / "m.npy"
+    check = writers._check_targets
+
+    def check_then_lose_the_race(targets, overwrite):
+        check(targets, overwrite)
+        np.save(target, np.full((2, 3, 4), 7, np.uint8))  # the other writer, between check and write
+
+    monkeypatch.setattr(writers, "_check_targets", check_then_lose_the_race)
+    with pytest.raises(WriteError, match="exists"):
+        write_mask(target, _mask())
+    assert (np.load(target) == 7).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npy"]  # no temporary file left
+
+
+def test_mask_targets_are_checked_before_any_compute(tmp_path):
+    check_mask_target(tmp_path / "new" / "m.nii.gz")  # fine: a missing folder will be created
+    assert not (tmp_path / "new").exists()  # ... but not by the check
+    with pytest.raises(WriteError, match="extensions"):
+        check_mask_target(tmp_path / "m.jpg")
+    (tmp_path / "m.nii.gz").mkdir()
+    with pytest.raises(WriteError, match="folder of that name"):
+        check_mask_target(tmp_path / "m.nii.gz", overwrite=True)
+    (tmp_path / "m.tif").write_bytes(b"x")
+    with pytest.raises(WriteError, match="exists"):
+        check_mask_target(tmp_path / "m.tif")
+    check_mask_target(tmp_path / "m.tif", overwrite=True)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(WriteError, match="is a file"):
+        check_mask_target(tmp_path / "afile" / "sub" / "m.tif")
 
 
 def test_unwritable_folder_is_a_write_error(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from napari_fewshot.errors import WriteError
 from napari_fewshot.plugin import CLASS_NAMES_KEY, ROLE_KEY, VOLUME_KEY
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct_totalseg"
+from shared_data import CT as SHARED, require  # noqa: E402
 
 
 def test_manifest_validates():
@@ -67,11 +67,10 @@ def test_reader_tiff_spacing(tmp_path):
     np.testing.assert_allclose(kwargs["scale"], (2.5, 0.5, 0.5), rtol=1e-4)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")
 def test_reader_dicom_folder():
     from napari_fewshot.plugin.readers import get_reader
 
-    folder = SHARED / "example_ct_dicom"
+    folder = require(SHARED) / "example_ct_dicom"
     reader = get_reader(str(folder))
     assert reader is not None
     [(data, kwargs, kind)] = reader(str(folder))

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..io.atomic import atomic_write
+from ..paths import cache_folder
 from .encoders import Encoder
 from .memory import release_free_memory
 from .normalization import to_encoder_input
@@ -38,10 +40,9 @@ DEFAULT_MEMORY_BUDGET = 4 * 1024**3
 
 
 def default_cache_dir() -> Path:
-    """$NAPARI_FEWSHOT_CACHE_DIR, else $XDG_CACHE_HOME/napari-fewshot, else ~/.cache/napari-fewshot."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-fewshot"
+    """$NAPARI_FEWSHOT_CACHE_DIR, else $XDG_CACHE_HOME/napari-fewshot, else ~/.cache/napari-fewshot (see
+    paths.cache_folder: an empty XDG_CACHE_HOME counts as unset)."""
+    return cache_folder(override_env=CACHE_ENV)
 
 
 def feature_signature(stack: ImageStack, encoder_id: str, input_size: int | None) -> str:
@@ -234,14 +235,13 @@ class FeatureCache:
     def _write(self, index: int, features: torch.Tensor) -> None:
         target = self._slice_path(index)
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_suffix(".tmp.npy")
-        np.save(temporary, features.cpu().numpy())
-        os.replace(temporary, target)  # a crash never leaves a half-written slice under the real name
+        array = features.cpu().numpy()
+        atomic_write(target, lambda tmp: np.save(tmp, array))  # never a half-written slice under the real name
         self._on_disk.add(index)
         if self._persist_dir is not None and not (self._persist_dir / "meta.json").exists():
             meta = {"signature": self.signature, "version": __version__, "encoder": self.encoder.name,
                     "input_size": self.input_size, "slices": len(self.stack)}
-            (self._persist_dir / "meta.json").write_text(json.dumps(meta))
+            atomic_write(self._persist_dir / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta)))
 
     def _adopt_disk_cache(self) -> None:
         """Index the slices a previous session left under this signature (checked, not trusted blindly)."""
@@ -256,7 +256,7 @@ class FeatureCache:
             shutil.rmtree(self._persist_dir, ignore_errors=True)
             return
         for path in self._persist_dir.glob("slice_*.npy"):
-            if not path.name.endswith(".tmp.npy"):
+            if not path.name.endswith(".tmp.npy"):  # left by versions before io.atomic
                 index = int(path.stem.split("_")[1])
                 if index < len(self.stack):
                     self._on_disk.add(index)

@@ -3,12 +3,12 @@
 A save keeps only what carries paint: the indices of the painted planes (along axis 0 of an
 (S, H, W) support; a 2D (H, W) support is one plane) and those planes, in a compressed ``.npz``
 with a JSON header (format version, scan signature, layer name, time, shape, dtype). Files are
-written to a temporary file in the same folder, fsynced and renamed into place, so a crash or a
-kill mid-write leaves the previous save intact. Each (scan, layer name) keeps its ``keep`` newest
+written with io.atomic (temporary file beside, fsync, rename), so a crash or a kill mid-write
+leaves the previous save intact. Each (scan, layer name) keeps its ``keep`` newest
 saves; a damaged file is skipped with a message, never raised.
 
 Location: ``$NAPARI_FEWSHOT_AUTOSAVE_DIR``, else ``$XDG_CACHE_HOME/napari-fewshot/autosave``, else
-``~/.cache/napari-fewshot/autosave`` (read at call time).
+``~/.cache/napari-fewshot/autosave`` (read at call time; an empty XDG_CACHE_HOME counts as unset).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..paths import cache_folder
+from .atomic import atomic_write
 
 ENV = "NAPARI_FEWSHOT_AUTOSAVE_DIR"
 FORMAT = 1
@@ -33,10 +35,8 @@ logger = logging.getLogger(__name__)
 
 
 def default_autosave_dir() -> Path:
-    """$NAPARI_FEWSHOT_AUTOSAVE_DIR, else the user cache folder's ``napari-fewshot/autosave``."""
-    if os.environ.get(ENV):
-        return Path(os.environ[ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "napari-fewshot" / "autosave"
+    """$NAPARI_FEWSHOT_AUTOSAVE_DIR, else the user cache folder's ``napari-fewshot/autosave`` (see paths)."""
+    return cache_folder("autosave", ENV)
 
 
 def scan_signature(data) -> str:
@@ -200,20 +200,9 @@ def _slot(name: str) -> str:
 
 
 def _write_atomic(target: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as a compressed npz to a temporary file beside ``target``, fsync, rename into place."""
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
+    """Write ``arrays`` as a compressed npz under ``target``, atomically (see io.atomic)."""
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as file:
             np.savez_compressed(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX; not possible on Windows)
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+
+    atomic_write(target, save)

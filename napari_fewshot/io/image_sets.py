@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ReadError, WriteError
+from ..paths import slug
 from ._arrays import read_error
 from .folders import busi_mask_paths, list_images, read_busi_mask
 from .readers import read_volume
@@ -248,7 +249,7 @@ def heatmap_targets(folder: str | os.PathLike, names: Sequence[str], classes: di
     stems = [m[: -len(MASK_SUFFIX)] for m in mask_file_names(names)]
     out = []
     for c, name in sorted(classes.items()):
-        label = f"_{_slug(name)}" if name else ""
+        label = f"_{slug(name)}" if name else ""
         out += [Path(folder) / f"{stem}_heatmap_class{c}{label}.tif" for stem in stems]
     return out
 
@@ -270,7 +271,3 @@ def write_image_set_heatmaps(folder: str | os.PathLike, heatmaps: dict[int, Sequ
     for target, plane in zip(targets, planes):
         written += write_image(target, plane, overwrite=overwrite)
     return written
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_").lower()

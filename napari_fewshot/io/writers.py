@@ -1,10 +1,21 @@
-"""Writing masks and float images: TIFF, NIfTI, NPY (and PNG for masks), atomically, never silently overwriting."""
+"""Writing masks and float images: TIFF, NIfTI, NPY (and PNG for masks), atomically, never silently overwriting.
+
+Every file goes through :func:`napari_fewshot.io.atomic.atomic_write`: a kill or a full disk never leaves
+a half-written file under the target's name, permissions follow the umask, and "do not overwrite" is an
+exclusive create (a second writer racing for the same name fails instead of replacing the first).
+A PNG mask of several slices is a *set*: ``STEM/STEM_0000.png`` ... written into a temporary folder that
+takes its name in one rename, so a kill never leaves a partial stack that looks complete.
+
+:func:`check_mask_target` checks a target before any compute (format, folder, permissions, existing files).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +23,13 @@ import tifffile
 from PIL import Image
 
 from ..errors import WriteError
+from .atomic import atomic_write, current_umask, fsync_folder
 from .nifti import to_nifti_image
 from .volume import Volume
 
 _MASK_FORMATS = {".nii.gz": "nifti", ".nii": "nifti", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".png": "png"}
 _IMAGE_FORMATS = {k: v for k, v in _MASK_FORMATS.items() if v != "png"}
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
-_FILE_MODE = 0o644
 
 
 def write_mask(
@@ -29,10 +40,11 @@ def write_mask(
     Args:
         path: ``.tif``/``.tiff`` (one multi-page stack), ``.nii``/``.nii.gz`` (on ``like``'s own
             voxel grid with its affine when it came from NIfTI/DICOM), ``.npy`` or ``.png``
-            (S == 1: that file; S > 1: ``STEM_0000.png`` ... beside it). Missing folders are created.
+            (S == 1: that file; S > 1: the folder ``STEM`` holding ``STEM_0000.png`` ..., see
+            :func:`mask_targets`). Missing folders are created.
         mask: ``(S, H, W)`` (or ``(H, W)``) non-negative integers or bools on the display grid.
         like: the Volume the mask belongs to (shape check, spacing, affine).
-        overwrite: replace existing files instead of raising WriteError.
+        overwrite: replace existing files instead of raising WriteError (off: created exclusively).
 
     Returns:
         The paths written. Values are stored as uint8 when max < 256, else uint16 (uint32 beyond).
@@ -108,6 +120,55 @@ def _check_like(stack: np.ndarray, like: Volume | None, path: Path) -> None:
         )
 
 
+
+
+def mask_targets(path: str | os.PathLike, n_slices: int) -> list[Path]:
+    """The files :func:`write_mask` writes for a mask of `n_slices` slices: `path` itself, except for a PNG
+    of several slices: ``STEM/STEM_0000.png`` ... in the folder ``STEM`` beside `path`."""
+    path = Path(path)
+    if path.suffix.lower() == ".png" and n_slices > 1:
+        return [_png_folder(path) / f"{path.stem}_{index:04d}.png" for index in range(n_slices)]
+    return [path]
+
+
+def check_mask_target(path: str | os.PathLike, n_slices: int | None = None, *, overwrite: bool = False) -> None:
+    """Check, before any compute, that a mask can be written to `path`; WriteError (one sentence) if not.
+
+    Checks the extension, that no folder (and, unless `overwrite`, no file or PNG set) has the target's
+    name, and that the nearest existing folder on the way can be written to (by creating and removing a
+    temporary file: permission bits say nothing for root, and a read-only mount only shows on writing).
+    n_slices: the mask's slices when known (a PNG of several slices is the folder ``STEM``); None checks
+    both the single file and the set.
+    """
+    path = Path(path)
+    _format_of(path, _MASK_FORMATS, "a mask")
+    counts = [n_slices] if n_slices is not None else [1, 2]
+    for count in counts:
+        if path.suffix.lower() == ".png" and count > 1:
+            _check_set_target(_png_folder(path), overwrite)
+        else:
+            _check_targets([path], overwrite)
+    _check_writable_folder(path)
+
+
+def _check_writable_folder(path: Path) -> None:
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise WriteError(f"Cannot write '{path}': part of the folder path '{folder}' is a file.")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".napari-fewshot-probe.", dir=folder)
+    except OSError as exc:
+        raise WriteError(f"Cannot write '{path}': the folder '{folder}' is not writable ({_reason(exc)}).") from exc
+    os.close(handle)
+    os.unlink(probe)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
 def _check_targets(targets: list[Path], overwrite: bool) -> None:
     """Fail before writing anything when a target exists (and overwrite is off) or is a folder."""
     for target in targets:
@@ -117,17 +178,48 @@ def _check_targets(targets: list[Path], overwrite: bool) -> None:
             raise WriteError(f"Cannot write '{target}': the file exists (pass overwrite=True to replace it).")
 
 
+def _check_set_target(folder: Path, overwrite: bool) -> None:
+    """The folder of a PNG set: a file of its name is never replaced; an existing set only with overwrite."""
+    if folder.exists() and not folder.is_dir():
+        raise WriteError(f"Cannot write the PNG slices into '{folder}': a file of that name exists.")
+    if folder.exists() and not overwrite:
+        raise WriteError(f"Cannot write the PNG slices into '{folder}': the folder exists "
+                         "(pass overwrite=True to replace it).")
+
+
+def _make_folder(folder: Path, target: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise WriteError(f"Cannot write '{target}': part of the folder path '{folder}' is a file.") from exc
+    except OSError as exc:
+        raise WriteError(f"Cannot write '{target}': the folder '{folder}' is not writable ({_reason(exc)}).") from exc
+
+
+def _write_file(target: Path, save, overwrite: bool) -> None:
+    """`save(tmp)` through atomic_write; a lost race or an OS error becomes a WriteError."""
+    _make_folder(target.parent, target)
+    try:
+        atomic_write(target, save, overwrite=overwrite)
+    except FileExistsError as exc:
+        raise WriteError(f"Cannot write '{target}': the file exists (pass overwrite=True to replace it).") from exc
+    except IsADirectoryError as exc:
+        raise WriteError(f"Cannot write '{target}': a folder of that name exists.") from exc
+    except OSError as exc:
+        raise WriteError(f"Cannot write '{target}': {_reason(exc)}.") from exc
+
+
 def _write_single(path: Path, fmt: str, stack: np.ndarray, like: Volume | None, overwrite: bool) -> list[Path]:
     """Write one TIFF / NIfTI / NPY file holding ``stack`` (S, H, W)."""
     _check_targets([path], overwrite)
     spacing = like.spacing if like is not None else (1.0, 1.0, 1.0)
     if fmt == "tiff":
-        _atomic_write(path, lambda tmp: _save_tiff(tmp, stack, spacing))
+        _write_file(path, lambda tmp: _save_tiff(tmp, stack, spacing), overwrite)
     elif fmt == "nifti":
         image = to_nifti_image(stack, like)
-        _atomic_write(path, image.to_filename)
+        _write_file(path, image.to_filename, overwrite)
     else:
-        _atomic_write(path, lambda tmp: np.save(tmp, stack, allow_pickle=False))
+        _write_file(path, lambda tmp: np.save(tmp, stack, allow_pickle=False), overwrite)
     return [path]
 
 
@@ -153,43 +245,64 @@ def _save_tiff(target: Path, stack: np.ndarray, spacing: tuple[float, float, flo
         )
 
 
+def _png_folder(path: Path) -> Path:
+    return path.with_name(path.stem)
+
+
 def _write_png(path: Path, stack: np.ndarray, overwrite: bool) -> list[Path]:
-    """One PNG per slice: ``path`` itself when S == 1, else ``STEM_0000.png`` ... in its folder."""
+    """One PNG per slice: ``path`` itself when S == 1, else the set ``STEM/STEM_0000.png`` ... (one rename)."""
     if stack.dtype == np.uint32:
         raise WriteError(f"Cannot write '{path}': PNG holds labels up to 65535 only (use .tif or .nii.gz).")
     if stack.shape[0] == 1:
-        targets = [path]
-    else:
-        targets = [path.with_name(f"{path.stem}_{index:04d}.png") for index in range(stack.shape[0])]
-    _check_targets(targets, overwrite)
-    for target, plane in zip(targets, stack):
-        image = Image.fromarray(plane)
-        _atomic_write(target, lambda tmp, image=image: image.save(tmp, format="PNG"))
+        _check_targets([path], overwrite)
+        image = Image.fromarray(stack[0])
+        _write_file(path, lambda tmp: image.save(tmp, format="PNG"), overwrite)
+        return [path]
+    folder = _png_folder(path)
+    _check_set_target(folder, overwrite)
+    _make_folder(folder.parent, folder)
+    targets = mask_targets(path, stack.shape[0])
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError as exc:
+        raise WriteError(f"Cannot write '{folder}': the folder '{folder.parent}' is not writable "
+                         f"({_reason(exc)}).") from exc
+    try:
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the set from the group
+        for target, plane in zip(targets, stack):
+            staged = staging / target.name
+            Image.fromarray(plane).save(staged, format="PNG")
+            with open(staged, "rb+") as file:
+                os.fsync(file.fileno())
+        fsync_folder(staging)
+        _rename_set(staging, folder, overwrite)
+    except OSError as exc:
+        raise WriteError(f"Cannot write '{folder}': {_reason(exc)}.") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    fsync_folder(folder.parent)
     return targets
 
 
-def _atomic_write(target: Path, save: Callable[[Path], None]) -> None:
-    """Call ``save`` on a temporary file beside ``target``, then move it into place.
-
-    The temporary name ends with the target's extension because nibabel picks gzip from it.
-    """
-    folder = target.parent
-    suffix = ".nii.gz" if target.name.lower().endswith(".nii.gz") else target.suffix
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=folder)
-        os.close(handle)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise WriteError(f"Cannot write '{target}': part of the folder path '{folder}' is a file.") from exc
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise WriteError(f"Cannot write '{target}': the folder '{folder}' is not writable ({reason}).") from exc
-    tmp = Path(tmp_name)
-    try:
-        save(tmp)
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes files private to the user
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise WriteError(f"Cannot write '{target}': {exc.strerror or exc}.") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+def _rename_set(staging: Path, folder: Path, overwrite: bool) -> None:
+    """Give the complete set `staging` the name `folder`. Without overwrite, a set that appeared meanwhile
+    is never replaced (rename onto a non-empty folder fails); with it, the old set is moved aside first."""
+    if not overwrite:
+        if folder.exists():
+            raise WriteError(f"Cannot write the PNG slices into '{folder}': the folder exists "
+                             "(pass overwrite=True to replace it).")
+        try:
+            os.rename(staging, folder)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise WriteError(f"Cannot write the PNG slices into '{folder}': it appeared while writing.") from exc
+            raise
+        return
+    aside = None
+    if folder.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+        os.rename(folder, aside / folder.name)
+    os.rename(staging, folder)
+    if aside is not None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(aside)

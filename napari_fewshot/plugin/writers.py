@@ -1,6 +1,6 @@
 """Writing masks and heatmaps from napari: the npe2 Labels writer and the widget's export helpers.
 
-Format from the extension (``.nii.gz``/``.nii``, ``.tif``/``.tiff``, ``.png`` one file per slice,
+Format from the extension (``.nii.gz``/``.nii``, ``.tif``/``.tiff``, ``.png`` (one file per slice, in a folder),
 ``.npy``). When the layer carries the :class:`~napari_fewshot.io.Volume` it was read from, NIfTI
 output lands on that file's own voxel grid with its affine. Nothing is ever overwritten silently:
 the npe2 writer refuses existing files, the widget asks first.
@@ -9,12 +9,12 @@ the npe2 writer refuses existing files, the widget asks first.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..paths import slug
 from . import VOLUME_KEY
 
 MASK_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".png", ".npy")
@@ -52,7 +52,7 @@ def heatmap_paths(path: str | os.PathLike, class_ids: list[int], names: dict[int
     stem = path.name[: len(path.name) - len(extension)] if extension else path.name
     out = {}
     for c in class_ids:
-        label = f"_{_slug(names[c])}" if names.get(c) else ""
+        label = f"_{slug(names[c])}" if names.get(c) else ""
         out[c] = path.with_name(f"{stem}_class{c}{label}{extension}")
     return out
 
@@ -76,16 +76,13 @@ def export_heatmaps(path: str | os.PathLike, heatmaps: dict[int, np.ndarray], na
 
 def existing_targets(path: str | os.PathLike, shape: tuple[int, ...], heatmap_classes: dict[int, str] | None = None,
                      ) -> list[Path]:
-    """Files an export to ``path`` would replace (PNG stacks write ``STEM_0000.png`` ...; see io.write_mask)."""
+    """Files an export to ``path`` would replace (a PNG stack is the folder ``STEM``; see io.writers.mask_targets)."""
     path = Path(path)
     if heatmap_classes is not None:
         candidates = list(heatmap_paths(path, sorted(heatmap_classes), heatmap_classes).values())
-    elif path.suffix.lower() == ".png" and len(shape) == 3 and shape[0] > 1:
-        candidates = [path.with_name(f"{path.stem}_{i:04d}.png") for i in range(shape[0])]
     else:
-        candidates = [path]
+        from ..io.writers import mask_targets
+
+        targets = mask_targets(path, shape[0] if len(shape) == 3 else 1)
+        candidates = [targets[0].parent] if len(targets) > 1 else targets  # a PNG set is replaced as a whole
     return [p for p in candidates if p.exists()]
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
