@@ -90,8 +90,9 @@ def find_scans(input_dir: str | os.PathLike, exclude: str | os.PathLike | None =
 
 # -- one scan (runs on a worker, or in-process for `segment --bank`) ---------------------------
 def segment_file(bank, segmenter, image_path: str | os.PathLike, out_path: str | os.PathLike,
-                 overwrite: bool = False) -> dict[str, Any]:
-    """Read one scan, segment it with `bank` on `segmenter` (from ``bank.make_segmenter``), write the mask.
+                 overwrite: bool = False, heatmaps: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Read one scan, segment it with `bank` on `segmenter` (from ``bank.make_segmenter``), write the mask
+    (and, with a `heatmaps` folder, one similarity map per class: see :func:`write_heatmaps`).
 
     Returns {"slices", "spacing", "voxel_ml", "volumes_ml": {class id: mL}, "seconds": {read, features,
     matching, write}, "written": [paths], "shape"}. Raises FewShotError on a bad scan.
@@ -110,11 +111,13 @@ def segment_file(bank, segmenter, image_path: str | os.PathLike, out_path: str |
     try:
         run(segmenter.compute_features())
         t2 = time.perf_counter()
-        result = run(bank.segment(segmenter))
+        result = run(bank.segment(segmenter, similarity=heatmaps is not None))
     finally:
-        segmenter.stack = segmenter.cache = None  # free the features of this scan
+        segmenter.release_image()  # free the features of this scan
     t3 = time.perf_counter()
     written = write_mask(out_path, result.labels, like=volume, overwrite=overwrite)
+    if heatmaps is not None:
+        written += write_heatmaps(heatmaps, result, volume, overwrite)
     t4 = time.perf_counter()
     volumes = class_volumes(result.labels, bank.class_ids, volume.spacing)
     timings.update(read=t1 - t0, features=t2 - t1, matching=t3 - t2, write=t4 - t3)
@@ -122,6 +125,23 @@ def segment_file(bank, segmenter, image_path: str | os.PathLike, out_path: str |
             "spacing": list(volume.spacing), "voxel_ml": float(np.prod(volume.spacing)) / 1000.0,
             "volumes_ml": {c: ml for c, (_, ml) in volumes.items()},
             "seconds": timings, "written": [str(p) for p in written]}
+
+
+def write_heatmaps(folder: str | os.PathLike, result, volume, overwrite: bool = False) -> list:
+    """Write `folder`/heatmap_class_C (NIfTI for NIfTI/DICOM scans, else TIFF) per class of a
+    SegmentationResult with similarity maps, shaped and placed like the scan `volume`; returns the paths."""
+    from pathlib import Path
+
+    from .io import write_image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if volume.format in ("nifti", "dicom") else ".tif"
+    written = []
+    for c in result.similarity:
+        written += write_image(folder / f"heatmap_class_{c}{suffix}", result.similarity_volume(c), like=volume,
+                               overwrite=overwrite)
+    return written
 
 
 def _worker_segmenter(bank_bytes: bytes, bank_key: str, device: str, torch_threads: int | None):

@@ -183,7 +183,7 @@ def _cmd_segment(args) -> None:
     from .core import run
     from .core.metrics import class_volumes
     from .core.segmenter import FewShotSegmenter
-    from .io import read_labels, read_volume, write_image, write_mask
+    from .io import read_labels, read_volume, write_mask
 
     if (args.support is None) == (args.bank is None):
         raise FewShotError("Give either --support (a painted label map) or --bank (a prototype bank), not "
@@ -219,12 +219,9 @@ def _cmd_segment(args) -> None:
     for c, (count, ml) in class_volumes(result.labels, result.class_ids, volume.spacing).items():
         print(f"  label {c}: {count} voxels, {ml:.1f} mL")
     if args.heatmaps:
-        folder = Path(args.heatmaps)
-        folder.mkdir(parents=True, exist_ok=True)
-        suffix = ".nii.gz" if volume.format in ("nifti", "dicom") else ".tif"
-        for c in result.similarity:
-            written += write_image(folder / f"heatmap_class_{c}{suffix}", result.similarity_volume(c), like=volume,
-                                   overwrite=args.overwrite)
+        from .batch import write_heatmaps
+
+        written += write_heatmaps(args.heatmaps, result, volume, args.overwrite)
     print(f"segmented {len(result.segmented_slices)} slices in {time.perf_counter() - started:.1f} s; wrote "
           + ", ".join(str(p) for p in written[:5]) + (" ..." if len(written) > 5 else ""))
 
@@ -236,8 +233,6 @@ def _segment_with_bank(args) -> None:
     if args.fine_tune_steps or args.adapt_steps:
         raise FewShotError("--fine-tune-steps and --adapt-steps need a painted support; fine-tune when building "
                            "the bank instead.")
-    if args.heatmaps:
-        raise FewShotError("--heatmaps is not available with --bank yet; segment with --support for heatmaps.")
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
     bank = PrototypeBank.load(args.bank)
@@ -248,7 +243,7 @@ def _segment_with_bank(args) -> None:
     segmenter = bank.make_segmenter(args.device)
     print(bank.describe())
     print(f"encoder {segmenter.encoder.name} on {segmenter.device}")
-    outcome = segment_file(bank, segmenter, args.image, out, overwrite=args.overwrite)
+    outcome = segment_file(bank, segmenter, args.image, out, overwrite=args.overwrite, heatmaps=args.heatmaps)
     for c, ml in outcome["volumes_ml"].items():
         print(f"  label {c} ({bank.class_names[c]}): {round(ml / outcome['voxel_ml'])} voxels, {ml:.1f} mL")
     print(f"segmented {outcome['slices']} slices in {time.perf_counter() - started:.1f} s; wrote "

@@ -22,30 +22,16 @@ In the napari widget (the current segmenter, its image and the painted support l
     segmenter = bank.make_segmenter(device)                    # or bank.prepare(existing_segmenter)
     segmenter.set_image(image); result = run(bank.segment(segmenter))
 
-File format (``.fewshot``, a zip archive; see :data:`SCHEMA_VERSION`):
-
-    metadata.json            JSON: format, schema_version, package version, encoder {name, weights_id,
-                             feature_dim, fine_tuned}, params (SegmentationParams.to_dict()),
-                             normalization {modality, input_size, imagenet_mean, imagenet_std, ct_window_hu},
-                             classes [{id, name, colour}], prototypes {counts}, sources [...],
-                             tensors {entry name: {dtype, shape}} (every .npy entry below is listed here)
-    prototypes/vectors.npy   (P, C) float32, L2-normalised
-    prototypes/owner.npy     (P,) int64: 0 background, k = class index (class ids[k - 1])
-    prototypes/is_global.npy (P,) bool
-    encoder/<state key>.npy  the fine-tuned encoder's state_dict (only when fine_tuned)
-
-Arrays are NumPy ``.npy`` entries read with ``allow_pickle=False``; nothing is unpickled.
+The file format is core/bank_format.py (plain dicts and arrays; a bank file is untrusted input).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import json
 import os
 import uuid
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generator, Iterable, Sequence
@@ -54,26 +40,15 @@ import numpy as np
 import torch
 
 from ..errors import FewShotError
+from . import bank_format
+from .bank_format import FORMAT_NAME, SCHEMA_VERSION, SUFFIX
 from .config import FineTuneParams, SegmentationParams
 from .normalization import CT_WINDOW_HU, IMAGENET_MEAN, IMAGENET_STD
 from .progress import Progress, run
 from .prototypes import PrototypeSet, build_prototypes
 
-FORMAT_NAME = "napari-fewshot-bank"
-SCHEMA_VERSION = 1
-SUFFIX = ".fewshot"
-METADATA = "metadata.json"
-_PROTOTYPE_ENTRIES = ("vectors", "owner", "is_global")
 # SegmentationParams fields that describe the machine rather than the segmentation: not applied from a bank.
 MACHINE_LOCAL = ("device", "cache_dir", "memory_budget_mb", "batch_size")
-
-# Bright, distinct class colours (RGBA in [0, 1]) used when the caller gives none; the same as the
-# plugin's support palette, so a class keeps its colour between the widget and a bank.
-DEFAULT_PALETTE = (
-    (0.95, 0.15, 0.15, 1.0), (0.15, 0.55, 1.0, 1.0), (0.2, 0.85, 0.25, 1.0), (1.0, 0.85, 0.0, 1.0),
-    (0.9, 0.25, 0.9, 1.0), (0.0, 0.85, 0.85, 1.0), (1.0, 0.5, 0.0, 1.0), (0.6, 0.4, 1.0, 1.0),
-    (1.0, 0.6, 0.75, 1.0), (0.7, 1.0, 0.3, 1.0),
-)
 
 
 def normalization_settings(params: SegmentationParams) -> dict[str, Any]:
@@ -92,7 +67,8 @@ class PrototypeBank:
                    scale ...); `device` in it is only the device they were made on.
     encoder_name, encoder_weights_id: the encoder signature; another encoder is refused.
     feature_dim:   C.
-    class_names:   class id -> name; class_colours: class id -> RGBA in [0, 1].
+    class_names:   class id -> name; class_colours: class id -> RGBA in [0, 1], for the classes the caller
+                   gave a colour (the plugin picks the others).
     encoder_state: fine-tuned encoder weights (state_dict of CPU tensors), or None (ImageNet weights).
     normalization: see :func:`normalization_settings`.
     sources:       provenance: one dict per scan the prototypes came from (image, shape, support slices ...).
@@ -116,8 +92,9 @@ class PrototypeBank:
     def __post_init__(self) -> None:
         self._token = uuid.uuid4().hex
         ids = list(self.prototypes.class_ids)
-        self.class_names = {int(c): str(self.class_names.get(c, f"label {c}")) for c in ids}
-        self.class_colours = {int(c): _colour(self.class_colours.get(c), k) for k, c in enumerate(ids)}
+        self.class_names = {int(c): str(self.class_names.get(c) or f"label {c}") for c in ids}
+        self.class_colours = {int(c): _colour(self.class_colours[c]) for c in ids
+                              if self.class_colours.get(c) is not None}
         if not self.normalization:
             self.normalization = normalization_settings(self.params)
         if not self.created:
@@ -216,7 +193,7 @@ class PrototypeBank:
         prototypes = build_prototypes(features, targets, class_ids, p.prototype_mode, p.local_grid,
                                       p.local_coverage, p.max_local_for(segmenter.stack), p.seed)
         if own:
-            segmenter.stack = segmenter.cache = None  # free the features
+            segmenter.release_image()  # free the features
         return cls._from(segmenter, prototypes, class_names, class_colours, infos)
 
     @classmethod
@@ -240,6 +217,17 @@ class PrototypeBank:
                                f"{self.encoder_weights_id!r} but this machine has {encoder.weights_id!r}; "
                                "rebuild the bank here.")
 
+    def require_weights(self) -> None:
+        """FewShotError when the bank's encoder weights are not installed here (never downloads them)."""
+        if self.encoder_name == "vgg16-panet":
+            from .encoders.vgg_panet import find_vgg16_weights
+
+            try:
+                find_vgg16_weights(download=False)
+            except FewShotError as err:
+                raise FewShotError(f"This prototype bank needs the encoder {self.encoder_name}, whose weights are "
+                                   f"not installed: {err}") from err
+
     def segmentation_params(self, device: str | None = None, **machine: Any) -> SegmentationParams:
         """The bank's SegmentationParams for this machine: `device` (default "auto") and the other
         machine-local settings (cache folder, memory budget: this machine's defaults unless given in
@@ -256,10 +244,13 @@ class PrototypeBank:
     def make_segmenter(self, device: str | None = None, encoder=None):
         """A FewShotSegmenter set up like the bank's (encoder checked, fine-tuned weights loaded).
 
-        encoder: an already built encoder to use (checked); None builds the bank's encoder.
+        encoder: an already built encoder to use (checked); None builds the bank's encoder, which must
+        be installed here (see :meth:`require_weights`).
         """
         from .segmenter import FewShotSegmenter
 
+        if encoder is None:
+            self.require_weights()
         segmenter = FewShotSegmenter(self.segmentation_params(device), encoder=encoder)
         return self.prepare(segmenter)
 
@@ -269,21 +260,27 @@ class PrototypeBank:
         (features are recomputed). Returns the segmenter."""
         self.check_encoder(segmenter.encoder)
         if self.encoder_state is not None:
-            segmenter.load_encoder_state(self.encoder_state)
+            segmenter.load_encoder_state(self.encoder_state, tag=self._token)
         elif segmenter.is_fine_tuned:
             segmenter.reset_weights()
-        segmenter._prepared_by_bank = self._token
         return segmenter
+
+    def is_prepared(self, segmenter) -> bool:
+        """Whether `segmenter`'s encoder weights are the bank's (nothing to load or undo)."""
+        if self.encoder_state is not None:
+            return segmenter.weights_tag == self._token
+        return not segmenter.is_fine_tuned
 
     def segment(self, segmenter, indices: Sequence[int] | None = None, similarity: bool = False,
                 ) -> Generator[Progress, None, Any]:
-        """Segment the image set in `segmenter` with the bank's prototypes (all slices by default).
+        """Segment the image set in `segmenter` with the bank's prototypes (all slices by default), finished
+        like a segmentation from paint (FewShotSegmenter.segment_with: clean-up, heatmaps with `similarity`,
+        uncertainty ranking).
 
-        Calls :meth:`prepare` first unless it was done for this bank (so the encoder weights are the
-        bank's). Yields Progress; returns a SegmentationResult whose labels carry the bank's class ids.
+        Calls :meth:`prepare` first unless the segmenter's weights are already the bank's. Yields Progress;
+        returns a SegmentationResult whose labels carry the bank's class ids.
         """
-        if getattr(segmenter, "_prepared_by_bank", None) != self._token or \
-                segmenter.is_fine_tuned != self.fine_tuned:
+        if not self.is_prepared(segmenter):
             self.prepare(segmenter)
         return (yield from segmenter.segment_with(self.prototypes.to(segmenter.device), indices, similarity))
 
@@ -294,7 +291,7 @@ class PrototypeBank:
         try:
             return run(self.segment(segmenter), report)
         finally:
-            segmenter.stack = segmenter.cache = None
+            segmenter.release_image()
 
     # -- the file ---------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -317,7 +314,8 @@ class PrototypeBank:
                         "feature_dim": self.feature_dim, "fine_tuned": self.fine_tuned},
             "params": self.params.to_dict(),
             "normalization": self.normalization,
-            "classes": [{"id": c, "name": self.class_names[c], "colour": list(self.class_colours[c])}
+            "classes": [{"id": c, "name": self.class_names[c],
+                         "colour": list(self.class_colours[c]) if c in self.class_colours else None}
                         for c in self.class_ids],
             "prototypes": {"total": int(len(self.prototypes.vectors)),
                            "counts": {str(k): int(v) for k, v in self.prototypes.counts.items()}},
@@ -325,75 +323,43 @@ class PrototypeBank:
         }
 
     def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
-        """Write the bank to `path` (``.fewshot`` appended when it has no suffix), atomically; returns the path."""
+        """Write the bank to `path` (``.fewshot`` appended when it has no suffix), atomically; returns the path.
+        FewShotError when it exists and not `overwrite` (never replaced, even by a racing writer)."""
         path = Path(path)
         if not path.suffix:
             path = path.with_suffix(SUFFIX)
-        if path.exists() and not overwrite:
-            raise FewShotError(f"{path} already exists; choose another name or allow overwriting.")
-        arrays = self._arrays()
-        meta = self._metadata()
-        meta["tensors"] = {name: {"dtype": str(a.dtype), "shape": list(a.shape)} for name, a in arrays.items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-                archive.writestr(METADATA, json.dumps(meta, indent=1, default=_json_default))
-                for name, array in arrays.items():
-                    buffer = io.BytesIO()
-                    np.save(buffer, np.asarray(array), allow_pickle=False)
-                    archive.writestr(f"{name}.npy", buffer.getvalue())
-            os.replace(tmp, path)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise FewShotError(f"Cannot write the prototype bank {path}: {err.strerror or err}.") from err
-        return path
-
-    def to_bytes(self) -> bytes:
-        """The bank file's bytes (what :meth:`save` writes)."""
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as folder:
-            return self.save(Path(folder) / f"bank{SUFFIX}").read_bytes()
+        return bank_format.write_bank(path, self._metadata(), self._arrays(), overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PrototypeBank":
-        """Read a bank written by :meth:`save`. FewShotError when the file is missing, corrupt, not a bank,
-        or written by a newer napari-fewshot (higher schema version)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FewShotError(f"The prototype bank {path} does not exist.")
-        return cls.from_bytes(path.read_bytes(), str(path))
+        """Read a bank written by :meth:`save`. FewShotError (one sentence) when the file is missing, corrupt,
+        not a bank, invalid in any field, or written by a newer napari-fewshot (higher schema version)."""
+        meta, arrays = bank_format.read_bank(path)
+        return cls._from_parts(meta, arrays, str(path))
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "the prototype bank") -> "PrototypeBank":
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                meta = _read_metadata(archive, name)
-                arrays = {entry: _read_array(archive, entry, spec, name) for entry, spec in meta["tensors"].items()}
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError, TypeError) as err:
-            raise FewShotError(f"{name} is not a readable prototype bank (corrupt or truncated: {err}).") from err
+        """:meth:`load` from the file's bytes (e.g. sent to a worker)."""
+        meta, arrays = bank_format.read_bank(data, name)
         return cls._from_parts(meta, arrays, name)
 
     @classmethod
     def _from_parts(cls, meta: dict, arrays: dict[str, np.ndarray], name: str) -> "PrototypeBank":
+        """A bank from a checked (metadata, arrays) pair (bank_format.read_bank): what the fields mean is
+        checked here (a known encoder, the params it names, this version's intensity normalisation)."""
+        from .encoders import available_encoders
+
+        encoder = meta["encoder"]
+        if encoder["name"] not in available_encoders():
+            raise FewShotError(f"{name} was made with the encoder {encoder['name']!r}, which this napari-fewshot does "
+                               f"not have (it has {', '.join(available_encoders())}).")
+        if meta["params"].get("encoder", encoder["name"]) != encoder["name"]:
+            raise FewShotError(f"{name} is not a valid prototype bank (its params name the encoder "
+                               f"{meta['params']['encoder']!r}, its encoder is {encoder['name']!r}).")
         try:
-            vectors, owner, is_global = (torch.from_numpy(arrays[f"prototypes/{k}"].copy()) for k in _PROTOTYPE_ENTRIES)
-            classes = meta["classes"]
-            class_ids = [int(c["id"]) for c in classes]
-            encoder = meta["encoder"]
             params = SegmentationParams.from_dict(meta["params"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise FewShotError(f"{name} is not a complete prototype bank (missing {err}).") from err
-        if vectors.ndim != 2 or owner.shape != (len(vectors),) or is_global.shape != (len(vectors),) \
-                or (len(owner) and int(owner.max()) > len(class_ids)) or vectors.shape[1] != int(encoder["feature_dim"]):
-            raise FewShotError(f"{name} is inconsistent: its prototype arrays do not fit its classes or encoder.")
-        counts = {int(k): int(v) for k, v in meta.get("prototypes", {}).get("counts", {}).items()}
-        state = None
-        if encoder.get("fine_tuned"):
-            state = {k[len("encoder/"):]: torch.from_numpy(a.copy()) for k, a in arrays.items() if k.startswith("encoder/")}
-            if not state:
-                raise FewShotError(f"{name} says its encoder was fine-tuned but holds no encoder weights.")
+        except FewShotError as err:
+            raise FewShotError(f"{name} is not a valid prototype bank ({str(err).rstrip('.')}).") from err
         normalization = meta.get("normalization") or {}
         expected = normalization_settings(params)
         for key in ("imagenet_mean", "imagenet_std", "ct_window_hu"):
@@ -401,67 +367,30 @@ class PrototypeBank:
                     [round(float(v), 6) for v in expected[key]]:
                 raise FewShotError(f"{name} was made with another intensity normalisation ({key} "
                                    f"{normalization[key]} instead of {expected[key]}); rebuild it with this version.")
+        vectors, owner, is_global = (torch.from_numpy(arrays[f"prototypes/{k}"].copy())
+                                     for k in bank_format.PROTOTYPE_ENTRIES)
+        classes = meta["classes"]
+        class_ids = [int(c["id"]) for c in classes]
+        counts = {k: int((owner == k).sum()) for k in range(len(class_ids) + 1)}
+        state = None
+        if encoder["fine_tuned"]:
+            state = {k[len("encoder/"):]: torch.from_numpy(a.copy()) for k, a in arrays.items() if k.startswith("encoder/")}
         return cls(PrototypeSet(vectors.float(), owner.long(), is_global.bool(), class_ids, counts), params,
-                   str(encoder["name"]), str(encoder["weights_id"]), int(encoder["feature_dim"]),
-                   {int(c["id"]): c.get("name") or f"label {c['id']}" for c in classes},
-                   {int(c["id"]): c.get("colour") for c in classes}, state, normalization,
-                   list(meta.get("sources", [])), str(meta.get("created", "")), str(meta.get("package_version", "")),
-                   int(meta["schema_version"]))
+                   encoder["name"], encoder["weights_id"], encoder["feature_dim"],
+                   {c["id"]: c.get("name") or f"label {c['id']}" for c in classes},
+                   {c["id"]: c.get("colour") for c in classes}, state, normalization,
+                   list(meta.get("sources", [])), meta.get("created", ""), meta.get("package_version", ""),
+                   meta["schema_version"])
 
 
-def _read_metadata(archive: zipfile.ZipFile, name: str) -> dict:
-    try:
-        meta = json.loads(archive.read(METADATA))
-    except KeyError as err:
-        raise FewShotError(f"{name} is not a prototype bank (it has no {METADATA}).") from err
-    except json.JSONDecodeError as err:
-        raise FewShotError(f"{name} is not a readable prototype bank (its {METADATA} is not valid JSON).") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise FewShotError(f"{name} is not a napari-fewshot prototype bank.")
-    version = meta.get("schema_version")
-    if not isinstance(version, int) or version < 1:
-        raise FewShotError(f"{name} has an invalid schema version {version!r}.")
-    if version > SCHEMA_VERSION:
-        raise FewShotError(f"{name} was written by a newer napari-fewshot (bank schema {version}; this version "
-                           f"reads up to {SCHEMA_VERSION}); upgrade napari-fewshot to use it.")
-    if not isinstance(meta.get("tensors"), dict):
-        raise FewShotError(f"{name} is not a complete prototype bank (its tensor list is missing).")
-    return meta
-
-
-def _read_array(archive: zipfile.ZipFile, entry: str, spec: dict, name: str) -> np.ndarray:
-    try:
-        raw = archive.read(f"{entry}.npy")
-    except KeyError as err:
-        raise FewShotError(f"{name} is not a complete prototype bank (the entry {entry} is missing).") from err
-    array = np.load(io.BytesIO(raw), allow_pickle=False)
-    if list(array.shape) != list(spec["shape"]) or str(array.dtype) != spec["dtype"]:
-        raise FewShotError(f"{name} is inconsistent: {entry} is {array.dtype} {array.shape}, "
-                           f"its metadata says {spec['dtype']} {tuple(spec['shape'])}.")
-    return array
-
-
-def _colour(value, index: int) -> tuple[float, float, float, float]:
-    if value is None:
-        return DEFAULT_PALETTE[index % len(DEFAULT_PALETTE)]
+def _colour(value) -> tuple[float, float, float, float]:
+    """RGB or RGBA, in [0, 1] or 0-255, as RGBA in [0, 1]."""
     values = [float(v) for v in value]
-    if len(values) not in (3, 4):
-        raise FewShotError(f"A class colour must be RGB or RGBA, not {value!r}.")
+    if len(values) not in (3, 4) or not all(np.isfinite(values)):
+        raise FewShotError(f"A class colour must be RGB or RGBA numbers, not {value!r}.")
     scale = 255.0 if max(values) > 1.0 else 1.0  # 0-255 colours
     values = [v / scale for v in values] + ([] if len(values) == 4 else [1.0])
     return tuple(min(max(v, 0.0), 1.0) for v in values)
 
 
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, (np.ndarray, tuple, set)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-__all__ = ["DEFAULT_PALETTE", "FORMAT_NAME", "PrototypeBank", "SCHEMA_VERSION", "SUFFIX", "normalization_settings"]
+__all__ = ["FORMAT_NAME", "PrototypeBank", "SCHEMA_VERSION", "SUFFIX", "normalization_settings"]

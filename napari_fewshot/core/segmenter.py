@@ -72,6 +72,8 @@ class FewShotSegmenter:
         self._encoder = encoder.to(self._device).eval() if encoder is not None else None
         self._weights_path = weights_path
         self._initial_state: dict[str, torch.Tensor] | None = None
+        # Who loaded the current weights (load_encoder_state's `tag`, e.g. a bank); None once they change.
+        self.weights_tag: str | None = None
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
         self._original_features = None  # features of the original weights while fine-tuned, see reset_weights
@@ -104,6 +106,7 @@ class FewShotSegmenter:
     def reset_weights(self) -> None:
         """Undo every fine-tuning step. The features computed with the original weights before the first
         step come back from where they were set aside (nothing is recomputed for them)."""
+        self.weights_tag = None
         if self._initial_state is not None:
             self.encoder.load_state_dict(self._initial_state)
             self._initial_state = None
@@ -118,9 +121,10 @@ class FewShotSegmenter:
         if self.cache is not None and self._original_features is None:
             self._original_features = self.cache.set_aside()
 
-    def load_encoder_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load fine-tuned encoder weights (e.g. from a prototype bank); `reset_weights` goes back to the
-        original ones. Cached features of the current image are forgotten."""
+    def load_encoder_state(self, state: dict[str, torch.Tensor], tag: str | None = None) -> None:
+        """Load fine-tuned encoder weights (e.g. from a prototype bank, whose `tag` then names them in
+        `weights_tag`); `reset_weights` goes back to the original ones. Cached features of the current
+        image are forgotten."""
         if self._initial_state is None:
             self._initial_state = copy.deepcopy(self.encoder.state_dict())
             self._set_original_features_aside()
@@ -136,6 +140,7 @@ class FewShotSegmenter:
             raise FewShotError(f"The fine-tuned weights do not fit the encoder {self.encoder.name} "
                                f"({str(err).splitlines()[0]}).") from err
         self.encoder.eval()
+        self.weights_tag = tag
         if self.cache is not None:
             self.cache.invalidate(*self._persistence())
 
@@ -147,6 +152,13 @@ class FewShotSegmenter:
         disk_dir, encoder_id = self._persistence()
         self.cache = FeatureCache(self.encoder, self.stack, self._device, self.params.input_size_for(self.stack),
                                   self.params.batch_size, self.params.memory_budget_mb * 1024**2, disk_dir, encoder_id)
+        self._pooled.clear()
+        self._matches.clear()
+        self._original_features = None
+
+    def release_image(self) -> None:
+        """Forget the image and its features (the encoder and its weights stay), e.g. between scans."""
+        self.stack = self.cache = None
         self._pooled.clear()
         self._matches.clear()
         self._original_features = None
@@ -249,41 +261,86 @@ class FewShotSegmenter:
         for i in copied:
             result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)
         result.support_slices = copied
-        if self.params.postprocess and whole_volume:
+        self._finish(result, coarse, whole_volume, support_set)
+        return result
+
+    def segment_with(self, prototypes: PrototypeSet | Sequence[tuple[PrototypeSet, Sequence[int]]],
+                     indices: Sequence[int] | None = None, similarity: bool = False,
+                     ) -> Generator[Progress, None, SegmentationResult]:
+        """Segment the current image with ready prototypes (possibly pooled from another scan), finished
+        like `segment`: the same clean-up (for a whole volume, anchored on each class's largest 3D
+        component since there is no paint), heatmaps and uncertainty ranking. Yields Progress per slice.
+
+        prototypes: one PrototypeSet for `indices` (default all slices), or a plan: (PrototypeSet, slice
+        indices) pairs, one set per slice range, all with the same class ids (the across protocol's
+        chunks); a plan is one segmentation, cleaned up over the slices it covers, and `indices` is unused.
+        Slices not segmented are 0 in the result.
+        """
+        plan = [(prototypes, indices)] if isinstance(prototypes, PrototypeSet) else list(prototypes)
+        if not plan:
+            raise FewShotError("No prototypes to segment with.")
+        class_ids = list(plan[0][0].class_ids)
+        if any(list(p.class_ids) != class_ids for p, _ in plan):
+            raise FewShotError("Every prototype set of a plan must have the same classes.")
+        result, coarse = None, {}
+        for part, part_indices in plan:
+            groups = self._set_groups(part)
+            piece, piece_coarse = yield from self._segment_groups(groups, class_ids, part_indices, similarity)
+            coarse.update(piece_coarse)
+            if result is None:
+                result = piece
+                continue
+            for i in piece.segmented_slices:
+                result.labels[i] = piece.labels[i]
+                for c in class_ids:
+                    if i in piece.similarity.get(c, {}):
+                        result.similarity[c][i] = piece.similarity[c][i]
+            result.segmented_slices = sorted(set(result.segmented_slices) | set(piece.segmented_slices))
+        self._finish(result, coarse, indices is None or not isinstance(prototypes, PrototypeSet))
+        return result
+
+    def _set_groups(self, prototypes: PrototypeSet):
+        """A ready prototype set as matching groups (one, its matches cached), or itself with self-support."""
+        if self.params.self_support is not None:
+            return prototypes
+        digest = hashlib.blake2b(prototypes.vectors.detach().cpu().numpy().tobytes(), digest_size=16)
+        digest.update(prototypes.owner.cpu().numpy().tobytes())
+        key = ("set", id(self._require_image()), self.cache.generation, digest.hexdigest())
+        self._matches.retain([key])
+        return [PrototypeGroup.make(key, prototypes.vectors, prototypes.owner, prototypes.n_classes)]
+
+    def _finish(self, result: SegmentationResult, coarse: dict[int, np.ndarray], whole: bool,
+                support_set: SupportSet | None = None) -> None:
+        """The one finishing step of `segment` and `segment_with`, in place: clean-up, then the ranking.
+
+        whole: every slice of the result's segmentation was asked for (a slice subset of a volume gets no
+        3D clean-up: the unsegmented slices would cut organs off from their anchor). support_set: the
+        paint anchoring the 3D clean-up; None (a prototype set) anchors each class on its largest 3D
+        component. Slices copied from the paint (result.support_slices) stay exactly as painted, and an
+        image the user painted on is never pruned: in scribble mode, the objects they left unpainted on
+        it are exactly what they asked the model to find.
+        """
+        stack = self._require_image().stack
+        volume = stack.is_volume and len(stack) > 1
+        copied = list(result.support_slices)
+        if self.params.postprocess and volume and whole:
             from .postprocess import postprocess_volume, support_hints
 
-            painted, seeds = support_hints(support_set.targets, support_set.class_ids, result.labels.shape)
-            cleaned = postprocess_volume(result.labels, support_set.class_ids, painted, seeds,
+            painted, seeds = {}, {}
+            if support_set is not None:
+                painted, seeds = support_hints(support_set.targets, support_set.class_ids, result.labels.shape)
+            cleaned = postprocess_volume(result.labels, result.class_ids, painted, seeds,
                                          self.params.postprocess_grow)
             keep = np.ones(len(cleaned), bool)
-            keep[copied] = False  # painted slices stay exactly as painted
+            keep[copied] = False
             result.labels[keep] = cleaned[keep]
-        elif self.params.postprocess and not (cache.stack.is_volume and len(cache.stack) > 1):
+        elif self.params.postprocess and not volume:
             from .postprocess import keep_largest_per_image
 
-            # An image the user painted on is never pruned: in scribble mode, the objects they left
-            # unpainted on it are exactly what they asked the model to find.
-            painted = set(support_set.slice_indices)
-            predicted = [i for i in indices if i not in painted]
-            keep_largest_per_image(result.labels, support_set.class_ids, predicted)
+            painted = set(support_set.slice_indices) if support_set is not None else set()
+            predicted = [i for i in result.segmented_slices if i not in painted]
+            keep_largest_per_image(result.labels, result.class_ids, predicted)
         self._rank(result, coarse, copied)
-        return result
-
-    def segment_with(self, prototypes: PrototypeSet, indices: Sequence[int] | None = None, similarity: bool = False,
-                     ) -> Generator[Progress, None, SegmentationResult]:
-        """Segment `indices` (default all slices) of the current image with ready prototypes (possibly
-        pooled from another scan). Slices not segmented are 0 in the result. Yields Progress per slice."""
-        if self.params.self_support is not None:
-            groups = prototypes
-        else:
-            digest = hashlib.blake2b(prototypes.vectors.detach().cpu().numpy().tobytes(), digest_size=16)
-            digest.update(prototypes.owner.cpu().numpy().tobytes())
-            key = ("set", id(self._require_image()), self.cache.generation, digest.hexdigest())
-            groups = [PrototypeGroup.make(key, prototypes.vectors, prototypes.owner, prototypes.n_classes)]
-            self._matches.retain([key])
-        result, coarse = yield from self._segment_groups(groups, prototypes.class_ids, indices, similarity)
-        self._rank(result, coarse)
-        return result
 
     def _segment_groups(self, groups, class_ids: list[int], indices: Sequence[int] | None, similarity: bool,
                         ) -> Generator[Progress, None, SegmentationResult]:
@@ -375,6 +432,7 @@ class FewShotSegmenter:
         if self._initial_state is None:
             self._initial_state = copy.deepcopy(self.encoder.state_dict())
             self._set_original_features_aside()
+        self.weights_tag = None
         cache.invalidate()
         try:
             losses = yield from train_on_episodes(self.encoder, episodes, steps, learning_rate, alignment_weight,
