@@ -1,0 +1,155 @@
+"""Box to mask: a rectangle drawn around an organ or lesion on one slice -> that object's mask (LiteMedSAM).
+
+    boxes = BoxSegmenter(BoxParams(), device="auto")   # LiteMedSAM is loaded on first use
+    mask = boxes.mask(plane, box)   # plane: (H, W) or (H, W, 3) float in [0, 1]; box: x0, y0, x1, y1 -> (H, W) bool
+
+The image embedding (the costly part) is kept for the last few planes, keyed by their pixels, so a second
+box on the same slice only runs the decoder. Planes come from :class:`~napari_fewshot.core.stack.ImageStack`
+(``stack.slice(i)``: windowed once per image, as for the features). Not thread-safe: one caller at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import FewShotError
+from .devices import resolve_device
+
+MIN_BOX_SIDE = 2.0  # pixels; a click without a drag makes a rectangle smaller than this
+
+
+@dataclass
+class BoxParams:
+    """How a box becomes a mask.
+
+    threshold:      probability above which a pixel belongs to the object.
+    inside_box:     keep only the pixels inside the box (the user said the object is in there).
+    largest_component: keep the largest 4-connected component (a box holds one organ or lesion).
+    cached_planes:  image embeddings kept (one per plane, 4 MiB each).
+    """
+
+    threshold: float = 0.5
+    inside_box: bool = True
+    largest_component: bool = True
+    cached_planes: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise FewShotError(f"The box threshold must be between 0 and 1, not {self.threshold}.")
+        if self.cached_planes < 1:
+            raise FewShotError("At least one plane embedding must be cached.")
+
+
+class BoxSegmenter:
+    """Boxes on planes -> masks, through :class:`~napari_fewshot.core.sam_prompt.BoxPrompter`.
+
+    device: "auto" | "cpu" | "cuda" | "mps" (resolved by :func:`~napari_fewshot.core.devices.resolve_device`).
+    prompter: a ready BoxPrompter (tests); by default one is built, on ``device``, the first time it is needed.
+    """
+
+    def __init__(self, params: BoxParams | None = None, device: str = "auto", prompter=None):
+        self.params = params or BoxParams()
+        self.device = resolve_device(device) if prompter is None else prompter.device
+        self._prompter = prompter
+        self._embeddings: OrderedDict[str, object] = OrderedDict()  # plane digest -> PlaneEmbedding, oldest first
+        self.embedded = 0  # planes embedded so far (cache misses)
+
+    @property
+    def prompter(self):
+        """The BoxPrompter (LiteMedSAM loaded on first use)."""
+        if self._prompter is None:
+            from .sam_prompt import BoxPrompter
+
+            self._prompter = BoxPrompter(self.device)
+        return self._prompter
+
+    def is_cached(self, plane: np.ndarray) -> bool:
+        """True when ``plane``'s embedding is cached (a box on it only runs the decoder)."""
+        return _digest(plane) in self._embeddings
+
+    def embedding(self, plane: np.ndarray):
+        """The PlaneEmbedding of ``plane`` ((H, W) or (H, W, 3) float in [0, 1]), from the cache when there."""
+        key = _digest(plane)
+        if key in self._embeddings:
+            self._embeddings.move_to_end(key)
+            return self._embeddings[key]
+        embedding = self.prompter.embed(plane)
+        self.embedded += 1
+        self._embeddings[key] = embedding
+        while len(self._embeddings) > self.params.cached_planes:
+            self._embeddings.popitem(last=False)
+        return embedding
+
+    def masks(self, plane: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) boxes (x0, y0, x1, y1 in plane pixels, inclusive) on one plane -> (N, H, W) bool masks.
+
+        Each box is first clipped to the plane (see :func:`clip_box`; FewShotError when one misses it)."""
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        shape = plane.shape[:2]
+        boxes = np.stack([clip_box(box, shape) for box in boxes]) if len(boxes) else boxes
+        if not len(boxes):
+            return np.zeros((0, *shape), bool)
+        probabilities = self.prompter.decode(self.embedding(plane), boxes)
+        out = probabilities > self.params.threshold
+        for mask, box in zip(out, boxes, strict=True):
+            if self.params.inside_box:
+                mask &= box_region(box, shape)
+            if self.params.largest_component:
+                mask[:] = _largest_component(mask)
+        return out
+
+    def mask(self, plane: np.ndarray, box) -> np.ndarray:
+        """One box (x0, y0, x1, y1) on ``plane`` -> (H, W) bool mask."""
+        return self.masks(plane, np.asarray(box, np.float32)[None])[0]
+
+    def clear(self) -> None:
+        """Forget every cached embedding."""
+        self._embeddings.clear()
+
+
+def clip_box(box, shape: tuple[int, int]) -> np.ndarray:
+    """(4,) x0, y0, x1, y1 (any order of corners) -> the same box sorted and clipped to a (H, W) plane.
+
+    Raises FewShotError when the box lies outside the plane or is thinner than MIN_BOX_SIDE pixels there."""
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, np.float64).reshape(4))
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    height, width = shape
+    if x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
+        raise FewShotError("The box lies outside the image; draw it over the organ or lesion.")
+    clipped = np.array([max(x0, 0), max(y0, 0), min(x1, width - 1), min(y1, height - 1)], np.float32)
+    if clipped[2] - clipped[0] < MIN_BOX_SIDE or clipped[3] - clipped[1] < MIN_BOX_SIDE:
+        raise FewShotError("The box is too small; drag a rectangle around the whole organ or lesion.")
+    return clipped
+
+
+def box_region(box, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: the pixels whose centres lie inside the (inclusive) box x0, y0, x1, y1."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    rows, cols = np.arange(shape[0]), np.arange(shape[1])
+    inside_rows = (rows >= np.floor(y0)) & (rows <= np.ceil(y1))
+    inside_cols = (cols >= np.floor(x0)) & (cols <= np.ceil(x1))
+    return inside_rows[:, None] & inside_cols[None, :]
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    labelled, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labelled.ravel())
+    sizes[0] = 0
+    return labelled == int(np.argmax(sizes))
+
+
+def _digest(plane: np.ndarray) -> str:
+    plane = np.ascontiguousarray(plane)
+    digest = hashlib.blake2b(repr((plane.shape, plane.dtype.str)).encode(), digest_size=16)
+    digest.update(memoryview(plane).cast("B"))
+    return digest.hexdigest()
+
