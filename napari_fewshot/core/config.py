@@ -55,6 +55,15 @@ class SegmentationParams:
     self_support:   None (off) or a cosine margin: cells of a query slice whose best class beats the
                     runner-up by more than this join that slice's prototypes, and the slice is matched
                     again (self-support; see predict.self_supported_similarity).
+    refine:         "prototypes find, LiteMedSAM delineates" (core/refine.py): every predicted component of a
+                    class on a slice becomes a box prompt for LiteMedSAM's mask decoder and the decoded mask
+                    replaces it; the 3D clean-up runs afterwards. None (default): on where it was measured to
+                    win (see refine_for and BENCHMARKS.md, "LiteMedSAM"); True / False force it.
+    refine_margin:  the box is the component's bounding box grown by this fraction of its size per side.
+    refine_min_pixels: components smaller than this (pixels of the slice) are left as they are.
+    refine_mask_prompt: also give the decoder the coarse component as a dense mask prompt.
+    refine_max_growth: a decoded mask more than this many times larger (or smaller) than the component it
+                    came from is implausible: the coarse component is kept instead (so is an empty one).
     """
 
     encoder: str = "efficientnet-lite0"
@@ -78,6 +87,11 @@ class SegmentationParams:
     postprocess_grow: int = 0
     smooth_slices: float = 0.7
     self_support: float | None = None
+    refine: bool | None = None
+    refine_margin: float = 0.1
+    refine_min_pixels: int = 32
+    refine_mask_prompt: bool = False
+    refine_max_growth: float = 3.0
 
     def __post_init__(self) -> None:
         from ..errors import FewShotError
@@ -99,6 +113,18 @@ class SegmentationParams:
             raise FewShotError("postprocess_grow and smooth_slices must be 0 or more.")
         if self.batch_size < 1 or self.local_grid < 1:
             raise FewShotError("Batch size and local grid must be at least 1.")
+        if self.refine not in (None, True, False):
+            raise FewShotError(f"refine must be on, off or automatic (None), not {self.refine!r}.")
+        if not 0 <= self.refine_margin <= 1 or self.refine_min_pixels < 1 or not self.refine_max_growth > 1:
+            raise FewShotError("Refine needs a box margin between 0 and 1, a minimum component size of at least "
+                               "1 pixel and a maximum growth above 1.")
+
+    def refine_for(self, stack) -> bool:
+        """Whether segmenting this ImageStack refines with LiteMedSAM: `refine` when set, else the measured
+        default for a volume or for 2D images / image sets."""
+        if self.refine is not None:
+            return self.refine
+        return False
 
     def input_size_for(self, stack) -> int | None:
         """The encoder input size for an ImageStack: `input_size` for a volume of several slices,

@@ -1,0 +1,184 @@
+"""Refine (core/refine.py): LiteMedSAM redraws the components the prototypes found."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from napari_fewshot.core import FewShotSegmenter, SegmentationParams, dice, run
+from napari_fewshot.core.refine import EmbeddingCache, Refiner, refine_plane
+from napari_fewshot.core.sam_prompt import PlaneEmbedding
+from napari_fewshot.core.stack import ImageStack
+from napari_fewshot.errors import FewShotError
+
+
+@pytest.fixture(scope="module")
+def prompter():
+    from napari_fewshot.core.sam_prompt import BoxPrompter
+
+    return BoxPrompter()
+
+
+@pytest.fixture(scope="module")
+def busi_pair():
+    """Two real BUSI images (H, W) float in [0, 1] with their lesion masks."""
+    from shared_data import BUSI, require
+
+    from napari_fewshot.io import read_busi_mask, read_volume
+
+    out = []
+    for name in ("benign/benign (3).png", "benign/benign (10).png"):
+        path = require(BUSI) / name
+        image = read_volume(path).data[0].astype(np.float32)
+        image = image.mean(-1) if image.ndim == 3 else image
+        out.append(((image - image.min()) / (image.max() - image.min()), read_busi_mask(path)))
+    return out
+
+
+def blocky(mask: np.ndarray, block: int = 24, grow: int = 12) -> np.ndarray:
+    """A deliberately coarse prediction: the mask on a block grid, dilated."""
+    h, w = mask.shape
+    small = mask[: h - h % block, : w - w % block].reshape(h // block, block, w // block, block).mean((1, 3)) > 0.3
+    coarse = np.zeros_like(mask)
+    coarse[: h - h % block, : w - w % block] = small.repeat(block, 0).repeat(block, 1)
+    return ndimage.binary_dilation(coarse, iterations=grow)
+
+
+def test_refine_draws_a_coarse_lesion_mask_towards_the_reference(busi_pair, prompter):
+    params = SegmentationParams(refine=True)
+    for image, reference in busi_pair:
+        coarse = blocky(reference)
+        embedding = prompter.embed(image)
+        refined = refine_plane(coarse.astype(np.uint8), [1], lambda b, m: prompter.decode(embedding, b, m), params)
+        before, after = dice(coarse, reference), dice(refined == 1, reference)
+        assert refined.dtype == np.uint8 and refined.shape == reference.shape
+        assert after > before + 0.05 and after > 0.85, (before, after)
+
+
+def _never(boxes, masks):
+    raise AssertionError("nothing to refine, so nothing may be decoded")
+
+
+def test_an_empty_prediction_stays_empty_and_decodes_nothing():
+    labels = np.zeros((40, 50), np.uint8)
+    out = refine_plane(labels, [1, 2], _never, SegmentationParams())
+    assert out is labels and not out.any()
+    tiny = labels.copy()
+    tiny[3:5, 3:5] = 2  # below refine_min_pixels: kept as it is, never prompted
+    assert np.array_equal(refine_plane(tiny, [1, 2], _never, SegmentationParams()), tiny)
+
+
+def _square(shape, y0, y1, x0, x1, value=1.0):
+    out = np.zeros(shape, np.float32)
+    out[y0:y1, x0:x1] = value
+    return out
+
+
+def test_overlapping_classes_go_to_the_more_probable_and_implausible_decodes_keep_the_coarse_mask():
+    labels = np.zeros((60, 60), np.uint8)
+    labels[10:30, 10:30] = 3  # class 3
+    labels[30:50, 30:50] = 7  # class 7
+    labels[52:58, 5:20] = 3  # a second class-3 component: its decode comes back empty
+
+    def decode(boxes, masks):
+        assert len(boxes) == 3 and masks is None
+        out = []
+        for x0, y0, x1, y1 in boxes:
+            if y0 > 45:  # the second class-3 component
+                out.append(np.zeros((60, 60), np.float32))
+            elif x0 < 20:  # class 3 grows towards class 7's corner ...
+                out.append(_square((60, 60), 10, 36, 10, 36, 0.7))
+            else:  # ... where class 7 is more probable
+                out.append(_square((60, 60), 28, 50, 28, 50, 0.9))
+        return np.stack(out)
+
+    out = refine_plane(labels, [3, 7], decode, SegmentationParams(refine_margin=0.2))
+    assert labels[12, 32] == 0 and out[12, 32] == 3  # class 3's decode replaced the component, grown
+    assert out[29, 29] == 7 and out[31, 31] == 7  # overlap: class 7 (0.9) beats class 3 (0.7)
+    assert out[45, 45] == 7 and out[15, 15] == 3
+    assert (out[52:58, 5:20] == 3).all()  # the empty decode kept the coarse component
+
+    def huge(boxes, masks):  # every decode covers the whole box and beyond: far larger than a thin component
+        return np.ones((len(boxes), 60, 60), np.float32)
+
+    thin = np.zeros((60, 60), np.uint8)
+    for t in range(10, 50):
+        thin[t, t:t + 2] = 1  # a diagonal sliver: its box is far larger than it
+    assert np.array_equal(refine_plane(thin, [1], huge, SegmentationParams(refine_margin=0.2)), thin)
+
+
+class CountingPrompter:
+    """A stand-in for BoxPrompter: counts embeddings, decodes each box as itself."""
+
+    weights_id = "fake"
+
+    def __init__(self, device="cpu"):
+        self.device = torch.device(device)
+        self.embedded = []
+
+    def embed(self, plane):
+        self.embedded.append(float(plane.sum()))
+        return PlaneEmbedding(torch.zeros(1, 256, 64, 64), tuple(plane.shape[:2]), 256 / max(plane.shape[:2]))
+
+    def decode(self, embedding, boxes, masks=None):
+        out = np.zeros((len(boxes), *embedding.shape), np.float32)
+        for n, (x0, y0, x1, y1) in enumerate(np.round(boxes).astype(int)):
+            out[n, y0:y1 + 1, x0:x1 + 1] = 0.9
+        return out
+
+
+def test_embeddings_are_computed_once_per_slice_and_never_reused_for_another_image(tmp_path):
+    params = SegmentationParams(refine=True, cache_dir=str(tmp_path))
+    made = []
+    refiner = Refiner(params, "cpu", lambda device: made.append(CountingPrompter(device)) or made[-1])
+    volume = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
+    labels = [np.zeros((32, 32), np.uint8) for _ in range(4)]
+    for i in (0, 2, 3):
+        labels[i][8:20, 8:20] = 1
+    stack = ImageStack(volume)
+    assert not made  # the prompter is made on first use only
+    reports = list(refiner.refine(stack, [x.copy() for x in labels], range(4), [1]))
+    assert [r.done for r in reports] == [1, 2, 3, 4] and "refined" in reports[-1].message
+    list(refiner.refine(stack, [x.copy() for x in labels], range(4), [1]))
+    assert len(made) == 1 and len(made[0].embedded) == 3  # slices 0, 2, 3 once each; slice 1 had nothing
+    other = ImageStack(volume[::-1].copy())
+    list(refiner.refine(other, [x.copy() for x in labels], range(4), [1]))
+    assert len(made[0].embedded) == 6  # a new image: its own embeddings
+    fresh = Refiner(params, "cpu", CountingPrompter)
+    list(fresh.refine(stack, [x.copy() for x in labels], range(4), [1]))
+    assert fresh.cache.computed == 0 and fresh.prompter.embedded == []  # read back from cache_dir
+
+
+def test_the_embedding_cache_keeps_to_its_budget():
+    cache = EmbeddingCache(budget_bytes=2 * 256 * 64 * 64 * 2)
+    prompter = CountingPrompter()
+    stack = ImageStack(np.random.default_rng(1).random((3, 16, 16)).astype(np.float32))
+    for i in (0, 1, 2, 0):
+        cache.get(stack, i, prompter)
+    assert len(cache) == 2 and cache.computed == 4  # slice 0 was dropped for slice 2, then computed again
+
+
+def test_refine_settings_are_checked():
+    for bad in ({"refine": "yes"}, {"refine_margin": -0.1}, {"refine_min_pixels": 0}, {"refine_max_growth": 1.0}):
+        with pytest.raises(FewShotError):
+            SegmentationParams(**bad)
+
+
+def test_segment_with_refine_returns_labels_of_the_right_shape_and_type(chaos_case):
+    volume, reference = chaos_case
+    crop = slice(18, 24)
+    volume, reference = volume[crop], reference[crop]
+    support = np.zeros(reference.shape, np.uint8)
+    support[[0, 5]] = np.where(np.isin(reference[[0, 5]], (1, 2)), reference[[0, 5]], 0)
+    results = {}
+    for refine in (False, True):
+        segmenter = FewShotSegmenter(SegmentationParams(refine=refine, input_size=256))
+        segmenter.set_image(volume)
+        messages = []
+        results[refine] = run(segmenter.segment(support), lambda p: messages.append(p.message)).labels
+        assert any("refined" in m for m in messages) == refine
+    assert results[True].shape == reference.shape and results[True].dtype == results[False].dtype
+    assert set(np.unique(results[True])) <= {0, 1, 2}
+    for organ in (1, 2):
+        inner = slice(1, 5)
+        assert dice(results[True][inner] == organ, reference[inner] == organ) > 0.7
