@@ -56,6 +56,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--self-support", type=float, default=None, metavar="MARGIN",
                        help="self-support: a query slice's cells whose best class wins by more than MARGIN "
                             "(cosine) become prototypes for that slice, which is matched again (default off)")
+    group.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                       help="LiteMedSAM redraws each predicted object from its box (default: on where it was "
+                            "measured to help, see BENCHMARKS.md)")
 
 
 def _params(args):
@@ -67,7 +70,8 @@ def _params(args):
                                 seed=getattr(args, "seed", 0),
                                 postprocess=getattr(args, "postprocess", True),
                                 smooth_slices=getattr(args, "smooth_slices", 0.7),
-                                self_support=getattr(args, "self_support", None))
+                                self_support=getattr(args, "self_support", None),
+                                refine=getattr(args, "refine", None))
     tune = FineTuneParams(steps=args.fine_tune_steps, learning_rate=args.learning_rate) if args.fine_tune_steps else None
     return params, tune
 
