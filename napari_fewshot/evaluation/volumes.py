@@ -21,7 +21,6 @@ from typing import Callable
 import numpy as np
 
 from ..core import AdaptParams, FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
-from ..core.postprocess import keep_connected
 from ..errors import FewShotError
 from ..io import read_labels, read_volume
 
@@ -209,14 +208,12 @@ def _across(cases, params, fine_tune, adapt, classes, support_case, log):
             span = slice_range(labels, class_id)
             if span is None:
                 continue
-            predicted = np.zeros(labels.shape, bool)
-            for (c_lo, c_hi), prototypes in zip(chunk_bounds(*span), chunk_prototypes[class_id]):
-                result = run(segmenter.segment_with(prototypes, range(c_lo, c_hi + 1)))
-                predicted[c_lo:c_hi + 1] = result.labels[c_lo:c_hi + 1] == 1
+            # One plan, each chunk with its own prototypes, finished as the shipped bank path finishes
+            # (FewShotSegmenter.segment_with: no paint on this scan, so the largest 3D component per class).
+            plan = [(prototypes, range(c_lo, c_hi + 1))
+                    for (c_lo, c_hi), prototypes in zip(chunk_bounds(*span), chunk_prototypes[class_id])]
+            predicted = run(segmenter.segment_with(plan)).labels == 1
             inside = slice(span[0], span[1] + 1)
-            if params.postprocess:
-                # No paint on this scan: the tool keeps the largest 3D component (core/postprocess.py).
-                predicted[inside] = keep_connected(predicted[inside])
             score = dice(predicted[inside], labels[inside] == class_id)
             rows.append({"case": case, "support_case": support_id, "class": name, "class_id": class_id, "dice": score})
             log(f"query {case} <- support {support_id} {name}: Dice {score:.3f}")

@@ -2,7 +2,10 @@
 
 Saving pools the painted support of the chosen image (features computed in a worker if needed,
 with the encoder's current, possibly fine-tuned, weights); loading segments the chosen image with
-a bank made elsewhere (another patient, another session) without any paint.
+a bank made elsewhere (another patient, another session) without any paint: a support layer of
+another scan is never required nor used (the prediction is shown with the chosen support when it
+fits the image, else with a new empty one over it, named after the bank's classes), and the view
+moves to the image.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ..core.bank import PrototypeBank
 from ..errors import FewShotError
+from . import CLASS_NAMES_KEY, layers
 from .exporting import confirm_replace
 
 BANK_FILTER = "Prototype bank (*.fewshot)"
@@ -45,10 +49,38 @@ def load(parent: QWidget, path: str | None) -> PrototypeBank | None:
         if not path:
             return None
     try:
-        return PrototypeBank.load(path)
+        bank = PrototypeBank.load(path)
+        bank.require_weights()  # never a download started from a bank file
     except FewShotError as exc:
         show_error(str(exc))
         return None
+    return bank
+
+
+def support_for(widget, image, bank: PrototypeBank):
+    """The support layer a bank's prediction on `image` is shown with (its colours, its class names): the
+    chosen support when it has the image's shape, else a new empty one over the image named after the
+    bank's classes. A bank needs no paint, so another scan's support is never required nor used."""
+    support = widget.support_layer
+    if support is not None and tuple(support.data.shape) == tuple(layers.spatial_shape(image)):
+        return support
+    support = widget.create_support_layer()
+    if support is not None:
+        support.metadata[CLASS_NAMES_KEY] = dict(bank.class_names)
+        support.features = layers.label_features(bank.class_names)
+    return support
+
+
+def bring_into_view(viewer, image) -> None:
+    """Fit the camera to `image` and, when the sliders stand outside it (e.g. on another, longer scan),
+    move them to its middle slice: a newly opened scan is what the user wants to see."""
+    viewer.reset_view(layers=[layers.unwrap(image)])
+    extent = image.extent.world
+    offset = viewer.dims.ndim - image.ndim
+    for axis in range(len(layers.spatial_shape(image)) - 2):
+        lo, hi = float(extent[0, axis]), float(extent[1, axis])
+        if not lo <= viewer.dims.point[offset + axis] <= hi:
+            viewer.dims.set_point(offset + axis, (lo + hi) / 2)
 
 
 def support_colours(support, class_ids) -> dict[int, tuple[float, ...]]:

@@ -223,15 +223,18 @@ class FewShotWidget(QWidget):
                                   on_return=lambda bank: banks.written(bank, target))
 
     def load_prototypes(self, path: str | None = None):
-        """Segment the chosen image with a saved bank (no paint needed); an open dialog when `path` is None."""
+        """Segment the chosen image with a saved bank (no paint needed, no other scan's support used; the
+        view moves to the image); an open dialog when `path` is None."""
         bank = banks.load(self, path)
         if bank is None:
             return None
         if self.ui.encoder_combo.currentText() != bank.encoder_name:
             self.ui.encoder_combo.setCurrentText(bank.encoder_name)
             show_info(f"Switched the encoder to {bank.encoder_name}, the one the bank was made with.")
-        if self.support_layer is None and self.create_support_layer() is None:
+        if self.image_layer is None or banks.support_for(self, self.image_layer, bank) is None:
+            show_warning("Open or pick an image layer first.")
             return None
+        banks.bring_into_view(self.viewer, self.image_layer)
         job = self._job(need_support=False)
         if job is None:
             return None
