@@ -23,7 +23,7 @@ def show_demo(outcome: dict, viewer=None, run: bool = True):
                                 metadata={CLASS_NAMES_KEY: dict(names)})
     result = outcome["result"]
     update_prediction(viewer, image, support, None, result.labels, None)
-    update_heatmaps(viewer, image, support, {}, result.similarity, visible=True)
+    update_heatmaps(viewer, image, support, {}, result.similarity, visible=True, prediction=result.labels)
     viewer.dims.set_current_step(0, outcome["support_slices"][len(outcome["support_slices"]) // 2]
                                  if outcome.get("support_slices") else len(data) // 2)
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")

@@ -1,11 +1,17 @@
 """Bookkeeping between segmentation results and napari layers.
 
-- the ``support`` Labels layer the user paints (created here, never written to afterwards),
-- the ``prediction`` Labels layer, coloured like the support (same colormap),
+- the ``support`` Labels layer the user paints (created here, never written to afterwards): filled,
+- the ``prediction`` Labels layer, in the support's colours but drawn as class-coloured *contours*
+  (outlines) at full opacity. Filled paint = what the user painted; an outline = what the model
+  predicted: the two are told apart at a glance and a class keeps one colour everywhere. (The same
+  fill at half opacity, used before, is still the class's colour over the same organ: painted and
+  predicted slices looked alike. Outlines also leave the scan visible for judging the boundary.)
 - one ``heatmap: class K (name)`` Image layer per class: best cosine similarity to that class's
-  prototypes. All heatmaps share contrast limits (0, 1) and gamma 3, so equal brightness means
-  equal similarity in every layer; each maps 0 -> black -> the class's label colour, and they blend
-  additively, so several classes can be looked at together.
+  prototypes, mapped black -> the class's label colour and blended additively, with a colour bar.
+  Each class gets its own contrast range (:func:`heatmap_limits`): from the similarity most of the
+  rest of the image reaches (dark) to what most of the class's own predicted region reaches (full
+  colour). Raw cosine similarity is high for all soft tissue, so a shared (0, 1) range made every
+  organ glow; relative to the rest of the image, the class stands out.
 
 No model maths here: arrays in, layers out.
 """
@@ -24,8 +30,10 @@ from . import CLASS_NAMES_KEY, IMAGE_SET_KEY, ROLE_KEY, VOLUME_KEY
 
 SUPPORT_NAME = "support"
 PREDICTION_NAME = "prediction"
-HEATMAP_LIMITS = (0.0, 1.0)
-HEATMAP_GAMMA = 3.0  # same for every heatmap: background similarities (~0.45) stay dark, matches (~0.8) bright
+HEATMAP_LIMITS = (0.0, 1.0)  # until a heatmap has values (then heatmap_limits)
+OUTSIDE_QUANTILE = 0.95  # the heatmap is dark up to this quantile of the similarity outside the class...
+INSIDE_QUANTILE = 0.90  # ...and in full colour from this quantile of the similarity inside the class
+CONTRAST_SAMPLES = 1_000_000  # voxels looked at to choose a contrast range (a strided subsample)
 # Bright, distinct class colours for the support layers the plugin creates (cycled beyond 10 classes).
 PALETTE = np.array([
     [0, 0, 0, 0], [0.95, 0.15, 0.15, 1], [0.15, 0.55, 1.0, 1], [0.2, 0.85, 0.25, 1], [1.0, 0.85, 0.0, 1],
@@ -102,7 +110,8 @@ def update_prediction(viewer, image: Image, support: Labels, layer: Labels | Non
 
     labels: (S, H, W) (or (H, W) for a 2D image). slices: which slices of ``labels`` are new
     (None: all, and the layer takes ``labels`` itself, no copy, when its dtype fits). The prediction
-    takes the support's colormap, so a class has one colour everywhere.
+    takes the support's colormap, so a class has one colour everywhere, drawn as contours
+    (:func:`contour_width`) so it is not mistaken for paint.
     """
     shape = spatial_shape(image)
     fresh = layer is None or layer not in viewer.layers or layer.data.shape != shape or not _fits(labels, layer.data)
@@ -112,8 +121,9 @@ def update_prediction(viewer, image: Image, support: Labels, layer: Labels | Non
         names = class_names(support, image)
         metadata = {ROLE_KEY: PREDICTION_NAME, CLASS_NAMES_KEY: names, **source_metadata(image)}
         data = labels.astype(dtype, copy=False) if whole else np.zeros(shape, dtype)
-        layer = viewer.add_labels(data, name=PREDICTION_NAME, metadata=metadata, opacity=0.5,
+        layer = viewer.add_labels(data, name=PREDICTION_NAME, metadata=metadata, opacity=1.0,
                                   features=label_features(names), **spatial_kwargs(image))
+        layer.contour = contour_width(shape)
     elif whole:
         layer.data = labels.astype(dtype, copy=False)
     if not whole:
@@ -132,6 +142,12 @@ def _write_slices(data: np.ndarray, labels: np.ndarray, slices: Iterable[int] | 
             data[i] = labels[i]
 
 
+def contour_width(shape: tuple[int, ...]) -> int:
+    """Outline thickness in pixels for a prediction of spatial ``shape``: about one screen pixel or two
+    whatever the image size (1 up to 256 px across, 2 for 512 px, ...)."""
+    return max(1, round(max(shape[-2:]) / 256))
+
+
 def copy_colormap(source: Labels, target: Labels) -> None:
     """Give ``target`` the colours of ``source`` (a copy, so later edits of either stay separate)."""
     target.colormap = copy.deepcopy(unwrap(source.colormap))
@@ -143,23 +159,55 @@ def heatmap_name(class_id: int, names: dict[int, str]) -> str:
     return f"heatmap: class {class_id} ({name})" if name else f"heatmap: class {class_id}"
 
 
-def class_colormap(support: Labels, class_id: int) -> Colormap:
-    """Black -> the class's label colour, for additive blending."""
+def class_colormap(support: Labels, class_id: int, name: str = "") -> Colormap:
+    """Black -> the class's label colour, for additive blending (named after the class, for the colour bar)."""
     r, g, b, _ = np.asarray(unwrap(support.colormap).map(np.array([class_id]))[0], dtype=float)
-    return Colormap([[0, 0, 0, 1], [r, g, b, 1]], name=f"fewshot class {class_id}")
+    label = f"class {class_id} ({name})" if name else f"class {class_id}"
+    return Colormap([[0, 0, 0, 1], [r, g, b, 1]], name=f"fewshot {label}")
+
+
+def heatmap_limits(similarity: np.ndarray, prediction: np.ndarray | None, class_id: int) -> tuple[float, float]:
+    """Contrast range of a class's heatmap: (the OUTSIDE_QUANTILE of the similarity where the class is
+    not predicted, the INSIDE_QUANTILE where it is), so that the rest of the image (other soft tissue,
+    which also matches the class's prototypes fairly well) stays dark and the class is bright.
+
+    similarity: the heatmap, (S, H, W) or (H, W); exact zeros are slices not segmented (yet) and are
+    ignored. prediction: labels of the same shape; the class is where they equal ``class_id`` (None or
+    nowhere: the brightest 0.1 % of the similarity stands for the class). Looks at a strided subsample of at most
+    CONTRAST_SAMPLES values (the Qt thread calls it on whole volumes).
+    """
+    step = max(1, int(np.ceil((similarity.size / CONTRAST_SAMPLES) ** (1 / similarity.ndim))))
+    sub = (slice(None, None, step),) * similarity.ndim
+    values = np.asarray(similarity[sub], dtype=np.float32)
+    segmented = values != 0
+    if not segmented.any():
+        return HEATMAP_LIMITS
+    mask = (np.asarray(prediction[sub]) == class_id) & segmented if prediction is not None else None
+    outside = values[segmented & ~mask] if mask is not None else values[segmented]
+    low = float(np.quantile(outside if outside.size else values[segmented], OUTSIDE_QUANTILE))
+    if mask is not None and mask.any():
+        high = float(np.quantile(values[mask], INSIDE_QUANTILE))
+    else:
+        high = float(np.quantile(values[segmented], 0.999))
+    return (low, high) if high > low + 1e-3 else (low, low + 1e-3)
 
 
 def update_heatmaps(viewer, image: Image, support: Labels, layers: dict[int, Image],
-                    similarity: dict[int, dict[int, np.ndarray] | np.ndarray], visible: bool) -> dict[int, Image]:
+                    similarity: dict[int, dict[int, np.ndarray] | np.ndarray], visible: bool,
+                    prediction: np.ndarray | None = None) -> dict[int, Image]:
     """Write similarity maps into one Image layer per class; returns class id -> layer.
 
     similarity: class id -> either {slice index -> (H, W) cosine similarity}, whose slices not listed
     keep their previous values (0 at first), or a float32 array of the image's spatial shape, which
     the layer takes as its data as it is (no copy: assembling a big volume is the worker's job).
-    Layers whose class vanished from the support are removed.
+    prediction: the prediction layer's labels (image's spatial shape), which set each class's
+    contrast range (:func:`heatmap_limits`). Each layer shows its colour bar. Layers whose class
+    vanished from the support are removed.
     """
     shape = spatial_shape(image)
     names = class_names(support, image)
+    if prediction is not None and np.shape(prediction) != shape:
+        prediction = None
     out: dict[int, Image] = {}
     for c, maps in sorted(similarity.items()):
         volume = maps if isinstance(maps, np.ndarray) and maps.shape == shape else None
@@ -167,15 +215,18 @@ def update_heatmaps(viewer, image: Image, support: Labels, layers: dict[int, Ima
         if layer is None or layer not in viewer.layers or layer.data.shape != shape:
             data = volume if volume is not None else np.zeros(shape, np.float32)
             layer = viewer.add_image(data, name=heatmap_name(c, names),
-                                     colormap=class_colormap(support, c), contrast_limits=HEATMAP_LIMITS,
-                                     gamma=HEATMAP_GAMMA, blending="additive", visible=visible,
+                                     colormap=class_colormap(support, c, names.get(c, "")),
+                                     contrast_limits=HEATMAP_LIMITS, blending="additive", visible=visible,
                                      metadata={ROLE_KEY: "heatmap", "class_id": c, **source_metadata(image)},
                                      **spatial_kwargs(image))
+            layer.colorbar.visible = True
         elif volume is not None:
             layer.data = volume
         if volume is None:
             _write_planes(layer.data, maps, len(shape) == 2)
-        layer.contrast_limits = HEATMAP_LIMITS
+        if layer.name != heatmap_name(c, names):  # names may have arrived since (e.g. from a bank)
+            layer.name = heatmap_name(c, names)
+        layer.contrast_limits = heatmap_limits(layer.data, prediction, c)
         layer.refresh()
         out[c] = layer
     for c, layer in layers.items():

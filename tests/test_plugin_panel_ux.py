@@ -1,0 +1,47 @@
+"""The panel as a clinician meets it (issue 13): what is painted vs predicted, readable heatmaps, the
+layer a sample selects, the hint, the scribble background label, dialogs and wording. Real viewer,
+buttons clicked, state asserted."""
+
+import numpy as np
+from qtpy.QtCore import Qt
+import pytest
+from conftest import CT_IMAGE_NAME, CT_REFERENCE_NAME, LIVER, paint_support, wait_idle
+
+pytestmark = pytest.mark.gui
+
+RANGE = (88, 92)  # a few slices segmented: quick, and the rest of the heatmap stays 0 (not segmented)
+
+
+def _shown(layer, values):
+    """Brightness (0..1) napari gives `values` of an Image layer (contrast limits, gamma)."""
+    low, high = layer.contrast_limits
+    return np.clip((values - low) / (high - low), 0, 1) ** layer.gamma
+
+
+def test_prediction_outlined_support_filled_heatmap_readable(ct, qtbot):
+    viewer, widget, reference = ct
+    support = paint_support(widget, reference, slices=(84, 96))
+    widget.ui.heatmap_check.setChecked(True)
+    widget.ui.set_scope("range")
+    widget.ui.range_start.setValue(RANGE[0])
+    widget.ui.range_stop.setValue(RANGE[1])
+    qtbot.mouseClick(widget.ui.segment_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, widget)
+
+    prediction = widget.prediction_layer
+    assert (prediction.data[90] == LIVER).any()
+    # item 6: painted = filled, predicted = outlined, one colour per class in both
+    assert support.contour == 0 and prediction.contour >= 1 and prediction.opacity == 1.0
+    np.testing.assert_allclose(prediction.colormap.map(np.arange(5)), support.colormap.map(np.arange(5)))
+
+    # item 5: the class name in the layer name, a colour bar, the class colour, the class stands out
+    heat = widget.heatmap_layers[LIVER]
+    assert heat.name == "heatmap: class 1 (liver)"
+    assert heat.colorbar.visible and "liver" in heat.colormap.name
+    np.testing.assert_allclose(heat.colormap.colors[-1], support.colormap.map(np.array([LIVER]))[0])
+    segmented = heat.data[RANGE[0]:RANGE[1] + 1]
+    truth = reference[RANGE[0]:RANGE[1] + 1] == LIVER
+    other_tissue = ~truth & (segmented > 0.5)  # soft tissue that resembles liver somewhat
+    liver, tissue = _shown(heat, segmented[truth]).mean(), _shown(heat, segmented[other_tissue]).mean()
+    print(f"shown brightness: liver {liver:.3f}, other tissue {tissue:.3f}, limits {heat.contrast_limits}")
+    assert liver > 0.3 and liver > 5 * tissue
