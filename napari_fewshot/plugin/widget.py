@@ -308,7 +308,7 @@ class FewShotWidget(QWidget):
         layers.place_below(self.viewer, session.prediction, support)
         if similarity:
             heatmaps = layers.update_heatmaps(self.viewer, image, support, session.heatmaps, similarity,
-                                              self.ui.heatmap_check.isChecked())
+                                              self.ui.heatmap_check.isChecked(), session.prediction.data)
             session.heatmaps = {c: layers.unwrap(layer) for c, layer in heatmaps.items()}
             for layer in session.heatmaps.values():
                 layers.place_below(self.viewer, layer, session.prediction)
