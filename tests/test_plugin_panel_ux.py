@@ -45,3 +45,16 @@ def test_prediction_outlined_support_filled_heatmap_readable(ct, qtbot):
     liver, tissue = _shown(heat, segmented[truth]).mean(), _shown(heat, segmented[other_tissue]).mean()
     print(f"shown brightness: liver {liver:.3f}, other tissue {tissue:.3f}, limits {heat.contrast_limits}")
     assert liver > 0.3 and liver > 5 * tissue
+
+
+def test_float_label_map_opens_as_labels_over_the_scan(make_napari_viewer):
+    """CHAOS stores its reference labels as float64: they open as an integer Labels layer (item 7)."""
+    from shared_data import CHAOS, require
+
+    viewer = make_napari_viewer()
+    scan = viewer.open(str(require(CHAOS) / "image_1.nii.gz"), plugin="napari-fewshot")[0]
+    labels = viewer.open(str(CHAOS / "label_1.nii.gz"), plugin="napari-fewshot")[0]
+    assert labels.__class__.__name__ == "Labels" and labels.data.dtype == np.uint8
+    assert labels.data.shape == scan.data.shape and set(np.unique(labels.data)) <= {0, 1, 2, 3, 4}
+    assert (labels.data > 0).any() and tuple(labels.scale) == tuple(scan.scale)
+    assert scan.__class__.__name__ == "Image"  # the scan itself stays an image (its name says nothing)

@@ -4,8 +4,9 @@ folders of 2D images (PNG / JPEG / TIFF ultrasound) as one image set.
 napari reads PNG/JPEG/TIFF itself but drops the voxel size; this reader keeps it
 (``scale = Volume.spacing``) and keeps the :class:`~napari_fewshot.io.Volume` in
 ``layer.metadata["napari_fewshot_volume"]`` so masks can be exported onto the source grid
-(NIfTI with the source affine). Label maps (integer files whose name says label/seg/mask) open
-as Labels layers.
+(NIfTI with the source affine). Label maps (files whose name says label/seg/mask and whose values
+are whole numbers, stored as integers or as floats like CHAOS's float64 ``label_22.nii.gz``) open
+as Labels layers with an integer dtype, not as an opaque grey image over the scan.
 
 A folder holding DICOM files is a DICOM series; any other folder holding PNG / JPEG / TIFF images
 opens as one image set (one padded layer, see :mod:`.image_sets`), BUSI-style ``*_mask*`` files as a
@@ -91,14 +92,19 @@ def volume_layer_data(volume, name: str, class_names: dict[int, str] | None = No
     """A :class:`~napari_fewshot.io.Volume` as napari layer data ``(data, kwargs, layer_type)``.
 
     A single 2D image (S == 1) becomes a 2D layer; ``scale`` is the voxel spacing in mm.
-    ``as_labels=None`` guesses from the name and dtype (integer data named like a label map).
+    ``as_labels=None`` guesses from the name and values (whole numbers named like a label map; float
+    label maps are cast to the smallest fitting integer dtype).
     """
     data = volume.data
     spacing = tuple(volume.spacing)
     if volume.n_slices == 1:
         data, spacing = data[0], spacing[1:]
     if as_labels is None:
-        as_labels = np.issubdtype(data.dtype, np.integer) and not volume.is_rgb and bool(_LABEL_NAME.search(name))
+        as_labels = not volume.is_rgb and bool(_LABEL_NAME.search(name)) and _whole_numbers(data)
+    if as_labels and data.dtype.kind == "f":
+        from ..io._arrays import as_label_array
+
+        data = as_label_array(data, volume.source or name)
     metadata: dict[str, Any] = {VOLUME_KEY: volume}
     if class_names:
         metadata[CLASS_NAMES_KEY] = dict(class_names)
@@ -111,6 +117,15 @@ def volume_layer_data(volume, name: str, class_names: dict[int, str] | None = No
     if volume.format in ("nifti", "dicom") and not volume.is_rgb and _looks_like_ct(data):
         kwargs["contrast_limits"] = (-160.0, 240.0)  # soft-tissue window (W 400, L 40 HU)
     return data, kwargs, "image"
+
+
+def _whole_numbers(data: np.ndarray) -> bool:
+    """True for integer data, and for float data holding only finite whole numbers (a label map saved as float)."""
+    if np.issubdtype(data.dtype, np.integer):
+        return True
+    if data.dtype.kind != "f" or data.size == 0:
+        return False
+    return bool(np.isfinite(data).all() and np.array_equal(data, np.round(data)))
 
 
 def _looks_like_ct(data: np.ndarray) -> bool:
