@@ -63,7 +63,9 @@ def test_strokes_are_saved_and_offered_back_when_the_scan_is_reopened(ct, qtbot,
     offers = [m for s, m in notes if "Found painting from" in m]
     assert len(offers) == 1 and "(1 slice)" in offers[0] and "Restore painting" in offers[0]
     n_layers = len(viewer.layers)
+    viewer.dims.set_current_step(0, 0)  # the view on an unpainted slice
     widget.ui.restore_button.click()
+    assert widget.current_slice() == 50  # Restore shows the first restored slice (issue 13, item 8)
     restored = viewer.layers[-1]
     assert len(viewer.layers) == n_layers + 1 and restored.name == "support (restored)"
     assert np.array_equal(restored.data, painted) and restored.data.shape == again.data.shape

@@ -117,7 +117,8 @@ class SupportAutosave(QObject):
             self._thread.submit(self._write, slot, painted)
 
     def restore(self):
-        """Add the newest unrestored save of the current image as a new Labels layer; returns it (or None)."""
+        """Add the newest unrestored save of the current image as a new Labels layer and show its first painted
+        slice (the view may stand on an unpainted one); returns the layer (or None)."""
         image = layers.unwrap(self.widget.image_layer)
         scan = self._scans.get(id(image)) if image is not None else None
         if scan is None or not scan.snapshots:
@@ -133,6 +134,9 @@ class SupportAutosave(QObject):
         layer.data = snapshot.painted.to_labels()
         self.widget.set_support_layer(layer)
         self.viewer.layers.selection.active = layer
+        if len(snapshot.painted.indices) and layer.ndim >= 3:
+            first = layer.data_to_world([int(snapshot.painted.indices[0])] + [0] * (layer.ndim - 1))
+            self.viewer.dims.set_point(self.viewer.dims.ndim - layer.ndim, float(first[0]))
         n = len(snapshot.painted.indices)
         show_info(f"Restored {n} painted slice{'s' * (n != 1)} into the new layer '{layer.name}'.")
         return layer
