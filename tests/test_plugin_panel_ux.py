@@ -3,9 +3,11 @@ layer a sample selects, the hint, the scribble background label, dialogs and wor
 buttons clicked, state asserted."""
 
 import numpy as np
-from qtpy.QtCore import Qt
 import pytest
+from qtpy.QtCore import Qt
 from conftest import CT_IMAGE_NAME, CT_REFERENCE_NAME, LIVER, paint_support, wait_idle
+
+from napari_fewshot.plugin.layers import same_layer
 
 pytestmark = pytest.mark.gui
 
@@ -58,3 +60,49 @@ def test_float_label_map_opens_as_labels_over_the_scan(make_napari_viewer):
     assert labels.data.shape == scan.data.shape and set(np.unique(labels.data)) <= {0, 1, 2, 3, 4}
     assert (labels.data > 0).any() and tuple(labels.scale) == tuple(scan.scale)
     assert scan.__class__.__name__ == "Image"  # the scan itself stays an image (its name says nothing)
+
+
+def test_open_sample_selects_the_scan_and_says_press_new(make_napari_viewer, qtbot):
+    """Item 11: the hidden reference is not left active, and the hint follows the state."""
+    from napari_fewshot.plugin import guidance
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    assert widget.ui.status_label.text() == guidance.HINT_NO_IMAGE
+    viewer.open_sample("napari-fewshot", "ct_abdomen")
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is viewer.layers[CT_IMAGE_NAME], timeout=5000)
+    qtbot.waitUntil(lambda: widget.ui.status_label.text() == guidance.HINT_NO_SUPPORT.format(units="slices"),
+                    timeout=5000)
+    qtbot.mouseClick(widget.ui.new_support_button, Qt.MouseButton.LeftButton)
+    assert same_layer(viewer.layers.selection.active, widget.support_layer)
+    qtbot.waitUntil(lambda: widget.ui.status_label.text() == guidance.HINT_PAINT.format(units="slices"),
+                    timeout=5000)
+
+
+def test_widget_opened_after_the_sample_selects_the_scan(ct):
+    viewer, widget, _ = ct
+    assert viewer.layers.selection.active is viewer.layers[CT_IMAGE_NAME]
+    assert not viewer.layers[CT_REFERENCE_NAME].visible
+
+
+def test_scribble_background_label_never_defaults_to_the_first_class(ct, qtbot, notes):
+    """Item 3: painting the liver with napari's default label 1 and switching to scribbles must work."""
+    viewer, widget, reference = ct
+    support = paint_support(widget, reference, slices=(90,))  # liver painted with label 1
+    widget.ui.set_support_mode("scribble")
+    # one above every class the sample names (liver, spleen, kidneys: 1-4)
+    qtbot.waitUntil(lambda: widget.ui.background_spin.value() == 5, timeout=5000)
+    assert not widget.ui.background_spin.isHidden() and widget.ui.background_spin.prefix() == "background label "
+    assert "label 5" in widget.ui.status_label.text()
+    data = support.data
+    data[90, 5:20, 5:40] = 5  # a background scribble
+    support.data = data
+    viewer.dims.set_current_step(0, 90)
+    widget.ui.set_scope("current")
+    qtbot.mouseClick(widget.ui.segment_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, widget)
+    assert not [m for s, m in notes if s == "error"]
+    assert (widget.prediction_layer.data[90] == LIVER).any()
+    widget.ui.background_spin.setValue(7)  # the user's choice is kept
+    widget.guidance.refresh()
+    assert widget.ui.background_spin.value() == 7

@@ -26,7 +26,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
 from ..errors import FewShotError
-from . import VOLUME_KEY, banks, corrections, exporting, image_sets, layers
+from . import VOLUME_KEY, banks, corrections, exporting, guidance, image_sets, layers
 from .autosave import SupportAutosave
 from .live import LiveMode
 from .panel import Panel
@@ -53,6 +53,7 @@ class FewShotWidget(QWidget):
         self._refresh_layer_choices()
         self.autosave = SupportAutosave(self)  # watches the supports; offers saved paint back
         self.corrections = corrections.Corrections(self)  # strokes on predicted slices, Accept slice, Check next
+        self.guidance = guidance.Guidance(self)  # next-step hint, scan selected after an open, background label
 
     # -- public state ----------------------------------------------------------------------
     @property
@@ -372,6 +373,7 @@ class FewShotWidget(QWidget):
         self.runner.quit_all()
         self.autosave.close()  # writes pending strokes
         self.corrections.close()
+        self.guidance.close()
         events = self.viewer.layers.events
         for event_ in (events.inserted, events.removed, events.moved, events.reordered):
             event_.disconnect(self._refresh_layer_choices)
