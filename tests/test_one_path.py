@@ -3,9 +3,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from napari_fewshot.cli import main
-from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run
+from napari_fewshot.core import FewShotSegmenter, FineTuneParams, SegmentationParams, run
 from napari_fewshot.core.bank import PrototypeBank
 
 PARAMS = SegmentationParams(device="cpu", input_size=128, modality="none")
@@ -89,3 +90,23 @@ def test_cli_segment_with_a_bank_writes_heatmaps(scene, tmp_path, capsys):
     written = sorted(p.name for p in heatmaps.iterdir())
     assert len(written) == 1 and written[0].startswith("heatmap_class_1"), written
     assert np.load(tmp_path / "mask.npy").shape == volume.shape
+
+
+def test_a_fine_tuned_bank_reloads_its_weights_after_the_segmenter_trained_again(scene):
+    """Failed before: the bank remembered it had prepared the segmenter, so after the user fine-tuned it
+    again, segmenting with the bank ran on the user's weights instead of the bank's."""
+    volume, organ, _, _, _, _ = scene
+    small = volume[5:11, ::2, ::2]
+    support = np.zeros(small.shape, np.uint8)
+    support[1] = organ[6, ::2, ::2]
+    bank = PrototypeBank.build([(small, support)], PARAMS, fine_tune=FineTuneParams(steps=1, augment=False))
+    segmenter = bank.make_segmenter("cpu")
+    segmenter.set_image(small)
+    run(bank.segment(segmenter))
+    run(segmenter.fine_tune(support, FineTuneParams(steps=1, augment=False, learning_rate=0.1)))
+    key = next(k for k, v in bank.encoder_state.items() if v.is_floating_point())
+    assert not torch.equal(segmenter.encoder.state_dict()[key], bank.encoder_state[key])
+    run(bank.segment(segmenter))
+    assert torch.equal(segmenter.encoder.state_dict()[key], bank.encoder_state[key])
+    segmenter.release_image()
+    assert segmenter.stack is None and segmenter.cache is None

@@ -178,7 +178,7 @@ class PrototypeBank:
             support_set = segmenter.parse_support(support)
             run(segmenter.compute_features(support_set.slice_indices))
             class_sets.append(support_set)
-            features.extend(segmenter.cache.get(i) for i in support_set.slice_indices)
+            features.extend(segmenter.slice_features(support_set.slice_indices))
             info = {"shape": list(np.shape(image)), "support_slices": support_set.slice_indices,
                     "class_ids": support_set.class_ids}
             info.update(sources[n] if sources and n < len(sources) else {})
@@ -191,7 +191,7 @@ class PrototypeBank:
                 targets.append(torch.from_numpy(np.where(target < 0, -1, remap[np.clip(target, 0, None)])))
         p = segmenter.params
         prototypes = build_prototypes(features, targets, class_ids, p.prototype_mode, p.local_grid,
-                                      p.local_coverage, p.max_local_for(segmenter.stack), p.seed)
+                                      p.local_coverage, segmenter.max_local(), p.seed)
         if own:
             segmenter.release_image()  # free the features
         return cls._from(segmenter, prototypes, class_names, class_colours, infos)

@@ -10,13 +10,13 @@ Three cheap steps, each a function of plain arrays so they are usable (and testa
   (dilated by a few pixels). Organs narrow towards their ends, so this stops the class from being
   hallucinated on slices where the organ is absent (the far side of a CT that spans pelvis to chest).
 - :func:`keep_connected`: per class, keep only the 3D connected components that touch what was
-  painted for that class (or, with no paint in this volume, the largest component).
+  painted for that class, or, with no paint in this volume (prototypes from a bank, from another
+  scan), the largest component: the organ is one body, and what a bank confuses with it (a liver
+  tip for a spleen, bowel) is smaller and elsewhere (BENCHMARKS.md, across protocol).
 
 A 2D image (one image, or each image of an image set such as BUSI) is independent of the others:
 :func:`keep_largest_per_image` keeps each class's largest connected component in it (a lesion is
-one blob; measured on BUSI 5-shot: 0.405 -> 0.432 and 0.417 -> 0.445 on two draws of 120 episodes).
-
-All of it costs well under a second for a 256 x 256 x 40 MR and about a second for a 512 x 512 x 100 CT.
+one blob). FewShotSegmenter runs these steps the same way for paint and for a bank (its `_finish`).
 """
 
 from __future__ import annotations

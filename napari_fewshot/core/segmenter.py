@@ -4,6 +4,7 @@
     seg.set_image(volume)                       # (S, H, W) array, or a list of 2D images
     result = run(seg.segment(support))          # support: label map of the same shape
     result.labels                               # (S, H, W) with the support's label values
+    result = run(seg.segment_with(prototypes))  # ready prototypes (a bank's): finished the same way
 
 Expensive work (encoder features) is cached per slice; `segment` after a new stroke only redoes
 prototypes and cosine matching.
@@ -162,6 +163,20 @@ class FewShotSegmenter:
         self._pooled.clear()
         self._matches.clear()
         self._original_features = None
+
+    def forget_features(self) -> None:
+        """Forget the current image's cached features, persisting none from now on: for an encoder shared
+        with another segmenter that changed its weights (e.g. adapted to another scan)."""
+        self._require_image().invalidate()
+
+    def slice_features(self, indices: Sequence[int]) -> list[torch.Tensor]:
+        """(C, h, w) features of the current image's slices `indices` (computed when not cached)."""
+        cache = self._require_image()
+        return [cache.get(i) for i in indices]
+
+    def max_local(self) -> int:
+        """The per-slice cap of local prototypes for the current image (volume or 2D images)."""
+        return self.params.max_local_for(self._require_image().stack)
 
     def _require_image(self) -> FeatureCache:
         if self.cache is None:

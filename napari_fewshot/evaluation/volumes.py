@@ -202,7 +202,7 @@ def _across(cases, params, fine_tune, adapt, classes, support_case, log):
         if adapt is not None and adapt.steps > 0:
             # Adapted to the query scan: the support's prototypes are pooled again with the new weights.
             adapted_state(segmenter, adapt, log)
-            source.cache.invalidate()
+            source.forget_features()
             chunk_prototypes = _chunk_prototypes(source, s_labels, middles)
         for class_id, name in names.items():
             span = slice_range(labels, class_id)
