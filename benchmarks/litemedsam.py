@@ -2,6 +2,7 @@
 
     python benchmarks/litemedsam.py chaos_within3 --encoder litemedsam --refine [--cases 1,2,3]
         [--seed 0] [--episodes 50] [--cache-dir DIR] [--set refine_mask_prompt=true ...] [--out benchmarks/results]
+    python benchmarks/litemedsam.py table      # a Markdown table of every report in benchmarks/results/litemedsam
 
 Protocols: chaos_within1, chaos_within3, chaos_across, ct_within3, busi5, busi20 (the commands of
 BENCHMARKS.md, through the same evaluation functions as `napari-fewshot evaluate`). Features go to the
@@ -61,7 +62,7 @@ def _subset(folder: Path, cases: str | None, tmp: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("protocol", choices=("chaos_within1", "chaos_within3", "chaos_across", "ct_within3",
-                                             "busi5", "busi20"))
+                                             "busi5", "busi20", "table"))
     parser.add_argument("--encoder", default="efficientnet-lite0")
     parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--cases", default=None, help="CHAOS case ids (default all ten)")
@@ -74,6 +75,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--name", default=None, help="report file stem (default from the options)")
     args = parser.parse_args()
+    if args.protocol == "table":
+        return print_table(Path(args.out) / "litemedsam")
 
     values = {"encoder": args.encoder, "cache_dir": args.cache_dir, "seed": args.seed, "refine": args.refine}
     for item in args.set:
@@ -106,6 +109,17 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str))
     print(f"{stem}: mean Dice {report['dice_mean']:.3f} {report['dice_per_class']} in {report['seconds']:.0f} s -> {out}")
+
+
+def print_table(folder: Path) -> None:
+    """One row per report: name, mean Dice, per class, wall seconds."""
+    print("| report | mean | per class | seconds |\n|---|---|---|---|")
+    for path in sorted(folder.glob("*.json")):
+        report = json.loads(path.read_text())
+        if "dice_mean" not in report:
+            continue
+        per = ", ".join(f"{k} {v:.3f}" for k, v in report["dice_per_class"].items())
+        print(f"| {path.stem} | {report['dice_mean']:.3f} | {per} | {report['seconds']:.0f} |")
 
 
 if __name__ == "__main__":

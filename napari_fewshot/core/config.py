@@ -8,6 +8,9 @@ from typing import Any, Literal
 PrototypeMode = Literal["local", "global"]
 SupportMode = Literal["dense", "scribble"]
 Modality = Literal["auto", "ct", "mr", "us", "none"]
+# The measured defaults of SegmentationParams.refine=None (see refine_for; figures in BENCHMARKS.md).
+REFINE_IMAGES_BY_DEFAULT = False
+REFINE_VOLUMES_BY_DEFAULT = True  # on a GPU only
 
 
 @dataclass
@@ -61,6 +64,8 @@ class SegmentationParams:
                     win (see refine_for and BENCHMARKS.md, "LiteMedSAM"); True / False force it.
     refine_margin:  the box is the component's bounding box grown by this fraction of its size per side.
     refine_min_pixels: components smaller than this (pixels of the slice) are left as they are.
+    refine_max_components: at most this many components per class and slice are refined, the largest
+                    (each is one decoder pass); the others are left as they are.
     refine_mask_prompt: also give the decoder the coarse component as a dense mask prompt.
     refine_max_growth: a decoded mask more than this many times larger (or smaller) than the component it
                     came from is implausible: the coarse component is kept instead (so is an empty one).
@@ -89,7 +94,8 @@ class SegmentationParams:
     self_support: float | None = None
     refine: bool | None = None
     refine_margin: float = 0.1
-    refine_min_pixels: int = 32
+    refine_min_pixels: int = 64
+    refine_max_components: int = 3
     refine_mask_prompt: bool = False
     refine_max_growth: float = 3.0
 
@@ -115,16 +121,21 @@ class SegmentationParams:
             raise FewShotError("Batch size and local grid must be at least 1.")
         if self.refine not in (None, True, False):
             raise FewShotError(f"refine must be on, off or automatic (None), not {self.refine!r}.")
-        if not 0 <= self.refine_margin <= 1 or self.refine_min_pixels < 1 or not self.refine_max_growth > 1:
+        if (not 0 <= self.refine_margin <= 1 or self.refine_min_pixels < 1 or self.refine_max_components < 1
+                or not self.refine_max_growth > 1):
             raise FewShotError("Refine needs a box margin between 0 and 1, a minimum component size of at least "
                                "1 pixel and a maximum growth above 1.")
 
-    def refine_for(self, stack) -> bool:
-        """Whether segmenting this ImageStack refines with LiteMedSAM: `refine` when set, else the measured
-        default for a volume or for 2D images / image sets."""
+    def refine_for(self, stack, device=None) -> bool:
+        """Whether segmenting this ImageStack on `device` refines with LiteMedSAM: `refine` when set; else
+        the measured default (BENCHMARKS.md, "LiteMedSAM"): on for 2D images and image sets, where it
+        costs one embedding per predicted image; on for a volume only on a GPU, since on a CPU it costs
+        several times the rest of a volume's segmentation."""
         if self.refine is not None:
             return self.refine
-        return False
+        if not (stack.is_volume and len(stack) > 1):
+            return REFINE_IMAGES_BY_DEFAULT
+        return REFINE_VOLUMES_BY_DEFAULT and device is not None and str(device).startswith("cuda")
 
     def input_size_for(self, stack) -> int | None:
         """The encoder input size for an ImageStack: `input_size` for a volume of several slices,

@@ -27,6 +27,7 @@ import torch
 from scipy import ndimage
 
 from .config import SegmentationParams
+from .matching import matmul_dtype
 from .progress import Progress
 from .sam_prompt import BoxPrompter, PlaneEmbedding, box_of
 from .stack import ImageStack
@@ -76,7 +77,11 @@ class EmbeddingCache:
         return hashlib.sha1(text.encode()).hexdigest()[:20]
 
     def _compute(self, stack: ImageStack, index: int, prompter: BoxPrompter) -> PlaneEmbedding:
-        embedding = prompter.embed(stack.slice(index))
+        # bfloat16 where the hardware does it natively: about twice as fast on such a CPU, and the decoded
+        # masks agree with float32's to within a few boundary pixels.
+        dtype = matmul_dtype(prompter.device.type)
+        with torch.autocast(prompter.device.type, dtype=dtype, enabled=dtype == torch.bfloat16):
+            embedding = prompter.embed(stack.slice(index))
         embedding.features = embedding.features.half()
         self.computed += 1
         if self.disk_dir is not None:
@@ -111,18 +116,19 @@ class EmbeddingCache:
             pass  # the cache folder is a speed-up only: a full or read-only disk costs time, not results
 
 
-def components(labels: np.ndarray, class_ids: Sequence[int], min_pixels: int) -> list[tuple[int, np.ndarray]]:
-    """(H, W) label plane -> [(class position k in 1..K, (H, W) bool component)] for every 8-connected
-    component of at least `min_pixels` pixels."""
+def components(labels: np.ndarray, class_ids: Sequence[int], min_pixels: int,
+               max_per_class: int | None = None) -> list[tuple[int, np.ndarray]]:
+    """(H, W) label plane -> [(class position k in 1..K, (H, W) bool component)] for the 8-connected
+    components of at least `min_pixels` pixels, each class's largest first, at most `max_per_class` each."""
     out = []
     for k, class_id in enumerate(class_ids, start=1):
         mask = labels == class_id
         if not mask.any():
             continue
         parts, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
-        sizes = np.bincount(parts.ravel(), minlength=count + 1)
-        for part in np.flatnonzero(sizes[1:] >= min_pixels) + 1:
-            out.append((k, parts == part))
+        sizes = np.bincount(parts.ravel(), minlength=count + 1)[1:]
+        order = [p for p in np.argsort(-sizes, kind="stable") if sizes[p] >= min_pixels][:max_per_class]
+        out.extend((k, parts == p + 1) for p in order)
     return out
 
 
@@ -136,7 +142,7 @@ def refine_plane(labels: np.ndarray, class_ids: Sequence[int],
             bound to the slice's embedding); only called when there is a component to refine.
     Returns a new (H, W) array of the same dtype; a plane without components comes back unchanged.
     """
-    parts = components(labels, class_ids, params.refine_min_pixels)
+    parts = components(labels, class_ids, params.refine_min_pixels, params.refine_max_components)
     if not parts:
         return labels
     lut = np.array([0] + list(class_ids), labels.dtype)
@@ -155,7 +161,7 @@ def refine_plane(labels: np.ndarray, class_ids: Sequence[int],
             continue  # implausible: the component stays as it was
         replaced[k] |= mask
         np.maximum(decoded[k], inside, out=decoded[k])
-    # Kept components (implausible decodes, and those too small to prompt) score just above background,
+    # Kept components (implausible decodes, those too small or too many to prompt) score just above background,
     # so a confident decode of another class wins where they overlap.
     score = np.where((lut[:, None, None] == labels[None]) & ~replaced, FALLBACK, 0.0).astype(np.float32)
     score[0] = 0.5

@@ -382,7 +382,7 @@ class FewShotSegmenter:
             trim_now(n + 1)
             if n % 8 == 7 or n == len(indices) - 1:
                 yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
-        if self.params.refine_for(cache.stack):  # LiteMedSAM redraws each component; clean-up comes after
+        if self.params.refine_for(cache.stack, self.device):  # LiteMedSAM redraws each component; clean-up after
             from .refine import refiner_of
 
             yield from refiner_of(self).refine(cache.stack, labels, indices, list(class_ids))
