@@ -83,8 +83,43 @@ def test_export_dialog_asks_before_replacing(ct, qtbot, tmp_path, monkeypatch, n
     before = target.stat().st_mtime_ns
     monkeypatch.setattr(exporting.QMessageBox, "question", answer(exporting.QMessageBox.StandardButton.No))
     widget.ui.export_button.click()
-    assert questions == [f"'{target}' exists. Replace?"] and target.stat().st_mtime_ns == before
+    assert questions == [f"'{target}' exists. Replace it?"] and target.stat().st_mtime_ns == before
     assert notes[-1] == ("info", "Export cancelled; nothing was written.")
     monkeypatch.setattr(exporting.QMessageBox, "question", answer(exporting.QMessageBox.StandardButton.Yes))
     widget.ui.export_button.click()
     assert len(questions) == 2 and target.stat().st_mtime_ns != before
+
+
+def test_export_dialog_opens_beside_the_scan_and_adds_the_filter_extension(ct, qtbot, tmp_path, monkeypatch):
+    """Issue 13 item 4: SCAN_mask.nii.gz suggested beside the scan; a bare name gets the selected filter's extension."""
+    from napari_fewshot.plugin import exporting
+    from napari_fewshot.sample_data import CT_IMAGE
+
+    _, widget, reference = ct
+    paint_support(widget, reference)
+    widget.segment("current")
+    wait_idle(qtbot, widget)
+    asked = []
+
+    def dialog(parent, title, start, filters, initial, **kwargs):
+        asked.append((start, initial))
+        return str(tmp_path / "liver_out"), "NumPy (*.npy)"  # typed without an extension
+
+    monkeypatch.setattr(exporting.QFileDialog, "getSaveFileName", staticmethod(dialog))
+    widget.ui.export_button.click()
+    stem = CT_IMAGE.name[: -len(".nii.gz")]
+    assert asked == [(str(CT_IMAGE.parent / f"{stem}_mask.nii.gz"), "NIfTI (*.nii.gz *.nii)")]
+    assert (tmp_path / "liver_out.npy").exists()
+    np.testing.assert_array_equal(np.load(tmp_path / "liver_out.npy"), widget.prediction_layer.data)
+
+
+def test_save_prototypes_checks_the_paint_before_asking_for_a_name(ct, monkeypatch, notes):
+    from napari_fewshot.plugin import banks
+
+    _, widget, _ = ct
+    widget.create_support_layer()  # nothing painted
+    asked = []
+    monkeypatch.setattr(banks.QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: asked.append(a) or ("", "")))
+    widget.ui.save_bank_button.click()
+    assert asked == [] and not widget.busy
+    assert any(s == "warning" and "Nothing is painted" in m for s, m in notes)

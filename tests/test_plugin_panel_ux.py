@@ -4,8 +4,9 @@ buttons clicked, state asserted."""
 
 import numpy as np
 import pytest
-from qtpy.QtCore import Qt
+import torch
 from conftest import CT_IMAGE_NAME, CT_REFERENCE_NAME, LIVER, paint_support, wait_idle
+from qtpy.QtCore import Qt
 
 from napari_fewshot.plugin.layers import same_layer
 
@@ -64,7 +65,7 @@ def test_float_label_map_opens_as_labels_over_the_scan(make_napari_viewer):
 
 def test_open_sample_selects_the_scan_and_says_press_new(make_napari_viewer, qtbot):
     """Item 11: the hidden reference is not left active, and the hint follows the state."""
-    from napari_fewshot.plugin import guidance
+    from napari_fewshot.plugin import guidance, image_sets
 
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
@@ -106,3 +107,54 @@ def test_scribble_background_label_never_defaults_to_the_first_class(ct, qtbot, 
     widget.ui.background_spin.setValue(7)  # the user's choice is kept
     widget.guidance.refresh()
     assert widget.ui.background_spin.value() == 7
+
+
+def test_image_set_wording_class_name_and_device_error(make_napari_viewer, qtbot, tmp_path, notes):
+    """Item 10 (an image set counts images; the device error names the panel's control) and item 5 (the
+    ultrasound heatmap keeps the class name)."""
+    import shutil
+
+    from shared_data import BUSI, require
+
+    from napari_fewshot.plugin import guidance, image_sets
+
+    folder = tmp_path / "ultrasound"
+    folder.mkdir()
+    for path in sorted((require(BUSI) / "benign").glob("benign ([123])*.png")):
+        shutil.copy(path, folder / path.name)
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    viewer.open(str(folder), plugin="napari-fewshot")
+    image = viewer.layers["ultrasound"]
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is image, timeout=5000)
+    qtbot.waitUntil(lambda: widget.ui.scope_combo.itemText(0) == "all images", timeout=5000)
+    assert widget.ui.range_label.text() == "images" and widget.ui.scope_combo.itemText(2) == "image range"
+    assert widget.ui.status_label.text() == guidance.HINT_NO_SUPPORT.format(units="images")
+    overlay = image_sets.text_overlay(viewer)  # the file name, at the top, away from napari's toasts (bottom right)
+    assert overlay.visible and overlay.text.startswith("image: benign (") and " of 3, " in overlay.text
+    assert "top" in str(overlay.position)
+    widget.ui.set_scope("current")
+    assert widget.ui.scope() == "current" and widget.ui.scope_combo.currentText() == "current image"
+
+    support = widget.create_support_layer()
+    reference = np.asarray(viewer.layers["ultrasound: reference masks"].data)
+    data = support.data
+    data[0] = reference[0]
+    support.data = data
+    widget.ui.heatmap_check.setChecked(True)
+    viewer.dims.set_current_step(0, 1)
+    qtbot.mouseClick(widget.ui.segment_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, widget)
+    assert widget.heatmap_layers[1].name == "heatmap: class 1 (lesion)"
+    assert any(m.startswith("Segmented 1 image from 1 support image in ") for _, m in notes)
+
+    notes.clear()
+    if torch.cuda.is_available():
+        return
+    widget.ui.device_combo.setCurrentText("cuda")
+    errors = [m for s, m in notes if s == "error"]
+    assert errors and "Device list" in errors[0] and "--device" not in errors[0]
+    assert widget.ui.device_combo.currentText() == "auto"
+    widget.ui.set_scope("all")
+    viewer.layers.remove(image)
+    qtbot.waitUntil(lambda: widget.ui.scope_combo.itemText(0) == "all slices", timeout=5000)

@@ -5,13 +5,19 @@ given programmatically never replaces files unless ``overwrite=True``; from the 
 is asked first. For an image set (a folder of 2D images shown padded) the path is a folder: one
 ``NAME_mask.png`` per image at its own size, heatmaps one float TIFF per image and class
 (:mod:`napari_fewshot.io.image_sets`); padding is never written.
+
+The save dialog opens beside the scan with a name suggested (``SCAN_mask.nii.gz``, in the source's
+format where it can be written: DICOM and PNG/JPEG scans get NIfTI / PNG), and a name typed without
+an extension gets the selected filter's (Qt adds none when the native dialog is not used).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QWidget
 
@@ -20,6 +26,9 @@ from . import IMAGE_SET_KEY, VOLUME_KEY, layers, writers
 
 MASK_FILTER = "NIfTI (*.nii.gz *.nii);;TIFF (*.tif *.tiff);;PNG, one file per slice (*.png);;NumPy (*.npy)"
 HEATMAP_FILTER = "NIfTI (*.nii.gz *.nii);;TIFF (*.tif *.tiff);;NumPy (*.npy)"
+# The extension a suggested file name gets, by the source's format (what writers can write back).
+SOURCE_EXTENSIONS = {"nifti": ".nii.gz", "dicom": ".nii.gz", "tiff": ".tif", "png": ".png", "jpg": ".png",
+                     "npy": ".npy"}
 
 
 def export_prediction(parent: QWidget, layer, path: str | None, overwrite: bool) -> list[Path] | None:
@@ -30,10 +39,11 @@ def export_prediction(parent: QWidget, layer, path: str | None, overwrite: bool)
     info = layer.metadata.get(IMAGE_SET_KEY)
     if info is not None:
         return export_set_masks(parent, info, layer.data, path, overwrite)
+    volume = layer.metadata.get(VOLUME_KEY)
     return _export(parent, "Export mask", MASK_FILTER, path, overwrite,
                    lambda p: writers.existing_targets(p, layer.data.shape),
-                   lambda p, replace: writers.export_mask(p, layer.data, layer.metadata.get(VOLUME_KEY),
-                                                          overwrite=replace))
+                   lambda p, replace: writers.export_mask(p, layer.data, volume, overwrite=replace),
+                   choose=_save_dialog(MASK_FILTER, suggested_path(volume, "mask", MASK_FILTER)))
 
 
 def export_heatmaps(parent: QWidget, heatmaps: dict, names: dict[int, str], volume, path: str | None,
@@ -49,7 +59,8 @@ def export_heatmaps(parent: QWidget, heatmaps: dict, names: dict[int, str], volu
     return _export(parent, "Export heatmaps", HEATMAP_FILTER, path, overwrite,
                    lambda p: writers.existing_targets(p, (), classes),
                    lambda p, replace: writers.export_heatmaps(p, layers.heatmap_arrays(heatmaps), names, volume,
-                                                              overwrite=replace))
+                                                              overwrite=replace),
+                   choose=_save_dialog(HEATMAP_FILTER, suggested_path(volume, "heatmap", HEATMAP_FILTER)))
 
 
 def export_set_masks(parent: QWidget, info, labels, folder: str | None, overwrite: bool) -> list[Path] | None:
@@ -82,11 +93,46 @@ def _folder_dialog(info) -> Callable[[QWidget, str], str]:
     return lambda parent, title: QFileDialog.getExistingDirectory(parent, title, start)
 
 
-def _save_dialog(filters: str) -> Callable[[QWidget, str], str]:
-    def choose(parent: QWidget, title: str) -> str:
-        path, _ = QFileDialog.getSaveFileName(parent, title, "", filters,
-                                              options=QFileDialog.Option.DontConfirmOverwrite)
+def suggested_path(volume, what: str, filters: str) -> str:
+    """``FOLDER/SCAN_what.EXT`` beside the scan ``volume`` was read from, EXT from its format (the first
+    filter's when that format cannot be written); ``SCAN`` is the file or DICOM folder name. "" when the
+    scan came from no file (the dialog then opens where Qt likes)."""
+    source = getattr(volume, "source", None)
+    if not source:
+        return ""
+    source = Path(source)
+    extension = SOURCE_EXTENSIONS.get(getattr(volume, "format", ""), "")
+    if extension not in filter_extensions(filters):
+        extension = filter_extensions(filters)[0]
+    name = source.name
+    for known in (".nii.gz", ".nii", ".dcm", ".tiff", ".tif", ".png", ".jpeg", ".jpg", ".npy"):
+        if name.lower().endswith(known):
+            name = name[: -len(known)]
+            break
+    return str(source.parent / f"{name}_{what}{extension}")
+
+
+def filter_extensions(filters: str) -> list[str]:
+    """Every extension the ``;;``-separated Qt name filters list, in order: ``.nii.gz``, ``.nii``, ..."""
+    return [e.lower() for e in re.findall(r"\*(\.[\w.]+)", filters)]
+
+
+def with_filter_extension(path: str, selected_filter: str) -> str:
+    """``path`` with the selected filter's first extension added when it ends in none of the filter's."""
+    extensions = filter_extensions(selected_filter)
+    if not extensions or any(path.lower().endswith(e) for e in extensions):
         return path
+    return path + extensions[0]
+
+
+def _save_dialog(filters: str, suggested: str = "") -> Callable[[QWidget, str], str]:
+    """A save dialog opening on ``suggested`` (folder and name) with the matching filter selected."""
+    def choose(parent: QWidget, title: str) -> str:
+        initial = next((f for f in filters.split(";;")
+                        if any(suggested.lower().endswith(e) for e in filter_extensions(f))), "")
+        path, selected = QFileDialog.getSaveFileName(parent, title, suggested, filters, initial,
+                                                     options=QFileDialog.Option.DontConfirmOverwrite)
+        return with_filter_extension(path, selected) if path else path
     return choose
 
 
@@ -117,6 +163,19 @@ def _export(parent: QWidget, title: str, filters: str, path: str | None, overwri
 
 def confirm_replace(parent: QWidget, existing: list[Path]) -> bool:
     """Ask before replacing files; True when the user says yes."""
-    more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-    answer = QMessageBox.question(parent, "Replace files?", f"'{existing[0]}'{more} exists. Replace?")
+    if len(existing) > 1:
+        others = len(existing) - 1
+        text = f"'{existing[0]}' and {others} more file{'s' * (others != 1)} exist. Replace them?"
+    else:
+        text = f"'{existing[0]}' exists. Replace it?"
+    answer = QMessageBox.question(parent, "Replace files?", text)
     return answer == QMessageBox.StandardButton.Yes
+
+
+def painted(support) -> bool:
+    """True when the support copy (an array, or a list of planes for an image set) has any paint; else
+    tells the user to paint first (Save prototypes asks for a file name only after this)."""
+    if support is not None and any(np.any(plane) for plane in support):
+        return True
+    show_warning("Nothing is painted on the support layer yet: paint a few slices of each class first.")
+    return False

@@ -4,6 +4,8 @@
   no job's outcome: a job's message is never overwritten (only the hints below are replaced).
 - When a sample or image set opens with a hidden reference layer, napari makes that last-added
   layer the active one; the image is selected instead, so the user starts on the scan.
+- Units: an image set's first axis counts images, not slices (scope choices, range, hints); its
+  file name shows at the top of the canvas (napari's notifications cover the bottom right).
 - Scribble mode's background label: napari paints with label 1 by default, so a background label of
   1 would turn the first organ painted into background. The default is the first label above every
   class in use (painted or named), set when scribble mode is chosen and kept up to date until the
@@ -11,6 +13,8 @@
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 from qtpy.QtCore import QTimer
@@ -69,6 +73,8 @@ class Guidance:
         if self._closed or self.widget.runner.closed:
             return
         image, support = self.widget.image_layer, self.widget.support_layer
+        image_sets.name_units(self.ui, image)
+        image_sets.show_image_name(self.viewer, image)  # also when the set opened with the widget docked
         scribble = self.ui.support_mode() == "scribble"
         if scribble and self._auto_background is not None or scribble and self.ui.background_spin.value() == 1:
             value = default_background(support, image)
@@ -88,6 +94,11 @@ class Guidance:
     def _background_edited(self, value: int) -> None:
         if value != self._auto_background:
             self._auto_background = None  # the user's own choice: never changed behind their back
+
+
+def device_message(exc) -> str:
+    """The core's device error worded for the panel: the Device list, not the command line's ``--device``."""
+    return re.sub(r"use (--device )?cpu or auto\.$", "choose cpu or auto in the Device list (Model).", str(exc))
 
 
 def hint(image, support, background: int | None) -> str:

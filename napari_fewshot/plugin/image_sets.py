@@ -28,18 +28,37 @@ def set_info(layer):
     return None if layer is None else layer.metadata.get(IMAGE_SET_KEY)
 
 
+def unit(layer) -> str:
+    """What the first axis of ``layer`` counts, for the user: "image" for an image set, else "slice"."""
+    return "image" if set_info(layer) is not None else "slice"
+
+
+def name_units(ui, layer) -> None:
+    """Word the panel's scope choices and range for ``layer``: "all images" / "image range" for an image
+    set, "all slices" / "slice range" otherwise (the choices keep their order; see Panel.scope)."""
+    noun = unit(layer)
+    for index, text in enumerate((f"all {noun}s", f"current {noun}", f"{noun} range")):
+        if ui.scope_combo.itemText(index) != text:
+            ui.scope_combo.setItemText(index, text)
+    ui.range_label.setText(f"{noun}s")
+
+
 def image_set_layer_data(image_set, name: str | None = None) -> list[LayerData]:
     """An :class:`~napari_fewshot.io.image_sets.ImageSet` as napari layer data: the padded Image layer,
     plus (when the folder holds BUSI-style ``NAME_mask*.png`` files) a hidden ``reference masks`` Labels
-    layer with the same padding, which the widget never offers as a support."""
+    layer with the same padding, which the widget never offers as a support; label 1 is then named
+    "lesion" on the image too (so the support, prediction and heatmap made over it are)."""
     info = image_set.info
     name = name or Path(info.folder or "image set").name
     data = image_set.padded()
-    kwargs: dict[str, Any] = {"name": name, "rgb": info.channel_mode == "rgb", "metadata": {IMAGE_SET_KEY: info}}
+    masks = image_set.padded_masks()
+    metadata: dict[str, Any] = {IMAGE_SET_KEY: info}
+    if masks is not None:  # BUSI: label 1 is the lesion, for the support, prediction and heatmap made over it
+        metadata[CLASS_NAMES_KEY] = {1: "lesion"}
+    kwargs: dict[str, Any] = {"name": name, "rgb": info.channel_mode == "rgb", "metadata": metadata}
     if data.dtype == np.uint8:
         kwargs["contrast_limits"] = (0, 255)
     out: list[LayerData] = [(data, kwargs, "image")]
-    masks = image_set.padded_masks()
     if masks is not None:
         metadata = {IMAGE_SET_KEY: info, ROLE_KEY: "reference", CLASS_NAMES_KEY: {1: "lesion"}}
         out.append((masks, {"name": f"{name}: reference masks", "metadata": metadata, "visible": False,
@@ -127,6 +146,7 @@ def show_image_name(viewer, image_layer) -> None:
     index = min(max(index, 0), len(info) - 1)
     height, width = info.shapes[index]
     overlay.text = f"{_NAME_PREFIX}{info.names[index]} - {index + 1} of {len(info)}, {width} x {height} px"
+    overlay.position = "top_center"  # napari's notifications pile up at the bottom right; colour bars sit top right
     overlay.visible = True
 
 

@@ -72,7 +72,8 @@ class Panel:
         self.range_start = QSpinBox()
         self.range_stop = QSpinBox()
         row = QHBoxLayout()
-        row.addWidget(QLabel("slices"))
+        self.range_label = QLabel("slices")  # "images" for an image set (see image_sets.name_units)
+        row.addWidget(self.range_label)
         row.addWidget(self.range_start)
         row.addWidget(QLabel("to"))
         row.addWidget(self.range_stop)
@@ -159,10 +160,10 @@ class Panel:
         self.update_visibility()
 
     def scope(self) -> str:
-        return SCOPES[self.scope_combo.currentText()]
+        return list(SCOPES.values())[max(self.scope_combo.currentIndex(), 0)]  # by position: texts vary
 
     def set_scope(self, scope: str) -> None:
-        self.scope_combo.setCurrentText(next(k for k, v in SCOPES.items() if v == scope))
+        self.scope_combo.setCurrentIndex(list(SCOPES.values()).index(scope))
 
     def support_mode(self) -> str:
         return SUPPORT_MODES[self.mode_combo.currentText()]

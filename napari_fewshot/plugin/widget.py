@@ -136,8 +136,9 @@ class FewShotWidget(QWidget):
         if job is None:
             return None
         preview = partial(self._show_result, job.session, self.image_layer, self.support_layer, False, quiet=True)
+        unit = image_sets.unit(job.session.layer)
         return self.runner.launch("Computing features", features_job, job, self.current_slice(),
-                                  on_return=lambda n: self._done(f"Features ready for {n} slices"), on_preview=preview)
+                                  on_return=lambda n: self._done(f"Features ready for {n} {unit}s"), on_preview=preview)
 
     def segment(self, scope: str | None = None, start_slice: int | None = None, stop_slice: int | None = None):
         """Segment "all" slices, the "current" slice or a slice "range" (inclusive; default: the spin boxes)."""
@@ -212,9 +213,9 @@ class FewShotWidget(QWidget):
 
         Returns the started worker (the file is written when it returns), or None.
         """
-        target = banks.save_path(self, path, overwrite)
-        job = self._job(need_support=True) if target is not None else None
-        if job is None:
+        job = self._job(need_support=True)  # checked before asking for a file name
+        target = banks.save_path(self, path, overwrite) if job is not None and exporting.painted(job.support) else None
+        if target is None:
             return None
         support, image = self.support_layer, self.image_layer
         names = layers.class_names(support, image)
@@ -318,7 +319,8 @@ class FewShotWidget(QWidget):
         if not quiet:
             n = len(set(result.segmented_slices) - set(result.support_slices))
             unit = "image" if image_sets.set_info(image) is not None else "slice"
-            self._done(f"Segmented {n} {unit}{'s' * (n != 1)} from {len(result.support_slices)} support {unit}s")
+            k = len(result.support_slices)
+            self._done(f"Segmented {n} {unit}{'s' * (n != 1)} from {k} support {unit}{'s' * (k != 1)}")
 
     def _show_image_name(self, *_) -> None:
         image_sets.show_image_name(self.viewer, self.image_layer)
@@ -405,7 +407,7 @@ class FewShotWidget(QWidget):
         try:
             resolve_device(name)
         except FewShotError as exc:
-            show_error(str(exc))
+            show_error(guidance.device_message(exc))
             self.ui.device_combo.setCurrentText("auto")
         self._update_model_label()
 
@@ -416,7 +418,7 @@ class FewShotWidget(QWidget):
         session = self._sessions.get(id(layers.unwrap(self.image_layer)))
         text = f"Using {params.encoder} on {resolve_device(params.device)}"
         if session is not None and session.segmenter is not None and session.reuses_features(params):
-            text += f"; features cached for {session.cached_slices()} slices"
+            text += f"; features cached for {session.cached_slices()} {image_sets.unit(self.image_layer)}s"
             text += " (fine-tuned)" if session.segmenter.is_fine_tuned else ""
         self.ui.model_label.setText(text + ".")
 
