@@ -145,7 +145,12 @@ def test_image_set_wording_class_name_and_device_error(make_napari_viewer, qtbot
     viewer.dims.set_current_step(0, 1)
     qtbot.mouseClick(widget.ui.segment_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, widget)
-    assert widget.heatmap_layers[1].name == "heatmap: class 1 (lesion)"
+    heat = widget.heatmap_layers[1]
+    assert heat.name == "heatmap: class 1 (lesion)"
+    lesion = reference[1] == 1
+    inside, outside = _shown(heat, heat.data[1][lesion]).mean(), _shown(heat, heat.data[1][~lesion]).mean()
+    print(f"ultrasound shown brightness: lesion {inside:.3f}, elsewhere {outside:.3f}, limits {heat.contrast_limits}")
+    assert inside > 3 * outside  # the lesion is highlighted
     assert any(m.startswith("Segmented 1 image from 1 support image in ") for _, m in notes)
 
     notes.clear()
