@@ -67,6 +67,11 @@ class BoxSegmenter:
             self._prompter = BoxPrompter(self.device)
         return self._prompter
 
+    @property
+    def loaded(self) -> bool:
+        """True once LiteMedSAM is loaded (the first box also loads it)."""
+        return self._prompter is not None
+
     def is_cached(self, plane: np.ndarray) -> bool:
         """True when ``plane``'s embedding is cached (a box on it only runs the decoder)."""
         return _digest(plane) in self._embeddings
