@@ -48,6 +48,10 @@ class Panel:
                                       "Labels layer (enabled when there is one).")
         self.restore_button.setEnabled(False)
         form.addRow(self.restore_button)
+        self.box_button = _button("Box \u2192 paint", "Draw rectangles around organs or lesions (a 'boxes' layer in "
+                                  "rectangle mode): LiteMedSAM paints each object into the support with its selected "
+                                  "label, on unpainted pixels only (Ctrl+Z undoes it).")
+        form.addRow(self.box_button)
         root.addWidget(data)
 
         model = QGroupBox("Model", parent)

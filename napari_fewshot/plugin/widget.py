@@ -3,6 +3,7 @@
 Programmatic API (what the buttons call; tests drive it): :meth:`FewShotWidget.compute_features`,
 :meth:`~FewShotWidget.segment`, :meth:`~FewShotWidget.fine_tune`, :meth:`~FewShotWidget.reset_weights`
 (each returns the started worker, or None after telling the user why not), :meth:`~FewShotWidget.cancel`,
+``widget.boxes.start()`` / ``widget.boxes.paint_box(box)`` (Box -> paint, see :mod:`.box_tool`),
 :meth:`~FewShotWidget.export`, :meth:`~FewShotWidget.export_heatmaps`, :meth:`~FewShotWidget.create_support_layer`,
 :meth:`~FewShotWidget.save_prototypes`, :meth:`~FewShotWidget.load_prototypes` (prototype banks).
 
@@ -28,10 +29,12 @@ from qtpy.QtWidgets import QWidget
 from ..errors import FewShotError
 from . import VOLUME_KEY, banks, corrections, exporting, guidance, image_sets, layers
 from .autosave import SupportAutosave
+from .box_tool import BoxTool
 from .live import LiveMode
 from .panel import Panel
 from .runner import JobRunner
 from .session import ImageSession, image_stack, slice_indices, support_stack
+from .triton_guard import keep_triton_out
 from .workers import Job, features_job, fine_tune_job, segment_job
 
 
@@ -42,6 +45,7 @@ class FewShotWidget(QWidget):
         super().__init__(parent)
         from ..core import available_encoders
 
+        keep_triton_out()  # before any job imports LiteMedSAM (timm, torchvision): Triton would crash the canvas
         self.viewer = viewer
         self.ui = Panel(self, available_encoders())
         self._sessions: dict[int, ImageSession] = {}  # id(image layer) -> its segmenter and results
@@ -54,6 +58,7 @@ class FewShotWidget(QWidget):
         self.autosave = SupportAutosave(self)  # watches the supports; offers saved paint back
         self.corrections = corrections.Corrections(self)  # strokes on predicted slices, Accept slice, Check next
         self.guidance = guidance.Guidance(self)  # next-step hint, scan selected after an open, background label
+        self.boxes = BoxTool(self)  # Box -> paint: rectangles become support paint (LiteMedSAM)
 
     # -- public state ----------------------------------------------------------------------
     @property
@@ -376,6 +381,7 @@ class FewShotWidget(QWidget):
         self.autosave.close()  # writes pending strokes
         self.corrections.close()
         self.guidance.close()
+        self.boxes.close()
         events = self.viewer.layers.events
         for event_ in (events.inserted, events.removed, events.moved, events.reordered):
             event_.disconnect(self._refresh_layer_choices)
