@@ -98,6 +98,13 @@ class Panel:
         self.segment_button = QPushButton("Segment")
         self.live_check = QCheckBox("Live: re-segment the visible slice after each stroke")
         self.heatmap_check = QCheckBox("Heatmaps (similarity to each class)")
+        self.refine_check = QCheckBox("Refine with LiteMedSAM (outlines redrawn from boxes)")
+        self.refine_check.setTristate(True)
+        self.refine_check.setCheckState(Qt.CheckState.PartiallyChecked)
+        self.refine_check.setToolTip(
+            "Each predicted organ or lesion becomes a box for LiteMedSAM, which redraws its outline.\n"
+            "Half-checked (default): where it was measured to help at an acceptable cost (a volume on a GPU).\n"
+            "Checked: always. Unchecked: never.")
         form.addRow(self.compute_button)
         form.addRow("Support", mode_row)
         form.addRow("Segment", self.scope_combo)
@@ -105,6 +112,7 @@ class Panel:
         form.addRow(self.segment_button)
         form.addRow(self.live_check)
         form.addRow(self.heatmap_check)
+        form.addRow(self.refine_check)
         root.addWidget(segment)
 
         self.accept_button = _button("Accept slice", "Copy the prediction of the visible slice into the support, "
@@ -171,6 +179,11 @@ class Panel:
 
     def support_mode(self) -> str:
         return SUPPORT_MODES[self.mode_combo.currentText()]
+
+    def refine(self) -> bool | None:
+        """SegmentationParams.refine from the Refine check box: True, False, or None (the measured default)."""
+        state = self.refine_check.checkState()
+        return None if state == Qt.CheckState.PartiallyChecked else state == Qt.CheckState.Checked
 
     def set_support_mode(self, mode: str) -> None:
         self.mode_combo.setCurrentText(next(k for k, v in SUPPORT_MODES.items() if v == mode))

@@ -106,14 +106,14 @@ class FewShotWidget(QWidget):
         self.ui.support_combo.setCurrentText(layer.name)
 
     def params(self):
-        """SegmentationParams from the encoder, device and support-mode choosers (core defaults otherwise)."""
+        """SegmentationParams from the encoder, device, support-mode and refine choosers (core defaults otherwise)."""
         from ..core import SegmentationParams
 
         mode = self.ui.support_mode()
         background = self.ui.background_spin.value() if mode == "scribble" else None
         return SegmentationParams(encoder=self.ui.encoder_combo.currentText(),
                                   device=self.ui.device_combo.currentText(), support_mode=mode,
-                                  background_label=background)
+                                  background_label=background, refine=self.ui.refine())
 
     def current_slice(self) -> int:
         """Index (along the image's first axis) of the slice the viewer shows."""
