@@ -1,14 +1,17 @@
-"""Make docs/screenshot.png: napari with the CT sample, a painted support, the prediction and a heatmap.
+"""Make docs/screenshot.png: napari with the CT sample, a painted support, the prediction and a heatmap,
+and docs/painted_vs_predicted.png: an axial slice the user painted beside one the model predicted.
 
 Run headless from the repository root:
 
-    xvfb-run -a .venv/bin/python docs/make_screenshot.py [OUTPUT.png]
+    xvfb-run -a .venv/bin/python docs/make_screenshot.py [OUTPUT.png [PAIR.png]]
 
 It drives the dock widget exactly as a user would (through its public methods): open the sample,
 create the support layer, paint liver, spleen and both kidneys on three axial slices (copied from
 the sample's reference labels), compute features, segment all slices with heatmaps on. The view is
 a coronal reslice: the three painted slices show as lines, the prediction fills the organs between
-them, and the liver heatmap glows (the other heatmaps are hidden).
+them (outlined: paint is filled, predictions are drawn as outlines), and the liver heatmap glows
+in the liver's colour with its colour bar (the other heatmaps are hidden). The pair shows painted
+slice 93 (filled) beside predicted slice 88 (outlines), every heatmap on.
 """
 
 import torch  # noqa: F401  (before Qt, see ../shared/DESIGN.md)
@@ -22,10 +25,13 @@ from pathlib import Path
 import napari
 import numpy as np
 from napari._qt.dialogs.qt_notification import NapariQtNotification
+from PIL import Image, ImageDraw, ImageFont
 
 from napari_fewshot.plugin.scripting import wait_idle
 
 OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "screenshot.png"
+PAIR = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parent / "painted_vs_predicted.png"
+PREDICTED_SLICE = 88  # an unpainted slice between the painted ones, all four organs on it
 PAINTED_SLICES = (84, 93, 100)  # axial slices painted with all four organs
 CORONAL_ROW = 60  # the coronal plane shown (row index of the axial slices); all four organs cross it
 
@@ -67,7 +73,34 @@ def main() -> None:
     wait_idle(settle_s=1.0)
     viewer.screenshot(str(OUT), canvas_only=False)
     print(f"wrote {OUT}")
+    _painted_vs_predicted(viewer, heatmaps)
     viewer.close()
+
+
+def _painted_vs_predicted(viewer, heatmaps) -> None:
+    """Axial views of a painted and a predicted slice side by side, captioned, every heatmap on."""
+    for layer in heatmaps.values():
+        layer.visible = True
+    viewer.dims.order = (0, 1, 2)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.orientation = ("towards", "down", "right")
+    viewer.reset_view()
+    shots = []
+    for z, caption in ((PAINTED_SLICES[1], "painted slice {z}: support, filled"),
+                       (PREDICTED_SLICE, "slice {z}: prediction, outlined")):
+        viewer.dims.set_current_step(0, z)
+        wait_idle(settle_s=1.0)
+        shots.append((Image.fromarray(viewer.screenshot(canvas_only=True, flash=False)), caption.format(z=z)))
+    width, height = sum(im.width for im, _ in shots), max(im.height for im, _ in shots)
+    pair = Image.new("RGB", (width, height + 40), "black")
+    draw, x = ImageDraw.Draw(pair), 0
+    font = ImageFont.load_default(size=24)
+    for image, caption in shots:
+        pair.paste(image.convert("RGB"), (x, 40))
+        draw.text((x + 12, 6), caption, fill="white", font=font)
+        x += image.width
+    pair.save(PAIR)
+    print(f"wrote {PAIR}")
 
 
 if __name__ == "__main__":
