@@ -118,3 +118,27 @@ def test_a_box_around_a_real_busi_lesion_gives_its_mask():
         made = boxes.mask(plane, box_of(reference, 0.1))
         dice = 2 * (made & reference).sum() / (made.sum() + reference.sum())
         assert dice > 0.8, (name, dice)
+
+
+def test_triton_is_kept_out_only_when_mesas_llvm_is_loaded(tmp_path):
+    """Loading Triton after Mesa's libLLVM (software OpenGL, Xvfb) crashed napari when LiteMedSAM was first used."""
+    import sys
+
+    from napari_fewshot.plugin.triton_guard import keep_triton_out
+
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libGL.so.1\n")
+    saved = {name: module for name, module in sys.modules.items() if name == "triton" or name.startswith("triton.")}
+    for name in saved:
+        del sys.modules[name]
+    try:
+        assert not keep_triton_out(str(maps)) and "triton" not in sys.modules
+        maps.write_text(maps.read_text() + "7f02-7f03 r-xp 0 08:01 2 /usr/lib/x86_64-linux-gnu/libLLVM-15.so.1\n")
+        assert keep_triton_out(str(maps)) and sys.modules["triton"] is None
+        with pytest.raises(ImportError):
+            import triton  # noqa: F401
+        assert not keep_triton_out(str(maps))  # decided once
+        assert not keep_triton_out(str(tmp_path / "missing"))
+    finally:
+        sys.modules.pop("triton", None)
+        sys.modules.update(saved)
