@@ -6,16 +6,20 @@
     report = run_batch("liver.fewshot", "cohort/", "masks/", workers=2)       # embedded LocalCluster
     report = run_batch("liver.fewshot", "cohort/", "masks/", scheduler="tcp://10.0.0.5:8786")
 
-- Scans: every NIfTI / TIFF / NPY / PNG / JPEG file and every folder holding a DICOM series under
-  INPUT_DIR (recursively, symlinks followed). Masks go to the same relative path under OUTPUT_DIR in
-  the scan's format: NIfTI -> NIfTI on the scan's grid with its affine, DICOM folder -> ``FOLDER.nii.gz``
-  on the series' grid, TIFF -> TIFF, NPY -> NPY, PNG/JPEG -> PNG.
-- ``OUTPUT_DIR/results.csv``: one row per scan: scan, mask, status (ok | error), error, seconds, slices,
-  voxel_ml, one ``<class>_ml`` column per class of the bank (voxel count x voxel volume from the
-  spacing), bank (the bank's signature). Rewritten atomically after every scan.
-- Restartable: a scan whose row says ok with this bank and whose mask exists is skipped; failed scans
-  and scans without a row are (re)done. A failure (corrupt file, out of memory, a worker dying) is
-  recorded in its row and the other scans go on.
+- Scans and their masks: see napari_fewshot.cohort (each real file or folder once; the input folder
+  itself when it is a DICOM series). Two scans that would share a mask name are refused before anything
+  is computed, naming both.
+- Before any compute the outputs are checked (the output folder can be created and written, no folder
+  or foreign file has a mask's name); one sentence and nothing computed when they cannot be written.
+- ``OUTPUT_DIR/results.csv`` (see napari_fewshot.batch_results): a row per scan, written through
+  io.atomic after every scan; scans about to be segmented are marked "pending" first.
+- Masks are written through io.atomic (never half a file under its name; permissions follow the umask),
+  read back and checksummed. A restart skips a scan only when its row says ok with this bank and its
+  mask still has that checksum; everything else is redone. A mask file that exists without a row is
+  never replaced (it is not the batch's): the batch refuses to start and names it.
+- A failure (corrupt file, out of memory, a worker dying) is recorded in its row and the other scans
+  go on; ``BatchReport.failed`` lists them (the CLI then exits with status 3).
+- Ctrl-C cancels the tasks, closes the workers and raises KeyboardInterrupt with one line to print.
 - Dask: an embedded ``LocalCluster`` (N worker processes, 1 thread each) unless a scheduler address is
   given. The bank file's bytes are sent to every worker once; each worker builds the encoder once per
   bank (cached on the worker object) and reuses it for every scan it gets. Workers read the scans and
@@ -25,125 +29,127 @@
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import hashlib
 import os
-import re
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from .batch_results import (CSV_NAME, class_columns, header, make_row, mask_digest, mask_is_done, read_results,
+                            write_results)
+from .cohort import Scan, check_unique_masks, find_scans
 from .errors import FewShotError
-from .io.readers import is_dicom_file
 
-CSV_NAME = "results.csv"
-BASE_COLUMNS = ("scan", "mask", "status", "error", "seconds", "slices", "voxel_ml")
-_VOLUME_SUFFIXES = {".nii.gz": ".nii.gz", ".nii": ".nii", ".tif": ".tif", ".tiff": ".tiff", ".npy": ".npy",
-                    ".png": ".png", ".jpg": ".png", ".jpeg": ".png"}
 _WORKER_CACHE = "_napari_fewshot_bank"  # attribute on a dask Worker: (key, bank, segmenter)
 
 
-# -- scans ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Scan:
-    """One scan of the cohort: `name` (path relative to the input folder, '/'-separated), `path`,
-    `kind` ("file" or "dicom" for a DICOM folder) and `mask` (path relative to the output folder)."""
+# -- one scan: the CLI (support or bank), the batch's workers and the demo -------------------------
+@dataclass
+class PaintedSupport:
+    """Segment from paint instead of a bank: `labels` is a label-map file (read onto the scan's grid) or
+    an array shaped like the scan. before(segmenter, labels, volume) runs once the scan is set and before
+    its features are computed (the CLI reports, adapts and fine-tunes there)."""
 
-    name: str
-    path: Path
-    kind: str
-    mask: str
-
-
-def _suffix(name: str) -> str | None:
-    lower = name.lower()
-    return next((s for s in _VOLUME_SUFFIXES if lower.endswith(s)), None)
+    labels: Any
+    before: Callable[[Any, Any], None] | None = None
 
 
-def find_scans(input_dir: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Scan]:
-    """Every scan under `input_dir` in sorted order; `exclude` (e.g. the output folder) is not searched."""
-    root = Path(input_dir)
-    if not root.is_dir():
-        raise FewShotError(f"The input folder {root} does not exist.")
-    skip = Path(exclude).resolve() if exclude is not None else None
-    scans = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (skip is None or (here / d).resolve() != skip))
-        files = sorted(f for f in files if not f.startswith("."))
-        relative = here.relative_to(root).as_posix()
-        if here != root and any(is_dicom_file(here / f) for f in files):
-            scans.append(Scan(relative, here, "dicom", relative + ".nii.gz"))
-            continue
-        for name in files:
-            suffix = _suffix(name)
-            if suffix is None:
-                continue
-            rel = name if relative == "." else f"{relative}/{name}"
-            scans.append(Scan(rel, here / name, "file", rel[: -len(suffix)] + _VOLUME_SUFFIXES[suffix]))
-    if not scans:
-        raise FewShotError(f"No scans (NIfTI, DICOM folders, TIFF, NPY, PNG, JPEG) were found under {root}.")
-    return sorted(scans, key=lambda s: s.name)
+def refuse_unusable(volume, path) -> None:
+    """FewShotError when a scan has nothing to segment: every pixel NaN or infinite."""
+    import numpy as np
+
+    data = volume.data
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
+        raise FewShotError(f"The scan {path} has no finite pixel value (every pixel is NaN or infinite), so there "
+                           "is nothing to segment.")
 
 
-# -- one scan (runs on a worker, or in-process for `segment --bank`) ---------------------------
-def segment_file(bank, segmenter, image_path: str | os.PathLike, out_path: str | os.PathLike,
-                 overwrite: bool = False, heatmaps: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Read one scan, segment it with `bank` on `segmenter` (from ``bank.make_segmenter``), write the mask
-    (and, with a `heatmaps` folder, one similarity map per class: see :func:`write_heatmaps`).
+def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str | os.PathLike,
+                 overwrite: bool = False, heatmaps: str | os.PathLike | None = None,
+                 heatmap_names: dict[int, str] | None = None, keep_result: bool = False) -> dict[str, Any]:
+    """Read one scan, segment it, write the mask (read back to check it), optionally the heatmaps.
 
+    source: a PrototypeBank (`segmenter` from ``bank.make_segmenter``) or a :class:`PaintedSupport`.
+    image_path: the scan's file or folder (or a Volume already read).
+    heatmaps: a folder for one similarity map per class (see :func:`write_heatmaps`).
     Returns {"slices", "spacing", "voxel_ml", "volumes_ml": {class id: mL}, "seconds": {read, features,
-    matching, write}, "written": [paths], "shape"}. Raises FewShotError on a bad scan.
+    matching, write}, "written": [paths], "shape", "class_ids", "segmented_slices"} (+ "volume", "result", "support" with
+    `keep_result`). Raises FewShotError on a bad scan or output; the segmenter forgets the scan after.
     """
     import numpy as np
 
     from .core import run
     from .core.metrics import class_volumes
-    from .io import read_volume, write_mask
+    from .io import Volume, read_labels, read_volume, write_mask
+    from .io.writers import check_mask_target
 
     timings = {}
     t0 = time.perf_counter()
-    volume = read_volume(image_path)
+    volume = image_path if isinstance(image_path, Volume) else read_volume(image_path)
+    refuse_unusable(volume, image_path)
+    check_mask_target(out_path, volume.data.shape[0], overwrite=overwrite)  # before any compute
+    support = None
+    if isinstance(source, PaintedSupport):
+        support = source.labels
+        if isinstance(support, (str, os.PathLike)):
+            support = read_labels(support, like=volume)
     t1 = time.perf_counter()
     segmenter.set_image(volume.data)
     try:
+        if support is not None and source.before is not None:
+            source.before(segmenter, support, volume)
         run(segmenter.compute_features())
         t2 = time.perf_counter()
-        result = run(bank.segment(segmenter, similarity=heatmaps is not None))
+        if support is not None:
+            result = run(segmenter.segment(support, similarity=heatmaps is not None))
+        else:
+            result = run(source.segment(segmenter, similarity=heatmaps is not None))
     finally:
         segmenter.release_image()  # free the features of this scan
     t3 = time.perf_counter()
     written = write_mask(out_path, result.labels, like=volume, overwrite=overwrite)
+    if len(written) == 1 and not np.array_equal(read_labels(written[0], like=volume), result.labels):
+        raise FewShotError(f"The mask {written[0]} did not read back as written; check the disk.")
     if heatmaps is not None:
-        written += write_heatmaps(heatmaps, result, volume, overwrite)
+        written += write_heatmaps(heatmaps, result, volume, overwrite, heatmap_names)
     t4 = time.perf_counter()
-    volumes = class_volumes(result.labels, bank.class_ids, volume.spacing)
+    volumes = class_volumes(result.labels, result.class_ids, volume.spacing)
     timings.update(read=t1 - t0, features=t2 - t1, matching=t3 - t2, write=t4 - t3)
-    return {"slices": int(np.shape(result.labels)[0]), "shape": list(volume.data.shape),
-            "spacing": list(volume.spacing), "voxel_ml": float(np.prod(volume.spacing)) / 1000.0,
-            "volumes_ml": {c: ml for c, (_, ml) in volumes.items()},
-            "seconds": timings, "written": [str(p) for p in written]}
+    outcome = {"slices": int(np.shape(result.labels)[0]), "shape": list(volume.data.shape),
+               "spacing": list(volume.spacing), "voxel_ml": float(np.prod(volume.spacing)) / 1000.0,
+               "volumes_ml": {c: ml for c, (_, ml) in volumes.items()}, "class_ids": list(result.class_ids),
+               "segmented_slices": len(result.segmented_slices),
+               "seconds": timings, "written": [str(p) for p in written]}
+    if keep_result:
+        outcome.update(volume=volume, result=result, support=support)
+    return outcome
 
 
-def write_heatmaps(folder: str | os.PathLike, result, volume, overwrite: bool = False) -> list:
-    """Write `folder`/heatmap_class_C (NIfTI for NIfTI/DICOM scans, else TIFF) per class of a
-    SegmentationResult with similarity maps, shaped and placed like the scan `volume`; returns the paths."""
-    from pathlib import Path
-
+def write_heatmaps(folder: str | os.PathLike, result, volume, overwrite: bool = False,
+                   names: dict[int, str] | None = None) -> list:
+    """Write `folder`/heatmap_class_C (``heatmap_NAME`` for classes in `names`; NIfTI for NIfTI/DICOM scans,
+    else TIFF) per class of a SegmentationResult with similarity maps, shaped and placed like the scan
+    `volume`; returns the paths."""
     from .io import write_image
+    from .paths import slug
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if volume.format in ("nifti", "dicom") else ".tif"
     written = []
     for c in result.similarity:
-        written += write_image(folder / f"heatmap_class_{c}{suffix}", result.similarity_volume(c), like=volume,
+        stem = f"heatmap_{slug(names[c])}" if names and names.get(c) else f"heatmap_class_{c}"
+        written += write_image(folder / f"{stem}{suffix}", result.similarity_volume(c), like=volume,
                                overwrite=overwrite)
     return written
 
 
+# -- the dask side ---------------------------------------------------------------------------------
 def _worker_segmenter(bank_bytes: bytes, bank_key: str, device: str, torch_threads: int | None):
     """(bank, segmenter, loaded_now) cached on the dask worker running this task (one bank at a time);
     built fresh, not cached, when not called on a worker."""
@@ -174,8 +180,13 @@ def _worker_segmenter(bank_bytes: bytes, bank_key: str, device: str, torch_threa
 
 
 def segment_task(bank_bytes: bytes, bank_key: str, scan_path: str, out_path: str, device: str = "auto",
-                 torch_threads: int | None = None) -> dict[str, Any]:
-    """The dask task for one scan: never raises for a bad scan; returns a result dict with status ok | error."""
+                 torch_threads: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """The dask task for one scan: never raises for a bad scan; returns a result dict with status ok | error
+    (and, when ok, the mask's relative-to-`out_path` name in "written" and its checksum in "mask_sha256").
+
+    overwrite: replace a mask already at `out_path` (the batch's own earlier attempt); otherwise the mask
+    is created exclusively, so a file that appeared meanwhile is never replaced.
+    """
     started = time.perf_counter()
     info: dict[str, Any] = {"worker": None, "pid": os.getpid(), "encoder_loaded": False}
     try:
@@ -188,8 +199,10 @@ def segment_task(bank_bytes: bytes, bank_key: str, scan_path: str, out_path: str
         bank, segmenter, loaded = _worker_segmenter(bank_bytes, bank_key, device, torch_threads)
         info["encoder_loaded"] = loaded
         info["setup_seconds"] = time.perf_counter() - started
-        info.update(segment_file(bank, segmenter, scan_path, out_path, overwrite=True))
-        info.update(status="ok", error="")
+        info.update(segment_file(bank, segmenter, scan_path, out_path, overwrite=overwrite))
+        written = [Path(p) for p in info["written"]]
+        mask = written[0] if len(written) == 1 else written[0].parent  # a PNG set is its folder
+        info.update(status="ok", error="", mask_path=str(mask), mask_sha256=mask_digest(mask))
     except FewShotError as err:
         info.update(status="error", error=str(err))
     except MemoryError:
@@ -201,62 +214,13 @@ def segment_task(bank_bytes: bytes, bank_key: str, scan_path: str, out_path: str
     return info
 
 
-# -- the CSV ---------------------------------------------------------------------------------
-def class_columns(bank) -> dict[int, str]:
-    """Class id -> CSV column name (``liver_ml``; ``label_3_ml`` for unnamed classes), unique."""
-    columns: dict[int, str] = {}
-    for c in bank.class_ids:
-        base = re.sub(r"[^0-9a-z]+", "_", bank.class_names.get(c, f"label {c}").lower()).strip("_") or f"label_{c}"
-        name = f"{base}_ml"
-        if name in columns.values() or name in BASE_COLUMNS:
-            name = f"{base}_{c}_ml"
-        columns[c] = name
-    return columns
-
-
-def read_results(path: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """Rows of a results CSV by scan name ({} when it does not exist or cannot be read)."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        with open(path, newline="") as handle:
-            return {row["scan"]: row for row in csv.DictReader(handle) if row.get("scan")}
-    except (OSError, csv.Error, KeyError, UnicodeDecodeError):
-        return {}
-
-
-def write_results(path: Path, rows: dict[str, dict[str, Any]], columns: list[str]) -> None:
-    """Write the rows (sorted by scan) atomically: a crash never leaves a half-written CSV."""
-    extra = [c for row in rows.values() for c in row if c not in columns]
-    header = columns + sorted(set(extra), key=extra.index)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore")
-        writer.writeheader()
-        for name in sorted(rows):
-            writer.writerow({k: ("" if v is None else v) for k, v in rows[name].items()})
-    os.replace(tmp, path)
-
-
-def _row(scan: Scan, result: dict[str, Any], columns: dict[int, str], bank_key: str) -> dict[str, Any]:
-    row = {"scan": scan.name, "mask": scan.mask if result.get("status") == "ok" else "",
-           "status": result.get("status", "error"), "error": " ".join(str(result.get("error", "")).split()),
-           "seconds": f"{result.get('total_seconds', 0.0):.2f}", "slices": result.get("slices", ""),
-           "voxel_ml": f"{result['voxel_ml']:.6g}" if "voxel_ml" in result else ""}
-    volumes = result.get("volumes_ml", {})
-    for c, column in columns.items():
-        row[column] = f"{volumes[c]:.3f}" if c in volumes else ""
-    row["bank"] = bank_key
-    return row
-
-
-# -- the batch ---------------------------------------------------------------------------------
+# -- the batch ---------------------------------------------------------------------------------------
 @dataclass
 class BatchReport:
     """What a batch did: `rows` (the CSV, by scan), `done` (scans segmented now), `skipped` (already done),
     `failed` (errors now), `results` (scan name -> the task's result dict, timings included), `seconds`,
-    `workers` (number of dask workers used), `csv` (its path)."""
+    `workers` (number of dask workers used), `csv` (its path), `duplicates` ((name, scan it is another
+    name of) for files reached twice through symlinks)."""
 
     rows: dict[str, dict[str, Any]]
     done: list[str] = field(default_factory=list)
@@ -266,6 +230,46 @@ class BatchReport:
     seconds: float = 0.0
     workers: int = 0
     csv: Path | None = None
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.done) + len(self.failed) + len(self.skipped)
+
+
+def check_outputs(output_dir: Path, scans: Sequence[Scan], rows: dict[str, dict[str, str]]) -> None:
+    """Before any compute: the output folder can be made and written, and every mask can be written there.
+    A mask file that exists without a row in results.csv is not the batch's and is never replaced."""
+    try:
+        _check_outputs(output_dir, scans, rows)
+    except OSError as err:  # e.g. a folder on the way that may not be entered
+        raise FewShotError(f"Cannot use the output folder {output_dir} ({err.strerror or err}).") from err
+
+
+def _check_outputs(output_dir: Path, scans: Sequence[Scan], rows: dict[str, dict[str, str]]) -> None:
+    from .io.writers import check_mask_target, check_writable
+
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FewShotError(f"The output folder {output_dir} is a file; give a folder for the masks.")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FewShotError(f"Cannot create the output folder {output_dir} ({err.strerror or err}).") from err
+    if (output_dir / CSV_NAME).is_dir():
+        raise FewShotError(f"{output_dir / CSV_NAME} is a folder; the batch writes its results there.")
+    check_writable(output_dir / CSV_NAME)
+    foreign = []
+    for scan in scans:
+        target = output_dir / scan.mask
+        ours = scan.name in rows
+        if target.exists() and not target.is_dir() and not ours:
+            foreign.append(scan.mask)
+            continue
+        check_mask_target(target, 1 if scan.kind == "file" else None, overwrite=ours)
+    if foreign:
+        raise FewShotError(f"{len(foreign)} mask file(s) already in {output_dir} are not in its {CSV_NAME} "
+                           f"({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); the batch never "
+                           "replaces files it did not write: move them away or choose another output folder.")
 
 
 def run_batch(bank_path: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
@@ -281,6 +285,8 @@ def run_batch(bank_path: str | os.PathLike, input_dir: str | os.PathLike, output
     torch_threads: torch threads per worker; default for the LocalCluster: CPU cores // workers
         (dask sets OMP_NUM_THREADS=1 in its workers), left to the workers with a scheduler.
     Returns a :class:`BatchReport`; the CSV is OUTPUT_DIR/results.csv. Scans already done are skipped.
+    FewShotError (nothing computed) for a bad bank, colliding mask names or unwritable outputs;
+    KeyboardInterrupt (one line of text) after Ctrl-C, the workers closed.
     """
     from .core.bank import PrototypeBank
 
@@ -294,32 +300,56 @@ def run_batch(bank_path: str | os.PathLike, input_dir: str | os.PathLike, output
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if output_dir.exists() and output_dir.resolve() == input_dir.resolve():
         raise FewShotError("The output folder must differ from the input folder (masks would be taken for scans).")
-    scans = find_scans(input_dir, exclude=output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    duplicates: list[tuple[str, str]] = []
+    scans = find_scans(input_dir, exclude=output_dir, duplicates=duplicates)
+    check_unique_masks(scans)
     csv_path = output_dir / CSV_NAME
-    columns = class_columns(bank)
-    header = list(BASE_COLUMNS) + list(columns.values()) + ["bank"]
     rows = read_results(csv_path)
+    check_outputs(output_dir, scans, rows)
+    columns = class_columns(bank)
+    csv_header = header(columns)
+    report = BatchReport(rows, csv=csv_path, duplicates=duplicates)
     todo = []
-    report = BatchReport(rows, csv=csv_path)
     for scan in scans:
         previous = rows.get(scan.name)
-        if previous and previous.get("status") == "ok" and previous.get("bank") == bank_key \
-                and (output_dir / previous.get("mask", scan.mask)).exists():
-            report.skipped.append(scan.name)
-        else:
-            todo.append(scan)
+        (report.skipped if previous and mask_is_done(output_dir, previous, bank_key) else todo).append(scan)
+    report.skipped = [s.name for s in report.skipped]
     log(f"{len(scans)} scan(s) under {input_dir}: {len(report.skipped)} already done, {len(todo)} to segment; "
         f"{bank.describe()}")
+    for name, first in duplicates:
+        log(f"{name} is another name of {first} (a symlink): segmented once, as {first}")
     if not todo:
-        write_results(csv_path, rows, header)
+        write_results(csv_path, rows, csv_header)
         report.seconds = time.perf_counter() - started
         return report
+    overwrite = {scan.name: scan.name in rows for scan in todo}  # a row: the mask there is the batch's own
+    for scan in todo:
+        rows[scan.name] = make_row(scan, {"status": "pending"}, columns, bank_key)
+    write_results(csv_path, rows, csv_header)
+    try:
+        _run_tasks(report, todo, overwrite, bank, bank_bytes, bank_key, output_dir, columns, csv_header,
+                   scheduler, workers, device, torch_threads, client, log, connect_timeout)
+    except KeyboardInterrupt:
+        left = len(todo) - len(report.done) - len(report.failed)
+        raise KeyboardInterrupt(f"{len(report.done)} scan(s) segmented, {left} left; {csv_path} is kept: run the "
+                                "same command again to go on") from None
+    report.seconds = time.perf_counter() - started
+    log(f"done: {len(report.done)} segmented, {len(report.failed)} failed, {len(report.skipped)} skipped in "
+        f"{report.seconds:.1f} s -> {csv_path}")
+    return report
 
+
+def _run_tasks(report: BatchReport, todo: list[Scan], overwrite: dict[str, bool], bank, bank_bytes: bytes,
+               bank_key: str, output_dir: Path, columns: dict[int, str], csv_header: list[str],
+               scheduler: str | None, workers: int, device: str, torch_threads: int | None, client,
+               log: Callable[[str], None], connect_timeout: float) -> None:
+    """Submit one task per scan and record each result as it comes (report and CSV updated in place)."""
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
     own_client = client is None
+    futures: dict = {}
+    rows = report.rows
     try:
         if client is None:
             if scheduler:
@@ -334,8 +364,11 @@ def run_batch(bank_path: str | os.PathLike, input_dir: str | os.PathLike, output
                 if workers < 1:
                     raise FewShotError(f"--workers must be at least 1, not {workers}.")
                 torch_threads = torch_threads or max(1, (os.cpu_count() or 1) // workers)
-                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, silence_logs=40)
+                with _ignoring_ctrl_c():
+                    # No dashboard; the scheduler's small HTTP server on a free port, not a warning about 8787.
+                    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                                           silence_logs=50)
                 client = Client(cluster)
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"]) if _accepts_n_workers(client) \
             else len(client.scheduler_info()["workers"])
@@ -343,11 +376,10 @@ def run_batch(bank_path: str | os.PathLike, input_dir: str | os.PathLike, output
         log(f"dask: {n_workers} worker(s) at {client.scheduler.address}"
             + (f", {torch_threads} torch thread(s) each" if torch_threads else ""))
         shared = client.scatter(bank_bytes, broadcast=True, hash=False)
-        futures = {}
         for scan in todo:
             out = output_dir / scan.mask
-            out.parent.mkdir(parents=True, exist_ok=True)
             future = client.submit(segment_task, shared, bank_key, str(scan.path), str(out), device, torch_threads,
+                                   overwrite[scan.name],
                                    key=f"fewshot-{bank_key}-{hashlib.sha1(scan.name.encode()).hexdigest()[:12]}",
                                    pure=False, retries=0)
             futures[future] = scan
@@ -357,20 +389,40 @@ def run_batch(bank_path: str | os.PathLike, input_dir: str | os.PathLike, output
                 result = future.result()
             except Exception as err:  # the task itself died (worker killed, lost connection ...)
                 result = {"status": "error", "error": f"task failed: {type(err).__name__}: {err}"}
-            rows[scan.name] = _row(scan, result, columns, bank_key)
+            if result.get("status") == "ok":
+                result["mask"] = Path(result["mask_path"]).relative_to(output_dir).as_posix()
+            rows[scan.name] = make_row(scan, result, columns, bank_key)
             report.results[scan.name] = result
             (report.done if result.get("status") == "ok" else report.failed).append(scan.name)
-            write_results(csv_path, rows, header)
-            log(_progress_line(n, len(todo), scan, result, bank, columns))
+            write_results(report.csv, rows, csv_header)
+            log(_progress_line(n, len(todo), scan, result, bank))
     finally:
-        if own_client and client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-    report.seconds = time.perf_counter() - started
-    log(f"done: {len(report.done)} segmented, {len(report.failed)} failed, {len(report.skipped)} skipped in "
-        f"{report.seconds:.1f} s -> {csv_path}")
-    return report
+        with _ignoring_ctrl_c():
+            if futures and client is not None:
+                with contextlib.suppress(Exception):
+                    client.cancel(list(futures))
+            if own_client and client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.close()
+
+
+@contextlib.contextmanager
+def _ignoring_ctrl_c():
+    """SIGINT ignored inside (main thread only). Worker processes started inside inherit that: Ctrl-C in a
+    terminal goes to the whole process group, and the batch, not each worker with its own traceback,
+    decides what happens (it closes them). Closing the workers runs inside too, so a second Ctrl-C cannot
+    leave them behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _accepts_n_workers(client) -> bool:
@@ -379,7 +431,7 @@ def _accepts_n_workers(client) -> bool:
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
-def _progress_line(n: int, total: int, scan: Scan, result: dict, bank, columns: dict[int, str]) -> str:
+def _progress_line(n: int, total: int, scan: Scan, result: dict, bank) -> str:
     head = f"[{n}/{total}] {scan.name}: "
     if result.get("status") != "ok":
         return head + f"error: {result.get('error')}"
@@ -387,5 +439,5 @@ def _progress_line(n: int, total: int, scan: Scan, result: dict, bank, columns: 
     return head + f"ok in {result.get('total_seconds', 0):.1f} s ({volumes})"
 
 
-__all__ = ["BatchReport", "CSV_NAME", "Scan", "class_columns", "find_scans", "read_results", "run_batch",
-           "segment_file", "segment_task"]
+__all__ = ["BatchReport", "CSV_NAME", "PaintedSupport", "Scan", "check_outputs", "class_columns", "find_scans",
+           "read_results", "refuse_unusable", "run_batch", "segment_file", "segment_task", "write_heatmaps"]

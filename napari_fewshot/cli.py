@@ -2,6 +2,7 @@
 
     napari-fewshot segment IMAGE --support SUPPORT --out OUT [--encoder NAME] [--device D]
                            [--fine-tune-steps N] [--adapt-steps N] [--heatmaps DIR]
+                           [--scribble [--background-label N]]
     napari-fewshot segment IMAGE --bank BANK --out OUT [--device D]
     napari-fewshot bank IMAGE --support SUPPORT [IMAGE --support SUPPORT ...] --out BANK
                         [--pair IMAGE SUPPORT ...] [--encoder NAME] [--fine-tune-steps N] [--classes 1:liver,...]
@@ -12,8 +13,10 @@
                            [--rounds N] [--pick suggested|worst|uniform] --json OUT
     napari-fewshot demo [--headless] [--out DIR]
 
-User errors (missing file, shape mismatch, empty support, unknown encoder, unavailable weights)
-exit with status 2 and one line on stderr; no traceback unless --debug.
+User errors (missing file, shape mismatch, empty support, unknown encoder, unavailable weights, an
+output that cannot be written: checked before any compute) exit with status 2 and one line on stderr;
+no traceback unless --debug. `batch` exits with status 3 when some scans failed (the others are
+written; see results.csv), Ctrl-C with 130 after one line (workers closed).
 """
 
 from __future__ import annotations
@@ -61,6 +64,28 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                             "measured to help, see BENCHMARKS.md)")
 
 
+def _add_support_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("support")
+    group.add_argument("--scribble", action="store_true",
+                       help="scribble mode: background is painted with its own label (--background-label) and "
+                            "unpainted pixels are left to the model, also on painted slices (default: a painted "
+                            "slice is complete, its unpainted pixels are background)")
+    group.add_argument("--background-label", type=int, default=None, metavar="N",
+                       help="with --scribble: the label value painted on background (default 1, as in the "
+                            "napari widget's scribble mode)")
+
+
+def _support_mode(args) -> dict:
+    """SegmentationParams' support_mode / background_label from --scribble / --background-label."""
+    scribble = getattr(args, "scribble", False)
+    label = getattr(args, "background_label", None)
+    if label is not None and not scribble:
+        raise FewShotError("--background-label only applies with --scribble.")
+    if not scribble:
+        return {}
+    return {"support_mode": "scribble", "background_label": 1 if label is None else label}
+
+
 def _params(args):
     from .core import FineTuneParams, SegmentationParams
 
@@ -71,7 +96,7 @@ def _params(args):
                                 postprocess=getattr(args, "postprocess", True),
                                 smooth_slices=getattr(args, "smooth_slices", 0.7),
                                 self_support=getattr(args, "self_support", None),
-                                refine=getattr(args, "refine", None))
+                                refine=getattr(args, "refine", None), **_support_mode(args))
     tune = FineTuneParams(steps=args.fine_tune_steps, learning_rate=args.learning_rate) if args.fine_tune_steps else None
     return params, tune
 
@@ -108,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", required=True, help="mask file; format from the extension (.nii.gz .tif .png .npy)")
     seg.add_argument("--heatmaps", default=None, help="folder for one similarity map per class")
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _add_support_options(seg)
     _add_model_options(seg)
     seg.set_defaults(encoder=None)  # None: efficientnet-lite0, or the bank's encoder with --bank
 
@@ -124,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     bank.add_argument("--classes", default=None,
                       help='classes to keep and their names, e.g. "1:liver,4:spleen" (default: every painted label)')
     bank.add_argument("--overwrite", action="store_true", help="replace an existing bank file")
+    _add_support_options(bank)
     _add_model_options(bank)
 
     batch = commands.add_parser("batch", help="segment every scan of a folder with a bank on dask.distributed")
@@ -184,50 +211,64 @@ def _parse_classes(text: str | None) -> dict[int, str] | None:
 
 
 def _cmd_segment(args) -> None:
+    from .batch import PaintedSupport, segment_file
     from .core import run
-    from .core.metrics import class_volumes
     from .core.segmenter import FewShotSegmenter
-    from .io import read_labels, read_volume, write_mask
 
     if (args.support is None) == (args.bank is None):
         raise FewShotError("Give either --support (a painted label map) or --bank (a prototype bank), not "
                            + ("both." if args.support else "neither."))
+    _check_segment_outputs(args)
     if args.bank is not None:
         _segment_with_bank(args)
         return
     if args.encoder is None:
         args.encoder = "efficientnet-lite0"
     params, tune = _params(args)
-    out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
-    volume = read_volume(args.image)
-    support = read_labels(args.support, like=volume)
+    adapt = _adapt(args)
     started = time.perf_counter()
     segmenter = FewShotSegmenter(params, weights_path=args.weights)
-    segmenter.set_image(volume.data)
-    support_set = segmenter.parse_support(support)
-    print(f"image {args.image}: {volume.data.shape}, spacing {tuple(round(s, 3) for s in volume.spacing)} mm")
-    print(f"support: classes {support_set.class_ids} painted on {len(support_set.slice_indices)} slice(s) "
-          f"{support_set.slice_indices[:10]}{' ...' if len(support_set.slice_indices) > 10 else ''}")
-    print(f"encoder {segmenter.encoder.name} on {segmenter.device}")
-    adapt = _adapt(args)
-    if adapt is not None:
-        losses = run(segmenter.adapt(adapt))
-        print(f"adapted to this scan: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
-              if losses else "adapt: no usable superpixel")
-    if tune is not None:
-        losses = run(segmenter.fine_tune(support, tune))
-        print(f"fine-tuned {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "fine-tune: no step")
-    result = run(segmenter.segment(support, similarity=args.heatmaps is not None))
-    written = write_mask(out, result.labels, like=volume, overwrite=args.overwrite)
-    for c, (count, ml) in class_volumes(result.labels, result.class_ids, volume.spacing).items():
-        print(f"  label {c}: {count} voxels, {ml:.1f} mL")
-    if args.heatmaps:
-        from .batch import write_heatmaps
 
-        written += write_heatmaps(args.heatmaps, result, volume, args.overwrite)
-    print(f"segmented {len(result.segmented_slices)} slices in {time.perf_counter() - started:.1f} s; wrote "
-          + ", ".join(str(p) for p in written[:5]) + (" ..." if len(written) > 5 else ""))
+    def before(segmenter, support, volume) -> None:
+        """Report what was painted, then adapt / fine-tune (before the scan's features are computed)."""
+        support_set = segmenter.parse_support(support)
+        print(f"image {args.image}: {volume.data.shape}, spacing {tuple(round(s, 3) for s in volume.spacing)} mm")
+        print(f"support: classes {support_set.class_ids} painted on {len(support_set.slice_indices)} slice(s) "
+              f"{support_set.slice_indices[:10]}{' ...' if len(support_set.slice_indices) > 10 else ''}")
+        print(f"encoder {segmenter.encoder.name} on {segmenter.device}")
+        if adapt is not None:
+            losses = run(segmenter.adapt(adapt))
+            print(f"adapted to this scan: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+                  if losses else "adapt: no usable superpixel")
+        if tune is not None:
+            losses = run(segmenter.fine_tune(support, tune))
+            print(f"fine-tuned {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses
+                  else "fine-tune: no step")
+
+    outcome = segment_file(PaintedSupport(args.support, before), segmenter, args.image, args.out,
+                           overwrite=args.overwrite, heatmaps=args.heatmaps)
+    for c, ml in outcome["volumes_ml"].items():
+        print(f"  label {c}: {round(ml / outcome['voxel_ml'])} voxels, {ml:.1f} mL")
+    _print_written(outcome, started)
+
+
+def _print_written(outcome: dict, started: float) -> None:
+    print(f"segmented {outcome['segmented_slices']} slices in {time.perf_counter() - started:.1f} s; wrote "
+          + ", ".join(outcome["written"][:5]) + (" ..." if len(outcome["written"]) > 5 else ""))
+
+
+def _check_segment_outputs(args) -> None:
+    """--out (and the --heatmaps folder) can be written: checked before anything is read or computed."""
+    from .io.writers import check_mask_target, check_writable
+
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    check_mask_target(out, 1, overwrite=args.overwrite)  # a PNG set's folder once the slices are known
+    if args.heatmaps:
+        folder = Path(args.heatmaps)
+        if folder.exists() and not folder.is_dir():
+            raise FewShotError(f"--heatmaps {folder} is a file; give a folder for the heatmaps.")
+        check_writable(folder / "heatmap")
 
 
 def _segment_with_bank(args) -> None:
@@ -237,8 +278,8 @@ def _segment_with_bank(args) -> None:
     if args.fine_tune_steps or args.adapt_steps:
         raise FewShotError("--fine-tune-steps and --adapt-steps need a painted support; fine-tune when building "
                            "the bank instead.")
-    out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
+    if getattr(args, "scribble", False) or getattr(args, "background_label", None) is not None:
+        raise FewShotError("--scribble and --background-label describe a painted support; a bank needs neither.")
     bank = PrototypeBank.load(args.bank)
     if args.encoder is not None and args.encoder != bank.encoder_name:
         raise FewShotError(f"The bank {args.bank} was made with the encoder {bank.encoder_name}; it cannot run "
@@ -247,11 +288,10 @@ def _segment_with_bank(args) -> None:
     segmenter = bank.make_segmenter(args.device)
     print(bank.describe())
     print(f"encoder {segmenter.encoder.name} on {segmenter.device}")
-    outcome = segment_file(bank, segmenter, args.image, out, overwrite=args.overwrite, heatmaps=args.heatmaps)
+    outcome = segment_file(bank, segmenter, args.image, args.out, overwrite=args.overwrite, heatmaps=args.heatmaps)
     for c, ml in outcome["volumes_ml"].items():
         print(f"  label {c} ({bank.class_names[c]}): {round(ml / outcome['voxel_ml'])} voxels, {ml:.1f} mL")
-    print(f"segmented {outcome['slices']} slices in {time.perf_counter() - started:.1f} s; wrote "
-          + ", ".join(outcome["written"][:5]) + (" ..." if len(outcome["written"]) > 5 else ""))
+    _print_written(outcome, started)
 
 
 def _bank_pairs(args, extra: list[str]) -> list[tuple[str, str]]:
@@ -301,13 +341,17 @@ def _cmd_bank(args, extra: list[str]) -> None:
     print(f"{bank.describe()}; built in {time.perf_counter() - started:.1f} s -> {path}")
 
 
-def _cmd_batch(args) -> None:
+def _cmd_batch(args) -> int:
     from .batch import run_batch
 
     report = run_batch(args.bank, args.input_dir, args.output_dir, scheduler=args.scheduler, workers=args.workers,
                        device=args.device, torch_threads=args.torch_threads, log=lambda line: print(line, flush=True))
     if report.failed:
-        print(f"{len(report.failed)} scan(s) failed; see {report.csv}", file=sys.stderr)
+        print(f"napari-fewshot: {len(report.failed)} of {report.total} scan(s) failed ("
+              f"{', '.join(report.failed[:3])}{' ...' if len(report.failed) > 3 else ''}); see {report.csv}",
+              file=sys.stderr)
+        return 3
+    return 0
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:
@@ -392,12 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"segment": _cmd_segment, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "batch": _cmd_batch,
                 "bank": lambda a: _cmd_bank(a, extra)}
     try:
-        handlers[args.command](args)
+        return handlers[args.command](args) or 0
     except FewShotError as err:
-        print(f"napari-fewshot: error: {err}", file=sys.stderr)
+        print(f"napari-fewshot: error: {in_cli_words(str(err))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("napari-fewshot: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"napari-fewshot: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
         return 130
     except Exception as err:  # a bug: say so in one line, traceback on request
         if args.debug:
@@ -405,8 +449,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"napari-fewshot: unexpected error ({type(err).__name__}: {err}); rerun with --debug for details",
               file=sys.stderr)
         return 1
-    return 0
 
+
+# Messages written for the Python API that name its arguments, and what the command line says instead.
+_CLI_WORDS = (
+    ("pass overwrite=True to replace it", "pass --overwrite to replace it"),
+    ("pick one with read_dicom_series(folder, series_uid=...)", "give each series a folder of its own"),
+    ("use scribble mode", "use scribble mode (--scribble, background painted with --background-label)"),
+    ("for a folder of 2D images use list_images", "a folder of 2D images is not one scan"),
+)
+
+
+def in_cli_words(message: str) -> str:
+    """`message` with Python API wording (``overwrite=True``, ``series_uid=...``) replaced by the CLI's flags."""
+    for api, cli in _CLI_WORDS:
+        message = message.replace(api, cli)
+    return message
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,9 +8,10 @@ from typing import Callable
 
 import numpy as np
 
-from .core import FewShotSegmenter, SegmentationParams, dice, run
+from .batch import PaintedSupport, segment_file
+from .core import FewShotSegmenter, SegmentationParams, dice
 from .evaluation.volumes import slice_range, spread_slices
-from .io import Volume, read_labels, read_volume, write_image, write_mask
+from .io import Volume, read_labels, read_volume, write_mask
 
 
 def paint_support_from_labels(labels: np.ndarray, class_ids, slices_per_class: int = 3) -> np.ndarray:
@@ -24,7 +25,8 @@ def paint_support_from_labels(labels: np.ndarray, class_ids, slices_per_class: i
 
 def run_demo(out_dir: str | Path, params: SegmentationParams | None = None, slices_per_class: int = 3,
              log: Callable[[str], None] = print) -> dict:
-    """Segment the CT sample from 3 painted slices per organ; write masks and heatmaps to `out_dir`.
+    """Segment the CT sample from 3 painted slices per organ (batch.segment_file, as the CLI); write the
+    mask, the support and one heatmap per organ to `out_dir`.
 
     Returns {"volume", "labels", "support", "support_slices", "result", "dice": {name: float}, "names",
     "files": [...], "seconds"}.
@@ -42,8 +44,9 @@ def run_demo(out_dir: str | Path, params: SegmentationParams | None = None, slic
         f"support painted on slices {painted}")
     started = time.perf_counter()
     segmenter = FewShotSegmenter(params or SegmentationParams())
-    segmenter.set_image(volume.data)
-    result = run(segmenter.segment(support, similarity=True))
+    outcome = segment_file(PaintedSupport(support), segmenter, volume, out_dir / "prediction.nii.gz", overwrite=True,
+                           heatmaps=out_dir, heatmap_names=names, keep_result=True)
+    result = outcome["result"]
     seconds = time.perf_counter() - started
     log(f"encoder {segmenter.encoder.name} on {segmenter.device}: {len(volume.data)} slices in {seconds:.1f} s")
     scored = np.setdiff1d(np.arange(len(labels)), painted)
@@ -51,11 +54,8 @@ def run_demo(out_dir: str | Path, params: SegmentationParams | None = None, slic
     for name, score in scores.items():
         log(f"  Dice {name:<13} {score:.3f}  (on the {len(scored)} unpainted slices)")
     log(f"  mean Dice {np.mean(list(scores.values())):.3f}")
-    files = write_mask(out_dir / "prediction.nii.gz", result.labels, like=volume, overwrite=True)
+    files = [Path(p) for p in outcome["written"]]
     files += write_mask(out_dir / "support.nii.gz", support, like=volume, overwrite=True)
-    for c in result.similarity:
-        files += write_image(out_dir / f"heatmap_{names[c]}.nii.gz", result.similarity_volume(c), like=volume,
-                             overwrite=True)
     log("wrote " + ", ".join(str(f) for f in files))
     return {"volume": volume, "labels": labels, "support": support, "result": result, "dice": scores,
             "files": files, "seconds": seconds, "names": names, "support_slices": painted}

@@ -205,3 +205,21 @@ def test_batch_errors_are_one_line(bank_path, tmp_path, capsys):
     assert "No scans" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "nothing.fewshot"), str(tmp_path / "empty"), str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_batch_on_a_folder_that_is_a_dicom_series_segments_it(bank_path, tmp_path, monkeypatch, capsys):
+    """The input folder itself holds the series: one scan (not "No scans"), masked as FOLDER.nii.gz."""
+    import distributed
+
+    real = distributed.LocalCluster
+    monkeypatch.setattr(distributed, "LocalCluster", lambda **kw: real(**{**kw, "processes": False}))
+    series = tmp_path / "ct_series"
+    series.mkdir()
+    for f in sorted((require(CT) / "example_ct_dicom").iterdir())[8:11]:
+        os.symlink(f, series / f.name)
+    out = tmp_path / "out"
+    assert main(["batch", str(bank_path), str(series), str(out), "--workers", "1", "--device", "cpu"]) == 0
+    rows = read_csv(out / CSV_NAME)
+    assert {n: r["status"] for n, r in rows.items()} == {"ct_series": "ok"}
+    assert rows["ct_series"]["mask"] == "ct_series.nii.gz"
+    assert read_labels(out / "ct_series.nii.gz", like=read_volume(series)).shape == (3, 512, 512)

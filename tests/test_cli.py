@@ -143,3 +143,64 @@ def test_segment_adapts_to_the_scan_first(ct_support, capsys):
                  "--out", str(folder / "b.fewshot"), "--adapt-steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "--adapt-steps adapts to the scan being segmented" in err and len(err.strip().splitlines()) == 1
+
+
+def blob_scan(tmp_path, nan=False):
+    """(4, 40, 40) float32 scan with a bright square (or every pixel NaN), saved as NPY."""
+    volume = np.zeros((4, 40, 40), np.float32)
+    volume[:, 10:25, 10:25] = 100
+    if nan:
+        volume[:] = np.nan
+    path = tmp_path / ("nan.npy" if nan else "blob.npy")
+    np.save(path, volume)
+    return path
+
+
+def test_an_all_nan_scan_is_refused(tmp_path, capsys):
+    image = blob_scan(tmp_path, nan=True)
+    support = np.zeros((4, 40, 40), np.uint8)
+    support[1, 12:20, 12:20] = 1
+    np.save(tmp_path / "support.npy", support)
+    out = tmp_path / "mask.npy"
+    assert main(["segment", str(image), "--support", str(tmp_path / "support.npy"), "--out", str(out),
+                 "--input-size", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no finite pixel" in err and not out.exists()
+
+
+def test_scribble_mode_from_the_cli(tmp_path, capsys):
+    image = blob_scan(tmp_path)
+    support = np.zeros((4, 40, 40), np.uint8)  # every slice has a scribble: organ 2, background 1
+    support[:, 14:18, 14:18] = 2
+    support[:, 30:34, 30:34] = 1
+    np.save(tmp_path / "support.npy", support)
+    args = ["segment", str(image), "--support", str(tmp_path / "support.npy"), "--input-size", "64"]
+    assert main(args + ["--out", str(tmp_path / "dense.npy")]) == 2  # dense: every slice is complete
+    err = capsys.readouterr().err
+    assert "Every slice is painted" in err and "--scribble" in err  # the message names the flag that exists
+    assert main(args + ["--out", str(tmp_path / "m.npy"), "--background-label", "1"]) == 2
+    assert "only applies with --scribble" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "m.npy"), "--scribble"]) == 0  # background label 1 by default
+    mask = np.load(tmp_path / "m.npy")
+    assert set(np.unique(mask)) <= {0, 2} and (mask[:, 12:23, 12:23] == 2).mean() > 0.8
+    assert not mask[:, 28:38, 28:38].any()
+
+
+def test_cli_messages_name_cli_flags_not_python_arguments(tmp_path, capsys):
+    import shutil
+
+    import pydicom
+
+    from shared_data import CT
+
+    folder = tmp_path / "two_series"
+    folder.mkdir()
+    files = sorted((require(CT) / "example_ct_dicom").iterdir())[:3]
+    for path in files:
+        shutil.copy(path, folder)
+    ds = pydicom.dcmread(folder / files[0].name)
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.99.1"
+    ds.save_as(folder / files[0].name)
+    assert main(["segment", str(folder), "--support", str(folder), "--out", str(tmp_path / "m.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert "2 DICOM series" in err and "give each series a folder of its own" in err and "series_uid" not in err

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import FineTuneParams, SegmentationParams
+from .config import SegmentationParams
 from .encoders import Encoder
 from .normalization import to_encoder_input
 from .predict import class_similarity, upsample
@@ -150,11 +150,3 @@ def train_on_episodes(encoder: Encoder, make_episode: Callable[[random.Random], 
         losses.append(float(loss.detach()))
         yield Progress(step + 1, steps, f"{what} step {step + 1} of {steps}", loss=losses[-1])
     return losses
-
-
-def fine_tune_encoder(encoder: Encoder, stack: ImageStack, support: SupportSet, seg: SegmentationParams,
-                      params: FineTuneParams, device: torch.device) -> Generator[Progress, None, list[float]]:
-    """Train `encoder` in place for params.steps support episodes; yields Progress(step, steps, loss=...)."""
-    episodes = support_episodes(stack, support, seg, params.augment, device)
-    return (yield from train_on_episodes(encoder, episodes, params.steps, params.learning_rate,
-                                         params.alignment_weight, seg, params.seed))

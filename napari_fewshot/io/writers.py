@@ -148,10 +148,13 @@ def check_mask_target(path: str | os.PathLike, n_slices: int | None = None, *, o
             _check_set_target(_png_folder(path), overwrite)
         else:
             _check_targets([path], overwrite)
-    _check_writable_folder(path)
+    check_writable(path)
 
 
-def _check_writable_folder(path: Path) -> None:
+def check_writable(path: str | os.PathLike) -> None:
+    """WriteError unless a file named `path` could be created: its folder, or the nearest existing folder
+    above it (missing ones are created when writing), takes a new file (tried, then removed)."""
+    path = Path(path)
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
