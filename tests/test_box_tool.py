@@ -93,6 +93,8 @@ def test_a_dragged_box_paints_the_lesion_with_the_selected_label_and_one_ctrl_z_
     support.data = data
     before = support.data.copy()
 
+    strokes = []
+    support.events.paint.connect(strokes.append)  # what autosave and live mode listen to
     boxes = widget.boxes.start()
     assert boxes.mode == "add_rectangle" and viewer.layers.selection.active is boxes
     support.selected_label = 1
@@ -104,6 +106,7 @@ def test_a_dragged_box_paints_the_lesion_with_the_selected_label_and_one_ctrl_z_
     status = widget.ui.status_label.text()
     assert "painted with label 1" in status and "another class kept" in status, status
     assert len(boxes.data) == 0  # the rectangle is gone once painted
+    assert len(strokes) == 1  # one paint event, like one stroke
 
     painted = after[index] == 1
     assert dice(painted[:height, :width] | (after[index, :height, :width] == 2), reference) >= 0.8
