@@ -23,7 +23,7 @@ from . import ROLE_KEY, image_sets, layers
 
 HINT_NO_IMAGE = "Open an image (File > Open, or File > Open Sample > napari-fewshot)."
 HINT_NO_SUPPORT = "Press New (next to Support) to add a support layer over the image, then paint a few {units}."
-HINT_PAINT = "Paint a few {units} of the support layer (one label per class), then press Segment."
+HINT_PAINT = "Paint on a few {units} of the support layer (one label per class), then press Segment."
 HINT_SCRIBBLE = ("Scribbles: paint each class with its label and some background with label {label} "
                  "(the background label in the panel), then press Segment.")
 # The panel's first words, and every hint: what may be replaced by a newer hint.
@@ -69,20 +69,24 @@ class Guidance:
         QTimer.singleShot(0, self.refresh)
 
     def refresh(self) -> None:
-        """Update the scribble background label (unless the user set it) and the hint."""
+        """Update the units, the image name, the scribble background label (unless the user set it) and the hint."""
         if self._closed or self.widget.runner.closed:
             return
+        try:
+            self._refresh()
+        except RuntimeError:  # a refresh queued while the window closed: its Qt objects are gone
+            self._closed = True
+
+    def _refresh(self) -> None:
         image, support = self.widget.image_layer, self.widget.support_layer
         image_sets.name_units(self.ui, image)
         image_sets.show_image_name(self.viewer, image)  # also when the set opened with the widget docked
         scribble = self.ui.support_mode() == "scribble"
-        if scribble and self._auto_background is not None or scribble and self.ui.background_spin.value() == 1:
-            value = default_background(support, image)
-            if value != self.ui.background_spin.value():
-                self._auto_background = value
-                self.ui.background_spin.setValue(value)
-            self._auto_background = value
-        self.show(hint(image, support, self.ui.background_spin.value() if scribble else None))
+        spin = self.ui.background_spin
+        if scribble and (self._auto_background is not None or spin.value() == 1):
+            self._auto_background = default_background(support, image)  # before setValue: not the user's edit
+            spin.setValue(self._auto_background)
+        self.show(hint(image, support, spin.value() if scribble else None))
 
     def show(self, text: str) -> None:
         """Put ``text`` in the status line unless it shows something else than a hint (a job's outcome)."""
