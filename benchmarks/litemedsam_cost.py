@@ -4,7 +4,8 @@ process and interleaved (so a loaded machine inflates every figure alike and the
     python benchmarks/litemedsam_cost.py [--repeats 5] [--out benchmarks/results/litemedsam/cost.json]
 
 Per CHAOS-T2 slice (256 x 256 -> 384 px encoder input): lite0 features, litemedsam features, LiteMedSAM's
-image embedding (256 px, what refine computes once per slice), and one box decode (one component).
+image embedding (256 px, float32 and in bfloat16 where native: what refine computes once per slice), and one
+box decode (one component).
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ import numpy as np
 import torch
 
 from napari_fewshot.core.encoders import create_encoder
+from napari_fewshot.core.matching import matmul_dtype
 from napari_fewshot.core.normalization import to_encoder_input
 from napari_fewshot.core.sam_prompt import BoxPrompter, box_of
 from napari_fewshot.core.stack import ImageStack
 from napari_fewshot.io import read_labels, read_volume
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bf16(job):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=matmul_dtype("cpu") == torch.bfloat16):
+        return job()
 
 
 def main() -> None:
@@ -45,6 +52,7 @@ def main() -> None:
         "lite0_features_384": lambda: lite0(x),
         "litemedsam_features_384": lambda: lms(x),
         "litemedsam_embedding_256": lambda: prompter.embed(plane),
+        "litemedsam_embedding_256_bf16": lambda: _bf16(lambda: prompter.embed(plane)),  # what refine runs
     }
     embedding = prompter.embed(plane)
     jobs["decode_one_box"] = lambda: prompter.decode(embedding, box)

@@ -182,3 +182,27 @@ def test_segment_with_refine_returns_labels_of_the_right_shape_and_type(chaos_ca
     for organ in (1, 2):
         inner = slice(1, 5)
         assert dice(results[True][inner] == organ, reference[inner] == organ) > 0.7
+
+
+def test_only_the_largest_components_are_prompted():
+    labels = np.zeros((80, 80), np.uint8)
+    for n, side in enumerate((9, 12, 15, 18, 21)):  # five components of class 1, 81 to 441 pixels
+        labels[2 + 15 * n: 2 + 15 * n + min(side, 13), 2: 2 + side] = 1
+    seen = []
+
+    def decode(boxes, masks):
+        seen.append(len(boxes))
+        return np.zeros((len(boxes), 80, 80), np.float32)  # empty: every component is kept
+
+    out = refine_plane(labels, [1], decode, SegmentationParams(refine_max_components=3))
+    assert seen == [3] and np.array_equal(out, labels)
+
+
+def test_the_default_refines_image_sets_everywhere_and_volumes_on_a_gpu_only():
+    images, volume = ImageStack([np.zeros((20, 30)), np.ones((25, 20))]), ImageStack(np.zeros((4, 20, 20)))
+    auto = SegmentationParams()
+    assert auto.refine is None and auto.refine_for(images, "cpu") and auto.refine_for(images)
+    assert not auto.refine_for(volume, "cpu") and not auto.refine_for(volume)
+    assert auto.refine_for(volume, torch.device("cuda", 0))
+    assert not SegmentationParams(refine=False).refine_for(images, "cuda")
+    assert SegmentationParams(refine=True).refine_for(volume, "cpu")

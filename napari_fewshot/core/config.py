@@ -9,7 +9,7 @@ PrototypeMode = Literal["local", "global"]
 SupportMode = Literal["dense", "scribble"]
 Modality = Literal["auto", "ct", "mr", "us", "none"]
 # The measured defaults of SegmentationParams.refine=None (see refine_for; figures in BENCHMARKS.md).
-REFINE_IMAGES_BY_DEFAULT = False
+REFINE_IMAGES_BY_DEFAULT = True
 REFINE_VOLUMES_BY_DEFAULT = True  # on a GPU only
 
 
