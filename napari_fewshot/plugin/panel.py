@@ -103,7 +103,8 @@ class Panel:
         self.refine_check.setCheckState(Qt.CheckState.PartiallyChecked)
         self.refine_check.setToolTip(
             "Each predicted organ or lesion becomes a box for LiteMedSAM, which redraws its outline.\n"
-            "Half-checked (default): where it was measured to help at an acceptable cost (a volume on a GPU).\n"
+            "Half-checked (default): where it was measured to help at an acceptable cost\n"
+            "(2D images and image sets; a volume only on a GPU).\n"
             "Checked: always. Unchecked: never.")
         form.addRow(self.compute_button)
         form.addRow("Support", mode_row)
