@@ -71,8 +71,8 @@ def _add_support_options(parser: argparse.ArgumentParser) -> None:
                             "unpainted pixels are left to the model, also on painted slices (default: a painted "
                             "slice is complete, its unpainted pixels are background)")
     group.add_argument("--background-label", type=int, default=None, metavar="N",
-                       help="with --scribble: the label value painted on background (default 1, as in the "
-                            "napari widget's scribble mode)")
+                       help="with --scribble (required there): the label value painted on background; the "
+                            "napari widget shows it in its panel")
 
 
 def _support_mode(args) -> dict:
@@ -83,7 +83,10 @@ def _support_mode(args) -> dict:
         raise FewShotError("--background-label only applies with --scribble.")
     if not scribble:
         return {}
-    return {"support_mode": "scribble", "background_label": 1 if label is None else label}
+    if label is None:
+        # No default: a guessed background label that is really an organ's would erase that organ.
+        raise FewShotError("--scribble needs --background-label N, the label you painted background with.")
+    return {"support_mode": "scribble", "background_label": label}
 
 
 def _params(args):

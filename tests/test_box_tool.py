@@ -176,8 +176,6 @@ def test_the_widget_offers_litemedsam_and_a_three_state_refine_box(make_napari_v
         assert widget.params().refine is refine
 
 
-@pytest.mark.xfail(strict=True, reason="plugin/session.CHEAP_PARAMS lacks the refine settings: toggling Refine "
-                   "rebuilds the segmenter and recomputes every feature")
 def test_toggling_refine_keeps_the_features(make_napari_viewer):
     from qtpy.QtCore import Qt
 

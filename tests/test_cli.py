@@ -180,7 +180,9 @@ def test_scribble_mode_from_the_cli(tmp_path, capsys):
     assert "Every slice is painted" in err and "--scribble" in err  # the message names the flag that exists
     assert main(args + ["--out", str(tmp_path / "m.npy"), "--background-label", "1"]) == 2
     assert "only applies with --scribble" in capsys.readouterr().err
-    assert main(args + ["--out", str(tmp_path / "m.npy"), "--scribble"]) == 0  # background label 1 by default
+    assert main(args + ["--out", str(tmp_path / "m.npy"), "--scribble"]) == 2  # no guessed background label
+    assert "--scribble needs --background-label" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "m.npy"), "--scribble", "--background-label", "1"]) == 0
     mask = np.load(tmp_path / "m.npy")
     assert set(np.unique(mask)) <= {0, 2} and (mask[:, 12:23, 12:23] == 2).mean() > 0.8
     assert not mask[:, 28:38, 28:38].any()

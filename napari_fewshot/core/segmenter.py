@@ -417,7 +417,7 @@ class FewShotSegmenter:
 
     # -- fine-tuning and adaptation -------------------------------------------------------
     def fine_tune(self, support, params: FineTuneParams | None = None) -> Generator[Progress, None, list[float]]:
-        """Adapt the encoder to the painted support slices (see finetune.fine_tune_encoder).
+        """Adapt the encoder to the painted support slices (episodes from finetune.support_episodes, trained by finetune.train_on_episodes).
 
         Yields Progress(step, steps, loss=...) per step; returns the losses. Stopping the generator
         early keeps the steps taken so far; `reset_weights` undoes them all.

@@ -18,8 +18,10 @@ from ..errors import FewShotError
 from .image_sets import core_image
 
 # Settings read at segmentation time only: changing them keeps the cached features.
+# Settings that change how features are used, never the features themselves (nor the refine embeddings).
 CHEAP_PARAMS = frozenset({"support_mode", "background_label", "postprocess", "postprocess_grow", "smooth_slices",
-                          "self_support"})
+                          "self_support", "refine", "refine_margin", "refine_min_pixels", "refine_max_components",
+                          "refine_mask_prompt", "refine_max_growth"})
 
 
 @dataclass
