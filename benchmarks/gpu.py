@@ -180,11 +180,10 @@ def auto_devices() -> dict:
     from napari_fewshot.core import FewShotSegmenter, SegmentationParams
     from napari_fewshot.core.box_to_mask import BoxSegmenter
     from napari_fewshot.core.devices import resolve_device
-    from napari_fewshot.core.refine import refiner_of
 
     segmenter = FewShotSegmenter(SegmentationParams(encoder="litemedsam", device="auto"))
     return {"resolve_device(auto)": str(resolve_device("auto")), "segmenter": str(segmenter.device),
-            "refiner": str(refiner_of(segmenter).device), "box_tool": str(BoxSegmenter(device="auto").device)}
+            "refiner": str(segmenter.refiner.device), "box_tool": str(BoxSegmenter(device="auto").device)}
 
 
 def run_device(device: torch.device, images: dict, args) -> dict:

@@ -35,36 +35,12 @@ from napari_fewshot.core import dice
 from napari_fewshot.core.sam_prompt import box_of
 from napari_fewshot.io import read_busi_mask
 from napari_fewshot.plugin import ROLE_KEY
-from napari_fewshot.plugin.scripting import wait_idle
+from napari_fewshot.plugin.scripting import rectangle_drag, wait_idle
 
 OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
 BUSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi"
 IMAGES = ("benign (2).png", "benign (3).png", "malignant (1).png")
 SHOWN = "benign (3).png"
-
-
-def drag_rectangle(viewer, layer, index, corner, opposite, steps=8):
-    """Drag the rectangle tool from ``corner`` to ``opposite`` ((row, col) pixels) on slice ``index``."""
-    viewer.layers.selection.active = layer
-    layer.mode = "add_rectangle"
-    viewer.dims.set_current_step(0, index)
-    canvas, app = viewer.window._qt_viewer.canvas, QApplication.instance()
-    app.processEvents()
-
-    def pos(row, col):
-        to_canvas = canvas.view.transform * canvas.view.scene.transform
-        world = layer.data_to_world([index, row, col])
-        return np.round(to_canvas.map([world[-1], world[-2]])[:2]).astype(int)
-
-    events = canvas._scene_canvas.events
-    press = events.mouse_press(pos=pos(*corner), button=1, modifiers=())
-    for t in np.linspace(0, 1, steps)[1:]:
-        time.sleep(0.01)
-        app.processEvents()
-        point = np.asarray(corner) + t * (np.asarray(opposite) - np.asarray(corner))
-        events.mouse_move(pos=pos(*point), button=1, modifiers=(), press_event=press)
-    app.processEvents()
-    events.mouse_release(pos=pos(*opposite), button=1, modifiers=(), press_event=press)
 
 
 def shoot(viewer, name):
@@ -108,7 +84,7 @@ def main() -> None:
     wait_idle()
     x0, y0, x1, y1 = box_of(reference, 0.1)
     started = time.perf_counter()
-    drag_rectangle(viewer, boxes, index, (y0, x0), (y1, x1))
+    rectangle_drag(viewer, boxes, index, (y0, x0), (y1, x1))
     outline.visible = False  # the "before" picture shows what the user sees: image and rectangle
     shoot(viewer, "box_before.png")
     while widget.boxes.busy:

@@ -3,7 +3,6 @@ support paint with the selected label (LiteMedSAM), on that image only, never ov
 undone by one Ctrl+Z; a volume's box lands on the slice on screen; bad input gets one sentence."""
 
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -12,39 +11,12 @@ from shared_data import BUSI, require
 from napari_fewshot.core import dice
 from napari_fewshot.core.sam_prompt import box_of
 from napari_fewshot.io import read_busi_mask
+from napari_fewshot.plugin.scripting import rectangle_drag
 
 pytestmark = pytest.mark.gui
 
 WAIT_S = 300  # LiteMedSAM loads on the first box; the project machine is shared by several test runs
 IMAGES = ("benign (2).png", "benign (3).png", "malignant (1).png")
-
-
-def canvas_rectangle(viewer, layer, index, corner, opposite, steps=6):
-    """A real drag of the Shapes layer's rectangle tool from ``corner`` to ``opposite`` ((row, col) data pixels)
-    on slice ``index`` of the first axis (vispy mouse events, as in napari_fewshot.plugin.scripting)."""
-    from qtpy.QtWidgets import QApplication
-
-    viewer.layers.selection.active = layer
-    layer.mode = "add_rectangle"
-    if layer.ndim > 2:
-        viewer.dims.set_current_step(0, index)
-    canvas, app = viewer.window._qt_viewer.canvas, QApplication.instance()
-    app.processEvents()  # a window just shown may still resize (and move the view)
-
-    def pos(row, col):
-        to_canvas = canvas.view.transform * canvas.view.scene.transform
-        world = layer.data_to_world([index, row, col] if layer.ndim > 2 else [row, col])
-        return np.round(to_canvas.map([world[-1], world[-2]])[:2]).astype(int)
-
-    events = canvas._scene_canvas.events
-    press = events.mouse_press(pos=pos(*corner), button=1, modifiers=())
-    for t in np.linspace(0, 1, steps)[1:]:
-        time.sleep(0.01)  # napari drops mouse moves closer than 5 ms apart
-        app.processEvents()  # and lets the rectangle follow only when Qt's loop runs between moves
-        point = np.asarray(corner) + t * (np.asarray(opposite) - np.asarray(corner))
-        events.mouse_move(pos=pos(*point), button=1, modifiers=(), press_event=press)
-    app.processEvents()
-    events.mouse_release(pos=pos(*opposite), button=1, modifiers=(), press_event=press)
 
 
 def press_key(viewer, key):
@@ -99,7 +71,7 @@ def test_a_dragged_box_paints_the_lesion_with_the_selected_label_and_one_ctrl_z_
     assert boxes.mode == "add_rectangle" and viewer.layers.selection.active is boxes
     support.selected_label = 1
     x0, y0, x1, y1 = box_of(reference, 0.1)
-    canvas_rectangle(viewer, boxes, index, (y0, x0), (y1, x1))
+    rectangle_drag(viewer, boxes, index, (y0, x0), (y1, x1))
     assert len(boxes.data) == 1 and widget.boxes.busy  # the rectangle waits while LiteMedSAM works
     wait_boxes(qtbot, widget)
     after = np.asarray(support.data)

@@ -108,7 +108,7 @@ def test_busi_folder_paint_five_segment_the_rest_and_export(make_napari_viewer, 
     assert np.mean(scores) >= DICE_FLOOR
 
     heat_files = widget.export_heatmaps(str(tmp_path / "heat"))
-    assert len(heat_files) == 14 and heat_files[0].name == "benign (1)_heatmap_class1.tif"
+    assert len(heat_files) == 14 and heat_files[0].name == "benign (1)_heatmap_class1_lesion.tif"
     assert tifffile.imread(heat_files[5]).shape == info.shapes[5]
 
     # Export beside the images (the dialog's folder): BUSI's own masks are there, so the user is asked.

@@ -206,3 +206,30 @@ def test_the_default_refines_image_sets_everywhere_and_volumes_on_a_gpu_only():
     assert auto.refine_for(volume, torch.device("cuda", 0))
     assert not SegmentationParams(refine=False).refine_for(images, "cuda")
     assert SegmentationParams(refine=True).refine_for(volume, "cpu")
+
+
+def test_a_slice_whose_coarse_labels_did_not_change_is_not_decoded_again():
+    """After a correction most slices come out of matching unchanged: re-segmenting must not decode them."""
+    class CountingDecodes(CountingPrompter):
+        decoded = 0
+
+        def decode(self, embedding, boxes, masks=None):
+            CountingDecodes.decoded += 1
+            return super().decode(embedding, boxes, masks)
+
+    refiner = Refiner(SegmentationParams(refine=True), "cpu", CountingDecodes)
+    stack = ImageStack(np.random.default_rng(1).random((3, 32, 32)).astype(np.float32))
+    labels = [np.zeros((32, 32), np.uint8) for _ in range(3)]
+    for plane in labels:
+        plane[8:20, 8:20] = 1
+    first = [x.copy() for x in labels]
+    list(refiner.refine(stack, first, range(3), [1]))
+    assert CountingDecodes.decoded == 3
+    labels[1][20:24, 8:20] = 1  # matching changed slice 1 only
+    again = [x.copy() for x in labels]
+    list(refiner.refine(stack, again, range(3), [1]))
+    assert CountingDecodes.decoded == 4  # slice 1 decoded again, slices 0 and 2 reused
+    assert np.array_equal(again[0], first[0]) and np.array_equal(again[2], first[2])
+    refiner.params = SegmentationParams(refine=True, refine_margin=0.3)
+    list(refiner.refine(stack, [x.copy() for x in labels], range(3), [1]))
+    assert CountingDecodes.decoded == 7  # another setting: every slice again

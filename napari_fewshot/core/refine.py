@@ -179,6 +179,8 @@ class Refiner:
         self._factory = prompter_factory
         self._prompter: BoxPrompter | None = None
         self.cache = EmbeddingCache(params.memory_budget_mb * 1024**2 // 4, params.cache_dir)
+        self._setting: tuple | None = None  # (stack signature, classes, refine settings) of `_refined`
+        self._refined: dict[int, tuple[bytes, np.ndarray]] = {}  # slice -> (digest of coarse labels, refined)
 
     @property
     def prompter(self) -> BoxPrompter:
@@ -191,21 +193,24 @@ class Refiner:
         """Refine labels[i] ((H_i, W_i) label values) in place for every i in `indices`; yields Progress per
         slice. Slices without a component to refine cost nothing (no embedding is computed for them)."""
         indices = list(indices)
+        p = self.params
+        setting = (stack.signature(), tuple(class_ids), p.refine_margin, p.refine_min_pixels,
+                   p.refine_max_components, p.refine_mask_prompt, p.refine_max_growth)
+        if setting != self._setting:
+            self._refined.clear()
+            self._setting = setting
         for n, i in enumerate(indices):
             def decode(boxes, masks, i=i):  # called only when slice i has a component to refine
                 embedding = self.cache.get(stack, i, self.prompter)
                 plane = PlaneEmbedding(embedding.features.float(), embedding.shape, embedding.scale)
                 return self.prompter.decode(plane, boxes, masks)
 
-            labels[i] = refine_plane(labels[i], class_ids, decode, self.params)
+            # After a correction most slices come out of matching unchanged: their refinement is reused.
+            coarse = hashlib.blake2b(labels[i].tobytes(), digest_size=16).digest()
+            done = self._refined.get(i)
+            if done is not None and done[0] == coarse and done[1].dtype == labels[i].dtype:
+                labels[i] = done[1].copy()
+            else:
+                labels[i] = refine_plane(labels[i], class_ids, decode, p)
+                self._refined[i] = (coarse, labels[i].copy())
             yield Progress(n + 1, len(indices), f"refined slice {i + 1} of {len(stack)}")
-
-
-def refiner_of(segmenter) -> Refiner:
-    """The segmenter's Refiner, made on first use on the segmenter's device (one per segmenter, so its
-    embedding cache lives as long as the segmenter and follows its image)."""
-    refiner = getattr(segmenter, "_refiner", None)
-    if refiner is None:
-        refiner = Refiner(segmenter.params, segmenter.device)
-        segmenter._refiner = refiner
-    return refiner

@@ -78,6 +78,7 @@ class FewShotSegmenter:
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
         self._original_features = None  # features of the original weights while fine-tuned, see reset_weights
+        self._refiner = None  # core.refine.Refiner, made on first use (it loads LiteMedSAM)
         self._pooled: dict[tuple, SlicePrototypes] = {}  # per-slice pooled prototypes, see _pieces()
         budget = self.params.memory_budget_mb * 1024**2
         self._matches = MatchCache(budget // 4, budget // 8)  # per (query slice, support slice) similarity
@@ -88,6 +89,17 @@ class FewShotSegmenter:
         if self._encoder is None:
             self._encoder = create_encoder(self.params.encoder, weights_path=self._weights_path).to(self._device)
         return self._encoder
+
+    @property
+    def refiner(self):
+        """The LiteMedSAM refiner (core/refine.py), made on first use on this segmenter's device; its
+        embedding cache lives as long as the segmenter and follows its image. Always the current params."""
+        if self._refiner is None:
+            from .refine import Refiner
+
+            self._refiner = Refiner(self.params, self.device)
+        self._refiner.params = self.params
+        return self._refiner
 
     @property
     def device(self) -> torch.device:
@@ -383,9 +395,7 @@ class FewShotSegmenter:
             if n % 8 == 7 or n == len(indices) - 1:
                 yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
         if self.params.refine_for(cache.stack, self.device):  # LiteMedSAM redraws each component; clean-up after
-            from .refine import refiner_of
-
-            yield from refiner_of(self).refine(cache.stack, labels, indices, list(class_ids))
+            yield from self.refiner.refine(cache.stack, labels, indices, list(class_ids))
         out = np.stack(labels) if cache.stack.is_volume else labels
         return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {}), coarse
 

@@ -33,6 +33,35 @@ def canvas_drag(viewer, layer, index: int, points, label: int = 1, mode: str = "
     events.mouse_release(pos=pos(*points[-1]), button=1, modifiers=(), press_event=press)
 
 
+def rectangle_drag(viewer, layer, index: int, corner, opposite, steps: int = 6) -> None:
+    """Drag a Shapes layer's rectangle tool from `corner` to `opposite` ((row, col) data pixels) on slice
+    `index` of the first axis (0 for a 2D layer). Qt's loop runs between moves: a window just shown may
+    still resize and move the view, and the rectangle follows the mouse only when the loop runs."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer.layers.selection.active = layer
+    layer.mode = "add_rectangle"
+    if layer.ndim > 2:
+        viewer.dims.set_current_step(0, index)
+    canvas, app = viewer.window._qt_viewer.canvas, QApplication.instance()
+    app.processEvents()
+
+    def pos(row, col):
+        to_canvas = canvas.view.transform * canvas.view.scene.transform  # read each time: the view may move
+        world = layer.data_to_world([index, row, col] if layer.ndim > 2 else [row, col])
+        return np.round(to_canvas.map([world[-1], world[-2]])[:2]).astype(int)
+
+    events = canvas._scene_canvas.events
+    press = events.mouse_press(pos=pos(*corner), button=1, modifiers=())
+    for t in np.linspace(0, 1, steps)[1:]:
+        time.sleep(MOVE_INTERVAL_S)
+        app.processEvents()
+        point = np.asarray(corner) + t * (np.asarray(opposite) - np.asarray(corner))
+        events.mouse_move(pos=pos(*point), button=1, modifiers=(), press_event=press)
+    app.processEvents()
+    events.mouse_release(pos=pos(*opposite), button=1, modifiers=(), press_event=press)
+
+
 def wait_idle(widget=None, timeout_s: float = 900.0, settle_s: float = 0.5) -> float:
     """Run Qt's event loop until `widget` (a FewShotWidget; None: none) runs no job, then `settle_s` more so
     the canvas is drawn. Returns the seconds until the widget was idle (the settling not counted)."""
