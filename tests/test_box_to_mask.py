@@ -124,7 +124,7 @@ def test_triton_is_kept_out_only_when_mesas_llvm_is_loaded(tmp_path):
     """Loading Triton after Mesa's libLLVM (software OpenGL, Xvfb) crashed napari when LiteMedSAM was first used."""
     import sys
 
-    from napari_fewshot.plugin.triton_guard import keep_triton_out
+    from napari_fewshot.core.triton_guard import keep_triton_out
 
     maps = tmp_path / "maps"
     maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libGL.so.1\n")

@@ -122,7 +122,7 @@ def test_busi_folder_paint_five_segment_the_rest_and_export(make_napari_viewer, 
 
     monkeypatch.setattr(exporting.QMessageBox, "question", staticmethod(refuse))
     assert widget.export() is None
-    assert questions and "benign (1)_mask.png" in questions[0] and "Replace?" in questions[0]
+    assert questions and "benign (1)_mask.png" in questions[0] and "13 more files exist. Replace them?" in questions[0]
     assert (folder / "benign (1)_mask.png").read_bytes() == before
     assert widget.export(str(tmp_path / "masks")) is None  # programmatic: refused, nothing replaced
     assert any(s == "error" and "exists" in m for s, m in notes)

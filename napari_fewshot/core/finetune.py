@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
-from pathlib import Path
 from typing import Callable, Generator
 
 import numpy as np
@@ -27,6 +25,7 @@ from .progress import Progress
 from .prototypes import build_prototypes
 from .stack import ImageStack
 from .support import IGNORE, SupportSet
+from .triton_guard import keep_triton_out
 
 
 def augment(image: torch.Tensor, target: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,28 +68,6 @@ def _episode_loss(features_s, target_s, features_q, target_q, seg: SegmentationP
     return loss
 
 
-def avoid_triton_llvm_clash() -> None:
-    """Keep torch from loading triton into a process whose OpenGL driver already loaded LLVM.
-
-    Mesa (llvmpipe, radeonsi) maps its own libLLVM once napari's canvas exists; triton's
-    libtriton.so carries another LLVM, and loading both crashes the process (segfault). Every torch
-    optimizer imports torch._dynamo, which probes ``import triton``; fine-tuning inside napari
-    would crash there. Where libLLVM is mapped and triton is not loaded yet, ``import triton`` is
-    made to fail with ImportError instead (torch then simply runs without triton, which fine-tuning
-    never needs). This is a property of the process, not of napari: a notebook that shows a napari
-    viewer and fine-tunes from the core is protected too. Elsewhere (CLI, no GL driver with LLVM)
-    nothing changes.
-    """
-    if "triton" in sys.modules or "torch._dynamo" in sys.modules:
-        return
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return
-    if "libLLVM" in maps:
-        sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` -> ImportError
-
-
 Episode = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """(support input (1, 3, h, w), support target (h, w), query input (1, 3, h', w'), query target (h', w')):
 targets are long with 1 = the episode's class, 0 = background, IGNORE = unknown."""
@@ -128,7 +105,7 @@ def train_on_episodes(encoder: Encoder, make_episode: Callable[[random.Random], 
     An episode whose query lost the class (augmentation pushed it out of the frame) or whose support
     has no background is skipped (the step still counts, so the job always ends).
     """
-    avoid_triton_llvm_clash()  # before the optimizer imports torch._dynamo
+    keep_triton_out()  # before the optimizer imports torch._dynamo (see core/triton_guard.py)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     optimiser = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad], lr=learning_rate)

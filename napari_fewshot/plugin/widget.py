@@ -34,7 +34,7 @@ from .live import LiveMode
 from .panel import Panel
 from .runner import JobRunner
 from .session import ImageSession, image_stack, slice_indices, support_stack
-from .triton_guard import keep_triton_out
+from ..core.triton_guard import keep_triton_out
 from .workers import Job, features_job, fine_tune_job, segment_job
 
 

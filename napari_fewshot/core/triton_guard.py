@@ -1,4 +1,4 @@
-"""Keep Triton from loading into a napari process whose OpenGL driver has loaded Mesa's LLVM.
+"""Keep Triton from loading into a process whose OpenGL driver (napari's canvas) has loaded Mesa's LLVM.
 
 Loading ``triton`` (torch imports it lazily, e.g. through ``torch._dynamo`` when torchvision or timm
 are first imported, which LiteMedSAM's loader does) after Mesa's ``libLLVM`` is in the process crashes
@@ -6,7 +6,9 @@ it (segmentation fault: two LLVMs). That is the case under Xvfb and software ren
 with Mesa's LLVM-based GPU drivers. Nothing here needs Triton (it serves ``torch.compile``), so in
 that case it is marked unavailable (``sys.modules["triton"] = None``: its import raises ImportError,
 which torch treats as "not installed"). A process that imported Triton before the canvas existed,
-or whose OpenGL does not use Mesa's LLVM, is left alone.
+or whose OpenGL does not use Mesa's LLVM, is left alone. Called where Triton could first be imported:
+the widget's start, LiteMedSAM's loader and the start of training (every torch optimizer imports
+torch._dynamo), so a notebook that shows a viewer and calls the core is protected too.
 """
 
 from __future__ import annotations
