@@ -11,8 +11,8 @@ from napari_fewshot.core.bank import PrototypeBank
 pytestmark = pytest.mark.gui
 
 
-def test_bank_saved_in_the_widget_segments_an_unpainted_copy(ct, qtbot, tmp_path, notes):
-    viewer, widget, reference = ct
+def paint_and_save_bank(widget, reference, qtbot, tmp_path):
+    """Paint the liver on the CT sample and save it as a bank: (support layer, its paint, bank path)."""
     support = paint_support(widget, reference)
     painted = support.data.copy()
     target = tmp_path / "liver.fewshot"
@@ -20,6 +20,12 @@ def test_bank_saved_in_the_widget_segments_an_unpainted_copy(ct, qtbot, tmp_path
     widget.save_prototypes(str(target))
     wait_idle(qtbot, widget)
     assert target.exists()
+    return support, painted, target
+
+
+def test_bank_saved_in_the_widget_segments_an_unpainted_copy(ct, qtbot, tmp_path, notes):
+    viewer, widget, reference = ct
+    support, painted, target = paint_and_save_bank(widget, reference, qtbot, tmp_path)
     bank = PrototypeBank.load(target)
     assert bank.class_ids == [LIVER] and bank.encoder_name == "efficientnet-lite0"
     assert np.array_equal(support.data, painted)  # saving never touches the paint
@@ -43,13 +49,7 @@ def test_load_prototypes_on_a_second_scan_of_another_shape(ct, qtbot, tmp_path, 
     """#13: after a second scan is opened, Load prototypes segments it: the bank needs no support, so the first
     scan's support layer (another shape) is neither required nor used, and the view shows the new scan."""
     viewer, widget, reference = ct
-    support = paint_support(widget, reference)
-    painted = support.data.copy()
-    target = tmp_path / "liver.fewshot"
-    wait_idle(qtbot, widget)
-    widget.save_prototypes(str(target))
-    wait_idle(qtbot, widget)
-    assert target.exists()
+    support, painted, target = paint_and_save_bank(widget, reference, qtbot, tmp_path)
 
     first = viewer.layers[CT_IMAGE_NAME]
     viewer.dims.set_current_step(0, first.data.shape[0] - 2)  # the view far along the first scan
