@@ -6,7 +6,8 @@ import pytest
 import torch
 from shared_data import BUSI, require
 
-from napari_fewshot.core.box_to_mask import BoxParams, BoxSegmenter, box_region, clip_box
+from napari_fewshot.core.box_to_mask import BoxParams, BoxSegmenter, clip_box
+from napari_fewshot.core.sam_prompt import box_region
 from napari_fewshot.core.sam_prompt import PlaneEmbedding, box_of
 from napari_fewshot.errors import FewShotError
 

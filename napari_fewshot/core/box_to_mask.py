@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import FewShotError
 from .devices import resolve_device
+from .sam_prompt import box_region
 
 MIN_BOX_SIDE = 2.0  # pixels; a click without a drag makes a rectangle smaller than this
 
@@ -130,15 +131,6 @@ def clip_box(box, shape: tuple[int, int]) -> np.ndarray:
     if clipped[2] - clipped[0] < MIN_BOX_SIDE or clipped[3] - clipped[1] < MIN_BOX_SIDE:
         raise FewShotError("The box is too small; drag a rectangle around the whole organ or lesion.")
     return clipped
-
-
-def box_region(box, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool: the pixels whose centres lie inside the (inclusive) box x0, y0, x1, y1."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    rows, cols = np.arange(shape[0]), np.arange(shape[1])
-    inside_rows = (rows >= np.floor(y0)) & (rows <= np.ceil(y1))
-    inside_cols = (cols >= np.floor(x0)) & (cols <= np.ceil(x1))
-    return inside_rows[:, None] & inside_cols[None, :]
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from scipy import ndimage
 from .config import SegmentationParams
 from .matching import matmul_dtype
 from .progress import Progress
-from .sam_prompt import BoxPrompter, PlaneEmbedding, box_of
+from .sam_prompt import BoxPrompter, PlaneEmbedding, box_of, box_region
 from .stack import ImageStack
 
 EMBEDDING_BYTES = 256 * 64 * 64 * 2  # one slice's (256, 64, 64) float16 embedding
@@ -152,10 +152,7 @@ def refine_plane(labels: np.ndarray, class_ids: Sequence[int],
     decoded = np.zeros((len(class_ids) + 1, *labels.shape), np.float32)
     replaced = np.zeros(decoded.shape, bool)
     for (k, mask), box, prob in zip(parts, boxes, probabilities):
-        x0, y0 = np.floor(box[:2]).astype(int)
-        x1, y1 = np.ceil(box[2:]).astype(int)
-        inside = np.zeros_like(prob)
-        inside[y0:y1 + 1, x0:x1 + 1] = prob[y0:y1 + 1, x0:x1 + 1]  # the box bounds the object
+        inside = np.where(box_region(box, labels.shape), prob, 0).astype(np.float32)  # the box bounds the object
         area, coarse = int((inside > 0.5).sum()), int(mask.sum())
         if area == 0 or area > params.refine_max_growth * coarse or area * params.refine_max_growth < coarse:
             continue  # implausible: the component stays as it was

@@ -108,3 +108,12 @@ def box_of(mask: np.ndarray, margin: float = 0.1) -> np.ndarray | None:
     dy, dx = margin * (y1 - y0 + 1), margin * (x1 - x0 + 1)
     h, w = mask.shape
     return np.array([max(0, x0 - dx), max(0, y0 - dy), min(w - 1, x1 + dx), min(h - 1, y1 + dy)], np.float32)
+
+
+def box_region(box, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: the pixels whose centres lie inside the (inclusive) box x0, y0, x1, y1."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    rows, cols = np.arange(shape[0]), np.arange(shape[1])
+    inside_rows = (rows >= np.floor(y0)) & (rows <= np.ceil(y1))
+    inside_cols = (cols >= np.floor(x0)) & (cols <= np.ceil(x1))
+    return inside_rows[:, None] & inside_cols[None, :]
