@@ -6,6 +6,7 @@
     report = run_batch("liver.fewshot", "cohort/", "masks/", workers=2)       # embedded LocalCluster
     report = run_batch("liver.fewshot", "cohort/", "masks/", scheduler="tcp://10.0.0.5:8786")
 
+- Each scan goes through napari_fewshot.pipeline.segment_file, as `segment` does.
 - Scans and their masks: see napari_fewshot.cohort (each real file or folder once; the input folder
   itself when it is a DICOM series). Two scans that would share a mask name are refused before anything
   is computed, naming both.
@@ -44,109 +45,9 @@ from .batch_results import (CSV_NAME, class_columns, header, make_row, mask_dige
                             write_results)
 from .cohort import Scan, check_unique_masks, find_scans
 from .errors import FewShotError
+from .pipeline import segment_file
 
 _WORKER_CACHE = "_napari_fewshot_bank"  # attribute on a dask Worker: (key, bank, segmenter)
-
-
-# -- one scan: the CLI (support or bank), the batch's workers and the demo -------------------------
-@dataclass
-class PaintedSupport:
-    """Segment from paint instead of a bank: `labels` is a label-map file (read onto the scan's grid) or
-    an array shaped like the scan. before(segmenter, labels, volume) runs once the scan is set and before
-    its features are computed (the CLI reports, adapts and fine-tunes there)."""
-
-    labels: Any
-    before: Callable[[Any, Any], None] | None = None
-
-
-def refuse_unusable(volume, path) -> None:
-    """FewShotError when a scan has nothing to segment: every pixel NaN or infinite."""
-    import numpy as np
-
-    data = volume.data
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
-        raise FewShotError(f"The scan {path} has no finite pixel value (every pixel is NaN or infinite), so there "
-                           "is nothing to segment.")
-
-
-def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str | os.PathLike,
-                 overwrite: bool = False, heatmaps: str | os.PathLike | None = None,
-                 heatmap_names: dict[int, str] | None = None, keep_result: bool = False) -> dict[str, Any]:
-    """Read one scan, segment it, write the mask (read back to check it), optionally the heatmaps.
-
-    source: a PrototypeBank (`segmenter` from ``bank.make_segmenter``) or a :class:`PaintedSupport`.
-    image_path: the scan's file or folder (or a Volume already read).
-    heatmaps: a folder for one similarity map per class (see :func:`write_heatmaps`).
-    Returns {"slices", "spacing", "voxel_ml", "volumes_ml": {class id: mL}, "seconds": {read, features,
-    matching, write}, "written": [paths], "shape", "class_ids", "segmented_slices"} (+ "volume", "result", "support" with
-    `keep_result`). Raises FewShotError on a bad scan or output; the segmenter forgets the scan after.
-    """
-    import numpy as np
-
-    from .core import run
-    from .core.metrics import class_volumes
-    from .io import Volume, read_labels, read_volume, write_mask
-    from .io.writers import check_mask_target
-
-    timings = {}
-    t0 = time.perf_counter()
-    volume = image_path if isinstance(image_path, Volume) else read_volume(image_path)
-    refuse_unusable(volume, image_path)
-    check_mask_target(out_path, volume.data.shape[0], overwrite=overwrite)  # before any compute
-    support = None
-    if isinstance(source, PaintedSupport):
-        support = source.labels
-        if isinstance(support, (str, os.PathLike)):
-            support = read_labels(support, like=volume)
-    t1 = time.perf_counter()
-    segmenter.set_image(volume.data)
-    try:
-        if support is not None and source.before is not None:
-            source.before(segmenter, support, volume)
-        run(segmenter.compute_features())
-        t2 = time.perf_counter()
-        if support is not None:
-            result = run(segmenter.segment(support, similarity=heatmaps is not None))
-        else:
-            result = run(source.segment(segmenter, similarity=heatmaps is not None))
-    finally:
-        segmenter.release_image()  # free the features of this scan
-    t3 = time.perf_counter()
-    written = write_mask(out_path, result.labels, like=volume, overwrite=overwrite)
-    if len(written) == 1 and not np.array_equal(read_labels(written[0], like=volume), result.labels):
-        raise FewShotError(f"The mask {written[0]} did not read back as written; check the disk.")
-    if heatmaps is not None:
-        written += write_heatmaps(heatmaps, result, volume, overwrite, heatmap_names)
-    t4 = time.perf_counter()
-    volumes = class_volumes(result.labels, result.class_ids, volume.spacing)
-    timings.update(read=t1 - t0, features=t2 - t1, matching=t3 - t2, write=t4 - t3)
-    outcome = {"slices": int(np.shape(result.labels)[0]), "shape": list(volume.data.shape),
-               "spacing": list(volume.spacing), "voxel_ml": float(np.prod(volume.spacing)) / 1000.0,
-               "volumes_ml": {c: ml for c, (_, ml) in volumes.items()}, "class_ids": list(result.class_ids),
-               "segmented_slices": len(result.segmented_slices),
-               "seconds": timings, "written": [str(p) for p in written]}
-    if keep_result:
-        outcome.update(volume=volume, result=result, support=support)
-    return outcome
-
-
-def write_heatmaps(folder: str | os.PathLike, result, volume, overwrite: bool = False,
-                   names: dict[int, str] | None = None) -> list:
-    """Write `folder`/heatmap_class_C (``heatmap_NAME`` for classes in `names`; NIfTI for NIfTI/DICOM scans,
-    else TIFF) per class of a SegmentationResult with similarity maps, shaped and placed like the scan
-    `volume`; returns the paths."""
-    from .io import write_image
-    from .paths import slug
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if volume.format in ("nifti", "dicom") else ".tif"
-    written = []
-    for c in result.similarity:
-        stem = f"heatmap_{slug(names[c])}" if names and names.get(c) else f"heatmap_class_{c}"
-        written += write_image(folder / f"{stem}{suffix}", result.similarity_volume(c), like=volume,
-                               overwrite=overwrite)
-    return written
 
 
 # -- the dask side ---------------------------------------------------------------------------------
@@ -439,5 +340,5 @@ def _progress_line(n: int, total: int, scan: Scan, result: dict, bank) -> str:
     return head + f"ok in {result.get('total_seconds', 0):.1f} s ({volumes})"
 
 
-__all__ = ["BatchReport", "CSV_NAME", "PaintedSupport", "Scan", "check_outputs", "class_columns", "find_scans",
-           "read_results", "refuse_unusable", "run_batch", "segment_file", "segment_task", "write_heatmaps"]
+__all__ = ["BatchReport", "CSV_NAME", "Scan", "check_outputs", "class_columns", "find_scans", "read_results",
+           "run_batch", "segment_task"]

@@ -214,7 +214,7 @@ def _parse_classes(text: str | None) -> dict[int, str] | None:
 
 
 def _cmd_segment(args) -> None:
-    from .batch import PaintedSupport, segment_file
+    from .pipeline import PaintedSupport, segment_file
     from .core import run
     from .core.segmenter import FewShotSegmenter
 
@@ -275,7 +275,7 @@ def _check_segment_outputs(args) -> None:
 
 
 def _segment_with_bank(args) -> None:
-    from .batch import segment_file
+    from .pipeline import segment_file
     from .core.bank import PrototypeBank
 
     if args.fine_tune_steps or args.adapt_steps:

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from .batch import PaintedSupport, segment_file
+from .pipeline import PaintedSupport, segment_file
 from .core import FewShotSegmenter, SegmentationParams, dice
 from .evaluation.volumes import slice_range, spread_slices
 from .io import Volume, read_labels, read_volume, write_mask
@@ -25,7 +25,7 @@ def paint_support_from_labels(labels: np.ndarray, class_ids, slices_per_class: i
 
 def run_demo(out_dir: str | Path, params: SegmentationParams | None = None, slices_per_class: int = 3,
              log: Callable[[str], None] = print) -> dict:
-    """Segment the CT sample from 3 painted slices per organ (batch.segment_file, as the CLI); write the
+    """Segment the CT sample from 3 painted slices per organ (pipeline.segment_file, as the CLI); write the
     mask, the support and one heatmap per organ to `out_dir`.
 
     Returns {"volume", "labels", "support", "support_slices", "result", "dice": {name: float}, "names",

@@ -1,0 +1,118 @@
+"""The one-scan pipeline: read a scan, check it and its output, segment it, write the mask (read back)
+and, if asked, the heatmaps. `napari-fewshot segment` (with --support or --bank), every task of `batch`
+and the demo run this one function, so a scan is segmented the same way wherever it comes from.
+
+    from napari_fewshot.pipeline import PaintedSupport, segment_file
+    outcome = segment_file(PaintedSupport("painted.nii.gz"), segmenter, "scan.nii.gz", "mask.nii.gz")
+    outcome = segment_file(bank, bank.make_segmenter("auto"), "scan.nii.gz", "mask.nii.gz", heatmaps="maps/")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import FewShotError
+
+
+@dataclass
+class PaintedSupport:
+    """Segment from paint instead of a bank: `labels` is a label-map file (read onto the scan's grid) or
+    an array shaped like the scan. before(segmenter, labels, volume) runs once the scan is set and before
+    its features are computed (the CLI reports, adapts and fine-tunes there)."""
+
+    labels: Any
+    before: Callable[[Any, Any], None] | None = None
+
+
+def refuse_unusable(volume, path) -> None:
+    """FewShotError when a scan has nothing to segment: every pixel NaN or infinite."""
+    import numpy as np
+
+    data = volume.data
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).any():
+        raise FewShotError(f"The scan {path} has no finite pixel value (every pixel is NaN or infinite), so there "
+                           "is nothing to segment.")
+
+
+def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str | os.PathLike,
+                 overwrite: bool = False, heatmaps: str | os.PathLike | None = None,
+                 heatmap_names: dict[int, str] | None = None, keep_result: bool = False) -> dict[str, Any]:
+    """Read one scan, segment it, write the mask (read back to check it), optionally the heatmaps.
+
+    source: a PrototypeBank (`segmenter` from ``bank.make_segmenter``) or a :class:`PaintedSupport`.
+    image_path: the scan's file or folder (or a Volume already read).
+    heatmaps: a folder for one similarity map per class (see :func:`write_heatmaps`).
+    Returns {"slices", "spacing", "voxel_ml", "volumes_ml": {class id: mL}, "seconds": {read, features,
+    matching, write}, "written": [paths], "shape", "class_ids", "segmented_slices"} (+ "volume", "result", "support" with
+    `keep_result`). Raises FewShotError on a bad scan or output; the segmenter forgets the scan after.
+    """
+    import numpy as np
+
+    from .core import run
+    from .core.metrics import class_volumes
+    from .io import Volume, read_labels, read_volume, write_mask
+    from .io.writers import check_mask_target
+
+    timings = {}
+    t0 = time.perf_counter()
+    volume = image_path if isinstance(image_path, Volume) else read_volume(image_path)
+    refuse_unusable(volume, image_path)
+    check_mask_target(out_path, volume.data.shape[0], overwrite=overwrite)  # before any compute
+    support = None
+    if isinstance(source, PaintedSupport):
+        support = source.labels
+        if isinstance(support, (str, os.PathLike)):
+            support = read_labels(support, like=volume)
+    t1 = time.perf_counter()
+    segmenter.set_image(volume.data)
+    try:
+        if support is not None and source.before is not None:
+            source.before(segmenter, support, volume)
+        run(segmenter.compute_features())
+        t2 = time.perf_counter()
+        if support is not None:
+            result = run(segmenter.segment(support, similarity=heatmaps is not None))
+        else:
+            result = run(source.segment(segmenter, similarity=heatmaps is not None))
+    finally:
+        segmenter.release_image()  # free the features of this scan
+    t3 = time.perf_counter()
+    written = write_mask(out_path, result.labels, like=volume, overwrite=overwrite)
+    if len(written) == 1 and not np.array_equal(read_labels(written[0], like=volume), result.labels):
+        raise FewShotError(f"The mask {written[0]} did not read back as written; check the disk.")
+    if heatmaps is not None:
+        written += write_heatmaps(heatmaps, result, volume, overwrite, heatmap_names)
+    t4 = time.perf_counter()
+    volumes = class_volumes(result.labels, result.class_ids, volume.spacing)
+    timings.update(read=t1 - t0, features=t2 - t1, matching=t3 - t2, write=t4 - t3)
+    outcome = {"slices": int(np.shape(result.labels)[0]), "shape": list(volume.data.shape),
+               "spacing": list(volume.spacing), "voxel_ml": float(np.prod(volume.spacing)) / 1000.0,
+               "volumes_ml": {c: ml for c, (_, ml) in volumes.items()}, "class_ids": list(result.class_ids),
+               "segmented_slices": len(result.segmented_slices),
+               "seconds": timings, "written": [str(p) for p in written]}
+    if keep_result:
+        outcome.update(volume=volume, result=result, support=support)
+    return outcome
+
+
+def write_heatmaps(folder: str | os.PathLike, result, volume, overwrite: bool = False,
+                   names: dict[int, str] | None = None) -> list:
+    """Write `folder`/heatmap_class_C (``heatmap_NAME`` for classes in `names`; NIfTI for NIfTI/DICOM scans,
+    else TIFF) per class of a SegmentationResult with similarity maps, shaped and placed like the scan
+    `volume`; returns the paths."""
+    from .io import write_image
+    from .paths import slug
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if volume.format in ("nifti", "dicom") else ".tif"
+    written = []
+    for c in result.similarity:
+        stem = f"heatmap_{slug(names[c])}" if names and names.get(c) else f"heatmap_class_{c}"
+        written += write_image(folder / f"{stem}{suffix}", result.similarity_volume(c), like=volume,
+                               overwrite=overwrite)
+    return written
