@@ -1,6 +1,7 @@
 """The autosave store: round trip, compact files, atomic writes, damaged files skipped, per-test folder."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -148,3 +149,79 @@ def test_default_folder_follows_the_environment(monkeypatch, tmp_path):
     assert autosave.default_autosave_dir() == tmp_path / "cache" / "napari-fewshot" / "autosave"
     monkeypatch.setenv(autosave.ENV, str(tmp_path / "mine"))
     assert AutosaveStore().root == tmp_path / "mine"
+
+
+def test_a_save_keeps_the_older_good_copy_when_the_newest_is_damaged(autosave_dir):
+    """Issue 22, item 5: two good saves, the newest truncated, a third save: the good older one stays
+    as the fallback, the damaged one does not count as one."""
+    store = AutosaveStore(keep=2)
+    older = store.save("sig", painted_volume(slices=(1,)))
+    newest = store.save("sig", painted_volume(slices=(2,)))
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    third = store.save("sig", painted_volume(slices=(3,)))
+    assert older.exists() and read_snapshot(older).painted.indices.tolist() == [1]
+    assert not newest.exists()  # the tool's own damaged file is cleaned up, not kept as a fallback
+    assert store.latest("sig").painted.indices.tolist() == [3]
+    third.write_bytes(b"")  # the newest lost as well: the older good save is still offered
+    assert store.latest("sig").painted.indices.tolist() == [1]
+
+
+def test_a_save_that_does_not_read_back_deletes_nothing(monkeypatch, autosave_dir):
+    """A write that 'succeeds' but leaves a file that does not read back (a bad disk, a full quota) must
+    not push out the last good save; the save says it failed."""
+    store = AutosaveStore(keep=1)
+    good = store.save("sig", painted_volume(slices=(1,)))
+
+    def write_garbage(file, **arrays):
+        file.write(b"PK\x03\x04 not a whole zip file")
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="does not read back"):
+        patch.setattr(autosave.np, "savez_compressed", write_garbage)
+        store.save("sig", painted_volume(slices=(1, 2)))
+    assert good.exists() and store.latest("sig").painted.indices.tolist() == [1]
+
+
+def test_clean_up_removes_only_files_the_tool_wrote(autosave_dir):
+    """Issue 22, item 6: old files in the autosave folder are removed only when both their name and
+    their header say the tool wrote them (the user may point the folder at their results)."""
+    store = AutosaveStore()
+    old_save = store.save("oldscan", painted_volume(slices=(1,)))
+    old_temp = old_save.with_name(f".{old_save.name}.k2j4h1x9.npz")  # left by a kill mid-write
+    old_temp.write_bytes(old_save.read_bytes()[: old_save.stat().st_size // 2])
+    user_npz = autosave_dir / "my_results.npz"
+    np.savez_compressed(user_npz, mask=np.ones((4, 4), np.uint8))
+    user_tmp = autosave_dir / "notes.tmp"
+    user_tmp.write_text("mine")
+    lookalike = autosave_dir / "oldscan-000000000000-00000000000000000001.npz"  # our name, not our header
+    np.savez_compressed(lookalike, header=np.array('{"format": 1}'), mask=np.ones((4, 4), np.uint8))
+    unreadable_lookalike = autosave_dir / "oldscan-000000000000-00000000000000000002.npz"
+    unreadable_lookalike.write_bytes(b"someone else's bytes")
+    long_ago = time.time() - autosave.MAX_AGE_S - 3600
+    for path in autosave_dir.iterdir():
+        os.utime(path, (long_ago, long_ago))
+    store.save("newscan", painted_volume(slices=(2,)))
+    assert not old_save.exists() and not old_temp.exists()  # the tool's own old files
+    assert user_npz.exists() and user_tmp.exists() and lookalike.exists() and unreadable_lookalike.exists()
+    assert store.latest("newscan") is not None
+
+
+def test_a_save_of_another_shape_does_not_hide_the_one_that_fits(autosave_dir):
+    """Issue 22, item 7: the newest save of a scan key may not fit the open image (an older version of
+    the scan, a copied file); the newest save that fits is offered, not nothing."""
+    store = AutosaveStore(keep=3)
+    store.save("sig", painted_volume(slices=(4,)))
+    store.save("sig", painted_volume(shape=(12, 64, 48), slices=(7,)))
+    assert store.latest("sig").painted.shape == (12, 64, 48)  # without a shape: the newest of all
+    fits = store.latest("sig", shape=(20, 64, 48))
+    assert fits is not None and fits.painted.indices.tolist() == [4]
+    assert np.array_equal(store.load("sig", shape=(20, 64, 48)), painted_volume(slices=(4,)))
+    assert store.latest("sig", shape=(5, 5)) is None
+
+
+def test_a_file_whose_header_names_another_scan_or_layer_is_not_offered(autosave_dir):
+    store = AutosaveStore()
+    good = store.save("sig", painted_volume(slices=(4,)))
+    other = store.save("other", painted_volume(slices=(9,)))
+    copied = good.with_name(good.name.rsplit("-", 1)[0] + f"-{time.time_ns() + 10**9:020d}.npz")
+    copied.write_bytes(other.read_bytes())  # another scan's save under this scan's name, newer
+    assert store.latest("sig").painted.indices.tolist() == [4]

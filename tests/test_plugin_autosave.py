@@ -238,3 +238,58 @@ def test_killing_napari_mid_painting_loses_at_most_the_last_stroke(tmp_path, aut
     kept = [saved[z, y, 20:58].max() == label for z, y, label in strokes]
     assert all(kept[:-1]), f"strokes kept: {kept}"  # at most the last stroke is lost
     assert set(np.unique(saved)) <= {0} | {label for _, _, label in strokes}
+
+
+def test_a_save_of_another_shape_does_not_hide_the_good_one(ct, qtbot, notes):
+    """Issue 22, item 7: a newer, well-formed save of this scan's key but another shape is passed over;
+    Restore offers (and restores) the older save that fits the image."""
+    viewer, widget, _ = ct
+    image = viewer.layers[CT_IMAGE_NAME]
+    signature = ct_signature(qtbot, widget)
+    good = np.zeros(image.data.shape, np.uint8)
+    good[50, 40:60, 20:60] = 1
+    store = AutosaveStore()
+    store.save(signature, good, name="support")
+    misfit = np.zeros((image.data.shape[0] - 1, *image.data.shape[1:]), np.uint8)
+    misfit[10, 5:9, 5:9] = 2
+    store.save(signature, misfit, name="support")  # newer, same key and layer name, another shape
+    notes.clear()
+    widget.set_image_layer(viewer.add_image(np.array(image.data), name="copy"))
+    qtbot.waitUntil(widget.ui.restore_button.isEnabled, timeout=10_000)
+    assert [m for _, m in notes if "Found painting from" in m and "(1 slice)" in m]
+    widget.ui.restore_button.click()
+    restored = viewer.layers[-1]
+    assert restored.name == "support (restored)" and np.array_equal(restored.data, good)
+    assert not [m for s, m in notes if s == "error" or "not restored" in m]
+
+
+def test_a_failed_restore_adds_nothing_and_leaves_the_paint_alone(ct, qtbot, notes, monkeypatch):
+    """A save that cannot be turned back into labels (here: out of memory) ends in one sentence; no
+    layer is added, the user's support layer and the widget's choice of it are unchanged."""
+    from napari_fewshot.io.autosave import Painted
+
+    viewer, widget, _ = ct
+    image = viewer.layers[CT_IMAGE_NAME]
+    signature = ct_signature(qtbot, widget)
+    saved = np.zeros(image.data.shape, np.uint8)
+    saved[30, 10:20, 10:20] = 4
+    AutosaveStore().save(signature, saved, name="earlier")
+    copy = viewer.add_image(np.array(image.data), name="copy")
+    widget.set_image_layer(copy)
+    support = widget.create_support_layer()
+    stroke(support, 50, 40, 20, 60, 1)
+    painted = support.data.copy()
+    qtbot.waitUntil(widget.ui.restore_button.isEnabled, timeout=10_000)
+
+    def out_of_memory(self):
+        raise MemoryError("Unable to allocate 1.2 GiB")
+
+    monkeypatch.setattr(Painted, "to_labels", out_of_memory)
+    n_layers = len(viewer.layers)
+    notes.clear()
+    widget.ui.restore_button.click()
+    assert len(viewer.layers) == n_layers and same_layer(widget.support_layer, support)
+    assert np.array_equal(support.data, painted)
+    warnings = [m for s, m in notes if s == "warning"]
+    assert len(warnings) == 1 and "could not be restored" in warnings[0] and "\n" not in warnings[0]
+    assert not [m for s, m in notes if s == "error"]

@@ -4,8 +4,19 @@ A save keeps only what carries paint: the indices of the painted planes (along a
 (S, H, W) support; a 2D (H, W) support is one plane) and those planes, in a compressed ``.npz``
 with a JSON header (format version, scan signature, layer name, time, shape, dtype). Files are
 written with io.atomic (temporary file beside, fsync, rename), so a crash or a kill mid-write
-leaves the previous save intact. Each (scan, layer name) keeps its ``keep`` newest
-saves; a damaged file is skipped with a message, never raised.
+leaves the previous save intact. A damaged file is skipped with a message, never raised.
+
+What a save may delete (the folder may be one the user keeps other files in):
+- Only files the tool wrote: the name ``<signature>-<slot>-<time_ns>.npz`` (or atomic_write's
+  temporary ``.<that name>.<random>.npz``) AND a header, read from the file's first zip member, that
+  names the same signature and layer slot. A file with our name but not our header is never touched.
+- Each (scan, layer name) keeps its ``keep`` newest saves that read back; the new save itself is read
+  back first, and when it does not read back the save fails and deletes nothing else. Its own files
+  beyond those (older, or damaged) are removed.
+- The tool's files of other scans and layers untouched for MAX_AGE_S are removed.
+
+A save of another scan, layer or shape than asked for (a copied file, an older version of the scan)
+is passed over, so it never hides an older save that fits.
 
 Location: ``$NAPARI_FEWSHOT_AUTOSAVE_DIR``, else ``$XDG_CACHE_HOME/napari-fewshot/autosave``, else
 ``~/.cache/napari-fewshot/autosave`` (read at call time; an empty XDG_CACHE_HOME counts as unset).
@@ -15,10 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
+import re
+import struct
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +47,9 @@ ENV = "NAPARI_FEWSHOT_AUTOSAVE_DIR"
 FORMAT = 1
 KEEP = 2  # saves kept per scan and layer name: the newest, and one to fall back on
 MAX_AGE_S = 30 * 24 * 3600  # saves untouched this long are removed when anything is saved
+SAVE_NAME = re.compile(r"(?P<signature>.+)-(?P<slot>[0-9a-f]{12})-(?P<time_ns>\d{20})\.npz")
+TEMP_NAME = re.compile(r"\.(?P<save>.+\.npz)\.[a-z0-9_]+\.npz")  # atomic_write's temporary file of a save
+HEADER_BYTES = 1 << 16  # the header member is read from this much of the file's start
 logger = logging.getLogger(__name__)
 
 
@@ -122,56 +141,96 @@ class AutosaveStore:
         target = root / f"{signature}-{_slot(name)}-{time.time_ns():020d}.npz"
         _write_atomic(target, {"header": np.array(json.dumps(header)), "indices": painted.indices,
                                "planes": painted.planes})
-        self._prune(signature, _slot(name), now)
+        try:
+            if not read_snapshot(target).painted.equals(painted):
+                raise ValueError("its paint differs from what was written")
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong, the older saves must stay
+            target.unlink(missing_ok=True)
+            raise OSError(f"the file written does not read back ({type(exc).__name__}: {exc})") from exc
+        with contextlib.suppress(OSError, MemoryError):  # the save stands; clean-up waits for the next one
+            self._prune(signature, _slot(name), now, fresh=target)
         return target
 
-    def snapshots(self, signature: str, problems: list[str] | None = None) -> list[Snapshot]:
-        """The newest readable save of each layer name painted on the scan ``signature``, newest first.
+    def snapshots(self, signature: str, problems: list[str] | None = None,
+                  shape: tuple[int, ...] | None = None) -> list[Snapshot]:
+        """The newest fitting save of each layer name painted on the scan ``signature``, newest first.
 
-        Damaged files are skipped; a one-sentence message for each is logged and appended to ``problems``.
+        A save fits when its header names this signature and the layer its file name says, and, when
+        ``shape`` is given, its paint has that shape (the image's (S, H, W) or (H, W)); a save that does
+        not fit is passed over for the next older one. Damaged files are skipped; a one-sentence message
+        for each is logged and appended to ``problems``.
         """
         newest: dict[str, Snapshot] = {}
-        for path in sorted(self._files(signature), reverse=True):  # newest first within each slot
-            slot = path.name.rsplit("-", 2)[1]
+        for match, path in self._saves(signature):
+            slot = match["slot"]
             if slot in newest:
                 continue
             try:
-                newest[slot] = read_snapshot(path)
+                snapshot = read_snapshot(path)
             except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, it is skipped
                 message = f"Ignored the damaged autosave file {path} ({type(exc).__name__}: {exc})."
                 logger.warning(message)
                 if problems is not None:
                     problems.append(" ".join(message.split()))
+                continue
+            if _fits(snapshot, match, shape):
+                newest[slot] = snapshot
+            else:
+                logger.info("Passed over the autosave %s: it is %s of '%s' for scan %s.", path,
+                            snapshot.painted.shape, snapshot.name, snapshot.signature)
         return sorted(newest.values(), key=lambda s: s.saved_at, reverse=True)
 
-    def latest(self, signature: str, problems: list[str] | None = None) -> Snapshot | None:
-        """The newest readable save for the scan ``signature`` (any layer name), or None."""
-        found = self.snapshots(signature, problems)
+    def latest(self, signature: str, problems: list[str] | None = None,
+               shape: tuple[int, ...] | None = None) -> Snapshot | None:
+        """The newest fitting save for the scan ``signature`` (any layer name; see :meth:`snapshots`), or None."""
+        found = self.snapshots(signature, problems, shape)
         return found[0] if found else None
 
-    def load(self, signature: str, problems: list[str] | None = None) -> np.ndarray | None:
-        """The newest saved support of the scan ``signature`` as a full label array, or None."""
-        snapshot = self.latest(signature, problems)
+    def load(self, signature: str, problems: list[str] | None = None,
+             shape: tuple[int, ...] | None = None) -> np.ndarray | None:
+        """The newest fitting saved support of the scan ``signature`` as a full label array, or None."""
+        snapshot = self.latest(signature, problems, shape)
         return snapshot.painted.to_labels() if snapshot is not None else None
 
     def discard(self, signature: str, name: str | None = None) -> int:
-        """Delete the saves of the scan ``signature`` (only layer ``name``'s when given); returns how many."""
-        files = [p for p in self._files(signature) if name is None or p.name.rsplit("-", 2)[1] == _slot(name)]
-        for path in files:
-            path.unlink(missing_ok=True)
-        return len(files)
+        """Delete the tool's saves of the scan ``signature`` (only layer ``name``'s when given); returns how many."""
+        removed = 0
+        for match, path in self._saves(signature):
+            if (name is None or match["slot"] == _slot(name)) and _written_by_us(path, match):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+        return removed
 
-    def _files(self, signature: str) -> list[Path]:
+    def _saves(self, signature: str) -> list[tuple[re.Match, Path]]:
+        """(name match, path) of the files named as saves of ``signature``, newest first."""
         root = self.root
-        return list(root.glob(f"{signature}-*-*.npz")) if root.is_dir() else []
+        if not root.is_dir():
+            return []
+        named = [(SAVE_NAME.fullmatch(path.name), path) for path in root.iterdir()]
+        found = [(m, path) for m, path in named if m is not None and m["signature"] == signature]
+        return sorted(found, key=lambda item: item[0]["time_ns"], reverse=True)
 
-    def _prune(self, signature: str, slot: str, now: float) -> None:
-        """Keep the ``keep`` newest saves of this slot; drop any save (or stray temp file) older than MAX_AGE_S."""
-        for path in sorted(self.root.glob(f"{signature}-{slot}-*.npz"), reverse=True)[self.keep:]:
-            path.unlink(missing_ok=True)
-        for path in self.root.glob("*"):
+    def _prune(self, signature: str, slot: str, now: float, fresh: Path) -> None:
+        """Remove the tool's files that are no longer needed (see the module docstring); ``fresh``: the
+        save just written and read back. OSError (the folder) and MemoryError (reading a save back)
+        propagate, with nothing deleted on their account."""
+        readable = 0
+        for match, path in self._saves(signature):
+            if match["slot"] != slot:
+                continue
+            if readable < self.keep and (path == fresh or _reads_back(path, match)):
+                readable += 1
+            elif _written_by_us(path, match):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        for path in self.root.iterdir():
+            temp = TEMP_NAME.fullmatch(path.name)
+            match = SAVE_NAME.fullmatch(temp["save"] if temp else path.name)
+            if match is None or (not temp and (match["signature"], match["slot"]) == (signature, slot)):
+                continue  # not ours by name, or the slot just pruned by count
             with contextlib.suppress(OSError):
-                if now - path.stat().st_mtime > MAX_AGE_S and path.suffix in (".npz", ".tmp"):
+                if now - path.stat().st_mtime > MAX_AGE_S and _written_by_us(path, match):
                     path.unlink()
 
 
@@ -192,6 +251,51 @@ def read_snapshot(path: str | os.PathLike) -> Snapshot:
         raise ValueError("its arrays do not match its header")
     return Snapshot(str(header["signature"]), str(header["name"]), float(header["saved_at"]),
                     Painted(shape, indices, planes), path)
+
+
+def _fits(snapshot: Snapshot, match: re.Match, shape: tuple[int, ...] | None) -> bool:
+    """Whether a save read from a file named ``match`` is what its name says, in ``shape`` when given."""
+    return (snapshot.signature == match["signature"] and _slot(snapshot.name) == match["slot"]
+            and (shape is None or snapshot.painted.shape == tuple(int(n) for n in shape)))
+
+
+def _reads_back(path: Path, match: re.Match) -> bool:
+    """Whether ``path`` reads back whole and is the save its name says."""
+    try:
+        return _fits(read_snapshot(path), match, None)
+    except MemoryError:
+        raise  # says nothing about the file: it must not be deleted as damaged
+    except Exception:  # noqa: BLE001 - any other failure means it would not restore
+        return False
+
+
+def _written_by_us(path: Path, match: re.Match) -> bool:
+    """Whether a file named like a save (``match``) carries the tool's header naming the same scan and
+    layer slot; read from its first zip member, so a truncated save or temporary file still shows it."""
+    header = _first_member_header(path)
+    return (header is not None and header.get("signature") == match["signature"]
+            and _slot(str(header.get("name"))) == match["slot"])
+
+
+def _first_member_header(path: Path) -> dict | None:
+    """The JSON header a save stores as its first zip member (``header.npy``), read from the file's first
+    HEADER_BYTES without the zip's central directory (missing from a cut-off file); None when absent."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(HEADER_BYTES)
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            return None
+        (method,) = struct.unpack_from("<H", head, 8)
+        name_length, extra_length = struct.unpack_from("<HH", head, 26)
+        if head[30:30 + name_length] != b"header.npy":
+            return None
+        body = head[30 + name_length + extra_length:]
+        if method == zipfile.ZIP_DEFLATED:
+            body = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, HEADER_BYTES)  # (no zip bomb)
+        header = json.loads(str(np.lib.format.read_array(io.BytesIO(body), allow_pickle=False)))
+    except Exception:  # noqa: BLE001 - whatever it holds, it is not a header we can vouch for
+        return None
+    return header if isinstance(header, dict) else None
 
 
 def _slot(name: str) -> str:

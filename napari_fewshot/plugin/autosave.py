@@ -9,8 +9,10 @@ single-shot timer; when it fires, the painted slices are copied on the Qt thread
 
 The signature of each image the widget is pointed at is computed once, in that thread (~0.4 s for
 600 x 512 x 512 uint16). When saves of that scan exist (the same scan opened again, or after a
-crash), a notification says so and the panel's "Restore painting" button adds the newest one as a
-new Labels layer; no existing layer is ever changed. Closing the widget writes what is pending.
+crash), a notification says so and the panel's "Restore painting" button adds the newest one that fits
+the image (a save of another shape is passed over for an older one) as a new Labels layer; no existing
+layer is ever changed, and a save that cannot be restored or read ends in one warning, never a traceback.
+Closing the widget writes what is pending.
 """
 
 from __future__ import annotations
@@ -124,14 +126,17 @@ class SupportAutosave(QObject):
         if scan is None or not scan.snapshots:
             show_info("There is no autosaved painting of this image to restore.")
             return None
+        shape = layers.spatial_shape(image)
+        scan.snapshots = [s for s in scan.snapshots if s.painted.shape == shape]  # (found for this shape)
+        if not scan.snapshots:
+            self._update_button()
+            show_info("There is no autosaved painting of this image's shape to restore.")
+            return None
         snapshot = scan.snapshots.pop(0)
         self._update_button()
-        if snapshot.painted.shape != layers.spatial_shape(image):
-            show_warning(f"The autosaved painting is {snapshot.painted.shape}, not the image's shape; it was not restored.")
+        layer = self._add_restored(image, snapshot)
+        if layer is None:
             return None
-        name = snapshot.name if snapshot.name.endswith(RESTORED) else snapshot.name + RESTORED
-        layer = layers.create_support(self.viewer, image, name=name)
-        layer.data = snapshot.painted.to_labels()
         self.widget.set_support_layer(layer)
         self.viewer.layers.selection.active = layer
         if len(snapshot.painted.indices) and layer.ndim >= 3:
@@ -140,6 +145,23 @@ class SupportAutosave(QObject):
         n = len(snapshot.painted.indices)
         show_info(f"Restored {n} painted slice{'s' * (n != 1)} into the new layer '{layer.name}'.")
         return layer
+
+    def _add_restored(self, image, snapshot: Snapshot):
+        """A new Labels layer over ``image`` holding ``snapshot``'s paint, or None (after one warning) when
+        it cannot be built; no other layer is touched either way."""
+        layer = None
+        try:
+            labels = snapshot.painted.to_labels()
+            name = snapshot.name if snapshot.name.endswith(RESTORED) else snapshot.name + RESTORED
+            layer = layers.create_support(self.viewer, image, name=name)
+            layer.data = labels
+            return layer
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: one sentence, no traceback
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+            show_warning(f"The painting autosaved at {_when(snapshot)} could not be restored "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())}).")
+            return None
 
     def close(self) -> None:
         """Write pending edits, wait for the writes, stop listening (the widget is closing)."""
@@ -171,17 +193,24 @@ class SupportAutosave(QObject):
 
     def _find(self, scan: _Scan) -> None:
         """Compute ``scan``'s signature and look for its saves, in the background thread."""
-        self._thread.submit(self._signature_job, id(scan.layer), scan.generation, scan.layer.data)
+        self._thread.submit(self._signature_job, id(scan.layer), scan.generation, scan.layer.data,
+                            layers.spatial_shape(scan.layer))
 
-    def _signature_job(self, key: int, generation: int, data) -> None:
+    def _signature_job(self, key: int, generation: int, data, shape: tuple[int, ...]) -> None:
+        """(Thread) the signature of ``data`` and the saves that fit an image of ``shape``."""
         try:
             signature = scan_signature(data)
-            problems: list[str] = []
-            found = (signature, self.store.snapshots(signature, problems), problems)
         except Exception:  # noqa: BLE001 - e.g. a multiscale image: no autosave, but no crash either
             logger.warning("No autosave for this image: its signature could not be computed.", exc_info=True)
             return
-        self._found.emit(key, generation, found)
+        problems: list[str] = []
+        try:
+            snapshots = self.store.snapshots(signature, problems, shape)
+        except Exception as exc:  # noqa: BLE001 - e.g. an unreadable folder: say so, keep autosaving
+            snapshots = []
+            problems.append(f"The autosave folder could not be searched ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())}).")
+        self._found.emit(key, generation, (signature, snapshots, problems))
 
     def _on_found(self, key: int, generation: int, found) -> None:
         scan = self._scans.get(key)
