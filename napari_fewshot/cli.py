@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--bank", default=None,
                      help="prototype bank (.fewshot, from `napari-fewshot bank`) to segment with, no support needed; "
                           "the bank's encoder and settings are used")
-    seg.add_argument("--out", required=True, help="mask file; format from the extension (.nii.gz .tif .png .npy)")
+    from .io.formats import extensions_help
+
+    seg.add_argument("--out", required=True, help=f"mask file; format from the extension ({extensions_help('mask')})")
     seg.add_argument("--heatmaps", default=None, help="folder for one similarity map per class")
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_support_options(seg)

@@ -7,8 +7,9 @@
   input folder (recursively, symlinks followed); the input folder itself when it holds a DICOM series.
 - Symlinks are followed, but a link back up the tree is a loop, not more scans, and each real file or
   DICOM folder is one scan (another name for it is reported, not segmented twice).
-- Masks: the scan's relative path in the output folder, in the scan's format: NIfTI -> NIfTI, DICOM
-  folder -> ``FOLDER.nii.gz``, TIFF -> TIFF, NPY -> NPY, PNG/JPEG -> PNG.
+- Masks: the scan's relative path in the output folder, in the mask format of the scan's format
+  (:func:`napari_fewshot.io.naming.cohort_mask_name`): NIfTI -> NIfTI, DICOM folder -> ``FOLDER.nii.gz``,
+  TIFF -> TIFF, NPY -> NPY, PNG/JPEG -> PNG.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FewShotError
+from .io.formats import format_of
+from .io.naming import cohort_mask_name
 from .io.readers import is_dicom_file
-
-MASK_SUFFIXES = {".nii.gz": ".nii.gz", ".nii": ".nii", ".tif": ".tif", ".tiff": ".tiff", ".npy": ".npy",
-                 ".png": ".png", ".jpg": ".png", ".jpeg": ".png"}
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,6 @@ class Scan:
     path: Path
     kind: str
     mask: str
-
-
-def _suffix(name: str) -> str | None:
-    lower = name.lower()
-    return next((s for s in MASK_SUFFIXES if lower.endswith(s)), None)
 
 
 def find_scans(input_dir: str | os.PathLike, exclude: str | os.PathLike | None = None,
@@ -68,15 +63,15 @@ def find_scans(input_dir: str | os.PathLike, exclude: str | os.PathLike | None =
         links = _symlinks_on_the_way(root, relative)
         if any(is_dicom_file(here / f) for f in files):
             name = relative if here != root else root.resolve().name
-            found.setdefault(real, []).append((links, Scan(name, here, "dicom", name + ".nii.gz")))
+            found.setdefault(real, []).append((links, Scan(name, here, "dicom", cohort_mask_name(name, "dicom"))))
             continue
         for file_name in files:
-            suffix = _suffix(file_name)
-            if suffix is None:
+            fmt = format_of(file_name, "read")
+            if fmt is None:
                 continue
             rel = file_name if relative == "." else f"{relative}/{file_name}"
             path = here / file_name
-            scan = Scan(rel, path, "file", rel[: -len(suffix)] + MASK_SUFFIXES[suffix])
+            scan = Scan(rel, path, "file", cohort_mask_name(rel, fmt.name))
             found.setdefault(os.path.realpath(path), []).append((links + path.is_symlink(), scan))
     scans = []
     for names in found.values():
@@ -118,4 +113,4 @@ def check_unique_masks(scans: list[Scan]) -> None:
                        "would overwrite the other; rename or move one scan of each group and run again.")
 
 
-__all__ = ["MASK_SUFFIXES", "Scan", "check_unique_masks", "find_scans"]
+__all__ = ["Scan", "check_unique_masks", "find_scans"]

@@ -101,18 +101,19 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
 
 def write_heatmaps(folder: str | os.PathLike, result, volume, overwrite: bool = False,
                    names: dict[int, str] | None = None) -> list:
-    """Write `folder`/heatmap_class_C (``heatmap_NAME`` for classes in `names`; NIfTI for NIfTI/DICOM scans,
-    else TIFF) per class of a SegmentationResult with similarity maps, shaped and placed like the scan
-    `volume`; returns the paths."""
+    """Write `folder`/``heatmap_classC_NAME.EXT`` (:func:`napari_fewshot.io.naming.heatmap_name`; NAME for
+    classes in `names`) per class of a SegmentationResult with similarity maps, shaped and placed like the
+    scan `volume`, in the heatmap format of its source (NIfTI for NIfTI/DICOM, NPY for NPY, else TIFF);
+    returns the paths."""
     from .io import write_image
-    from .paths import slug
+    from .io.formats import format_for_source
+    from .io.naming import heatmap_name, heatmap_prefix
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if volume.format in ("nifti", "dicom") else ".tif"
+    extension = format_for_source(volume.format, "heatmap").extension
     written = []
     for c in result.similarity:
-        stem = f"heatmap_{slug(names[c])}" if names and names.get(c) else f"heatmap_class_{c}"
-        written += write_image(folder / f"{stem}{suffix}", result.similarity_volume(c), like=volume,
-                               overwrite=overwrite)
+        name = heatmap_name(heatmap_prefix(), c, (names or {}).get(c), extension)
+        written += write_image(folder / name, result.similarity_volume(c), like=volume, overwrite=overwrite)
     return written

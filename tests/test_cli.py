@@ -49,7 +49,7 @@ def test_segment_writes_a_nifti_on_the_images_grid(ct_support, capsys):
     inside = slice(8, 30)
     overlap = 2 * ((predicted[inside] == 1) & (labels[inside] == 1)).sum() / ((predicted[inside] == 1).sum() + (labels[inside] == 1).sum())
     assert overlap > 0.6
-    heatmap = nib.load(heat / "heatmap_class_1.nii.gz").get_fdata()
+    heatmap = nib.load(heat / "heatmap_class1.nii.gz").get_fdata()
     assert heatmap.shape == nib.load(image).shape and -1 <= heatmap.min() and heatmap.max() <= 1
     # never overwrite silently
     assert main(["segment", str(image), "--support", str(folder / "support.nii.gz"), "--out", str(out)]) == 2
@@ -128,7 +128,7 @@ def test_demo_headless_reports_dice_and_writes_outputs(tmp_path, capsys):
     assert "mean Dice" in printed
     mean = float(printed.split("mean Dice")[1].split()[0])
     assert mean > 0.4  # measured 0.51 with the default settings
-    assert {p.name for p in tmp_path.iterdir()} >= {"prediction.nii.gz", "support.nii.gz", "heatmap_liver.nii.gz"}
+    assert {p.name for p in tmp_path.iterdir()} >= {"prediction.nii.gz", "support.nii.gz", "heatmap_class1_liver.nii.gz"}
 
 
 def test_segment_adapts_to_the_scan_first(ct_support, capsys):

@@ -88,7 +88,7 @@ def test_cli_segment_with_a_bank_writes_heatmaps(scene, tmp_path, capsys):
                  "--heatmaps", str(heatmaps), "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     written = sorted(p.name for p in heatmaps.iterdir())
-    assert len(written) == 1 and written[0].startswith("heatmap_class_1"), written
+    assert len(written) == 1 and written[0].startswith("heatmap_class1"), written
     assert np.load(tmp_path / "mask.npy").shape == volume.shape
 
 

@@ -29,6 +29,22 @@ def test_manifest_validates():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_manifest_lists_the_formats_of_the_registry():
+    """napari.yaml is static YAML read by npe2: its reader patterns and writer extensions must stay what
+    napari_fewshot/io/formats.py says."""
+    from npe2 import PluginManifest
+
+    import napari_fewshot
+    from napari_fewshot.io.formats import extensions, napari_reader_patterns
+
+    manifest = PluginManifest.from_file(Path(napari_fewshot.__file__).parent / "napari.yaml")
+    [reader] = manifest.contributions.readers
+    [writer] = manifest.contributions.writers
+    assert reader.filename_patterns == napari_reader_patterns()
+    assert writer.filename_extensions == extensions("mask")
+    assert writer.layer_types == ["labels"]
+
+
 def test_plugin_imports_are_light():
     """The package and the npe2 reader/writer/sample modules import neither torch nor Qt."""
     code = ("import sys, napari_fewshot.plugin, napari_fewshot.plugin.readers, napari_fewshot.plugin.writers, "

@@ -10,8 +10,9 @@ Channel rule: a file stored as RGB with three equal channels is grey. When any f
 unequal channels (colour Doppler), the whole set is RGB and its grey images get their grey value in
 all three channels: nothing is lost (the encoder sees a grey image as three equal channels anyway).
 
-Masks are written one per image as ``NAME_mask.png`` (BUSI layout), at the image's own size. This
-module imports neither napari, Qt nor torch.
+Masks are written one per image as ``NAME_mask.png`` (BUSI layout), at the image's own size; heatmaps
+as ``NAME_heatmap_classK_CLASS.tif`` (names: :mod:`.naming`). This module imports neither napari, Qt
+nor torch.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ReadError, WriteError
-from ..paths import slug
 from ._arrays import read_error
 from .folders import busi_mask_paths, list_images, read_busi_mask
+from .formats import format_named
+from .naming import heatmap_name, heatmap_prefix, mask_file_name
 from .readers import read_volume
 from .writers import write_image, write_mask
 
-MASK_SUFFIX = "_mask.png"
+MASK_EXTENSION = format_named("png").extension  # BUSI's layout: NAME_mask.png beside NAME.png
+HEATMAP_EXTENSION = format_named("tiff").extension  # float32 at each image's own size
 BINARY_VALUE = 255  # one class in the whole set: masks are 0/255 (BUSI convention)
 
 
@@ -194,16 +197,18 @@ def _one_channel_mode(planes: list[np.ndarray], names: list[str]) -> tuple[list[
     return out, "rgb", colour
 
 
-def mask_file_names(names: Sequence[str]) -> list[str]:
-    """``NAME_mask.png`` for each image file name ``NAME.EXT``; images sharing a stem (``a.png``, ``a.jpg``)
-    get ``NAME_EXT_mask.png`` so that no two masks collide."""
+def output_stems(names: Sequence[str]) -> list[str]:
+    """The stem each image's output files are named after: ``NAME`` for ``NAME.EXT``; images sharing a
+    stem (``a.png``, ``a.jpg``) get ``NAME_EXT`` so that no two outputs collide."""
     stems = [Path(n).stem for n in names]
-    out = []
-    for name, stem in zip(names, stems):
-        if stems.count(stem) > 1:
-            stem = f"{stem}_{Path(name).suffix.lstrip('.').lower()}"
-        out.append(stem + MASK_SUFFIX)
-    return out
+    return [f"{stem}_{Path(name).suffix.lstrip('.').lower()}" if stems.count(stem) > 1 else stem
+            for name, stem in zip(names, stems)]
+
+
+def mask_file_names(names: Sequence[str]) -> list[str]:
+    """``NAME_mask.png`` for each image file name ``NAME.EXT`` (``NAME_EXT_mask.png`` where two images
+    share a stem, see :func:`output_stems`)."""
+    return [mask_file_name(stem, MASK_EXTENSION) for stem in output_stems(names)]
 
 
 def mask_targets(folder: str | os.PathLike, names: Sequence[str]) -> list[Path]:
@@ -244,14 +249,11 @@ def write_image_set_masks(folder: str | os.PathLike, masks: Sequence[np.ndarray]
 
 
 def heatmap_targets(folder: str | os.PathLike, names: Sequence[str], classes: dict[int, str]) -> list[Path]:
-    """``FOLDER/NAME_heatmap_class1[_name].tif`` for every image and class (the order of
-    :func:`write_image_set_heatmaps`)."""
-    stems = [m[: -len(MASK_SUFFIX)] for m in mask_file_names(names)]
-    out = []
-    for c, name in sorted(classes.items()):
-        label = f"_{slug(name)}" if name else ""
-        out += [Path(folder) / f"{stem}_heatmap_class{c}{label}.tif" for stem in stems]
-    return out
+    """``FOLDER/NAME_heatmap_class1[_name].tif`` for every image and class, classes outer (the order of
+    :func:`write_image_set_heatmaps`); names: :func:`napari_fewshot.io.naming.heatmap_name`."""
+    stems = output_stems(names)
+    return [Path(folder) / heatmap_name(heatmap_prefix(stem), c, name, HEATMAP_EXTENSION)
+            for c, name in sorted(classes.items()) for stem in stems]
 
 
 def write_image_set_heatmaps(folder: str | os.PathLike, heatmaps: dict[int, Sequence[np.ndarray]],

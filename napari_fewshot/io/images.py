@@ -1,4 +1,7 @@
-"""Plain images without patient geometry: PNG / JPEG (Pillow), TIFF (tifffile) and NPY."""
+"""Plain images without patient geometry: PNG / JPEG (Pillow), TIFF (tifffile) and NPY, read and saved.
+
+The ``save_*`` functions write one file of an ``(S, H, W)`` stack to the path they are given (the
+writers in :mod:`.writers` hand them a temporary file and rename it; see :mod:`.formats`)."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ _UNIT_MM = {
     "nm": 1e-6,
 }
 _TIFF_CENTIMETER = 3
+_IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 _NPY_MAX_CHANNELS = 4
 
 
@@ -140,3 +144,48 @@ def read_npy(path: str | os.PathLike) -> Volume:
         raise read_error(path, f"it holds an array of shape {arr.shape} (expected (H, W), (S, H, W) or (S, H, W, 3))")
     data = finish_stack(arr, path, channels=channels)
     return Volume(data, (1.0, 1.0, 1.0), None, os.fspath(path), "npy", {})
+
+
+def save_tiff(target: str | os.PathLike, stack: np.ndarray, like: Volume | None = None) -> None:
+    """One multi-page TIFF of ``stack`` (S, H, W), `like`'s spacing as ImageJ metadata in mm (cm resolution
+    tags for dtypes ImageJ cannot hold); 1 mm without `like`."""
+    slice_mm, row_mm, col_mm = like.spacing if like is not None else (1.0, 1.0, 1.0)
+    if stack.dtype in _IMAGEJ_DTYPES:
+        # All six ImageJ axes spelled out: given (S, H, W), tifffile would squeeze H or W == 1 away.
+        n_slices, height, width = stack.shape
+        hyperstack = stack.reshape(1, n_slices, 1, height, width, 1)
+        metadata = {"spacing": slice_mm, "unit": "mm", "axes": "TZCYXS"}
+        tifffile.imwrite(
+            target, hyperstack, imagej=True, photometric="minisblack",
+            resolution=(1 / col_mm, 1 / row_mm), metadata=metadata,
+        )
+    else:
+        tifffile.imwrite(
+            target,
+            stack,
+            photometric="minisblack",
+            resolution=(10 / col_mm, 10 / row_mm),
+            resolutionunit=tifffile.RESUNIT.CENTIMETER,
+        )
+
+
+def save_npy(target: str | os.PathLike, stack: np.ndarray, like: Volume | None = None) -> None:
+    """``stack`` (S, H, W) as a ``.npy`` file (no pickle); `like` is not needed."""
+    np.save(target, stack, allow_pickle=False)
+
+
+def save_png(target: str | os.PathLike, stack: np.ndarray, like: Volume | None = None) -> None:
+    """A one-slice ``stack`` (1, H, W) of uint8 / uint16 labels as one PNG; `like` is not needed."""
+    if stack.shape[0] != 1:
+        raise ValueError(f"a PNG holds one slice, got {stack.shape[0]}")
+    Image.fromarray(stack[0]).save(target, format="PNG")
+
+
+def read_png(path: str | os.PathLike) -> Volume:
+    """:func:`read_pil_image` for a PNG file."""
+    return read_pil_image(path, "png")
+
+
+def read_jpg(path: str | os.PathLike) -> Volume:
+    """:func:`read_pil_image` for a JPEG file."""
+    return read_pil_image(path, "jpg")

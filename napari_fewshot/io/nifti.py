@@ -84,3 +84,9 @@ def to_nifti_image(display: np.ndarray, like: Volume | None) -> nib.Nifti1Image:
         img = nib.Nifti1Image(np.ascontiguousarray(display.transpose(2, 1, 0)), affine)
     img.header.set_xyzt_units("mm")
     return img
+
+
+def save_nifti(target: str | os.PathLike, stack: np.ndarray, like: Volume | None = None) -> None:
+    """``stack`` (S, H, W) as a NIfTI file (``.nii.gz`` compressed by its name), on `like`'s own voxel grid
+    with its affine when it came from NIfTI / DICOM (see :func:`to_nifti_image`)."""
+    to_nifti_image(stack, like).to_filename(target)

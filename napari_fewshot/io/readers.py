@@ -9,25 +9,9 @@ import numpy as np
 
 from ..errors import ReadError
 from ._arrays import as_label_array, read_error
-from .dicom import read_dicom_file, read_dicom_series
-from .images import read_npy, read_pil_image, read_tiff
-from .nifti import read_nifti
+from .dicom import read_dicom_series
+from .formats import extensions, format_named, format_of
 from .volume import Volume
-
-_BY_EXTENSION = {
-    ".nii.gz": "nifti",
-    ".nii": "nifti",
-    ".dcm": "dicom",
-    ".dicom": "dicom",
-    ".ima": "dicom",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-    ".png": "png",
-    ".jpg": "jpg",
-    ".jpeg": "jpg",
-    ".npy": "npy",
-}
-_SUPPORTED = ".nii, .nii.gz, .dcm (or a DICOM folder), .tif, .tiff, .png, .jpg, .jpeg, .npy"
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -37,13 +21,13 @@ def detect_format(path: str | os.PathLike) -> str:
         ``"nifti" | "dicom" | "tiff" | "png" | "jpg" | "npy"``; ReadError when unknown.
     """
     path = Path(path)
-    name = path.name.lower()
-    for extension, fmt in _BY_EXTENSION.items():
-        if name.endswith(extension):
-            return fmt
+    known = format_of(path, "read")
+    if known is not None:
+        return known.name
     fmt = _sniff(path)
     if fmt is None:
-        raise read_error(path, f"its format is not recognised (supported: {_SUPPORTED})")
+        supported = ", ".join(extensions("read"))
+        raise read_error(path, f"its format is not recognised (supported: {supported}, or a DICOM folder)")
     return fmt
 
 
@@ -97,16 +81,7 @@ def read_volume(path: str | os.PathLike) -> Volume:
         raise read_error(path, "no such file or folder")
     if path.is_dir():
         return read_dicom_series(path)
-    fmt = detect_format(path)
-    if fmt == "nifti":
-        return read_nifti(path)
-    if fmt == "dicom":
-        return read_dicom_file(path)
-    if fmt == "tiff":
-        return read_tiff(path)
-    if fmt == "npy":
-        return read_npy(path)
-    return read_pil_image(path, fmt)
+    return format_named(detect_format(path)).read(path)
 
 
 def read_labels(path: str | os.PathLike, like: Volume | None = None) -> np.ndarray:

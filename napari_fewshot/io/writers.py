@@ -1,10 +1,11 @@
-"""Writing masks and float images: TIFF, NIfTI, NPY (and PNG for masks), atomically, never silently overwriting.
+"""Writing masks and float images in the formats of :mod:`.formats`, atomically, never silently overwriting.
 
 Every file goes through :func:`napari_fewshot.io.atomic.atomic_write`: a kill or a full disk never leaves
 a half-written file under the target's name, permissions follow the umask, and "do not overwrite" is an
 exclusive create (a second writer racing for the same name fails instead of replacing the first).
-A PNG mask of several slices is a *set*: ``STEM/STEM_0000.png`` ... written into a temporary folder that
-takes its name in one rename, so a kill never leaves a partial stack that looks complete.
+A mask of several slices in a one-slice-per-file format (PNG) is a *set*: ``STEM/STEM_0000.png`` ...
+written into a temporary folder that takes its name in one rename, so a kill never leaves a partial
+stack that looks complete.
 
 :func:`check_mask_target` checks a target before any compute (format, folder, permissions, existing files).
 """
@@ -19,49 +20,52 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from PIL import Image
 
 from ..errors import WriteError
 from .atomic import atomic_write, current_umask, fsync_folder
-from .nifti import to_nifti_image
+from .formats import FileFormat, Kind, extensions, format_of
 from .volume import Volume
 
-_MASK_FORMATS = {".nii.gz": "nifti", ".nii": "nifti", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".png": "png"}
-_IMAGE_FORMATS = {k: v for k, v in _MASK_FORMATS.items() if v != "png"}
-_IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
+_WHAT = {"mask": "a mask", "heatmap": "a float image"}
 
 
 def write_mask(
     path: str | os.PathLike, mask: np.ndarray, like: Volume | None = None, *, overwrite: bool = False
 ) -> list[Path]:
-    """Write a label mask.
+    """Write a label mask in the format its extension names (:func:`napari_fewshot.io.formats.format_of`).
 
     Args:
-        path: ``.tif``/``.tiff`` (one multi-page stack), ``.nii``/``.nii.gz`` (on ``like``'s own
+        path: e.g. ``.tif``/``.tiff`` (one multi-page stack), ``.nii``/``.nii.gz`` (on ``like``'s own
             voxel grid with its affine when it came from NIfTI/DICOM), ``.npy`` or ``.png``
             (S == 1: that file; S > 1: the folder ``STEM`` holding ``STEM_0000.png`` ..., see
             :func:`mask_targets`). Missing folders are created.
         mask: ``(S, H, W)`` (or ``(H, W)``) non-negative integers or bools on the display grid.
-        like: the Volume the mask belongs to (shape check, spacing, affine).
+        like: the Volume the mask belongs to (shape check, spacing, affine; the DICOM source for
+            formats that need one).
         overwrite: replace existing files instead of raising WriteError (off: created exclusively).
 
     Returns:
         The paths written. Values are stored as uint8 when max < 256, else uint16 (uint32 beyond).
     """
     path = Path(path)
-    fmt = _format_of(path, _MASK_FORMATS, "a mask")
+    fmt = _writable_format(path, "mask")
     stack = _as_mask_stack(mask, path)
     _check_like(stack, like, path)
-    if fmt == "png":
-        return _write_png(path, stack, overwrite)
+    _check_source(fmt, like, path)
+    high = int(stack.max())
+    if fmt.max_label is not None and high > fmt.max_label:
+        raise WriteError(f"Cannot write '{path}': {fmt.name.upper()} holds labels up to {fmt.max_label} only "
+                         f"(the mask holds {high}; use .tif or .nii.gz).")
+    if fmt.slices_per_file and stack.shape[0] > 1:
+        return _write_slices(path, fmt, stack, overwrite)
     return _write_single(path, fmt, stack, like, overwrite)
 
 
 def write_image(
     path: str | os.PathLike, data: np.ndarray, like: Volume | None = None, *, overwrite: bool = False
 ) -> list[Path]:
-    """Write a float image (e.g. a probability heatmap) as float32 ``.tif``/``.tiff``, ``.nii``/``.nii.gz`` or ``.npy``.
+    """Write a float image (e.g. a probability heatmap) as float32 in a format that holds heatmaps
+    (``.tif``/``.tiff``, ``.nii``/``.nii.gz`` or ``.npy``).
 
     Args:
         data: ``(S, H, W)`` (or ``(H, W)``) real values on the display grid; NaN is kept.
@@ -71,7 +75,7 @@ def write_image(
         The one path written.
     """
     path = Path(path)
-    fmt = _format_of(path, _IMAGE_FORMATS, "a float image")
+    fmt = _writable_format(path, "heatmap")
     arr = np.asarray(data)
     if arr.ndim == 2:
         arr = arr[np.newaxis]
@@ -81,15 +85,21 @@ def write_image(
         )
     stack = arr.astype(np.float32)
     _check_like(stack, like, path)
+    _check_source(fmt, like, path)
     return _write_single(path, fmt, stack, like, overwrite)
 
 
-def _format_of(path: Path, formats: dict[str, str], what: str) -> str:
-    name = path.name.lower()
-    for extension, fmt in formats.items():
-        if name.endswith(extension):
-            return fmt
-    raise WriteError(f"Cannot write {what} to '{path}': use one of the extensions {', '.join(formats)}.")
+def _writable_format(path: Path, kind: Kind) -> FileFormat:
+    fmt = format_of(path, kind)
+    if fmt is None:
+        raise WriteError(f"Cannot write {_WHAT[kind]} to '{path}': use one of the extensions "
+                         f"{', '.join(extensions(kind, 'dicom'))}.")
+    return fmt
+
+
+def _check_source(fmt: FileFormat, like: Volume | None, path: Path) -> None:
+    if fmt.needs_dicom_source and getattr(like, "format", None) != "dicom":
+        raise WriteError(f"Cannot write '{path}': {fmt.label} files are written only for scans read from DICOM.")
 
 
 def _as_mask_stack(mask: np.ndarray, path: Path) -> np.ndarray:
@@ -120,14 +130,13 @@ def _check_like(stack: np.ndarray, like: Volume | None, path: Path) -> None:
         )
 
 
-
-
 def mask_targets(path: str | os.PathLike, n_slices: int) -> list[Path]:
     """The files :func:`write_mask` writes for a mask of `n_slices` slices: `path` itself, except for a PNG
     of several slices: ``STEM/STEM_0000.png`` ... in the folder ``STEM`` beside `path`."""
     path = Path(path)
-    if path.suffix.lower() == ".png" and n_slices > 1:
-        return [_png_folder(path) / f"{path.stem}_{index:04d}.png" for index in range(n_slices)]
+    fmt = format_of(path, "mask")
+    if fmt is not None and fmt.slices_per_file and n_slices > 1:
+        return [_slice_folder(path) / f"{path.stem}_{index:04d}{fmt.extension}" for index in range(n_slices)]
     return [path]
 
 
@@ -141,11 +150,11 @@ def check_mask_target(path: str | os.PathLike, n_slices: int | None = None, *, o
     both the single file and the set.
     """
     path = Path(path)
-    _format_of(path, _MASK_FORMATS, "a mask")
+    fmt = _writable_format(path, "mask")
     counts = [n_slices] if n_slices is not None else [1, 2]
     for count in counts:
-        if path.suffix.lower() == ".png" and count > 1:
-            _check_set_target(_png_folder(path), overwrite)
+        if fmt.slices_per_file and count > 1:
+            _check_set_target(_slice_folder(path), overwrite)
         else:
             _check_targets([path], overwrite)
     check_writable(path)
@@ -212,56 +221,21 @@ def _write_file(target: Path, save, overwrite: bool) -> None:
         raise WriteError(f"Cannot write '{target}': {_reason(exc)}.") from exc
 
 
-def _write_single(path: Path, fmt: str, stack: np.ndarray, like: Volume | None, overwrite: bool) -> list[Path]:
-    """Write one TIFF / NIfTI / NPY file holding ``stack`` (S, H, W)."""
+def _write_single(path: Path, fmt: FileFormat, stack: np.ndarray, like: Volume | None, overwrite: bool,
+                  ) -> list[Path]:
+    """Write ``stack`` (S, H, W) as one file of `fmt` (for a one-slice-per-file format, S == 1)."""
     _check_targets([path], overwrite)
-    spacing = like.spacing if like is not None else (1.0, 1.0, 1.0)
-    if fmt == "tiff":
-        _write_file(path, lambda tmp: _save_tiff(tmp, stack, spacing), overwrite)
-    elif fmt == "nifti":
-        image = to_nifti_image(stack, like)
-        _write_file(path, image.to_filename, overwrite)
-    else:
-        _write_file(path, lambda tmp: np.save(tmp, stack, allow_pickle=False), overwrite)
+    _write_file(path, lambda tmp: fmt.save(tmp, stack, like), overwrite)
     return [path]
 
 
-def _save_tiff(target: Path, stack: np.ndarray, spacing: tuple[float, float, float]) -> None:
-    """One multi-page TIFF, spacing as ImageJ metadata in mm (cm resolution tags for other dtypes)."""
-    slice_mm, row_mm, col_mm = spacing
-    if stack.dtype in _IMAGEJ_DTYPES:
-        # All six ImageJ axes spelled out: given (S, H, W), tifffile would squeeze H or W == 1 away.
-        n_slices, height, width = stack.shape
-        hyperstack = stack.reshape(1, n_slices, 1, height, width, 1)
-        metadata = {"spacing": slice_mm, "unit": "mm", "axes": "TZCYXS"}
-        tifffile.imwrite(
-            target, hyperstack, imagej=True, photometric="minisblack",
-            resolution=(1 / col_mm, 1 / row_mm), metadata=metadata,
-        )
-    else:
-        tifffile.imwrite(
-            target,
-            stack,
-            photometric="minisblack",
-            resolution=(10 / col_mm, 10 / row_mm),
-            resolutionunit=tifffile.RESUNIT.CENTIMETER,
-        )
-
-
-def _png_folder(path: Path) -> Path:
+def _slice_folder(path: Path) -> Path:
     return path.with_name(path.stem)
 
 
-def _write_png(path: Path, stack: np.ndarray, overwrite: bool) -> list[Path]:
-    """One PNG per slice: ``path`` itself when S == 1, else the set ``STEM/STEM_0000.png`` ... (one rename)."""
-    if stack.dtype == np.uint32:
-        raise WriteError(f"Cannot write '{path}': PNG holds labels up to 65535 only (use .tif or .nii.gz).")
-    if stack.shape[0] == 1:
-        _check_targets([path], overwrite)
-        image = Image.fromarray(stack[0])
-        _write_file(path, lambda tmp: image.save(tmp, format="PNG"), overwrite)
-        return [path]
-    folder = _png_folder(path)
+def _write_slices(path: Path, fmt: FileFormat, stack: np.ndarray, overwrite: bool) -> list[Path]:
+    """One file per slice (PNG): the set ``STEM/STEM_0000.png`` ..., given its name in one rename."""
+    folder = _slice_folder(path)
     _check_set_target(folder, overwrite)
     _make_folder(folder.parent, folder)
     targets = mask_targets(path, stack.shape[0])
@@ -274,7 +248,7 @@ def _write_png(path: Path, stack: np.ndarray, overwrite: bool) -> list[Path]:
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the set from the group
         for target, plane in zip(targets, stack):
             staged = staging / target.name
-            Image.fromarray(plane).save(staged, format="PNG")
+            fmt.save(staged, plane[np.newaxis], None)
             with open(staged, "rb+") as file:
                 os.fsync(file.fileno())
         fsync_folder(staging)

@@ -7,8 +7,10 @@ is asked first. For an image set (a folder of 2D images shown padded) the path i
 (:mod:`napari_fewshot.io.image_sets`); padding is never written.
 
 The save dialog opens beside the scan with a name suggested (``SCAN_mask.nii.gz``, in the source's
-format where it can be written: DICOM and PNG/JPEG scans get NIfTI / PNG), and a name typed without
-an extension gets the selected filter's (Qt adds none when the native dialog is not used).
+format where it can be written: DICOM and PNG/JPEG scans get NIfTI / PNG; see
+:func:`napari_fewshot.io.naming.suggested_output`), its filters are :func:`napari_fewshot.io.formats.qt_filter`,
+and a name typed without an extension gets the selected filter's (Qt adds none when the native dialog is
+not used).
 """
 
 from __future__ import annotations
@@ -22,13 +24,9 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from ..errors import FewShotError
+from ..io.formats import qt_filter
+from ..io.naming import suggested_output
 from . import IMAGE_SET_KEY, VOLUME_KEY, layers, writers
-
-MASK_FILTER = "NIfTI (*.nii.gz *.nii);;TIFF (*.tif *.tiff);;PNG, one file per slice (*.png);;NumPy (*.npy)"
-HEATMAP_FILTER = "NIfTI (*.nii.gz *.nii);;TIFF (*.tif *.tiff);;NumPy (*.npy)"
-# The extension a suggested file name gets, by the source's format (what writers can write back).
-SOURCE_EXTENSIONS = {"nifti": ".nii.gz", "dicom": ".nii.gz", "tiff": ".tif", "png": ".png", "jpg": ".png",
-                     "npy": ".npy"}
 
 
 def export_prediction(parent: QWidget, layer, path: str | None, overwrite: bool) -> list[Path] | None:
@@ -40,15 +38,16 @@ def export_prediction(parent: QWidget, layer, path: str | None, overwrite: bool)
     if info is not None:
         return export_set_masks(parent, info, layer.data, path, overwrite)
     volume = layer.metadata.get(VOLUME_KEY)
-    return _export(parent, "Export mask", MASK_FILTER, path, overwrite,
+    filters = qt_filter("mask", getattr(volume, "format", None))
+    return _export(parent, "Export mask", filters, path, overwrite,
                    lambda p: writers.existing_targets(p, layer.data.shape),
                    lambda p, replace: writers.export_mask(p, layer.data, volume, overwrite=replace),
-                   choose=_save_dialog(MASK_FILTER, suggested_path(volume, "mask", MASK_FILTER)))
+                   choose=_save_dialog(filters, suggested_path(volume, "mask")))
 
 
 def export_heatmaps(parent: QWidget, heatmaps: dict, names: dict[int, str], volume, path: str | None,
                     overwrite: bool) -> list[Path] | None:
-    """Write each heatmap layer to ``STEM_classK_name.EXT`` beside ``path``."""
+    """Write each heatmap layer to ``STEM_classK_name.EXT`` beside ``path`` (see writers.heatmap_paths)."""
     if not heatmaps:
         show_warning("There are no heatmaps to export; tick Heatmaps and press Segment first.")
         return None
@@ -56,11 +55,12 @@ def export_heatmaps(parent: QWidget, heatmaps: dict, names: dict[int, str], volu
     info = next(iter(heatmaps.values())).metadata.get(IMAGE_SET_KEY)
     if info is not None:
         return export_set_heatmaps(parent, info, layers.heatmap_arrays(heatmaps), classes, path, overwrite)
-    return _export(parent, "Export heatmaps", HEATMAP_FILTER, path, overwrite,
+    filters = qt_filter("heatmap", getattr(volume, "format", None))
+    return _export(parent, "Export heatmaps", filters, path, overwrite,
                    lambda p: writers.existing_targets(p, (), classes),
                    lambda p, replace: writers.export_heatmaps(p, layers.heatmap_arrays(heatmaps), names, volume,
                                                               overwrite=replace),
-                   choose=_save_dialog(HEATMAP_FILTER, suggested_path(volume, "heatmap", HEATMAP_FILTER)))
+                   choose=_save_dialog(filters, suggested_path(volume, "heatmap")))
 
 
 def export_set_masks(parent: QWidget, info, labels, folder: str | None, overwrite: bool) -> list[Path] | None:
@@ -93,23 +93,14 @@ def _folder_dialog(info) -> Callable[[QWidget, str], str]:
     return lambda parent, title: QFileDialog.getExistingDirectory(parent, title, start)
 
 
-def suggested_path(volume, what: str, filters: str) -> str:
-    """``FOLDER/SCAN_what.EXT`` beside the scan ``volume`` was read from, EXT from its format (the first
-    filter's when that format cannot be written); ``SCAN`` is the file or DICOM folder name. "" when the
-    scan came from no file (the dialog then opens where Qt likes)."""
+def suggested_path(volume, kind: str) -> str:
+    """``FOLDER/SCAN_mask.EXT`` (kind "mask") or ``FOLDER/SCAN_heatmap.EXT`` (kind "heatmap") beside the
+    scan ``volume`` was read from (:func:`napari_fewshot.io.naming.suggested_output`); "" when the scan
+    came from no file (the dialog then opens where Qt likes)."""
     source = getattr(volume, "source", None)
     if not source:
         return ""
-    source = Path(source)
-    extension = SOURCE_EXTENSIONS.get(getattr(volume, "format", ""), "")
-    if extension not in filter_extensions(filters):
-        extension = filter_extensions(filters)[0]
-    name = source.name
-    for known in (".nii.gz", ".nii", ".dcm", ".tiff", ".tif", ".png", ".jpeg", ".jpg", ".npy"):
-        if name.lower().endswith(known):
-            name = name[: -len(known)]
-            break
-    return str(source.parent / f"{name}_{what}{extension}")
+    return str(suggested_output(source, getattr(volume, "format", None), kind))
 
 
 def filter_extensions(filters: str) -> list[str]:

@@ -25,8 +25,6 @@ import numpy as np
 
 from . import CLASS_NAMES_KEY, VOLUME_KEY
 
-# Extensions this reader claims (napari_fewshot/napari.yaml lists the same patterns).
-EXTENSIONS = (".nii", ".nii.gz", ".dcm", ".dicom", ".ima", ".tif", ".tiff")
 _LABEL_NAME = re.compile(r"(label|labels|seg|segmentation|mask|organs?)([^a-z]|$)", re.IGNORECASE)
 
 LayerData = tuple[Any, dict, str]
@@ -40,6 +38,7 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
     folder (read as that folder's series).
     """
     from ..io import is_dicom_file
+    from ..io.formats import format_of
 
     if isinstance(path, (list, tuple)):
         paths = [Path(p) for p in path]
@@ -50,7 +49,8 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
     p = Path(path)
     if p.is_dir():
         return read if _folder_has_dicom(p) or _folder_has_images(p) or _image_subfolders(p) else None
-    return read if p.name.lower().endswith(EXTENSIONS) else None
+    fmt = format_of(p, "read")  # the formats whose napari_reader flag is set (napari.yaml lists the same)
+    return read if fmt is not None and fmt.napari_reader else None
 
 
 def read(path: str | list[str]) -> list[LayerData]:
@@ -135,11 +135,9 @@ def _looks_like_ct(data: np.ndarray) -> bool:
 
 
 def _layer_name(path: str) -> str:
-    name = Path(path).name
-    for extension in (".nii.gz", *EXTENSIONS):
-        if name.lower().endswith(extension):
-            return name[: -len(extension)]
-    return name
+    from ..io.naming import split_extension
+
+    return split_extension(Path(path).name)[0]
 
 
 def _folder_has_images(folder: Path) -> bool:

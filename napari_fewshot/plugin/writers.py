@@ -1,7 +1,8 @@
 """Writing masks and heatmaps from napari: the npe2 Labels writer and the widget's export helpers.
 
-Format from the extension (``.nii.gz``/``.nii``, ``.tif``/``.tiff``, ``.png`` (one file per slice, in a folder),
-``.npy``). When the layer carries the :class:`~napari_fewshot.io.Volume` it was read from, NIfTI
+Format from the extension (:mod:`napari_fewshot.io.formats`: ``.nii.gz``/``.nii``, ``.tif``/``.tiff``, ``.png``
+(one file per slice, in a folder), ``.npy``); heatmap file names from :mod:`napari_fewshot.io.naming`.
+When the layer carries the :class:`~napari_fewshot.io.Volume` it was read from, NIfTI
 output lands on that file's own voxel grid with its affine. Nothing is ever overwritten silently:
 the npe2 writer refuses existing files, the widget asks first.
 """
@@ -14,11 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..paths import slug
+from ..io.naming import heatmap_name, split_extension
 from . import VOLUME_KEY
-
-MASK_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".png", ".npy")
-HEATMAP_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy")
 
 
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
@@ -46,15 +44,13 @@ def export_mask(path: str | os.PathLike, mask: np.ndarray, volume=None, *, overw
 
 
 def heatmap_paths(path: str | os.PathLike, class_ids: list[int], names: dict[int, str]) -> dict[int, Path]:
-    """One file per class beside ``path``: ``STEM_class1_liver.EXT`` (``STEM_class1.EXT`` without a name)."""
+    """One file per class beside ``path`` (``STEM.EXT``), named by :func:`napari_fewshot.io.naming.heatmap_name`
+    with the prefix ``STEM``: ``STEM_class1_liver.EXT`` (``STEM_class1.EXT`` without a name)."""
     path = Path(path)
-    extension = next((e for e in HEATMAP_EXTENSIONS if path.name.lower().endswith(e)), path.suffix)
-    stem = path.name[: len(path.name) - len(extension)] if extension else path.name
-    out = {}
-    for c in class_ids:
-        label = f"_{slug(names[c])}" if names.get(c) else ""
-        out[c] = path.with_name(f"{stem}_class{c}{label}{extension}")
-    return out
+    stem, extension = split_extension(path.name)
+    if not extension:  # an unknown extension stays at the end; writing then says which ones work
+        stem, extension = path.stem, path.suffix
+    return {c: path.with_name(heatmap_name(stem, c, names.get(c), extension)) for c in class_ids}
 
 
 def export_heatmaps(path: str | os.PathLike, heatmaps: dict[int, np.ndarray], names: dict[int, str],
