@@ -52,7 +52,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def busi_rows(boxes, data: Path, per_class: int, args, rng) -> list[dict]:
     from napari_fewshot.core.stack import ImageStack
-    from napari_fewshot.evaluation.busi import load_busi
+    from napari_fewshot.evaluation.datasets import load_busi
 
     names, images, masks = load_busi(data / "busi")
     rows = []

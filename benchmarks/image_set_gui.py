@@ -14,6 +14,7 @@ import torch  # noqa: F401  (before Qt)
 # isort: split
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+# The GUI driver (real mouse drags, waiting for the widget's jobs) is a test helper in tests/, not package code.
+sys.path.insert(0, str(ROOT / "tests"))
 PAINTED = 5
 
 
@@ -31,7 +34,8 @@ def run_folder(folder: Path, out: Path) -> str:
     from napari_fewshot.core import dice
     from napari_fewshot.io import read_busi_mask
     from napari_fewshot.plugin import IMAGE_SET_KEY
-    from napari_fewshot.plugin.scripting import wait_idle
+
+    from gui_driver import wait_idle
 
     viewer = napari.Viewer(show=False)
     started = time.perf_counter()

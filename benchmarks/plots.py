@@ -149,7 +149,7 @@ def _volume_row(image, reference, class_map, support_per_class=3):
     """(support slice, its paint, query slice, prediction, reference) of a multi-organ within-scan run:
     `support_per_class` slices spread over each organ are painted with every organ on them."""
     from napari_fewshot.core import FewShotSegmenter, run
-    from napari_fewshot.evaluation.volumes import slice_range, spread_slices
+    from napari_fewshot.evaluation.datasets import slice_range, spread_slices
 
     remapped = np.zeros(reference.shape, np.uint8)
     for new, old in enumerate(class_map, start=1):
@@ -175,7 +175,7 @@ def _volume_row(image, reference, class_map, support_per_class=3):
 
 def overlays(data: Path, out: Path) -> Path:
     from napari_fewshot.core import FewShotSegmenter, dice, run
-    from napari_fewshot.evaluation.busi import load_busi
+    from napari_fewshot.evaluation.datasets import load_busi
     from napari_fewshot.io import read_labels, read_volume
 
     rows = []

@@ -25,7 +25,7 @@ from napari_fewshot.core import FewShotSegmenter, SegmentationParams, dice, run
 from napari_fewshot.core.postprocess import keep_largest_per_image
 from napari_fewshot.core.refine import EmbeddingCache, refine_plane
 from napari_fewshot.core.sam_prompt import BoxPrompter, PlaneEmbedding
-from napari_fewshot.evaluation.busi import load_busi
+from napari_fewshot.evaluation.datasets import load_busi
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {

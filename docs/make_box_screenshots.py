@@ -35,7 +35,10 @@ from napari_fewshot.core import dice
 from napari_fewshot.core.sam_prompt import box_of
 from napari_fewshot.io import read_busi_mask
 from napari_fewshot.plugin import ROLE_KEY
-from napari_fewshot.plugin.scripting import rectangle_drag, wait_idle
+
+# The GUI driver (real mouse drags, waiting for the widget's jobs) is a test helper in tests/, not package code.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from gui_driver import rectangle_drag, wait_idle  # noqa: E402
 
 OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
 BUSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi"

@@ -27,7 +27,10 @@ import numpy as np
 from napari._qt.dialogs.qt_notification import NapariQtNotification
 from PIL import Image, ImageDraw, ImageFont
 
-from napari_fewshot.plugin.scripting import wait_idle
+
+# The GUI driver (real mouse drags, waiting for the widget's jobs) is a test helper in tests/, not package code.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from gui_driver import wait_idle  # noqa: E402
 
 OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "screenshot.png"
 PAIR = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parent / "painted_vs_predicted.png"

@@ -10,7 +10,7 @@ import numpy as np
 
 from .pipeline import PaintedSupport, segment_file
 from .core import FewShotSegmenter, SegmentationParams, dice
-from .evaluation.volumes import slice_range, spread_slices
+from .evaluation.datasets import slice_range, spread_slices
 from .io import Volume, read_labels, read_volume, write_mask
 
 

@@ -38,6 +38,14 @@ def autosave_dir(tmp_path, monkeypatch):
     return folder
 
 
+@pytest.fixture
+def real_data():
+    """Skips without ../shared/data on a developer's machine; fails under CI=true (see shared_data)."""
+    from shared_data import DATA, require
+
+    return require(DATA)
+
+
 @pytest.fixture(scope="session")
 def chaos_case():
     """CHAOS-T2 case 1 from ../shared/data: (volume (S, H, W) float, labels (S, H, W) int) on one grid."""

@@ -6,12 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+from gui_driver import rectangle_drag
 from shared_data import BUSI, require
 
 from napari_fewshot.core import dice
 from napari_fewshot.core.sam_prompt import box_of
 from napari_fewshot.io import read_busi_mask
-from napari_fewshot.plugin.scripting import rectangle_drag
 
 pytestmark = pytest.mark.gui
 

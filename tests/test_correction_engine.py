@@ -9,7 +9,7 @@ from napari_fewshot.core import FewShotSegmenter, FineTuneParams, SegmentationPa
 from napari_fewshot.core.matching import MatchCache, PrototypeGroup, group_similarity, query_cells
 from napari_fewshot.core.predict import class_similarity, labels_from_scores, upsample
 from napari_fewshot.core.prototypes import build_prototypes
-from napari_fewshot.evaluation.volumes import slice_range
+from napari_fewshot.evaluation.datasets import slice_range
 
 
 @pytest.fixture(scope="module")

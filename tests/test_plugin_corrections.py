@@ -5,10 +5,10 @@ brush stroke on the canvas (it starts from the prediction), undo it, segment aga
 import numpy as np
 import pytest
 from conftest import LIVER, LIVER_SUPPORT_SLICES, paint_support, wait_idle
+from gui_driver import canvas_drag
 from scipy import ndimage
 
 from napari_fewshot.core import dice
-from napari_fewshot.plugin.scripting import canvas_drag
 
 pytestmark = pytest.mark.gui
 
@@ -18,7 +18,7 @@ WAIT_S = 600  # the project machine has 2 cores, often shared by several test ru
 
 # -- driving napari's canvas like a mouse ---------------------------------------------------------
 def canvas_stroke(viewer, layer, index, points, label=1, mode="paint", brush=BRUSH):
-    """A real drag of napari's ``mode`` tool on the canvas (see napari_fewshot.plugin.scripting)."""
+    """A real drag of napari's ``mode`` tool on the canvas (see tests/gui_driver.py)."""
     canvas_drag(viewer, layer, index, points, label, mode, brush)
 
 
@@ -131,7 +131,7 @@ def test_stroke_on_a_predicted_slice_starts_from_the_prediction(ct, qtbot, monke
     # without napari's private undo history the seeding and the stroke are two undo steps, and the status says so
     from napari_fewshot.plugin import corrections
 
-    monkeypatch.setattr(corrections, "_last_undo_item", lambda layer: None)
+    monkeypatch.setattr(corrections, "last_undo_item", lambda layer: None)
     rows, cols = np.nonzero(prediction[w] == LIVER)
     canvas_stroke(viewer, support, w, [(int(np.median(rows)), int(np.median(cols)))], label=2)
     assert "(Ctrl+Z twice undoes both)" in widget.ui.status_label.text()

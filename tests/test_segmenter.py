@@ -6,7 +6,7 @@ import torch
 
 from napari_fewshot.core import FewShotSegmenter, FineTuneParams, SegmentationParams, dice, hd95, run
 from napari_fewshot.errors import FewShotError
-from napari_fewshot.evaluation.volumes import slice_range, spread_slices
+from napari_fewshot.evaluation.datasets import slice_range, spread_slices
 from napari_fewshot.io import read_busi_mask, read_volume
 
 from shared_data import BUSI, require

@@ -1,8 +1,8 @@
 """Few-shot evaluation on a breast-ultrasound image set laid out like BUSI.
 
-DIR/benign/NAME.png, DIR/malignant/NAME.png, masks NAME_mask*.png (OR-merged). Each episode draws a
-query image and K support images of other patients (seeded); the lesion is segmented in the query
-from the K painted supports. All images form one image set, so each image's features are computed
+The layout (DIR/benign/NAME.png, DIR/malignant/NAME.png, masks NAME_mask*.png) is read by
+evaluation/datasets.py (`load_busi`). Each episode draws a query image and K support images of other
+patients (seeded); the lesion is segmented in the query from the K painted supports. All images form one image set, so each image's features are computed
 once and shared by every episode (unless fine-tuning changes the encoder). With `adapt`, the encoder is
 first adapted to the whole set once (superpixel episodes, no labels; core/adapt.py).
 """
@@ -18,28 +18,9 @@ import numpy as np
 
 from ..core import AdaptParams, FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
 from ..errors import FewShotError
-from ..io import list_images, read_busi_mask, read_volume
-from .volumes import adapted_state, restore_weights
-
-SUBSETS = ("benign", "malignant")
-
-
-def load_busi(folder: str | Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """Names ("benign/benign (1)"), grey images (H, W) and lesion masks (H, W) bool of a BUSI-like folder."""
-    folder = Path(folder)
-    names, images, masks = [], [], []
-    for subset in SUBSETS:
-        if not (folder / subset).is_dir():
-            continue
-        for path in list_images(folder / subset):
-            volume = read_volume(path)
-            names.append(f"{subset}/{path.stem}")
-            image = volume.data[0]
-            images.append(image if image.ndim == 2 else image.mean(-1).astype(image.dtype))
-            masks.append(read_busi_mask(path))
-    if not images:
-        raise FewShotError(f"No images were found in {folder}/benign or {folder}/malignant.")
-    return names, images, masks
+from .adaptation import adapted_state, restore_weights
+from .datasets import load_busi
+from .interactive import evaluate_busi_interactive
 
 
 def evaluate_busi(
@@ -59,8 +40,6 @@ def evaluate_busi(
     """Mean lesion Dice over seeded episodes; returns the JSON-able report. protocol "interactive" (a pool of
     `images`, `shots` painted, `rounds` corrections picked by `pick`) is evaluation/interactive.py."""
     if protocol == "interactive":
-        from .interactive import evaluate_busi_interactive
-
         return evaluate_busi_interactive(folder, rounds, pick, shots, images, seed, params, fine_tune, adapt, log)
     if protocol != "episodes":
         raise FewShotError(f"Unknown protocol {protocol!r}; use 'episodes' or 'interactive'.")

@@ -40,6 +40,8 @@ import numpy as np
 
 from ..core import AdaptParams, FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
 from ..errors import FewShotError
+from .adaptation import adapted_state
+from .datasets import find_cases, load_busi, load_case, present_classes, slice_range, spread_slices
 
 PICKS = ("suggested", "worst", "uniform")
 THRESHOLD = 0.90
@@ -159,8 +161,6 @@ def evaluate_volumes_interactive(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """The interactive protocol on a folder of image_*/label_* volumes; returns the JSON-able report."""
-    from .volumes import _class_list, _load, adapted_state, find_cases, slice_range, spread_slices
-
     _check_options(pick, rounds, fine_tune)
     if initial_slices < 1:
         raise FewShotError(f"--support-slices must be at least 1, not {initial_slices}.")
@@ -168,11 +168,11 @@ def evaluate_volumes_interactive(
     started = time.perf_counter()
     rows = []
     for case, image_path, label_path in find_cases(folder):
-        image, labels = _load(image_path, label_path)
+        image, labels = load_case(image_path, label_path)
         segmenter = FewShotSegmenter(params)
         segmenter.set_image(image)
         adapted_state(segmenter, adapt, log)
-        for class_id, name in _class_list(labels, classes).items():
+        for class_id, name in present_classes(labels, classes).items():
             initial = spread_slices(*slice_range(labels, class_id), initial_slices)
             if len(labels) - len(initial) < rounds:
                 raise FewShotError(f"Case {case} has {len(labels)} slices: too few for {rounds} rounds.")
@@ -232,9 +232,6 @@ def evaluate_busi_interactive(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """The interactive protocol on a BUSI-like folder (one seeded pool of `images`, `shots` painted)."""
-    from .busi import load_busi
-    from .volumes import adapted_state
-
     _check_options(pick, rounds, fine_tune)
     params = params or SegmentationParams()
     started = time.perf_counter()

@@ -13,7 +13,6 @@ core/adapt.py: superpixel episodes, no labels); fine-tuning, when asked too, sta
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,44 +21,15 @@ import numpy as np
 
 from ..core import AdaptParams, FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
 from ..errors import FewShotError
-from ..io import read_labels, read_volume
-
-
-def find_cases(folder: str | Path) -> list[tuple[str, Path, Path]]:
-    """(case id, image path, label path) for every `image_ID.nii[.gz]` with a `label_ID` beside it, by numeric id."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FewShotError(f"{folder} is not a folder.")
-    cases = []
-    for image in folder.glob("image_*.nii*"):
-        case = re.sub(r"\.nii(\.gz)?$", "", image.name)[len("image_"):]
-        label = next(iter(sorted(folder.glob(f"label_{case}.nii*"))), None)
-        if label is not None:
-            cases.append((case, image, label))
-    if not cases:
-        raise FewShotError(f"No image_*.nii.gz / label_*.nii.gz pairs were found in {folder}.")
-    return sorted(cases, key=lambda c: (int(c[0]) if c[0].isdigit() else 0, c[0]))
-
-
-def spread_slices(lo: int, hi: int, k: int) -> list[int]:
-    """K slices evenly spread over [lo, hi]: at (2j + 1) / 2K of the range (K=1: middle; K=3: 1/6, 1/2, 5/6)."""
-    return sorted({int(round(lo + (hi - lo) * (2 * j + 1) / (2 * k))) for j in range(k)})
+from .adaptation import adapted_state, restore_weights
+from .datasets import find_cases, load_case, present_classes, slice_range, spread_slices
+from .interactive import evaluate_volumes_interactive
 
 
 def chunk_bounds(lo: int, hi: int, n: int = 3) -> list[tuple[int, int]]:
     """Split [lo, hi] into n contiguous chunks (inclusive bounds), as SSL-ALPNet does."""
     edges = np.linspace(lo, hi + 1, n + 1)
     return [(int(round(edges[j])), int(round(edges[j + 1])) - 1) for j in range(n)]
-
-
-def slice_range(labels: np.ndarray, class_id: int) -> tuple[int, int] | None:
-    present = np.flatnonzero((labels == class_id).any(axis=(1, 2)))
-    return (int(present[0]), int(present[-1])) if len(present) else None
-
-
-def _load(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    volume = read_volume(image_path)
-    return volume.data, read_labels(label_path, like=volume)
 
 
 def evaluate_volumes(
@@ -78,8 +48,6 @@ def evaluate_volumes(
     """Run a protocol over a folder; returns the JSON-able report (dice_mean, dice_per_class, cases, seconds, config).
     protocol "interactive" (with `rounds` and `pick`) is evaluation/interactive.py."""
     if protocol == "interactive":
-        from .interactive import evaluate_volumes_interactive
-
         return evaluate_volumes_interactive(folder, rounds, pick, support_slices, params, fine_tune, classes, adapt,
                                             log)
     params = params or SegmentationParams()
@@ -104,31 +72,6 @@ def evaluate_volumes(
     }
 
 
-def _class_list(labels: np.ndarray, classes: dict[int, str] | None) -> dict[int, str]:
-    present = [int(c) for c in np.unique(labels) if c != 0]
-    if classes is None:
-        return {c: f"class {c}" for c in present}
-    return {c: n for c, n in classes.items() if c in present}
-
-
-def adapted_state(segmenter, adapt: AdaptParams | None, log: Callable[[str], None] = lambda _: None):
-    """Adapt the segmenter's encoder to its current image when asked; returns the adapted weights (None: not adapted)."""
-    if adapt is None or adapt.steps <= 0:
-        return None
-    started = time.perf_counter()
-    losses = run(segmenter.adapt(adapt))
-    if losses:
-        log(f"adapted {len(losses)} steps in {time.perf_counter() - started:.1f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    return {k: v.detach().clone() for k, v in segmenter.encoder.state_dict().items()}
-
-
-def restore_weights(segmenter, state) -> None:
-    """Back to the original weights, then to `state` when given (the scan-adapted weights)."""
-    segmenter.reset_weights()
-    if state is not None:
-        segmenter.load_encoder_state(state)
-
-
 def _segment_one_way(segmenter, support, fine_tune, state=None):
     """Segment the current image from a binary support; fine-tune first (then undo, back to `state`) when asked."""
     if fine_tune is not None and fine_tune.steps > 0:
@@ -142,11 +85,11 @@ def _segment_one_way(segmenter, support, fine_tune, state=None):
 def _within(cases, k, params, fine_tune, adapt, classes, log):
     rows = []
     for case, image_path, label_path in cases:
-        image, labels = _load(image_path, label_path)
+        image, labels = load_case(image_path, label_path)
         segmenter = FewShotSegmenter(params)
         segmenter.set_image(image)
         state = adapted_state(segmenter, adapt, log)
-        for class_id, name in _class_list(labels, classes).items():
+        for class_id, name in present_classes(labels, classes).items():
             lo, hi = slice_range(labels, class_id)
             picks = spread_slices(lo, hi, k)
             support = np.zeros(labels.shape, np.uint8)
@@ -178,10 +121,10 @@ def _across(cases, params, fine_tune, adapt, classes, support_case, log):
         raise FewShotError(f"Support case {support_id!r} is not among the cases {list(by_id)}.")
     if len(cases) < 2:
         raise FewShotError("The across protocol needs at least two volumes.")
-    s_image, s_labels = _load(*by_id[support_id][1:])
+    s_image, s_labels = load_case(*by_id[support_id][1:])
     source = FewShotSegmenter(params)  # holds the support scan
     source.set_image(s_image)
-    names = _class_list(s_labels, classes)
+    names = present_classes(s_labels, classes)
     middles = {c: [(lo + hi) // 2 for lo, hi in chunk_bounds(*slice_range(s_labels, c))] for c in names}
     tuned = None
     if fine_tune is not None and fine_tune.steps > 0:
@@ -197,7 +140,7 @@ def _across(cases, params, fine_tune, adapt, classes, support_case, log):
     for case, image_path, label_path in cases:
         if case == support_id:
             continue
-        image, labels = _load(image_path, label_path)
+        image, labels = load_case(image_path, label_path)
         segmenter.set_image(image)
         if adapt is not None and adapt.steps > 0:
             # Adapted to the query scan: the support's prototypes are pooled again with the new weights.

@@ -9,7 +9,7 @@
   napari runs before the layer's own painting callbacks), not after the stroke: a fill or an erase on
   an empty slice would do nothing useful. Undo: the seeding is one undo item, and when the stroke's
   undo item arrives (the layer's ``paint`` event) the two are merged into one, so one Ctrl+Z restores
-  the unpainted slice. The merge needs napari's private ``_undo_history``; where that is not there (or
+  the unpainted slice. The merge needs napari's private ``_undo_history`` (undo_history.py); where that is not there (or
   looks different), the seeding and the stroke stay two undo steps and the status line says so.
 - **Accept slice** (Shift+A) copies the prediction of the visible slice into its unpainted pixels, in one
   undo step (scribble mode: the predicted background gets the background label).
@@ -39,6 +39,7 @@ from qtpy.QtCore import QObject
 from . import EMPTY_SLICES_KEY, layers
 from .image_sets import set_info
 from .session import painted_slices
+from .undo_history import atom_slices, history_state, last_undo_item, merge_into
 
 EDIT_MODES = frozenset({"paint", "erase", "fill", "polygon"})
 ACCEPT_KEY = "Shift-A"  # napari binds Shift+A only for Points layers (select all in slice)
@@ -107,7 +108,7 @@ class Corrections(QObject):
         index = self._edited_slice(support, event)
         pending = self._pending
         if (pending is not None and pending.layer is support and pending.index == index
-                and pending.item is not None and _last_undo_item(support) is pending.item):
+                and pending.item is not None and last_undo_item(support) is pending.item):
             return  # the slice's first edit is still to come (e.g. the next vertex of a polygon)
         self._forget_pending()
         prediction = layers.unwrap(self.widget.prediction_layer)
@@ -145,7 +146,7 @@ class Corrections(QObject):
                 support.data_setitem((np.full_like(rows, index), rows, cols), values.astype(support.data.dtype))
         finally:
             self._seeding = False
-        self._pending = _Seed(support, index, _last_undo_item(support))
+        self._pending = _Seed(support, index, last_undo_item(support))
         support.events.paint.connect(self._on_stroke)
         self._seeded.setdefault(support, set()).add(index)
         support.events.paint.connect(self._on_paint)  # no-op when connected already
@@ -158,7 +159,7 @@ class Corrections(QObject):
         if seed is None or self._seeding:
             return
         self._forget_pending()
-        merged = _merge_into(seed.layer, seed.item, seed.index)
+        merged = merge_into(seed.layer, seed.item, seed.index)
         undo = "Ctrl+Z undoes both" if merged else "Ctrl+Z twice undoes both"
         self.ui.status_label.setText(f"{self._unit(seed.index, capital=True)} now counts as support: it started "
                                      f"from the prediction and your stroke corrected it ({undo}).")
@@ -175,7 +176,7 @@ class Corrections(QObject):
         """Mark the seeded slices the undo ``item`` (a list of history atoms) edited and left unpainted."""
         seeded = self._seeded.get(layer, set())
         atoms = item if isinstance(item, list) and item else None
-        touched = [_atom_slices(atom) for atom in atoms] if atoms else [None]
+        touched = [atom_slices(atom) for atom in atoms] if atoms else [None]
         edited = seeded if any(t is None for t in touched) else seeded & set().union(*touched)
         for index in sorted(edited):
             if 0 <= index < len(layer.data) and not np.any(layer.data[index]):
@@ -194,7 +195,7 @@ class Corrections(QObject):
         marks = {int(i) for i in support.metadata.get(EMPTY_SLICES_KEY, ())}
         records = self._mark_atoms.get(support, {})
         for index, atom in list(records.items()):
-            state = _history_state(support, atom)
+            state = history_state(support, atom)
             if state == "done":
                 marks.add(index)
             elif state in ("undone", "gone"):
@@ -359,57 +360,3 @@ class Corrections(QObject):
 def _light(result):
     """The result without its similarity maps (the heatmap layers hold them; Check next does not need them)."""
     return dataclasses.replace(result, similarity={}) if dataclasses.is_dataclass(result) else result
-
-
-# -- napari's undo history (private API, guarded) ---------------------------------------------
-def _last_undo_item(layer):
-    """The newest undo item of a Labels layer (a list of history atoms), or None if unreachable."""
-    history = getattr(layer, "_undo_history", None)
-    try:
-        return history[-1] if history else None
-    except (TypeError, IndexError):
-        return None
-
-
-def _merge_into(layer, item, index: int) -> bool:
-    """Append the newest undo item to ``item`` (the one before it) when it only edits slice ``index``, so one
-    undo reverts both. False (nothing changed) when napari's history is not as expected."""
-    history = getattr(layer, "_undo_history", None)
-    try:
-        if item is None or not isinstance(item, list) or len(history) < 2 or history[-2] is not item:
-            return False
-        last = history[-1]
-        if not isinstance(last, list) or not all(_atom_slices(atom) == {index} for atom in last):
-            return False
-        history.pop()
-        item.extend(last)
-        return True
-    except (TypeError, AttributeError, IndexError):
-        return False
-
-
-def _history_state(layer, atom) -> str:
-    """Where an undo atom is in a Labels layer's history: "done" (in the undo history), "undone" (in the redo
-    history), "gone" (in neither: undone, then a new edit cleared the redo history), "unknown" (the history is
-    not reachable, or the undo history is full so the atom may have dropped off it)."""
-    undo, redo = getattr(layer, "_undo_history", None), getattr(layer, "_redo_history", None)
-    try:
-        if any(a is atom for item in undo for a in item):
-            return "done"
-        if any(a is atom for item in redo for a in item):
-            return "undone"
-        full = getattr(undo, "maxlen", None) is not None and len(undo) >= undo.maxlen
-        return "unknown" if full else "gone"
-    except TypeError:
-        return "unknown"
-
-
-def _atom_slices(atom) -> set[int] | None:
-    """Slices (first axis) a history atom edits: a mask atom (``slice_key``) or ``(indices, old, new)``."""
-    key = getattr(atom, "slice_key", None)
-    if key is not None:
-        first = key[0]
-        return set(range(first.start, first.stop)) if isinstance(first, slice) else {int(first)}
-    if isinstance(atom, tuple) and len(atom) == 3:
-        return {int(i) for i in np.unique(np.asarray(atom[0][0]))}
-    return None

@@ -1,6 +1,10 @@
 """Driving a napari window as a person would, for screenshots, benchmarks and tests: real mouse drags on
 the canvas (vispy events, so napari runs the viewer's callbacks and then the layer's, exactly as for a
-hand on a mouse), and waiting for the widget's jobs while Qt's event loop runs, as it does for a person."""
+hand on a mouse), and waiting for the widget's jobs while Qt's event loop runs, as it does for a person.
+
+A test helper, not package code: it reaches into napari's private `_qt_viewer`. Tests import it as
+`from gui_driver import ...` (pytest puts tests/ on sys.path); docs/make_*.py and benchmarks/image_set_gui.py
+put tests/ on sys.path first."""
 
 from __future__ import annotations
 
