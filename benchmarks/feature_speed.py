@@ -30,7 +30,7 @@ def time_encoder(name: str, size: int, slices: int, batch: int, device: torch.de
     except FewShotError:
         encoder, weights = create_encoder(name, pretrained=False).to(device), "random (same cost)"
     pixels = np.random.default_rng(0).random((batch, size, size), dtype=np.float32)
-    x = to_encoder_input(pixels, None).to(device)
+    x = to_encoder_input(pixels, None, encoder.normalization).to(device)
     with torch.no_grad():
         encoder(x)  # warm-up
         runs = []

@@ -45,12 +45,12 @@ def main() -> None:
     stack = ImageStack(volume.data)
     index = int(np.argmax((labels == 1).sum((1, 2))))
     plane = stack.slice(index)
-    x = to_encoder_input(plane[None], 384)
     lite0, lms, prompter = create_encoder("efficientnet-lite0"), create_encoder("litemedsam"), BoxPrompter()
+    x, x_lms = (to_encoder_input(plane[None], 384, encoder.normalization) for encoder in (lite0, lms))
     box = box_of(labels[index] == 1)[None]
     jobs = {
         "lite0_features_384": lambda: lite0(x),
-        "litemedsam_features_384": lambda: lms(x),
+        "litemedsam_features_384": lambda: lms(x_lms),
         "litemedsam_embedding_256": lambda: prompter.embed(plane),
         "litemedsam_embedding_256_bf16": lambda: _bf16(lambda: prompter.embed(plane)),  # what refine runs
     }

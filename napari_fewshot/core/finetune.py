@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .config import SegmentationParams
 from .encoders import Encoder
-from .normalization import to_encoder_input
+from .normalization import IMAGENET, InputNormalization, to_encoder_input
 from .predict import class_similarity, upsample
 from .progress import Progress
 from .prototypes import build_prototypes
@@ -28,11 +28,21 @@ from .support import IGNORE, SupportSet
 from .triton_guard import keep_triton_out
 
 
-def augment(image: torch.Tensor, target: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+JITTER_UNITS = IMAGENET
+"""The photometric jitter's strengths are in ImageNet-normalised units (where they were chosen), whatever
+the encoder's own input normalisation: the same jitter in pixel terms for every encoder."""
+
+
+def augment(image: torch.Tensor, target: torch.Tensor, rng: random.Random,
+            normalization: InputNormalization) -> tuple[torch.Tensor, torch.Tensor]:
     """Random rotation (±15°), scale (0.85-1.15), shift, gamma and noise.
 
-    image: (1, 3, H, W) ImageNet-normalised; target: (H, W) long. Pixels that leave the frame are IGNORE.
+    image: (1, 3, H, W) encoder input (normalised as `normalization` says); target: (H, W) long. Pixels
+    that leave the frame are IGNORE. Returns the warped image, normalised the same way, and its target.
     """
+    same_units = normalization == JITTER_UNITS
+    if not same_units:
+        image = JITTER_UNITS.apply(normalization.undo(image))
     angle = math.radians(rng.uniform(-15, 15))
     scale = rng.uniform(0.85, 1.15)
     tx, ty = rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1)
@@ -42,8 +52,10 @@ def augment(image: torch.Tensor, target: torch.Tensor, rng: random.Random) -> tu
     warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
     label = F.grid_sample((target + 1)[None, None].to(image.dtype), grid, mode="nearest",
                           padding_mode="zeros", align_corners=False)[0, 0].long() - 1
-    gamma_shift = rng.uniform(-0.2, 0.2)  # brightness/contrast jitter in normalised units
+    gamma_shift = rng.uniform(-0.2, 0.2)  # brightness/contrast jitter in JITTER_UNITS
     warped = warped * rng.uniform(0.9, 1.1) + gamma_shift + 0.05 * torch.randn_like(warped)
+    if not same_units:
+        warped = normalization.apply(JITTER_UNITS.undo(warped))
     return warped, label
 
 
@@ -70,13 +82,16 @@ def _episode_loss(features_s, target_s, features_q, target_q, seg: SegmentationP
 
 Episode = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """(support input (1, 3, h, w), support target (h, w), query input (1, 3, h', w'), query target (h', w')):
-targets are long with 1 = the episode's class, 0 = background, IGNORE = unknown."""
+inputs normalised for the encoder (Encoder.normalization); targets are long with 1 = the episode's class,
+0 = background, IGNORE = unknown."""
 
 
 def support_episodes(stack: ImageStack, support: SupportSet, seg: SegmentationParams, augment_query: bool,
-                     device: torch.device) -> Callable[[random.Random], Episode | None]:
+                     device: torch.device, normalization: InputNormalization,
+                     ) -> Callable[[random.Random], Episode | None]:
     """Episodes between painted support slices: a class k and two slices that show it (one slice: an
-    augmented copy of itself as the query). Returns a function rng -> Episode (None: no usable episode)."""
+    augmented copy of itself as the query), as input normalised for the encoder (`normalization`).
+    Returns a function rng -> Episode (None: no usable episode)."""
     slices_of = {k: [i for i in support.slice_indices if (support.targets[i] == k).any()]
                  for k in range(1, support.n_classes + 1)}
 
@@ -85,11 +100,11 @@ def support_episodes(stack: ImageStack, support: SupportSet, seg: SegmentationPa
         pair = rng.sample(slices_of[k], 2) if len(slices_of[k]) > 1 else slices_of[k] * 2
         inputs, targets = [], []
         for n, index in enumerate(pair):
-            x = to_encoder_input(stack.slice(index)[None], seg.input_size_for(stack)).to(device)
+            x = to_encoder_input(stack.slice(index)[None], seg.input_size_for(stack), normalization).to(device)
             t = _binary_target(support.targets[index], k).to(device)
             t = F.interpolate(t[None, None].float() + 1, size=x.shape[-2:], mode="nearest")[0, 0].long() - 1
             if n == 1 and augment_query:
-                x, t = augment(x, t, rng)
+                x, t = augment(x, t, rng, normalization)
             inputs.append(x)
             targets.append(t)
         return inputs[0], targets[0], inputs[1], targets[1]

@@ -1,7 +1,8 @@
-"""Intensity normalisation: whatever the scanner wrote -> float32 in [0, 1] -> ImageNet-normalised tensors.
+"""Intensity normalisation: whatever the scanner wrote -> float32 in [0, 1] -> the encoder's input.
 
 Normalisation is decided once per volume (not per slice), so a dark slice stays dark and the
-encoder sees the same tissue with the same brightness on every slice.
+encoder sees the same tissue with the same brightness on every slice. The last step, [0, 1] pixels to
+what the encoder was trained on, is the encoder's own :class:`InputNormalization` (Encoder.normalization).
 """
 
 from __future__ import annotations
@@ -12,9 +13,40 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CT_WINDOW_HU = (-200.0, 300.0)  # abdominal soft tissue (level 50, width 500)
+
+
+@dataclass(frozen=True)
+class InputNormalization:
+    """What an encoder was trained on: (pixel - mean) / std per RGB channel, pixels in [0, 1]."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        mean, std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"An input normalisation needs 3 means and 3 positive stds, not {mean} and {std}.")
+        object.__setattr__(self, "mean", mean)  # tuples of floats, so equal settings compare equal
+        object.__setattr__(self, "std", std)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) pixels in [0, 1] -> (B, 3, h, w) encoder input."""
+        return (x - self._channels(self.mean, x)) / self._channels(self.std, x)
+
+    def undo(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) encoder input -> (B, 3, h, w) pixels (in [0, 1] unless augmented beyond it)."""
+        return x * self._channels(self.std, x) + self._channels(self.mean, x)
+
+    @staticmethod
+    def _channels(values: tuple[float, float, float], like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(values, device=like.device).view(1, 3, 1, 1)
+
+
+IMAGENET = InputNormalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+"""The input of ImageNet-trained backbones (torchvision's convention)."""
+UNIT_RANGE = InputNormalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+"""Pixels as they are, in [0, 1] (e.g. MedSAM and LiteMedSAM, which scale each image to [0, 1])."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +116,8 @@ def resized_shape(height: int, width: int, input_size: int | None) -> tuple[int,
     return max(32, round(height * scale)), max(32, round(width * scale))
 
 
-def to_encoder_input(slices: np.ndarray, input_size: int | None) -> torch.Tensor:
-    """Windowed slices -> ImageNet-normalised batch.
+def to_encoder_input(slices: np.ndarray, input_size: int | None, normalization: InputNormalization) -> torch.Tensor:
+    """Windowed slices -> the encoder's input batch (`normalization`: the encoder's, Encoder.normalization).
 
     slices: (B, H, W) or (B, H, W, 3) float in [0, 1].
     Returns (B, 3, h, w) float32 with (h, w) = resized_shape(H, W, input_size).
@@ -95,6 +127,4 @@ def to_encoder_input(slices: np.ndarray, input_size: int | None) -> torch.Tensor
     h, w = resized_shape(x.shape[-2], x.shape[-1], input_size)
     if (h, w) != tuple(x.shape[-2:]):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=h < x.shape[-2])
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
+    return normalization.apply(x).contiguous()

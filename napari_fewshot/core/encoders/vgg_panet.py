@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ...errors import FewShotError
+from ..normalization import IMAGENET
 from .base import Encoder
 
 WEIGHTS_FILE = "vgg16-397923af.pth"
@@ -26,10 +27,11 @@ _BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
 class VGG16PANetEncoder(Encoder):
-    """forward: (B, 3, H, W) -> (B, 512, ceil(H/8), ceil(W/8))."""
+    """forward: (B, 3, H, W) ImageNet-normalised -> (B, 512, ceil(H/8), ceil(W/8))."""
 
     name = "vgg16-panet"
     feature_dim = 512
+    normalization = IMAGENET
 
     def __init__(self, pretrained: bool = True, weights_path: str | os.PathLike | None = None):
         super().__init__()
@@ -64,6 +66,16 @@ class VGG16PANetEncoder(Encoder):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+
+def weights_available() -> str | None:
+    """None when torchvision's VGG16 weights are on this machine ($NAPARI_FEWSHOT_VGG16_WEIGHTS or torch's hub
+    cache), else what is missing and how to provide it (never downloads)."""
+    try:
+        find_vgg16_weights(download=False)
+    except FewShotError as err:
+        return str(err)
+    return None
 
 
 def find_vgg16_weights(weights_path: str | os.PathLike | None = None, download: bool = True) -> Path:
