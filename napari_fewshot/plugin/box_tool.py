@@ -30,7 +30,7 @@ from qtpy.QtCore import QObject, QTimer
 
 from ..errors import FewShotError
 from . import ROLE_KEY, image_sets, layers
-from .session import image_stack
+from .session import ImagePlanes, image_planes
 from .workers import start
 
 logger = logging.getLogger(__name__)
@@ -199,21 +199,20 @@ class BoxTool(QObject):
         if self.worker is not None or not self._queue or self.closed:
             return
         request = self._queue[0]
+        image = request.image
         try:
             boxes = self._box_segmenter()
+            planes = image_planes(image)
         except FewShotError as exc:
             self._finish(request, str(exc))
             return
-        image = request.image
-        planes = image_sets.core_image(image, image.data)
-        key = (image, image.data, self.widget.params().modality)  # what the ImageStack (its window) depends on
+        key = (image, planes.source, self.widget.params().modality)  # what the ImageStack (its window) depends on
         last = self._stack
         same = last is not None and last[0] is key[0] and last[1] is key[1] and last[2] == key[2]
         cached = last[3] if same else None
         loading = "" if boxes.loaded else "loading LiteMedSAM and "
         self._say(f"Box on {self._unit(request)}: {loading}finding the object...")
-        self.worker = start(_box_job, boxes, image.data if planes is None else planes, image.rgb, key[2], cached,
-                            request.index, request.box, planes is not None,
+        self.worker = start(_box_job, boxes, planes, key[2], cached, request.index, request.box,
                             on_return=partial(self._on_return, request, key),
                             on_error=partial(self._on_error, request), on_finish=self._on_finish)
 
@@ -308,13 +307,13 @@ class BoxTool(QObject):
         return f"slice {request.index}" if len(layers.spatial_shape(request.image)) == 3 else "the image"
 
 
-def _box_job(boxes, source, rgb: bool, modality: str, stack, index: int, box: np.ndarray, image_set: bool):
-    """Worker: (ImageStack, (H_i, W_i) bool mask) for ``box`` on slice ``index`` of ``source`` (the layer's data,
-    or an image set's cropped planes); the stack (its intensity window) is built once per image and reused."""
+def _box_job(boxes, image: ImagePlanes, modality: str, stack, index: int, box: np.ndarray):
+    """Worker: (ImageStack, (H_i, W_i) bool mask) for ``box`` on slice ``index`` of ``image`` (taken on the Qt
+    thread); the stack (its intensity window) is built once per image and reused."""
     from ..core.stack import ImageStack
 
     if stack is None:
-        stack = ImageStack(source if image_set else image_stack(source, rgb), modality, rgb)
+        stack = ImageStack(image.planes, modality, image.rgb)
     if not 0 <= index < len(stack):
         raise FewShotError("The box is not on a slice of the image; draw it on the image.")
     yield

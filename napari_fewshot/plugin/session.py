@@ -5,6 +5,9 @@ A session is stale when its layer's data was replaced or edited, or when the wid
 device changed: the next job then builds the segmenter and calls ``set_image`` again (in the worker
 thread, since building the encoder loads weights). The session also remembers the layers it
 produced (prediction, heatmaps) so a re-segmentation updates them instead of adding new ones.
+
+Only the Qt thread reads the layer: :func:`image_planes` takes what the core segments from it when a
+job is built, and the worker's :meth:`ImageSession.prepare` gets that snapshot, never the layer.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ CHEAP_PARAMS = frozenset({"support_mode", "background_label", "postprocess", "po
 class ImageSession:
     """The segmenter of one image layer and the layers derived from it."""
 
-    layer: Any  # napari.layers.Image
+    layer: Any  # napari.layers.Image: read on the Qt thread only (events, job snapshots, result layers)
     segmenter: Any = None  # FewShotSegmenter, built lazily
     image_ref: Any = None  # the layer.data object the segmenter was given
     stale: bool = True
@@ -65,15 +68,13 @@ class ImageSession:
             self.stale = True
         return self.segmenter
 
-    def prepare(self, image: np.ndarray, params) -> Any:
+    def prepare(self, image: ImagePlanes, params) -> Any:
         """The segmenter for ``params`` holding ``image`` (worker thread: building it loads weights, and
-        jobs run one at a time, so nothing else touches the segmenter meanwhile)."""
+        jobs run one at a time, so nothing else touches the segmenter meanwhile). Reads no layer."""
         self.ensure_segmenter(params)
-        if self.stale or self.image_ref is not image:
-            planes = core_image(self.layer, image)  # an image set: each image at its own size, no padding
-            self.segmenter.set_image(image_stack(image, self.layer.rgb) if planes is None else planes,
-                                     rgb=self.layer.rgb)
-            self.image_ref, self.stale = image, False
+        if self.stale or self.image_ref is not image.source:
+            self.segmenter.set_image(image.planes, rgb=image.rgb)
+            self.image_ref, self.stale = image.source, False
         return self.segmenter
 
     def cached_slices(self) -> int:
@@ -81,24 +82,48 @@ class ImageSession:
         return 0 if seg is None or seg.cache is None or self.stale else len(seg.cache)
 
 
-def image_stack(data: Any, rgb: bool) -> np.ndarray | list[np.ndarray]:
-    """Layer data -> what the core segments: a volume (S, H, W[, 3]) as is, a 2D image as a one-image
-    list (an image set of one; its labels come back as a one-element list, see :func:`support_stack`)."""
-    if isinstance(data, list) or getattr(data, "ndim", None) is None:
+@dataclass(frozen=True, eq=False)  # eq=False: compared and hashed by identity (arrays inside)
+class ImagePlanes:
+    """An image layer's pixels as the core segments them, taken on the Qt thread for a job.
+
+    planes: a volume ``(S, H, W[, 3])`` as the layer holds it (a numpy array, or a lazy array-like that
+            the core reads in the worker); or a tuple of 2D planes: an image set's ``(H_i, W_i[, 3])``
+            views cropped to each image's own size, or a 2D image's one plane. Views, never copies: napari
+            replaces an image layer's data when another image is opened (the ``data`` event marks the
+            session stale), it does not write into it.
+    rgb: the layer's colour flag (a last axis of 3 is channels).
+    source: the ``layer.data`` object the planes come from; a session sets its image anew when it changes.
+    """
+
+    planes: Any
+    rgb: bool
+    source: Any
+
+
+def image_planes(layer) -> ImagePlanes:
+    """What a job segments of image ``layer`` (Qt thread; cheap: views, and a lazy volume is not read).
+
+    A volume as is, an image set as its cropped planes, a 2D image as a one-plane image set (its labels
+    come back as a one-element list, see :func:`support_stack`). Raises FewShotError for an image the
+    core cannot segment (multiscale, neither 2D nor 3D).
+    """
+    data, rgb = layer.data, bool(layer.rgb)
+    if getattr(layer, "multiscale", False) or isinstance(data, list) or getattr(data, "ndim", None) is None:
         raise FewShotError("Multiscale (pyramid) images are not supported; open the full-resolution image.")
-    spatial = data.ndim - (1 if rgb else 0)
-    if spatial == 2:
-        return [np.asarray(data)]
-    if spatial != 3:
-        raise FewShotError(
-            f"The image has {spatial} dimensions; pick a 2D image or a 3D volume (slices along the first axis)."
-        )
-    return np.asarray(data)
+    planes = core_image(layer, data)  # an image set: each image at its own size, no padding
+    if planes is None:
+        spatial = data.ndim - (1 if rgb else 0)
+        if spatial not in (2, 3):
+            raise FewShotError(
+                f"The image has {spatial} dimensions; pick a 2D image or a 3D volume (slices along the first axis)."
+            )
+        planes = [data] if spatial == 2 else data
+    return ImagePlanes(tuple(planes) if isinstance(planes, list) else planes, rgb, data)
 
 
 def support_stack(support: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray | list[np.ndarray]:
     """A copy of the support layer's data, checked against the image's (S, H, W) or (H, W); shaped like
-    :func:`image_stack` gives the image ((S, H, W), or a one-plane list for a 2D image)."""
+    :func:`image_planes` gives the image ((S, H, W), or a one-plane list for a 2D image)."""
     support = np.array(support, copy=True)  # the worker must never see (or touch) the live layer data
     if tuple(support.shape) != tuple(image_shape):
         raise FewShotError(

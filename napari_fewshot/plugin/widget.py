@@ -33,7 +33,7 @@ from .box_tool import BoxTool
 from .live import LiveMode
 from .panel import Panel
 from .runner import JobRunner
-from .session import ImageSession, image_stack, slice_indices, support_stack
+from .session import ImageSession, image_planes, slice_indices, support_stack
 from ..core.triton_guard import keep_triton_out
 from .workers import Job, features_job, fine_tune_job, segment_job
 
@@ -257,7 +257,7 @@ class FewShotWidget(QWidget):
         try:
             if image is None:
                 raise FewShotError("Open or pick an image layer first.")
-            image_stack(image.data, image.rgb)  # checks dimensions (no copy for numpy arrays)
+            planes = image_planes(image)  # checks dimensions; views of the data, no copy
             painted = support_stack(support.data, layers.spatial_shape(image)) if support is not None else None
             painted = image_sets.core_support(image, painted)  # an image set: cropped to each image's size
             if painted is None and need_support:
@@ -267,7 +267,7 @@ class FewShotWidget(QWidget):
             (self.ui.status_label.setText if quiet else show_error)(str(exc))
             return None
         empty = self.corrections.empty_slices() if painted is not None and params.support_mode == "dense" else ()
-        return Job(session, params, image.data, painted, empty)
+        return Job(session, params, planes, painted, empty)
 
     def _on_idle(self) -> None:
         """A job has finished: refresh the model line, run a live update that had to wait."""

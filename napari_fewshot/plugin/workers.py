@@ -6,7 +6,9 @@ for a quick preview, a :class:`Preview`), and returns its result. :func:`start` 
 generator in the worker thread, so the core's clean-up (``finally`` blocks: fine-tuning puts the
 encoder back in eval mode and drops stale features) runs before ``finished`` is emitted.
 
-Jobs receive copies of the layer data taken on the Qt thread; they never touch layers.
+A :class:`Job` is built on the Qt thread and carries everything its worker needs: the image's planes as
+the core segments them (:class:`~.session.ImagePlanes`, views of the layer's data), a copy of the
+support and the settings. No job reads a napari layer.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from napari.qt.threading import GeneratorWorker, create_worker
 
 from ..errors import FewShotError
-from .session import ImageSession, painted_slices
+from .session import ImagePlanes, ImageSession, painted_slices
 
 
 @dataclass
@@ -42,13 +44,13 @@ class WholeVolume:
     heatmaps: dict[int, np.ndarray]
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Job:
-    """What a job needs, captured on the Qt thread."""
+    """What a job needs, captured on the Qt thread (the worker reads nothing else, no layer)."""
 
-    session: ImageSession
+    session: ImageSession  # its segmenter and cache state; its layer is the Qt thread's alone
     params: Any  # SegmentationParams
-    image: Any  # the image layer's data object
+    image: ImagePlanes
     support: np.ndarray | list[np.ndarray] | None = None  # (S, H, W) copy; (H_i, W_i) planes for an image set
     empty_slices: tuple[int, ...] = ()  # unpainted slices checked free of every class (dense mode): support
 
