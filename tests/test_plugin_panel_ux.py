@@ -94,7 +94,7 @@ def test_scribble_background_label_never_defaults_to_the_first_class(ct, qtbot, 
     # one above every class the sample names (liver, spleen, kidneys: 1-4)
     background = widget.ui.settings["background_label"]
     qtbot.waitUntil(lambda: background.value == 5, timeout=5000)
-    assert background.visible and background.label == "Background label"
+    assert not background.native.isHidden() and background.label == "Background label"
     assert "label 5" in widget.ui.status_label.text()
     data = support.data
     data[90, 5:20, 5:40] = 5  # a background scribble

@@ -31,7 +31,11 @@ class ModelStatus:
         from ..core.devices import resolve_device
 
         params, session = self._params(), self._session()
-        text = f"Using {params.encoder} on {resolve_device(params.device)}"
+        try:
+            device = resolve_device(params.device)
+        except FewShotError:
+            return  # a device this machine lacks: _device_chosen turns it back to "auto", which updates again
+        text = f"Using {params.encoder} on {device}"
         if session is not None and session.segmenter is not None and session.reuses_features(params):
             text += f"; features cached for {session.cached_slices()} {image_sets.unit(session.layer)}s"
             text += " (fine-tuned)" if session.segmenter.is_fine_tuned else ""
