@@ -44,7 +44,7 @@ def run_folder(folder: Path, out: Path) -> str:
     info = image.metadata[IMAGE_SET_KEY]
     t_open = time.perf_counter() - started
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     support = widget.create_support_layer()
     data = support.data
     for i in range(PAINTED):

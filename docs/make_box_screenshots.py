@@ -69,7 +69,7 @@ def main() -> None:
     index = info.names.index(SHOWN)
     reference = read_busi_mask(folder / SHOWN)
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     widget.set_image_layer(image)
     support = widget.create_support_layer()
     padded = np.zeros(support.data.shape[1:], np.uint8)

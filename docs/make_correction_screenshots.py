@@ -74,7 +74,7 @@ def main() -> None:
     viewer.window._qt_window.resize(1300, 860)
     viewer.open_sample("napari-fewshot", "ct_abdomen")
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     reference = np.asarray(viewer.layers["CT abdomen: reference organs"].data)
     yellow = DirectLabelColormap(color_dict={1: "yellow", None: "transparent"})
     outline = viewer.add_labels((reference == LIVER).astype(np.uint8), name="reference liver (outline)",

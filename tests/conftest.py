@@ -81,7 +81,7 @@ def ct(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-fewshot", "ct_abdomen")
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     reference = np.asarray(viewer.layers[CT_REFERENCE_NAME].data)
     return viewer, widget, reference
 

@@ -43,7 +43,7 @@ def busi_set(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     viewer.open(str(folder), plugin="napari-fewshot")
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     widget.set_image_layer(viewer.layers["ultrasound"])
     support = widget.create_support_layer()
     return viewer, widget, support, folder
@@ -106,7 +106,7 @@ def test_volume_boxes_land_on_the_slice_on_screen_and_bad_input_gets_a_sentence(
     crop = slice(14, 18)  # four slices through the liver
     image = viewer.add_image(np.ascontiguousarray(volume[crop]), name="mr")
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     widget.set_image_layer(image)
     status = widget.ui.status_label.text
 
@@ -134,23 +134,18 @@ def test_volume_boxes_land_on_the_slice_on_screen_and_bad_input_gets_a_sentence(
     assert "not on 4D data" in status(), status()
 
 
-def test_the_widget_offers_litemedsam_and_a_three_state_refine_box(make_napari_viewer):
-    from qtpy.QtCore import Qt
-
+def test_the_widget_offers_litemedsam_and_a_three_state_refine_choice(make_napari_viewer):
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    encoders = [widget.ui.encoder_combo.itemText(i) for i in range(widget.ui.encoder_combo.count())]
-    assert "litemedsam" in encoders
-    assert widget.params().refine is None  # half-checked: the measured default
-    for state, refine in ((Qt.CheckState.Checked, True), (Qt.CheckState.Unchecked, False),
-                          (Qt.CheckState.PartiallyChecked, None)):
-        widget.ui.refine_check.setCheckState(state)
-        assert widget.params().refine is refine
+    assert "litemedsam" in widget.ui.settings["encoder"].choices
+    refine = widget.ui.settings["refine"]
+    assert widget.params().refine is None and refine.native.currentText() == "automatic"  # the measured default
+    for text, value in (("always", True), ("never", False), ("automatic", None)):
+        refine.native.setCurrentText(text)  # as a user picks it from the list
+        assert widget.params().refine is value
 
 
 def test_toggling_refine_keeps_the_features(make_napari_viewer):
-    from qtpy.QtCore import Qt
-
     from napari_fewshot.core import FewShotSegmenter
 
     viewer = make_napari_viewer()
@@ -159,5 +154,5 @@ def test_toggling_refine_keeps_the_features(make_napari_viewer):
     widget.set_image_layer(image)
     session = widget.session
     session.segmenter = FewShotSegmenter(widget.params())  # as after Compute features (no encoder is built)
-    widget.ui.refine_check.setCheckState(Qt.CheckState.Checked)
+    widget.ui.settings["refine"].value = True
     assert session.reuses_features(widget.params())

@@ -111,7 +111,7 @@ def blobs(make_napari_viewer):
     viewer.add_image(volume, name="blobs")
     widget = FewShotWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     support = widget.create_support_layer()
     support.data[[3, 6], 20:40, 16:36] = 1
     support.refresh()

@@ -35,7 +35,7 @@ def scan(make_napari_viewer):
         viewer.add_image(image, name="scan", **kwargs)
         widget = FewShotWidget(viewer)
         viewer.window.add_dock_widget(widget)
-        widget.ui.device_combo.setCurrentText("cpu")
+        widget.ui.settings["device"].value = "cpu"
         return viewer, widget
 
     return open_image
@@ -96,8 +96,8 @@ def every_slice_painted(scan, **_):
 
 def unknown_encoder(scan, **_):
     viewer, widget = scan(blob_volume())
-    widget.ui.encoder_combo.addItem("no-such-encoder")
-    widget.ui.encoder_combo.setCurrentText("no-such-encoder")
+    widget.ui.settings["encoder"].set_choice("no-such-encoder")
+    widget.ui.settings["encoder"].value = "no-such-encoder"
     return viewer, widget, painted_support(widget), widget.segment
 
 
@@ -105,7 +105,7 @@ def weights_not_found_offline(scan, tmp_path, monkeypatch, **_):
     monkeypatch.setenv("NAPARI_FEWSHOT_VGG16_WEIGHTS", str(tmp_path / "vgg16-missing.pth"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached download either
     viewer, widget = scan(blob_volume())
-    widget.ui.encoder_combo.setCurrentText("vgg16-panet")
+    widget.ui.settings["encoder"].value = "vgg16-panet"
     return viewer, widget, painted_support(widget), widget.segment
 
 
@@ -187,7 +187,7 @@ def single_2d_image(scan):
     support.data[20:28, 16:26] = 1  # the object
     support.data[2:8, :] = 2  # background, scribbled
     widget.ui.set_support_mode("scribble")
-    widget.ui.background_spin.setValue(2)
+    widget.ui.settings["background_label"].value = 2
     return viewer, widget, support
 
 

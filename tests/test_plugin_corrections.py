@@ -194,7 +194,7 @@ def test_check_next_accept_slice_and_scribbles(ct, qtbot):
 
     # scribble mode: unpainted pixels are ignored already, so a stroke is just the stroke
     widget.ui.set_support_mode("scribble")
-    widget.ui.background_spin.setValue(3)
+    widget.ui.settings["background_label"].value = 3
     z = accepted
     rows, cols = np.nonzero(prediction[z] == LIVER)
     canvas_stroke(viewer, support, z, [(int(np.median(rows)), int(np.median(cols)))], label=2)
@@ -236,7 +236,7 @@ def test_image_set_stroke_starts_from_the_image_prediction(make_napari_viewer, q
     image = viewer.layers["scans"]
     info = image.metadata[IMAGE_SET_KEY]
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     widget.set_image_layer(image)
     support = widget.create_support_layer()
     data = support.data

@@ -62,7 +62,7 @@ def test_busi_folder_paint_five_segment_the_rest_and_export(make_napari_viewer, 
     assert not reference.visible
 
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     widget.set_image_layer(image)
     assert widget.support_layer is None  # the reference masks are never offered as the support
     viewer.dims.set_current_step(0, 4)  # the user steps through the set: the overlay names the file
@@ -143,7 +143,7 @@ def test_cine_loop_tiff_opens_as_a_stack_and_segments_like_a_volume(make_napari_
     assert layer.data.shape == (n_frames, height, width) and IMAGE_SET_KEY not in layer.metadata
     assert layer.metadata[VOLUME_KEY].format == "tiff"
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     support = widget.create_support_layer()
     data = support.data
     data[[0, n_frames - 1]] = masks[[0, n_frames - 1]]
@@ -174,7 +174,7 @@ def test_fine_tune_live_and_banks_on_a_small_set(make_napari_viewer, qtbot, tmp_
     assert image.rgb and image.data.shape == (4, 80, 100, 3) and info.colour_images == ["us3.png"]
     assert any("1 of 4 images have colour" in m for _, m in notes)
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     support = widget.create_support_layer()
     assert support.data.shape == (4, 80, 100)
     data = support.data

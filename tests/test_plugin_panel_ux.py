@@ -92,8 +92,9 @@ def test_scribble_background_label_never_defaults_to_the_first_class(ct, qtbot, 
     support = paint_support(widget, reference, slices=(90,))  # liver painted with label 1
     widget.ui.set_support_mode("scribble")
     # one above every class the sample names (liver, spleen, kidneys: 1-4)
-    qtbot.waitUntil(lambda: widget.ui.background_spin.value() == 5, timeout=5000)
-    assert not widget.ui.background_spin.isHidden() and widget.ui.background_spin.prefix() == "background label "
+    background = widget.ui.settings["background_label"]
+    qtbot.waitUntil(lambda: background.value == 5, timeout=5000)
+    assert not background.native.isHidden() and background.label == "Background label"
     assert "label 5" in widget.ui.status_label.text()
     data = support.data
     data[90, 5:20, 5:40] = 5  # a background scribble
@@ -104,9 +105,9 @@ def test_scribble_background_label_never_defaults_to_the_first_class(ct, qtbot, 
     wait_idle(qtbot, widget)
     assert not [m for s, m in notes if s == "error"]
     assert (widget.prediction_layer.data[90] == LIVER).any()
-    widget.ui.background_spin.setValue(7)  # the user's choice is kept
+    background.value = 7  # the user's choice is kept
     widget.guidance.refresh()
-    assert widget.ui.background_spin.value() == 7
+    assert background.value == 7
 
 
 def test_image_set_wording_class_name_and_device_error(make_napari_viewer, qtbot, tmp_path, notes):
@@ -156,10 +157,10 @@ def test_image_set_wording_class_name_and_device_error(make_napari_viewer, qtbot
     notes.clear()
     if torch.cuda.is_available():
         return
-    widget.ui.device_combo.setCurrentText("cuda")
+    widget.ui.settings["device"].value = "cuda"
     errors = [m for s, m in notes if s == "error"]
     assert errors and "Device list" in errors[0] and "--device" not in errors[0]
-    assert widget.ui.device_combo.currentText() == "auto"
+    assert widget.ui.settings["device"].value == "auto"
     widget.ui.set_scope("all")
     viewer.layers.remove(image)
     qtbot.waitUntil(lambda: widget.ui.scope_combo.itemText(0) == "all slices", timeout=5000)

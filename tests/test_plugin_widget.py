@@ -135,11 +135,11 @@ def test_device_and_encoder_choosers(ct, notes):
     import torch
 
     _, widget, _ = ct
-    widget.ui.encoder_combo.setCurrentText("efficientnet-lite2")
+    widget.ui.settings["encoder"].value = "efficientnet-lite2"
     assert widget.ui.model_label.text().startswith("Using efficientnet-lite2 on cpu")
     if not torch.cuda.is_available():
-        widget.ui.device_combo.setCurrentText("cuda")
-        assert widget.ui.device_combo.currentText() == "auto"
+        widget.ui.settings["device"].value = "cuda"
+        assert widget.ui.settings["device"].value == "auto"
         assert any(s == "error" and "CUDA" in m for s, m in notes)
 
 
@@ -163,7 +163,7 @@ def test_single_rgb_image_with_scribbles(make_napari_viewer, qtbot, notes):
     wait_idle(qtbot, widget)
     assert any("Every slice is painted" in m for _, m in notes)  # dense mode cannot complete this image
     widget.ui.set_support_mode("scribble")
-    widget.ui.background_spin.setValue(2)
+    widget.ui.settings["background_label"].value = 2
     widget.ui.heatmap_check.setChecked(True)
     widget.segment("all")
     wait_idle(qtbot, widget)

@@ -220,7 +220,7 @@ class BoxTool(QObject):
         from ..core.box_to_mask import BoxSegmenter
         from ..core.devices import resolve_device
 
-        device = resolve_device(self.ui.device_combo.currentText())
+        device = resolve_device(self.ui.settings["device"].value)
         if self._segmenter is None or self._segmenter.device != device:
             self._segmenter = BoxSegmenter(device=str(device))
         return self._segmenter

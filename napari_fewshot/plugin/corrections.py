@@ -298,7 +298,7 @@ class Corrections(QObject):
             info = set_info(self.widget.image_layer)
             height, width = info.shapes[index] if info is not None else plane.shape
             region[:height, :width] = True
-            plane[region & (plane == 0)] = self.ui.background_spin.value()
+            plane[region & (plane == 0)] = self.ui.settings["background_label"].value
         return plane
 
     def _accept_key(self, viewer=None) -> None:

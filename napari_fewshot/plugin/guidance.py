@@ -43,8 +43,8 @@ class Guidance:
         events.removed.connect(self._later)
         self.ui.image_combo.currentTextChanged.connect(self._later)
         self.ui.support_combo.currentTextChanged.connect(self._later)
-        self.ui.mode_combo.currentTextChanged.connect(self._later)
-        self.ui.background_spin.valueChanged.connect(self._background_edited)
+        self.ui.settings["support_mode"].changed.connect(self._later)
+        self.ui.settings["background_label"].changed.connect(self._background_edited)
         select_image_over_reference(self.viewer, widget.image_layer)  # the widget opened after a sample
         self.refresh()
 
@@ -82,11 +82,11 @@ class Guidance:
         image_sets.name_units(self.ui, image)
         image_sets.show_image_name(self.viewer, image)  # also when the set opened with the widget docked
         scribble = self.ui.support_mode() == "scribble"
-        spin = self.ui.background_spin
-        if scribble and (self._auto_background is not None or spin.value() == 1):
-            self._auto_background = default_background(support, image)  # before setValue: not the user's edit
-            spin.setValue(self._auto_background)
-        self.show(hint(image, support, spin.value() if scribble else None))
+        background = self.ui.settings["background_label"]
+        if scribble and (self._auto_background is not None or background.value == 1):
+            self._auto_background = default_background(support, image)  # before setting it: not the user's edit
+            background.value = self._auto_background
+        self.show(hint(image, support, background.value if scribble else None))
 
     def show(self, text: str) -> None:
         """Put ``text`` in the status line unless it shows something else than a hint (a job's outcome)."""
@@ -102,7 +102,7 @@ class Guidance:
 
 def device_message(exc) -> str:
     """The core's device error worded for the panel: the Device list, not the command line's ``--device``."""
-    return re.sub(r"use (--device )?cpu or auto\.$", "choose cpu or auto in the Device list (Model).", str(exc))
+    return re.sub(r"use (--device )?cpu or auto\.$", "choose cpu or auto in the Device list (Settings).", str(exc))
 
 
 def hint(image, support, background: int | None) -> str:

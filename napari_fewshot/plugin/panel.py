@@ -1,12 +1,18 @@
-"""The Qt controls of the dock widget, laid out; no behaviour beyond their own enabling (see :mod:`.widget`)."""
+"""The controls of the dock widget, laid out; no behaviour beyond their own enabling (see :mod:`.widget`).
+
+The settings (encoder, device, support mode, refine, the finer segmentation settings, fine-tuning) are
+magicgui widgets built from the core's parameter dataclasses (:mod:`.settings_form`), placed here through
+their ``.native`` Qt widgets. The layer pickers, the scope and the buttons are plain Qt: they choose
+napari layers (kept in step with the viewer by the widget), a slice range and actions, which are not
+fields of a parameter dataclass.
+"""
 
 from __future__ import annotations
 
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -18,10 +24,11 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt import QCollapsible
+
+from .settings_form import SettingsForm
 
 SCOPES = {"all slices": "all", "current slice": "current", "slice range": "range"}
-SUPPORT_MODES = {"painted slices are complete": "dense", "scribbles (background painted)": "scribble"}
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class Panel:
@@ -54,18 +61,20 @@ class Panel:
         form.addRow(self.box_button)
         root.addWidget(data)
 
-        model = QGroupBox("Model", parent)
-        form = QFormLayout(model)
-        self.encoder_combo = QComboBox()
-        self.encoder_combo.addItems(encoders)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
+        settings = QGroupBox("Settings", parent)
+        column = QVBoxLayout(settings)
+        self.settings = SettingsForm(encoders)  # magicgui widgets from SegmentationParams / FineTuneParams
+        column.addWidget(self.settings.main.native)
         self.model_label = QLabel("")
         self.model_label.setWordWrap(True)
-        form.addRow("Encoder", self.encoder_combo)
-        form.addRow("Device", self.device_combo)
-        form.addRow(self.model_label)
-        root.addWidget(model)
+        column.addWidget(self.model_label)
+        self.more_settings = QCollapsible("More settings", expandedIcon="\u25be", collapsedIcon="\u25b8")
+        self.more_settings.layout().setContentsMargins(0, 0, 0, 0)  # in line with the rows above
+        self.more_settings.addWidget(self.settings.more.native)
+        column.addWidget(self.more_settings)
+        root.addWidget(settings)
+        self._label_width = _SameLabelWidth(scroll, self.settings.main.native, self.settings.more.native,
+                                            self.settings.fine_tune.native)
 
         segment = QGroupBox("Segment", parent)
         form = QFormLayout(segment)
@@ -81,39 +90,15 @@ class Panel:
         row.addWidget(self.range_start)
         row.addWidget(QLabel("to"))
         row.addWidget(self.range_stop)
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(list(SUPPORT_MODES))
-        self.mode_combo.setToolTip(
-            "Complete: on a painted slice every unpainted pixel is background (paint whole organs).\n"
-            "Scribbles: paint background with its own label; unpainted pixels are left to the model\n"
-            "(needed for a single 2D image).")
-        self.background_spin = QSpinBox()
-        self.background_spin.setRange(1, 65535)
-        self.background_spin.setValue(1)
-        self.background_spin.setPrefix("background label ")
-        self.background_spin.setToolTip("The label value you paint background with, in scribble mode.")
-        mode_row = QHBoxLayout()
-        mode_row.addWidget(self.mode_combo, 1)
-        mode_row.addWidget(self.background_spin)
         self.segment_button = QPushButton("Segment")
         self.live_check = QCheckBox("Live: re-segment the visible slice after each stroke")
         self.heatmap_check = QCheckBox("Heatmaps (similarity to each class)")
-        self.refine_check = QCheckBox("Refine with LiteMedSAM (outlines redrawn from boxes)")
-        self.refine_check.setTristate(True)
-        self.refine_check.setCheckState(Qt.CheckState.PartiallyChecked)
-        self.refine_check.setToolTip(
-            "Each predicted organ or lesion becomes a box for LiteMedSAM, which redraws its outline.\n"
-            "Half-checked (default): where it was measured to help at an acceptable cost\n"
-            "(2D images and image sets; a volume only on a GPU).\n"
-            "Checked: always. Unchecked: never.")
         form.addRow(self.compute_button)
-        form.addRow("Support", mode_row)
         form.addRow("Segment", self.scope_combo)
         form.addRow(row)
         form.addRow(self.segment_button)
         form.addRow(self.live_check)
         form.addRow(self.heatmap_check)
-        form.addRow(self.refine_check)
         root.addWidget(segment)
 
         self.accept_button = _button("Accept slice", "Copy the prediction of the visible slice into the support, "
@@ -127,23 +112,14 @@ class Panel:
         root.addWidget(_button_group(parent, "Correct", self.accept_button, self.check_next_button))
 
         tune = QGroupBox("Fine-tune the encoder on the support", parent)
-        form = QFormLayout(tune)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 10_000)
-        self.steps_spin.setValue(20)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(6)
-        self.lr_spin.setRange(1e-6, 1.0)
-        self.lr_spin.setSingleStep(1e-5)
-        self.lr_spin.setValue(1e-4)
+        column = QVBoxLayout(tune)
+        column.addWidget(self.settings.fine_tune.native)
         self.fine_tune_button = QPushButton("Fine-tune")
         self.reset_button = QPushButton("Reset weights")
         row = QHBoxLayout()
         row.addWidget(self.fine_tune_button)
         row.addWidget(self.reset_button)
-        form.addRow("Steps", self.steps_spin)
-        form.addRow("Learning rate", self.lr_spin)
-        form.addRow(row)
+        column.addLayout(row)
         root.addWidget(tune)
 
         self.progress_bar = QProgressBar()
@@ -169,7 +145,6 @@ class Panel:
         root.addWidget(_button_group(parent, "Prototypes", self.save_bank_button, self.load_bank_button))
         root.addStretch(1)
         self.scope_combo.currentTextChanged.connect(self.update_visibility)
-        self.mode_combo.currentTextChanged.connect(self.update_visibility)
         self.update_visibility()
 
     def scope(self) -> str:
@@ -179,15 +154,11 @@ class Panel:
         self.scope_combo.setCurrentIndex(list(SCOPES.values()).index(scope))
 
     def support_mode(self) -> str:
-        return SUPPORT_MODES[self.mode_combo.currentText()]
-
-    def refine(self) -> bool | None:
-        """SegmentationParams.refine from the Refine check box: True, False, or None (the measured default)."""
-        state = self.refine_check.checkState()
-        return None if state == Qt.CheckState.PartiallyChecked else state == Qt.CheckState.Checked
+        """SegmentationParams.support_mode as chosen: "dense" or "scribble"."""
+        return self.settings["support_mode"].value
 
     def set_support_mode(self, mode: str) -> None:
-        self.mode_combo.setCurrentText(next(k for k, v in SUPPORT_MODES.items() if v == mode))
+        self.settings["support_mode"].value = mode
 
     def set_layer_choices(self, images: list[str], supports: list[str]) -> None:
         """Refill the image and support lists, keeping the current choices (else a layer named "support"),
@@ -208,18 +179,39 @@ class Panel:
         self.range_stop.setMaximum(max(n_slices - 1, 0))
 
     def update_visibility(self, *_) -> None:
-        """The range only for the "range" scope; the background label only in scribble mode."""
+        """The range only for the "range" scope."""
         is_range = self.scope() == "range"
         self.range_start.setEnabled(is_range)
         self.range_stop.setEnabled(is_range)
-        self.background_spin.setVisible(self.support_mode() == "scribble")
 
     def job_controls(self) -> list[QWidget]:
-        """Controls that would conflict with a running job (disabled meanwhile)."""
-        return [self.image_combo, self.new_support_button, self.encoder_combo, self.device_combo,
-                self.mode_combo, self.background_spin,
-                self.compute_button, self.segment_button, self.fine_tune_button, self.reset_button,
-                self.steps_spin, self.lr_spin, self.save_bank_button, self.load_bank_button]
+        """Controls that would conflict with a running job (disabled meanwhile); a job keeps the settings
+        it started with, so they wait for it too."""
+        return [self.image_combo, self.new_support_button, self.settings.main.native, self.settings.more.native,
+                self.settings.fine_tune.native, self.compute_button, self.segment_button, self.fine_tune_button,
+                self.reset_button, self.save_bank_button, self.load_bank_button]
+
+
+class _SameLabelWidth(QObject):
+    """Gives the row labels of each magicgui container one width when it is shown: magicgui measures them
+    with the application's font, napari's style sheet draws them wider, so the widest label would push its
+    field out of line. ``scroll`` (the panel's scroll area) is then asked to fit the wider rows."""
+
+    def __init__(self, scroll: QScrollArea, *containers: QWidget):
+        super().__init__(scroll)
+        self._scroll = scroll
+        for container in containers:
+            container.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Show:
+            labels = watched.findChildren(QLabel)
+            width = max((label.sizeHint().width() for label in labels), default=0)
+            if any(label.minimumWidth() != width for label in labels):
+                for label in labels:
+                    label.setMinimumWidth(width)
+                self._scroll.updateGeometry()
+        return False
 
 
 class _VerticalScroll(QScrollArea):

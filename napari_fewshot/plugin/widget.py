@@ -27,10 +27,11 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
 from ..errors import FewShotError
-from . import VOLUME_KEY, banks, corrections, exporting, guidance, image_sets, layers
+from . import VOLUME_KEY, banks, corrections, exporting, guidance, image_sets, layers, results
 from .autosave import SupportAutosave
 from .box_tool import BoxTool
 from .live import LiveMode
+from .model_status import ModelStatus
 from .panel import Panel
 from .runner import JobRunner
 from .session import ImageSession, image_planes, slice_indices, support_stack
@@ -53,6 +54,8 @@ class FewShotWidget(QWidget):
         self._last_scope: tuple[str, int | None, int | None] = ("all", None, None)
         self._closed = False
         self.live = LiveMode(self._live_segment, self.ui.live_check.isChecked, self)
+        self.model_status = ModelStatus(self.ui, self.params,
+                                        lambda: self._sessions.get(id(layers.unwrap(self.image_layer))))
         self._connect()
         self._refresh_layer_choices()
         self.autosave = SupportAutosave(self)  # watches the supports; offers saved paint back
@@ -106,14 +109,8 @@ class FewShotWidget(QWidget):
         self.ui.support_combo.setCurrentText(layer.name)
 
     def params(self):
-        """SegmentationParams from the encoder, device, support-mode and refine choosers (core defaults otherwise)."""
-        from ..core import SegmentationParams
-
-        mode = self.ui.support_mode()
-        background = self.ui.background_spin.value() if mode == "scribble" else None
-        return SegmentationParams(encoder=self.ui.encoder_combo.currentText(),
-                                  device=self.ui.device_combo.currentText(), support_mode=mode,
-                                  background_label=background, refine=self.ui.refine())
+        """SegmentationParams from the settings (core defaults for the fields the panel does not show)."""
+        return self.ui.settings.params()
 
     def current_slice(self) -> int:
         """Index (along the image's first axis) of the slice the viewer shows."""
@@ -167,8 +164,9 @@ class FewShotWidget(QWidget):
 
     def fine_tune(self, steps: int | None = None, learning_rate: float | None = None):
         """Fine-tune on the support; when it completes, features are recomputed and the prediction refreshed."""
-        steps = int(steps if steps is not None else self.ui.steps_spin.value())
-        learning_rate = float(learning_rate if learning_rate is not None else self.ui.lr_spin.value())
+        chosen = self.ui.settings.fine_tune_params()
+        steps = int(steps if steps is not None else chosen.steps)
+        learning_rate = float(learning_rate if learning_rate is not None else chosen.learning_rate)
         job = self._job(need_support=True)
         if job is None:
             return None
@@ -191,7 +189,7 @@ class FewShotWidget(QWidget):
             show_info("The encoder has its original weights already.")
             return None
         session.segmenter.reset_weights()
-        self._update_model_label()
+        self.model_status.update()
         show_info("Encoder weights reset to the original ones.")
         return self._refresh_prediction()
 
@@ -235,8 +233,9 @@ class FewShotWidget(QWidget):
         bank = banks.load(self, path)
         if bank is None:
             return None
-        if self.ui.encoder_combo.currentText() != bank.encoder_name:
-            self.ui.encoder_combo.setCurrentText(bank.encoder_name)
+        encoder = self.ui.settings["encoder"]
+        if encoder.value != bank.encoder_name and bank.encoder_name in encoder.choices:
+            encoder.value = bank.encoder_name
             show_info(f"Switched the encoder to {bank.encoder_name}, the one the bank was made with.")
         if self.image_layer is None or banks.support_for(self, self.image_layer, bank) is None:
             show_warning("Open or pick an image layer first.")
@@ -273,7 +272,7 @@ class FewShotWidget(QWidget):
         """A job has finished: refresh the model line, run a live update that had to wait."""
         if self.runner.closed:
             return
-        self._update_model_label()
+        self.model_status.update()
         self.live.retry_if_dirty()
 
     def _done(self, what: str) -> None:
@@ -296,36 +295,13 @@ class FewShotWidget(QWidget):
         return self.segment(*self._last_scope)
 
     def _show_result(self, session, image, support, whole, result, quiet=False) -> None:
-        """Put a SegmentationResult (or a WholeVolume, heatmaps assembled by the worker) into the
-        prediction (and heatmap) layers of ``session``."""
-        from .workers import WholeVolume
-
+        """Put a worker's result into the prediction (and heatmap) layers of ``session`` (see results.show)."""
         if self.runner.closed or session is None or image is None or support is None or image not in self.viewer.layers:
             return
-        active = self.viewer.layers.selection.active
-        similarity = result.heatmaps if isinstance(result, WholeVolume) else None
-        result = result.result if isinstance(result, WholeVolume) else result
-        result = image_sets.padded_result(image, result)  # an image set: back into the padded layout
-        similarity = similarity or result.similarity
-        labels = result.labels[0] if len(layers.spatial_shape(image)) == 2 else result.labels
+        result = results.show(self.viewer, session, image, support, result, whole, self.ui.heatmap_check.isChecked())
         self.corrections.remember(session, result, whole)  # a whole-volume result orders Check next
-        slices = None if whole else sorted(set(result.segmented_slices) | set(result.support_slices))
-        session.prediction = layers.unwrap(
-            layers.update_prediction(self.viewer, image, support, session.prediction, labels, slices))
-        layers.place_below(self.viewer, session.prediction, support)
-        if similarity:
-            heatmaps = layers.update_heatmaps(self.viewer, image, support, session.heatmaps, similarity,
-                                              self.ui.heatmap_check.isChecked(), session.prediction.data)
-            session.heatmaps = {c: layers.unwrap(layer) for c, layer in heatmaps.items()}
-            for layer in session.heatmaps.values():
-                layers.place_below(self.viewer, layer, session.prediction)
-        if active is not None and active in self.viewer.layers:
-            self.viewer.layers.selection.active = active  # keep painting where the user was painting
         if not quiet:
-            n = len(set(result.segmented_slices) - set(result.support_slices))
-            unit = "image" if image_sets.set_info(image) is not None else "slice"
-            k = len(result.support_slices)
-            self._done(f"Segmented {n} {unit}{'s' * (n != 1)} from {k} support {unit}{'s' * (k != 1)}")
+            self._done(results.summary(result, image))
 
     def _show_image_name(self, *_) -> None:
         image_sets.show_image_name(self.viewer, self.image_layer)
@@ -355,7 +331,6 @@ class FewShotWidget(QWidget):
         self.viewer.dims.events.current_step.connect(self.live.schedule)
         self.viewer.dims.events.current_step.connect(self._show_image_name)
         ui.support_combo.currentTextChanged.connect(lambda *_: self.live.watch(layers.unwrap(self.support_layer)))
-        ui.image_combo.currentTextChanged.connect(lambda *_: self._update_model_label())
         ui.image_combo.currentTextChanged.connect(self._show_image_name)
         ui.new_support_button.clicked.connect(self.create_support_layer)
         ui.compute_button.clicked.connect(self.compute_features)
@@ -369,8 +344,6 @@ class FewShotWidget(QWidget):
         ui.load_bank_button.clicked.connect(lambda: self.load_prototypes())
         ui.heatmap_check.toggled.connect(self._show_heatmaps)
         ui.live_check.toggled.connect(self.live.schedule)
-        ui.encoder_combo.currentTextChanged.connect(lambda *_: self._update_model_label())
-        ui.device_combo.currentTextChanged.connect(self._device_chosen)
 
     def closeEvent(self, event) -> None:
         """Stop jobs and let go of the viewer's events when the dock widget is closed."""
@@ -394,7 +367,7 @@ class FewShotWidget(QWidget):
     def _refresh_layer_choices(self, *_) -> None:
         self.ui.set_layer_choices(*layers.layer_choices(self.viewer))
         self.live.watch(layers.unwrap(self.support_layer))
-        self._update_model_label()
+        self.model_status.update()
         image = self.image_layer
         self.ui.set_slice_count(layers.spatial_shape(image)[0] if image is not None and image.ndim >= 3 else 1)
 
@@ -406,27 +379,6 @@ class FewShotWidget(QWidget):
     def _show_heatmaps(self, visible: bool) -> None:
         for layer in self.heatmap_layers.values():
             layer.visible = visible
-
-    def _device_chosen(self, name: str) -> None:
-        from ..core.devices import resolve_device
-
-        try:
-            resolve_device(name)
-        except FewShotError as exc:
-            show_error(guidance.device_message(exc))
-            self.ui.device_combo.setCurrentText("auto")
-        self._update_model_label()
-
-    def _update_model_label(self) -> None:
-        from ..core.devices import resolve_device
-
-        params = self.params()
-        session = self._sessions.get(id(layers.unwrap(self.image_layer)))
-        text = f"Using {params.encoder} on {resolve_device(params.device)}"
-        if session is not None and session.segmenter is not None and session.reuses_features(params):
-            text += f"; features cached for {session.cached_slices()} {image_sets.unit(self.image_layer)}s"
-            text += " (fine-tuned)" if session.segmenter.is_fine_tuned else ""
-        self.ui.model_label.setText(text + ".")
 
     def _layer_named(self, name: str, kind):
         layer = self.viewer.layers[name] if name and name in self.viewer.layers else None

@@ -1,0 +1,89 @@
+"""The settings form (magicgui widgets built from the parameter dataclasses): its defaults are the core's,
+each control sets its own field, and it gives the same SegmentationParams as the hand-made panel did."""
+
+from dataclasses import asdict, dataclass, field
+
+import pytest
+from magicgui.widgets import CheckBox, ComboBox
+
+from napari_fewshot.core import FineTuneParams, SegmentationParams, available_encoders
+from napari_fewshot.plugin.settings_form import Row, SettingsForm, build, field_widget
+
+pytestmark = pytest.mark.gui  # Qt widgets: needs a display (xvfb-run)
+
+
+@pytest.fixture
+def form(qapp):
+    return SettingsForm(available_encoders())
+
+
+def _other_value(widget):
+    """A value of ``widget`` other than its current one, as a user could choose it."""
+    if isinstance(widget, ComboBox):
+        return next(value for value in widget.choices if value != widget.value)
+    if isinstance(widget, CheckBox):
+        return not widget.value
+    step = widget.step or 1
+    return widget.value + step if widget.value + step <= widget.max else widget.value - step
+
+
+def test_defaults_are_the_cores(form):
+    assert form.params() == SegmentationParams()  # background_label None: the form sets it in scribble mode only
+    assert form.fine_tune_params() == FineTuneParams()
+    assert form["refine"].native.currentText() == "automatic"
+    assert form["background_label"].native.isHidden()  # dense mode
+    assert "litemedsam" in form["encoder"].choices
+
+
+def test_each_control_sets_its_own_field(form):
+    form["support_mode"].value = "scribble"  # so that the background label counts
+    before = asdict(form.params())
+    for path in [p for p in form.widgets if p in before]:
+        widget = form[path]
+        old = widget.value
+        widget.value = _other_value(widget)
+        new = widget.value  # as the widget shows it (a float spin box rounds to its decimals)
+        after = asdict(form.params())
+        assert after[path] == new and after[path] != old, path
+        tied = {path, "background_label"} if path == "support_mode" else {path}  # dense mode drops the label
+        assert {k: v for k, v in after.items() if k not in tied} == {k: v for k, v in before.items() if k not in tied}
+        assert after["background_label"] == (None if after["support_mode"] == "dense" else form["background_label"].value)
+        widget.value = old
+    form["steps"].value, form["learning_rate"].value = 50, 3e-4
+    assert form.fine_tune_params() == FineTuneParams(steps=50, learning_rate=3e-4)
+
+
+@pytest.mark.parametrize("mode, background, refine", [("dense", 3, None), ("scribble", 3, True), ("dense", 1, False)])
+def test_same_params_as_the_hand_made_panel(form, mode, background, refine):
+    form["encoder"].value, form["device"].value = "efficientnet-lite2", "cpu"
+    form["support_mode"].value, form["background_label"].value, form["refine"].value = mode, background, refine
+    # what FewShotWidget.params built from its Qt controls before the form existed
+    expected = SegmentationParams(encoder="efficientnet-lite2", device="cpu", support_mode=mode,
+                                  background_label=background if mode == "scribble" else None, refine=refine)
+    assert form.params() == expected
+    assert form["background_label"].native.isHidden() == (mode != "scribble")
+
+
+def test_tooltips_explain_the_fields(form):
+    assert "longer side" in form["input_size"].tooltip  # from SegmentationParams' docstring
+    assert "LiteMedSAM" in form["refine"].tooltip  # the panel's own words
+
+
+@dataclass
+class _Inner:
+    margin: float = field(default=0.1, metadata={"help": "box margin, a fraction of the size"})
+    enabled: bool | None = None
+
+
+@dataclass
+class _Outer:
+    name: str = "a"
+    inner: _Inner = field(default_factory=_Inner)
+
+
+def test_nested_fields_by_dotted_path(qapp):
+    margin = field_widget(_Outer, Row("inner.margin", "Margin", {"min": 0.0, "max": 1.0, "step": 0.05}))
+    enabled = field_widget(_Outer, Row("inner.enabled", "Enabled"))
+    assert margin.value == 0.1 and margin.tooltip == "Box margin, a fraction of the size"
+    assert enabled.value is None and [c for c in enabled.choices] == [None, True, False]
+    assert build(_Outer, {"name": "b", "inner.margin": 0.25, "inner.enabled": True}) == _Outer("b", _Inner(0.25, True))
