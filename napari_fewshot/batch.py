@@ -1,6 +1,6 @@
 """Cohort segmentation with a prototype bank on dask.distributed: one task per scan.
 
-    napari-fewshot batch BANK INPUT_DIR OUTPUT_DIR [--scheduler ADDRESS] [--workers N] [--device D]
+    napari-fewshot batch BANK INPUT_DIR OUTPUT_DIR [--scheduler ADDRESS] [--workers N] [--device D] [--overwrite]
 
     from napari_fewshot.batch import run_batch
     report = run_batch("liver.fewshot", "cohort/", "masks/", workers=2)       # embedded LocalCluster
@@ -8,19 +8,22 @@
 
 - Each scan goes through napari_fewshot.pipeline.segment_file, as `segment` does.
 - Scans and their masks: see napari_fewshot.cohort (each real file or folder once; the input folder
-  itself when it is a DICOM series). Two scans that would share a mask name are refused before anything
-  is computed, naming both.
-- Before any compute the outputs are checked (the output folder can be created and written, no folder
-  or foreign file has a mask's name); one sentence and nothing computed when they cannot be written.
+  itself when it is a DICOM series; not the output folder, an earlier batch's output or BUSI mask files).
+  Two scans that would share a mask name are refused before anything is computed, naming both.
+- What happens to each mask (napari_fewshot.batch_plan), decided and checked before any compute: done
+  ones are skipped; the batch's own unfinished ones redone; a mask edited after the batch wrote it (its
+  checksum differs from results.csv's) is kept, never replaced, and reported per scan (status
+  "edited"); masks written with another bank are replaced only with ``overwrite`` (else one sentence,
+  nothing computed); a file without a row is never replaced (the batch refuses to start, naming it).
 - ``OUTPUT_DIR/results.csv`` (see napari_fewshot.batch_results): a row per scan, written through
-  io.atomic after every scan; scans about to be segmented are marked "pending" first.
+  io.atomic after every scan; scans about to be segmented are marked "pending" first, once the workers
+  are there (--workers 0 or an unreachable scheduler is refused before any row changes).
 - Masks are written through io.atomic (never half a file under its name; permissions follow the umask),
-  read back and checksummed. A restart skips a scan only when its row says ok with this bank and its
-  mask still has that checksum; everything else is redone. A mask file that exists without a row is
-  never replaced (it is not the batch's): the batch refuses to start and names it.
+  read back and checksummed.
 - A failure (corrupt file, out of memory, a worker dying) is recorded in its row and the other scans
   go on; ``BatchReport.failed`` lists them (the CLI then exits with status 3).
-- Ctrl-C cancels the tasks, closes the workers and raises KeyboardInterrupt with one line to print.
+- Ctrl-C or SIGTERM (napari_fewshot.batch_signals) cancels the tasks, closes the workers and raises
+  KeyboardInterrupt (Terminated for SIGTERM) with one line to print; unfinished rows stay "pending".
 - Dask: an embedded ``LocalCluster`` (N worker processes, 1 thread each) unless a scheduler address is
   given. The bank file's bytes are sent to every worker once; each worker builds the encoder once per
   bank (cached on the worker object) and reuses it for every scan it gets. Workers read the scans and
@@ -33,16 +36,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import signal
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .batch_results import (CSV_NAME, class_columns, header, make_row, mask_digest, mask_is_done, read_results,
+from .batch_plan import OutputPlan, plan_outputs
+from .batch_results import (CSV_NAME, class_columns, edited_row, header, make_row, mask_digest, read_results,
                             write_results)
+from .batch_signals import stop_signals, uninterrupted
 from .cohort import Scan, check_unique_masks, find_scans
 from .errors import FewShotError
 from .pipeline import segment_file
@@ -119,14 +122,16 @@ def segment_task(bank_bytes: bytes, bank_key: str, scan_path: str, out_path: str
 @dataclass
 class BatchReport:
     """What a batch did: `rows` (the CSV, by scan), `done` (scans segmented now), `skipped` (already done),
-    `failed` (errors now), `results` (scan name -> the task's result dict, timings included), `seconds`,
-    `workers` (number of dask workers used), `csv` (its path), `duplicates` ((name, scan it is another
-    name of) for files reached twice through symlinks)."""
+    `failed` (errors now), `edited` (masks edited after the batch wrote them: kept), `results` (scan name
+    -> the task's result dict, timings included), `seconds`, `workers` (number of dask workers used),
+    `csv` (its path), `duplicates` ((name, scan it is another name of) for files reached twice through
+    symlinks)."""
 
     rows: dict[str, dict[str, Any]]
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    edited: list[str] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
     workers: int = 0
@@ -135,48 +140,48 @@ class BatchReport:
 
     @property
     def total(self) -> int:
-        return len(self.done) + len(self.failed) + len(self.skipped)
+        return len(self.done) + len(self.failed) + len(self.skipped) + len(self.edited)
 
 
-def check_outputs(output_dir: Path, scans: Sequence[Scan], rows: dict[str, dict[str, str]]) -> None:
-    """Before any compute: the output folder can be made and written, and every mask can be written there.
-    A mask file that exists without a row in results.csv is not the batch's and is never replaced."""
-    try:
-        _check_outputs(output_dir, scans, rows)
-    except OSError as err:  # e.g. a folder on the way that may not be entered
-        raise FewShotError(f"Cannot use the output folder {output_dir} ({err.strerror or err}).") from err
+@dataclass
+class DaskOptions:
+    """Where the tasks run: `client` (an existing distributed.Client, left open), else `scheduler` (an
+    address, connected within `connect_timeout` seconds), else an embedded LocalCluster of `workers`
+    processes; `device` and `torch_threads` for each worker."""
+
+    scheduler: str | None = None
+    workers: int = 2
+    device: str = "auto"
+    torch_threads: int | None = None
+    client: Any = None
+    connect_timeout: float = 30.0
+
+    def check(self) -> None:
+        """FewShotError (one sentence) for options no cluster can run with, before anything is started."""
+        if self.client is None and not self.scheduler:
+            if self.workers < 1:
+                raise FewShotError(f"--workers must be at least 1, not {self.workers}.")
+            from .core.devices import resolve_device
+
+            resolve_device(self.device)  # the embedded workers share this machine: check the device here
 
 
-def _check_outputs(output_dir: Path, scans: Sequence[Scan], rows: dict[str, dict[str, str]]) -> None:
-    from .io.writers import check_mask_target, check_writable
+@dataclass
+class _Job:
+    """What every task of one batch shares."""
 
-    if output_dir.exists() and not output_dir.is_dir():
-        raise FewShotError(f"The output folder {output_dir} is a file; give a folder for the masks.")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise FewShotError(f"Cannot create the output folder {output_dir} ({err.strerror or err}).") from err
-    if (output_dir / CSV_NAME).is_dir():
-        raise FewShotError(f"{output_dir / CSV_NAME} is a folder; the batch writes its results there.")
-    check_writable(output_dir / CSV_NAME)
-    foreign = []
-    for scan in scans:
-        target = output_dir / scan.mask
-        ours = scan.name in rows
-        if target.exists() and not target.is_dir() and not ours:
-            foreign.append(scan.mask)
-            continue
-        check_mask_target(target, 1 if scan.kind == "file" else None, overwrite=ours)
-    if foreign:
-        raise FewShotError(f"{len(foreign)} mask file(s) already in {output_dir} are not in its {CSV_NAME} "
-                           f"({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); the batch never "
-                           "replaces files it did not write: move them away or choose another output folder.")
+    bank: Any
+    bank_bytes: bytes
+    bank_key: str
+    output_dir: Path
+    columns: dict[int, str]
+    csv_header: list[str]
 
 
 def run_batch(bank_path: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
               scheduler: str | None = None, workers: int = 2, device: str = "auto",
               torch_threads: int | None = None, client=None, log: Callable[[str], None] = print,
-              connect_timeout: float = 30.0) -> BatchReport:
+              connect_timeout: float = 30.0, overwrite: bool = False) -> BatchReport:
     """Segment every scan under `input_dir` with the bank at `bank_path` on dask.distributed.
 
     scheduler: address of a running dask scheduler ("tcp://host:8786"); None starts an embedded
@@ -185,104 +190,144 @@ def run_batch(bank_path: str | os.PathLike, input_dir: str | os.PathLike, output
     device: torch device on the workers ("auto", "cpu", "cuda" ...).
     torch_threads: torch threads per worker; default for the LocalCluster: CPU cores // workers
         (dask sets OMP_NUM_THREADS=1 in its workers), left to the workers with a scheduler.
+    overwrite: replace the batch's own masks written with another bank (never an edited mask, never a
+        file without a row in results.csv).
     Returns a :class:`BatchReport`; the CSV is OUTPUT_DIR/results.csv. Scans already done are skipped.
-    FewShotError (nothing computed) for a bad bank, colliding mask names or unwritable outputs;
-    KeyboardInterrupt (one line of text) after Ctrl-C, the workers closed.
+    FewShotError (nothing computed, no row changed) for a bad bank, colliding mask names, unwritable
+    outputs, masks of another bank without `overwrite`, no workers or an unreachable scheduler;
+    KeyboardInterrupt (one line of text; batch_signals.Terminated after SIGTERM) once the workers are closed.
     """
+    options = DaskOptions(scheduler, workers, device, torch_threads, client, connect_timeout)
+    with stop_signals():
+        return _run_batch(Path(bank_path), Path(input_dir), Path(output_dir), options, log, overwrite)
+
+
+def _run_batch(bank_path: Path, input_dir: Path, output_dir: Path, options: DaskOptions,
+               log: Callable[[str], None], overwrite: bool) -> BatchReport:
     from .core.bank import PrototypeBank
 
     started = time.perf_counter()
-    bank_path = Path(bank_path)
+    options.check()
     if not bank_path.is_file():
         raise FewShotError(f"The prototype bank {bank_path} does not exist.")
     bank_bytes = bank_path.read_bytes()
     bank = PrototypeBank.from_bytes(bank_bytes, str(bank_path))  # fail early on a bad bank
     bank_key = hashlib.sha256(bank_bytes).hexdigest()[:16]
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
     if output_dir.exists() and output_dir.resolve() == input_dir.resolve():
         raise FewShotError("The output folder must differ from the input folder (masks would be taken for scans).")
     duplicates: list[tuple[str, str]] = []
-    scans = find_scans(input_dir, exclude=output_dir, duplicates=duplicates)
+    left_out: list[tuple[str, str]] = []
+    scans = find_scans(input_dir, exclude=output_dir, duplicates=duplicates, left_out=left_out)
     check_unique_masks(scans)
     csv_path = output_dir / CSV_NAME
     rows = read_results(csv_path)
-    check_outputs(output_dir, scans, rows)
+    plan = plan_outputs(output_dir, scans, rows, bank_key, overwrite)
     columns = class_columns(bank)
-    csv_header = header(columns)
-    report = BatchReport(rows, csv=csv_path, duplicates=duplicates)
-    todo = []
-    for scan in scans:
-        previous = rows.get(scan.name)
-        (report.skipped if previous and mask_is_done(output_dir, previous, bank_key) else todo).append(scan)
-    report.skipped = [s.name for s in report.skipped]
-    log(f"{len(scans)} scan(s) under {input_dir}: {len(report.skipped)} already done, {len(todo)} to segment; "
-        f"{bank.describe()}")
-    for name, first in duplicates:
-        log(f"{name} is another name of {first} (a symlink): segmented once, as {first}")
-    if not todo:
-        write_results(csv_path, rows, csv_header)
-        report.seconds = time.perf_counter() - started
-        return report
-    overwrite = {scan.name: scan.name in rows for scan in todo}  # a row: the mask there is the batch's own
-    for scan in todo:
-        rows[scan.name] = make_row(scan, {"status": "pending"}, columns, bank_key)
-    write_results(csv_path, rows, csv_header)
-    try:
-        _run_tasks(report, todo, overwrite, bank, bank_bytes, bank_key, output_dir, columns, csv_header,
-                   scheduler, workers, device, torch_threads, client, log, connect_timeout)
-    except KeyboardInterrupt:
-        left = len(todo) - len(report.done) - len(report.failed)
-        raise KeyboardInterrupt(f"{len(report.done)} scan(s) segmented, {left} left; {csv_path} is kept: run the "
-                                "same command again to go on") from None
+    job = _Job(bank, bank_bytes, bank_key, output_dir, columns, header(columns))
+    report = BatchReport(rows, skipped=plan.done, edited=plan.edited, csv=csv_path, duplicates=duplicates)
+    for name in plan.edited:
+        rows[name] = edited_row(rows[name], columns)
+    _log_plan(log, input_dir, scans, plan, bank, duplicates, left_out)
+    if plan.todo:
+        _segment(report, plan, job, options, log)
+    else:
+        write_results(csv_path, rows, job.csv_header)
     report.seconds = time.perf_counter() - started
-    log(f"done: {len(report.done)} segmented, {len(report.failed)} failed, {len(report.skipped)} skipped in "
+    kept = f", {len(report.edited)} edited mask(s) kept ({_listed(report.edited)})" if report.edited else ""
+    log(f"done: {len(report.done)} segmented, {len(report.failed)} failed, {len(report.skipped)} skipped{kept} in "
         f"{report.seconds:.1f} s -> {csv_path}")
     return report
 
 
-def _run_tasks(report: BatchReport, todo: list[Scan], overwrite: dict[str, bool], bank, bank_bytes: bytes,
-               bank_key: str, output_dir: Path, columns: dict[int, str], csv_header: list[str],
-               scheduler: str | None, workers: int, device: str, torch_threads: int | None, client,
-               log: Callable[[str], None], connect_timeout: float) -> None:
-    """Submit one task per scan and record each result as it comes (report and CSV updated in place)."""
-    from distributed import Client, LocalCluster, as_completed
+def _log_plan(log: Callable[[str], None], input_dir: Path, scans: Sequence[Scan], plan: OutputPlan, bank,
+              duplicates: list[tuple[str, str]], left_out: list[tuple[str, str]]) -> None:
+    edited = f", {len(plan.edited)} edited since the batch wrote them (kept)" if plan.edited else ""
+    log(f"{len(scans)} scan(s) under {input_dir}: {len(plan.done)} already done, {len(plan.todo)} to segment"
+        f"{edited}; {bank.describe()}")
+    for name, first in duplicates:
+        log(f"{name} is another name of {first} (a symlink): segmented once, as {first}")
+    for why in sorted({why for _, why in left_out}):
+        names = [name for name, reason in left_out if reason == why]
+        log(f"not a scan, {why}: {len(names)} ({_listed(names)})")
+    for name in plan.edited:
+        log(f"{name}: its mask was edited after the batch wrote it (its checksum differs from {CSV_NAME}): "
+            "kept, not replaced")
 
-    cluster = None
-    own_client = client is None
-    futures: dict = {}
-    rows = report.rows
+
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+
+def _segment(report: BatchReport, plan: OutputPlan, job: _Job, options: DaskOptions,
+             log: Callable[[str], None]) -> None:
+    """Start or reach the workers, then mark the scans pending and run them (report and CSV updated in
+    place). KeyboardInterrupt / Terminated with one line of text once the workers are closed."""
+    rows, marked = report.rows, False
     try:
-        if client is None:
-            if scheduler:
-                try:
-                    client = Client(scheduler, timeout=connect_timeout)
-                except (OSError, TimeoutError) as err:
-                    raise FewShotError(f"Cannot reach the dask scheduler at {scheduler} ({err}).") from err
-            else:
-                from .core.devices import resolve_device
+        with _dask_client(options) as (client, torch_threads, n_workers):
+            report.workers = n_workers
+            log(f"dask: {n_workers} worker(s) at {client.scheduler.address}"
+                + (f", {torch_threads} torch thread(s) each" if torch_threads else ""))
+            for scan in plan.todo:
+                rows[scan.name] = make_row(scan, {"status": "pending"}, job.columns, job.bank_key, rows.get(scan.name))
+            write_results(report.csv, rows, job.csv_header)
+            marked = True
+            _run_tasks(report, client, plan, job, options.device, torch_threads, log)
+    except KeyboardInterrupt as stop:
+        left = len(plan.todo) - len(report.done) - len(report.failed)
+        text = (f"{len(report.done)} scan(s) segmented, {left} left; {report.csv} is kept: run the same command "
+                "again to go on") if marked else "nothing was segmented"
+        raise type(stop)(text) from None
 
-                resolve_device(device)  # the embedded workers share this machine: check the device here
-                if workers < 1:
-                    raise FewShotError(f"--workers must be at least 1, not {workers}.")
-                torch_threads = torch_threads or max(1, (os.cpu_count() or 1) // workers)
-                with _ignoring_ctrl_c():
-                    # No dashboard; the scheduler's small HTTP server on a free port, not a warning about 8787.
-                    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
-                                           silence_logs=50)
+
+@contextlib.contextmanager
+def _dask_client(options: DaskOptions):
+    """(client, torch threads per worker or None, number of workers): the given client, a connection to
+    the scheduler or an embedded LocalCluster; what was started here is closed at the end."""
+    from distributed import Client, LocalCluster
+
+    client, cluster, torch_threads = options.client, None, options.torch_threads
+    try:
+        if client is None and options.scheduler:
+            try:
+                client = Client(options.scheduler, timeout=options.connect_timeout)
+            except (OSError, TimeoutError) as err:
+                raise FewShotError(f"Cannot reach the dask scheduler at {options.scheduler} ({err}).") from err
+        elif client is None:
+            torch_threads = torch_threads or max(1, (os.cpu_count() or 1) // options.workers)
+            with uninterrupted():
+                # No dashboard; the scheduler's small HTTP server on a free port, not a warning about 8787.
+                cluster = LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                                       silence_logs=50)
                 client = Client(cluster)
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"]) if _accepts_n_workers(client) \
             else len(client.scheduler_info()["workers"])
-        report.workers = n_workers
-        log(f"dask: {n_workers} worker(s) at {client.scheduler.address}"
-            + (f", {torch_threads} torch thread(s) each" if torch_threads else ""))
-        shared = client.scatter(bank_bytes, broadcast=True, hash=False)
-        for scan in todo:
-            out = output_dir / scan.mask
-            future = client.submit(segment_task, shared, bank_key, str(scan.path), str(out), device, torch_threads,
-                                   overwrite[scan.name],
-                                   key=f"fewshot-{bank_key}-{hashlib.sha1(scan.name.encode()).hexdigest()[:12]}",
-                                   pure=False, retries=0)
+        yield client, torch_threads, n_workers
+    finally:
+        with uninterrupted():
+            if options.client is None and client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.close()
+
+
+def _run_tasks(report: BatchReport, client, plan: OutputPlan, job: _Job, device: str, torch_threads: int | None,
+               log: Callable[[str], None]) -> None:
+    """Submit one task per scan and record each result as it comes (report and CSV updated in place);
+    the tasks left are cancelled when this ends early."""
+    from distributed import as_completed
+
+    rows, futures = report.rows, {}
+    try:
+        shared = client.scatter(job.bank_bytes, broadcast=True, hash=False)
+        for scan in plan.todo:
+            out = job.output_dir / scan.mask
+            key = f"fewshot-{job.bank_key}-{hashlib.sha1(scan.name.encode()).hexdigest()[:12]}"
+            future = client.submit(segment_task, shared, job.bank_key, str(scan.path), str(out), device,
+                                   torch_threads, plan.replace[scan.name], key=key, pure=False, retries=0)
             futures[future] = scan
         for n, future in enumerate(as_completed(futures), start=1):
             scan = futures[future]
@@ -291,39 +336,16 @@ def _run_tasks(report: BatchReport, todo: list[Scan], overwrite: dict[str, bool]
             except Exception as err:  # the task itself died (worker killed, lost connection ...)
                 result = {"status": "error", "error": f"task failed: {type(err).__name__}: {err}"}
             if result.get("status") == "ok":
-                result["mask"] = Path(result["mask_path"]).relative_to(output_dir).as_posix()
-            rows[scan.name] = make_row(scan, result, columns, bank_key)
+                result["mask"] = Path(result["mask_path"]).relative_to(job.output_dir).as_posix()
+            rows[scan.name] = make_row(scan, result, job.columns, job.bank_key, rows.get(scan.name))
             report.results[scan.name] = result
             (report.done if result.get("status") == "ok" else report.failed).append(scan.name)
-            write_results(report.csv, rows, csv_header)
-            log(_progress_line(n, len(todo), scan, result, bank))
+            write_results(report.csv, rows, job.csv_header)
+            log(_progress_line(n, len(plan.todo), scan, result, job.bank))
     finally:
-        with _ignoring_ctrl_c():
-            if futures and client is not None:
-                with contextlib.suppress(Exception):
-                    client.cancel(list(futures))
-            if own_client and client is not None:
-                with contextlib.suppress(Exception):
-                    client.close()
-            if cluster is not None:
-                with contextlib.suppress(Exception):
-                    cluster.close()
-
-
-@contextlib.contextmanager
-def _ignoring_ctrl_c():
-    """SIGINT ignored inside (main thread only). Worker processes started inside inherit that: Ctrl-C in a
-    terminal goes to the whole process group, and the batch, not each worker with its own traceback,
-    decides what happens (it closes them). Closing the workers runs inside too, so a second Ctrl-C cannot
-    leave them behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        if futures:
+            with uninterrupted(), contextlib.suppress(Exception):
+                client.cancel(list(futures))
 
 
 def _accepts_n_workers(client) -> bool:
@@ -340,5 +362,5 @@ def _progress_line(n: int, total: int, scan: Scan, result: dict, bank) -> str:
     return head + f"ok in {result.get('total_seconds', 0):.1f} s ({volumes})"
 
 
-__all__ = ["BatchReport", "CSV_NAME", "Scan", "check_outputs", "class_columns", "find_scans", "read_results",
+__all__ = ["BatchReport", "CSV_NAME", "DaskOptions", "Scan", "class_columns", "find_scans", "read_results",
            "run_batch", "segment_task"]

@@ -6,7 +6,7 @@
     napari-fewshot segment IMAGE --bank BANK --out OUT [--device D]
     napari-fewshot bank IMAGE --support SUPPORT [IMAGE --support SUPPORT ...] --out BANK
                         [--pair IMAGE SUPPORT ...] [--encoder NAME] [--fine-tune-steps N] [--classes 1:liver,...]
-    napari-fewshot batch BANK INPUT_DIR OUTPUT_DIR [--scheduler ADDRESS] [--workers N] [--device D]
+    napari-fewshot batch BANK INPUT_DIR OUTPUT_DIR [--scheduler ADDRESS] [--workers N] [--device D] [--overwrite]
     napari-fewshot evaluate busi DIR --shots K [--episodes E] [--fine-tune-steps N] [--seed S] --json OUT
     napari-fewshot evaluate busi DIR --protocol interactive [--rounds N] [--pick suggested|worst|uniform] --json OUT
     napari-fewshot evaluate volumes DIR --protocol within|across|interactive [--support-slices K]
@@ -16,7 +16,7 @@
 User errors (missing file, shape mismatch, empty support, unknown encoder, unavailable weights, an
 output that cannot be written: checked before any compute) exit with status 2 and one line on stderr;
 no traceback unless --debug. `batch` exits with status 3 when some scans failed (the others are
-written; see results.csv), Ctrl-C with 130 after one line (workers closed).
+written; see results.csv), Ctrl-C with 130 and SIGTERM with 143 after one line (workers closed).
 """
 
 from __future__ import annotations
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--device", default="auto", help="torch device on the workers: auto (default), cpu, cuda or mps")
     batch.add_argument("--torch-threads", type=int, default=None,
                        help="torch threads per worker (default with a LocalCluster: CPU cores / workers)")
+    batch.add_argument("--overwrite", action="store_true",
+                       help="replace the masks this batch wrote with another bank (never a mask edited since, "
+                            "never a file it did not write)")
     ev = commands.add_parser("evaluate", help="score the method on a labelled data set")
     which = ev.add_subparsers(dest="dataset", required=True)
     busi = which.add_parser("busi", help="breast ultrasound folder laid out like BUSI")
@@ -348,9 +351,15 @@ def _cmd_bank(args, extra: list[str]) -> None:
 
 def _cmd_batch(args) -> int:
     from .batch import run_batch
+    from .batch_signals import Terminated
 
-    report = run_batch(args.bank, args.input_dir, args.output_dir, scheduler=args.scheduler, workers=args.workers,
-                       device=args.device, torch_threads=args.torch_threads, log=lambda line: print(line, flush=True))
+    try:
+        report = run_batch(args.bank, args.input_dir, args.output_dir, scheduler=args.scheduler, workers=args.workers,
+                           device=args.device, torch_threads=args.torch_threads, overwrite=args.overwrite,
+                           log=lambda line: print(line, flush=True))
+    except Terminated as err:  # SIGTERM: like Ctrl-C, with the exit status a shell gives a job ended by it
+        print(f"napari-fewshot: terminated{': ' + str(err) if str(err) else ''}", file=sys.stderr)
+        return Terminated.exit_status
     if report.failed:
         print(f"napari-fewshot: {len(report.failed)} of {report.total} scan(s) failed ("
               f"{', '.join(report.failed[:3])}{' ...' if len(report.failed) > 3 else ''}); see {report.csv}",

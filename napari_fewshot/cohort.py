@@ -7,6 +7,9 @@
   input folder (recursively, symlinks followed); the input folder itself when it holds a DICOM series.
 - Symlinks are followed, but a link back up the tree is a loop, not more scans, and each real file or
   DICOM folder is one scan (another name for it is reported, not segmented twice).
+- Not scans: the output folder (``exclude``), any folder holding a batch's results.csv (an earlier run's
+  masks) and BUSI-style mask files ``NAME_mask.png`` (the image folders' rule,
+  :func:`napari_fewshot.io.folders.is_mask_file_name`); they are reported, not segmented.
 - Masks: the scan's relative path in the output folder, in the mask format of the scan's format
   (:func:`napari_fewshot.io.naming.cohort_mask_name`): NIfTI -> NIfTI, DICOM folder -> ``FOLDER.nii.gz``,
   TIFF -> TIFF, NPY -> NPY, PNG/JPEG -> PNG.
@@ -18,7 +21,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .batch_results import CSV_NAME, is_results_csv
 from .errors import FewShotError
+from .io.folders import is_mask_file_name
 from .io.formats import format_of
 from .io.naming import cohort_mask_name
 from .io.readers import is_dicom_file
@@ -37,13 +42,15 @@ class Scan:
 
 
 def find_scans(input_dir: str | os.PathLike, exclude: str | os.PathLike | None = None,
-               duplicates: list[tuple[str, str]] | None = None) -> list[Scan]:
+               duplicates: list[tuple[str, str]] | None = None,
+               left_out: list[tuple[str, str]] | None = None) -> list[Scan]:
     """Every scan under `input_dir`, sorted by name; `exclude` (e.g. the output folder) is not searched.
 
     A folder whose real path is one of its own ancestors' (a symlink loop) is not entered again. A real
     file or DICOM folder reached under several names is one scan, named by the path with the fewest
     symlinks (then the first in sorted order). duplicates: when given, gets (skipped name, the scan's
-    name) for each other name. FewShotError when the folder does not exist or holds no scan.
+    name) for each other name. left_out: when given, gets (name, why) for each earlier batch output folder
+    and BUSI mask file passed over. FewShotError when the folder does not exist or holds no scan.
     """
     root = Path(input_dir)
     if not root.is_dir():
@@ -56,10 +63,17 @@ def find_scans(input_dir: str | os.PathLike, exclude: str | os.PathLike | None =
         relative = here.relative_to(root).as_posix()
         ancestors = [os.path.realpath(p) for p in list(here.parents)[: len(here.relative_to(root).parts)]]
         if real in ancestors or real == skip:
-            dirs[:] = []  # a symlink back up the tree: a loop, not more scans
+            dirs[:] = []  # a symlink back up the tree: a loop, not more scans; or the output folder
+            continue
+        if here != root and is_results_csv(here / CSV_NAME):
+            dirs[:] = []
+            _note(left_out, relative, "an earlier batch's output folder (it holds its results.csv)")
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         files = sorted(f for f in files if not f.startswith("."))
+        for mask_file in [f for f in files if is_mask_file_name(f)]:
+            files.remove(mask_file)
+            _note(left_out, mask_file if relative == "." else f"{relative}/{mask_file}", "a mask (NAME_mask.png)")
         links = _symlinks_on_the_way(root, relative)
         if any(is_dicom_file(here / f) for f in files):
             name = relative if here != root else root.resolve().name
@@ -83,7 +97,14 @@ def find_scans(input_dir: str | os.PathLike, exclude: str | os.PathLike | None =
         raise FewShotError(f"No scans (NIfTI, DICOM folders, TIFF, NPY, PNG, JPEG) were found under {root}.")
     if duplicates is not None:
         duplicates.sort()
+    if left_out is not None:
+        left_out.sort()
     return sorted(scans, key=lambda s: s.name)
+
+
+def _note(left_out: list[tuple[str, str]] | None, name: str, why: str) -> None:
+    if left_out is not None:
+        left_out.append((name, why))
 
 
 def _symlinks_on_the_way(root: Path, relative: str) -> int:

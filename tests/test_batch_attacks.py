@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_fewshot.batch import check_outputs, run_batch
+from napari_fewshot.batch import run_batch
+from napari_fewshot.batch_plan import plan_outputs
 from napari_fewshot.cli import main
 from napari_fewshot.cohort import Scan, check_unique_masks, find_scans
 from napari_fewshot.core import SegmentationParams
@@ -226,7 +227,7 @@ def test_a_read_only_output_folder_is_refused_before_any_compute():
         messages = []
         for out in (folder, folder / "masks"):
             try:
-                check_outputs(out, scans, {})
+                plan_outputs(out, scans, {})
             except FewShotError as err:
                 messages.append(str(err))
         return "\n".join(messages)

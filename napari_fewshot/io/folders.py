@@ -26,12 +26,16 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise read_error(folder, "the folder does not exist")
-    images = [
-        path
-        for path in folder.iterdir()
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and _MASK_MARK not in path.stem.lower()
-    ]
+    images = [path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+              and not is_mask_file_name(path.name)]
     return sorted(images, key=lambda p: natural_key(p.name))
+
+
+def is_mask_file_name(name: str) -> bool:
+    """Whether the file `name` is a BUSI-style mask, not an image: a PNG / JPEG / TIFF whose stem holds
+    ``_mask`` (``NAME_mask.png``, ``NAME_mask_1.png``). Image folders and batch cohorts both skip them."""
+    path = Path(name)
+    return path.suffix.lower() in IMAGE_SUFFIXES and _MASK_MARK in path.stem.lower()
 
 
 def busi_mask_paths(image_path: str | os.PathLike) -> list[Path]:
