@@ -10,7 +10,7 @@ import pytest
 from napari_fewshot.errors import WriteError
 from napari_fewshot.io import Volume, formats, read_labels, write_image, write_mask
 from napari_fewshot.io.formats import (
-    FORMATS, extensions, format_for_source, format_named, format_of, formats_for, qt_filter,
+    FORMATS, extensions, format_for_source, format_named, format_of, qt_filter,
 )
 from napari_fewshot.io.naming import (
     cohort_mask_name, heatmap_name, heatmap_prefix, mask_file_name, split_extension, suggested_output,
@@ -144,7 +144,8 @@ def test_every_writer_of_heatmaps_names_them_by_the_one_rule(tmp_path):
 
 
 @pytest.mark.parametrize("scan, source, mask", [
-    ("a/scan.nii.gz", "nifti", "a/scan.nii.gz"), ("scan.nii", "nifti", "scan.nii"), ("A/S.NII.GZ", "nifti", "A/S.nii.gz"),
+    ("a/scan.nii.gz", "nifti", "a/scan.nii.gz"), ("scan.nii", "nifti", "scan.nii"),
+    ("A/S.NII.GZ", "nifti", "A/S.nii.gz"),
     ("x.tiff", "tiff", "x.tiff"), ("x.TIF", "tiff", "x.tif"), ("x.npy", "npy", "x.npy"), ("x.png", "png", "x.png"),
     ("x.jpg", "jpg", "x.png"), ("b (1).JPEG", "jpg", "b (1).png"), ("p/series", "dicom", "p/series.nii.gz"),
     ("scan.nii", "dicom", "scan.nii.nii.gz")])
