@@ -141,11 +141,11 @@ def test_the_widget_offers_litemedsam_and_a_three_state_refine_box(make_napari_v
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
     encoders = [widget.ui.encoder_combo.itemText(i) for i in range(widget.ui.encoder_combo.count())]
     assert "litemedsam" in encoders
-    assert widget.params().refine is None  # half-checked: the measured default
+    assert widget.params().refine.enabled is None  # half-checked: the measured default
     for state, refine in ((Qt.CheckState.Checked, True), (Qt.CheckState.Unchecked, False),
                           (Qt.CheckState.PartiallyChecked, None)):
         widget.ui.refine_check.setCheckState(state)
-        assert widget.params().refine is refine
+        assert widget.params().refine.enabled is refine
 
 
 def test_toggling_refine_keeps_the_features(make_napari_viewer):

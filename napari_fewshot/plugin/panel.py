@@ -19,6 +19,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.config import FineTuneParams
+
 SCOPES = {"all slices": "all", "current slice": "current", "slice range": "range"}
 SUPPORT_MODES = {"painted slices are complete": "dense", "scribbles (background painted)": "scribble"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -130,12 +132,12 @@ class Panel:
         form = QFormLayout(tune)
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 10_000)
-        self.steps_spin.setValue(20)
+        self.steps_spin.setValue(FineTuneParams().steps)
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(6)
         self.lr_spin.setRange(1e-6, 1.0)
         self.lr_spin.setSingleStep(1e-5)
-        self.lr_spin.setValue(1e-4)
+        self.lr_spin.setValue(FineTuneParams().learning_rate)
         self.fine_tune_button = QPushButton("Fine-tune")
         self.reset_button = QPushButton("Reset weights")
         row = QHBoxLayout()
@@ -182,7 +184,7 @@ class Panel:
         return SUPPORT_MODES[self.mode_combo.currentText()]
 
     def refine(self) -> bool | None:
-        """SegmentationParams.refine from the Refine check box: True, False, or None (the measured default)."""
+        """RefineParams.enabled from the Refine check box: True, False, or None (the measured default)."""
         state = self.refine_check.checkState()
         return None if state == Qt.CheckState.PartiallyChecked else state == Qt.CheckState.Checked
 

@@ -108,12 +108,14 @@ class FewShotWidget(QWidget):
     def params(self):
         """SegmentationParams from the encoder, device, support-mode and refine choosers (core defaults otherwise)."""
         from ..core import SegmentationParams
+        from ..core.config import RefineParams
 
         mode = self.ui.support_mode()
         background = self.ui.background_spin.value() if mode == "scribble" else None
         return SegmentationParams(encoder=self.ui.encoder_combo.currentText(),
                                   device=self.ui.device_combo.currentText(), support_mode=mode,
-                                  background_label=background, refine=self.ui.refine())
+                                  background_label=background,
+                                  refine=RefineParams(enabled=self.ui.refine()))
 
     def current_slice(self) -> int:
         """Index (along the image's first axis) of the slice the viewer shows."""
