@@ -92,8 +92,7 @@ def _drain(generator):
 
 
 def time_features(volume, encoder: str, device: torch.device, indices: list[int]) -> tuple[dict, object]:
-    from napari_fewshot.core import FewShotSegmenter, SegmentationParams
-    from napari_fewshot.core.config import RefineParams
+    from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams
 
     started = time.perf_counter()
     segmenter = FewShotSegmenter(SegmentationParams(encoder=encoder, device=str(device),

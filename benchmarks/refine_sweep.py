@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_fewshot.core import FewShotSegmenter, SegmentationParams, dice, run
-from napari_fewshot.core.config import RefineParams
+from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, dice, run
 from napari_fewshot.core.postprocess import keep_largest_per_image
 from napari_fewshot.core.refine import EmbeddingCache, refine_plane
 from napari_fewshot.core.sam_prompt import BoxPrompter, PlaneEmbedding

@@ -66,7 +66,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     add_setting(group, setting_named(FineTuneParams, "learning_rate"))
     group.add_argument("--adapt-steps", type=int, default=0,
                        help="'Adapt to this scan' first: self-supervised superpixel steps on the scan being "
-                            f"segmented, no labels needed (e.g. {AdaptParams().steps}; ~0.5 s per step on a 2-core CPU)")
+                            f"segmented, no labels needed (e.g. {AdaptParams().steps}; ~0.5 s per step on a "
+                            "2-core CPU)")
 
 
 def add_support_options(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +102,9 @@ def segmentation_params(args) -> tuple[SegmentationParams, FineTuneParams | None
     if getattr(args, "seed", None) is not None:
         changes["seed"] = args.seed
     params = with_settings(SegmentationParams(), {**changes, **_support_mode(args)})
-    tune = FineTuneParams(steps=args.fine_tune_steps, learning_rate=args.learning_rate) if args.fine_tune_steps else None
+    tune = None
+    if args.fine_tune_steps:
+        tune = FineTuneParams(steps=args.fine_tune_steps, learning_rate=args.learning_rate)
     return params, tune
 
 

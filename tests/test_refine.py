@@ -5,8 +5,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from napari_fewshot.core import FewShotSegmenter, SegmentationParams, dice, run
-from napari_fewshot.core.config import RefineParams
+from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, dice, run
 from napari_fewshot.core.refine import EmbeddingCache, Refiner, refine_plane
 from napari_fewshot.core.sam_prompt import PlaneEmbedding
 from napari_fewshot.core.stack import ImageStack

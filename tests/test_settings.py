@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from napari_fewshot.cli import main
-from napari_fewshot.core import AdaptParams, FineTuneParams, SegmentationParams
+from napari_fewshot.core import AdaptParams, FineTuneParams, RefineParams, SegmentationParams
 from napari_fewshot.core import bank_format
 from napari_fewshot.core.bank import PrototypeBank
-from napari_fewshot.core.config import RefineParams, feature_settings, machine_local_fields
+from napari_fewshot.core.config import feature_settings, machine_local_fields
 from napari_fewshot.core.encoders import ENCODERS, EncoderSpec
 from napari_fewshot.core.settings import setting_values, settings_of, with_settings
 from napari_fewshot.errors import FewShotError

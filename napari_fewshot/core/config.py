@@ -24,16 +24,6 @@ REFINE_VOLUMES_BY_DEFAULT = True  # on a GPU only
 MAX_INPUT_SIZE = 2_048  # encoder input side in pixels; larger asks for absurd memory
 
 
-def _check_training(steps: int, learning_rate: float, what: str) -> None:
-    """The checks FineTuneParams and AdaptParams share: steps >= 0 and a positive learning rate."""
-    from ..errors import FewShotError
-
-    if steps < 0:
-        raise FewShotError(f"{what} steps must be 0 or more, not {steps}.")
-    if not learning_rate > 0:
-        raise FewShotError(f"The learning rate must be positive, not {learning_rate}.")
-
-
 @dataclass
 class RefineParams:
     """"Prototypes find, LiteMedSAM delineates" (core/refine.py): every predicted component of a class on a
@@ -118,10 +108,12 @@ class SegmentationParams:
         "local", label="Prototypes", flag="--prototypes",
         help="local: every support feature cell is a prototype, a class scores by its best match; global: PANet, "
              "one per class")
-    local_grid: int = setting(1, label="Local grid", minimum=1, maximum=64,
-                              help="window (in feature cells) over which local prototypes are pooled; 1 keeps every cell")
-    local_coverage: float = setting(0.5, label="Local coverage", minimum=0.0, maximum=1.0,
-                                    help="a window becomes a local prototype of a class when the class covers this fraction")
+    local_grid: int = setting(
+        1, label="Local grid", minimum=1, maximum=64,
+        help="window (in feature cells) over which local prototypes are pooled; 1 keeps every cell")
+    local_coverage: float = setting(
+        0.5, label="Local coverage", minimum=0.0, maximum=1.0,
+        help="a window becomes a local prototype of a class when the class covers this fraction")
     max_local_prototypes: int = setting(4096, label="Local prototypes per slice (volumes)", minimum=0, maximum=10**6,
                                         help="cap per class and support slice (seeded subsample)")
     image_max_local_prototypes: int = setting(
@@ -234,6 +226,16 @@ def machine_local_fields(cls: type = SegmentationParams) -> tuple[str, ...]:
     return tuple(s.name for s in settings_of(cls) if s.machine_local)
 
 
+def _check_training(steps: int, learning_rate: float, what: str) -> None:
+    """The checks FineTuneParams and AdaptParams share: steps >= 0 and a positive learning rate."""
+    from ..errors import FewShotError
+
+    if steps < 0:
+        raise FewShotError(f"{what} steps must be 0 or more, not {steps}.")
+    if not learning_rate > 0:
+        raise FewShotError(f"The learning rate must be positive, not {learning_rate}.")
+
+
 @dataclass
 class FineTuneParams:
     """Test-time fine-tuning of the encoder on the painted support slices (one episode per step)."""
@@ -263,8 +265,9 @@ class AdaptParams:
     superpixel_scale: float = setting(
         150.0, label="Superpixel scale", minimum=1.0, maximum=10_000.0,
         help="Felzenszwalb's scale on the encoder-input-sized slice (larger: bigger superpixels)")
-    min_fraction: float = setting(0.005, label="Smallest superpixel", minimum=1e-4, maximum=0.1,
-                                  help="a superpixel becomes a pseudo-class when it covers at least this share of the slice")
+    min_fraction: float = setting(
+        0.005, label="Smallest superpixel", minimum=1e-4, maximum=0.1,
+        help="a superpixel becomes a pseudo-class when it covers at least this share of the slice")
     max_fraction: float = setting(0.15, label="Largest superpixel", minimum=0.01, maximum=1.0,
                                   help="... and at most this share")
     alignment_weight: float = setting(1.0, label="Alignment weight", minimum=0.0, maximum=100.0,

@@ -136,7 +136,8 @@ def with_settings(params: Any, changes: Mapping[str, Any]) -> Any:
     known = {s.name for s in settings_of(type(params))}
     unknown = [name for name in changes if name not in known]
     if unknown:
-        raise FewShotError(f"{type(params).__name__} has no setting {unknown[0]!r} (it has {', '.join(sorted(known))}).")
+        raise FewShotError(f"{type(params).__name__} has no setting {unknown[0]!r} "
+                           f"(it has {', '.join(sorted(known))}).")
     values = asdict(params)
     for name, value in changes.items():
         *groups, last = name.split(".")

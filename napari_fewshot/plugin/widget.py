@@ -107,8 +107,7 @@ class FewShotWidget(QWidget):
 
     def params(self):
         """SegmentationParams from the encoder, device, support-mode and refine choosers (core defaults otherwise)."""
-        from ..core import SegmentationParams
-        from ..core.config import RefineParams
+        from ..core import RefineParams, SegmentationParams
 
         mode = self.ui.support_mode()
         background = self.ui.background_spin.value() if mode == "scribble" else None
