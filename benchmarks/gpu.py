@@ -92,10 +92,11 @@ def _drain(generator):
 
 
 def time_features(volume, encoder: str, device: torch.device, indices: list[int]) -> tuple[dict, object]:
-    from napari_fewshot.core import FewShotSegmenter, SegmentationParams
+    from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams
 
     started = time.perf_counter()
-    segmenter = FewShotSegmenter(SegmentationParams(encoder=encoder, device=str(device), refine=False))
+    segmenter = FewShotSegmenter(SegmentationParams(encoder=encoder, device=str(device),
+                                                  refine=RefineParams(enabled=False)))
     segmenter.set_image(volume)
     _drain(segmenter.compute_features(indices[:1]))  # loads the weights and warms the device up
     _sync(device)

@@ -1,14 +1,15 @@
 """LiteMedSAM as encoder and as refiner: one protocol, one encoder, refine on or off -> a JSON report.
 
     python benchmarks/litemedsam.py chaos_within3 --encoder litemedsam --refine [--cases 1,2,3]
-        [--seed 0] [--episodes 50] [--cache-dir DIR] [--set refine_mask_prompt=true ...] [--out benchmarks/results]
+        [--seed 0] [--episodes 50] [--cache-dir DIR] [--set refine.mask_prompt=true ...] [--out benchmarks/results]
     python benchmarks/litemedsam.py table      # a Markdown table of every report in benchmarks/results/litemedsam
 
 Protocols: chaos_within1, chaos_within3, chaos_across, ct_within3, busi5, busi20 (the commands of
 BENCHMARKS.md, through the same evaluation functions as `napari-fewshot evaluate`). Features go to the
 persistent cache (--cache-dir, default /tmp/fewshot-bench-cache), so each scan's features are computed once
 per encoder and later runs time matching + refinement only (the report says how many were cached).
-`--set NAME=VALUE` overrides any SegmentationParams field (a measured variant of the refinement).
+`--set NAME=VALUE` overrides any SegmentationParams setting by its dotted name (core/settings.py; e.g. a
+measured variant of the refinement, refine.margin=0.2).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from accuracy import ct_folder  # noqa: E402
 
 from napari_fewshot.core import SegmentationParams  # noqa: E402
+from napari_fewshot.core.settings import with_settings  # noqa: E402
 from napari_fewshot.evaluation.busi import evaluate_busi  # noqa: E402
 from napari_fewshot.evaluation.volumes import evaluate_volumes  # noqa: E402
 
@@ -78,11 +80,11 @@ def main() -> None:
     if args.protocol == "table":
         return print_table(Path(args.out) / "litemedsam")
 
-    values = {"encoder": args.encoder, "cache_dir": args.cache_dir, "seed": args.seed, "refine": args.refine}
+    values = {"encoder": args.encoder, "cache_dir": args.cache_dir, "seed": args.seed, "refine.enabled": args.refine}
     for item in args.set:
         name, _, text = item.partition("=")
         values[name] = _value(text)
-    params = SegmentationParams(**values)
+    params = with_settings(SegmentationParams(), values)
     data = Path(args.data)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

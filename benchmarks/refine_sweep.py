@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_fewshot.core import FewShotSegmenter, SegmentationParams, dice, run
+from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, dice, run
 from napari_fewshot.core.postprocess import keep_largest_per_image
 from napari_fewshot.core.refine import EmbeddingCache, refine_plane
 from napari_fewshot.core.sam_prompt import BoxPrompter, PlaneEmbedding
@@ -30,11 +30,11 @@ from napari_fewshot.evaluation.datasets import load_busi
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "margin0.1": {},
-    "margin0.05": {"refine_margin": 0.05},
-    "margin0.2": {"refine_margin": 0.2},
-    "mask_prompt": {"refine_mask_prompt": True},
-    "growth2": {"refine_max_growth": 2.0},
-    "growth10": {"refine_max_growth": 10.0},
+    "margin0.05": {"margin": 0.05},
+    "margin0.2": {"margin": 0.2},
+    "mask_prompt": {"mask_prompt": True},
+    "growth2": {"max_growth": 2.0},
+    "growth10": {"max_growth": 10.0},
 }
 
 
@@ -50,7 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     names, images, masks = load_busi(Path(args.data) / "busi")
-    params = SegmentationParams(encoder=args.encoder, cache_dir=args.cache_dir, seed=args.seed, refine=False,
+    params = SegmentationParams(encoder=args.encoder, cache_dir=args.cache_dir, seed=args.seed,
+                                refine=RefineParams(enabled=False),
                                 postprocess=False)
     segmenter = FewShotSegmenter(params)
     segmenter.set_image(images)
@@ -88,7 +89,7 @@ def main() -> None:
         labels[i] = plane.copy()
         keep_largest_per_image(labels, [1], [i])
         largest[i] = labels[i]
-    base = replace(params, refine=True)
+    base = RefineParams(enabled=True)
     for name, change in VARIANTS.items():
         variant = replace(base, **change)
         report[name] = score({i: refine_plane(p, [1], decoder(i), variant) for i, p in coarse.items()})

@@ -22,102 +22,18 @@ written; see results.csv), Ctrl-C with 130 and SIGTERM with 143 after one line (
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
+from .cli_evaluate import add_evaluate_parser, cmd_evaluate
+from .cli_options import (adapt_params, add_model_options, add_support_options, parse_classes,
+                          segmentation_params)
+from .core.config import SegmentationParams
+from .core.settings import setting_named
 from .errors import FewShotError
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model")
-    group.add_argument("--encoder", default="efficientnet-lite0",
-                       help="efficientnet-lite0 (default), efficientnet-lite2 or vgg16-panet")
-    group.add_argument("--weights", default=None, help="local weights file (vgg16-panet offline)")
-    group.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
-    group.add_argument("--input-size", type=int, default=384,
-                       help="longer side of a volume's slice as the encoder sees it, in pixels (default 384)")
-    group.add_argument("--image-input-size", type=int, default=384,
-                       help="the same for 2D images and image sets such as ultrasound (default 384)")
-    group.add_argument("--prototypes", choices=("local", "global"), default="local",
-                       help="local: every support feature cell is a prototype (default); global: PANet, one per class")
-    group.add_argument("--scale", type=float, default=20.0, help="cosine similarity scale (default 20)")
-    group.add_argument("--fine-tune-steps", type=int, default=0, help="fine-tune the encoder on the support first")
-    group.add_argument("--learning-rate", type=float, default=1e-4, help="fine-tuning learning rate")
-    group.add_argument("--adapt-steps", type=int, default=0,
-                       help="'Adapt to this scan' first: self-supervised superpixel steps on the scan being "
-                            "segmented, no labels needed (~0.5 s per step on a 2-core CPU)")
-    group.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=True,
-                       help="3D consistency of volumes: no organ past where it ends, only the components "
-                            "touching the paint; 2D images: each class's largest component (default on)")
-    group.add_argument("--smooth-slices", type=float, default=0.7,
-                       help="sigma in slices of the smoothing of class scores across neighbouring slices "
-                            "(volumes; default 0.7, 0 = off)")
-    group.add_argument("--self-support", type=float, default=None, metavar="MARGIN",
-                       help="self-support: a query slice's cells whose best class wins by more than MARGIN "
-                            "(cosine) become prototypes for that slice, which is matched again (default off)")
-    group.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
-                       help="LiteMedSAM redraws each predicted object from its box (default: on where it was "
-                            "measured to help, see BENCHMARKS.md)")
-
-
-def _add_support_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("support")
-    group.add_argument("--scribble", action="store_true",
-                       help="scribble mode: background is painted with its own label (--background-label) and "
-                            "unpainted pixels are left to the model, also on painted slices (default: a painted "
-                            "slice is complete, its unpainted pixels are background)")
-    group.add_argument("--background-label", type=int, default=None, metavar="N",
-                       help="with --scribble (required there): the label value painted on background; the "
-                            "napari widget shows it in its panel")
-
-
-def _support_mode(args) -> dict:
-    """SegmentationParams' support_mode / background_label from --scribble / --background-label."""
-    scribble = getattr(args, "scribble", False)
-    label = getattr(args, "background_label", None)
-    if label is not None and not scribble:
-        raise FewShotError("--background-label only applies with --scribble.")
-    if not scribble:
-        return {}
-    if label is None:
-        # No default: a guessed background label that is really an organ's would erase that organ.
-        raise FewShotError("--scribble needs --background-label N, the label you painted background with.")
-    return {"support_mode": "scribble", "background_label": label}
-
-
-def _params(args):
-    from .core import FineTuneParams, SegmentationParams
-
-    params = SegmentationParams(encoder=args.encoder, device=args.device, input_size=args.input_size,
-                                image_input_size=args.image_input_size,
-                                prototype_mode=args.prototypes, scale=args.scale,
-                                seed=getattr(args, "seed", 0),
-                                postprocess=getattr(args, "postprocess", True),
-                                smooth_slices=getattr(args, "smooth_slices", 0.7),
-                                self_support=getattr(args, "self_support", None),
-                                refine=getattr(args, "refine", None), **_support_mode(args))
-    tune = FineTuneParams(steps=args.fine_tune_steps, learning_rate=args.learning_rate) if args.fine_tune_steps else None
-    return params, tune
-
-
-def _adapt(args):
-    """AdaptParams from --adapt-steps (None when 0)."""
-    from .core import AdaptParams
-
-    return AdaptParams(steps=args.adapt_steps, seed=getattr(args, "seed", 0)) if args.adapt_steps else None
-
-
-def _add_interactive_options(parser: argparse.ArgumentParser, rounds: int) -> None:
-    group = parser.add_argument_group("interactive protocol")
-    group.add_argument("--rounds", type=int, default=None,
-                       help=f"corrections, one slice or image each, re-segmenting after each (default {rounds})")
-    group.add_argument("--pick", default=None,
-                       help="which one is corrected: suggested (the tool's ranking, default), worst (oracle: most "
-                            "wrong pixels) or uniform (even spacing / a fixed seeded order)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", required=True, help=f"mask file; format from the extension ({extensions_help('mask')})")
     seg.add_argument("--heatmaps", default=None, help="folder for one similarity map per class")
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    _add_support_options(seg)
-    _add_model_options(seg)
-    seg.set_defaults(encoder=None)  # None: efficientnet-lite0, or the bank's encoder with --bank
+    add_support_options(seg)
+    add_model_options(seg)
+    seg.set_defaults(encoder=None)  # None: the config's default encoder, or the bank's encoder with --bank
 
     bank = commands.add_parser(
         "bank", help="save the prototypes of painted scans as a prototype bank (.fewshot)",
@@ -155,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     bank.add_argument("--classes", default=None,
                       help='classes to keep and their names, e.g. "1:liver,4:spleen" (default: every painted label)')
     bank.add_argument("--overwrite", action="store_true", help="replace an existing bank file")
-    _add_support_options(bank)
-    _add_model_options(bank)
+    add_support_options(bank)
+    add_model_options(bank)
 
     batch = commands.add_parser("batch", help="segment every scan of a folder with a bank on dask.distributed")
     batch.add_argument("bank", help="prototype bank (.fewshot)")
@@ -165,57 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--scheduler", default=None,
                        help="address of a running dask scheduler, e.g. tcp://10.0.0.5:8786 (default: an embedded LocalCluster)")
     batch.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
-    batch.add_argument("--device", default="auto", help="torch device on the workers: auto (default), cpu, cuda or mps")
+    device = setting_named(SegmentationParams, "device")
+    batch.add_argument("--device", default=device.default,
+                       help=f"torch device on the workers: {device.help} (default {device.default})")
     batch.add_argument("--torch-threads", type=int, default=None,
                        help="torch threads per worker (default with a LocalCluster: CPU cores / workers)")
     batch.add_argument("--overwrite", action="store_true",
                        help="replace the masks this batch wrote with another bank (never a mask edited since, "
                             "never a file it did not write)")
-    ev = commands.add_parser("evaluate", help="score the method on a labelled data set")
-    which = ev.add_subparsers(dest="dataset", required=True)
-    busi = which.add_parser("busi", help="breast ultrasound folder laid out like BUSI")
-    busi.add_argument("dir")
-    busi.add_argument("--protocol", choices=("episodes", "interactive"), default="episodes",
-                      help="episodes (default): K painted images segment one query per episode; interactive: "
-                           "a clinician corrects one image per round (see --rounds, --pick)")
-    busi.add_argument("--shots", type=int, default=None,
-                      help="painted images (episodes: required; interactive: default 5)")
-    busi.add_argument("--episodes", type=int, default=None, help="episodes protocol: queries (default 50)")
-    busi.add_argument("--images", type=int, default=None,
-                      help="interactive: size of the seeded pool of images (default 25, --shots of them painted)")
-    _add_interactive_options(busi, 5)
-    busi.add_argument("--seed", type=int, default=0)
-    busi.add_argument("--json", required=True)
-    _add_model_options(busi)
-    vol = which.add_parser("volumes", help="folder of image_*.nii.gz + label_*.nii.gz")
-    vol.add_argument("dir")
-    vol.add_argument("--protocol", choices=("within", "across", "interactive"), required=True)
-    vol.add_argument("--support-slices", type=int, default=None,
-                     help="within: painted slices per class (default 3); interactive: slices painted before the "
-                          "first correction (default 1)")
-    _add_interactive_options(vol, 10)
-    vol.add_argument("--support-case", default=None, help="across: the case id used as support (default: first)")
-    vol.add_argument("--classes", default=None,
-                     help='classes to score and their names, e.g. "1:liver,2:kidney_right" (default: all labels)')
-    vol.add_argument("--seed", type=int, default=0)
-    vol.add_argument("--json", required=True)
-    _add_model_options(vol)
+    add_evaluate_parser(commands)
 
     demo = commands.add_parser("demo", help="segment the shipped CT sample and report Dice")
     demo.add_argument("--headless", action="store_true", help="do not open napari even if a display exists")
     demo.add_argument("--out", default="demo_out", help="folder for masks and heatmaps (default demo_out)")
-    _add_model_options(demo)
+    add_model_options(demo)
     return parser
-
-
-def _parse_classes(text: str | None) -> dict[int, str] | None:
-    if not text:
-        return None
-    try:
-        pairs = [item.split(":", 1) for item in text.split(",")]
-        return {int(k): (v or f"class {k}").strip() for k, v in pairs}
-    except ValueError as err:
-        raise FewShotError(f'--classes must look like "1:liver,2:spleen", not {text!r}.') from err
 
 
 def _cmd_segment(args) -> None:
@@ -231,9 +111,9 @@ def _cmd_segment(args) -> None:
         _segment_with_bank(args)
         return
     if args.encoder is None:
-        args.encoder = "efficientnet-lite0"
-    params, tune = _params(args)
-    adapt = _adapt(args)
+        args.encoder = setting_named(SegmentationParams, "encoder").default
+    params, tune = segmentation_params(args)
+    adapt = adapt_params(args)
     started = time.perf_counter()
     segmenter = FewShotSegmenter(params, weights_path=args.weights)
 
@@ -325,10 +205,10 @@ def _cmd_bank(args, extra: list[str]) -> None:
     if not out.suffix:
         out = out.with_suffix(".fewshot")
     _refuse_existing(out, args.overwrite)
-    params, tune = _params(args)
+    params, tune = segmentation_params(args)
     if args.adapt_steps:
         raise FewShotError("--adapt-steps adapts to the scan being segmented; use it with `segment`, not `bank`.")
-    classes = _parse_classes(args.classes)
+    classes = parse_classes(args.classes)
     started = time.perf_counter()
     loaded, sources = [], []
     for image_path, support_path in pairs:
@@ -374,54 +254,6 @@ def _refuse_existing(out: Path, overwrite: bool) -> None:
         raise FewShotError(f"{out} already exists; choose another name or pass --overwrite.")
 
 
-def _write_json(path: str, report: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(report, indent=1))
-
-
-def _only_with(args, flags: dict[str, str], protocol: str) -> None:
-    """One sentence when a flag of another protocol is given (flags: attribute -> option)."""
-    given = [option for attr, option in flags.items() if getattr(args, attr) is not None]
-    if given:
-        raise FewShotError(f"{' and '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to "
-                           f"--protocol {protocol}, not {args.protocol}.")
-
-
-def _cmd_evaluate(args) -> None:
-    params, tune = _params(args)
-    interactive = args.protocol == "interactive"
-    if not interactive:
-        _only_with(args, {"rounds": "--rounds", "pick": "--pick"}, "interactive")
-    options = {"rounds": args.rounds if args.rounds is not None else (5 if args.dataset == "busi" else 10),
-               "pick": args.pick or "suggested"} if interactive else {}
-    if args.dataset == "busi":
-        from .evaluation.busi import evaluate_busi
-
-        if interactive:
-            _only_with(args, {"episodes": "--episodes"}, "episodes")
-            options["images"] = 25 if args.images is None else args.images
-        else:
-            _only_with(args, {"images": "--images"}, "interactive")
-            if args.shots is None:
-                raise FewShotError("evaluate busi --protocol episodes needs --shots K (painted images per episode).")
-        shots = args.shots if args.shots is not None else 5
-        report = evaluate_busi(args.dir, shots, 50 if args.episodes is None else args.episodes, args.seed, params,
-                               tune, _adapt(args), log=print, protocol=args.protocol, **options)
-    else:
-        from .evaluation.volumes import evaluate_volumes
-
-        k = args.support_slices if args.support_slices is not None else (1 if interactive else 3)
-        report = evaluate_volumes(args.dir, args.protocol, k, params, tune, _parse_classes(args.classes),
-                                  args.support_case, _adapt(args), log=print, **options)
-    _write_json(args.json, report)
-    per_class = ", ".join(f"{k} {v:.3f}" for k, v in report["dice_per_class"].items())
-    if interactive:
-        curve = " ".join(f"{d:.3f}" for d in report["dice_per_round"])
-        print(f"Dice per round ({report['config']['pick']}): {curve}; NoC@0.90 {report['noc_90']} "
-              f"(per case mean {report['noc_90_mean']:.2f})")
-    print(f"mean Dice {report['dice_mean']:.3f} ({per_class}) in {report['seconds']:.0f} s -> {args.json}")
-
-
 def _has_display() -> bool:
     return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
@@ -429,7 +261,7 @@ def _has_display() -> bool:
 def _cmd_demo(args) -> None:
     from .demo import run_demo
 
-    params, _ = _params(args)
+    params, _ = segmentation_params(args)
     outcome = run_demo(args.out, params)
     if args.headless or not _has_display():
         if not args.headless:
@@ -447,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "bank" and any(e.startswith("-") for e in extra):
         parser.error(f"unrecognized arguments: {' '.join(e for e in extra if e.startswith('-'))}")
-    handlers = {"segment": _cmd_segment, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "batch": _cmd_batch,
+    handlers = {"segment": _cmd_segment, "evaluate": cmd_evaluate, "demo": _cmd_demo, "batch": _cmd_batch,
                 "bank": lambda a: _cmd_bank(a, extra)}
     try:
         return handlers[args.command](args) or 0

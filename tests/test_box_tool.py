@@ -138,11 +138,11 @@ def test_the_widget_offers_litemedsam_and_a_three_state_refine_choice(make_napar
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
     assert "litemedsam" in widget.ui.settings["encoder"].choices
-    refine = widget.ui.settings["refine"]
-    assert widget.params().refine is None and refine.native.currentText() == "automatic"  # the measured default
+    refine = widget.ui.settings["refine.enabled"]
+    assert widget.params().refine.enabled is None and refine.native.currentText() == "automatic"  # the measured default
     for text, value in (("always", True), ("never", False), ("automatic", None)):
         refine.native.setCurrentText(text)  # as a user picks it from the list
-        assert widget.params().refine is value
+        assert widget.params().refine.enabled is value
 
 
 def test_toggling_refine_keeps_the_features(make_napari_viewer):
@@ -154,5 +154,5 @@ def test_toggling_refine_keeps_the_features(make_napari_viewer):
     widget.set_image_layer(image)
     session = widget.session
     session.segmenter = FewShotSegmenter(widget.params())  # as after Compute features (no encoder is built)
-    widget.ui.settings["refine"].value = True
+    widget.ui.settings["refine.enabled"].value = True
     assert session.reuses_features(widget.params())

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 import pytest
 from magicgui.widgets import CheckBox, ComboBox
 
-from napari_fewshot.core import FineTuneParams, SegmentationParams, available_encoders
+from napari_fewshot.core import FineTuneParams, RefineParams, SegmentationParams, available_encoders
 from napari_fewshot.plugin.settings_form import Row, SettingsForm, build, field_widget
 
 pytestmark = pytest.mark.gui  # Qt widgets: needs a display (xvfb-run)
@@ -30,7 +30,7 @@ def _other_value(widget):
 def test_defaults_are_the_cores(form):
     assert form.params() == SegmentationParams()  # background_label None: the form sets it in scribble mode only
     assert form.fine_tune_params() == FineTuneParams()
-    assert form["refine"].native.currentText() == "automatic"
+    assert form["refine.enabled"].native.currentText() == "automatic"
     assert form["background_label"].native.isHidden()  # dense mode
     assert "litemedsam" in form["encoder"].choices
 
@@ -56,17 +56,18 @@ def test_each_control_sets_its_own_field(form):
 @pytest.mark.parametrize("mode, background, refine", [("dense", 3, None), ("scribble", 3, True), ("dense", 1, False)])
 def test_same_params_as_the_hand_made_panel(form, mode, background, refine):
     form["encoder"].value, form["device"].value = "efficientnet-lite2", "cpu"
-    form["support_mode"].value, form["background_label"].value, form["refine"].value = mode, background, refine
+    form["support_mode"].value, form["background_label"].value, form["refine.enabled"].value = mode, background, refine
     # what FewShotWidget.params built from its Qt controls before the form existed
     expected = SegmentationParams(encoder="efficientnet-lite2", device="cpu", support_mode=mode,
-                                  background_label=background if mode == "scribble" else None, refine=refine)
+                                  background_label=background if mode == "scribble" else None,
+                                  refine=RefineParams(enabled=refine))
     assert form.params() == expected
     assert form["background_label"].native.isHidden() == (mode != "scribble")
 
 
 def test_tooltips_explain_the_fields(form):
     assert "longer side" in form["input_size"].tooltip  # from SegmentationParams' docstring
-    assert "LiteMedSAM" in form["refine"].tooltip  # the panel's own words
+    assert "LiteMedSAM" in form["refine.enabled"].tooltip  # the panel's own words
 
 
 @dataclass

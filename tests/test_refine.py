@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from napari_fewshot.core import FewShotSegmenter, SegmentationParams, dice, run
+from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, dice, run
 from napari_fewshot.core.refine import EmbeddingCache, Refiner, refine_plane
 from napari_fewshot.core.sam_prompt import PlaneEmbedding
 from napari_fewshot.core.stack import ImageStack
@@ -45,7 +45,7 @@ def blocky(mask: np.ndarray, block: int = 24, grow: int = 12) -> np.ndarray:
 
 
 def test_refine_draws_a_coarse_lesion_mask_towards_the_reference(busi_pair, prompter):
-    params = SegmentationParams(refine=True)
+    params = RefineParams(enabled=True)
     for image, reference in busi_pair:
         coarse = blocky(reference)
         embedding = prompter.embed(image)
@@ -61,11 +61,11 @@ def _never(boxes, masks):
 
 def test_an_empty_prediction_stays_empty_and_decodes_nothing():
     labels = np.zeros((40, 50), np.uint8)
-    out = refine_plane(labels, [1, 2], _never, SegmentationParams())
+    out = refine_plane(labels, [1, 2], _never, RefineParams())
     assert out is labels and not out.any()
     tiny = labels.copy()
-    tiny[3:5, 3:5] = 2  # below refine_min_pixels: kept as it is, never prompted
-    assert np.array_equal(refine_plane(tiny, [1, 2], _never, SegmentationParams()), tiny)
+    tiny[3:5, 3:5] = 2  # below RefineParams.min_pixels: kept as it is, never prompted
+    assert np.array_equal(refine_plane(tiny, [1, 2], _never, RefineParams()), tiny)
 
 
 def _square(shape, y0, y1, x0, x1, value=1.0):
@@ -92,7 +92,7 @@ def test_overlapping_classes_go_to_the_more_probable_and_implausible_decodes_kee
                 out.append(_square((60, 60), 28, 50, 28, 50, 0.9))
         return np.stack(out)
 
-    out = refine_plane(labels, [3, 7], decode, SegmentationParams(refine_margin=0.2))
+    out = refine_plane(labels, [3, 7], decode, RefineParams(margin=0.2))
     assert labels[12, 32] == 0 and out[12, 32] == 3  # class 3's decode replaced the component, grown
     assert out[29, 29] == 7 and out[31, 31] == 7  # overlap: class 7 (0.9) beats class 3 (0.7)
     assert out[45, 45] == 7 and out[15, 15] == 3
@@ -104,7 +104,7 @@ def test_overlapping_classes_go_to_the_more_probable_and_implausible_decodes_kee
     thin = np.zeros((60, 60), np.uint8)
     for t in range(10, 50):
         thin[t, t:t + 2] = 1  # a diagonal sliver: its box is far larger than it
-    assert np.array_equal(refine_plane(thin, [1], huge, SegmentationParams(refine_margin=0.2)), thin)
+    assert np.array_equal(refine_plane(thin, [1], huge, RefineParams(margin=0.2)), thin)
 
 
 class CountingPrompter:
@@ -128,7 +128,7 @@ class CountingPrompter:
 
 
 def test_embeddings_are_computed_once_per_slice_and_never_reused_for_another_image(tmp_path):
-    params = SegmentationParams(refine=True, cache_dir=str(tmp_path))
+    params = SegmentationParams(refine=RefineParams(enabled=True), cache_dir=str(tmp_path))
     made = []
     refiner = Refiner(params, "cpu", lambda device: made.append(CountingPrompter(device)) or made[-1])
     volume = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
@@ -159,9 +159,11 @@ def test_the_embedding_cache_keeps_to_its_budget():
 
 
 def test_refine_settings_are_checked():
-    for bad in ({"refine": "yes"}, {"refine_margin": -0.1}, {"refine_min_pixels": 0}, {"refine_max_growth": 1.0}):
+    for bad in ({"enabled": "yes"}, {"margin": -0.1}, {"min_pixels": 0}, {"max_growth": 1.0}):
         with pytest.raises(FewShotError):
-            SegmentationParams(**bad)
+            RefineParams(**bad)
+    with pytest.raises(FewShotError, match="RefineParams"):
+        SegmentationParams(refine=True)  # the grouped settings, not a flag
 
 
 def test_segment_with_refine_returns_labels_of_the_right_shape_and_type(chaos_case):
@@ -172,7 +174,7 @@ def test_segment_with_refine_returns_labels_of_the_right_shape_and_type(chaos_ca
     support[[0, 5]] = np.where(np.isin(reference[[0, 5]], (1, 2)), reference[[0, 5]], 0)
     results = {}
     for refine in (False, True):
-        segmenter = FewShotSegmenter(SegmentationParams(refine=refine, input_size=256))
+        segmenter = FewShotSegmenter(SegmentationParams(refine=RefineParams(enabled=refine), input_size=256))
         segmenter.set_image(volume)
         messages = []
         results[refine] = run(segmenter.segment(support), lambda p: messages.append(p.message)).labels
@@ -194,18 +196,18 @@ def test_only_the_largest_components_are_prompted():
         seen.append(len(boxes))
         return np.zeros((len(boxes), 80, 80), np.float32)  # empty: every component is kept
 
-    out = refine_plane(labels, [1], decode, SegmentationParams(refine_max_components=3))
+    out = refine_plane(labels, [1], decode, RefineParams(max_components=3))
     assert seen == [3] and np.array_equal(out, labels)
 
 
 def test_the_default_refines_image_sets_everywhere_and_volumes_on_a_gpu_only():
     images, volume = ImageStack([np.zeros((20, 30)), np.ones((25, 20))]), ImageStack(np.zeros((4, 20, 20)))
-    auto = SegmentationParams()
-    assert auto.refine is None and auto.refine_for(images, "cpu") and auto.refine_for(images)
-    assert not auto.refine_for(volume, "cpu") and not auto.refine_for(volume)
-    assert auto.refine_for(volume, torch.device("cuda", 0))
-    assert not SegmentationParams(refine=False).refine_for(images, "cuda")
-    assert SegmentationParams(refine=True).refine_for(volume, "cpu")
+    auto = SegmentationParams().refine
+    assert auto.enabled is None and auto.enabled_for(images, "cpu") and auto.enabled_for(images)
+    assert not auto.enabled_for(volume, "cpu") and not auto.enabled_for(volume)
+    assert auto.enabled_for(volume, torch.device("cuda", 0))
+    assert not RefineParams(enabled=False).enabled_for(images, "cuda")
+    assert RefineParams(enabled=True).enabled_for(volume, "cpu")
 
 
 def test_a_slice_whose_coarse_labels_did_not_change_is_not_decoded_again():
@@ -217,7 +219,7 @@ def test_a_slice_whose_coarse_labels_did_not_change_is_not_decoded_again():
             CountingDecodes.decoded += 1
             return super().decode(embedding, boxes, masks)
 
-    refiner = Refiner(SegmentationParams(refine=True), "cpu", CountingDecodes)
+    refiner = Refiner(SegmentationParams(refine=RefineParams(enabled=True)), "cpu", CountingDecodes)
     stack = ImageStack(np.random.default_rng(1).random((3, 32, 32)).astype(np.float32))
     labels = [np.zeros((32, 32), np.uint8) for _ in range(3)]
     for plane in labels:
@@ -230,6 +232,6 @@ def test_a_slice_whose_coarse_labels_did_not_change_is_not_decoded_again():
     list(refiner.refine(stack, again, range(3), [1]))
     assert CountingDecodes.decoded == 4  # slice 1 decoded again, slices 0 and 2 reused
     assert np.array_equal(again[0], first[0]) and np.array_equal(again[2], first[2])
-    refiner.params = SegmentationParams(refine=True, refine_margin=0.3)
+    refiner.params = SegmentationParams(refine=RefineParams(enabled=True, margin=0.3))
     list(refiner.refine(stack, [x.copy() for x in labels], range(3), [1]))
     assert CountingDecodes.decoded == 7  # another setting: every slice again

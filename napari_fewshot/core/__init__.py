@@ -3,7 +3,7 @@
 Pure torch/numpy; imports no napari and no Qt, so it runs in scripts, notebooks, the CLI and on Dask.
 """
 
-from .config import AdaptParams, FineTuneParams, SegmentationParams
+from .config import AdaptParams, FineTuneParams, RefineParams, SegmentationParams
 from .encoders import available_encoders, create_encoder
 from .metrics import dice, dice_per_class, hd95
 from .progress import Progress, run
@@ -11,6 +11,7 @@ from .prototypes import PrototypeSet
 from .segmenter import FewShotSegmenter, SegmentationResult
 
 __all__ = [
-    "AdaptParams", "FewShotSegmenter", "FineTuneParams", "Progress", "PrototypeSet", "SegmentationParams",
-    "SegmentationResult", "available_encoders", "create_encoder", "dice", "dice_per_class", "hd95", "run",
+    "AdaptParams", "FewShotSegmenter", "FineTuneParams", "Progress", "PrototypeSet", "RefineParams",
+    "SegmentationParams", "SegmentationResult", "available_encoders", "create_encoder", "dice", "dice_per_class",
+    "hd95", "run",
 ]

@@ -42,15 +42,12 @@ import torch
 from ..errors import FewShotError
 from . import bank_format
 from .bank_format import FORMAT_NAME, SCHEMA_VERSION, SUFFIX
-from .config import FineTuneParams, SegmentationParams
+from .config import FineTuneParams, SegmentationParams, machine_local_fields
 from .encoders import available_encoders, encoder_spec
 from .normalization import CT_WINDOW_HU, IMAGENET
 from .progress import Progress, run
 from .prototypes import PrototypeSet, build_prototypes
-
-# SegmentationParams fields that describe the machine rather than the segmentation: not applied from a bank.
-MACHINE_LOCAL = ("device", "cache_dir", "memory_budget_mb", "batch_size")
-
+from .settings import setting_values, with_settings
 
 def normalization_settings(params: SegmentationParams) -> dict[str, Any]:
     """How pixels become encoder input with `params` (stored in a bank, checked when it is loaded):
@@ -235,15 +232,13 @@ class PrototypeBank:
     def segmentation_params(self, device: str | None = None, **machine: Any) -> SegmentationParams:
         """The bank's SegmentationParams for this machine: `device` (default "auto") and the other
         machine-local settings (cache folder, memory budget: this machine's defaults unless given in
-        `machine`) are not taken from the machine the bank was made on."""
-        values = self.params.to_dict()
-        defaults = SegmentationParams().to_dict()
-        for key in MACHINE_LOCAL:
-            if key in defaults:
-                values[key] = defaults[key]
-        values.update({k: v for k, v in machine.items() if v is not None})
-        values["device"] = device or "auto"
-        return SegmentationParams.from_dict(values)
+        `machine`, by setting name) are not taken from the machine the bank was made on (core/config.py
+        machine_local_fields)."""
+        defaults = setting_values(SegmentationParams())
+        local = {name: defaults[name] for name in machine_local_fields()}
+        local.update({k: v for k, v in machine.items() if v is not None})
+        local["device"] = device or "auto"
+        return with_settings(self.params, local)
 
     def make_segmenter(self, device: str | None = None, encoder=None):
         """A FewShotSegmenter set up like the bank's (encoder checked, fine-tuned weights loaded).

@@ -30,17 +30,17 @@ import json
 import math
 import os
 import zipfile
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 import numpy as np
 
 from ..errors import FewShotError
-from .config import SegmentationParams
+from .config import SegmentationParams, grouped_layout
+from .settings import Setting, settings_of
 
 FORMAT_NAME = "napari-fewshot-bank"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: params grouped ("refine": {...}); 1: flat refine_* params, still read
 SUFFIX = ".fewshot"
 METADATA = "metadata.json"
 PROTOTYPE_ENTRIES = ("vectors", "owner", "is_global")
@@ -54,7 +54,6 @@ NPY_HEADER_BYTES = 1 << 16  # a .npy header is far smaller; bounds what a member
 MAX_CLASSES = 1_000
 MAX_LABEL = 2**31 - 1
 MAX_FEATURE_DIM = 16_384
-MAX_INPUT_SIZE = 2_048  # encoder input side in pixels; larger asks for absurd memory
 MAX_NAME = 200
 
 
@@ -231,41 +230,42 @@ def check_metadata(meta: Any, name: str) -> dict[str, Any]:
 
 
 def check_params(values: Any, name: str) -> dict[str, Any]:
-    """SegmentationParams.to_dict() values typed like the dataclass's fields (unknown keys dropped), with
-    an input size from 32 to MAX_INPUT_SIZE pixels; returns the known ones."""
+    """SegmentationParams.to_dict() values (or the flat layout of schema 1), each typed like its setting and,
+    unless machine-local (not applied from a bank), within the setting's range (core/config.py); returns the
+    known ones in the grouped layout (unknown keys dropped)."""
     if not isinstance(values, dict):
         raise _bad(name, "its params are not a record")
-    hints = get_type_hints(SegmentationParams)
-    known = {f.name for f in fields(SegmentationParams)}
-    out = {}
-    for key, value in values.items():
-        if key not in known:
+    values = grouped_layout(values)
+    out: dict[str, Any] = {}
+    for setting in settings_of(SegmentationParams):
+        *groups, key = setting.name.split(".")
+        holder, target = values, out
+        for group in groups:
+            holder = holder.get(group) if isinstance(holder, dict) else None
+            target = target.setdefault(group, {})
+        if not isinstance(holder, dict) or key not in holder:
             continue
-        text = str(hints[key])
-        allowed = value is None and "None" in text
-        if isinstance(value, bool):
-            allowed = allowed or text == "<class 'bool'>"
-        elif isinstance(value, int):
-            allowed = allowed or "int" in text or "float" in text
-        elif isinstance(value, float):
-            allowed = allowed or ("float" in text and math.isfinite(value))
-        elif isinstance(value, str):
-            allowed = allowed or "str" in text or "Literal" in text
-        if not allowed:
-            raise _bad(name, f"its parameter {key} is {value!r}")
-        out[key] = value
-    for key in ("input_size", "image_input_size"):
-        size = out.get(key)
-        if size is not None and not _int(size, 32, MAX_INPUT_SIZE):
-            raise _bad(name, f"its {key} {size} is not from 32 to {MAX_INPUT_SIZE} pixels")
-    for key, lo, hi in (("local_grid", 1, 64), ("max_local_prototypes", 0, 10**6),
-                        ("image_max_local_prototypes", 0, 10**6), ("postprocess_grow", 0, 1000)):
-        if key in out and not _int(out[key], lo, hi):
-            raise _bad(name, f"its {key} {out[key]} is not from {lo} to {hi}")
-    for key, lo, hi in (("local_coverage", 0.0, 1.0), ("scale", 1e-3, 1e4), ("smooth_slices", 0.0, 100.0)):
-        if key in out and not lo <= out[key] <= hi:
-            raise _bad(name, f"its {key} {out[key]} is not from {lo} to {hi}")
+        value = holder[key]
+        if not _typed_like(value, setting):
+            raise _bad(name, f"its parameter {setting.name} is {value!r:.80}")
+        low, high = setting.minimum, setting.maximum
+        if value is not None and low is not None and not setting.machine_local and not low <= value <= high:
+            raise _bad(name, f"its {setting.name} {value} is not from {low} to {high}")
+        target[key] = value
     return out
+
+
+def _typed_like(value: Any, setting: Setting) -> bool:
+    """Whether a JSON value fits a setting's type (an int fits a float setting, a bool only a bool one)."""
+    if value is None:
+        return setting.optional
+    if isinstance(value, bool):
+        return setting.kind is bool
+    if isinstance(value, int):
+        return setting.kind in (int, float)
+    if isinstance(value, float):
+        return setting.kind is float and math.isfinite(value)
+    return isinstance(value, str) and setting.kind is str
 
 
 def _check_normalization(values: Any, name: str) -> None:
@@ -344,4 +344,4 @@ def check_arrays(meta: dict[str, Any], arrays: dict[str, np.ndarray], name: str)
             raise _bad(name, f"its encoder weights {entry[len('encoder/'):]} hold NaN or infinite values")
 
 
-__all__ = ["FORMAT_NAME", "MAX_INPUT_SIZE", "SCHEMA_VERSION", "SUFFIX", "check_metadata", "read_bank", "write_bank"]
+__all__ = ["FORMAT_NAME", "SCHEMA_VERSION", "SUFFIX", "check_metadata", "read_bank", "write_bank"]

@@ -1,107 +1,164 @@
-"""Parameters of the engine, as dataclasses (saved with results, passed explicitly, never global)."""
+"""Parameters of the engine, as dataclasses (saved with results, passed explicitly, never global).
+
+Each setting is defined once, here: its default, and in its field's metadata (core/settings.py `setting`) a
+label and a one-line help, the range a form offers and a bank file may hold, whether it changes the encoder
+features (the widget's cache rule: :func:`feature_settings`), whether it describes this machine rather than
+the segmentation (a prototype bank does not carry it: :func:`machine_local_fields`) and its command-line
+flag (the CLI's options, defaults and help are built from it). core/settings.py reads the metadata as
+`Setting` records named by dotted path ("input_size", "refine.margin").
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+from .settings import params_from_dict, setting, setting_values, settings_of
 
 PrototypeMode = Literal["local", "global"]
 SupportMode = Literal["dense", "scribble"]
 Modality = Literal["auto", "ct", "mr", "us", "none"]
-# The measured defaults of SegmentationParams.refine=None (see refine_for; figures in BENCHMARKS.md).
+# The measured defaults of RefineParams.enabled=None (see RefineParams.enabled_for; figures in BENCHMARKS.md).
 REFINE_IMAGES_BY_DEFAULT = True
 REFINE_VOLUMES_BY_DEFAULT = True  # on a GPU only
+MAX_INPUT_SIZE = 2_048  # encoder input side in pixels; larger asks for absurd memory
 
 
 @dataclass
-class SegmentationParams:
-    """Everything that decides what a segmentation looks like.
+class RefineParams:
+    """"Prototypes find, LiteMedSAM delineates" (core/refine.py): every predicted component of a class on a
+    slice becomes a box prompt for LiteMedSAM's mask decoder and the decoded mask replaces it; the 3D clean-up
+    runs afterwards. None (default) is on where it was measured to win (see :meth:`enabled_for` and
+    BENCHMARKS.md, "LiteMedSAM")."""
 
-    encoder:        registry name, see :func:`napari_fewshot.core.encoders.available_encoders`.
-    device:         "auto" | "cpu" | "cuda" | "mps" ("auto" takes a GPU when there is one).
-    modality:       intensity normalisation: "ct" (HU window), "mr"/"us" (percentiles), "auto" guesses,
-                    "none" assumes the data is already in [0, 1].
-    input_size:     slices of a volume are resized so their longer side is this many pixels before the
-                    encoder (None: native size). Features come out at stride 8 of that size, so a larger
-                    size is a finer grid of prototypes (CHAOS-T2 within-3: 0.821 at 256, 0.853 at 384
-                    and 512; CT example: 0.815 / 0.862 / 0.858; features cost ~2.2x per step).
-    image_input_size: the same for 2D images and image sets such as ultrasound (BUSI 5-shot: 0.36 at 256,
-                    0.41 at 384, 0.39 at 512). Kept separate so the two can be tuned apart.
-    prototype_mode: "local" (default): every support feature cell is a prototype (plus the class's
-                    global one), a class scores by its best match. "global": PANet exactly, one
-                    prototype per class and one for background.
-    local_grid:     window (in feature cells) over which local prototypes are pooled; 1 keeps every cell.
-    local_coverage: a window becomes a local prototype of a class when the class covers this fraction.
-    max_local_prototypes: cap per class and support slice (seeded subsample). Per slice, so that adding or
-                    correcting a slice never changes what the other slices contribute (matching is then
-                    redone for that slice only, see core/matching.py); a 384 px slice has ~2,300 cells.
-    image_max_local_prototypes: the same for 2D images and image sets. Lower, because a small lesion's few
-                    cells are outvoted by thousands of background cells from every support image (figures
-                    in BENCHMARKS.md, "The correction loop").
-    scale:          cosine similarity multiplier before the softmax (PANet: 20).
-    support_mode:   "dense": a slice with any paint is a support slice and its unpainted pixels are
-                    background. "scribble": `background_label` marks background, unpainted is ignored.
-    batch_size:     slices per encoder forward pass (halved automatically if a GPU runs out of memory).
-    memory_budget_mb: fp16 features kept in memory; beyond it slices spill to disk. A quarter of it more
-                    (and an eighth for normalised query cells) keeps per-support-slice matches, so a
-                    correction re-matches one slice (see core/matching.py).
-    cache_dir:      folder for a persistent feature cache keyed by scan and encoder (None: no persistence);
-                    see features.default_cache_dir for the conventional location.
-    postprocess:    volumes: 3D consistency; past the outermost painted slice of a class, a slice keeps
-                    the class only inside the previous slice's mask grown by `postprocess_grow` pixels,
-                    then only the 3D components touching the paint are kept. 2D images and image sets
-                    (never treated as a volume): each predicted image keeps each class's largest
-                    connected component (see core/postprocess.py).
-    postprocess_grow: pixels a mask may grow per slice beyond the painted range (0: it may only shrink).
-    smooth_slices:  sigma, in slices, of a Gaussian over neighbouring slices' class similarity before
-                    the argmax (volumes only; 0 turns it off).
-    self_support:   None (off) or a cosine margin: cells of a query slice whose best class beats the
-                    runner-up by more than this join that slice's prototypes, and the slice is matched
-                    again (self-support; see predict.self_supported_similarity).
-    refine:         "prototypes find, LiteMedSAM delineates" (core/refine.py): every predicted component of a
-                    class on a slice becomes a box prompt for LiteMedSAM's mask decoder and the decoded mask
-                    replaces it; the 3D clean-up runs afterwards. None (default): on where it was measured to
-                    win (see refine_for and BENCHMARKS.md, "LiteMedSAM"); True / False force it.
-    refine_margin:  the box is the component's bounding box grown by this fraction of its size per side.
-    refine_min_pixels: components smaller than this (pixels of the slice) are left as they are.
-    refine_max_components: at most this many components per class and slice are refined, the largest
-                    (each is one decoder pass); the others are left as they are.
-    refine_mask_prompt: also give the decoder the coarse component as a dense mask prompt.
-    refine_max_growth: a decoded mask more than this many times larger (or smaller) than the component it
-                    came from is implausible: the coarse component is kept instead (so is an empty one).
-    """
-
-    encoder: str = "efficientnet-lite0"
-    device: str = "auto"
-    modality: Modality = "auto"
-    input_size: int | None = 384
-    image_input_size: int | None = 384
-    prototype_mode: PrototypeMode = "local"
-    local_grid: int = 1
-    local_coverage: float = 0.5
-    max_local_prototypes: int = 4096
-    image_max_local_prototypes: int = 512
-    scale: float = 20.0
-    support_mode: SupportMode = "dense"
-    background_label: int | None = None
-    batch_size: int = 8
-    memory_budget_mb: int = 4096
-    cache_dir: str | None = None
-    seed: int = 0
-    postprocess: bool = True
-    postprocess_grow: int = 0
-    smooth_slices: float = 0.7
-    self_support: float | None = None
-    refine: bool | None = None
-    refine_margin: float = 0.1
-    refine_min_pixels: int = 64
-    refine_max_components: int = 3
-    refine_mask_prompt: bool = False
-    refine_max_growth: float = 3.0
+    enabled: bool | None = setting(
+        None, label="Refine with LiteMedSAM", flag="--refine",
+        help="LiteMedSAM redraws each predicted object from its box (default: on where it was measured to help, "
+             "see BENCHMARKS.md)")
+    margin: float = setting(0.1, label="Box margin", minimum=0.0, maximum=1.0,
+                            help="the box is the component's bounding box grown by this fraction of its size per side")
+    min_pixels: int = setting(64, label="Smallest component (pixels)", minimum=1, maximum=10**8,
+                              help="components smaller than this many pixels of the slice are left as they are")
+    max_components: int = setting(
+        3, label="Components per class and slice", minimum=1, maximum=10_000,
+        help="at most this many components per class and slice are refined, the largest (one decoder pass each)")
+    mask_prompt: bool = setting(False, label="Mask prompt",
+                                help="also give the decoder the coarse component as a dense mask prompt")
+    max_growth: float = setting(
+        3.0, label="Largest growth", minimum=1.01, maximum=1_000.0,
+        help="a decoded mask more than this many times larger (or smaller) than its component is implausible: "
+             "the component is kept instead (so is an empty one); above 1")
 
     def __post_init__(self) -> None:
         from ..errors import FewShotError
 
+        if self.enabled not in (None, True, False):
+            raise FewShotError(f"Refine must be on, off or automatic (None), not {self.enabled!r}.")
+        if not 0 <= self.margin <= 1 or self.min_pixels < 1 or self.max_components < 1 or not self.max_growth > 1:
+            raise FewShotError("Refine needs a box margin between 0 and 1, a minimum component size of at least "
+                               "1 pixel and a maximum growth above 1.")
+
+    def enabled_for(self, stack, device=None) -> bool:
+        """Whether segmenting this ImageStack on `device` refines with LiteMedSAM: `enabled` when set; else
+        the measured default (BENCHMARKS.md, "LiteMedSAM"): on for 2D images and image sets, where it
+        costs one embedding per predicted image; on for a volume only on a GPU, since on a CPU it costs
+        several times the rest of a volume's segmentation."""
+        if self.enabled is not None:
+            return self.enabled
+        if not (stack.is_volume and len(stack) > 1):
+            return REFINE_IMAGES_BY_DEFAULT
+        return REFINE_VOLUMES_BY_DEFAULT and device is not None and str(device).startswith("cuda")
+
+
+@dataclass
+class SegmentationParams:
+    """Everything that decides what a segmentation looks like; each field's metadata says what it is.
+
+    Notes the one-line help has no room for:
+    input_size:     features come out at stride 8 of that size, so a larger size is a finer grid of prototypes
+                    (CHAOS-T2 within-3: 0.821 at 256, 0.853 at 384 and 512; CT example: 0.815 / 0.862 / 0.858;
+                    features cost ~2.2x per step). image_input_size, for 2D images and image sets, is kept
+                    separate so the two can be tuned apart (BUSI 5-shot: 0.36 at 256, 0.41 at 384, 0.39 at 512).
+    max_local_prototypes: per slice, so that adding or correcting a slice never changes what the other slices
+                    contribute (matching is then redone for that slice only, see core/matching.py); a 384 px
+                    slice has ~2,300 cells. image_max_local_prototypes is lower, because a small lesion's few
+                    cells are outvoted by thousands of background cells from every support image (figures in
+                    BENCHMARKS.md, "The correction loop").
+    memory_budget_mb: a quarter of it more (and an eighth for normalised query cells) keeps per-support-slice
+                    matches, so a correction re-matches one slice (see core/matching.py).
+    cache_dir:      see features.default_cache_dir for the conventional location.
+    postprocess:    see core/postprocess.py; self_support: see predict.self_supported_similarity.
+    """
+
+    encoder: str = setting("efficientnet-lite0", label="Encoder", flag="--encoder",
+                           help="registry name, see napari_fewshot.core.encoders.available_encoders")
+    device: str = setting("auto", label="Device", machine_local=True, flag="--device",
+                          help="auto (a GPU when there is one), cpu, cuda or mps")
+    modality: Modality = setting(
+        "auto", label="Modality",
+        help='intensity normalisation: "ct" (HU window), "mr"/"us" (percentiles), "auto" guesses, "none" '
+             "assumes the data is already in [0, 1]")
+    input_size: int | None = setting(
+        384, label="Input size (volumes)", minimum=32, maximum=MAX_INPUT_SIZE, flag="--input-size",
+        help="longer side of a volume's slice as the encoder sees it, in pixels")
+    image_input_size: int | None = setting(
+        384, label="Input size (2D images)", minimum=32, maximum=MAX_INPUT_SIZE, flag="--image-input-size",
+        help="the same for 2D images and image sets such as ultrasound")
+    prototype_mode: PrototypeMode = setting(
+        "local", label="Prototypes", flag="--prototypes",
+        help="local: every support feature cell is a prototype, a class scores by its best match; global: PANet, "
+             "one per class")
+    local_grid: int = setting(
+        1, label="Local grid", minimum=1, maximum=64,
+        help="window (in feature cells) over which local prototypes are pooled; 1 keeps every cell")
+    local_coverage: float = setting(
+        0.5, label="Local coverage", minimum=0.0, maximum=1.0,
+        help="a window becomes a local prototype of a class when the class covers this fraction")
+    max_local_prototypes: int = setting(4096, label="Local prototypes per slice (volumes)", minimum=0, maximum=10**6,
+                                        help="cap per class and support slice (seeded subsample)")
+    image_max_local_prototypes: int = setting(
+        512, label="Local prototypes per image", minimum=0, maximum=10**6,
+        help="the same for 2D images and image sets")
+    scale: float = setting(20.0, label="Similarity scale", minimum=1e-3, maximum=1e4, flag="--scale",
+                           help="cosine similarity multiplier before the softmax, as in PANet")
+    support_mode: SupportMode = setting(
+        "dense", label="Support", affects_features=False,
+        help="dense: a slice with any paint is a support slice and its unpainted pixels are background; "
+             "scribble: the background label marks background, unpainted is ignored")
+    background_label: int | None = setting(
+        None, label="Background label", affects_features=False, flag="--background-label", metavar="N",
+        help="the label value painted on background (scribble mode only, required there)")
+    batch_size: int = setting(8, label="Batch size", machine_local=True, minimum=1, maximum=1024,
+                              help="slices per encoder forward pass (halved automatically if a GPU runs out of memory)")
+    memory_budget_mb: int = setting(4096, label="Memory budget (MB)", machine_local=True,
+                                    help="fp16 features kept in memory; beyond it slices spill to disk")
+    cache_dir: str | None = setting(
+        None, label="Feature cache folder", machine_local=True,
+        help="folder for a persistent feature cache keyed by scan and encoder (None: no persistence)")
+    seed: int = setting(0, label="Seed", help="seed of the subsample of local prototypes")
+    postprocess: bool = setting(
+        True, label="Clean up", affects_features=False, flag="--postprocess",
+        help="3D consistency of volumes: no organ past where it ends, only the components touching the paint; "
+             "2D images: each class's largest component")
+    postprocess_grow: int = setting(
+        0, label="Growth per slice", affects_features=False, minimum=0, maximum=1000,
+        help="pixels a mask may grow per slice beyond the painted range (0: it may only shrink)")
+    smooth_slices: float = setting(
+        0.7, label="Smooth across slices", affects_features=False, minimum=0.0, maximum=100.0, flag="--smooth-slices",
+        help="sigma, in slices, of the smoothing of class scores across neighbouring slices of a volume (0: off)")
+    self_support: float | None = setting(
+        None, label="Self-support margin", affects_features=False, minimum=0.0, maximum=1.99, flag="--self-support",
+        metavar="MARGIN",
+        help="a query slice's cells whose best class wins by more than this margin (cosine) become prototypes "
+             "for that slice, which is matched again (off by default)")
+    refine: RefineParams = setting(factory=RefineParams, label="Refine", affects_features=False,
+                                   help="LiteMedSAM redraws each predicted object (core/refine.py)")
+
+    def __post_init__(self) -> None:
+        from ..errors import FewShotError
+
+        if not isinstance(self.refine, RefineParams):
+            raise FewShotError(f"refine must be a RefineParams (e.g. RefineParams(enabled=True)), not {self.refine!r}.")
         if self.prototype_mode not in ("local", "global"):
             raise FewShotError(f"Prototype mode must be 'local' or 'global', not {self.prototype_mode!r}.")
         if self.support_mode not in ("dense", "scribble"):
@@ -119,23 +176,6 @@ class SegmentationParams:
             raise FewShotError("postprocess_grow and smooth_slices must be 0 or more.")
         if self.batch_size < 1 or self.local_grid < 1:
             raise FewShotError("Batch size and local grid must be at least 1.")
-        if self.refine not in (None, True, False):
-            raise FewShotError(f"refine must be on, off or automatic (None), not {self.refine!r}.")
-        if (not 0 <= self.refine_margin <= 1 or self.refine_min_pixels < 1 or self.refine_max_components < 1
-                or not self.refine_max_growth > 1):
-            raise FewShotError("Refine needs a box margin between 0 and 1, a minimum component size of at least "
-                               "1 pixel and a maximum growth above 1.")
-
-    def refine_for(self, stack, device=None) -> bool:
-        """Whether segmenting this ImageStack on `device` refines with LiteMedSAM: `refine` when set; else
-        the measured default (BENCHMARKS.md, "LiteMedSAM"): on for 2D images and image sets, where it
-        costs one embedding per predicted image; on for a volume only on a GPU, since on a CPU it costs
-        several times the rest of a volume's segmentation."""
-        if self.refine is not None:
-            return self.refine
-        if not (stack.is_volume and len(stack) > 1):
-            return REFINE_IMAGES_BY_DEFAULT
-        return REFINE_VOLUMES_BY_DEFAULT and device is not None and str(device).startswith("cuda")
 
     def input_size_for(self, stack) -> int | None:
         """The encoder input size for an ImageStack: `input_size` for a volume of several slices,
@@ -147,12 +187,43 @@ class SegmentationParams:
         return self.max_local_prototypes if stack.is_volume and len(stack) > 1 else self.image_max_local_prototypes
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values, groups as nested dicts ({"refine": {"enabled": ..., ...}})."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SegmentationParams":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """Params from :meth:`to_dict`'s dict, or from the flat layout written before the settings were grouped
+        (``refine``, ``refine_margin``, ...: prototype banks of schema 1, older reports); unknown keys dropped."""
+        return params_from_dict(cls, grouped_layout(values))
+
+
+# The flat layout of the refine settings written before they were grouped: old key -> RefineParams field.
+_FLAT_REFINE = {"refine": "enabled", "refine_margin": "margin", "refine_min_pixels": "min_pixels",
+                "refine_max_components": "max_components", "refine_mask_prompt": "mask_prompt",
+                "refine_max_growth": "max_growth"}
+
+
+def grouped_layout(values: dict[str, Any]) -> dict[str, Any]:
+    """A params dict in the grouped layout of :meth:`SegmentationParams.to_dict`: the refine settings of the
+    flat layout (``refine``, ``refine_margin``, ...) gathered into their group; a grouped dict is returned as is."""
+    if isinstance(values.get("refine"), dict) or not any(key in values for key in _FLAT_REFINE):
+        return values
+    grouped = {key: value for key, value in values.items() if key not in _FLAT_REFINE}
+    grouped["refine"] = {new: values[old] for old, new in _FLAT_REFINE.items() if old in values}
+    return grouped
+
+
+def feature_settings(params: SegmentationParams) -> dict[str, Any]:
+    """The settings the encoder features of a scan depend on (dotted name -> value): two params with equal
+    feature settings can share cached features; the others only change how features are used."""
+    values = setting_values(params)
+    return {s.name: values[s.name] for s in settings_of(type(params)) if s.affects_features}
+
+
+def machine_local_fields(cls: type = SegmentationParams) -> tuple[str, ...]:
+    """Names of the settings that describe this machine (device, folders, memory), not the segmentation: a
+    prototype bank does not carry them to another machine."""
+    return tuple(s.name for s in settings_of(cls) if s.machine_local)
 
 
 def _check_training(steps: int, learning_rate: float, what: str) -> None:
@@ -167,19 +238,16 @@ def _check_training(steps: int, learning_rate: float, what: str) -> None:
 
 @dataclass
 class FineTuneParams:
-    """Test-time fine-tuning of the encoder on the painted support slices.
+    """Test-time fine-tuning of the encoder on the painted support slices (one episode per step)."""
 
-    steps:           optimisation steps (one episode each).
-    learning_rate:   Adam learning rate.
-    alignment_weight: weight of PANet's prototype alignment loss (1 in the paper).
-    augment:         random flips, scaling, rotation and intensity changes of the query side.
-    """
-
-    steps: int = 20
-    learning_rate: float = 1e-4
-    alignment_weight: float = 1.0
-    augment: bool = True
-    seed: int = 0
+    steps: int = setting(20, label="Steps", minimum=0, maximum=10_000, help="optimisation steps (one episode each)")
+    learning_rate: float = setting(1e-4, label="Learning rate", minimum=1e-6, maximum=1.0, flag="--learning-rate",
+                                   help="fine-tuning learning rate (Adam)")
+    alignment_weight: float = setting(1.0, label="Alignment weight", minimum=0.0, maximum=100.0,
+                                      help="weight of PANet's prototype alignment loss (1 in the paper)")
+    augment: bool = setting(True, label="Augment",
+                            help="random flips, scaling, rotation and intensity changes of the query side")
+    seed: int = setting(0, label="Seed", help="seed of the episodes and augmentations")
 
     def __post_init__(self) -> None:
         _check_training(self.steps, self.learning_rate, "Fine-tune")
@@ -188,22 +256,23 @@ class FineTuneParams:
 @dataclass
 class AdaptParams:
     """"Adapt to this scan": self-supervised training of the encoder on the scan being segmented, with
-    Felzenszwalb superpixels as pseudo-classes (SSL-ALPNet's episodes, run at test time; no labels).
+    Felzenszwalb superpixels as pseudo-classes (SSL-ALPNet's episodes, run at test time; no labels)."""
 
-    steps:          optimisation steps (one superpixel episode each).
-    learning_rate:  Adam learning rate.
-    superpixel_scale: Felzenszwalb's scale on the encoder-input-sized slice (larger: bigger superpixels).
-    min_fraction, max_fraction: a superpixel becomes a pseudo-class when it covers this share of the slice.
-    alignment_weight: PANet's prototype alignment loss weight.
-    """
-
-    steps: int = 30
-    learning_rate: float = 5e-5
-    superpixel_scale: float = 150.0
-    min_fraction: float = 0.005
-    max_fraction: float = 0.15
-    alignment_weight: float = 1.0
-    seed: int = 0
+    steps: int = setting(30, label="Steps", minimum=0, maximum=10_000,
+                         help="optimisation steps (one superpixel episode each)")
+    learning_rate: float = setting(5e-5, label="Learning rate", minimum=1e-6, maximum=1.0,
+                                   help="adaptation learning rate (Adam)")
+    superpixel_scale: float = setting(
+        150.0, label="Superpixel scale", minimum=1.0, maximum=10_000.0,
+        help="Felzenszwalb's scale on the encoder-input-sized slice (larger: bigger superpixels)")
+    min_fraction: float = setting(
+        0.005, label="Smallest superpixel", minimum=1e-4, maximum=0.1,
+        help="a superpixel becomes a pseudo-class when it covers at least this share of the slice")
+    max_fraction: float = setting(0.15, label="Largest superpixel", minimum=0.01, maximum=1.0,
+                                  help="... and at most this share")
+    alignment_weight: float = setting(1.0, label="Alignment weight", minimum=0.0, maximum=100.0,
+                                      help="PANet's prototype alignment loss weight")
+    seed: int = setting(0, label="Seed", help="seed of the superpixel episodes")
 
     def __post_init__(self) -> None:
         from ..errors import FewShotError

@@ -1,9 +1,9 @@
 """Refine: prototypes find, LiteMedSAM delineates.
 
 After prototype matching, every predicted connected component of a class on a slice (or image) becomes a
-box prompt (its bounding box grown by `refine_margin`; optionally the component itself as a dense mask
+box prompt (its bounding box grown by RefineParams.margin; optionally the component itself as a dense mask
 prompt) for LiteMedSAM's mask decoder (core/sam_prompt.py). The decoded mask replaces the component,
-unless it is implausible (empty, or more than `refine_max_growth` times larger or smaller than the
+unless it is implausible (empty, or more than RefineParams.max_growth times larger or smaller than the
 component): then the component stays as it was. Where classes overlap, the highest probability wins.
 The 3D clean-up of volumes (and the largest-component rule of 2D images) runs afterwards, in
 FewShotSegmenter.segment.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Generator, Sequence
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .config import SegmentationParams
+from .config import RefineParams, SegmentationParams
 from .matching import matmul_dtype
 from .progress import Progress
 from .sam_prompt import BoxPrompter, PlaneEmbedding, box_of, box_region
@@ -134,7 +135,7 @@ def components(labels: np.ndarray, class_ids: Sequence[int], min_pixels: int,
 
 def refine_plane(labels: np.ndarray, class_ids: Sequence[int],
                  decode: Callable[[np.ndarray, np.ndarray | None], np.ndarray],
-                 params: SegmentationParams) -> np.ndarray:
+                 params: RefineParams) -> np.ndarray:
     """One slice's labels refined.
 
     labels: (H, W) label values (0 background, else one of class_ids).
@@ -142,19 +143,19 @@ def refine_plane(labels: np.ndarray, class_ids: Sequence[int],
             bound to the slice's embedding); only called when there is a component to refine.
     Returns a new (H, W) array of the same dtype; a plane without components comes back unchanged.
     """
-    parts = components(labels, class_ids, params.refine_min_pixels, params.refine_max_components)
+    parts = components(labels, class_ids, params.min_pixels, params.max_components)
     if not parts:
         return labels
     lut = np.array([0] + list(class_ids), labels.dtype)
-    boxes = np.stack([box_of(mask, params.refine_margin) for _, mask in parts])
-    masks = np.stack([mask for _, mask in parts]).astype(np.float32) if params.refine_mask_prompt else None
+    boxes = np.stack([box_of(mask, params.margin) for _, mask in parts])
+    masks = np.stack([mask for _, mask in parts]).astype(np.float32) if params.mask_prompt else None
     probabilities = decode(boxes, masks)
     decoded = np.zeros((len(class_ids) + 1, *labels.shape), np.float32)
     replaced = np.zeros(decoded.shape, bool)
     for (k, mask), box, prob in zip(parts, boxes, probabilities):
         inside = np.where(box_region(box, labels.shape), prob, 0).astype(np.float32)  # the box bounds the object
         area, coarse = int((inside > 0.5).sum()), int(mask.sum())
-        if area == 0 or area > params.refine_max_growth * coarse or area * params.refine_max_growth < coarse:
+        if area == 0 or area > params.max_growth * coarse or area * params.max_growth < coarse:
             continue  # implausible: the component stays as it was
         replaced[k] |= mask
         np.maximum(decoded[k], inside, out=decoded[k])
@@ -191,8 +192,8 @@ class Refiner:
         slice. Slices without a component to refine cost nothing (no embedding is computed for them)."""
         indices = list(indices)
         p = self.params
-        setting = (stack.signature(), tuple(class_ids), p.refine_margin, p.refine_min_pixels,
-                   p.refine_max_components, p.refine_mask_prompt, p.refine_max_growth)
+        # On / off / automatic does not change what a refinement gives, so it keeps the refined slices.
+        setting = (stack.signature(), tuple(class_ids), replace(p.refine, enabled=None))
         if setting != self._setting:
             self._refined.clear()
             self._setting = setting
@@ -208,6 +209,6 @@ class Refiner:
             if done is not None and done[0] == coarse and done[1].dtype == labels[i].dtype:
                 labels[i] = done[1].copy()
             else:
-                labels[i] = refine_plane(labels[i], class_ids, decode, p)
+                labels[i] = refine_plane(labels[i], class_ids, decode, p.refine)
                 self._refined[i] = (coarse, labels[i].copy())
             yield Progress(n + 1, len(indices), f"refined slice {i + 1} of {len(stack)}")

@@ -363,7 +363,7 @@ class FewShotSegmenter:
             trim_now(n + 1)
             if n % 8 == 7 or n == len(indices) - 1:
                 yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
-        if self.params.refine_for(cache.stack, self.device):  # LiteMedSAM redraws each component; clean-up after
+        if self.params.refine.enabled_for(cache.stack, self.device):  # LiteMedSAM redraws each component; clean-up after
             yield from self.refiner.refine(cache.stack, labels, indices, list(class_ids))
         out = np.stack(labels) if cache.stack.is_volume else labels
         return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {}), coarse

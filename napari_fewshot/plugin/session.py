@@ -12,20 +12,13 @@ job is built, and the worker's :meth:`ImageSession.prepare` gets that snapshot, 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..errors import FewShotError
 from .image_sets import core_image
-
-# Settings read at segmentation time only: changing them keeps the cached features.
-# Settings that change how features are used, never the features themselves (nor the refine embeddings).
-CHEAP_PARAMS = frozenset({"support_mode", "background_label", "postprocess", "postprocess_grow", "smooth_slices",
-                          "self_support", "refine", "refine_margin", "refine_min_pixels", "refine_max_components",
-                          "refine_mask_prompt", "refine_max_growth"})
-
 
 @dataclass
 class ImageSession:
@@ -50,11 +43,13 @@ class ImageSession:
         self.layer.events.data.disconnect(self.mark_stale)
 
     def reuses_features(self, params) -> bool:
-        """True when the segmenter's features stay valid under ``params`` (only cheap settings differ)."""
+        """True when the segmenter's features stay valid under ``params``: only settings that change how features
+        are used differ (core/config.py feature_settings)."""
+        from ..core.config import feature_settings
+
         if self.segmenter is None:
             return False
-        current = {k: v for k, v in asdict(self.segmenter.params).items() if k not in CHEAP_PARAMS}
-        return current == {k: v for k, v in asdict(params).items() if k not in CHEAP_PARAMS}
+        return feature_settings(self.segmenter.params) == feature_settings(params)
 
     def ensure_segmenter(self, params) -> Any:
         """The segmenter for ``params`` (a SegmentationParams): the current one (features kept) when only

@@ -56,7 +56,7 @@ def _main_rows(encoders: list[str]) -> tuple[Row, ...]:
             "(needed for a single 2D image)."),
         Row("background_label", "Background label", {"value": 1, "min": 1, "max": 65535},
             "The label value you paint background with, in scribble mode."),
-        Row("refine", "Refine (LiteMedSAM)", {},
+        Row("refine.enabled", "Refine (LiteMedSAM)", {},
             "Each predicted organ or lesion becomes a box for LiteMedSAM, which redraws its outline.\n"
             "Automatic: where it was measured to help at an acceptable cost\n"
             "(2D images and image sets; a volume only on a GPU)."),

@@ -1,0 +1,103 @@
+"""`napari-fewshot evaluate`: score the method on a labelled data set (BUSI-like folder or NIfTI volumes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .cli_options import adapt_params, add_model_options, parse_classes, segmentation_params
+from .core.config import SegmentationParams
+from .core.settings import setting_named
+from .errors import FewShotError
+
+
+def _add_interactive_options(parser: argparse.ArgumentParser, rounds: int) -> None:
+    group = parser.add_argument_group("interactive protocol")
+    group.add_argument("--rounds", type=int, default=None,
+                       help=f"corrections, one slice or image each, re-segmenting after each (default {rounds})")
+    group.add_argument("--pick", default=None,
+                       help="which one is corrected: suggested (the tool's ranking, default), worst (oracle: most "
+                            "wrong pixels) or uniform (even spacing / a fixed seeded order)")
+
+
+def _add_seed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=setting_named(SegmentationParams, "seed").default,
+                        help="seed of the episodes, the corrections and the model's random draws")
+
+
+def add_evaluate_parser(commands) -> None:
+    """The `evaluate busi` and `evaluate volumes` subcommands, under the CLI's subparsers `commands`."""
+    ev = commands.add_parser("evaluate", help="score the method on a labelled data set")
+    which = ev.add_subparsers(dest="dataset", required=True)
+    busi = which.add_parser("busi", help="breast ultrasound folder laid out like BUSI")
+    busi.add_argument("dir")
+    busi.add_argument("--protocol", choices=("episodes", "interactive"), default="episodes",
+                      help="episodes (default): K painted images segment one query per episode; interactive: "
+                           "a clinician corrects one image per round (see --rounds, --pick)")
+    busi.add_argument("--shots", type=int, default=None,
+                      help="painted images (episodes: required; interactive: default 5)")
+    busi.add_argument("--episodes", type=int, default=None, help="episodes protocol: queries (default 50)")
+    busi.add_argument("--images", type=int, default=None,
+                      help="interactive: size of the seeded pool of images (default 25, --shots of them painted)")
+    _add_interactive_options(busi, 5)
+    _add_seed(busi)
+    busi.add_argument("--json", required=True)
+    add_model_options(busi)
+    vol = which.add_parser("volumes", help="folder of image_*.nii.gz + label_*.nii.gz")
+    vol.add_argument("dir")
+    vol.add_argument("--protocol", choices=("within", "across", "interactive"), required=True)
+    vol.add_argument("--support-slices", type=int, default=None,
+                     help="within: painted slices per class (default 3); interactive: slices painted before the "
+                          "first correction (default 1)")
+    _add_interactive_options(vol, 10)
+    vol.add_argument("--support-case", default=None, help="across: the case id used as support (default: first)")
+    vol.add_argument("--classes", default=None,
+                     help='classes to score and their names, e.g. "1:liver,2:kidney_right" (default: all labels)')
+    _add_seed(vol)
+    vol.add_argument("--json", required=True)
+    add_model_options(vol)
+
+
+def _only_with(args, flags: dict[str, str], protocol: str) -> None:
+    """One sentence when a flag of another protocol is given (flags: attribute -> option)."""
+    given = [option for attr, option in flags.items() if getattr(args, attr) is not None]
+    if given:
+        raise FewShotError(f"{' and '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to "
+                           f"--protocol {protocol}, not {args.protocol}.")
+
+
+def cmd_evaluate(args) -> None:
+    params, tune = segmentation_params(args)
+    interactive = args.protocol == "interactive"
+    if not interactive:
+        _only_with(args, {"rounds": "--rounds", "pick": "--pick"}, "interactive")
+    options = {"rounds": args.rounds if args.rounds is not None else (5 if args.dataset == "busi" else 10),
+               "pick": args.pick or "suggested"} if interactive else {}
+    if args.dataset == "busi":
+        from .evaluation.busi import evaluate_busi
+
+        if interactive:
+            _only_with(args, {"episodes": "--episodes"}, "episodes")
+            options["images"] = 25 if args.images is None else args.images
+        else:
+            _only_with(args, {"images": "--images"}, "interactive")
+            if args.shots is None:
+                raise FewShotError("evaluate busi --protocol episodes needs --shots K (painted images per episode).")
+        shots = args.shots if args.shots is not None else 5
+        report = evaluate_busi(args.dir, shots, 50 if args.episodes is None else args.episodes, args.seed, params,
+                               tune, adapt_params(args), log=print, protocol=args.protocol, **options)
+    else:
+        from .evaluation.volumes import evaluate_volumes
+
+        k = args.support_slices if args.support_slices is not None else (1 if interactive else 3)
+        report = evaluate_volumes(args.dir, args.protocol, k, params, tune, parse_classes(args.classes),
+                                  args.support_case, adapt_params(args), log=print, **options)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=1))
+    per_class = ", ".join(f"{k} {v:.3f}" for k, v in report["dice_per_class"].items())
+    if interactive:
+        curve = " ".join(f"{d:.3f}" for d in report["dice_per_round"])
+        print(f"Dice per round ({report['config']['pick']}): {curve}; NoC@0.90 {report['noc_90']} "
+              f"(per case mean {report['noc_90_mean']:.2f})")
+    print(f"mean Dice {report['dice_mean']:.3f} ({per_class}) in {report['seconds']:.0f} s -> {args.json}")
