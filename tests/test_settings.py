@@ -13,7 +13,8 @@ from napari_fewshot.core import AdaptParams, FineTuneParams, RefineParams, Segme
 from napari_fewshot.core import bank_format
 from napari_fewshot.core.bank import PrototypeBank
 from napari_fewshot.core.config import feature_settings, machine_local_fields
-from napari_fewshot.core.encoders import ENCODERS, EncoderSpec
+from napari_fewshot.core.encoders import ENCODERS, EncoderSpec, register_encoder, unregister_encoder
+from napari_fewshot.core.normalization import IMAGENET
 from napari_fewshot.core.settings import setting_values, settings_of, with_settings
 from napari_fewshot.errors import FewShotError
 from napari_fewshot.plugin.session import ImageSession
@@ -137,9 +138,10 @@ def _help(capsys, *argv) -> str:
     return re.sub(r"\s+", " ", capsys.readouterr().out)
 
 
-def test_segment_help_lists_every_registered_encoder_and_the_config_defaults(capsys, monkeypatch):
-    spec = EncoderSpec("test-encoder", lambda **kw: None, "a stand-in registered by this test")
-    monkeypatch.setitem(ENCODERS, spec.name, spec)
+def test_segment_help_lists_every_registered_encoder_and_the_config_defaults(capsys, request):
+    spec = EncoderSpec("test-encoder", lambda **kw: None, "a stand-in registered by this test", IMAGENET, lambda: None)
+    register_encoder(spec)
+    request.addfinalizer(lambda: unregister_encoder(spec.name))
     text = _help(capsys, "segment")
     for name, registered in ENCODERS.items():
         assert f"{name}" in text and re.sub(r"\s+", " ", registered.description) in text
