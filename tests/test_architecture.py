@@ -8,7 +8,6 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "napari_fewshot"
 MAX_LINES = 400
 GUI_PACKAGES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt", "vispy")
 
@@ -21,9 +20,9 @@ def module_name(path: Path, root: Path = ROOT) -> str:
     return ".".join(parts)
 
 
-def package_modules() -> dict[str, Path]:
-    """Every module of napari_fewshot by dotted name."""
-    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+def package_modules(root: Path = ROOT) -> dict[str, Path]:
+    """Every module of napari_fewshot (under `root`) by dotted name."""
+    return {module_name(p, root): p for p in sorted((root / "napari_fewshot").rglob("*.py"))}
 
 
 def imported_names(path: Path, root: Path = ROOT) -> list[str]:
@@ -47,13 +46,13 @@ def imported_names(path: Path, root: Path = ROOT) -> list[str]:
     return names
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     """Module -> the napari_fewshot modules it imports (a name that is not a module maps to its module)."""
-    modules = package_modules()
+    modules = package_modules(root)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets = set()
-        for imported in imported_names(path):
+        for imported in imported_names(path, root):
             while imported and imported not in modules:
                 imported = imported.rpartition(".")[0]
             if imported and imported != name:
