@@ -51,12 +51,17 @@ def write_cohort(folder: Path, n: int, size: int = 64) -> list[Path]:
     return paths
 
 
-@pytest.fixture(scope="module")
-def bank_path(tmp_path_factory) -> Path:
-    image, disc = disc_image(0)
+def disc_bank(folder: Path, seed: int) -> Path:
+    """A bank painted on `disc_image(seed)`, saved in `folder`: each seed gives another bank signature."""
+    image, disc = disc_image(seed)
     bank = PrototypeBank.build([(image[None], disc[None].astype(np.uint8))],
                                SegmentationParams(device="cpu", image_input_size=64), class_names={1: "disc"})
-    return bank.save(tmp_path_factory.mktemp("bank") / "disc.fewshot")
+    return bank.save(folder / f"disc_{seed}.fewshot")
+
+
+@pytest.fixture(scope="module")
+def bank_path(tmp_path_factory) -> Path:
+    return disc_bank(tmp_path_factory.mktemp("bank"), 0)
 
 
 @pytest.fixture(scope="module")

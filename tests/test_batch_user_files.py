@@ -21,11 +21,9 @@ from PIL import Image
 from napari_fewshot.batch import run_batch
 from napari_fewshot.cli import main
 from napari_fewshot.cohort import find_scans
-from napari_fewshot.core import SegmentationParams
-from napari_fewshot.core.bank import PrototypeBank
 from napari_fewshot.errors import FewShotError
 
-from test_batch_attacks import (bank_path, client, disc_image, one_error_line, read_csv, start_batch,  # noqa: F401
+from test_batch_attacks import (bank_path, client, disc_bank, disc_image, one_error_line, read_csv, start_batch,  # noqa: F401
                                 wait_for_rows, write_cohort)
 
 distributed = pytest.importorskip("distributed")
@@ -34,10 +32,7 @@ distributed = pytest.importorskip("distributed")
 @pytest.fixture(scope="module")
 def other_bank_path(tmp_path_factory) -> Path:
     """A second bank (another painted image): another signature than `bank_path`'s."""
-    image, disc = disc_image(7)
-    bank = PrototypeBank.build([(image[None], disc[None].astype(np.uint8))],
-                               SegmentationParams(device="cpu", image_input_size=64), class_names={1: "disc"})
-    return bank.save(tmp_path_factory.mktemp("other_bank") / "other.fewshot")
+    return disc_bank(tmp_path_factory.mktemp("other_bank"), 7)
 
 
 def quiet(_line: str) -> None:
