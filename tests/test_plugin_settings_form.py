@@ -1,13 +1,15 @@
 """The settings form (magicgui widgets built from the parameter dataclasses): its defaults are the core's,
 each control sets its own field, and it gives the same SegmentationParams as the hand-made panel did."""
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import pytest
 from magicgui.widgets import CheckBox, ComboBox
 
 from napari_fewshot.core import FineTuneParams, RefineParams, SegmentationParams, available_encoders
-from napari_fewshot.plugin.settings_form import Row, SettingsForm, build, field_widget
+from napari_fewshot.core.settings import setting, setting_named
+from napari_fewshot.plugin.settings_form import Row, SettingsForm, setting_widget
 
 pytestmark = pytest.mark.gui  # Qt widgets: needs a display (xvfb-run)
 
@@ -70,21 +72,35 @@ def test_tooltips_explain_the_fields(form):
     assert "LiteMedSAM" in form["refine.enabled"].tooltip  # the panel's own words
 
 
+def test_labels_ranges_and_choices_are_the_cores(form):
+    for name, widget in form.widgets.items():
+        owner = FineTuneParams if name in ("steps", "learning_rate") else SegmentationParams
+        assert widget.label == setting_named(owner, name).label, name
+    input_size = setting_named(SegmentationParams, "input_size")
+    assert (form["input_size"].min, form["input_size"].max) == (input_size.minimum, input_size.maximum)
+    assert form["scale"].min == 0.01  # the core's 1e-3, as a spin box of 2 decimals can hold it (not 0)
+    assert [value for value in form["modality"].choices] == ["auto", "ct", "mr", "us", "none"]
+    assert form["support_mode"].native.itemText(0) == "painted slices are complete"  # the panel's wording
+
+
 @dataclass
 class _Inner:
-    margin: float = field(default=0.1, metadata={"help": "box margin, a fraction of the size"})
-    enabled: bool | None = None
+    margin: float = setting(0.1, label="Margin", help="box margin, a fraction of the size", minimum=0.0, maximum=1.0)
+    enabled: bool | None = setting(None, label="Enabled", help="on, off or automatic")
+    kind: Literal["a", "b"] = setting("a", label="Kind", help="which")
 
 
 @dataclass
 class _Outer:
-    name: str = "a"
-    inner: _Inner = field(default_factory=_Inner)
+    name: str = setting("a", label="Name", help="a name")
+    inner: _Inner = setting(factory=_Inner, label="Inner", help="a group")
 
 
-def test_nested_fields_by_dotted_path(qapp):
-    margin = field_widget(_Outer, Row("inner.margin", "Margin", {"min": 0.0, "max": 1.0, "step": 0.05}))
-    enabled = field_widget(_Outer, Row("inner.enabled", "Enabled"))
-    assert margin.value == 0.1 and margin.tooltip == "Box margin, a fraction of the size"
+def test_nested_settings_by_dotted_name(qapp):
+    margin = setting_widget(_Outer, Row("inner.margin", {"step": 0.05}))
+    enabled = setting_widget(_Outer, Row("inner.enabled"))
+    kind = setting_widget(_Outer, Row("inner.kind", words={"b": "the b one"}))
+    assert margin.value == 0.1 and margin.tooltip == "Box margin, a fraction of the size" and margin.label == "Margin"
+    assert (margin.min, margin.max) == (0.0, 1.0)
     assert enabled.value is None and [c for c in enabled.choices] == [None, True, False]
-    assert build(_Outer, {"name": "b", "inner.margin": 0.25, "inner.enabled": True}) == _Outer("b", _Inner(0.25, True))
+    assert [c for c in kind.choices] == ["a", "b"] and kind.native.itemText(1) == "the b one"

@@ -99,10 +99,10 @@ class SegmentationParams:
         help='intensity normalisation: "ct" (HU window), "mr"/"us" (percentiles), "auto" guesses, "none" '
              "assumes the data is already in [0, 1]")
     input_size: int | None = setting(
-        384, label="Input size (volumes)", minimum=32, maximum=MAX_INPUT_SIZE, flag="--input-size",
+        384, label="Input size (volumes, px)", minimum=32, maximum=MAX_INPUT_SIZE, flag="--input-size",
         help="longer side of a volume's slice as the encoder sees it, in pixels")
     image_input_size: int | None = setting(
-        384, label="Input size (2D images)", minimum=32, maximum=MAX_INPUT_SIZE, flag="--image-input-size",
+        384, label="Input size (2D images, px)", minimum=32, maximum=MAX_INPUT_SIZE, flag="--image-input-size",
         help="the same for 2D images and image sets such as ultrasound")
     prototype_mode: PrototypeMode = setting(
         "local", label="Prototypes", flag="--prototypes",
@@ -137,7 +137,7 @@ class SegmentationParams:
         help="folder for a persistent feature cache keyed by scan and encoder (None: no persistence)")
     seed: int = setting(0, label="Seed", help="seed of the subsample of local prototypes")
     postprocess: bool = setting(
-        True, label="Clean up", affects_features=False, flag="--postprocess",
+        True, label="Clean up masks", affects_features=False, flag="--postprocess",
         help="3D consistency of volumes: no organ past where it ends, only the components touching the paint; "
              "2D images: each class's largest component")
     postprocess_grow: int = setting(
