@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from ._arrays import describe, finish_stack, read_error
+from ._arrays import check_size, describe, finish_stack, read_error
 from .dicom_planes import Plane, frame_count, plane_from_file, planes_from_frames
 from .orientation import to_display
 from .volume import Volume
@@ -65,6 +65,7 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
     items = series[series_uid]
     if len(items) == 1:
         return read_dicom_file(items[0][0])
+    _check_series_size(folder, [ds for _, ds in items])
     planes = []
     for path, ds in items:
         if frame_count(ds) > 1:
@@ -78,11 +79,12 @@ def read_dicom_file(path: str | os.PathLike) -> Volume:
     """Read one DICOM file: a single slice -> ``S == 1``; a multi-frame file -> one slice per frame."""
     path = Path(path)
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, defer_size="1 KB")  # the pixel data is read when decoded, after the size check
     except Exception as exc:
         raise read_error(path, f"it is not a readable DICOM file ({describe(exc)})") from exc
     if "PixelData" not in ds:
         raise read_error(path, "the DICOM file holds no pixel data (it is not an image, or it is truncated)")
+    _check_series_size(path, [ds])
     n_frames = frame_count(ds)
     if n_frames == 1:
         planes = [plane_from_file(path, ds)]
@@ -104,6 +106,17 @@ def _scan_folder(folder: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
         if "Rows" in ds and "Columns" in ds:
             series.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((path, ds))
     return series
+
+
+def _check_series_size(source: Path, headers: list[pydicom.Dataset]) -> None:
+    """:func:`check_size` of the images the headers declare (Rows x Columns, NumberOfFrames per file), before
+    any pixel data is read or decoded; malformed sizes are left to the decoder to refuse."""
+    try:
+        rows = max(int(ds.Rows) for ds in headers)
+        columns = max(int(ds.Columns) for ds in headers)
+    except (AttributeError, TypeError, ValueError):
+        return
+    check_size(source, sum(frame_count(ds) for ds in headers), rows, columns)
 
 
 def _describe_series(uid: str, items: list) -> str:
