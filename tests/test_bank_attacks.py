@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import struct
 import zipfile
 
@@ -351,3 +352,11 @@ def test_a_bank_applied_with_an_encoder_of_another_width_is_refused(tmp_path):
 @pytest.mark.parametrize("name", [n for n, spec in ENCODERS.items() if spec.feature_dim is not None])
 def test_each_encoders_declared_feature_dim_is_what_it_builds(name):
     assert create_encoder(name, pretrained=False).feature_dim == encoder_spec(name).feature_dim
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_named_pipe_as_the_bank_is_not_opened(tmp_path):
+    fifo = tmp_path / "bank.fewshot"
+    os.mkfifo(fifo)
+    with pytest.raises(FewShotError, match="is not a regular file"):
+        PrototypeBank.load(fifo)

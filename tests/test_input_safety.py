@@ -88,6 +88,20 @@ def test_a_series_with_a_missing_slice_is_refused_naming_the_gap(tmp_path, ct_sl
     assert "\n" not in message and message.count(". ") == 0, message
 
 
+def test_the_real_ct_series_with_one_file_removed_is_refused(tmp_path):
+    """The example CT series (2 mm apart) of ../shared/data, one file in the middle removed."""
+    import shutil
+
+    from shared_data import CT, require
+
+    files = sorted((require(CT) / "example_ct_dicom").iterdir())
+    for path in files[:6]:
+        shutil.copy(path, tmp_path)
+    (tmp_path / files[2].name).unlink()
+    with pytest.raises(ReadError, match=r"2 mm apart but 4 mm apart .* so a slice is missing"):
+        read_volume(tmp_path)
+
+
 def test_a_missing_slice_through_the_cli_is_exit_2_before_compute(tmp_path, ct_slices, capsys):
     folder = write_series(tmp_path / "ct", ct_slices, [k * SPACING_MM for k in range(8)])
     (folder / "IM0005").unlink()
