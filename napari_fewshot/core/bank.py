@@ -213,17 +213,17 @@ class PrototypeBank:
 
     # -- applying ---------------------------------------------------------------------------
     def check_encoder(self, encoder) -> None:
-        """Refuse (FewShotError) an encoder other than the one the prototypes were pooled with (name, C, weights)."""
+        """Refuse (FewShotError) an encoder other than the one the prototypes were pooled with (name, weights, C)."""
         if encoder.name != self.encoder_name:
             raise FewShotError(f"This prototype bank was made with the encoder {self.encoder_name}; it cannot run "
                                f"with {encoder.name} (rebuild the bank with that encoder, or use {self.encoder_name}).")
-        if int(encoder.feature_dim) != self.feature_dim:
-            raise FewShotError(f"This prototype bank's prototypes have {self.feature_dim} features but the encoder "
-                               f"{encoder.name} gives {encoder.feature_dim}, so they were not made with it.")
         if encoder.weights_id != self.encoder_weights_id:
             raise FewShotError(f"This prototype bank was made with {self.encoder_name} weights "
                                f"{self.encoder_weights_id!r} but this machine has {encoder.weights_id!r}; "
                                "rebuild the bank here.")
+        if int(encoder.feature_dim) != self.feature_dim:
+            raise FewShotError(f"This prototype bank's prototypes have {self.feature_dim} features but the encoder "
+                               f"{encoder.name} gives {encoder.feature_dim}, so they were not made with it.")
 
     def require_weights(self) -> None:
         """FewShotError when the bank's encoder weights are not installed here (never downloads them)."""
