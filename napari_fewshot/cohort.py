@@ -8,8 +8,9 @@
 - Symlinks are followed, but a link back up the tree is a loop, not more scans, and each real file or
   DICOM folder is one scan (another name for it is reported, not segmented twice).
 - Not scans: the output folder (``exclude``), any folder holding a batch's results.csv (an earlier run's
-  masks) and BUSI-style mask files ``NAME_mask.png`` (the image folders' rule,
-  :func:`napari_fewshot.io.folders.is_mask_file_name`); they are reported, not segmented.
+  masks), named pipes, sockets and devices (reading one may never end: never opened) and BUSI-style mask
+  files ``NAME_mask.png`` (the image folders' rule, :func:`napari_fewshot.io.folders.is_mask_file_name`);
+  they are reported, not segmented.
 - Masks: the scan's relative path in the output folder, in the mask format of the scan's format
   (:func:`napari_fewshot.io.naming.cohort_mask_name`): NIfTI -> NIfTI, DICOM folder -> ``FOLDER.nii.gz``,
   TIFF -> TIFF, NPY -> NPY, PNG/JPEG -> PNG.
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from .batch_results import CSV_NAME, is_results_csv
 from .errors import FewShotError
+from .io._arrays import not_a_regular_file
 from .io.folders import is_mask_file_name
 from .io.formats import format_of
 from .io.naming import cohort_mask_name
@@ -49,8 +51,9 @@ def find_scans(input_dir: str | os.PathLike, exclude: str | os.PathLike | None =
     A folder whose real path is one of its own ancestors' (a symlink loop) is not entered again. A real
     file or DICOM folder reached under several names is one scan, named by the path with the fewest
     symlinks (then the first in sorted order). duplicates: when given, gets (skipped name, the scan's
-    name) for each other name. left_out: when given, gets (name, why) for each earlier batch output folder
-    and BUSI mask file passed over. FewShotError when the folder does not exist or holds no scan.
+    name) for each other name. left_out: when given, gets (name, why) for each earlier batch output folder,
+    named pipe / socket / device and BUSI mask file passed over. FewShotError when the folder does not exist
+    or holds no scan.
     """
     root = Path(input_dir)
     if not root.is_dir():
@@ -71,6 +74,10 @@ def find_scans(input_dir: str | os.PathLike, exclude: str | os.PathLike | None =
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         files = sorted(f for f in files if not f.startswith("."))
+        for special in [f for f in files if not_a_regular_file(here / f)]:
+            files.remove(special)  # opening a named pipe waits for a writer: the search would never end
+            _note(left_out, special if relative == "." else f"{relative}/{special}",
+                  "not a regular file (a named pipe, socket or device)")
         for mask_file in [f for f in files if is_mask_file_name(f)]:
             files.remove(mask_file)
             _note(left_out, mask_file if relative == "." else f"{relative}/{mask_file}", "a mask (NAME_mask.png)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import struct
 import zipfile
 
@@ -17,21 +18,23 @@ from napari_fewshot.cli import main
 from napari_fewshot.core import SegmentationParams
 from napari_fewshot.core import bank_format
 from napari_fewshot.core.bank import PrototypeBank
+from napari_fewshot.core.encoders import ENCODERS, create_encoder, encoder_spec
 from napari_fewshot.core.prototypes import PrototypeSet
 from napari_fewshot.errors import FewShotError
 
-C = 16  # feature dimension of the fake encoder rows
+C = encoder_spec("efficientnet-lite0").feature_dim  # feature dimension of the default encoder's rows
 
 
 def make_bank(encoder="efficientnet-lite0", fine_tuned=False) -> PrototypeBank:
-    """A valid two-class bank made without any encoder: 3 global + 3 local unit vectors."""
+    """A valid two-class bank made without any encoder: 3 global + 3 local unit vectors of `encoder`'s width."""
     rng = np.random.default_rng(0)
-    vectors = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(6, C)).astype(np.float32)), dim=1)
+    dim = encoder_spec(encoder).feature_dim
+    vectors = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(6, dim)).astype(np.float32)), dim=1)
     owner = torch.tensor([0, 1, 2, 0, 1, 2])
     is_global = torch.tensor([True, True, True, False, False, False])
     prototypes = PrototypeSet(vectors, owner, is_global, [1, 4], {0: 2, 1: 2, 2: 2})
     state = {"w": torch.ones(3, 2), "n": torch.tensor(0)} if fine_tuned else None
-    return PrototypeBank(prototypes, SegmentationParams(encoder=encoder, device="cpu"), encoder, "w:0", C,
+    return PrototypeBank(prototypes, SegmentationParams(encoder=encoder, device="cpu"), encoder, "w:0", dim,
                          {1: "liver", 4: "spleen"}, {1: (1.0, 0.0, 0.0)}, state)
 
 
@@ -306,3 +309,54 @@ def test_the_format_module_holds_plain_dicts_and_arrays(tmp_path):
     meta, arrays = bank_format.read_bank(make_bank().save(tmp_path / "b.fewshot"))
     assert isinstance(meta, dict) and all(isinstance(a, np.ndarray) for a in arrays.values())
     assert meta["classes"][1] == {"id": 4, "name": "spleen", "colour": None}
+
+
+def _forged(tmp_path, real="efficientnet-lite2", claimed="efficientnet-lite0", weights_id="w:0"):
+    """`real`'s prototypes (and feature_dim) in a bank that says it was made with `claimed` (`weights_id`)."""
+    meta, arrays = parts(make_bank(real))
+    meta["encoder"]["name"] = meta["params"]["encoder"] = claimed
+    meta["encoder"]["weights_id"] = weights_id
+    return write(tmp_path / "forged.fewshot", meta, arrays)
+
+
+def test_a_bank_whose_prototypes_are_another_encoders_is_refused_when_read(tmp_path):
+    """lite2's 520-feature prototypes labelled lite0 (472) ended in "unexpected error" once matched."""
+    with pytest.raises(FewShotError, match="have 520 features but the encoder efficientnet-lite0 gives 472") as err:
+        PrototypeBank.load(_forged(tmp_path))
+    _one_sentence(str(err.value))
+
+
+def test_a_forged_bank_is_exit_2_in_the_cli_before_compute(tmp_path, capsys):
+    """With this machine's lite0 weights_id the forged bank passed every check and failed in matching."""
+    missing = encoder_spec("efficientnet-lite0").weights_available()
+    if missing:
+        pytest.skip(missing)
+    forged = _forged(tmp_path, weights_id=create_encoder("efficientnet-lite0").weights_id)
+    image = tmp_path / "scan.npy"
+    np.save(image, np.zeros((3, 40, 40), np.float32))
+    out = tmp_path / "mask.npy"
+    assert main(["segment", str(image), "--bank", str(forged), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "520 features" in err, err
+    assert not out.exists()
+
+
+def test_a_bank_applied_with_an_encoder_of_another_width_is_refused(tmp_path):
+    """Encoders registered without a declared feature_dim are checked when the bank meets the built encoder."""
+    bank = make_bank()
+    encoder = type("Wider", (), {"name": bank.encoder_name, "weights_id": "w:0", "feature_dim": C + 8})()
+    with pytest.raises(FewShotError, match=f"have {C} features but the encoder efficientnet-lite0 gives {C + 8}"):
+        bank.check_encoder(encoder)
+
+
+@pytest.mark.parametrize("name", [n for n, spec in ENCODERS.items() if spec.feature_dim is not None])
+def test_each_encoders_declared_feature_dim_is_what_it_builds(name):
+    assert create_encoder(name, pretrained=False).feature_dim == encoder_spec(name).feature_dim
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_named_pipe_as_the_bank_is_not_opened(tmp_path):
+    fifo = tmp_path / "bank.fewshot"
+    os.mkfifo(fifo)
+    with pytest.raises(FewShotError, match="is not a regular file"):
+        PrototypeBank.load(fifo)

@@ -213,7 +213,7 @@ class PrototypeBank:
 
     # -- applying ---------------------------------------------------------------------------
     def check_encoder(self, encoder) -> None:
-        """Refuse (FewShotError) an encoder other than the one the prototypes were pooled with."""
+        """Refuse (FewShotError) an encoder other than the one the prototypes were pooled with (name, weights, C)."""
         if encoder.name != self.encoder_name:
             raise FewShotError(f"This prototype bank was made with the encoder {self.encoder_name}; it cannot run "
                                f"with {encoder.name} (rebuild the bank with that encoder, or use {self.encoder_name}).")
@@ -221,6 +221,9 @@ class PrototypeBank:
             raise FewShotError(f"This prototype bank was made with {self.encoder_name} weights "
                                f"{self.encoder_weights_id!r} but this machine has {encoder.weights_id!r}; "
                                "rebuild the bank here.")
+        if int(encoder.feature_dim) != self.feature_dim:
+            raise FewShotError(f"This prototype bank's prototypes have {self.feature_dim} features but the encoder "
+                               f"{encoder.name} gives {encoder.feature_dim}, so they were not made with it.")
 
     def require_weights(self) -> None:
         """FewShotError when the bank's encoder weights are not installed here (never downloads them)."""
@@ -350,6 +353,10 @@ class PrototypeBank:
         if encoder["name"] not in available_encoders():
             raise FewShotError(f"{name} was made with the encoder {encoder['name']!r}, which this napari-fewshot does "
                                f"not have (it has {', '.join(available_encoders())}).")
+        declared = encoder_spec(encoder["name"]).feature_dim
+        if declared is not None and encoder["feature_dim"] != declared:
+            raise FewShotError(f"{name} is not a valid prototype bank (its prototypes have {encoder['feature_dim']} "
+                               f"features but the encoder {encoder['name']} gives {declared}).")
         if meta["params"].get("encoder", encoder["name"]) != encoder["name"]:
             raise FewShotError(f"{name} is not a valid prototype bank (its params name the encoder "
                                f"{meta['params']['encoder']!r}, its encoder is {encoder['name']!r}).")

@@ -116,8 +116,9 @@ def read_bank(source: str | os.PathLike | bytes, name: str | None = None) -> tup
     else:
         path = Path(source)
         name = name or str(path)
-        if not path.is_file():
-            raise FewShotError(f"The prototype bank {path} does not exist.")
+        if not path.is_file():  # a named pipe is never opened: reading it would wait for a writer
+            raise FewShotError(f"The prototype bank {path} " + ("is not a regular file (a folder, named pipe or "
+                               "device)." if path.exists() else "does not exist."))
         if path.stat().st_size > MAX_FILE_BYTES:
             raise _bad(name, f"larger than {MAX_FILE_BYTES >> 30} GiB")
         opened = path

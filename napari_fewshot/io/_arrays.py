@@ -3,15 +3,62 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 
 from ..errors import ReadError
 
+# The largest image read (checked from its header, before any pixel is read). Every slice's scores, heatmaps
+# and labels are computed at full resolution, so the work grows with the slice's pixels: a 12000 x 12000 PNG
+# took 7 GB. 2**25 pixels (5792 x 5792) holds every clinical image (full-field mammograms are ~4096 x 5120);
+# 2**30 voxels is a 512 x 512 x 4096 CT, 2 GiB as int16 and 4 GiB once normalised to float32.
+MAX_SLICE_PIXELS = 1 << 25
+MAX_VOXELS = 1 << 30
+
 
 def read_error(path: str | os.PathLike, reason: str) -> ReadError:
     """A :class:`ReadError` whose message is one sentence naming ``path``."""
     return ReadError(f"Cannot read '{os.fspath(path)}': {reason.rstrip('.')}.")
+
+
+def check_size(path: str | os.PathLike, slices: int, rows: int, columns: int) -> None:
+    """ReadError (one sentence naming the size and the limits) when an image of ``slices`` x ``rows`` x
+    ``columns`` is over :data:`MAX_SLICE_PIXELS` per slice or :data:`MAX_VOXELS` in all; called with the
+    sizes from the file's header, before its pixels are read."""
+    if rows * columns > MAX_SLICE_PIXELS or slices * rows * columns > MAX_VOXELS:
+        raise too_large(path, f"{slices} x {rows} x {columns} (slices x rows x columns)")
+
+
+def too_large(path: str | os.PathLike, size: str) -> ReadError:
+    """The ReadError of an image of `size` (e.g. ``"1 x 12000 x 12000 (slices x rows x columns)"``) over the
+    limits :func:`check_size` applies."""
+    side = int(MAX_SLICE_PIXELS**0.5)
+    return read_error(path, f"it is {size}, too large to segment (at most {MAX_SLICE_PIXELS:,} pixels per slice, "
+                            f"e.g. {side} x {side}, and {MAX_VOXELS:,} voxels); crop or downsample it first")
+
+
+def not_a_regular_file(path: str | os.PathLike) -> str | None:
+    """Why `path` (a symlink followed) must not be opened: "a named pipe (FIFO)", "a socket" or "a device",
+    whose reading may never end; None for a regular file, a folder or a path that does not exist."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return None
+
+
+def require_regular_file(path: str | os.PathLike) -> None:
+    """ReadError (one sentence) when `path` is a named pipe, socket or device (see :func:`not_a_regular_file`)."""
+    what = not_a_regular_file(path)
+    if what is not None:
+        raise read_error(path, f"it is {what}, not a regular file, and reading it might never end")
 
 
 def describe(exc: BaseException) -> str:

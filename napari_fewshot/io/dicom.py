@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from ._arrays import describe, finish_stack, read_error
+from ._arrays import check_size, describe, finish_stack, read_error
 from .dicom_planes import Plane, frame_count, plane_from_file, planes_from_frames
 from .orientation import to_display
 from .volume import Volume
@@ -65,6 +65,7 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
     items = series[series_uid]
     if len(items) == 1:
         return read_dicom_file(items[0][0])
+    _check_series_size(folder, [ds for _, ds in items])
     planes = []
     for path, ds in items:
         if frame_count(ds) > 1:
@@ -78,11 +79,12 @@ def read_dicom_file(path: str | os.PathLike) -> Volume:
     """Read one DICOM file: a single slice -> ``S == 1``; a multi-frame file -> one slice per frame."""
     path = Path(path)
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, defer_size="1 KB")  # the pixel data is read when decoded, after the size check
     except Exception as exc:
         raise read_error(path, f"it is not a readable DICOM file ({describe(exc)})") from exc
     if "PixelData" not in ds:
         raise read_error(path, "the DICOM file holds no pixel data (it is not an image, or it is truncated)")
+    _check_series_size(path, [ds])
     n_frames = frame_count(ds)
     if n_frames == 1:
         planes = [plane_from_file(path, ds)]
@@ -104,6 +106,17 @@ def _scan_folder(folder: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
         if "Rows" in ds and "Columns" in ds:
             series.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((path, ds))
     return series
+
+
+def _check_series_size(source: Path, headers: list[pydicom.Dataset]) -> None:
+    """:func:`check_size` of the images the headers declare (Rows x Columns, NumberOfFrames per file), before
+    any pixel data is read or decoded; malformed sizes are left to the decoder to refuse."""
+    try:
+        rows = max(int(ds.Rows) for ds in headers)
+        columns = max(int(ds.Columns) for ds in headers)
+    except (AttributeError, TypeError, ValueError):
+        return
+    check_size(source, sum(frame_count(ds) for ds in headers), rows, columns)
 
 
 def _describe_series(uid: str, items: list) -> str:
@@ -148,20 +161,76 @@ def _assemble(planes: list[Plane], source: Path, meta: dict) -> Volume:
 
 
 def _sort_along_normal(planes: list[Plane], source: Path) -> list[Plane]:
-    """Planes ordered by position along the slice normal; mixed orientations or stacked duplicates fail."""
+    """Planes ordered by position along the slice normal. ReadError (one sentence) for what is not one volume
+    on a regular grid: mixed orientations, acquisitions at overlapping positions, stacked duplicates, uneven
+    spacing (a missing slice)."""
     orientation = planes[0].orientation
     if any(not np.allclose(p.orientation, orientation, atol=1e-4) for p in planes):
         raise read_error(source, "its slices have different orientations (a localizer or several stacks)")
     normal = np.cross(orientation[:3], orientation[3:])
     planes = sorted(planes, key=lambda p: float(np.dot(p.position, normal)))
     offsets = np.array([np.dot(p.position, normal) for p in planes])
+    _refuse_overlapping_acquisitions(planes, offsets, source)
     if len(planes) > 1 and np.min(np.diff(offsets)) < _SAME_POSITION_MM:
         raise read_error(
             source,
             "several images lie at the same position (a 4D series with time points or echoes), "
             "which cannot be shown as one stack",
         )
+    _refuse_uneven_spacing(planes, offsets, source)
     return planes
+
+
+def _refuse_overlapping_acquisitions(planes: list[Plane], offsets: np.ndarray, source: Path) -> None:
+    """ReadError when planes of different AcquisitionNumbers lie in overlapping ranges along the normal (two
+    scans under one series UID, interleaved or repeated). Acquisitions one after the other (step-and-shoot
+    CT numbers each table position) are one volume and pass."""
+    ranges: dict[int, list[float]] = {}
+    for plane, offset in zip(planes, offsets):
+        if plane.acquisition is not None:
+            low_high = ranges.setdefault(plane.acquisition, [offset, offset])
+            low_high[0], low_high[1] = min(low_high[0], offset), max(low_high[1], offset)
+    spans = sorted(ranges.values())
+    if any(later[0] <= earlier[1] + _SAME_POSITION_MM for earlier, later in zip(spans, spans[1:])):
+        numbers = ", ".join(str(n) for n in sorted(ranges))
+        raise read_error(source, f"its slices come from {len(ranges)} acquisitions (AcquisitionNumber {numbers}) at "
+                                 "overlapping positions, which would be stacked as one wrong volume; put each "
+                                 "acquisition's files in a folder of its own")
+
+
+def _refuse_uneven_spacing(planes: list[Plane], offsets: np.ndarray, source: Path) -> None:
+    """ReadError naming the first place where the slices are not evenly spaced (a missing slice, or a
+    spacing that changes): napari and NIfTI need a regular grid, and stacking them at their mean spacing
+    would put every slice after the gap at the wrong height. Refused rather than filled, so no slice is
+    invented. The spacing is the typical step among the smallest ones; tolerance 10% of it (at least 0.1 mm, at
+    most half the spacing)."""
+    if len(planes) < 3:
+        return
+    steps = np.diff(offsets)
+    smallest = float(steps.min())  # with slices missing, the series' own spacing is the smallest step
+    step = float(np.median(steps[steps <= smallest + min(max(0.1 * smallest, 0.1), 0.5 * smallest)]))
+    tolerance = min(max(0.1 * step, 0.1), 0.5 * step)
+    uneven = np.flatnonzero(np.abs(steps - step) > tolerance)
+    if not len(uneven):
+        return
+    first = int(uneven[0])
+    gap = float(steps[first])
+    missing = round(gap / step) - 1
+    if missing >= 1 and abs(gap - (missing + 1) * step) <= tolerance * (missing + 1):
+        why = "a slice is missing" if missing == 1 else f"{missing} slices are missing"
+    else:
+        why = "they are not evenly spaced"
+    more = f" (and {len(uneven) - 1} more such place{'s' if len(uneven) > 2 else ''})" if len(uneven) > 1 else ""
+    raise read_error(
+        source,
+        f"its slices are {_mm(step)} mm apart but {_mm(gap)} mm apart between {_mm(offsets[first])} and "
+        f"{_mm(offsets[first + 1])} mm along the slice normal (after {planes[first].source.name}){more}, so "
+        f"{why}; a volume needs evenly spaced slices: export the complete series again",
+    )
+
+
+def _mm(value: float) -> str:
+    return f"{round(float(value), 3):g}"
 
 
 def _lps_affine(planes: list[Plane], row_mm: float, col_mm: float) -> np.ndarray:

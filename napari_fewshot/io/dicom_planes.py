@@ -25,6 +25,7 @@ class Plane:
     intercept: float = 0.0
     thickness: float | None = None
     number: int = 0
+    acquisition: int | None = None  # AcquisitionNumber: two acquisitions must not be stacked as one
 
 
 def _floats(value, count: int) -> np.ndarray | None:
@@ -45,6 +46,12 @@ def _float(value, default: float | None) -> float | None:
         return default
 
 
+def _whole(value) -> int | None:
+    """A DICOM IS value as an int, or None when absent/malformed."""
+    number = _float(value, None)
+    return int(number) if number is not None and np.isfinite(number) else None
+
+
 def plane_from_file(path: Path, ds: pydicom.Dataset) -> Plane:
     """The plane of a single-frame file; pixels are decoded only when asked for."""
     spacing = _floats(ds.get("PixelSpacing"), 2)
@@ -58,6 +65,7 @@ def plane_from_file(path: Path, ds: pydicom.Dataset) -> Plane:
         intercept=_float(ds.get("RescaleIntercept"), 0.0),
         thickness=_float(ds.get("SpacingBetweenSlices"), None) or _float(ds.get("SliceThickness"), None),
         number=int(_float(ds.get("InstanceNumber"), 0.0)),
+        acquisition=_whole(ds.get("AcquisitionNumber")),
     )
 
 
@@ -99,6 +107,7 @@ def planes_from_frames(path: Path, ds: pydicom.Dataset, n_frames: int) -> list[P
                 intercept=_float(rescale.get("RescaleIntercept"), 0.0) if rescale else base.intercept,
                 thickness=_float(measures.get("SliceThickness"), None) if measures else base.thickness,
                 number=index,
+                acquisition=base.acquisition,
             )
         )
     # A cine loop has no per-frame positions: keep the frame order and no affine.

@@ -6,12 +6,14 @@ writers in :mod:`.writers` hand them a temporary file and rename it; see :mod:`.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import tifffile
 from PIL import Image
 
-from ._arrays import describe, finish_stack, read_error
+from ..errors import ReadError
+from ._arrays import check_size, describe, finish_stack, read_error, too_large
 from .volume import Volume
 
 # ImageJ / OME unit names -> millimetres per unit
@@ -43,9 +45,17 @@ def read_pil_image(path: str | os.PathLike, fmt: str) -> Volume:
     16-bit PNGs stay uint16; 1-bit images become uint8 0/1; palettes are expanded.
     """
     try:
-        with Image.open(path) as img:
-            img.load()
-            arr = _pil_to_array(img)
+        with warnings.catch_warnings():  # check_size is the limit; Pillow's warning would be a second line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:  # reads the header only
+                width, height = img.size
+                check_size(path, 1, height, width)
+                img.load()
+                arr = _pil_to_array(img)
+    except ReadError:
+        raise
+    except Image.DecompressionBombError as exc:  # refused by Pillow itself from the header (over ~179 M pixels)
+        raise too_large(path, f"over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels") from exc
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
         raise read_error(path, f"it is not a readable {fmt.upper()} image ({describe(exc)})") from exc
     channels = arr.ndim == 3
@@ -73,16 +83,28 @@ def read_tiff(path: str | os.PathLike) -> Volume:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            _check_tiff_size(path, series.shape, series.axes)
             arr = series.asarray()
             axes = series.axes
             page = tif.pages[0]
             is_rgb = page.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
             spacing = _tiff_spacing(page, tif.imagej_metadata)
+    except ReadError:
+        raise
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
         raise read_error(path, f"it is not a readable TIFF file ({describe(exc)})") from exc
     arr, channels = _tiff_layout(arr, axes, is_rgb, path)
     data = finish_stack(arr, path, channels=channels)
     return Volume(data, spacing, None, os.fspath(path), "tiff", {"tiff_axes": axes})
+
+
+def _check_tiff_size(path, shape: tuple[int, ...], axes: str) -> None:
+    """:func:`check_size` from a TIFF series' shape and axes (``...YX[S]``), before its pixels are read."""
+    if "Y" not in axes or "X" not in axes or len(axes) != len(shape):
+        return  # not a stack of images: _tiff_layout says so
+    rows, columns = shape[axes.index("Y")], shape[axes.index("X")]
+    samples = shape[axes.index("S")] if "S" in axes else 1
+    check_size(path, int(np.prod(shape, dtype=np.int64)) // max(rows * columns * samples, 1), rows, columns)
 
 
 def _tiff_layout(arr: np.ndarray, axes: str, is_rgb: bool, path) -> tuple[np.ndarray, bool]:
@@ -129,21 +151,45 @@ def read_npy(path: str | os.PathLike) -> Volume:
     A 3D array is always a stack (so masks written by :func:`write_mask` read back unchanged);
     a single RGB image must be saved as ``(1, H, W, 3)``.
     """
+    shape = _npy_shape(path)
+    if shape is not None:  # checked from the header, before the pixels are read
+        _check_npy_layout(path, shape)
+        check_size(path, *((1, *shape) if len(shape) == 2 else shape[:3]))
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # ValueError for pickles / bad headers, EOFError, OSError
         raise read_error(path, f"it is not a readable NumPy array file ({describe(exc)})") from exc
     if not isinstance(arr, np.ndarray):
         raise read_error(path, "it holds several arrays (npz), not one image")
-    channels = False
+    _check_npy_layout(path, arr.shape)
+    channels = arr.ndim == 4
     if arr.ndim == 2:
         arr = arr[np.newaxis]
-    elif arr.ndim == 4 and arr.shape[-1] <= _NPY_MAX_CHANNELS:
-        channels = True
-    elif arr.ndim != 3:
-        raise read_error(path, f"it holds an array of shape {arr.shape} (expected (H, W), (S, H, W) or (S, H, W, 3))")
     data = finish_stack(arr, path, channels=channels)
     return Volume(data, (1.0, 1.0, 1.0), None, os.fspath(path), "npy", {})
+
+
+def _check_npy_layout(path: str | os.PathLike, shape: tuple[int, ...]) -> None:
+    """ReadError unless `shape` is (H, W), (S, H, W) or (S, H, W, C) with C <= 4."""
+    if len(shape) not in (2, 3) and not (len(shape) == 4 and shape[-1] <= _NPY_MAX_CHANNELS):
+        raise read_error(path, f"it holds an array of shape {shape} (expected (H, W), (S, H, W) or (S, H, W, 3))")
+
+
+def _npy_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The array shape a ``.npy`` file's header declares; None when the header cannot be read (np.load
+    then says why)."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, _ = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, _, _ = np.lib.format.read_array_header_2_0(handle)
+            else:
+                return None
+    except Exception:  # a bad header: np.load names the problem
+        return None
+    return tuple(int(n) for n in shape)
 
 
 def save_tiff(target: str | os.PathLike, stack: np.ndarray, like: Volume | None = None) -> None:

@@ -7,7 +7,8 @@ import os
 import nibabel as nib
 import numpy as np
 
-from ._arrays import describe, finish_stack, read_error
+from ..errors import ReadError
+from ._arrays import check_size, describe, finish_stack, read_error
 from .orientation import to_display, to_file_grid
 from .volume import Volume
 
@@ -20,8 +21,11 @@ def read_nifti(path: str | os.PathLike) -> Volume:
         affine, and meta holding the orientation and the header's qform/sform codes.
     """
     try:
-        img = nib.load(os.fspath(path))
+        img = nib.load(os.fspath(path))  # the header only
+        _check_nifti_size(path, img.shape)
         arr = np.asanyarray(img.dataobj)
+    except ReadError:
+        raise
     except Exception as exc:  # nibabel raises many types for bad headers / truncated gzip
         raise read_error(path, f"it is not a readable NIfTI file ({describe(exc)})") from exc
 
@@ -34,6 +38,14 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     meta["qform_code"] = int(img.header["qform_code"])
     meta["sform_code"] = int(img.header["sform_code"])
     return Volume(data, spacing, np.array(img.affine, dtype=float), os.fspath(path), "nifti", meta)
+
+
+def _check_nifti_size(path: str | os.PathLike, shape: tuple[int, ...]) -> None:
+    """:func:`check_size` from the header's shape: which file axis becomes the displayed slice axis is known
+    only after reorienting, so a slice is taken as large as the two largest of the first three axes."""
+    spatial = sorted((list(shape[:3]) + [1, 1])[:3], reverse=True)
+    volumes = int(np.prod(shape[3:], dtype=np.int64)) if len(shape) > 3 else 1
+    check_size(path, spatial[2] * volumes, spatial[0], spatial[1])
 
 
 def _file_layout(arr: np.ndarray, path: str | os.PathLike) -> tuple[np.ndarray, bool]:

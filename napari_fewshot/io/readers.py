@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ReadError
-from ._arrays import as_label_array, read_error
+from ._arrays import as_label_array, read_error, require_regular_file
 from .dicom import read_dicom_series
 from .formats import extensions, format_named, format_of
 from .volume import Volume
@@ -41,7 +41,8 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
 
 
 def _sniff(path: Path) -> str | None:
-    """Format from magic bytes, or None."""
+    """Format from magic bytes, or None; ReadError for a named pipe, socket or device (never opened)."""
+    require_regular_file(path)
     try:
         with open(path, "rb") as handle:
             head = handle.read(348)
@@ -73,14 +74,16 @@ def read_volume(path: str | os.PathLike) -> Volume:
         :class:`Volume` with data ``(S, H, W)`` or ``(S, H, W, 3)``.
 
     Raises:
-        ReadError: missing path, unknown format, corrupt file, several DICOM series,
-            4D/5D data, empty arrays.
+        ReadError: missing path, a named pipe / socket / device, unknown format, corrupt file, several
+            DICOM series, 4D/5D data, empty arrays, an image too large to segment (checked from its header,
+            before its pixels are read: io/_arrays.py check_size).
     """
     path = Path(path)
     if not path.exists():
         raise read_error(path, "no such file or folder")
     if path.is_dir():
         return read_dicom_series(path)
+    require_regular_file(path)
     return format_named(detect_format(path)).read(path)
 
 

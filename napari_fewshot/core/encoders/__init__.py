@@ -25,6 +25,9 @@ class EncoderSpec:
     normalization:     the input the encoder was trained on (pixels in [0, 1] -> (x - mean) / std).
     weights_available: () -> None when the weights are on this machine, else one sentence saying what is
                        missing and how to get it; never downloads (a bank must not start a download).
+    feature_dim:       C of the features it gives (the built encoder's `feature_dim` must be it), so a bank's
+                       prototypes are checked against it when the bank is read, before any encoder is built;
+                       None: known only once built (a bank is then checked when it is applied).
     """
 
     name: str
@@ -32,6 +35,7 @@ class EncoderSpec:
     description: str
     normalization: InputNormalization
     weights_available: Callable[[], str | None]
+    feature_dim: int | None = None
 
 
 def _lite(variant: str) -> Callable[..., Encoder]:
@@ -59,17 +63,17 @@ ENCODERS: dict[str, EncoderSpec] = {
         EncoderSpec("efficientnet-lite0", _lite("efficientnet-lite0"),
                     "EfficientNet-Lite0, ImageNet, strides 8/16/32 fused (472 channels); fast, default",
                     efficientnet_lite.EfficientNetLiteEncoder.normalization,
-                    lambda: efficientnet_lite.weights_available("efficientnet-lite0")),
+                    lambda: efficientnet_lite.weights_available("efficientnet-lite0"), feature_dim=472),
         EncoderSpec("efficientnet-lite2", _lite("efficientnet-lite2"),
                     "EfficientNet-Lite2, ImageNet, strides 8/16/32 fused (520 channels)",
                     efficientnet_lite.EfficientNetLiteEncoder.normalization,
-                    lambda: efficientnet_lite.weights_available("efficientnet-lite2")),
+                    lambda: efficientnet_lite.weights_available("efficientnet-lite2"), feature_dim=520),
         EncoderSpec("vgg16-panet", _vgg,
                     "PANet's VGG16 (pool4 stride 1, dilated conv5; 512 channels); torchvision weights",
-                    vgg_panet.VGG16PANetEncoder.normalization, vgg_panet.weights_available),
+                    vgg_panet.VGG16PANetEncoder.normalization, vgg_panet.weights_available, feature_dim=512),
         EncoderSpec("litemedsam", _litemedsam,
                     "LiteMedSAM's TinyViT (MedSAM distilled; CT, MR, ultrasound), stage 3 at half size (320 channels)",
-                    litemedsam.LiteMedSAMEncoder.normalization, litemedsam.weights_available),
+                    litemedsam.LiteMedSAMEncoder.normalization, litemedsam.weights_available, feature_dim=320),
     )
 }
 """The registry: change it only through register_encoder / unregister_encoder."""
@@ -106,6 +110,9 @@ def create_encoder(name: str, pretrained: bool = True, weights_path=None) -> Enc
     if encoder.normalization != spec.normalization:
         raise ValueError(f"The encoder {name} was built with the input normalisation {encoder.normalization}, "
                          f"but its registry entry says {spec.normalization}.")
+    if spec.feature_dim is not None and encoder.feature_dim != spec.feature_dim:
+        raise ValueError(f"The encoder {name} was built with {encoder.feature_dim} feature channels, but its "
+                         f"registry entry says {spec.feature_dim}.")
     return encoder
 
 
