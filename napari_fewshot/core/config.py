@@ -122,7 +122,7 @@ class SegmentationParams:
     scale: float = setting(20.0, label="Similarity scale", minimum=1e-3, maximum=1e4, flag="--scale",
                            help="cosine similarity multiplier before the softmax, as in PANet")
     support_mode: SupportMode = setting(
-        "dense", label="Support", affects_features=False,
+        "dense", label="Support mode", affects_features=False,
         help="dense: a slice with any paint is a support slice and its unpainted pixels are background; "
              "scribble: the background label marks background, unpainted is ignored")
     background_label: int | None = setting(
