@@ -55,23 +55,23 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
     from .core import run
     from .core.metrics import class_volumes
     from .io import Volume, read_labels, read_volume, write_mask
-    from .io.targets import check_target
+    from .io.targets import check_labels, check_target
 
     timings = {}
     t0 = time.perf_counter()
     volume = image_path if isinstance(image_path, Volume) else read_volume(image_path)
     refuse_unusable(volume, image_path)
+    inputs = [p for p in (image_path, getattr(volume, "source", None), getattr(source, "labels", None))
+              if isinstance(p, (str, os.PathLike))]
+    check_target(out_path, volume.data.shape[0], overwrite=overwrite, inputs=inputs)  # before any compute
     support = None
     if isinstance(source, PaintedSupport):
         support = source.labels
         if isinstance(support, (str, os.PathLike)):
             support = read_labels(support, like=volume)
-    inputs = [p for p in (image_path, getattr(volume, "source", None), getattr(source, "labels", None))
-              if isinstance(p, (str, os.PathLike))]
     class_ids = output_classes(source, segmenter, support)
-    check_target(out_path, volume.data.shape[0], overwrite=overwrite, inputs=inputs,  # before any compute
-                 max_label=max(class_ids, default=0))
-    for target in heatmap_targets(heatmaps, volume, class_ids, heatmap_names).values() if heatmaps else ():
+    check_labels(out_path, max(class_ids, default=0))
+    for target in heatmap_targets(heatmaps, volume, class_ids, heatmap_names).values() if heatmaps is not None else ():
         check_target(target, kind="heatmap", overwrite=overwrite, inputs=inputs)
     t1 = time.perf_counter()
     segmenter.set_image(volume.data)

@@ -84,9 +84,8 @@ def check_target(path: str | os.PathLike, n_slices: int | None = None, *, kind: 
     """
     path = Path(path)
     fmt = writable_format(path, kind) if kind is not None else None
-    if fmt is not None and max_label is not None and fmt.max_label is not None and max_label > fmt.max_label:
-        raise WriteError(f"Cannot write '{path}': {fmt.name.upper()} holds labels up to {fmt.max_label} only "
-                         f"(the labels go up to {max_label}; use .tif or .nii.gz).")
+    if fmt is not None and max_label is not None:
+        check_labels(path, max_label)
     as_set = fmt is not None and fmt.slices_per_file
     counts = [n_slices] if n_slices is not None else [1, 2]
     for count in counts:
@@ -99,6 +98,14 @@ def check_target(path: str | os.PathLike, n_slices: int | None = None, *, kind: 
             _check_name(path)
             _check_file(path, overwrite, inputs)
     check_writable(path)
+
+
+def check_labels(path: str | os.PathLike, max_label: int) -> None:
+    """WriteError when the mask format of `path` cannot hold the label `max_label` (a PNG: 65535)."""
+    fmt = writable_format(Path(path), "mask")
+    if fmt.max_label is not None and max_label > fmt.max_label:
+        raise WriteError(f"Cannot write '{path}': {fmt.name.upper()} holds labels up to {fmt.max_label} only "
+                         f"(the labels go up to {max_label}; use .tif or .nii.gz).")
 
 
 def check_writable(path: str | os.PathLike) -> None:
@@ -225,5 +232,5 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-__all__ = ["check_set_folder", "check_target", "check_writable", "is_own_set", "name_max", "recover_set", "set_file_name",
+__all__ = ["check_labels", "check_set_folder", "check_target", "check_writable", "is_own_set", "name_max", "recover_set", "set_file_name",
            "set_folder", "writable_format"]
