@@ -221,7 +221,7 @@ def _run_batch(bank_path: Path, input_dir: Path, output_dir: Path, options: Dask
     check_unique_masks(scans)
     csv_path = output_dir / CSV_NAME
     rows = read_results(csv_path)
-    plan = plan_outputs(output_dir, scans, rows, bank_key, overwrite)
+    plan = plan_outputs(output_dir, scans, rows, bank_key, overwrite, max_label=max(bank.class_ids, default=0))
     columns = class_columns(bank)
     job = _Job(bank, bank_bytes, bank_key, output_dir, columns, header(columns))
     report = BatchReport(rows, skipped=plan.done, edited=plan.edited, csv=csv_path, duplicates=duplicates)

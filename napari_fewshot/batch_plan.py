@@ -40,20 +40,21 @@ class OutputPlan:
 
 
 def plan_outputs(output_dir: Path, scans: Sequence[Scan], rows: dict[str, dict[str, str]], bank_key: str = "",
-                 overwrite: bool = False) -> OutputPlan:
+                 overwrite: bool = False, max_label: int | None = None) -> OutputPlan:
     """Before any compute: the output folder can be made and written, each scan's mask is sorted as above
     and every mask to write can be written. FewShotError (one sentence, nothing written but the folder)
     for a foreign file at a mask's name, the batch's masks of another bank without `overwrite`, or an
-    output that cannot be written."""
+    output that cannot be written (the path-level rules: :func:`napari_fewshot.io.targets.check_target`,
+    with each scan as its mask's input and `max_label`, the bank's highest class, against the format)."""
     try:
-        return _plan(output_dir, scans, rows, bank_key, overwrite)
+        return _plan(output_dir, scans, rows, bank_key, overwrite, max_label)
     except OSError as err:  # e.g. a folder on the way that may not be entered
         raise FewShotError(f"Cannot use the output folder {output_dir} ({err.strerror or err}).") from err
 
 
 def _plan(output_dir: Path, scans: Sequence[Scan], rows: dict[str, dict[str, str]], bank_key: str,
-          overwrite: bool) -> OutputPlan:
-    from .io.writers import check_mask_target, check_writable
+          overwrite: bool, max_label: int | None) -> OutputPlan:
+    from .io.targets import check_target, check_writable
 
     _check_folder(output_dir)
     check_writable(output_dir / CSV_NAME)
@@ -61,7 +62,8 @@ def _plan(output_dir: Path, scans: Sequence[Scan], rows: dict[str, dict[str, str
     for scan in scans:
         target = output_dir / scan.mask
         if target.is_dir():  # a folder where a mask goes: said by the target check
-            check_mask_target(target, 1 if scan.kind == "file" else None, overwrite=True)
+            check_target(target, 1 if scan.kind == "file" else None, overwrite=True, inputs=[scan.path],
+                         max_label=max_label)
         state = mask_state(output_dir, scan.mask, rows.get(scan.name), bank_key)
         if state == FOREIGN:
             foreign.append(scan.mask)
@@ -74,7 +76,8 @@ def _plan(output_dir: Path, scans: Sequence[Scan], rows: dict[str, dict[str, str
         else:
             plan.todo.append(scan)
             plan.replace[scan.name] = state != MISSING
-            check_mask_target(target, 1 if scan.kind == "file" else None, overwrite=state != MISSING)
+            check_target(target, 1 if scan.kind == "file" else None, overwrite=state != MISSING, inputs=[scan.path],
+                         max_label=max_label)
     if foreign:
         raise FewShotError(f"{len(foreign)} mask file(s) already in {output_dir} are not in its {CSV_NAME} "
                            f"({_listed(foreign)}); the batch never replaces files it did not write: move them "

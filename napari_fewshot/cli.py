@@ -146,12 +146,13 @@ def _print_written(outcome: dict, started: float) -> None:
 
 
 def _check_segment_outputs(args) -> None:
-    """--out (and the --heatmaps folder) can be written: checked before anything is read or computed."""
-    from .io.writers import check_mask_target, check_writable
+    """--out (and the --heatmaps folder) can be written: checked before anything is read or computed
+    (a PNG set's folder, the heatmap files and the labels a format holds once the scan is read, still
+    before compute: pipeline.segment_file)."""
+    from .io.targets import check_target, check_writable
 
-    out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
-    check_mask_target(out, 1, overwrite=args.overwrite)  # a PNG set's folder once the slices are known
+    inputs = [p for p in (args.image, args.support, args.bank) if p is not None]
+    check_target(args.out, 1, overwrite=args.overwrite, inputs=inputs)
     if args.heatmaps:
         folder = Path(args.heatmaps)
         if folder.exists() and not folder.is_dir():
@@ -200,11 +201,13 @@ def _cmd_bank(args, extra: list[str]) -> None:
     from .core.bank import PrototypeBank
     from .io import read_labels, read_volume
 
+    from .io.targets import check_target
+
     pairs = _bank_pairs(args, extra)
     out = Path(args.out)
     if not out.suffix:
         out = out.with_suffix(".fewshot")
-    _refuse_existing(out, args.overwrite)
+    check_target(out, kind=None, overwrite=args.overwrite, inputs=[p for pair in pairs for p in pair])
     params, tune = segmentation_params(args)
     if args.adapt_steps:
         raise FewShotError("--adapt-steps adapts to the scan being segmented; use it with `segment`, not `bank`.")
@@ -246,12 +249,6 @@ def _cmd_batch(args) -> int:
               file=sys.stderr)
         return 3
     return 0
-
-
-def _refuse_existing(out: Path, overwrite: bool) -> None:
-    """Results never replace a file unless the user passed --overwrite."""
-    if out.exists() and not overwrite:
-        raise FewShotError(f"{out} already exists; choose another name or pass --overwrite.")
 
 
 def _has_display() -> bool:

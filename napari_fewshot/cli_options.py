@@ -94,6 +94,17 @@ def _support_mode(args) -> dict:
     return {"support_mode": "scribble", "background_label": label}
 
 
+def check_range(setting: Setting, value) -> None:
+    """FewShotError (one sentence, naming the flag) when an option's number is outside its setting's range."""
+    low, high = setting.minimum, setting.maximum
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if (low is not None and not value >= low) or (high is not None and not value <= high):
+        span = f"from {_default_text(low)} to {_default_text(high)}" if low is not None and high is not None \
+            else f"at least {_default_text(low)}" if low is not None else f"at most {_default_text(high)}"
+        raise FewShotError(f"{setting.flag or setting.name} must be {span}, not {_default_text(value)}.")
+
+
 def segmentation_params(args) -> tuple[SegmentationParams, FineTuneParams | None]:
     """The SegmentationParams of the parsed options (config defaults for what the command has no option for),
     and FineTuneParams when --fine-tune-steps asks for fine-tuning."""
@@ -101,6 +112,10 @@ def segmentation_params(args) -> tuple[SegmentationParams, FineTuneParams | None
                if s.flag and s.name not in SUPPORT_SETTINGS and hasattr(args, s.name)}
     if getattr(args, "seed", None) is not None:
         changes["seed"] = args.seed
+    for name, value in changes.items():
+        check_range(setting_named(SegmentationParams, name), value)
+    if args.fine_tune_steps:
+        check_range(setting_named(FineTuneParams, "learning_rate"), args.learning_rate)
     params = with_settings(SegmentationParams(), {**changes, **_support_mode(args)})
     tune = None
     if args.fine_tune_steps:

@@ -55,18 +55,24 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
     from .core import run
     from .core.metrics import class_volumes
     from .io import Volume, read_labels, read_volume, write_mask
-    from .io.writers import check_mask_target
+    from .io.targets import check_labels, check_target
 
     timings = {}
     t0 = time.perf_counter()
     volume = image_path if isinstance(image_path, Volume) else read_volume(image_path)
     refuse_unusable(volume, image_path)
-    check_mask_target(out_path, volume.data.shape[0], overwrite=overwrite)  # before any compute
+    inputs = [p for p in (image_path, getattr(volume, "source", None), getattr(source, "labels", None))
+              if isinstance(p, (str, os.PathLike))]
+    check_target(out_path, volume.data.shape[0], overwrite=overwrite, inputs=inputs)  # before any compute
     support = None
     if isinstance(source, PaintedSupport):
         support = source.labels
         if isinstance(support, (str, os.PathLike)):
             support = read_labels(support, like=volume)
+    class_ids = output_classes(source, segmenter, support)
+    check_labels(out_path, max(class_ids, default=0))
+    for target in heatmap_targets(heatmaps, volume, class_ids, heatmap_names).values() if heatmaps is not None else ():
+        check_target(target, kind="heatmap", overwrite=overwrite, inputs=inputs)
     t1 = time.perf_counter()
     segmenter.set_image(volume.data)
     try:
@@ -106,14 +112,31 @@ def write_heatmaps(folder: str | os.PathLike, result, volume, overwrite: bool = 
     scan `volume`, in the heatmap format of its source (NIfTI for NIfTI/DICOM, NPY for NPY, else TIFF);
     returns the paths."""
     from .io import write_image
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    written = []
+    for c, target in heatmap_targets(folder, volume, list(result.similarity), names).items():
+        written += write_image(target, result.similarity_volume(c), like=volume, overwrite=overwrite)
+    return written
+
+
+def heatmap_targets(folder: str | os.PathLike, volume, class_ids, names: dict[int, str] | None = None,
+                    ) -> dict[int, Path]:
+    """class id -> `folder`/``heatmap_classC_NAME.EXT``, EXT the heatmap format of the scan's source."""
     from .io.formats import format_for_source
     from .io.naming import heatmap_name, heatmap_prefix
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     extension = format_for_source(volume.format, "heatmap").extension
-    written = []
-    for c in result.similarity:
-        name = heatmap_name(heatmap_prefix(), c, (names or {}).get(c), extension)
-        written += write_image(folder / name, result.similarity_volume(c), like=volume, overwrite=overwrite)
-    return written
+    return {c: Path(folder) / heatmap_name(heatmap_prefix(), c, (names or {}).get(c), extension) for c in class_ids}
+
+
+def output_classes(source, segmenter, support) -> list[int]:
+    """The class ids a segmentation will label and map, known before any compute: the bank's classes, or
+    the classes painted on the support (its semantics from the segmenter's params: scribble mode's
+    background label is no class)."""
+    if support is None:
+        return [int(c) for c in source.class_ids]
+    from .core.support import parse_support
+
+    params = segmenter.params
+    return [int(c) for c in parse_support(support, params.support_mode, params.background_label).class_ids]

@@ -13,7 +13,8 @@ from PIL import Image
 
 from napari_fewshot.errors import WriteError
 from napari_fewshot.io import Volume, read_labels, read_volume, write_image, write_mask
-from napari_fewshot.io.writers import check_mask_target, mask_targets
+from napari_fewshot.io.targets import check_target
+from napari_fewshot.io.writers import mask_targets
 
 
 def _mask(shape=(3, 6, 7), high=4, seed=1) -> np.ndarray:
@@ -74,7 +75,7 @@ def test_existing_png_stack_is_never_replaced_without_overwrite(tmp_path):
     (tmp_path / "seg").mkdir()
     (tmp_path / "seg" / "seg_0001.png").write_bytes(b"keep me")
     with pytest.raises(WriteError, match="seg"):
-        check_mask_target(tmp_path / "seg.png", 3)
+        check_target(tmp_path / "seg.png", 3)
     with pytest.raises(WriteError, match="seg"):
         write_mask(tmp_path / "seg.png", _mask())
     assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["seg_0001.png"]
@@ -135,20 +136,20 @@ def test_never_overwrite_is_an_exclusive_create(tmp_path, monkeypatch):
 
 
 def test_mask_targets_are_checked_before_any_compute(tmp_path):
-    check_mask_target(tmp_path / "new" / "m.nii.gz")  # fine: a missing folder will be created
+    check_target(tmp_path / "new" / "m.nii.gz")  # fine: a missing folder will be created
     assert not (tmp_path / "new").exists()  # ... but not by the check
     with pytest.raises(WriteError, match="extensions"):
-        check_mask_target(tmp_path / "m.jpg")
+        check_target(tmp_path / "m.jpg")
     (tmp_path / "m.nii.gz").mkdir()
     with pytest.raises(WriteError, match="folder of that name"):
-        check_mask_target(tmp_path / "m.nii.gz", overwrite=True)
+        check_target(tmp_path / "m.nii.gz", overwrite=True)
     (tmp_path / "m.tif").write_bytes(b"x")
     with pytest.raises(WriteError, match="exists"):
-        check_mask_target(tmp_path / "m.tif")
-    check_mask_target(tmp_path / "m.tif", overwrite=True)
+        check_target(tmp_path / "m.tif")
+    check_target(tmp_path / "m.tif", overwrite=True)
     (tmp_path / "afile").write_text("x")
     with pytest.raises(WriteError, match="is a file"):
-        check_mask_target(tmp_path / "afile" / "sub" / "m.tif")
+        check_target(tmp_path / "afile" / "sub" / "m.tif")
 
 
 def test_unwritable_folder_is_a_write_error(tmp_path):

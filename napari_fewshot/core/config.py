@@ -10,7 +10,8 @@ flag (the CLI's options, defaults and help are built from it). core/settings.py 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from .settings import params_from_dict, setting, setting_values, settings_of
@@ -22,6 +23,18 @@ Modality = Literal["auto", "ct", "mr", "us", "none"]
 REFINE_IMAGES_BY_DEFAULT = True
 REFINE_VOLUMES_BY_DEFAULT = True  # on a GPU only
 MAX_INPUT_SIZE = 2_048  # encoder input side in pixels; larger asks for absurd memory
+
+
+def refuse_non_finite(params: Any) -> None:
+    """FewShotError (one sentence) when a number of the params dataclass is NaN or infinite: no range check
+    catches them (every comparison with NaN is false)."""
+    from ..errors import FewShotError
+
+    for item in fields(params):
+        value = getattr(params, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            label = item.metadata.get("label", item.name)
+            raise FewShotError(f"{label} must be a finite number, not {value}.")
 
 
 @dataclass
@@ -52,6 +65,7 @@ class RefineParams:
     def __post_init__(self) -> None:
         from ..errors import FewShotError
 
+        refuse_non_finite(self)
         if self.enabled not in (None, True, False):
             raise FewShotError(f"Refine must be on, off or automatic (None), not {self.enabled!r}.")
         if not 0 <= self.margin <= 1 or self.min_pixels < 1 or self.max_components < 1 or not self.max_growth > 1:
@@ -157,6 +171,7 @@ class SegmentationParams:
     def __post_init__(self) -> None:
         from ..errors import FewShotError
 
+        refuse_non_finite(self)
         if not isinstance(self.refine, RefineParams):
             raise FewShotError(f"refine must be a RefineParams (e.g. RefineParams(enabled=True)), not {self.refine!r}.")
         if self.prototype_mode not in ("local", "global"):
@@ -250,6 +265,7 @@ class FineTuneParams:
     seed: int = setting(0, label="Seed", help="seed of the episodes and augmentations")
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         _check_training(self.steps, self.learning_rate, "Fine-tune")
 
 
@@ -277,6 +293,7 @@ class AdaptParams:
     def __post_init__(self) -> None:
         from ..errors import FewShotError
 
+        refuse_non_finite(self)
         _check_training(self.steps, self.learning_rate, "Adaptation")
         if not 0 < self.min_fraction < self.max_fraction <= 1:
             raise FewShotError("Superpixel fractions must satisfy 0 < min_fraction < max_fraction <= 1.")

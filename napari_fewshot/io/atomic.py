@@ -14,10 +14,24 @@ patient data where the site set 077).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+
+TEMP_PREFIX_MAX = 200  # bytes: room left within NAME_MAX (255) for mkstemp's 8 characters, a tag and a suffix
+
+
+def temp_prefix(name: str) -> str:
+    """``.NAME.``: the start of the temporary names made beside the file or folder `name`; a name too long
+    to take more characters (a legal 252-byte name) is shortened to its start and a hash of the whole."""
+    prefix = f".{name}."
+    if len(os.fsencode(prefix)) <= TEMP_PREFIX_MAX:
+        return prefix
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    return f".{name[:40]}~{digest}."
 
 
 def current_umask() -> int:
@@ -55,7 +69,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
     target = Path(path)
     if suffix is None:
         suffix = ".nii.gz" if target.name.lower().endswith(".nii.gz") else target.suffix
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    handle, tmp_name = tempfile.mkstemp(prefix=temp_prefix(target.name), suffix=suffix, dir=target.parent)
     os.close(handle)
     tmp = Path(tmp_name)
     try:

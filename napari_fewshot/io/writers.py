@@ -7,7 +7,8 @@ A mask of several slices in a one-slice-per-file format (PNG) is a *set*: ``STEM
 written into a temporary folder that takes its name in one rename, so a kill never leaves a partial
 stack that looks complete.
 
-:func:`check_mask_target` checks a target before any compute (format, folder, permissions, existing files).
+:func:`napari_fewshot.io.targets.check_target` checks a target before any compute (format, folder,
+permissions, existing files, inputs); the writers here apply the same rules again when writing.
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WriteError
-from .atomic import atomic_write, current_umask, fsync_folder
-from .formats import FileFormat, Kind, extensions, format_of
+from .atomic import atomic_write, current_umask, fsync_folder, temp_prefix
+from .formats import FileFormat, format_of
+from .targets import check_set_folder, recover_set, set_file_name, set_folder, writable_format
 from .volume import Volume
-
-_WHAT = {"mask": "a mask", "heatmap": "a float image"}
 
 
 def write_mask(
@@ -48,7 +48,7 @@ def write_mask(
         The paths written. Values are stored as uint8 when max < 256, else uint16 (uint32 beyond).
     """
     path = Path(path)
-    fmt = _writable_format(path, "mask")
+    fmt = writable_format(path, "mask")
     stack = _as_mask_stack(mask, path)
     _check_like(stack, like, path)
     _check_source(fmt, like, path)
@@ -75,7 +75,7 @@ def write_image(
         The one path written.
     """
     path = Path(path)
-    fmt = _writable_format(path, "heatmap")
+    fmt = writable_format(path, "heatmap")
     arr = np.asarray(data)
     if arr.ndim == 2:
         arr = arr[np.newaxis]
@@ -87,14 +87,6 @@ def write_image(
     _check_like(stack, like, path)
     _check_source(fmt, like, path)
     return _write_single(path, fmt, stack, like, overwrite)
-
-
-def _writable_format(path: Path, kind: Kind) -> FileFormat:
-    fmt = format_of(path, kind)
-    if fmt is None:
-        raise WriteError(f"Cannot write {_WHAT[kind]} to '{path}': use one of the extensions "
-                         f"{', '.join(extensions(kind, 'dicom'))}.")
-    return fmt
 
 
 def _check_source(fmt: FileFormat, like: Volume | None, path: Path) -> None:
@@ -136,45 +128,8 @@ def mask_targets(path: str | os.PathLike, n_slices: int) -> list[Path]:
     path = Path(path)
     fmt = format_of(path, "mask")
     if fmt is not None and fmt.slices_per_file and n_slices > 1:
-        return [_slice_folder(path) / f"{path.stem}_{index:04d}{fmt.extension}" for index in range(n_slices)]
+        return [set_folder(path) / set_file_name(path, index, fmt) for index in range(n_slices)]
     return [path]
-
-
-def check_mask_target(path: str | os.PathLike, n_slices: int | None = None, *, overwrite: bool = False) -> None:
-    """Check, before any compute, that a mask can be written to `path`; WriteError (one sentence) if not.
-
-    Checks the extension, that no folder (and, unless `overwrite`, no file or PNG set) has the target's
-    name, and that the nearest existing folder on the way can be written to (by creating and removing a
-    temporary file: permission bits say nothing for root, and a read-only mount only shows on writing).
-    n_slices: the mask's slices when known (a PNG of several slices is the folder ``STEM``); None checks
-    both the single file and the set.
-    """
-    path = Path(path)
-    fmt = _writable_format(path, "mask")
-    counts = [n_slices] if n_slices is not None else [1, 2]
-    for count in counts:
-        if fmt.slices_per_file and count > 1:
-            _check_set_target(_slice_folder(path), overwrite)
-        else:
-            _check_targets([path], overwrite)
-    check_writable(path)
-
-
-def check_writable(path: str | os.PathLike) -> None:
-    """WriteError unless a file named `path` could be created: its folder, or the nearest existing folder
-    above it (missing ones are created when writing), takes a new file (tried, then removed)."""
-    path = Path(path)
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise WriteError(f"Cannot write '{path}': part of the folder path '{folder}' is a file.")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".napari-fewshot-probe.", dir=folder)
-    except OSError as exc:
-        raise WriteError(f"Cannot write '{path}': the folder '{folder}' is not writable ({_reason(exc)}).") from exc
-    os.close(handle)
-    os.unlink(probe)
 
 
 def _reason(exc: OSError) -> str:
@@ -188,15 +143,6 @@ def _check_targets(targets: list[Path], overwrite: bool) -> None:
             raise WriteError(f"Cannot write '{target}': a folder of that name exists.")
         if target.exists() and not overwrite:
             raise WriteError(f"Cannot write '{target}': the file exists (pass overwrite=True to replace it).")
-
-
-def _check_set_target(folder: Path, overwrite: bool) -> None:
-    """The folder of a PNG set: a file of its name is never replaced; an existing set only with overwrite."""
-    if folder.exists() and not folder.is_dir():
-        raise WriteError(f"Cannot write the PNG slices into '{folder}': a file of that name exists.")
-    if folder.exists() and not overwrite:
-        raise WriteError(f"Cannot write the PNG slices into '{folder}': the folder exists "
-                         "(pass overwrite=True to replace it).")
 
 
 def _make_folder(folder: Path, target: Path) -> None:
@@ -229,18 +175,15 @@ def _write_single(path: Path, fmt: FileFormat, stack: np.ndarray, like: Volume |
     return [path]
 
 
-def _slice_folder(path: Path) -> Path:
-    return path.with_name(path.stem)
-
-
 def _write_slices(path: Path, fmt: FileFormat, stack: np.ndarray, overwrite: bool) -> list[Path]:
     """One file per slice (PNG): the set ``STEM/STEM_0000.png`` ..., given its name in one rename."""
-    folder = _slice_folder(path)
-    _check_set_target(folder, overwrite)
+    folder = set_folder(path)
+    recover_set(folder)
+    check_set_folder(folder, path.stem, fmt, overwrite)
     _make_folder(folder.parent, folder)
     targets = mask_targets(path, stack.shape[0])
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(folder.name) + "set.new.", dir=folder.parent))
     except OSError as exc:
         raise WriteError(f"Cannot write '{folder}': the folder '{folder.parent}' is not writable "
                          f"({_reason(exc)}).") from exc
@@ -263,7 +206,10 @@ def _write_slices(path: Path, fmt: FileFormat, stack: np.ndarray, overwrite: boo
 
 def _rename_set(staging: Path, folder: Path, overwrite: bool) -> None:
     """Give the complete set `staging` the name `folder`. Without overwrite, a set that appeared meanwhile
-    is never replaced (rename onto a non-empty folder fails); with it, the old set is moved aside first."""
+    is never replaced (rename onto a non-empty folder fails). With it, the old set is moved aside into
+    ``.STEM.set.old.*`` first and deleted once the new one has the name; should the process die between
+    the two renames, :func:`napari_fewshot.io.targets.recover_set` (run before the next write or check)
+    puts the old set back."""
     if not overwrite:
         if folder.exists():
             raise WriteError(f"Cannot write the PNG slices into '{folder}': the folder exists "
@@ -277,9 +223,17 @@ def _rename_set(staging: Path, folder: Path, overwrite: bool) -> None:
         return
     aside = None
     if folder.exists():
-        aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+        aside = Path(tempfile.mkdtemp(prefix=temp_prefix(folder.name) + "set.old.", dir=folder.parent))
         os.rename(folder, aside / folder.name)
-    os.rename(staging, folder)
+        fsync_folder(folder.parent)
+    try:
+        os.rename(staging, folder)
+    except OSError:
+        if aside is not None:  # the old set takes its name back
+            os.rename(aside / folder.name, folder)
+            shutil.rmtree(aside, ignore_errors=True)
+        raise
     if aside is not None:
+        fsync_folder(folder.parent)
         with contextlib.suppress(OSError):
             shutil.rmtree(aside)

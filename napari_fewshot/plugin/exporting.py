@@ -26,6 +26,7 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox, QWidget
 from ..errors import FewShotError
 from ..io.formats import qt_filter
 from ..io.naming import suggested_output
+from ..io.targets import check_target
 from . import IMAGE_SET_KEY, VOLUME_KEY, layers, writers
 
 
@@ -39,10 +40,16 @@ def export_prediction(parent: QWidget, layer, path: str | None, overwrite: bool)
         return export_set_masks(parent, info, layer.data, path, overwrite)
     volume = layer.metadata.get(VOLUME_KEY)
     filters = qt_filter("mask", getattr(volume, "format", None))
+    shape = np.shape(layer.data)
+
+    def check(p: str, replace: bool) -> None:
+        check_target(p, shape[0] if len(shape) == 3 else 1, overwrite=replace, inputs=_sources(volume),
+                     max_label=int(np.max(layer.data)))
+
     return _export(parent, "Export mask", filters, path, overwrite,
                    lambda p: writers.existing_targets(p, layer.data.shape),
                    lambda p, replace: writers.export_mask(p, layer.data, volume, overwrite=replace),
-                   choose=_save_dialog(filters, suggested_path(volume, "mask")))
+                   choose=_save_dialog(filters, suggested_path(volume, "mask")), check=check)
 
 
 def export_heatmaps(parent: QWidget, heatmaps: dict, names: dict[int, str], volume, path: str | None,
@@ -56,23 +63,34 @@ def export_heatmaps(parent: QWidget, heatmaps: dict, names: dict[int, str], volu
     if info is not None:
         return export_set_heatmaps(parent, info, layers.heatmap_arrays(heatmaps), classes, path, overwrite)
     filters = qt_filter("heatmap", getattr(volume, "format", None))
+
+    def check(p: str, replace: bool) -> None:
+        for target in writers.heatmap_paths(p, sorted(classes), classes).values():
+            check_target(target, kind="heatmap", overwrite=replace, inputs=_sources(volume))
+
     return _export(parent, "Export heatmaps", filters, path, overwrite,
                    lambda p: writers.existing_targets(p, (), classes),
                    lambda p, replace: writers.export_heatmaps(p, layers.heatmap_arrays(heatmaps), names, volume,
                                                               overwrite=replace),
-                   choose=_save_dialog(filters, suggested_path(volume, "heatmap")))
+                   choose=_save_dialog(filters, suggested_path(volume, "heatmap")), check=check)
 
 
 def export_set_masks(parent: QWidget, info, labels, folder: str | None, overwrite: bool) -> list[Path] | None:
     """Write ``NAME_mask.png`` per image of an image set into ``folder`` (a folder dialog when None);
     labels: the padded ``(N, Hmax, Wmax)`` prediction, cropped to each image's size here."""
-    from ..io.image_sets import crop_planes, existing_mask_targets, write_image_set_masks
+    from ..io.image_sets import crop_planes, existing_mask_targets, mask_targets, write_image_set_masks
 
     masks = crop_planes(labels, info.shapes)
+
+    def check(f: str, replace: bool) -> None:
+        top = max((int(np.max(m)) for m in masks), default=0)
+        for target in mask_targets(f, info.names):
+            check_target(target, 1, overwrite=replace, inputs=_set_sources(info), max_label=top)
+
     return _export(parent, "Export masks: choose a folder (one NAME_mask.png per image)", "", folder, overwrite,
                    lambda f: existing_mask_targets(f, info.names),
                    lambda f, replace: write_image_set_masks(f, masks, info.names, overwrite=replace),
-                   choose=_folder_dialog(info))
+                   choose=_folder_dialog(info), check=check)
 
 
 def export_set_heatmaps(parent: QWidget, info, heatmaps: dict, classes: dict[int, str], folder: str | None,
@@ -81,10 +99,26 @@ def export_set_heatmaps(parent: QWidget, info, heatmaps: dict, classes: dict[int
     from ..io.image_sets import crop_planes, heatmap_targets, write_image_set_heatmaps
 
     planes = {c: crop_planes(data, info.shapes) for c, data in heatmaps.items()}
+
+    def check(f: str, replace: bool) -> None:
+        for target in heatmap_targets(f, info.names, classes):
+            check_target(target, kind="heatmap", overwrite=replace, inputs=_set_sources(info))
+
     return _export(parent, "Export heatmaps: choose a folder", "", folder, overwrite,
                    lambda f: [p for p in heatmap_targets(f, info.names, classes) if p.exists()],
                    lambda f, replace: write_image_set_heatmaps(f, planes, info.names, classes, overwrite=replace),
-                   choose=_folder_dialog(info))
+                   choose=_folder_dialog(info), check=check)
+
+
+def _sources(volume) -> list[str]:
+    """The file (or DICOM folder) a layer's scan was read from: an export never replaces it."""
+    source = getattr(volume, "source", None)
+    return [source] if source else []
+
+
+def _set_sources(info) -> list[Path]:
+    """The image files of an image set: an export never replaces them."""
+    return [Path(info.folder) / name for name in info.names] if info.folder else []
 
 
 def _folder_dialog(info) -> Callable[[QWidget, str], str]:
@@ -129,7 +163,10 @@ def _save_dialog(filters: str, suggested: str = "") -> Callable[[QWidget, str], 
 
 def _export(parent: QWidget, title: str, filters: str, path: str | None, overwrite: bool,
             existing_at: Callable[[str], list[Path]], write: Callable[[str, bool], list[Path]],
-            choose: Callable[[QWidget, str], str] | None = None) -> list[Path] | None:
+            choose: Callable[[QWidget, str], str] | None = None,
+            check: Callable[[str, bool], None] | None = None) -> list[Path] | None:
+    """Choose (when `path` is None), ask before replacing, check every target (io/targets.py: never an
+    input, never a folder the tool did not write), write, tell the user."""
     interactive = path is None
     if interactive:
         path = (choose or _save_dialog(filters))(parent, title)
@@ -144,6 +181,8 @@ def _export(parent: QWidget, title: str, filters: str, path: str | None, overwri
             show_info("Export cancelled; nothing was written.")
             return None
     try:
+        if check is not None:
+            check(path, bool(existing))
         paths = write(path, bool(existing))
     except FewShotError as exc:
         show_error(str(exc))
