@@ -303,3 +303,12 @@ def test_images_at_the_limit_still_read(tmp_path):
     np.save(tmp_path / "ok.npy", np.zeros((2, side, side), np.uint8))
     assert read_volume(tmp_path / "ok.npy").data.shape == (2, side, side)
     assert read_volume(_png(tmp_path / "ok.png", side)).data.shape == (1, side, side)
+
+
+def test_an_input_name_longer_than_the_file_system_allows_is_one_sentence(tmp_path, capsys):
+    name = tmp_path / ("x" * 300 + ".nii.gz")
+    with pytest.raises(ReadError, match="File name too long"):
+        read_volume(name)
+    assert main(["segment", str(name), "--support", str(name), "--out", str(tmp_path / "m.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unexpected" not in err[0], err

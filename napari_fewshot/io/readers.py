@@ -79,9 +79,13 @@ def read_volume(path: str | os.PathLike) -> Volume:
             before its pixels are read: io/_arrays.py check_size).
     """
     path = Path(path)
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except OSError as err:  # e.g. a name longer than the file system allows: Path.exists() raises for it
+        raise read_error(path, err.strerror or str(err)) from err
+    if not exists:
         raise read_error(path, "no such file or folder")
-    if path.is_dir():
+    if is_dir:
         return read_dicom_series(path)
     require_regular_file(path)
     return format_named(detect_format(path)).read(path)
