@@ -135,7 +135,8 @@ def segmented(scan, qtbot):
 REFUSED = {
     "4D image": (four_d, "has 4 dimensions"),
     "tiny image": (tiny, "at least 8 are needed"),
-    "support of another shape": (support_of_another_shape, "create a new support layer"),
+    # not offered in the Support picker (only the image's own supports and unowned Labels of its shape)
+    "support of another shape": (support_of_another_shape, "Create or pick a support Labels layer"),
     "negative label values": (negative_labels, "negative label values"),
     "support with no paint": (no_paint, "has no painted pixels"),
     "support painted on every slice": (every_slice_painted, "Every slice is painted"),

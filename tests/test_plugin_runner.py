@@ -122,3 +122,42 @@ def test_closing_mid_job_is_quiet(fast_ct, qtbot, capfd, uncaught, what):
     assert done.is_set(), "the worker did not stop after the viewer closed"
     assert uncaught == []
     assert capfd.readouterr().err == ""
+
+
+def _python_owned_qt_objects(*owners):
+    """The QObjects among the attributes of ``owners`` that Python (not a Qt parent) owns."""
+    from qtpy import sip
+    from qtpy.QtCore import QObject
+
+    return [value for owner in owners for value in vars(owner).values()
+            if isinstance(value, QObject) and not sip.isdeleted(value) and sip.ispyowned(value)]
+
+
+@pytest.mark.parametrize("when", ["job running", "job finished"])
+def test_closing_the_viewer_touches_no_deleted_qt_object(fast_ct, qtbot, when):
+    """The scripted runs that aborted: a script keeps the window past ``viewer.close()``, so it is deleted as
+    the interpreter exits, when Python destroys the objects it owns in no set order. Here the worst order:
+    every Python-owned QObject of the runner and the widget first, then the window (the progress bar's
+    ``destroyed`` stops the runner). Nothing may raise into the excepthook (in a script: SIGABRT)."""
+    from qtpy import sip
+
+    viewer, widget, reference = fast_ct
+    runner = widget.runner
+    paint_support(widget, reference)
+    viewer.dims.set_current_step(0, 85)
+    widget.segment("current" if when == "job finished" else "all")
+    if when == "job finished":
+        wait_idle(qtbot, widget)
+    else:
+        qtbot.waitUntil(lambda: widget.ui.progress_bar.value() > 0, timeout=60_000)
+    window = viewer.window._qt_window  # what the script still refers to
+
+    with qtbot.capture_exceptions() as raised:
+        viewer.close()
+        for obj in _python_owned_qt_objects(runner, widget):
+            sip.delete(obj)
+        sip.delete(window)
+        qtbot.wait(300)  # late worker signals, timers
+
+    assert raised == [], [str(e[1]) for e in raised]
+    assert runner.closed and runner._pbar is None  # stopped, napari's bar closed

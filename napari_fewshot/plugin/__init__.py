@@ -17,4 +17,5 @@ VOLUME_KEY = "napari_fewshot_volume"  # io.Volume the layer came from (affine, s
 CLASS_NAMES_KEY = "napari_fewshot_class_names"  # {label value: name}
 ROLE_KEY = "napari_fewshot_role"  # "prediction" | "heatmap" | "reference" | "support"
 IMAGE_SET_KEY = "napari_fewshot_image_set"  # io.image_sets.ImageSetInfo of a padded image-set layer
+SUPPORT_OF_KEY = "napari_fewshot_support_of"  # support: unique_id of the image layer it was made for
 EMPTY_SLICES_KEY = "napari_fewshot_empty_slices"  # support: sorted slice indices checked free of every class

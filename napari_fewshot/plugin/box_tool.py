@@ -172,6 +172,8 @@ class BoxTool(QObject):
         if tuple(support.data.shape) != shape:
             raise FewShotError(f"The support layer is {tuple(support.data.shape)} but the image is {shape}; "
                                "create a new support layer for this image.")
+        layers.check_support(self.widget.viewer, support, image)  # never paints into another image's support
+        layers.claim_support(support, image)
         return image, support
 
     def _request(self, image, support, index: int, box, shapes=None, vertices=None) -> BoxRequest:

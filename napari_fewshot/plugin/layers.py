@@ -1,6 +1,9 @@
 """Bookkeeping between segmentation results and napari layers.
 
 - the ``support`` Labels layer the user paints (created here, never written to afterwards): filled,
+  and belonging to the image it was made for (:func:`owner_of`): the widget offers an image only its
+  own supports (and unowned Labels layers of its shape, e.g. opened from a file) and refuses to
+  segment an image with another image's paint, even when the shapes match,
 - the ``prediction`` Labels layer, in the support's colours but drawn as class-coloured *contours*
   (outlines) at full opacity. Filled paint = what the user painted; an outline = what the model
   predicted: the two are told apart at a glance and a class keeps one colour everywhere. (The same
@@ -26,7 +29,8 @@ from napari.layers import Image, Labels
 from napari.utils import Colormap
 from napari.utils.colormaps import CyclicLabelColormap
 
-from . import CLASS_NAMES_KEY, IMAGE_SET_KEY, ROLE_KEY, VOLUME_KEY
+from ..errors import FewShotError
+from . import CLASS_NAMES_KEY, IMAGE_SET_KEY, ROLE_KEY, SUPPORT_OF_KEY, VOLUME_KEY
 
 SUPPORT_NAME = "support"
 PREDICTION_NAME = "prediction"
@@ -93,9 +97,10 @@ def label_features(names: dict[int, str]) -> dict | None:
 
 
 def create_support(viewer, image: Image, name: str = SUPPORT_NAME) -> Labels:
-    """Add an empty uint8 Labels layer over ``image`` (same shape and placement), ready to paint."""
+    """Add an empty uint8 Labels layer over ``image`` (same shape and placement), ready to paint; it
+    belongs to ``image`` (:func:`owner_of`)."""
     names = class_names(image)
-    metadata = {ROLE_KEY: "support", CLASS_NAMES_KEY: names, **source_metadata(image)}
+    metadata = {ROLE_KEY: "support", CLASS_NAMES_KEY: names, SUPPORT_OF_KEY: image_key(image), **source_metadata(image)}
     layer = viewer.add_labels(np.zeros(spatial_shape(image), np.uint8), name=name, metadata=metadata,
                               features=label_features(names), **spatial_kwargs(image))
     layer.colormap = CyclicLabelColormap(colors=PALETTE)
@@ -244,12 +249,59 @@ def _write_planes(data: np.ndarray, per_slice: dict[int, np.ndarray], flat: bool
             data[i] = plane
 
 
-def layer_choices(viewer) -> tuple[list[str], list[str]]:
-    """Names of the layers the widget offers: images (not heatmaps) and supports (not predictions/references)."""
-    images = [ly.name for ly in viewer.layers if isinstance(ly, Image) and ly.metadata.get(ROLE_KEY) != "heatmap"]
-    supports = [ly.name for ly in viewer.layers
-                if isinstance(ly, Labels) and ly.metadata.get(ROLE_KEY) not in ("prediction", "reference")]
-    return images, supports
+def image_choices(viewer) -> list[str]:
+    """Names of the image layers the widget offers (heatmaps are not images to segment)."""
+    return [ly.name for ly in viewer.layers if isinstance(ly, Image) and ly.metadata.get(ROLE_KEY) != "heatmap"]
+
+
+# -- which image a support belongs to ----------------------------------------------------------
+def image_key(image: Image) -> str:
+    """What a support records of the image it was made for: the layer's unique id (kept across renames)."""
+    return str(unwrap(image).unique_id)
+
+
+def claim_support(support: Labels, image: Image) -> None:
+    """Record that ``support``'s paint is for ``image`` (a Box -> paint, or a job with it, on that image)."""
+    unwrap(support).metadata[SUPPORT_OF_KEY] = image_key(image)
+
+
+def owner_of(viewer, support: Labels) -> Image | None:
+    """The open image layer ``support`` was made for; None for a Labels layer of no open image (opened from
+    a file, or its image was closed): such a layer is the user's to pick for any image of its shape."""
+    key = unwrap(support).metadata.get(SUPPORT_OF_KEY)
+    return next((ly for ly in viewer.layers if isinstance(ly, Image) and image_key(ly) == key), None) if key else None
+
+
+def support_choices(viewer, image: Image | None, keep: str | None = None,
+                    preferred: str | None = None) -> tuple[list[str], str | None]:
+    """(names the Support picker offers for ``image``, the one to choose).
+
+    Offered: the Labels layers made for ``image`` and the unowned ones of its spatial shape; never another
+    image's support, a prediction or a reference; nothing without an image. Chosen: ``keep`` when offered,
+    else ``preferred`` when made for the image, else the image's newest own support, else None: an unowned
+    layer is chosen only by the user."""
+    if image is None:
+        return [], None
+    offered, own, shape = [], [], spatial_shape(image)
+    for layer in viewer.layers:
+        if not isinstance(layer, Labels) or layer.metadata.get(ROLE_KEY) in ("prediction", "reference"):
+            continue
+        owner = owner_of(viewer, layer)
+        if same_layer(owner, image):
+            offered.append(layer.name)
+            own.append(layer.name)
+        elif owner is None and tuple(layer.data.shape) == shape:
+            offered.append(layer.name)
+    chosen = keep if keep in offered else preferred if preferred in own else own[-1] if own else None
+    return offered, chosen
+
+
+def check_support(viewer, support: Labels, image: Image) -> None:
+    """FewShotError (one sentence) when ``support`` belongs to another open image than ``image``."""
+    owner = owner_of(viewer, support)
+    if owner is not None and not same_layer(owner, image):
+        raise FewShotError(f"The support layer '{support.name}' holds the paint of '{owner.name}', not of "
+                           f"'{image.name}'; pick this image's own support or press New to make one.")
 
 
 def place_below(viewer, layer, anchor) -> None:

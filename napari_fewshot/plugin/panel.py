@@ -160,18 +160,17 @@ class Panel:
     def set_support_mode(self, mode: str) -> None:
         self.settings["support_mode"].value = mode
 
-    def set_layer_choices(self, images: list[str], supports: list[str]) -> None:
-        """Refill the image and support lists, keeping the current choices (else a layer named "support"),
-        without emitting change signals."""
-        for combo, names, prefer in ((self.image_combo, images, None), (self.support_combo, supports, "support")):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            keep = current if current in names else prefer if prefer in names else None
-            if keep:
-                combo.setCurrentText(keep)
-            combo.blockSignals(False)
+    def set_layer_choices(self, images: list[str], supports: list[str], support: str | None) -> None:
+        """Refill the image list (keeping the current image, else the first) without a change signal, and the
+        support list with ``supports`` (the chosen image's) and ``support`` chosen (None: none). A change of
+        the support is signalled (``currentTextChanged``), so what follows the support (live mode, autosave,
+        the hint) follows it."""
+        image = self.image_combo.currentText()
+        _refill(self.image_combo, images, image if image in images else images[0] if images else None)
+        before = self.support_combo.currentText()
+        _refill(self.support_combo, supports, support)
+        if self.support_combo.currentText() != before:
+            self.support_combo.currentTextChanged.emit(self.support_combo.currentText())
 
     def set_slice_count(self, n_slices: int) -> None:
         """Bound the slice-range spin boxes to the chosen image's slices."""
@@ -190,6 +189,17 @@ class Panel:
         return [self.image_combo, self.new_support_button, self.settings.main.native, self.settings.more.native,
                 self.settings.fine_tune.native, self.compute_button, self.segment_button, self.fine_tune_button,
                 self.reset_button, self.save_bank_button, self.load_bank_button]
+
+
+def _refill(combo: QComboBox, names: list[str], chosen: str | None) -> None:
+    """Put ``names`` into ``combo`` with ``chosen`` current (None or not among them: none), silently."""
+    combo.blockSignals(True)
+    try:
+        combo.clear()
+        combo.addItems(names)
+        combo.setCurrentIndex(names.index(chosen) if chosen in names else -1)
+    finally:
+        combo.blockSignals(False)
 
 
 class _SameLabelWidth(QObject):

@@ -15,7 +15,11 @@ and a timer copies the newest one into napari's bar; worker signals that arrive 
 are re-posted to run after it. Nothing re-enters, and the bar is never closed while it is updated.
 
 After the widget closes (or is deleted with its viewer) workers are asked to stop and their late
-signals are dropped, so nothing touches deleted Qt objects.
+signals are dropped, so nothing touches deleted Qt objects. The timer is a child of the widget's
+progress bar, whose ``destroyed`` signal stops everything: a parentless timer belongs to Python, and
+when the window outlives ``viewer.close()`` until the interpreter exits, Python's clean-up destroys its
+objects in no set order, so that timer could be gone before the bar (a RuntimeError in a Qt slot:
+SIGABRT). A child is deleted only after its parent's ``destroyed`` has been handled.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ class JobRunner:
         self._in_napari = False  # inside a call on napari's bar (which processes events)
         self._returned = False  # the running job returned its result
         self.closed = False
-        self._timer = QTimer()
+        self._timer = QTimer(ui.progress_bar)  # dies with the bar, after the bar's destroyed (see the docstring)
         self._timer.setInterval(PUSH_INTERVAL_MS)
         self._timer.timeout.connect(self._push)
         ui.progress_bar.destroyed.connect(lambda *_: self.quit_all())  # the viewer closed with the widget

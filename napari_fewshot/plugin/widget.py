@@ -33,6 +33,7 @@ from .box_tool import BoxTool
 from .live import LiveMode
 from .model_status import ModelStatus
 from .panel import Panel
+from .pickers import LayerPickers
 from .runner import JobRunner
 from .session import ImageSession, image_planes, slice_indices, support_stack
 from ..core.triton_guard import keep_triton_out
@@ -53,6 +54,7 @@ class FewShotWidget(QWidget):
         self.runner = JobRunner(self.ui, self._on_idle)
         self._last_scope: tuple[str, int | None, int | None] = ("all", None, None)
         self._closed = False
+        self.pickers = LayerPickers(self)  # the support follows the image; another image's is never offered
         self.live = LiveMode(self._live_segment, self.ui.live_check.isChecked, self)
         self.model_status = ModelStatus(self.ui, self.params,
                                         lambda: self._sessions.get(id(layers.unwrap(self.image_layer))))
@@ -106,6 +108,7 @@ class FewShotWidget(QWidget):
         self.ui.image_combo.setCurrentText(layer.name)
 
     def set_support_layer(self, layer: Labels) -> None:
+        """Choose ``layer`` as the support (only one the Support picker offers for the chosen image)."""
         self.ui.support_combo.setCurrentText(layer.name)
 
     def params(self):
@@ -257,6 +260,8 @@ class FewShotWidget(QWidget):
             if image is None:
                 raise FewShotError("Open or pick an image layer first.")
             planes = image_planes(image)  # checks dimensions; views of the data, no copy
+            if support is not None:
+                layers.check_support(self.viewer, support, image)  # never another image's paint
             painted = support_stack(support.data, layers.spatial_shape(image)) if support is not None else None
             painted = image_sets.core_support(image, painted)  # an image set: cropped to each image's size
             if painted is None and need_support:
@@ -265,6 +270,8 @@ class FewShotWidget(QWidget):
         except FewShotError as exc:
             (self.ui.status_label.setText if quiet else show_error)(str(exc))
             return None
+        if support is not None:
+            layers.claim_support(support, image)  # painted for this image: offered for no other
         empty = self.corrections.empty_slices() if painted is not None and params.support_mode == "dense" else ()
         return Job(session, params, planes, painted, empty)
 
@@ -365,13 +372,14 @@ class FewShotWidget(QWidget):
         super().closeEvent(event)
 
     def _refresh_layer_choices(self, *_) -> None:
-        self.ui.set_layer_choices(*layers.layer_choices(self.viewer))
+        self.pickers.refresh()
         self.live.watch(layers.unwrap(self.support_layer))
         self.model_status.update()
         image = self.image_layer
         self.ui.set_slice_count(layers.spatial_shape(image)[0] if image is not None and image.ndim >= 3 else 1)
 
     def _forget_removed(self, event) -> None:
+        self.pickers.forget(event.value)
         session = self._sessions.pop(id(layers.unwrap(event.value)), None)
         if session is not None:
             session.disconnect()
