@@ -160,13 +160,14 @@ class Panel:
     def set_support_mode(self, mode: str) -> None:
         self.settings["support_mode"].value = mode
 
-    def set_layer_choices(self, images: list[str], supports: list[str], support: str | None) -> None:
-        """Refill the image list (keeping the current image, else the first) without a change signal, and the
-        support list with ``supports`` (the chosen image's) and ``support`` chosen (None: none). A change of
-        the support is signalled (``currentTextChanged``), so what follows the support (live mode, autosave,
-        the hint) follows it."""
+    def set_layer_choices(self, images: list[str] | None, supports: list[str], support: str | None) -> None:
+        """Refill the image list (None: leave it; else keeping the current image, else the first) without a
+        change signal, and the support list with ``supports`` (the chosen image's) and ``support`` chosen
+        (None: none). A change of the support is signalled (``currentTextChanged``), so what follows the
+        support (live mode, autosave, the hint) follows it."""
         image = self.image_combo.currentText()
-        _refill(self.image_combo, images, image if image in images else images[0] if images else None)
+        if images is not None:
+            _refill(self.image_combo, images, image if image in images else images[0] if images else None)
         before = self.support_combo.currentText()
         _refill(self.support_combo, supports, support)
         if self.support_combo.currentText() != before:

@@ -33,7 +33,7 @@ class LayerPickers:
         image = self._image(name if name in images else images[0] if images else "")
         keep = None if image_switched or name not in images else self.ui.support_combo.currentText()
         offered, chosen = layers.support_choices(self.viewer, image, keep, self._chosen.get(id(layers.unwrap(image))))
-        self.ui.set_layer_choices(images, offered, chosen)
+        self.ui.set_layer_choices(None if image_switched else images, offered, chosen)  # not inside the image's signal
 
     def forget(self, layer) -> None:
         """``layer`` left the viewer."""
