@@ -39,7 +39,7 @@ def _widget(viewer):
 
     widget = FewShotWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.ui.device_combo.setCurrentText("cpu")
+    widget.ui.settings["device"].value = "cpu"
     params = widget.params
     widget.params = lambda: dataclasses.replace(params(), input_size=SMALL_INPUT)
     return widget
