@@ -11,9 +11,9 @@ from PIL import Image
 
 from ._arrays import read_error
 from .images import read_pil_image
+from .naming import MASK_MARK
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-_MASK_MARK = "_mask"
 
 
 def natural_key(name: str) -> list:
@@ -35,13 +35,13 @@ def is_mask_file_name(name: str) -> bool:
     """Whether the file `name` is a BUSI-style mask, not an image: a PNG / JPEG / TIFF whose stem holds
     ``_mask`` (``NAME_mask.png``, ``NAME_mask_1.png``). Image folders and batch cohorts both skip them."""
     path = Path(name)
-    return path.suffix.lower() in IMAGE_SUFFIXES and _MASK_MARK in path.stem.lower()
+    return path.suffix.lower() in IMAGE_SUFFIXES and f"_{MASK_MARK}" in path.stem.lower()
 
 
 def busi_mask_paths(image_path: str | os.PathLike) -> list[Path]:
     """``NAME_mask.png``, ``NAME_mask_1.png`` ... beside ``NAME.png``, in natural order."""
     image_path = Path(image_path)
-    pattern = re.compile(re.escape(image_path.stem) + r"_mask(_\d+)?\.png", re.IGNORECASE)
+    pattern = re.compile(re.escape(image_path.stem) + f"_{MASK_MARK}" + r"(_\d+)?\.png", re.IGNORECASE)
     folder = image_path.parent
     if not folder.is_dir():
         return []
