@@ -287,9 +287,9 @@ def wait_for_rows(out: Path, proc: subprocess.Popen, ok: int, timeout: float = 2
     pytest.fail("the batch did not get going")
 
 
-def test_ctrl_c_then_kill_then_restart(bank_path, tmp_path, client):
-    """Ctrl-C: one line, exit 130, the worker processes gone. Then SIGKILL mid-run: the restart finishes
-    the cohort, every mask complete and each scan in the CSV once."""
+def signal_a_running_batch(bank_path, tmp_path, send) -> tuple[Path, Path, int, str, list]:
+    """Start a 24-scan batch in its own process, wait for its first mask, call `send(pid)` (a signal), wait
+    for it to end. Returns (input folder, output folder, exit status, stderr, its worker processes)."""
     import psutil
 
     inputs, out = tmp_path / "in", tmp_path / "out"
@@ -299,12 +299,23 @@ def test_ctrl_c_then_kill_then_restart(bank_path, tmp_path, client):
         wait_for_rows(out, proc, ok=1)
         workers = psutil.Process(proc.pid).children(recursive=True)
         assert workers, "the LocalCluster should run its worker in another process"
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        send(proc.pid)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
+    return inputs, out, proc.returncode, err, workers
+
+
+def test_ctrl_c_then_kill_then_restart(bank_path, tmp_path, client):
+    """Ctrl-C: one line, exit 130, the worker processes gone. Then SIGKILL mid-run: the restart finishes
+    the cohort, every mask complete and each scan in the CSV once."""
+    import psutil
+
+    # what Ctrl-C in a terminal does: SIGINT to the whole foreground group
+    inputs, out, status, err, workers = signal_a_running_batch(bank_path, tmp_path,
+                                                               lambda pid: os.killpg(pid, signal.SIGINT))
+    assert status == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("napari-fewshot: interrupted: ") and "run the same command" in lines[0], err
     gone, alive = psutil.wait_procs(workers, timeout=30)

@@ -23,8 +23,8 @@ from napari_fewshot.cli import main
 from napari_fewshot.cohort import find_scans
 from napari_fewshot.errors import FewShotError
 
-from test_batch_attacks import (bank_path, client, disc_bank, disc_image, one_error_line, read_csv, start_batch,  # noqa: F401
-                                wait_for_rows, write_cohort)
+from test_batch_attacks import (bank_path, client, disc_bank, disc_image, one_error_line, read_csv,  # noqa: F401
+                                signal_a_running_batch, write_cohort)
 
 distributed = pytest.importorskip("distributed")
 
@@ -160,19 +160,9 @@ def test_sigterm_ends_the_batch_like_ctrl_c(bank_path, tmp_path):
     unfinished scans left "pending" (never "ok")."""
     import psutil
 
-    inputs, out = tmp_path / "in", tmp_path / "out"
-    write_cohort(inputs, 24, size=128)
-    proc = start_batch(bank_path, inputs, out)
-    try:
-        wait_for_rows(out, proc, ok=1)
-        workers = psutil.Process(proc.pid).children(recursive=True)
-        assert workers, "the LocalCluster should run its worker in another process"
-        os.kill(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, err
+    _, out, status, err, workers = signal_a_running_batch(bank_path, tmp_path,
+                                                          lambda pid: os.kill(pid, signal.SIGTERM))
+    assert status == 143, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("napari-fewshot: terminated: "), err
     assert "run the same command" in lines[0], err
