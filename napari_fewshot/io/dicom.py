@@ -16,6 +16,7 @@ from pydicom.errors import InvalidDicomError
 
 from ._arrays import check_size, describe, finish_stack, read_error
 from .dicom_planes import Plane, frame_count, plane_from_file, planes_from_frames
+from .dicom_seg import is_dicom_seg, read_dicom_seg
 from .orientation import to_display
 from .volume import Volume
 
@@ -72,7 +73,7 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
             raise read_error(path, "a series of several multi-frame files cannot be stacked; open one file")
         planes.append(plane_from_file(path, ds))
     meta = _series_meta(items[0][1], len(items))
-    return _assemble(planes, folder, meta)
+    return assemble(planes, folder, meta)
 
 
 def read_dicom_file(path: str | os.PathLike) -> Volume:
@@ -82,6 +83,8 @@ def read_dicom_file(path: str | os.PathLike) -> Volume:
         ds = pydicom.dcmread(path, defer_size="1 KB")  # the pixel data is read when decoded, after the size check
     except Exception as exc:
         raise read_error(path, f"it is not a readable DICOM file ({describe(exc)})") from exc
+    if is_dicom_seg(ds):
+        return read_dicom_seg(path)
     if "PixelData" not in ds:
         raise read_error(path, "the DICOM file holds no pixel data (it is not an image, or it is truncated)")
     _check_series_size(path, [ds])
@@ -90,7 +93,7 @@ def read_dicom_file(path: str | os.PathLike) -> Volume:
         planes = [plane_from_file(path, ds)]
     else:
         planes = planes_from_frames(path, ds, n_frames)
-    return _assemble(planes, path, _series_meta(ds, 1))
+    return assemble(planes, path, _series_meta(ds, 1))
 
 
 def _scan_folder(folder: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
@@ -103,7 +106,7 @@ def _scan_folder(folder: Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
             continue  # not DICOM (or too short to be): other files may sit beside a series
         except Exception as exc:
             raise read_error(path, f"the DICOM header cannot be parsed ({describe(exc)})") from exc
-        if "Rows" in ds and "Columns" in ds:
+        if "Rows" in ds and "Columns" in ds and not is_dicom_seg(ds):  # a SEG beside its series is no slice
             series.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((path, ds))
     return series
 
@@ -133,13 +136,18 @@ def _series_meta(ds: pydicom.Dataset, n_files: int) -> dict:
     }
 
 
-def _assemble(planes: list[Plane], source: Path, meta: dict) -> Volume:
-    """Sort planes, decode pixels, rescale and reorient into a Volume."""
+def assemble(planes: list[Plane], source: Path, meta: dict) -> Volume:
+    """Sort planes, decode pixels, rescale and reorient into a Volume. ``meta["source_files"]`` (and, for a
+    multi-frame file, ``meta["source_frames"]``) name the file (frame) of each slice in sorted order, the
+    slices a DICOM SEG of the scan refers to (:mod:`.dicom_seg`)."""
     has_geometry = all(p.position is not None and p.orientation is not None for p in planes)
     if has_geometry:
         planes = _sort_along_normal(planes, source)
     elif len({p.source for p in planes}) > 1:
         planes = sorted(planes, key=lambda p: p.number)
+    meta["source_files"] = [os.fspath(p.source) for p in planes]
+    if any(p.frame is not None for p in planes):
+        meta["source_frames"] = [p.frame for p in planes]
     stack = _decode(planes)
     is_rgb = stack.ndim == 4
     if not is_rgb:

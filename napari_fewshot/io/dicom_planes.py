@@ -26,6 +26,7 @@ class Plane:
     thickness: float | None = None
     number: int = 0
     acquisition: int | None = None  # AcquisitionNumber: two acquisitions must not be stacked as one
+    frame: int | None = None  # the frame of a multi-frame file (None: a single-frame file)
 
 
 def _floats(value, count: int) -> np.ndarray | None:
@@ -108,6 +109,7 @@ def planes_from_frames(path: Path, ds: pydicom.Dataset, n_frames: int) -> list[P
                 thickness=_float(measures.get("SliceThickness"), None) if measures else base.thickness,
                 number=index,
                 acquisition=base.acquisition,
+                frame=index,
             )
         )
     # A cine loop has no per-frame positions: keep the frame order and no affine.

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 from .dicom import read_dicom_file
+from .dicom_seg import save_dicom_seg
 from .images import read_jpg, read_npy, read_png, read_tiff, save_npy, save_png, save_tiff
 from .nifti import read_nifti, save_nifti
 from .volume import Volume
@@ -53,6 +54,8 @@ class FileFormat:
     slices_per_file: one file holds one 2D slice; a volume becomes a folder of files (PNG).
     max_label: the largest label a mask file holds (None: 32 bits).
     needs_dicom_source: a mask is written only for a scan read from DICOM (DICOM SEG refers to its images).
+    keeps_classes: the file itself holds the class names and colours (its save takes ``classes=``, a
+        :class:`~.class_table.ClassTable`); other formats get the sidecar ``STEM.labels.json``.
     masks_as: the format a mask of a scan read in this format is written in, when not this one
         (DICOM -> NIfTI, JPEG -> PNG).
     napari_reader: the plugin's napari reader claims these files (napari reads PNG, JPEG and NPY itself).
@@ -68,6 +71,7 @@ class FileFormat:
     slices_per_file: bool = False
     max_label: int | None = None
     needs_dicom_source: bool = False
+    keeps_classes: bool = False
     masks_as: str | None = None
     napari_reader: bool = False
 
@@ -97,6 +101,9 @@ FORMATS: tuple[FileFormat, ...] = (
                save=save_nifti, read=read_nifti, napari_reader=True),
     FileFormat("dicom", "DICOM", (".dcm", ".dicom", ".ima"), read=read_dicom_file, masks_as="nifti",
                napari_reader=True),
+    # Read by the DICOM reader (a .dcm file is a SEG or an image by its SOP class); offered for DICOM scans only.
+    FileFormat("dicom_seg", "DICOM SEG", (".dcm",), holds_mask=True, save=save_dicom_seg, needs_dicom_source=True,
+               keeps_classes=True),
     FileFormat("tiff", "TIFF", (".tif", ".tiff"), holds_mask=True, holds_heatmap=True,
                save=save_tiff, read=read_tiff, napari_reader=True),
     FileFormat("png", "PNG, one file per slice", (".png",), holds_mask=True, save=save_png, read=read_png,

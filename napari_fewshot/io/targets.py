@@ -15,6 +15,9 @@ WriteError (one sentence) when:
 - something exists there and `overwrite` is off; with it, ``--overwrite`` replaces only what the tool
   would write: a file (never a folder) at the target's name, and a PNG set's folder ``STEM/`` only when
   it holds nothing but ``STEM_NNNN.png`` files (a folder of the user's is never replaced);
+- a mask format that needs a DICOM source (DICOM SEG) for a `scan` that was not read from DICOM;
+- the class names go to a sidecar ``STEM.labels.json`` (`classes`, :mod:`.class_table`) and a file is there
+  without `overwrite`, or one the tool did not write (a file of the user's is never replaced);
 - the nearest existing folder on the way does not take a new file (tried: permission bits say nothing for
   root, and a read-only mount only shows on writing).
 
@@ -72,7 +75,7 @@ def is_own_set(folder: Path, stem: str, fmt: FileFormat) -> bool:
 
 def check_target(path: str | os.PathLike, n_slices: int | None = None, *, kind: Kind | None = "mask",
                  overwrite: bool = False, inputs: Iterable[str | os.PathLike] = (),
-                 max_label: int | None = None) -> None:
+                 max_label: int | None = None, classes: bool = False, scan=None) -> None:
     """WriteError (one sentence) unless `path` may be written now (see the module's list).
 
     n_slices: the mask's slices when known (a PNG of several slices is the folder ``STEM``); None checks
@@ -80,12 +83,18 @@ def check_target(path: str | os.PathLike, n_slices: int | None = None, *, kind: 
     kind: "mask", "heatmap", or None for a file of no registered format (a bank).
     inputs: the files and folders the output is made from; none of them is ever replaced.
     max_label: the highest label the mask can hold (the support's or the bank's highest class), when known.
+    classes: the mask is written with class names (a sidecar for formats that do not keep them inside).
+    scan: the Volume the mask belongs to, when known (a DICOM SEG needs one read from DICOM).
     Nothing is created; a PNG set interrupted mid-replacement is put back first (:func:`recover_set`).
     """
     path = Path(path)
     fmt = writable_format(path, kind) if kind is not None else None
     if fmt is not None and max_label is not None:
         check_labels(path, max_label)
+    if fmt is not None and scan is not None:
+        check_source(fmt, scan, path)
+    if fmt is not None and classes and not fmt.keeps_classes and kind == "mask":
+        check_sidecar(path, overwrite)
     as_set = fmt is not None and fmt.slices_per_file
     counts = [n_slices] if n_slices is not None else [1, 2]
     for count in counts:
@@ -98,6 +107,34 @@ def check_target(path: str | os.PathLike, n_slices: int | None = None, *, kind: 
             _check_name(path)
             _check_file(path, overwrite, inputs)
     check_writable(path)
+
+
+def check_source(fmt: FileFormat, scan, path: str | os.PathLike) -> None:
+    """WriteError when `fmt` needs a DICOM source (DICOM SEG) and `scan` (a Volume, or None) was not read from
+    DICOM files."""
+    if fmt.needs_dicom_source and (getattr(scan, "format", None) != "dicom" or not getattr(scan, "meta", {}).get(
+            "source_files")):
+        raise WriteError(f"Cannot write '{path}': a {fmt.label} file refers to the scan's DICOM images, and this "
+                         "scan was not read from DICOM files; save the mask as NIfTI (.nii.gz) instead.")
+
+
+def check_sidecar(path: str | os.PathLike, overwrite: bool) -> None:
+    """WriteError unless the class-name sidecar of the mask `path` (:func:`.class_table.sidecar_path`) may be
+    written: absent, or (with `overwrite`) one the tool wrote."""
+    from .class_table import is_ours, sidecar_path
+
+    sidecar = sidecar_path(path)
+    _check_name(sidecar)
+    if not _exists(sidecar):
+        return
+    if sidecar.is_dir():
+        raise WriteError(f"Cannot write the class names to '{sidecar}': a folder of that name exists.")
+    if not overwrite:
+        raise WriteError(f"Cannot write the class names to '{sidecar}': it already exists (pass overwrite=True to "
+                         "replace it).")
+    if not is_ours(sidecar):
+        raise WriteError(f"Cannot write the class names to '{sidecar}': the file there was not written by "
+                         "napari-fewshot, and a file of the user's is never replaced.")
 
 
 def check_labels(path: str | os.PathLike, max_label: int) -> None:
@@ -232,5 +269,5 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-__all__ = ["check_labels", "check_set_folder", "check_target", "check_writable", "is_own_set", "name_max", "recover_set", "set_file_name",
+__all__ = ["check_labels", "check_set_folder", "check_sidecar", "check_source", "check_target", "check_writable", "is_own_set", "name_max", "recover_set", "set_file_name",
            "set_folder", "writable_format"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import tempfile
@@ -24,13 +25,16 @@ import numpy as np
 
 from ..errors import WriteError
 from .atomic import atomic_write, current_umask, fsync_folder, temp_prefix
+from .class_table import ClassTable, is_ours, sidecar_bytes, sidecar_path
 from .formats import FileFormat, format_of
-from .targets import check_set_folder, recover_set, set_file_name, set_folder, writable_format
+from .targets import (check_set_folder, check_sidecar, check_source, recover_set, set_file_name, set_folder,
+                      writable_format)
 from .volume import Volume
 
 
 def write_mask(
-    path: str | os.PathLike, mask: np.ndarray, like: Volume | None = None, *, overwrite: bool = False
+    path: str | os.PathLike, mask: np.ndarray, like: Volume | None = None, *, overwrite: bool = False,
+    classes: ClassTable | None = None,
 ) -> list[Path]:
     """Write a label mask in the format its extension names (:func:`napari_fewshot.io.formats.format_of`).
 
@@ -43,22 +47,38 @@ def write_mask(
         like: the Volume the mask belongs to (shape check, spacing, affine; the DICOM source for
             formats that need one).
         overwrite: replace existing files instead of raising WriteError (off: created exclusively).
+        classes: the class names and colours: inside a DICOM SEG; for the other formats in the sidecar
+            ``STEM.labels.json`` (:mod:`.class_table`), written after the mask under the same overwrite rule
+            (with `overwrite` and no classes, a sidecar of ours left from an earlier mask is removed).
 
     Returns:
-        The paths written. Values are stored as uint8 when max < 256, else uint16 (uint32 beyond).
+        The paths written (the mask's, then the sidecar). Values are stored as uint8 when max < 256, else
+        uint16 (uint32 beyond).
     """
     path = Path(path)
     fmt = writable_format(path, "mask")
     stack = _as_mask_stack(mask, path)
     _check_like(stack, like, path)
-    _check_source(fmt, like, path)
+    check_source(fmt, like, path)
     high = int(stack.max())
     if fmt.max_label is not None and high > fmt.max_label:
         raise WriteError(f"Cannot write '{path}': {fmt.name.upper()} holds labels up to {fmt.max_label} only "
                          f"(the mask holds {high}; use .tif or .nii.gz).")
+    sidecar = bool(classes) and not fmt.keeps_classes
+    if sidecar:
+        check_sidecar(path, overwrite)
     if fmt.slices_per_file and stack.shape[0] > 1:
-        return _write_slices(path, fmt, stack, overwrite)
-    return _write_single(path, fmt, stack, like, overwrite)
+        written = _write_slices(path, fmt, stack, overwrite)
+    else:
+        save = functools.partial(fmt.save, classes=classes) if fmt.keeps_classes else fmt.save
+        written = _write_single(path, save, stack, like, overwrite)
+    if sidecar:
+        target = sidecar_path(path)
+        _write_file(target, lambda tmp: tmp.write_bytes(sidecar_bytes(classes)), overwrite)
+        written.append(target)
+    elif overwrite and not fmt.keeps_classes and is_ours(sidecar_path(path)):
+        sidecar_path(path).unlink()  # it named the classes of the mask just replaced
+    return written
 
 
 def write_image(
@@ -85,13 +105,8 @@ def write_image(
         )
     stack = arr.astype(np.float32)
     _check_like(stack, like, path)
-    _check_source(fmt, like, path)
-    return _write_single(path, fmt, stack, like, overwrite)
-
-
-def _check_source(fmt: FileFormat, like: Volume | None, path: Path) -> None:
-    if fmt.needs_dicom_source and getattr(like, "format", None) != "dicom":
-        raise WriteError(f"Cannot write '{path}': {fmt.label} files are written only for scans read from DICOM.")
+    check_source(fmt, like, path)
+    return _write_single(path, fmt.save, stack, like, overwrite)
 
 
 def _as_mask_stack(mask: np.ndarray, path: Path) -> np.ndarray:
@@ -167,11 +182,10 @@ def _write_file(target: Path, save, overwrite: bool) -> None:
         raise WriteError(f"Cannot write '{target}': {_reason(exc)}.") from exc
 
 
-def _write_single(path: Path, fmt: FileFormat, stack: np.ndarray, like: Volume | None, overwrite: bool,
-                  ) -> list[Path]:
-    """Write ``stack`` (S, H, W) as one file of `fmt` (for a one-slice-per-file format, S == 1)."""
+def _write_single(path: Path, save, stack: np.ndarray, like: Volume | None, overwrite: bool) -> list[Path]:
+    """Write ``stack`` (S, H, W) as one file with `save` (a format's; for a one-slice-per-file format, S == 1)."""
     _check_targets([path], overwrite)
-    _write_file(path, lambda tmp: fmt.save(tmp, stack, like), overwrite)
+    _write_file(path, lambda tmp: save(tmp, stack, like), overwrite)
     return [path]
 
 
