@@ -33,12 +33,13 @@
 
 from __future__ import annotations
 
+
 import contextlib
 import hashlib
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -104,8 +105,7 @@ def segment_task(bank_bytes: bytes, bank_key: str, scan_path: str, out_path: str
         info["encoder_loaded"] = loaded
         info["setup_seconds"] = time.perf_counter() - started
         info.update(segment_file(bank, segmenter, scan_path, out_path, overwrite=overwrite))
-        written = [Path(p) for p in info["written"]]
-        mask = written[0] if len(written) == 1 else written[0].parent  # a PNG set is its folder
+        mask = Path(info["mask"])  # a PNG set is its folder
         info.update(status="ok", error="", mask_path=str(mask), mask_sha256=mask_digest(mask))
     except FewShotError as err:
         info.update(status="error", error=str(err))
@@ -181,7 +181,7 @@ class _Job:
 def run_batch(bank_path: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
               scheduler: str | None = None, workers: int = 2, device: str = "auto",
               torch_threads: int | None = None, client=None, log: Callable[[str], None] = print,
-              connect_timeout: float = 30.0, overwrite: bool = False) -> BatchReport:
+              connect_timeout: float = 30.0, overwrite: bool = False, dicom_seg: bool = False) -> BatchReport:
     """Segment every scan under `input_dir` with the bank at `bank_path` on dask.distributed.
 
     scheduler: address of a running dask scheduler ("tcp://host:8786"); None starts an embedded
@@ -192,6 +192,8 @@ def run_batch(bank_path: str | os.PathLike, input_dir: str | os.PathLike, output
         (dask sets OMP_NUM_THREADS=1 in its workers), left to the workers with a scheduler.
     overwrite: replace the batch's own masks written with another bank (never an edited mask, never a
         file without a row in results.csv).
+    dicom_seg: write each DICOM scan's mask as a DICOM SEG (``NAME.dcm``, referring to the scan's images)
+        instead of NIfTI; other scans keep their formats.
     Returns a :class:`BatchReport`; the CSV is OUTPUT_DIR/results.csv. Scans already done are skipped.
     FewShotError (nothing computed, no row changed) for a bad bank, colliding mask names, unwritable
     outputs, masks of another bank without `overwrite`, no workers or an unreachable scheduler;
@@ -199,11 +201,11 @@ def run_batch(bank_path: str | os.PathLike, input_dir: str | os.PathLike, output
     """
     options = DaskOptions(scheduler, workers, device, torch_threads, client, connect_timeout)
     with stop_signals():
-        return _run_batch(Path(bank_path), Path(input_dir), Path(output_dir), options, log, overwrite)
+        return _run_batch(Path(bank_path), Path(input_dir), Path(output_dir), options, log, overwrite, dicom_seg)
 
 
 def _run_batch(bank_path: Path, input_dir: Path, output_dir: Path, options: DaskOptions,
-               log: Callable[[str], None], overwrite: bool) -> BatchReport:
+               log: Callable[[str], None], overwrite: bool, dicom_seg: bool = False) -> BatchReport:
     from .core.bank import PrototypeBank
 
     started = time.perf_counter()
@@ -218,6 +220,8 @@ def _run_batch(bank_path: Path, input_dir: Path, output_dir: Path, options: Dask
     duplicates: list[tuple[str, str]] = []
     left_out: list[tuple[str, str]] = []
     scans = find_scans(input_dir, exclude=output_dir, duplicates=duplicates, left_out=left_out)
+    if dicom_seg:
+        scans = [as_dicom_seg(scan) for scan in scans]
     check_unique_masks(scans)
     csv_path = output_dir / CSV_NAME
     rows = read_results(csv_path)
@@ -237,6 +241,15 @@ def _run_batch(bank_path: Path, input_dir: Path, output_dir: Path, options: Dask
     log(f"done: {len(report.done)} segmented, {len(report.failed)} failed, {len(report.skipped)} skipped{kept} in "
         f"{report.seconds:.1f} s -> {csv_path}")
     return report
+
+
+def as_dicom_seg(scan: Scan) -> Scan:
+    """`scan` with its mask named ``NAME.dcm`` (a DICOM SEG) when it is DICOM (a series folder or a file)."""
+    from .io.formats import format_named, format_of
+
+    if scan.kind != "dicom" and getattr(format_of(scan.name, "read"), "name", None) != "dicom":
+        return scan
+    return replace(scan, mask=scan.name + format_named("dicom_seg").extension)
 
 
 def _log_plan(log: Callable[[str], None], input_dir: Path, scans: Sequence[Scan], plan: OutputPlan, bank,

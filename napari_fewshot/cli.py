@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--overwrite", action="store_true",
                        help="replace the masks this batch wrote with another bank (never a mask edited since, "
                             "never a file it did not write)")
+    batch.add_argument("--dicom-seg", action="store_true",
+                       help="write each DICOM scan's mask as a DICOM SEG (NAME.dcm, referring to the scan's images) "
+                            "instead of NIfTI")
     add_evaluate_parser(commands)
 
     demo = commands.add_parser("demo", help="segment the shipped CT sample and report Dice")
@@ -239,6 +242,7 @@ def _cmd_batch(args) -> int:
     try:
         report = run_batch(args.bank, args.input_dir, args.output_dir, scheduler=args.scheduler, workers=args.workers,
                            device=args.device, torch_threads=args.torch_threads, overwrite=args.overwrite,
+                           dicom_seg=args.dicom_seg,
                            log=lambda line: print(line, flush=True))
     except Terminated as err:  # SIGTERM: like Ctrl-C, with the exit status a shell gives a job ended by it
         print(f"napari-fewshot: terminated{': ' + str(err) if str(err) else ''}", file=sys.stderr)

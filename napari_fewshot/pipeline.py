@@ -55,6 +55,7 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
     from .core import run
     from .core.metrics import class_volumes
     from .io import Volume, read_labels, read_volume, write_mask
+    from .io.class_table import sidecar_path
     from .io.targets import check_labels, check_target
 
     timings = {}
@@ -63,7 +64,9 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
     refuse_unusable(volume, image_path)
     inputs = [p for p in (image_path, getattr(volume, "source", None), getattr(source, "labels", None))
               if isinstance(p, (str, os.PathLike))]
-    check_target(out_path, volume.data.shape[0], overwrite=overwrite, inputs=inputs)  # before any compute
+    classes = output_class_table(source)
+    check_target(out_path, volume.data.shape[0], overwrite=overwrite, inputs=inputs, classes=bool(classes),
+                 scan=volume)  # before any compute
     support = None
     if isinstance(source, PaintedSupport):
         support = source.labels
@@ -87,9 +90,10 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
     finally:
         segmenter.release_image()  # free the features of this scan
     t3 = time.perf_counter()
-    written = write_mask(out_path, result.labels, like=volume, overwrite=overwrite)
-    if len(written) == 1 and not np.array_equal(read_labels(written[0], like=volume), result.labels):
-        raise FewShotError(f"The mask {written[0]} did not read back as written; check the disk.")
+    written = write_mask(out_path, result.labels, like=volume, overwrite=overwrite, classes=classes)
+    mask_files = [p for p in written if p != sidecar_path(out_path)]
+    if len(mask_files) == 1 and not np.array_equal(read_labels(mask_files[0], like=volume), result.labels):
+        raise FewShotError(f"The mask {mask_files[0]} did not read back as written; check the disk.")
     if heatmaps is not None:
         written += write_heatmaps(heatmaps, result, volume, overwrite, heatmap_names)
     t4 = time.perf_counter()
@@ -99,7 +103,8 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
                "spacing": list(volume.spacing), "voxel_ml": float(np.prod(volume.spacing)) / 1000.0,
                "volumes_ml": {c: ml for c, (_, ml) in volumes.items()}, "class_ids": list(result.class_ids),
                "segmented_slices": len(result.segmented_slices),
-               "seconds": timings, "written": [str(p) for p in written]}
+               "seconds": timings, "written": [str(p) for p in written],
+               "mask": str(mask_files[0] if len(mask_files) == 1 else mask_files[0].parent)}  # a PNG set: its folder
     if keep_result:
         outcome.update(volume=volume, result=result, support=support)
     return outcome
@@ -128,6 +133,20 @@ def heatmap_targets(folder: str | os.PathLike, volume, class_ids, names: dict[in
 
     extension = format_for_source(volume.format, "heatmap").extension
     return {c: Path(folder) / heatmap_name(heatmap_prefix(), c, (names or {}).get(c), extension) for c in class_ids}
+
+
+def output_class_table(source):
+    """The class names and colours the mask is written with (:class:`napari_fewshot.io.class_table.ClassTable`):
+    a bank's, or those kept beside a painted support's file (its ``STEM.labels.json``, or inside a DICOM
+    SEG); None when nothing names the classes."""
+    from .io.class_table import ClassTable, read_sidecar
+    from .io.dicom_seg import seg_classes
+
+    if not isinstance(source, PaintedSupport):
+        return ClassTable(source.class_names, source.class_colours) or None
+    if not isinstance(source.labels, (str, os.PathLike)):
+        return None
+    return read_sidecar(source.labels) or seg_classes(source.labels)
 
 
 def output_classes(source, segmenter, support) -> list[int]:

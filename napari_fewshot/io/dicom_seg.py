@@ -225,6 +225,16 @@ def read_dicom_seg(path: str | os.PathLike) -> Volume:
     return volume
 
 
+def seg_classes(path: str | os.PathLike) -> ClassTable | None:
+    """The names and colours of the segments of the DICOM SEG at `path` (its header only); None for any other
+    file (or one that cannot be read: its reader says why)."""
+    try:
+        ds = pydicom.dcmread(os.fspath(path), stop_before_pixels=True)
+    except Exception:
+        return None
+    return _segment_values(ds)[1] if is_dicom_seg(ds) and "SegmentSequence" in ds else None
+
+
 def _segment_values(seg) -> tuple[dict[int, int], ClassTable]:
     """segment number -> label value (from this tool's tracking ID, else the segment number), and the names
     and colours per label value."""
@@ -273,4 +283,4 @@ def _fill_gaps(planes: list[Plane], shape: tuple[int, ...]) -> list[Plane]:
 
 
 __all__ = ["KNOWN_PROPERTIES", "SEG_SOP_CLASS_UID", "coded_property", "is_dicom_seg", "read_dicom_seg",
-           "save_dicom_seg"]
+           "save_dicom_seg", "seg_classes"]

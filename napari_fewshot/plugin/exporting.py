@@ -1,14 +1,17 @@
 """The widget's Export buttons: save dialog, "replace?" question, write, notify.
 
-Writing itself is :mod:`.writers` (format from the extension; NIfTI on the source grid). A path
+Writing itself is :mod:`.writers` (format from the extension; NIfTI on the source grid), with the
+layer's class names and colours (inside a DICOM SEG, else in ``STEM.labels.json`` beside the mask). A path
 given programmatically never replaces files unless ``overwrite=True``; from the dialog the user
 is asked first. For an image set (a folder of 2D images shown padded) the path is a folder: one
 ``NAME_mask.png`` per image at its own size, heatmaps one float TIFF per image and class
 (:mod:`napari_fewshot.io.image_sets`); padding is never written.
 
-The save dialog opens beside the scan with a name suggested (``SCAN_mask.nii.gz``, in the source's
-format where it can be written: DICOM and PNG/JPEG scans get NIfTI / PNG; see
-:func:`napari_fewshot.io.naming.suggested_output`), its filters are :func:`napari_fewshot.io.formats.qt_filter`,
+The save dialog opens in the user's folder (the last one exported to, else the scan's unless the scan ships
+with the package, else home: :func:`suggested_folder`) with a name suggested (``SCAN_mask.nii.gz``, in the
+source's format where it can be written: DICOM and PNG/JPEG scans get NIfTI / PNG; see
+:func:`napari_fewshot.io.naming.suggested_output`; a DICOM scan may also be saved as DICOM SEG ``.dcm``), its
+filters are :func:`napari_fewshot.io.formats.qt_filter`,
 and a name typed without an extension gets the selected filter's (Qt adds none when the native dialog is
 not used).
 """
@@ -29,6 +32,9 @@ from ..io.naming import suggested_output
 from ..io.targets import check_target
 from . import IMAGE_SET_KEY, VOLUME_KEY, layers, writers
 
+PACKAGE_FOLDER = Path(__file__).resolve().parents[1]  # the installed napari_fewshot (its sample_data/ inside)
+LAST_FOLDER_ATTRIBUTE = "last_export_folder"  # on the widget: the folder of its last export
+
 
 def export_prediction(parent: QWidget, layer, path: str | None, overwrite: bool) -> list[Path] | None:
     """Write the prediction Labels ``layer``; None (after telling the user why) when nothing was written."""
@@ -41,15 +47,24 @@ def export_prediction(parent: QWidget, layer, path: str | None, overwrite: bool)
     volume = layer.metadata.get(VOLUME_KEY)
     filters = qt_filter("mask", getattr(volume, "format", None))
     shape = np.shape(layer.data)
+    classes = writers.layer_classes(np.asarray(layer.data), layers.class_names(layer), layer.colormap)
 
     def check(p: str, replace: bool) -> None:
         check_target(p, shape[0] if len(shape) == 3 else 1, overwrite=replace, inputs=_sources(volume),
-                     max_label=int(np.max(layer.data)))
+                     max_label=int(np.max(layer.data)), classes=bool(classes),
+                     scan=writers.matching_volume(volume, shape))
 
     return _export(parent, "Export mask", filters, path, overwrite,
                    lambda p: writers.existing_targets(p, layer.data.shape),
-                   lambda p, replace: writers.export_mask(p, layer.data, volume, overwrite=replace),
-                   choose=_save_dialog(filters, suggested_path(volume, "mask")), check=check)
+                   lambda p, replace: save_mask(p, layer, volume, classes, replace),
+                   choose=_save_dialog(filters, suggested_path(volume, "mask", parent)), check=check)
+
+
+def save_mask(path: str, layer, volume, classes, overwrite: bool) -> list[Path]:
+    """The one place the widget writes a mask: the Labels ``layer``'s data at ``path`` with its class names and
+    colours (``classes``, a ClassTable or None), on ``volume``'s grid; returns the paths written. (What else an
+    export writes beside a mask goes here.)"""
+    return writers.export_mask(path, layer.data, volume, overwrite=overwrite, classes=classes)
 
 
 def export_heatmaps(parent: QWidget, heatmaps: dict, names: dict[int, str], volume, path: str | None,
@@ -72,7 +87,7 @@ def export_heatmaps(parent: QWidget, heatmaps: dict, names: dict[int, str], volu
                    lambda p: writers.existing_targets(p, (), classes),
                    lambda p, replace: writers.export_heatmaps(p, layers.heatmap_arrays(heatmaps), names, volume,
                                                               overwrite=replace),
-                   choose=_save_dialog(filters, suggested_path(volume, "heatmap")), check=check)
+                   choose=_save_dialog(filters, suggested_path(volume, "heatmap", parent)), check=check)
 
 
 def export_set_masks(parent: QWidget, info, labels, folder: str | None, overwrite: bool) -> list[Path] | None:
@@ -127,14 +142,33 @@ def _folder_dialog(info) -> Callable[[QWidget, str], str]:
     return lambda parent, title: QFileDialog.getExistingDirectory(parent, title, start)
 
 
-def suggested_path(volume, kind: str) -> str:
-    """``FOLDER/SCAN_mask.EXT`` (kind "mask") or ``FOLDER/SCAN_heatmap.EXT`` (kind "heatmap") beside the
-    scan ``volume`` was read from (:func:`napari_fewshot.io.naming.suggested_output`); "" when the scan
-    came from no file (the dialog then opens where Qt likes)."""
+def suggested_path(volume, kind: str, parent: QWidget | None = None) -> str:
+    """``FOLDER/SCAN_mask.EXT`` (kind "mask") or ``FOLDER/SCAN_heatmap.EXT`` (kind "heatmap") named after the scan
+    ``volume`` was read from (:func:`napari_fewshot.io.naming.suggested_output`), in the user's own folder
+    (:func:`suggested_folder`); "" when the scan came from no file and no folder was used yet."""
     source = getattr(volume, "source", None)
+    folder = suggested_folder(source, getattr(parent, LAST_FOLDER_ATTRIBUTE, None))
     if not source:
-        return ""
-    return str(suggested_output(source, getattr(volume, "format", None), kind))
+        return str(folder) if getattr(parent, LAST_FOLDER_ATTRIBUTE, None) else ""
+    return str(folder / suggested_output(source, getattr(volume, "format", None), kind).name)
+
+
+def suggested_folder(source: str | None, last_used: str | None = None) -> Path:
+    """Where a save dialog opens: the folder last exported to, else the scan's folder when it is the user's
+    (not inside the installed package, e.g. its sample data), else the home folder."""
+    if last_used and Path(last_used).is_dir():
+        return Path(last_used)
+    if source:
+        folder = Path(source).resolve().parent
+        if PACKAGE_FOLDER not in (folder, *folder.parents):
+            return folder
+    return Path.home()
+
+
+def remember_folder(parent: QWidget | None, path: str | Path) -> None:
+    """Keep the folder of an export for the next dialog's suggestion (on the widget, for this session)."""
+    if parent is not None:
+        setattr(parent, LAST_FOLDER_ATTRIBUTE, str(Path(path).resolve().parent))
 
 
 def filter_extensions(filters: str) -> list[str]:
@@ -187,6 +221,7 @@ def _export(parent: QWidget, title: str, filters: str, path: str | None, overwri
     except FewShotError as exc:
         show_error(str(exc))
         return None
+    remember_folder(parent, paths[0])
     show_info(f"Wrote {paths[0]}" + (f" and {len(paths) - 1} more files." if len(paths) > 1 else "."))
     return paths
 

@@ -71,7 +71,27 @@ def read(path: str | list[str]) -> list[LayerData]:
         from napari.utils.notifications import show_info
 
         show_info(f"'{Path(path).name}' has colour (unequal RGB channels, e.g. Doppler): it is kept as RGB.")
-    return [volume_layer_data(volume, name=_layer_name(path))]
+    classes = volume.meta.get("classes") or _sidecar_classes(path)
+    if classes is None:
+        return [volume_layer_data(volume, name=_layer_name(path))]
+    return [volume_layer_data(volume, name=_layer_name(path), class_names=classes.names, as_labels=True,
+                              colours=classes.colours)]
+
+
+def _sidecar_classes(path: str):
+    """The class names and colours written beside the mask file `path` (``STEM.labels.json``), or None."""
+    from ..errors import ReadError
+    from ..io.class_table import read_sidecar
+
+    if Path(path).is_dir():
+        return None
+    try:
+        return read_sidecar(path)
+    except ReadError as err:  # a damaged table: the mask still opens, without its names
+        from napari.utils.notifications import show_warning
+
+        show_warning(str(err))
+        return None
 
 
 def read_image_folder(path: str) -> list[LayerData]:
@@ -88,12 +108,13 @@ def read_image_folder(path: str) -> list[LayerData]:
 
 
 def volume_layer_data(volume, name: str, class_names: dict[int, str] | None = None,
-                      as_labels: bool | None = None) -> LayerData:
+                      as_labels: bool | None = None, colours: dict | None = None) -> LayerData:
     """A :class:`~napari_fewshot.io.Volume` as napari layer data ``(data, kwargs, layer_type)``.
 
     A single 2D image (S == 1) becomes a 2D layer; ``scale`` is the voxel spacing in mm.
     ``as_labels=None`` guesses from the name and values (whole numbers named like a label map; float
-    label maps are cast to the smallest fitting integer dtype).
+    label maps are cast to the smallest fitting integer dtype). ``colours``: label value -> RGBA in [0, 1]
+    for a Labels layer (a mask's kept colours; the other values get the plugin's palette).
     """
     data = volume.data
     spacing = tuple(volume.spacing)
@@ -112,11 +133,23 @@ def volume_layer_data(volume, name: str, class_names: dict[int, str] | None = No
     if as_labels:
         if class_names:
             kwargs["features"] = {"index": [0, *class_names], "name": ["background", *class_names.values()]}
+        if colours:
+            kwargs["colormap"] = _label_colours(colours, int(np.max(data, initial=0)))
         return data, kwargs, "labels"
     kwargs["rgb"] = volume.is_rgb
     if volume.format in ("nifti", "dicom") and not volume.is_rgb and _looks_like_ct(data):
         kwargs["contrast_limits"] = (-160.0, 240.0)  # soft-tissue window (W 400, L 40 HU)
     return data, kwargs, "image"
+
+
+def _label_colours(colours: dict, highest: int) -> dict:
+    """A Labels colormap (``{value: RGBA}``) giving the kept `colours` and, to every other value up to
+    `highest` (and beyond, cycled by napari's default), the plugin's palette."""
+    from .layers import PALETTE
+
+    table = {v: tuple(PALETTE[1 + (v - 1) % (len(PALETTE) - 1)]) for v in range(1, min(max(highest, *colours), 1024) + 1)}
+    table.update({int(v): tuple(c) for v, c in colours.items()})
+    return {None: (0.7, 0.7, 0.7, 1.0), 0: (0.0, 0.0, 0.0, 0.0), **table}
 
 
 def _whole_numbers(data: np.ndarray) -> bool:

@@ -20,12 +20,36 @@ from . import VOLUME_KEY
 
 
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
-    """npe2 single-layer writer for Labels layers (File > Save Selected Layers).
+    """npe2 single-layer writer for Labels layers (File > Save Selected Layers), with the layer's class names
+    and colours (inside a DICOM SEG, else in the sidecar ``STEM.labels.json``).
 
     Raises WriteError (shown by napari as a notification) when a target file exists.
     """
-    volume = (meta.get("metadata") or {}).get(VOLUME_KEY)
-    return [os.fspath(p) for p in export_mask(path, np.asarray(data), volume, overwrite=False)]
+    from types import SimpleNamespace
+
+    from .layers import class_names
+
+    metadata = meta.get("metadata") or {}
+    data = np.asarray(data)
+    names = class_names(SimpleNamespace(features=meta.get("features"), metadata=metadata))
+    classes = layer_classes(data, names, meta.get("colormap"))
+    return [os.fspath(p) for p in export_mask(path, data, metadata.get(VOLUME_KEY), overwrite=False, classes=classes)]
+
+
+def layer_classes(data: np.ndarray, names: dict[int, str], colormap=None):
+    """The :class:`~napari_fewshot.io.class_table.ClassTable` of a Labels layer: `names`, and the colour
+    `colormap` (the layer's) gives each value in `data` or in `names`; None when there is neither a name
+    nor a colormap."""
+    from ..io.class_table import ClassTable
+
+    if not names and colormap is None:
+        return None
+    values = sorted((set(int(v) for v in np.unique(data)) | set(names)) - {0})
+    colours = {}
+    if colormap is not None and hasattr(colormap, "map") and values:
+        rgba = np.asarray(colormap.map(np.asarray(values)), dtype=float)
+        colours = {v: tuple(float(c) for c in colour) for v, colour in zip(values, rgba)}
+    return ClassTable(names, colours) or None
 
 
 def matching_volume(volume, shape: tuple[int, ...]):
@@ -36,11 +60,13 @@ def matching_volume(volume, shape: tuple[int, ...]):
     return volume if grid == tuple(shape) or grid == (1, *shape) else None
 
 
-def export_mask(path: str | os.PathLike, mask: np.ndarray, volume=None, *, overwrite: bool = False) -> list[Path]:
-    """Write a label mask (S, H, W) or (H, W); ``volume`` (if it matches) gives spacing and affine."""
+def export_mask(path: str | os.PathLike, mask: np.ndarray, volume=None, *, overwrite: bool = False,
+                classes=None) -> list[Path]:
+    """Write a label mask (S, H, W) or (H, W); ``volume`` (if it matches) gives spacing and affine (and the DICOM
+    images a SEG refers to); ``classes`` (a ClassTable) the names and colours kept with it."""
     from ..io import write_mask
 
-    return write_mask(path, mask, like=matching_volume(volume, np.shape(mask)), overwrite=overwrite)
+    return write_mask(path, mask, like=matching_volume(volume, np.shape(mask)), overwrite=overwrite, classes=classes)
 
 
 def heatmap_paths(path: str | os.PathLike, class_ids: list[int], names: dict[int, str]) -> dict[int, Path]:
@@ -79,6 +105,12 @@ def existing_targets(path: str | os.PathLike, shape: tuple[int, ...], heatmap_cl
     else:
         from ..io.writers import mask_targets
 
+        from ..io.class_table import sidecar_path
+        from ..io.formats import format_of
+
         targets = mask_targets(path, shape[0] if len(shape) == 3 else 1)
         candidates = [targets[0].parent] if len(targets) > 1 else targets  # a PNG set is replaced as a whole
+        fmt = format_of(path, "mask")
+        if fmt is not None and not fmt.keeps_classes:
+            candidates.append(sidecar_path(path))
     return [p for p in candidates if p.exists()]
