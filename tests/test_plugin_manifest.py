@@ -41,7 +41,7 @@ def test_manifest_lists_the_formats_of_the_registry():
     [reader] = manifest.contributions.readers
     [writer] = manifest.contributions.writers
     assert reader.filename_patterns == napari_reader_patterns()
-    assert writer.filename_extensions == extensions("mask")
+    assert writer.filename_extensions == extensions("mask", "dicom")  # DICOM SEG too (refused for other scans)
     assert writer.layer_types == ["labels"]
 
 

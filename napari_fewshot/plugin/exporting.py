@@ -30,9 +30,11 @@ from ..errors import FewShotError
 from ..io.formats import qt_filter
 from ..io.naming import suggested_output
 from ..io.targets import check_target
+from ..sample_data import HERE as SAMPLE_DATA_FOLDER
 from . import IMAGE_SET_KEY, VOLUME_KEY, layers, writers
 
-PACKAGE_FOLDER = Path(__file__).resolve().parents[1]  # the installed napari_fewshot (its sample_data/ inside)
+# What ships with the installed package: the package and its sample data (a folder of its own in a source checkout).
+SHIPPED_FOLDERS = (Path(__file__).resolve().parents[1], SAMPLE_DATA_FOLDER)
 LAST_FOLDER_ATTRIBUTE = "last_export_folder"  # on the widget: the folder of its last export
 
 
@@ -160,7 +162,7 @@ def suggested_folder(source: str | None, last_used: str | None = None) -> Path:
         return Path(last_used)
     if source:
         folder = Path(source).resolve().parent
-        if PACKAGE_FOLDER not in (folder, *folder.parents):
+        if not any(shipped in (folder, *folder.parents) for shipped in SHIPPED_FOLDERS):
             return folder
     return Path.home()
 
