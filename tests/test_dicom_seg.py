@@ -15,8 +15,6 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from napari_fewshot.errors import WriteError
 from napari_fewshot.io import read_labels, read_volume, write_mask
@@ -25,59 +23,15 @@ from napari_fewshot.io.dicom_seg import SEG_SOP_CLASS_UID, coded_property
 from napari_fewshot.io.formats import qt_filter
 from napari_fewshot.io.orientation import to_file_grid
 from napari_fewshot.io.targets import check_target
-from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS, ct_class_names
+from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
 
+from dicom_series import make_series
 from shared_data import CT as SHARED_CT, require
-
-CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-SLICES = slice(86, 92)  # six slices of the sample through liver, spleen and both kidneys
-_LPS = np.array([-1.0, -1.0, 1.0])
-
-
-def _write_series(folder: Path, data: np.ndarray, display_affine: np.ndarray, spacing) -> list[Path]:
-    """One CT Image Storage file per display slice of `data` (S, H, W) int16, with the geometry the display
-    affine (display index (s, r, c) -> RAS) gives: position of pixel (0, 0), row/column directions in LPS."""
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    along_row = _LPS * display_affine[:3, 2] / np.linalg.norm(display_affine[:3, 2])  # column index grows
-    along_column = _LPS * display_affine[:3, 1] / np.linalg.norm(display_affine[:3, 1])  # row index grows
-    paths = []
-    for k, plane in enumerate(data):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CT_STORAGE, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        path = folder / f"slice{k:03d}.dcm"
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = CT_STORAGE, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.Modality, ds.PatientID, ds.PatientName, ds.SeriesNumber, ds.InstanceNumber = "CT", "X1", "Test^Ct", 3, k + 1
-        ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "20260101", "1200", "", "", "1"
-        ds.PatientBirthDate, ds.PatientSex, ds.Manufacturer = "", "O", "test"
-        ds.ImagePositionPatient = [float(v) for v in _LPS * (display_affine @ [k, 0, 0, 1])[:3]]
-        ds.ImageOrientationPatient = [float(v) for v in (*along_row, *along_column)]
-        ds.PixelSpacing, ds.SliceThickness = [float(spacing[1]), float(spacing[2])], float(spacing[0])
-        ds.Rows, ds.Columns = plane.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
-        ds.PixelData = plane.astype("<i2").tobytes()
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
-
 
 @pytest.fixture(scope="module")
 def made_series(tmp_path_factory):
     """(series folder, its Volume as read, the sample's labels on it, the sample's organ names)."""
-    ct = read_volume(CT_IMAGE)
-    folder = tmp_path_factory.mktemp("series")
-    data = ct.data[SLICES].astype(np.int16)
-    affine = ct.meta["display_affine"] @ np.array(
-        [[1, 0, 0, SLICES.start], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)
-    _write_series(folder, data, affine, ct.spacing)
-    volume = read_volume(folder)
-    np.testing.assert_array_equal(volume.data, data)  # the series is the sample's slices, on the same grid
-    labels = read_labels(CT_LABELS, like=ct)[SLICES]
-    return folder, volume, labels, ct_class_names()
+    return make_series(tmp_path_factory.mktemp("series"))
 
 
 @pytest.fixture(scope="module")

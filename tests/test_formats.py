@@ -25,7 +25,7 @@ def test_each_extension_names_its_format_whatever_its_case(extension, name):
     assert format_of(f"dir.v2/scan{extension}", "read").name == name
     assert format_of(f"SCAN{extension.upper()}", "read").name == name
     holds_mask = name in ("nifti", "tiff", "png", "npy")
-    assert (format_of(f"m{extension}", "mask") is not None) == holds_mask
+    assert (format_of(f"m{extension}", "mask") is not None) == (holds_mask or extension == ".dcm")  # .dcm: a SEG
     assert (format_of(f"h{extension}", "heatmap") is not None) == (holds_mask and name != "png")
 
 
@@ -42,7 +42,7 @@ def test_the_extension_lists_and_dialog_filters_come_from_the_registry():
     assert qt_filter("mask") == ("NIfTI (*.nii.gz *.nii);;TIFF (*.tif *.tiff);;PNG, one file per slice (*.png);;"
                                  "NumPy (*.npy)")
     assert qt_filter("heatmap") == "NIfTI (*.nii.gz *.nii);;TIFF (*.tif *.tiff);;NumPy (*.npy)"
-    assert formats.extensions_help("mask") == ".nii.gz .tif .png .npy"
+    assert formats.extensions_help("mask") == ".nii.gz .dcm (DICOM scans only) .tif .png .npy"
     assert all(f.extensions and all(e == e.lower() and e.startswith(".") for e in f.extensions) for f in FORMATS)
     assert len({f.name for f in FORMATS}) == len(FORMATS)
     with pytest.raises(ValueError, match="unknown file format"):
@@ -94,25 +94,23 @@ def test_a_format_refuses_what_it_cannot_hold(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_a_format_needing_a_dicom_source_is_one_registry_entry(tmp_path, monkeypatch):
-    """What a DICOM SEG writer will be: one FileFormat with needs_dicom_source (here saving .npy under another
-    name). It sits beside the DICOM image format on .dcm, is offered only for DICOM scans, and is refused for
-    others; reading .dcm still means a DICOM image."""
-    saved = []
-    seg = formats.FileFormat("dicom-seg", "DICOM SEG", (".dcm",), holds_mask=True, needs_dicom_source=True,
-                             save=lambda target, stack, like: saved.append(like) or np.save(target, stack))
-    monkeypatch.setattr(formats, "FORMATS", (*FORMATS, seg))
+def test_a_format_needing_a_dicom_source_is_one_registry_entry(tmp_path):
+    """DICOM SEG is one FileFormat with needs_dicom_source (io/dicom_seg.py writes it; test_dicom_seg.py reads
+    it back). It sits beside the DICOM image format on .dcm, is offered only for DICOM scans, and is refused
+    for others in one sentence offering NIfTI; reading .dcm still goes to the DICOM reader (a SEG by its SOP
+    class)."""
+    seg = format_named("dicom_seg")
+    assert seg.needs_dicom_source and seg.keeps_classes and seg.read is None
     assert format_of("seg.dcm", "mask") is seg and format_of("seg.dcm", "read").name == "dicom"
     assert ".dcm" not in extensions("mask") and ".dcm" in extensions("mask", "dicom")
     assert "DICOM SEG (*.dcm)" in qt_filter("mask", "dicom") and "DICOM" not in qt_filter("mask", "nifti")
-    assert formats.extensions_help("mask").endswith(".dcm (DICOM scans only)")
+    assert formats.extensions_help("mask") == ".nii.gz .dcm (DICOM scans only) .tif .png .npy"
     mask = _mask(2)
     nifti_scan = Volume(np.zeros(mask.shape, np.int16), (1.0, 1.0, 1.0), None, "scan.nii.gz", "nifti", {})
-    with pytest.raises(WriteError, match="only for scans read from DICOM"):
-        write_mask(tmp_path / "seg.dcm", mask, like=nifti_scan)
-    dicom_scan = replace(nifti_scan, source="series", format="dicom")
-    assert write_mask(tmp_path / "seg.dcm", mask, like=dicom_scan) == [tmp_path / "seg.dcm"]
-    assert len(saved) == 1 and saved[0] is dicom_scan
+    for scan in (None, nifti_scan, replace(nifti_scan, format="dicom")):  # the last: DICOM, but no source files
+        with pytest.raises(WriteError, match=r"not read from DICOM files; save the mask as NIfTI \(\.nii\.gz\)"):
+            write_mask(tmp_path / "seg.dcm", mask, like=scan)
+    assert not (tmp_path / "seg.dcm").exists()
 
 
 def test_the_heatmap_rule():
