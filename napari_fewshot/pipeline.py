@@ -47,15 +47,16 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
     image_path: the scan's file or folder (or a Volume already read).
     heatmaps: a folder for one similarity map per class (see :func:`write_heatmaps`).
     Returns {"slices", "spacing", "voxel_ml", "volumes_ml": {class id: mL}, "seconds": {read, features,
-    matching, write}, "written": [paths], "shape", "class_ids", "segmented_slices"} (+ "volume", "result", "support" with
-    `keep_result`). Raises FewShotError on a bad scan or output; the segmenter forgets the scan after.
+    matching, write}, "written": [paths], "mask": the mask's file (a PNG set: its folder), "shape", "class_ids",
+    "segmented_slices"} (+ "volume", "result", "support" with `keep_result`). The mask is written with the class
+    names and colours of :func:`output_class_table` (inside a DICOM SEG, else ``STEM.labels.json`` beside it). Raises FewShotError on a bad scan or output; the segmenter forgets the scan after.
     """
     import numpy as np
 
     from .core import run
     from .core.metrics import class_volumes
     from .io import Volume, read_labels, read_volume, write_mask
-    from .io.class_table import sidecar_path
+    from .io.sidecar import sidecar_path
     from .io.targets import check_labels, check_target
 
     timings = {}
@@ -139,7 +140,8 @@ def output_class_table(source):
     """The class names and colours the mask is written with (:class:`napari_fewshot.io.class_table.ClassTable`):
     a bank's, or those kept beside a painted support's file (its ``STEM.labels.json``, or inside a DICOM
     SEG); None when nothing names the classes."""
-    from .io.class_table import ClassTable, read_sidecar
+    from .io.class_table import ClassTable
+    from .io.sidecar import read_sidecar
     from .io.dicom_seg import seg_classes
 
     if not isinstance(source, PaintedSupport):

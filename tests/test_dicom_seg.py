@@ -18,7 +18,8 @@ import pytest
 
 from napari_fewshot.errors import WriteError
 from napari_fewshot.io import read_labels, read_volume, write_mask
-from napari_fewshot.io.class_table import ClassTable, read_sidecar, sidecar_path
+from napari_fewshot.io.class_table import ClassTable
+from napari_fewshot.io.sidecar import read_sidecar, sidecar_path
 from napari_fewshot.io.dicom_seg import SEG_SOP_CLASS_UID, coded_property
 from napari_fewshot.io.formats import qt_filter
 from napari_fewshot.io.orientation import to_file_grid

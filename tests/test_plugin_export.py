@@ -12,6 +12,7 @@ def test_export_round_trips_and_never_overwrites(ct, qtbot, tmp_path, notes):
     from napari_fewshot.sample_data import CT_IMAGE
 
     from napari_fewshot.io import read_labels, read_volume
+    from napari_fewshot.io.sidecar import read_sidecar
     from napari_fewshot.plugin import VOLUME_KEY
 
     viewer, widget, reference = ct
@@ -23,23 +24,24 @@ def test_export_round_trips_and_never_overwrites(ct, qtbot, tmp_path, notes):
     assert mask[84:89].any()
     volume = viewer.layers[CT_IMAGE_NAME].metadata[VOLUME_KEY]
 
-    for name in ("mask.nii.gz", "mask.tif", "mask.npy"):
-        [path] = widget.export(str(tmp_path / name))
+    for name in ("mask.nii.gz", "tiff/mask.tif", "npy/mask.npy"):
+        path, sidecar = widget.export(str(tmp_path / name))  # the mask, then its class names beside it
         np.testing.assert_array_equal(read_labels(path, like=volume), mask)
+        assert sidecar == path.parent / "mask.labels.json" and read_sidecar(path).names[1] == "liver"
     # NIfTI goes back on the source file's grid, with its affine
     np.testing.assert_allclose(nib.load(tmp_path / "mask.nii.gz").affine, nib.load(CT_IMAGE).affine)
     assert nib.load(tmp_path / "mask.nii.gz").shape == nib.load(CT_IMAGE).shape
-    pngs = widget.export(str(tmp_path / "png" / "mask.png"))
-    assert len(pngs) == 112 and pngs[0].name == "mask_0000.png"
+    *pngs, sidecar = widget.export(str(tmp_path / "png" / "mask.png"))
+    assert len(pngs) == 112 and pngs[0].name == "mask_0000.png" and sidecar.name == "mask.labels.json"
     np.testing.assert_array_equal(np.stack([read_volume(p).data[0] for p in pngs]), mask)
 
-    before = (tmp_path / "mask.tif").read_bytes()
+    before = (tmp_path / "tiff" / "mask.tif").read_bytes()
     notes.clear()
-    assert widget.export(str(tmp_path / "mask.tif")) is None
+    assert widget.export(str(tmp_path / "tiff" / "mask.tif")) is None
     assert any(s == "error" and "exists" in m for s, m in notes)
-    assert (tmp_path / "mask.tif").read_bytes() == before
+    assert (tmp_path / "tiff" / "mask.tif").read_bytes() == before
     assert widget.export(str(tmp_path / "png" / "mask.png")) is None  # any existing slice file counts
-    assert widget.export(str(tmp_path / "mask.tif"), overwrite=True)
+    assert widget.export(str(tmp_path / "tiff" / "mask.tif"), overwrite=True)
 
     [heat_path] = widget.export_heatmaps(str(tmp_path / "heat.nii.gz"))
     assert heat_path.name == "heat_class1_liver.nii.gz"
@@ -55,7 +57,7 @@ def test_file_save_uses_the_npe2_writer(ct, tmp_path):
     support = paint_support(widget, reference)
     viewer.layers.selection = {support}
     written = viewer.layers.save(str(tmp_path / "support.nii.gz"), selected=True, plugin="napari-fewshot")
-    assert [str(p) for p in written] == [str(tmp_path / "support.nii.gz")]
+    assert [str(p) for p in written] == [str(tmp_path / "support.nii.gz"), str(tmp_path / "support.labels.json")]
     np.testing.assert_array_equal(read_labels(written[0]), support.data)
     with pytest.raises(Exception, match="exists"):  # File > Save never replaces a file silently either
         viewer.layers.save(str(tmp_path / "support.nii.gz"), selected=True, plugin="napari-fewshot")
@@ -90,8 +92,12 @@ def test_export_dialog_asks_before_replacing(ct, qtbot, tmp_path, monkeypatch, n
     assert len(questions) == 2 and target.stat().st_mtime_ns != before
 
 
-def test_export_dialog_opens_beside_the_scan_and_adds_the_filter_extension(ct, qtbot, tmp_path, monkeypatch):
-    """Issue 13 item 4: SCAN_mask.nii.gz suggested beside the scan; a bare name gets the selected filter's extension."""
+def test_export_dialog_suggests_the_users_folder_and_adds_the_filter_extension(ct, qtbot, tmp_path, monkeypatch):
+    """Issue 23: SCAN_mask.nii.gz suggested in the user's folder: never inside the installed package (the
+    CT sample ships there), so home first, then the folder last exported to; a bare name gets the selected
+    filter's extension."""
+    from pathlib import Path
+
     from napari_fewshot.plugin import exporting
     from napari_fewshot.sample_data import CT_IMAGE
 
@@ -103,14 +109,31 @@ def test_export_dialog_opens_beside_the_scan_and_adds_the_filter_extension(ct, q
 
     def dialog(parent, title, start, filters, initial, **kwargs):
         asked.append((start, initial))
-        return str(tmp_path / "liver_out"), "NumPy (*.npy)"  # typed without an extension
+        return str(tmp_path / "out" / "liver_out"), "NumPy (*.npy)"  # typed without an extension
 
     monkeypatch.setattr(exporting.QFileDialog, "getSaveFileName", staticmethod(dialog))
     widget.ui.export_button.click()
     stem = CT_IMAGE.name[: -len(".nii.gz")]
-    assert asked == [(str(CT_IMAGE.parent / f"{stem}_mask.nii.gz"), "NIfTI (*.nii.gz *.nii)")]
-    assert (tmp_path / "liver_out.npy").exists()
-    np.testing.assert_array_equal(np.load(tmp_path / "liver_out.npy"), widget.prediction_layer.data)
+    assert asked == [(str(Path.home() / f"{stem}_mask.nii.gz"), "NIfTI (*.nii.gz *.nii)")]
+    assert (tmp_path / "out" / "liver_out.npy").exists()
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "liver_out.npy"), widget.prediction_layer.data)
+    widget.ui.export_button.click()  # the next dialog opens where the last export went
+    assert asked[-1][0] == str((tmp_path / "out").resolve() / f"{stem}_mask.nii.gz")
+
+
+def test_the_suggested_folder_is_the_scans_own_unless_it_ships_with_the_package(tmp_path):
+    from pathlib import Path
+
+    from napari_fewshot.plugin.exporting import suggested_folder
+    from napari_fewshot.sample_data import CT_IMAGE
+
+    scan = tmp_path / "patient" / "ct.nii.gz"
+    scan.parent.mkdir()
+    assert suggested_folder(str(scan)) == scan.parent.resolve()
+    assert suggested_folder(str(CT_IMAGE)) == Path.home()
+    assert suggested_folder(str(scan), last_used=str(tmp_path)) == tmp_path
+    assert suggested_folder(str(scan), last_used=str(tmp_path / "gone")) == scan.parent.resolve()
+    assert suggested_folder(None) == Path.home()
 
 
 def test_save_prototypes_checks_the_paint_before_asking_for_a_name(ct, monkeypatch, notes):
@@ -123,3 +146,69 @@ def test_save_prototypes_checks_the_paint_before_asking_for_a_name(ct, monkeypat
     widget.ui.save_bank_button.click()
     assert asked == [] and not widget.busy
     assert any(s == "warning" and "Nothing is painted" in m for s, m in notes)
+
+
+def test_a_clinician_corrects_an_existing_seg_of_a_dicom_series_and_saves_a_seg(make_napari_viewer, qtbot, tmp_path,
+                                                                               notes):
+    """Issue 23 items 1 and 2: a DICOM series and a SEG of it (the liver on two slices) open beside each other;
+    the SEG is a Labels layer with its segment's name and colour, the widget takes it as the support, and the
+    prediction exports as a SEG of the series (read back: the prediction, on the series' grid), its class
+    named and coloured as the SEG was. The same prediction of a scan not from DICOM gets no SEG."""
+    from dicom_series import make_series
+
+    from napari_fewshot.io import read_volume, write_mask
+    from napari_fewshot.io.class_table import ClassTable
+    from napari_fewshot.plugin import layers
+
+    (tmp_path / "series").mkdir()
+    folder, volume, reference, _ = make_series(tmp_path / "series")
+    earlier = np.where(reference == 1, 1, 0).astype(np.uint8)
+    earlier[[1, 2, 4, 5]] = 0  # the liver on slices 0 and 3 only
+    write_mask(tmp_path / "earlier.dcm", earlier, like=volume, classes=ClassTable({1: "liver"}, {1: (0.2, 0.8, 0.3)}))
+
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(folder), plugin="napari-fewshot")
+    [seg] = viewer.open(str(tmp_path / "earlier.dcm"), plugin="napari-fewshot")
+    assert seg._type_string == "labels" and layers.class_names(seg) == {1: "liver"}
+    np.testing.assert_array_equal(seg.data, earlier)
+    np.testing.assert_allclose(seg.colormap.map(np.array([1]))[0][:3], (0.2, 0.8, 0.3), atol=0.02)
+
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    widget.ui.settings["device"].value = "cpu"
+    widget.ui.image_combo.setCurrentText(image.name)
+    assert seg.name in [widget.ui.support_combo.itemText(i) for i in range(widget.ui.support_combo.count())]
+    widget.ui.support_combo.setCurrentText(seg.name)
+    layers.check_support(viewer, seg, image)  # the user's segmentation is this image's support
+    widget.segment("all")
+    wait_idle(qtbot, widget)
+    prediction = np.asarray(widget.prediction_layer.data)
+    assert prediction[[1, 2]].any()  # the slices without paint were segmented
+
+    [path] = widget.export(str(tmp_path / "corrected.dcm"))
+    back = read_volume(path)
+    np.testing.assert_array_equal(back.data, prediction)
+    np.testing.assert_allclose(back.meta["display_affine"], volume.meta["display_affine"], atol=1e-4)
+    assert back.meta["classes"].names == {1: "liver"}
+    np.testing.assert_allclose(back.meta["classes"].colours[1][:3], (0.2, 0.8, 0.3), atol=0.02)
+
+    notes.clear()
+    widget.prediction_layer.metadata.pop("napari_fewshot_volume")  # as if the scan had come from no DICOM file
+    assert widget.export(str(tmp_path / "other.dcm")) is None and not (tmp_path / "other.dcm").exists()
+    assert any(s == "error" and "save the mask as NIfTI" in m for s, m in notes)
+
+
+def test_names_and_colours_survive_a_nifti_export_and_reopening(ct, tmp_path):
+    """Issue 23 item 3: a mask saved as NIfTI opens again with its class names and colours (sidecar)."""
+    from napari_fewshot.plugin import layers
+
+    viewer, widget, reference = ct
+    support = paint_support(widget, reference)
+    support.data = np.where(np.isin(reference, [1, 2]), reference, 0).astype(np.uint8)
+    support.colormap = {None: (0, 0, 0, 1), 0: (0, 0, 0, 0), 1: (1.0, 0.5, 0.0, 1.0), 2: (0.1, 0.3, 1.0, 1.0)}
+    viewer.layers.selection = {support}
+    viewer.layers.save(str(tmp_path / "organs.nii.gz"), selected=True, plugin="napari-fewshot")
+    [reopened] = viewer.open(str(tmp_path / "organs.nii.gz"), plugin="napari-fewshot")
+    assert reopened._type_string == "labels"
+    assert layers.class_names(reopened) == layers.class_names(support)
+    np.testing.assert_allclose(reopened.colormap.map(np.array([1, 2]))[:, :3], [(1.0, 0.5, 0.0), (0.1, 0.3, 1.0)])
+    np.testing.assert_array_equal(reopened.data, support.data)

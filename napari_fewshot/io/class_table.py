@@ -1,9 +1,7 @@
-"""Class names and colours of a label mask, and the sidecar ``STEM.labels.json`` that keeps them beside it.
+"""Class names and colours of a label mask (kept inside a DICOM SEG, else in a sidecar: :mod:`.sidecar`).
 
     table = ClassTable({1: "liver", 2: "spleen"}, {1: (0.95, 0.15, 0.15, 1.0)})
-    sidecar_path("out/ct_mask.nii.gz")       # out/ct_mask.labels.json
-    sidecar_path("out/ct_mask.png")          # out/ct_mask.labels.json (beside the folder of PNG slices)
-    read_sidecar("out/ct_mask.nii.gz")       # the ClassTable written with it, or None
+    table.to_json()     # {"format": "napari-fewshot labels", "version": 1, "classes": [{"id", "name", "colour"}]}
 
 The entries are those of a prototype bank's ``classes`` (:mod:`napari_fewshot.core.bank`): ``{"id", "name",
 "colour"}``, colours RGBA in [0, 1] (or None). A DICOM SEG keeps them inside the file (segment label and
@@ -14,16 +12,13 @@ This module imports neither napari, Qt nor torch.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import ReadError
 
-SIDECAR_SUFFIX = ".labels.json"
 SIDECAR_FORMAT = "napari-fewshot labels"
 Colour = tuple[float, float, float, float]
 
@@ -76,39 +71,4 @@ class ClassTable:
             raise ReadError(f"Cannot read the class names in '{source}': {exc}.") from exc
 
 
-def sidecar_path(mask_path: str | os.PathLike) -> Path:
-    """``STEM.labels.json`` beside the mask ``STEM.EXT`` (for a PNG set, beside its folder ``STEM``)."""
-    from .naming import split_extension
-
-    mask_path = Path(mask_path)
-    stem, extension = split_extension(mask_path.name)
-    return mask_path.with_name((stem if extension else mask_path.stem) + SIDECAR_SUFFIX)
-
-
-def is_ours(path: str | os.PathLike) -> bool:
-    """True when `path` is a sidecar this tool wrote (so replacing or removing it loses nothing of the user's)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8")).get("format") == SIDECAR_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def sidecar_bytes(table: ClassTable) -> bytes:
-    return (json.dumps(table.to_json(), indent=1) + "\n").encode("utf-8")
-
-
-def read_sidecar(mask_path: str | os.PathLike) -> ClassTable | None:
-    """The class table beside the mask `mask_path`, or None when there is none (or it is not ours)."""
-    path = sidecar_path(mask_path)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        return None
-    return ClassTable.from_json(data, path)
-
-
-__all__ = ["ClassTable", "SIDECAR_SUFFIX", "is_ours", "read_sidecar", "rgba", "sidecar_bytes", "sidecar_path"]
+__all__ = ["ClassTable", "Colour", "SIDECAR_FORMAT", "rgba"]

@@ -15,8 +15,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ._arrays import check_size, describe, finish_stack, read_error
-from .dicom_planes import Plane, frame_count, plane_from_file, planes_from_frames
-from .dicom_seg import is_dicom_seg, read_dicom_seg
+from .dicom_planes import Plane, frame_count, is_dicom_seg, plane_from_file, planes_from_frames
 from .orientation import to_display
 from .volume import Volume
 
@@ -83,8 +82,6 @@ def read_dicom_file(path: str | os.PathLike) -> Volume:
         ds = pydicom.dcmread(path, defer_size="1 KB")  # the pixel data is read when decoded, after the size check
     except Exception as exc:
         raise read_error(path, f"it is not a readable DICOM file ({describe(exc)})") from exc
-    if is_dicom_seg(ds):
-        return read_dicom_seg(path)
     if "PixelData" not in ds:
         raise read_error(path, "the DICOM file holds no pixel data (it is not an image, or it is truncated)")
     _check_series_size(path, [ds])

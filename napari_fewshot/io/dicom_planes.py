@@ -119,6 +119,14 @@ def planes_from_frames(path: Path, ds: pydicom.Dataset, n_frames: int) -> list[P
     return planes
 
 
+SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def is_dicom_seg(ds: pydicom.Dataset) -> bool:
+    """True for a DICOM Segmentation object (its SOP class, or Modality SEG): a label map, not an image."""
+    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS_UID or str(ds.get("Modality", "")) == "SEG"
+
+
 def frame_count(ds: pydicom.Dataset) -> int:
     """NumberOfFrames, 1 when absent or malformed."""
     return max(int(_float(ds.get("NumberOfFrames"), 1.0) or 1), 1)

@@ -30,11 +30,11 @@ from .. import __version__
 from ..errors import WriteError
 from ._arrays import describe, read_error
 from .class_table import ClassTable
-from .dicom_planes import Plane
+from .dicom import assemble, read_dicom_file
+from .dicom_planes import SEG_SOP_CLASS_UID, Plane, is_dicom_seg
 from .orientation import to_file_grid
 from .volume import Volume
 
-SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 TOOL_NAME = "napari-fewshot"
 _TRACKING = re.compile(r"^napari-fewshot label (\d+)$")
 
@@ -139,8 +139,10 @@ def _description(number: int, value: int, classes: ClassTable, algorithm):
     colour = classes.colours.get(value)
     display = hd.color.CIELabColor.from_rgb(*(round(255 * c) for c in colour[:3])) if colour else None
     return hd.seg.SegmentDescription(
-        segment_number=number, segment_label=name[:64], segmented_property_category=Code(category[0], "SCT", category[1]),
-        segmented_property_type=Code(kind[0], "SCT", kind[1]), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+        segment_number=number, segment_label=name[:64],
+        segmented_property_category=Code(category[0], "SCT", category[1]),
+        segmented_property_type=Code(kind[0], "SCT", kind[1]),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
         algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=f"{TOOL_NAME} label {value}",
         display_color=display)
 
@@ -185,17 +187,20 @@ def _complete_identifiers(headers: list[pydicom.Dataset]) -> None:
             ds.StudyInstanceUID = study
 
 
-def is_dicom_seg(ds: pydicom.Dataset) -> bool:
-    """True for a DICOM Segmentation object (its SOP class, or Modality SEG)."""
-    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS_UID or str(ds.get("Modality", "")) == "SEG"
+def read_dicom(path: str | os.PathLike) -> Volume:
+    """One DICOM file: a SEG as its label map (:func:`read_dicom_seg`), any other as an image
+    (:func:`.dicom.read_dicom_file`, which also says why a file is not readable)."""
+    try:
+        ds = pydicom.dcmread(os.fspath(path), stop_before_pixels=True)
+    except Exception:
+        ds = None
+    return read_dicom_seg(path) if ds is not None and is_dicom_seg(ds) else read_dicom_file(path)
 
 
 def read_dicom_seg(path: str | os.PathLike) -> Volume:
     """A DICOM SEG as a label map: Volume ``(S, H, W)`` uint8/uint16 on the display grid, ``format`` "dicom",
     ``meta["classes"]`` the :class:`ClassTable` of its segments (name = segment label, colour)."""
     import highdicom as hd
-
-    from .dicom import assemble
 
     path = Path(path)
     try:
@@ -282,5 +287,5 @@ def _fill_gaps(planes: list[Plane], shape: tuple[int, ...]) -> list[Plane]:
                            thickness=planes[0].thickness) for k in range(count) if k not in taken]
 
 
-__all__ = ["KNOWN_PROPERTIES", "SEG_SOP_CLASS_UID", "coded_property", "is_dicom_seg", "read_dicom_seg",
+__all__ = ["KNOWN_PROPERTIES", "SEG_SOP_CLASS_UID", "coded_property", "is_dicom_seg", "read_dicom", "read_dicom_seg",
            "save_dicom_seg", "seg_classes"]

@@ -28,8 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from .dicom import read_dicom_file
-from .dicom_seg import save_dicom_seg
+from .dicom_seg import read_dicom, save_dicom_seg
 from .images import read_jpg, read_npy, read_png, read_tiff, save_npy, save_png, save_tiff
 from .nifti import read_nifti, save_nifti
 from .volume import Volume
@@ -99,9 +98,9 @@ class FileFormat:
 FORMATS: tuple[FileFormat, ...] = (
     FileFormat("nifti", "NIfTI", (".nii.gz", ".nii"), holds_mask=True, holds_heatmap=True,
                save=save_nifti, read=read_nifti, napari_reader=True),
-    FileFormat("dicom", "DICOM", (".dcm", ".dicom", ".ima"), read=read_dicom_file, masks_as="nifti",
+    FileFormat("dicom", "DICOM", (".dcm", ".dicom", ".ima"), read=read_dicom, masks_as="nifti",
                napari_reader=True),
-    # Read by the DICOM reader (a .dcm file is a SEG or an image by its SOP class); offered for DICOM scans only.
+    # Read by the DICOM entry above (a .dcm file is a SEG or an image by its SOP class); written for DICOM scans only.
     FileFormat("dicom_seg", "DICOM SEG", (".dcm",), holds_mask=True, save=save_dicom_seg, needs_dicom_source=True,
                keeps_classes=True),
     FileFormat("tiff", "TIFF", (".tif", ".tiff"), holds_mask=True, holds_heatmap=True,

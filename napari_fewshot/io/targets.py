@@ -121,7 +121,7 @@ def check_source(fmt: FileFormat, scan, path: str | os.PathLike) -> None:
 def check_sidecar(path: str | os.PathLike, overwrite: bool) -> None:
     """WriteError unless the class-name sidecar of the mask `path` (:func:`.class_table.sidecar_path`) may be
     written: absent, or (with `overwrite`) one the tool wrote."""
-    from .class_table import is_ours, sidecar_path
+    from .sidecar import is_ours, sidecar_path
 
     sidecar = sidecar_path(path)
     _check_name(sidecar)
@@ -269,5 +269,5 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-__all__ = ["check_labels", "check_set_folder", "check_sidecar", "check_source", "check_target", "check_writable", "is_own_set", "name_max", "recover_set", "set_file_name",
-           "set_folder", "writable_format"]
+__all__ = ["check_labels", "check_set_folder", "check_sidecar", "check_source", "check_target", "check_writable",
+           "is_own_set", "name_max", "recover_set", "set_file_name", "set_folder", "writable_format"]

@@ -81,7 +81,7 @@ def read(path: str | list[str]) -> list[LayerData]:
 def _sidecar_classes(path: str):
     """The class names and colours written beside the mask file `path` (``STEM.labels.json``), or None."""
     from ..errors import ReadError
-    from ..io.class_table import read_sidecar
+    from ..io.sidecar import read_sidecar
 
     if Path(path).is_dir():
         return None
@@ -147,7 +147,8 @@ def _label_colours(colours: dict, highest: int) -> dict:
     `highest` (and beyond, cycled by napari's default), the plugin's palette."""
     from .layers import PALETTE
 
-    table = {v: tuple(PALETTE[1 + (v - 1) % (len(PALETTE) - 1)]) for v in range(1, min(max(highest, *colours), 1024) + 1)}
+    top = min(max(highest, *colours), 1024)
+    table = {v: tuple(PALETTE[1 + (v - 1) % (len(PALETTE) - 1)]) for v in range(1, top + 1)}
     table.update({int(v): tuple(c) for v, c in colours.items()})
     return {None: (0.7, 0.7, 0.7, 1.0), 0: (0.0, 0.0, 0.0, 0.0), **table}
 

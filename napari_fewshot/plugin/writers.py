@@ -105,7 +105,7 @@ def existing_targets(path: str | os.PathLike, shape: tuple[int, ...], heatmap_cl
     else:
         from ..io.writers import mask_targets
 
-        from ..io.class_table import sidecar_path
+        from ..io.sidecar import sidecar_path
         from ..io.formats import format_of
 
         targets = mask_targets(path, shape[0] if len(shape) == 3 else 1)
