@@ -167,12 +167,13 @@ def test_a_sidecar_follows_the_masks_overwrite_rule(tmp_path):
     mask = np.zeros((2, 8, 8), np.uint8)
     mask[0, 2:4, 2:4] = 1
     table = ClassTable({1: "liver"})
-    write_mask(tmp_path / "m.nii.gz", mask, classes=table)
-    (tmp_path / "m.nii.gz").unlink()  # the mask gone, its sidecar left: not replaced without overwrite
-    with pytest.raises(WriteError, match="m.labels.json.*already exists"):
+    write_mask(tmp_path / "m.tif", mask, classes=table)
+    with pytest.raises(WriteError, match="m.labels.json.*already exists"):  # another mask's table is kept
         write_mask(tmp_path / "m.nii.gz", mask, classes=table)
     with pytest.raises(WriteError, match="already exists"):
         check_target(tmp_path / "m.nii.gz", 2, classes=True)
+    (tmp_path / "m.tif").unlink()  # a mask deleted to be made again: its table goes with the new one
+    write_mask(tmp_path / "m.nii.gz", mask, classes=table)
     write_mask(tmp_path / "m.nii.gz", mask, classes=ClassTable({1: "spleen"}), overwrite=True)
     assert read_sidecar(tmp_path / "m.nii.gz").names == {1: "spleen"}
     write_mask(tmp_path / "m.nii.gz", mask, overwrite=True)  # no names now: the old table would lie

@@ -85,7 +85,8 @@ def test_export_dialog_asks_before_replacing(ct, qtbot, tmp_path, monkeypatch, n
     before = target.stat().st_mtime_ns
     monkeypatch.setattr(exporting.QMessageBox, "question", answer(exporting.QMessageBox.StandardButton.No))
     widget.ui.export_button.click()
-    assert questions == [f"'{target}' exists. Replace it?"] and target.stat().st_mtime_ns == before
+    # the mask and its class names beside it (mask.labels.json)
+    assert questions == [f"'{target}' and 1 more file exist. Replace them?"] and target.stat().st_mtime_ns == before
     assert notes[-1] == ("info", "Export cancelled; nothing was written.")
     monkeypatch.setattr(exporting.QMessageBox, "question", answer(exporting.QMessageBox.StandardButton.Yes))
     widget.ui.export_button.click()

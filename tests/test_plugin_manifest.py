@@ -136,3 +136,31 @@ def test_heatmap_paths_name_each_class(tmp_path):
 
     paths = heatmap_paths(tmp_path / "heat.nii.gz", [1, 2], {1: "liver"})
     assert [p.name for p in paths.values()] == ["heat_class1_liver.nii.gz", "heat_class2.nii.gz"]
+
+
+def test_the_npe2_writer_keeps_names_and_colours_and_the_reader_gives_them_back(tmp_path):
+    """Issue 23 item 3: File > Save writes STEM.labels.json beside a NIfTI / TIFF mask; opening the mask gives a
+    Labels layer with the names (features, as the plugin keeps them) and the colours."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_fewshot.io import read_volume
+    from napari_fewshot.plugin.readers import get_reader
+    from napari_fewshot.plugin.writers import write_labels
+    from napari_fewshot.sample_data import CT_IMAGE
+
+    volume = read_volume(CT_IMAGE)
+    mask = np.zeros(volume.data.shape, np.uint8)
+    mask[40:60, 30:50, 20:70], mask[60:70, 30:50, 20:70] = 1, 3
+    colormap = DirectLabelColormap(color_dict={None: (0, 0, 0, 1), 0: (0, 0, 0, 0), 1: (1, 0.5, 0, 1),
+                                               3: (0.2, 0.4, 1, 1)})
+    meta = {"metadata": {VOLUME_KEY: volume, CLASS_NAMES_KEY: {1: "liver", 3: "kidney_right"}}, "colormap": colormap}
+    for name in ("organs.nii.gz", "tiff/organs.tif"):
+        mask_path, sidecar = write_labels(os.fspath(tmp_path / name), mask, meta)
+        assert Path(sidecar).name == "organs.labels.json"
+        [(data, kwargs, kind)] = get_reader(mask_path)(mask_path)
+        assert kind == "labels"
+        np.testing.assert_array_equal(data, mask)
+        assert dict(zip(kwargs["features"]["index"], kwargs["features"]["name"])) == {
+            0: "background", 1: "liver", 3: "kidney_right"}
+        assert kwargs["colormap"][1] == (1.0, 0.5, 0.0, 1.0) and kwargs["colormap"][3] == (0.2, 0.4, 1.0, 1.0)
+        assert kwargs["colormap"][2] != kwargs["colormap"][0]  # a value without a kept colour still shows

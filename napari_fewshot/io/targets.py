@@ -118,23 +118,27 @@ def check_source(fmt: FileFormat, scan, path: str | os.PathLike) -> None:
                          "scan was not read from DICOM files; save the mask as NIfTI (.nii.gz) instead.")
 
 
-def check_sidecar(path: str | os.PathLike, overwrite: bool) -> None:
-    """WriteError unless the class-name sidecar of the mask `path` (:func:`.class_table.sidecar_path`) may be
-    written: absent, or (with `overwrite`) one the tool wrote."""
-    from .sidecar import is_ours, sidecar_path
+def check_sidecar(path: str | os.PathLike, overwrite: bool) -> bool:
+    """WriteError unless the class-name sidecar of the mask `path` (:func:`.sidecar.sidecar_path`) may be
+    written: absent; or one the tool wrote, with `overwrite` or when no mask ``STEM.EXT`` it could belong to is
+    there any more (a mask deleted to be made again). Returns whether a sidecar is replaced."""
+    from .sidecar import SIDECAR_SUFFIX, is_ours, sidecar_path
 
     sidecar = sidecar_path(path)
     _check_name(sidecar)
     if not _exists(sidecar):
-        return
+        return False
     if sidecar.is_dir():
         raise WriteError(f"Cannot write the class names to '{sidecar}': a folder of that name exists.")
-    if not overwrite:
-        raise WriteError(f"Cannot write the class names to '{sidecar}': it already exists (pass overwrite=True to "
-                         "replace it).")
     if not is_ours(sidecar):
         raise WriteError(f"Cannot write the class names to '{sidecar}': the file there was not written by "
                          "napari-fewshot, and a file of the user's is never replaced.")
+    stem = sidecar.name[: -len(SIDECAR_SUFFIX)]
+    mask_there = any(_exists(sidecar.with_name(stem + e)) for e in extensions("mask")) or _exists(set_folder(path))
+    if not overwrite and mask_there:
+        raise WriteError(f"Cannot write the class names to '{sidecar}': it already exists (pass overwrite=True to "
+                         "replace it).")
+    return True
 
 
 def check_labels(path: str | os.PathLike, max_label: int) -> None:

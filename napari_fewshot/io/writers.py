@@ -49,8 +49,9 @@ def write_mask(
             formats that need one).
         overwrite: replace existing files instead of raising WriteError (off: created exclusively).
         classes: the class names and colours: inside a DICOM SEG; for the other formats in the sidecar
-            ``STEM.labels.json`` (:mod:`.class_table`), written after the mask under the same overwrite rule
-            (with `overwrite` and no classes, a sidecar of ours left from an earlier mask is removed).
+            ``STEM.labels.json`` (:mod:`.sidecar`), written after the mask under the same overwrite rule
+            (:func:`~.targets.check_sidecar`; with `overwrite` and no classes, a sidecar of ours left from an
+            earlier mask is removed).
 
     Returns:
         The paths written (the mask's, then the sidecar). Values are stored as uint8 when max < 256, else
@@ -66,8 +67,7 @@ def write_mask(
         raise WriteError(f"Cannot write '{path}': {fmt.name.upper()} holds labels up to {fmt.max_label} only "
                          f"(the mask holds {high}; use .tif or .nii.gz).")
     sidecar = bool(classes) and not fmt.keeps_classes
-    if sidecar:
-        check_sidecar(path, overwrite)
+    replace_sidecar = check_sidecar(path, overwrite) if sidecar else False
     if fmt.slices_per_file and stack.shape[0] > 1:
         written = _write_slices(path, fmt, stack, overwrite)
     else:
@@ -75,7 +75,7 @@ def write_mask(
         written = _write_single(path, save, stack, like, overwrite)
     if sidecar:
         target = sidecar_path(path)
-        _write_file(target, lambda tmp: tmp.write_bytes(sidecar_bytes(classes)), overwrite)
+        _write_file(target, lambda tmp: tmp.write_bytes(sidecar_bytes(classes)), replace_sidecar)
         written.append(target)
     elif overwrite and not fmt.keeps_classes and is_ours(sidecar_path(path)):
         sidecar_path(path).unlink()  # it named the classes of the mask just replaced
