@@ -116,8 +116,12 @@ def test_a_seg_beside_its_series_is_not_taken_for_a_slice(made_series, tmp_path)
 
     copy = tmp_path / "series"
     shutil.copytree(folder, copy)
-    write_mask(copy / "mask.dcm", labels, like=volume, classes=ClassTable({1: names[1]}))
+    liver = (labels == 1).astype(np.uint8)
+    write_mask(copy / "mask.dcm", liver, like=volume, classes=ClassTable({1: names[1]}))
     np.testing.assert_array_equal(read_volume(copy).data, volume.data)  # one series, the SEG left aside
+    back = read_volume(copy / "mask.dcm")  # one segment: highdicom shares its identification among the frames
+    np.testing.assert_array_equal(back.data, liver)
+    assert back.meta["classes"].names == {1: "liver"}
 
 
 def test_a_scan_not_from_dicom_gets_no_seg_in_one_sentence(tmp_path):

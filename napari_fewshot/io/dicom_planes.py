@@ -70,7 +70,7 @@ def plane_from_file(path: Path, ds: pydicom.Dataset) -> Plane:
     )
 
 
-def _functional_item(ds: pydicom.Dataset, frame: int, sequence: str):
+def functional_item(ds: pydicom.Dataset, frame: int, sequence: str):
     """First item of ``sequence`` for one frame of an enhanced multi-frame file (per-frame, else shared)."""
     for groups_name in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
         groups = ds.get(groups_name)
@@ -92,10 +92,10 @@ def planes_from_frames(path: Path, ds: pydicom.Dataset, n_frames: int) -> list[P
     base = plane_from_file(path, ds)
     planes = []
     for index in range(min(n_frames, frames.shape[0])):
-        position = _functional_item(ds, index, "PlanePositionSequence")
-        orientation = _functional_item(ds, index, "PlaneOrientationSequence")
-        measures = _functional_item(ds, index, "PixelMeasuresSequence")
-        rescale = _functional_item(ds, index, "PixelValueTransformationSequence")
+        position = functional_item(ds, index, "PlanePositionSequence")
+        orientation = functional_item(ds, index, "PlaneOrientationSequence")
+        measures = functional_item(ds, index, "PixelMeasuresSequence")
+        rescale = functional_item(ds, index, "PixelValueTransformationSequence")
         spacing = _floats(measures.get("PixelSpacing"), 2) if measures else None
         planes.append(
             Plane(

@@ -31,7 +31,7 @@ from ..errors import WriteError
 from ._arrays import describe, read_error
 from .class_table import ClassTable
 from .dicom import assemble, read_dicom_file
-from .dicom_planes import SEG_SOP_CLASS_UID, Plane, is_dicom_seg
+from .dicom_planes import SEG_SOP_CLASS_UID, Plane, functional_item, is_dicom_seg
 from .orientation import to_file_grid
 from .volume import Volume
 
@@ -213,9 +213,10 @@ def read_dicom_seg(path: str | os.PathLike) -> Volume:
     values, classes = _segment_values(seg)
     planes: dict[tuple, Plane] = {}
     labels: dict[tuple, np.ndarray] = {}
-    for index, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        position = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
+    for index in range(frames.shape[0]):
+        number = int(functional_item(seg, index, "SegmentIdentificationSequence").ReferencedSegmentNumber)
+        position = np.array([float(v) for v in
+                             functional_item(seg, index, "PlanePositionSequence").ImagePositionPatient])
         key = tuple(np.round(position, 3))
         if key not in planes:
             labels[key] = np.zeros(frames.shape[1:], np.uint16 if max(values.values()) > 255 else np.uint8)
@@ -258,9 +259,9 @@ def _segment_values(seg) -> tuple[dict[int, int], ClassTable]:
 
 
 def _plane(seg, path: Path, position: np.ndarray, pixels: np.ndarray) -> Plane:
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    orientation = np.array([float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient])
-    measures = shared.PixelMeasuresSequence[0]
+    orientation = functional_item(seg, 0, "PlaneOrientationSequence").ImageOrientationPatient
+    orientation = np.array([float(v) for v in orientation])
+    measures = functional_item(seg, 0, "PixelMeasuresSequence")
     spacing = [float(v) for v in measures.PixelSpacing]
     thickness = measures.get("SpacingBetweenSlices") or measures.get("SliceThickness")
     return Plane(pixels=lambda: pixels, source=path, position=position, orientation=orientation,
