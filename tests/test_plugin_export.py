@@ -118,6 +118,8 @@ def test_export_dialog_suggests_the_users_folder_and_adds_the_filter_extension(c
     assert asked == [(str(Path.home() / f"{stem}_mask.nii.gz"), "NIfTI (*.nii.gz *.nii)")]
     assert (tmp_path / "out" / "liver_out.npy").exists()
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "liver_out.npy"), widget.prediction_layer.data)
+    monkeypatch.setattr(exporting.QMessageBox, "question",  # the same name again: "replace?" -> no
+                        staticmethod(lambda *a, **k: exporting.QMessageBox.StandardButton.No))
     widget.ui.export_button.click()  # the next dialog opens where the last export went
     assert asked[-1][0] == str((tmp_path / "out").resolve() / f"{stem}_mask.nii.gz")
 

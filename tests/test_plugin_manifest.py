@@ -162,5 +162,6 @@ def test_the_npe2_writer_keeps_names_and_colours_and_the_reader_gives_them_back(
         np.testing.assert_array_equal(data, mask)
         assert dict(zip(kwargs["features"]["index"], kwargs["features"]["name"])) == {
             0: "background", 1: "liver", 3: "kidney_right"}
-        assert kwargs["colormap"][1] == (1.0, 0.5, 0.0, 1.0) and kwargs["colormap"][3] == (0.2, 0.4, 1.0, 1.0)
+        np.testing.assert_allclose([kwargs["colormap"][1], kwargs["colormap"][3]],
+                                   [(1.0, 0.5, 0.0, 1.0), (0.2, 0.4, 1.0, 1.0)], atol=1e-6)  # napari keeps float32
         assert kwargs["colormap"][2] != kwargs["colormap"][0]  # a value without a kept colour still shows
