@@ -189,3 +189,54 @@ def test_a_users_file_at_the_sidecars_name_is_never_replaced(tmp_path):
     with pytest.raises(WriteError, match="not written by napari-fewshot"):
         write_mask(tmp_path / "m.nii.gz", np.ones((1, 4, 4), np.uint8), classes=ClassTable({1: "a"}), overwrite=True)
     assert (tmp_path / "m.labels.json").read_text() == '{"my": "notes"}' and not (tmp_path / "m.nii.gz").exists()
+
+
+# -- segment and batch write a SEG for a DICOM scan ------------------------------------------------
+def test_segment_from_a_seg_support_writes_a_seg_with_its_names(made_series, tmp_path, capsys):
+    """`segment SERIES --support earlier.dcm --out mask.dcm`: the support's segment names and colours go into
+    the new SEG; `--out mask.nii.gz` gets them in mask.labels.json."""
+    from napari_fewshot.cli import main
+
+    folder, volume, labels, _ = made_series
+    support = np.where(np.isin(labels, [1, 2]), labels, 0).astype(np.uint8)
+    support[[1, 2, 4]] = 0
+    table = ClassTable({1: "liver", 2: "spleen"}, {1: (0.9, 0.6, 0.1, 1.0), 2: (0.2, 0.4, 0.9, 1.0)})
+    write_mask(tmp_path / "earlier.dcm", support, like=volume, classes=table)
+    args = ["--support", str(tmp_path / "earlier.dcm"), "--device", "cpu", "--input-size", "160"]
+    assert main(["segment", str(folder), *args, "--out", str(tmp_path / "mask.dcm")]) == 0, capsys.readouterr().err
+    back = read_volume(tmp_path / "mask.dcm")
+    assert back.data.shape == labels.shape and set(np.unique(back.data)) == {0, 1, 2}
+    assert back.meta["classes"].names == table.names
+    assert main(["segment", str(folder), *args, "--out", str(tmp_path / "mask.nii.gz")]) == 0
+    np.testing.assert_array_equal(read_labels(tmp_path / "mask.nii.gz", like=volume), back.data)
+    assert read_sidecar(tmp_path / "mask.nii.gz").names == table.names
+    assert main(["segment", str(CT_IMAGE), *args, "--out", str(tmp_path / "ct.dcm")]) == 2  # not DICOM: refused
+    assert "save the mask as NIfTI" in capsys.readouterr().err and not (tmp_path / "ct.dcm").exists()
+
+
+def test_batch_with_dicom_seg_writes_a_seg_per_dicom_series(made_series, tmp_path, monkeypatch, capsys):
+    import distributed
+
+    from napari_fewshot.cli import main
+    from napari_fewshot.core.bank import PrototypeBank
+    from napari_fewshot.core.config import SegmentationParams
+
+    folder, volume, labels, names = made_series
+    support = np.where(labels == 1, 1, 0).astype(np.uint8)
+    support[1:5] = 0
+    bank = PrototypeBank.build([(volume.data, support)], SegmentationParams(device="cpu", input_size=160),
+                               class_names={1: "liver"}, class_colours={1: (0.9, 0.2, 0.2)})
+    bank_path = bank.save(tmp_path / "liver.fewshot")
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    (cohort / "patient1").symlink_to(folder, target_is_directory=True)
+    real = distributed.LocalCluster
+    monkeypatch.setattr(distributed, "LocalCluster", lambda **kw: real(**{**kw, "processes": False}))
+    out = tmp_path / "out"
+    assert main(["batch", str(bank_path), str(cohort), str(out), "--dicom-seg", "--workers", "1",
+                 "--device", "cpu"]) == 0, capsys.readouterr().err
+    seg = hd.seg.segread(out / "patient1.dcm")
+    assert [d.segment_label for d in seg.SegmentSequence] == ["liver"]
+    back = read_volume(out / "patient1.dcm")
+    assert back.data.shape == labels.shape and back.data.any()
+    np.testing.assert_allclose(back.meta["display_affine"], volume.meta["display_affine"], atol=1e-4)
