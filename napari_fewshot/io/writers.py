@@ -26,8 +26,8 @@ import numpy as np
 from ..errors import WriteError
 from .atomic import atomic_write, current_umask, fsync_folder, temp_prefix
 from .class_table import ClassTable
-from .sidecar import is_ours, sidecar_bytes, sidecar_path
 from .formats import FileFormat, format_of
+from .sidecar import is_ours, sidecar_bytes, sidecar_path
 from .targets import (check_set_folder, check_sidecar, check_source, recover_set, set_file_name, set_folder,
                       writable_format)
 from .volume import Volume

@@ -143,8 +143,8 @@ def volume_layer_data(volume, name: str, class_names: dict[int, str] | None = No
 
 
 def _label_colours(colours: dict, highest: int) -> dict:
-    """A Labels colormap (``{value: RGBA}``) giving the kept `colours` and, to every other value up to
-    `highest` (and beyond, cycled by napari's default), the plugin's palette."""
+    """A Labels colormap (``{value: RGBA}``) giving the kept `colours`, the plugin's palette to every other
+    value up to `highest` (at most 1024), and grey to any value above (e.g. painted later)."""
     from .layers import PALETTE
 
     top = min(max(highest, *colours), 1024)
