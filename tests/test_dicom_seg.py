@@ -240,3 +240,23 @@ def test_batch_with_dicom_seg_writes_a_seg_per_dicom_series(made_series, tmp_pat
     back = read_volume(out / "patient1.dcm")
     assert back.data.shape == labels.shape and back.data.any()
     np.testing.assert_allclose(back.meta["display_affine"], volume.meta["display_affine"], atol=1e-4)
+
+
+def test_the_snomed_codes_are_those_of_the_dicom_code_dictionary():
+    """Every code the table shares with pydicom's DICOM code dictionary (what highdicom uses) is that code;
+    right/left kidney and urinary bladder, which the dictionary lacks, are SNOMED CT's body structures."""
+    from pydicom.sr.codedict import codes
+
+    from napari_fewshot.io.dicom_seg import KNOWN_PROPERTIES
+
+    checked = 0
+    for category, kind in KNOWN_PROPERTIES.values():
+        for value, meaning in (category, kind):
+            keyword = "".join(word.capitalize() for word in meaning.replace("-", " ").split())
+            code = getattr(codes.SCT, keyword, None)
+            if code is not None:
+                assert code.value == value, (meaning, code)
+                checked += 1
+    assert checked >= 30
+    assert {kind for _, kind in KNOWN_PROPERTIES.values()} >= {("9846003", "Right kidney"),
+                                                                ("18639004", "Left kidney")}
