@@ -1,0 +1,38 @@
+"""The per-class volume CSV written beside an exported mask: ``STEM_volumes.csv`` (one row per class,
+columns ``core.volumes.CSV_COLUMNS``), through io/atomic.py."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from .atomic import atomic_write
+
+VOLUMES_SUFFIX = "_volumes.csv"
+MASK_EXTENSIONS = (".nii.gz", ".nii", ".tiff", ".tif", ".png", ".npy", ".dcm")
+
+
+def volumes_csv_path(mask: str | os.PathLike) -> Path:
+    """``liver_mask.nii.gz`` -> ``liver_mask_volumes.csv`` beside it (a folder: ``FOLDER_volumes.csv`` beside it)."""
+    mask = Path(mask)
+    name = mask.name
+    for extension in MASK_EXTENSIONS:
+        if name.lower().endswith(extension):
+            name = name[: -len(extension)]
+            break
+    return mask.with_name(name + VOLUMES_SUFFIX)
+
+
+def write_volumes_csv(path: str | os.PathLike, rows: list[dict], columns) -> Path:
+    """Write ``rows`` (``core.volumes.ClassVolume.row()`` dicts, columns ``core.volumes.CSV_COLUMNS``) to
+    ``path``; returns the path."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(columns))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(Path(path), write)
+    return Path(path)
