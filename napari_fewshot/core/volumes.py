@@ -42,7 +42,7 @@ class ClassVolume:
     def row(self) -> dict[str, object]:
         """The CSV row (columns :data:`CSV_COLUMNS`), empty cells for what is not known."""
         return {"class": self.class_id, "name": self.name, "voxels": self.voxels,
-                "volume_ml": "" if self.ml is None else f"{self.ml:.6g}",
+                "volume_ml": "" if self.ml is None else f"{self.ml:.4f}",
                 "first_slice": "" if self.first_slice is None else self.first_slice,
                 "last_slice": "" if self.last_slice is None else self.last_slice, "slices": self.slices,
                 "painted_slices": self.painted, "corrected_slices": self.corrected,

@@ -105,7 +105,7 @@ def volume_table(image, prediction, support, corrected=()) -> list:
     volume = image.metadata.get(VOLUME_KEY) if image is not None else None
     known = volume is not None and image_sets.set_info(image) is None and (
         getattr(volume, "affine", None) is not None or tuple(volume.spacing) != (1.0, 1.0, 1.0))
-    return table(labels, sorted(present | set(names)), volume.spacing if known else None, names, painted, corrected)
+    return table(labels, sorted(present), volume.spacing if known else None, names, painted, corrected)
 
 
 def describe_volumes(table, image) -> str:
