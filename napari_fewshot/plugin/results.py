@@ -37,7 +37,7 @@ def show(viewer, session, image, support, result, whole: bool, heatmaps_visible:
             show_legend(layer)
         for layer in session.heatmaps.values():
             layers.place_below(viewer, layer, session.prediction)
-    for layer in (*session.heatmaps.values(), session.prediction):
+    for layer in (session.prediction, *session.heatmaps.values()):  # the heatmaps end up under the prediction
         _keep_above(viewer, layer, image)  # a support of another (lower) layer must not hide them under the image
     if active is not None and active in viewer.layers:
         viewer.layers.selection.active = active  # keep painting where the user was painting
