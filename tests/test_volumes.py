@@ -75,3 +75,16 @@ def test_widget_shows_volumes_after_segment_and_export_writes_them(ct, qtbot, tm
     with open(tmp_path / "ct_mask_volumes.csv", newline="") as handle:
         liver = next(r for r in csv.DictReader(handle) if r["class"] == str(LIVER))
     assert float(liver["volume_ml"]) == pytest.approx(ml[LIVER][1], abs=1e-4) and liver["painted_slices"] == "3"
+
+
+def test_a_csv_of_the_users_is_never_replaced(tmp_path):
+    from napari_fewshot.errors import WriteError
+
+    theirs = tmp_path / "ct_mask_volumes.csv"
+    theirs.write_text("my notes\n")
+    entry = volume_table(np.ones((1, 2, 2), np.uint8), [1], (1.0, 1.0, 1.0))
+    with pytest.raises(WriteError, match="not a volume table"):
+        write_volumes_csv(theirs, [e.row() for e in entry], CSV_COLUMNS)
+    assert theirs.read_text() == "my notes\n"
+    ours = write_volumes_csv(tmp_path / "again.csv", [e.row() for e in entry], CSV_COLUMNS)
+    assert write_volumes_csv(ours, [e.row() for e in entry], CSV_COLUMNS) == ours  # an earlier export: replaced

@@ -7,6 +7,7 @@ import csv
 import os
 from pathlib import Path
 
+from ..errors import WriteError
 from .atomic import atomic_write
 
 VOLUMES_SUFFIX = "_volumes.csv"
@@ -28,11 +29,25 @@ def write_volumes_csv(path: str | os.PathLike, rows: list[dict], columns) -> Pat
     """Write ``rows`` (``core.volumes.ClassVolume.row()`` dicts, columns ``core.volumes.CSV_COLUMNS``) to
     ``path``; returns the path."""
 
+    path = Path(path)
+    if path.exists() and not _written_by_us(path, columns):
+        raise WriteError(f"Not replaced: '{path}' exists and is not a volume table of this tool; "
+                         "move it away to have the volumes written beside the mask.")
+
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(columns))
             writer.writeheader()
             writer.writerows(rows)
 
-    atomic_write(Path(path), write)
-    return Path(path)
+    atomic_write(path, write)
+    return path
+
+
+def _written_by_us(path: Path, columns) -> bool:
+    """True when ``path`` is a regular file whose first line is this table's header (an earlier export's)."""
+    try:
+        with open(path, newline="") as handle:
+            return path.is_file() and handle.readline().strip() == ",".join(columns)
+    except (OSError, UnicodeDecodeError):
+        return False

@@ -117,14 +117,21 @@ def describe_volumes(table, image) -> str:
 def write_volumes_beside(mask_paths, table) -> Path | None:
     """Write ``table`` as ``STEM_volumes.csv`` beside the exported mask (beside the folder, as
     ``FOLDER_volumes.csv``, for masks written as several files); None when there is nothing to write."""
+    from napari.utils.notifications import show_warning
+
     from ..core.volumes import CSV_COLUMNS
+    from ..errors import FewShotError
     from ..io.volumes_csv import volumes_csv_path, write_volumes_csv
 
     if not mask_paths or not table:
         return None
     first = Path(mask_paths[0])
     target = volumes_csv_path(first.parent if len(mask_paths) > 1 else first)  # a folder: FOLDER_volumes.csv
-    return write_volumes_csv(target, [entry.row() for entry in table], CSV_COLUMNS)
+    try:
+        return write_volumes_csv(target, [entry.row() for entry in table], CSV_COLUMNS)
+    except FewShotError as exc:  # the mask is written; only its volume table is not
+        show_warning(str(exc))
+        return None
 
 
 def widget_volumes(widget) -> list:
