@@ -48,13 +48,39 @@ def real_data():
 
 @pytest.fixture(scope="session")
 def chaos_case():
-    """CHAOS-T2 case 1 from ../shared/data: (volume (S, H, W) float, labels (S, H, W) int) on one grid."""
-    from shared_data import CHAOS, require
+    """CHAOS-T2 case 1 (shipped in tests/data): (volume (S, H, W) float, labels (S, H, W) int) on one grid."""
+    from shared_data import CHAOS
 
     from napari_fewshot.io import read_labels, read_volume
 
-    volume = read_volume(require(CHAOS) / "image_1.nii.gz")
+    volume = read_volume(CHAOS / "image_1.nii.gz")
     return volume.data, read_labels(CHAOS / "label_1.nii.gz", like=volume)
+
+
+@pytest.fixture(scope="session")
+def ct_dicom(tmp_path_factory):
+    """A DICOM series written from the CT sample: 20 slices of 101 x 122 HU, 3 mm apart (shared_data.write_ct_dicom)."""
+    from shared_data import write_ct_dicom
+
+    return write_ct_dicom(tmp_path_factory.mktemp("dicom") / "ct_series")
+
+
+@pytest.fixture(scope="session")
+def png_set(tmp_path_factory):
+    """A BUSI-style folder of 2D PNG images with NAME_mask.png files, made from the shipped scans:
+    ``mr/mr (1..8).png`` (CHAOS case 1, sizes differ) and ``ct/ct (1..4).png`` (shared_data.write_png_slice_set)."""
+    from shared_data import write_png_slice_set
+
+    return write_png_slice_set(tmp_path_factory.mktemp("png_set"))
+
+
+@pytest.fixture(scope="session")
+def busi_layout(png_set, tmp_path_factory):
+    """The PNG slices in BUSI's layout, which `evaluate busi` reads: benign/ (the 8 MR) and malignant/ (the 4 CT)."""
+    root = tmp_path_factory.mktemp("busi_layout")
+    (root / "benign").symlink_to(png_set / "mr", target_is_directory=True)
+    (root / "malignant").symlink_to(png_set / "ct", target_is_directory=True)
+    return root
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Cohort batch on dask.distributed: an embedded LocalCluster and a scheduler started separately on loopback.
 
-The cohort is built from ../shared/data: two CHAOS MR scans and the CT example (cropped to a few
+The cohort is built from the data the repository carries: two CHAOS MR scans and the CT sample (cropped to a few
 slices to keep the test quick on 2 cores), a DICOM folder (a few files of the example series) and a
 corrupt file. Masks from the workers must equal the single-process `segment --bank` path.
 """
@@ -23,7 +23,7 @@ from napari_fewshot.core import dice
 from napari_fewshot.core.bank import PrototypeBank
 from napari_fewshot.io import read_labels, read_volume
 
-from shared_data import CT, require
+from napari_fewshot.sample_data import CT_IMAGE
 from test_bank import LIVER, PARAMS, SPLEEN, crop_case, support_of
 
 pytest.importorskip("distributed")
@@ -46,11 +46,11 @@ def cohort(tmp_path_factory):
     (scans / "mr").mkdir(parents=True)
     labels_dir.mkdir()
     labels = {}
-    for case in ("2", "3"):
+    for case in ("1", "5"):
         _, _, (image, label) = crop_case(case, labels_dir, slices=6)
         image.rename(scans / "mr" / image.name)
         labels[f"mr/{image.name}"] = label
-    ct = nib.load(require(CT) / "example_ct.nii.gz")
+    ct = nib.load(CT_IMAGE)
     nib.save(ct.slicer[:, :, 104:], scans / "ct.nii.gz")
     (scans / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08 not really a scan" * 20)
     (scans / "notes.txt").write_text("not a scan")
@@ -69,18 +69,18 @@ def read_csv(path):
 
 def test_local_cluster_matches_single_process_and_restarts(bank_path, cohort, tmp_path):
     scans, labels = cohort
-    assert [s.name for s in find_scans(scans)] == ["broken.nii.gz", "ct.nii.gz", "mr/image_2.nii.gz",
-                                                    "mr/image_3.nii.gz"]
+    assert [s.name for s in find_scans(scans)] == ["broken.nii.gz", "ct.nii.gz", "mr/image_1.nii.gz",
+                                                    "mr/image_5.nii.gz"]
     out = tmp_path / "masks"
     lines = []
     report = run_batch(bank_path, scans, out, workers=2, device="cpu", log=lines.append)
-    assert report.workers == 2 and sorted(report.done) == ["ct.nii.gz", "mr/image_2.nii.gz", "mr/image_3.nii.gz"]
+    assert report.workers == 2 and sorted(report.done) == ["ct.nii.gz", "mr/image_1.nii.gz", "mr/image_5.nii.gz"]
     assert report.failed == ["broken.nii.gz"] and any(line.startswith("[4/4]") for line in lines)
     # the encoder is built once per worker, not once per scan
     loads = [r["worker"] for r in report.results.values() if r.get("encoder_loaded")]
     assert len(loads) == len(set(loads)) <= 2
     rows = read_csv(out / CSV_NAME)
-    assert set(rows) == {"broken.nii.gz", "ct.nii.gz", "mr/image_2.nii.gz", "mr/image_3.nii.gz"}
+    assert set(rows) == {"broken.nii.gz", "ct.nii.gz", "mr/image_1.nii.gz", "mr/image_5.nii.gz"}
     assert rows["broken.nii.gz"]["status"] == "error" and "Cannot read" in rows["broken.nii.gz"]["error"]
     assert list(rows["ct.nii.gz"])[:10] == ["scan", "mask", "status", "error", "seconds", "slices", "voxel_ml",
                                             "liver_ml", "spleen_ml", "bank"]
@@ -107,18 +107,18 @@ def test_local_cluster_matches_single_process_and_restarts(bank_path, cohort, tm
 
     # restart: nothing to do but the failed scan; a lost mask is redone, the other rows are kept
     before = read_csv(out / CSV_NAME)
-    (out / "mr" / "image_3.nii.gz").unlink()
+    (out / "mr" / "image_5.nii.gz").unlink()
     (scans / "broken.nii.gz").unlink()
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:  # in-process this time: no second spawn of torch workers
         again = run_batch(bank_path, scans, out, client=client, device="cpu", log=lines.append)
-    assert again.done == ["mr/image_3.nii.gz"] and again.failed == []
-    assert sorted(again.skipped) == ["ct.nii.gz", "mr/image_2.nii.gz"]
+    assert again.done == ["mr/image_5.nii.gz"] and again.failed == []
+    assert sorted(again.skipped) == ["ct.nii.gz", "mr/image_1.nii.gz"]
     after = read_csv(out / CSV_NAME)
-    assert after["ct.nii.gz"] == before["ct.nii.gz"] and after["mr/image_2.nii.gz"] == before["mr/image_2.nii.gz"]
-    assert after["mr/image_3.nii.gz"]["liver_ml"] == before["mr/image_3.nii.gz"]["liver_ml"]
+    assert after["ct.nii.gz"] == before["ct.nii.gz"] and after["mr/image_1.nii.gz"] == before["mr/image_1.nii.gz"]
+    assert after["mr/image_5.nii.gz"]["liver_ml"] == before["mr/image_5.nii.gz"]["liver_ml"]
     third = run_batch(bank_path, scans, out, workers=1, log=lines.append)  # all done: no cluster started
     assert third.done == [] and third.workers == 0 and len(third.skipped) == 3
 
@@ -174,29 +174,30 @@ def loopback_scheduler(tmp_path):
             log.close()
 
 
-def test_separate_scheduler_on_loopback_and_dicom_folder(bank_path, cohort, loopback_scheduler, tmp_path, capsys):
+def test_separate_scheduler_on_loopback_and_dicom_folder(bank_path, cohort, loopback_scheduler, ct_dicom, tmp_path,
+                                                          capsys):
     scans, _ = cohort
     inputs = tmp_path / "in"
     dicom = inputs / "patient_7" / "ct_series"
     dicom.mkdir(parents=True)
-    series = sorted((require(CT) / "example_ct_dicom").iterdir())
+    series = sorted(ct_dicom.iterdir())
     for f in series[8:11]:  # 3 slices of the series are a DICOM series too
         os.symlink(f, dicom / f.name)
-    os.symlink(scans / "mr" / "image_2.nii.gz", inputs / "image_2.nii.gz")
+    os.symlink(scans / "mr" / "image_1.nii.gz", inputs / "image_1.nii.gz")
     out = tmp_path / "out"
     assert main(["batch", str(bank_path), str(inputs), str(out), "--scheduler", loopback_scheduler,
                  "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert f"1 worker(s) at {loopback_scheduler}" in printed and "[2/2]" in printed
     rows = read_csv(out / CSV_NAME)
-    assert {name: row["status"] for name, row in rows.items()} == {"patient_7/ct_series": "ok", "image_2.nii.gz": "ok"}
+    assert {name: row["status"] for name, row in rows.items()} == {"patient_7/ct_series": "ok", "image_1.nii.gz": "ok"}
     mask_file = out / "patient_7" / "ct_series.nii.gz"  # DICOM folder in -> NIfTI out
     assert rows["patient_7/ct_series"]["mask"] == "patient_7/ct_series.nii.gz" and mask_file.exists()
     volume = read_volume(dicom)
     mask = read_labels(mask_file, like=volume)
-    assert mask.shape == volume.data.shape == (3, 512, 512)
+    assert mask.shape == volume.data.shape == (3, 101, 122)
     assert float(rows["patient_7/ct_series"]["voxel_ml"]) == pytest.approx(np.prod(volume.spacing) / 1000, rel=1e-4)
-    assert float(rows["image_2.nii.gz"]["liver_ml"]) > 0
+    assert float(rows["image_1.nii.gz"]["liver_ml"]) > 0
 
 
 def test_batch_errors_are_one_line(bank_path, tmp_path, capsys):
@@ -207,7 +208,7 @@ def test_batch_errors_are_one_line(bank_path, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_batch_on_a_folder_that_is_a_dicom_series_segments_it(bank_path, tmp_path, monkeypatch, capsys):
+def test_batch_on_a_folder_that_is_a_dicom_series_segments_it(bank_path, ct_dicom, tmp_path, monkeypatch, capsys):
     """The input folder itself holds the series: one scan (not "No scans"), masked as FOLDER.nii.gz."""
     import distributed
 
@@ -215,11 +216,11 @@ def test_batch_on_a_folder_that_is_a_dicom_series_segments_it(bank_path, tmp_pat
     monkeypatch.setattr(distributed, "LocalCluster", lambda **kw: real(**{**kw, "processes": False}))
     series = tmp_path / "ct_series"
     series.mkdir()
-    for f in sorted((require(CT) / "example_ct_dicom").iterdir())[8:11]:
+    for f in sorted(ct_dicom.iterdir())[8:11]:
         os.symlink(f, series / f.name)
     out = tmp_path / "out"
     assert main(["batch", str(bank_path), str(series), str(out), "--workers", "1", "--device", "cpu"]) == 0
     rows = read_csv(out / CSV_NAME)
     assert {n: r["status"] for n, r in rows.items()} == {"ct_series": "ok"}
     assert rows["ct_series"]["mask"] == "ct_series.nii.gz"
-    assert read_labels(out / "ct_series.nii.gz", like=read_volume(series)).shape == (3, 512, 512)
+    assert read_labels(out / "ct_series.nii.gz", like=read_volume(series)).shape == (3, 101, 122)

@@ -13,7 +13,7 @@ from napari_fewshot.cli import main
 from napari_fewshot.io import read_labels, read_volume, write_mask
 from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
 
-from shared_data import BUSI, CHAOS, CHAOS_NAMES, require
+from shared_data import CHAOS, CHAOS_CASES, CHAOS_NAMES, require
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_console_script_prints_no_traceback(tmp_path):
 def test_evaluate_volumes_within_and_across(tmp_path):
     folder = tmp_path / "chaos"
     folder.mkdir()
-    for case in ("1", "2"):
+    for case in CHAOS_CASES:
         for kind in ("image", "label"):
             os.symlink(require(CHAOS) / f"{kind}_{case}.nii.gz", folder / f"{kind}_{case}.nii.gz")
     classes = ",".join(f"{k}:{v}" for k, v in CHAOS_NAMES.items() if k in (1, 4))
@@ -109,16 +109,17 @@ def test_evaluate_volumes_within_and_across(tmp_path):
         assert report["config"]["protocol"] == protocol
 
 
-def test_evaluate_busi(tmp_path):
+def test_evaluate_busi(tmp_path, busi_layout):
+    """The BUSI protocol's workflow on PNG slices in BUSI's layout (conftest.busi_layout); accuracy: test_accuracy."""
     out = tmp_path / "busi.json"
-    assert main(["evaluate", "busi", str(require(BUSI)), "--shots", "2", "--episodes", "3", "--seed", "1",
+    assert main(["evaluate", "busi", str(busi_layout), "--shots", "2", "--episodes", "3", "--seed", "1",
                  "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert len(report["cases"]) == 3 and all(len(c["supports"]) == 2 for c in report["cases"])
     assert all(c["query"] not in c["supports"] for c in report["cases"])
     assert 0 <= report["dice_mean"] <= 1 and report["config"]["shots"] == 2
     again = tmp_path / "again.json"
-    main(["evaluate", "busi", str(BUSI), "--shots", "2", "--episodes", "3", "--seed", "1", "--json", str(again)])
+    main(["evaluate", "busi", str(busi_layout), "--shots", "2", "--episodes", "3", "--seed", "1", "--json", str(again)])
     assert json.loads(again.read_text())["cases"] == report["cases"]  # seeded
 
 
@@ -189,16 +190,14 @@ def test_scribble_mode_from_the_cli(tmp_path, capsys):
     assert not mask[:, 28:38, 28:38].any()
 
 
-def test_cli_messages_name_cli_flags_not_python_arguments(tmp_path, capsys):
+def test_cli_messages_name_cli_flags_not_python_arguments(tmp_path, ct_dicom, capsys):
     import shutil
 
     import pydicom
 
-    from shared_data import CT
-
     folder = tmp_path / "two_series"
     folder.mkdir()
-    files = sorted((require(CT) / "example_ct_dicom").iterdir())[:3]
+    files = sorted(ct_dicom.iterdir())[:3]
     for path in files:
         shutil.copy(path, folder)
     ds = pydicom.dcmread(folder / files[0].name)

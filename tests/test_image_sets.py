@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from shared_data import CT, require
 
 from napari_fewshot.errors import ReadError, WriteError
 from napari_fewshot.io.image_sets import (
@@ -141,7 +140,7 @@ def test_info_checks_its_lengths():
         ImageSetInfo("f", ["a.png"], [(3, 4), (5, 6)])
 
 
-def test_reader_opens_an_image_folder_as_one_set_and_a_dicom_folder_as_a_series(tmp_path):
+def test_reader_opens_an_image_folder_as_one_set_and_a_dicom_folder_as_a_series(tmp_path, ct_dicom):
     from napari_fewshot.plugin import IMAGE_SET_KEY, ROLE_KEY
     from napari_fewshot.plugin.readers import get_reader
 
@@ -160,14 +159,14 @@ def test_reader_opens_an_image_folder_as_one_set_and_a_dicom_folder_as_a_series(
     assert mask_kind == "labels" and masks.shape == data.shape and masks[0, :20, :30].all() and not masks[1].any()
     assert mask_kwargs["metadata"][ROLE_KEY] == "reference" and mask_kwargs["visible"] is False
 
-    dicom = require(CT / "example_ct_dicom")
+    dicom = ct_dicom
     mixed = tmp_path / "dicom"
     mixed.mkdir()
     for path in sorted(dicom.iterdir())[:3]:
         shutil.copy(path, mixed / path.name)
     _png(mixed / "screenshot.png", np.zeros((20, 20), np.uint8))
     [(data, kwargs, kind)] = get_reader(str(mixed))(str(mixed))
-    assert kind == "image" and data.shape == (3, 512, 512)  # still a DICOM series
+    assert kind == "image" and data.shape == (3, 101, 122)  # still a DICOM series
     assert IMAGE_SET_KEY not in kwargs["metadata"]
 
 

@@ -30,31 +30,9 @@ from napari_fewshot.errors import ReadError
 from napari_fewshot.io import read_volume
 from napari_fewshot.io._arrays import MAX_SLICE_PIXELS, MAX_VOXELS
 from napari_fewshot.sample_data import CT_IMAGE
+from shared_data import CT_CLASS_UID, write_dicom_series
 
 SPACING_MM = 7.7
-CT_CLASS_UID = "1.2.840.10008.5.1.4.1.1.2"
-
-
-# -- a small DICOM series from the packaged CT -------------------------------------------------------
-def _write_slice(path: Path, pixels: np.ndarray, z: float, number: int, series_uid: str,
-                 acquisition: int = 1) -> None:
-    """One axial CT slice (uint16 with intercept -1024) at height `z` mm."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CT_CLASS_UID, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = CT_CLASS_UID, meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID, ds.Modality = series_uid, "CT"
-    ds.InstanceNumber, ds.AcquisitionNumber = number, acquisition
-    ds.ImagePositionPatient = [0.0, 0.0, float(z)]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing, ds.SliceThickness = [3.0, 3.0], SPACING_MM
-    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = np.clip(pixels + 1024, 0, 65535).astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +42,7 @@ def ct_slices() -> np.ndarray:
 
 
 def write_series(folder: Path, slices: np.ndarray, heights: list[float], acquisitions: list[int] | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    uid = generate_uid()
-    for k, (pixels, z) in enumerate(zip(slices, heights)):
-        _write_slice(folder / f"IM{k:04d}", pixels, z, k + 1, uid, acquisitions[k] if acquisitions else 1)
-    return folder
+    return write_dicom_series(folder, slices, heights, acquisitions, thickness_mm=SPACING_MM)
 
 
 def test_the_written_series_reads_back_at_its_spacing(tmp_path, ct_slices):
@@ -88,17 +62,15 @@ def test_a_series_with_a_missing_slice_is_refused_naming_the_gap(tmp_path, ct_sl
     assert "\n" not in message and message.count(". ") == 0, message
 
 
-def test_the_real_ct_series_with_one_file_removed_is_refused(tmp_path):
-    """The example CT series (2 mm apart) of ../shared/data, one file in the middle removed."""
+def test_the_ct_series_with_one_file_removed_is_refused(tmp_path, ct_dicom):
+    """The CT sample's series (3 mm apart, conftest.ct_dicom), one file in the middle removed."""
     import shutil
 
-    from shared_data import CT, require
-
-    files = sorted((require(CT) / "example_ct_dicom").iterdir())
+    files = sorted(ct_dicom.iterdir())
     for path in files[:6]:
         shutil.copy(path, tmp_path)
     (tmp_path / files[2].name).unlink()
-    with pytest.raises(ReadError, match=r"2 mm apart but 4 mm apart .* so a slice is missing"):
+    with pytest.raises(ReadError, match=r"3 mm apart but 6 mm apart .* so a slice is missing"):
         read_volume(tmp_path)
 
 

@@ -24,7 +24,7 @@ from napari_fewshot.evaluation.interactive import (
     pick_worst,
 )
 
-from shared_data import BUSI, CHAOS, require
+from shared_data import CHAOS, require
 
 REPORT_KEYS = {"dice_mean", "dice_per_class", "cases", "seconds", "config", "dice_per_round", "noc_90"}
 
@@ -139,9 +139,10 @@ def test_worst_corrections_on_a_real_chaos_case(chaos_folder):
     assert report["config"]["protocol"] == "interactive" and report["config"]["pick"] == "worst"
 
 
-def test_cli_interactive_busi_and_bad_flags(tmp_path, capsys):
+def test_cli_interactive_busi_and_bad_flags(tmp_path, busi_layout, capsys):
+    """The interactive protocol on PNG slices in BUSI's layout (conftest.busi_layout)."""
     out = tmp_path / "busi.json"
-    assert main(["evaluate", "busi", str(require(BUSI)), "--protocol", "interactive", "--images", "7", "--shots", "3",
+    assert main(["evaluate", "busi", str(busi_layout), "--protocol", "interactive", "--images", "7", "--shots", "3",
                  "--rounds", "2", "--pick", "uniform", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert REPORT_KEYS <= set(report)
@@ -157,6 +158,6 @@ def test_cli_interactive_busi_and_bad_flags(tmp_path, capsys):
         ([], "needs --shots"),
         (["--protocol", "interactive", "--episodes", "3"], "--episodes only applies"),
     ]:
-        assert main(["evaluate", "busi", str(BUSI), *argv, "--json", str(tmp_path / "x.json")]) == 2
+        assert main(["evaluate", "busi", str(busi_layout), *argv, "--json", str(tmp_path / "x.json")]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err

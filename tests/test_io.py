@@ -15,15 +15,9 @@ import tifffile
 from napari_fewshot.errors import FewShotError, ReadError
 from napari_fewshot.io import Volume, read_labels, read_volume
 
-from shared_data import DATA  # noqa: E402
+from shared_data import CHAOS  # noqa: E402
 
-
-needs_data = pytest.mark.usefixtures("real_data")  # conftest.py: skips without ../shared/data (fails in CI)
-
-CHAOS_LABEL = DATA / "chaos_t2" / "label_1.nii.gz"
-CT_DIR = DATA / "ct_totalseg"
-DICOM_DIR = CT_DIR / "example_ct_dicom"
-BUSI = DATA / "busi"
+CHAOS_LABEL = CHAOS / "label_1.nii.gz"  # shipped in tests/data
 
 
 # ---------------------------------------------------------------- Volume
@@ -61,15 +55,14 @@ def _tiff_file(tmp_path: Path) -> Path:
     return path
 
 
-@needs_data
 @pytest.mark.filterwarnings("ignore:End of file reached:UserWarning")  # pydicom on the cut DICOM
 @pytest.mark.parametrize("kind", ["nifti", "dicom", "png", "tiff", "npy"])
 @pytest.mark.parametrize("keep", [100, "half"])
-def test_truncated_files_are_read_errors(tmp_path, kind, keep):
+def test_truncated_files_are_read_errors(tmp_path, kind, keep, ct_dicom, png_set):
     sources = {
         "nifti": lambda: CHAOS_LABEL,
-        "dicom": lambda: sorted(DICOM_DIR.iterdir())[0],
-        "png": lambda: BUSI / "benign" / "benign (4).png",
+        "dicom": lambda: sorted(ct_dicom.iterdir())[0],
+        "png": lambda: png_set / "mr" / "mr (4).png",
         "tiff": lambda: _tiff_file(tmp_path),
         "npy": lambda: (np.save(tmp_path / "source.npy", np.ones((5, 64, 64))), tmp_path / "source.npy")[1],
     }

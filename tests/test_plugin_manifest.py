@@ -11,7 +11,6 @@ import pytest
 from napari_fewshot.errors import WriteError
 from napari_fewshot.plugin import CLASS_NAMES_KEY, ROLE_KEY, VOLUME_KEY
 
-from shared_data import CT as SHARED, require  # noqa: E402
 
 
 def test_manifest_validates():
@@ -83,15 +82,15 @@ def test_reader_tiff_spacing(tmp_path):
     np.testing.assert_allclose(kwargs["scale"], (2.5, 0.5, 0.5), rtol=1e-4)
 
 
-def test_reader_dicom_folder():
+def test_reader_dicom_folder(ct_dicom):
     from napari_fewshot.plugin.readers import get_reader
 
-    folder = require(SHARED) / "example_ct_dicom"
+    folder = ct_dicom
     reader = get_reader(str(folder))
     assert reader is not None
     [(data, kwargs, kind)] = reader(str(folder))
-    assert kind == "image" and data.shape == (20, 512, 512)
-    np.testing.assert_allclose(kwargs["scale"], (2.0, 0.977, 0.977), atol=0.01)
+    assert kind == "image" and data.shape == (20, 101, 122)
+    np.testing.assert_allclose(kwargs["scale"], (3.0, 3.0, 3.0), atol=0.01)
     files = sorted(str(p) for p in folder.iterdir())[:3]
     assert get_reader(files) is not None  # several files of one series: read as the folder
 

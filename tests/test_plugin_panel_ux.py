@@ -39,7 +39,7 @@ def test_prediction_outlined_support_filled_heatmap_readable(ct, qtbot):
 
     # item 5: the class name in the layer name, a colour bar, the class colour, the class stands out
     heat = widget.heatmap_layers[LIVER]
-    assert heat.name == "heatmap: class 1 (liver)"
+    assert heat.name == "heatmap: class 1 (liver), cosine similarity"
     assert heat.colorbar.visible and "liver" in heat.colormap.name
     np.testing.assert_allclose(heat.colormap.colors[-1], support.colormap.map(np.array([LIVER]))[0])
     segmented = heat.data[RANGE[0]:RANGE[1] + 1]
@@ -110,18 +110,16 @@ def test_scribble_background_label_never_defaults_to_the_first_class(ct, qtbot, 
     assert background.value == 7
 
 
-def test_image_set_wording_class_name_and_device_error(make_napari_viewer, qtbot, tmp_path, notes):
+def test_image_set_wording_class_name_and_device_error(make_napari_viewer, qtbot, tmp_path, notes, png_set):
     """Item 10 (an image set counts images; the device error names the panel's control) and item 5 (the
     ultrasound heatmap keeps the class name)."""
     import shutil
 
-    from shared_data import BUSI, require
-
     from napari_fewshot.plugin import guidance, image_sets
 
-    folder = tmp_path / "ultrasound"
+    folder = tmp_path / "ultrasound"  # three 2D MR slices made from the shipped CHAOS case (conftest.png_set)
     folder.mkdir()
-    for path in sorted((require(BUSI) / "benign").glob("benign ([123])*.png")):
+    for path in sorted((png_set / "mr").glob("mr ([123])*.png")):
         shutil.copy(path, folder / path.name)
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
@@ -132,7 +130,7 @@ def test_image_set_wording_class_name_and_device_error(make_napari_viewer, qtbot
     assert widget.ui.range_label.text() == "images" and widget.ui.scope_combo.itemText(2) == "image range"
     assert widget.ui.status_label.text() == guidance.HINT_NO_SUPPORT.format(units="images")
     overlay = image_sets.text_overlay(viewer)  # the file name, at the top, away from napari's toasts (bottom right)
-    assert overlay.visible and overlay.text.startswith("image: benign (") and " of 3, " in overlay.text
+    assert overlay.visible and overlay.text.startswith("image: mr (") and " of 3, " in overlay.text
     assert "top" in str(overlay.position)
     widget.ui.set_scope("current")
     assert widget.ui.scope() == "current" and widget.ui.scope_combo.currentText() == "current image"
@@ -147,7 +145,7 @@ def test_image_set_wording_class_name_and_device_error(make_napari_viewer, qtbot
     qtbot.mouseClick(widget.ui.segment_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, widget)
     heat = widget.heatmap_layers[1]
-    assert heat.name == "heatmap: class 1 (lesion)"
+    assert heat.name == "heatmap: class 1 (lesion), cosine similarity"
     lesion = reference[1] == 1
     inside, outside = _shown(heat, heat.data[1][lesion]).mean(), _shown(heat, heat.data[1][~lesion]).mean()
     print(f"ultrasound shown brightness: lesion {inside:.3f}, elsewhere {outside:.3f}, limits {heat.contrast_limits}")

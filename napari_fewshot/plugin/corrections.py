@@ -88,6 +88,10 @@ class Corrections(QObject):
                 self.viewer.bind_key(key, None)
 
     # -- results ---------------------------------------------------------------------------
+    def corrected_slices(self, support) -> set[int]:
+        """The slices of ``support`` that started from the prediction (a stroke corrected them)."""
+        return set(self._seeded.get(layers.unwrap(support), ())) if support is not None else set()
+
     def remember(self, session, result, whole: bool) -> None:
         """Keep a whole-volume result (its uncertainty orders Check next) and start a new round of checks."""
         if not whole or session is None:

@@ -158,10 +158,14 @@ def copy_colormap(source: Labels, target: Labels) -> None:
     target.colormap = copy.deepcopy(unwrap(source.colormap))
 
 
+HEATMAP_VALUE = "cosine similarity"  # what a heatmap's values (and its colour bar's numbers) are
+
+
 def heatmap_name(class_id: int, names: dict[int, str]) -> str:
-    """``heatmap: class 1 (liver)``, or ``heatmap: class 1`` when the class has no name."""
+    """``heatmap: class 1 (liver), cosine similarity``, or ``heatmap: class 1, cosine similarity`` when the class
+    has no name. The canvas shows it beside the layer's colour bar (results.show_legend), which has numbers only."""
     name = names.get(class_id)
-    return f"heatmap: class {class_id} ({name})" if name else f"heatmap: class {class_id}"
+    return f"heatmap: class {class_id}{f' ({name})' if name else ''}, {HEATMAP_VALUE}"
 
 
 def class_colormap(support: Labels, class_id: int, name: str = "") -> Colormap:

@@ -134,6 +134,12 @@ class Panel:
         row.addWidget(self.cancel_button)
         root.addLayout(row)
         root.addWidget(self.status_label)
+        self.volumes_label = QLabel("")  # per-class volume, slice range, painted/corrected/predicted (results.py)
+        self.volumes_label.setWordWrap(True)
+        self.volumes_label.setToolTip("Per class of the prediction: its volume (mL, from the scan's voxel spacing; "
+                                      "a pixel area for images without one), the slices it spans and how many "
+                                      "were painted, corrected from a prediction, or predicted.")
+        root.addWidget(self.volumes_label)
 
         self.export_button = _button("Export mask...", "Save the prediction as NIfTI, TIFF, PNG (one per slice) or NPY.")
         self.export_heatmaps_button = _button("Export heatmaps...", "Save one similarity map per class.")

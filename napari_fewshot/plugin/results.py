@@ -1,9 +1,13 @@
 """A worker's segmentation result into napari layers: the prediction (outlined labels) and one heatmap per
-class, created the first time and updated afterwards, placed below the support being painted."""
+class, created the first time and updated afterwards, placed below the support being painted and above
+their own image (heatmaps under the prediction); the per-class volumes shown under the status line and
+written beside an exported mask (core/volumes.py)."""
 
 from __future__ import annotations
 
-from . import image_sets, layers
+from pathlib import Path
+
+from . import VOLUME_KEY, image_sets, layers
 
 
 def show(viewer, session, image, support, result, whole: bool, heatmaps_visible: bool):
@@ -30,10 +34,50 @@ def show(viewer, session, image, support, result, whole: bool, heatmaps_visible:
                                        session.prediction.data)
         session.heatmaps = {c: layers.unwrap(layer) for c, layer in shown.items()}
         for layer in session.heatmaps.values():
+            show_legend(layer)
+        for layer in session.heatmaps.values():
             layers.place_below(viewer, layer, session.prediction)
+    for layer in (session.prediction, *session.heatmaps.values()):  # the heatmaps end up under the prediction
+        _keep_above(viewer, layer, image)  # a support of another (lower) layer must not hide them under the image
     if active is not None and active in viewer.layers:
         viewer.layers.selection.active = active  # keep painting where the user was painting
     return result
+
+
+def show_legend(layer) -> None:
+    """Show the heatmap layer's name (its class and what its values are, layers.heatmap_name) beside its colour
+    bar, which has numbers only: napari's layer-name overlay, at the colour bar's corner (tiled with it)."""
+    legend = layer.name_overlay
+    legend.position = layer.colorbar.position
+    legend.visible = True
+
+
+def show_heatmaps(widget, visible: bool) -> bool:
+    """The Heatmaps box was ticked (or unticked): show (hide) the heatmap layers there are. True when there are
+    none but a prediction from painted support: the caller segments again, which computes them (the features
+    are cached, so only the matching runs). Otherwise the status line says when they will appear."""
+    import numpy as np
+
+    shown = widget.heatmap_layers
+    for layer in shown.values():
+        layer.visible = visible
+    if not visible or shown or widget.prediction_layer is None:
+        return False
+    support = widget.support_layer
+    if widget.busy or support is None or not np.any(support.data):
+        widget.ui.status_label.setText("Heatmaps will be shown with the next Segment (or Load prototypes).")
+        return False
+    widget.ui.status_label.setText("Computing the heatmaps from the painted support...")
+    return True
+
+
+def _keep_above(viewer, layer, image) -> None:
+    """Move ``layer`` (a result of ``image``) just above ``image`` when it is below it: the user sees the
+    prediction and heatmaps over their own scan, never a bare scan (a scan opened after them, or a bank's
+    result shown with a support that lies under the scan)."""
+    ll, layer, image = viewer.layers, layers.unwrap(layer), layers.unwrap(image)
+    if layer in ll and image in ll and ll.index(layer) < ll.index(image):
+        ll.move(ll.index(layer), ll.index(image) + 1)
 
 
 def summary(result, image) -> str:
@@ -42,3 +86,61 @@ def summary(result, image) -> str:
     k = len(result.support_slices)
     unit = "image" if image_sets.set_info(image) is not None else "slice"
     return f"Segmented {n} {unit}{'s' * (n != 1)} from {k} support {unit}{'s' * (k != 1)}"
+
+
+def volume_table(image, prediction, support, corrected=()) -> list:
+    """The per-class statistics (core.volumes.ClassVolume) of the ``prediction`` layer of ``image``: mL from the
+    scan's voxel spacing (NIfTI, DICOM, a TIFF that states one), a pixel area otherwise (image sets, PNG)."""
+    import numpy as np
+
+    from ..core.volumes import volume_table as table
+
+    if prediction is None:
+        return []
+    labels = np.asarray(prediction.data)
+    painted = None if support is None or support.data.shape != labels.shape else np.asarray(support.data)
+    names = layers.class_names(support, image)
+    present = {int(c) for c in np.unique(labels) if c} | ({int(c) for c in np.unique(painted) if c}
+                                                          if painted is not None else set())
+    volume = image.metadata.get(VOLUME_KEY) if image is not None else None
+    known = volume is not None and image_sets.set_info(image) is None and (
+        getattr(volume, "affine", None) is not None or tuple(volume.spacing) != (1.0, 1.0, 1.0))
+    return table(labels, sorted(present), volume.spacing if known else None, names, painted, corrected)
+
+
+def describe_volumes(table, image) -> str:
+    """The widget's lines: one per class (see core.volumes.ClassVolume.describe)."""
+    unit = "image" if image_sets.set_info(image) is not None else "slice"
+    return "\n".join(entry.describe(unit) for entry in table)
+
+
+def write_volumes_beside(mask_paths, table) -> Path | None:
+    """Write ``table`` as ``STEM_volumes.csv`` beside the exported mask (beside the folder, as
+    ``FOLDER_volumes.csv``, for masks written as several files); None when there is nothing to write."""
+    from napari.utils.notifications import show_warning
+
+    from ..core.volumes import CSV_COLUMNS
+    from ..errors import FewShotError
+    from ..io.volumes_csv import volumes_csv_path, write_volumes_csv
+
+    if not mask_paths or not table:
+        return None
+    first = Path(mask_paths[0])
+    target = volumes_csv_path(first.parent if len(mask_paths) > 1 else first)  # a folder: FOLDER_volumes.csv
+    try:
+        return write_volumes_csv(target, [entry.row() for entry in table], CSV_COLUMNS)
+    except FewShotError as exc:  # the mask is written; only its volume table is not
+        show_warning(str(exc))
+        return None
+
+
+def widget_volumes(widget) -> list:
+    """The volume table of the widget's current image, prediction and support (corrections from its Corrections)."""
+    support = widget.support_layer
+    return volume_table(widget.image_layer, widget.prediction_layer, support,
+                        widget.corrections.corrected_slices(support))
+
+
+def refresh_volumes(widget) -> None:
+    """Show the per-class volumes under the status line (after each segmentation)."""
+    widget.ui.volumes_label.setText(describe_volumes(widget_volumes(widget), widget.image_layer))

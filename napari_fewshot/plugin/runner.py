@@ -41,6 +41,18 @@ logger = logging.getLogger(__name__)
 PUSH_INTERVAL_MS = 150  # how often napari's activity-dock bar catches up with the newest report
 
 
+def stage_of(p) -> str:
+    """What a report counts, for the bar's text: "features", "matching", "segmenting", "fine-tuning" ... (each
+    stage of a job has its own total, so the bar names the stage whose fraction it shows)."""
+    if p.loss is not None:
+        return "fine-tuning"
+    word = (p.message.split() or ["working"])[0]
+    return STAGE_WORDS.get(word, word)
+
+
+STAGE_WORDS = {"features": "features", "matched": "matching", "segmented": "segmenting", "refined": "refining"}
+
+
 class JobRunner:
     """One job (plus at most one live update) at a time for the widget whose controls are ``ui``."""
 
@@ -58,6 +70,7 @@ class JobRunner:
         self._latest = None  # newest Progress not yet copied into napari's bar
         self._in_napari = False  # inside a call on napari's bar (which processes events)
         self._returned = False  # the running job returned its result
+        self._ended = ""  # "cancelled" or "failed": what the bar says when the job ends without a result
         self.closed = False
         self._timer = QTimer(ui.progress_bar)  # dies with the bar, after the bar's destroyed (see the docstring)
         self._timer.setInterval(PUSH_INTERVAL_MS)
@@ -86,11 +99,10 @@ class JobRunner:
         worker.yielded.connect(self._guarded(partial(self._on_yield, worker, on_preview)))
         worker.aborted.connect(self._guarded(self._on_abort))
         self.worker, self.kind, self.started, self.steps_done = worker, kind, time.perf_counter(), 0
-        self._returned, self._latest = False, None
+        self._returned, self._latest, self._ended = False, None, ""
         self._set_busy(True)
         self.ui.status_label.setText(f"{kind}...")
-        self.ui.progress_bar.setRange(0, 1)
-        self.ui.progress_bar.setValue(0)
+        self._show_bar(0, 0, f"{kind}...")  # busy until the first report: no fraction is known yet
         self._timer.start()
         if self.live_worker is not None:
             self._queued = worker
@@ -163,8 +175,7 @@ class JobRunner:
         if p.loss is not None:
             self.steps_done = p.done
         self.ui.status_label.setText(self._describe(p))
-        self.ui.progress_bar.setRange(0, max(p.total, 1))
-        self.ui.progress_bar.setValue(p.done)
+        self._show_bar(p.done, max(p.total, 1), f"{stage_of(p)}: %v of %m")  # a count: stages have their own totals
         self._latest = p
 
     def _describe(self, p) -> str:
@@ -190,11 +201,13 @@ class JobRunner:
         self._returned = False
         self.after = None
         self.ui.status_label.setText(f"{self.kind} failed: {message}")
+        self._ended = "failed"
         show_error(message if plain else f"{self.kind} failed: {message}")
 
     def _on_abort(self) -> None:
         self.ui.status_label.setText(f"{self.kind}: cancelled.")
         self.after = None
+        self._ended = "cancelled"
 
     def _on_finish(self) -> None:
         """Back to idle; then the follow-up job or ``on_idle``; napari's bar is closed last."""
@@ -204,7 +217,10 @@ class JobRunner:
         self.worker = None
         self._set_busy(False)
         if self._returned:
-            self.ui.progress_bar.setValue(self.ui.progress_bar.maximum())
+            self._show_bar(1, 1, "done")
+        else:  # cancelled or failed: the bar says so, never a fraction of work that will not be finished
+            self._show_bar(0, 1, self._ended or "stopped")
+        self._ended = ""
         after, self.after = self.after, None
         if after is None or after() is None:  # a follow-up job calls on_idle when it finishes
             self._on_idle()
@@ -245,6 +261,14 @@ class JobRunner:
             pbar.close()
         finally:
             self._in_napari = False
+
+    def _show_bar(self, done: int, total: int, text: str) -> None:
+        """The widget's bar at ``done`` of ``total`` (0 of 0: busy) with ``text`` (Qt's ``%v`` / ``%m``: the value / total)."""
+        bar = self.ui.progress_bar
+        bar.setRange(0, total)
+        bar.setValue(done)
+        bar.setFormat(text)
+        bar.setTextVisible(True)
 
     def _set_busy(self, busy: bool) -> None:
         for control in self.ui.job_controls():

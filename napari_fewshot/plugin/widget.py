@@ -203,9 +203,12 @@ class FewShotWidget(QWidget):
     def export(self, path: str | None = None, overwrite: bool = False) -> list[Path] | None:
         """Write the prediction to ``path`` (format from the extension); a save dialog when None.
 
-        Existing files are replaced only with ``overwrite=True`` or after the dialog's question.
+        Existing files are replaced only with ``overwrite=True`` or after the dialog's question. The per-class
+        volumes go beside it as ``STEM_volumes.csv`` (results.write_volumes_beside).
         """
-        return exporting.export_prediction(self, self.prediction_layer, path, overwrite)
+        written = exporting.export_prediction(self, self.prediction_layer, path, overwrite)
+        results.write_volumes_beside(written, results.widget_volumes(self))
+        return written
 
     def export_heatmaps(self, path: str | None = None, overwrite: bool = False) -> list[Path] | None:
         """Write each heatmap to its own float file, ``STEM_classK_name.EXT`` beside ``path``."""
@@ -307,6 +310,7 @@ class FewShotWidget(QWidget):
             return
         result = results.show(self.viewer, session, image, support, result, whole, self.ui.heatmap_check.isChecked())
         self.corrections.remember(session, result, whole)  # a whole-volume result orders Check next
+        results.refresh_volumes(self)
         if not quiet:
             self._done(results.summary(result, image))
 
@@ -385,8 +389,8 @@ class FewShotWidget(QWidget):
             session.disconnect()
 
     def _show_heatmaps(self, visible: bool) -> None:
-        for layer in self.heatmap_layers.values():
-            layer.visible = visible
+        if results.show_heatmaps(self, visible):  # none yet: segment again, which computes them
+            self._refresh_prediction()
 
     def _layer_named(self, name: str, kind):
         layer = self.viewer.layers[name] if name and name in self.viewer.layers else None

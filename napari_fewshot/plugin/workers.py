@@ -101,6 +101,9 @@ def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool):
     """Segment ``indices`` (None: every non-support slice); returns the SegmentationResult, or a
     :class:`WholeVolume` when it covers a whole volume with heatmaps."""
     seg = job.session.prepare(job.image, job.params)
+    painted = seg.parse_support(job.support, job.empty_slices).slice_indices
+    wanted = None if indices is None else sorted(set(indices) | set(painted))
+    yield from seg.compute_features(wanted, first=painted)  # one features stage, the support's slices first
     result = yield from seg.segment(job.support, indices=indices, similarity=similarity,
                                     empty_slices=job.empty_slices)
     return assemble(result) if indices is None else result

@@ -1,0 +1,119 @@
+"""What a hand test of the widget found (issue 23 item 6), each checked in a real viewer on the CT sample:
+
+(a) results sit on top of their own image, whatever the layer order was (Load prototypes on a second scan);
+(b) a heatmap's colour bar is named: its class and what its numbers are (cosine similarity);
+(c) ticking Heatmaps after a segmentation without them computes them from the painted support;
+(d) the progress bar is honest: busy until the first report, each stage named with its own count (the
+    support's features are not a stage of their own that reads 100 % at the start), empty and saying
+    "cancelled" after a cancel.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import CT_IMAGE_NAME, LIVER, paint_support, wait_idle
+
+pytestmark = pytest.mark.gui
+
+SMALL_INPUT = 96  # px: features for the CT slices in seconds
+SLICES = (76, 104)  # a range through the painted liver slices (79, 90, 100)
+
+
+@pytest.fixture
+def quick_ct(ct):
+    viewer, widget, reference = ct
+    params = widget.params
+    widget.params = lambda: dataclasses.replace(params(), input_size=SMALL_INPUT)
+    return viewer, widget, reference
+
+
+def bar_states(qtbot, widget):
+    """Every (value, maximum, text) the widget's progress bar shows, sampled every 5 ms while the test runs."""
+    from qtpy.QtCore import QTimer
+
+    bar, seen = widget.ui.progress_bar, []
+
+    def sample():
+        state = (bar.value(), bar.maximum(), bar.text())
+        if not seen or seen[-1] != state:
+            seen.append(state)
+
+    timer = QTimer(widget)
+    timer.timeout.connect(sample)
+    timer.start(5)
+    return seen
+
+
+def test_a_bank_result_lies_above_its_image_even_when_the_image_was_moved_to_the_top(quick_ct, qtbot, tmp_path):
+    from test_plugin_bank import paint_and_save_bank
+
+    viewer, widget, reference = quick_ct
+    *_, bank = paint_and_save_bank(widget, reference, qtbot, tmp_path)
+    first = viewer.layers[CT_IMAGE_NAME]
+    second = viewer.add_image(np.array(first.data[70:90]), name="second scan", scale=first.scale)
+    widget.set_image_layer(second)
+    own_support = widget.create_support_layer()  # the second scan's (empty) support, on top of the list
+    viewer.layers.move(viewer.layers.index(second), len(viewer.layers))  # the user drags the scan to the top
+    assert viewer.layers.index(second) > viewer.layers.index(own_support)
+    widget.ui.heatmap_check.setChecked(True)
+    widget.load_prototypes(str(bank))
+    wait_idle(qtbot, widget, timeout_s=300)
+    ll = viewer.layers
+    prediction, heatmaps = widget.prediction_layer, list(widget.heatmap_layers.values())
+    assert prediction is not None and heatmaps
+    assert all(ll.index(layer) > ll.index(second) for layer in (prediction, *heatmaps)), [ly.name for ly in ll]
+    assert ll.index(prediction) > max(ll.index(h) for h in heatmaps)  # the outline over the heatmaps
+
+
+def test_heatmap_colour_bar_names_its_class_and_value_and_ticking_heatmaps_computes_them(quick_ct, qtbot):
+    viewer, widget, reference = quick_ct
+    paint_support(widget, reference)
+    widget.segment("range", *SLICES)  # Heatmaps not ticked
+    wait_idle(qtbot, widget, timeout_s=300)
+    assert widget.prediction_layer is not None and not widget.heatmap_layers
+    widget.ui.heatmap_check.setChecked(True)  # (c) computed now, not at the next Segment
+    wait_idle(qtbot, widget, timeout_s=300)
+    heat = widget.heatmap_layers.get(LIVER)
+    assert heat is not None and heat.visible and heat.data[SLICES[0]:SLICES[1] + 1].any()
+    # (b) the colour bar's corner shows the layer's name: the class and what its numbers are
+    assert heat.colorbar.visible and heat.name == "heatmap: class 1 (liver), cosine similarity"
+    assert heat.name_overlay.visible and heat.name_overlay.position == heat.colorbar.position
+    widget.ui.heatmap_check.setChecked(False)
+    assert not heat.visible  # a hidden layer shows neither its colour bar nor its name
+
+
+def test_ticking_heatmaps_without_paint_says_when_they_will_appear(quick_ct, qtbot):
+    viewer, widget, reference = quick_ct
+    paint_support(widget, reference)
+    widget.segment("range", *SLICES)
+    wait_idle(qtbot, widget, timeout_s=300)
+    support = widget.support_layer
+    support.data = np.zeros_like(support.data)  # nothing painted any more
+    widget.ui.heatmap_check.setChecked(True)
+    assert not widget.busy and not widget.heatmap_layers
+    assert "next Segment" in widget.ui.status_label.text()
+
+
+def test_progress_bar_is_busy_first_counts_each_stage_and_says_cancelled(quick_ct, qtbot):
+    viewer, widget, reference = quick_ct
+    paint_support(widget, reference)
+    seen = bar_states(qtbot, widget)
+    widget.segment("range", *SLICES)
+    wait_idle(qtbot, widget, timeout_s=300)
+    assert seen[0][1] == 0  # busy (no fraction) until the first report, never the last job's 100 %
+    reports = [s for s in seen[1:-1] if s[1] > 0]
+    assert reports and all(": " in text and " of " in text for _, _, text in reports), reports
+    first_stage = reports[0][2].split(":")[0]
+    assert first_stage == "features" and reports[0][0] < reports[0][1], reports  # not 3 of 3 (100 %) first
+    for (v0, m0, t0), (v1, m1, t1) in zip(reports, reports[1:]):  # within a stage the count only grows
+        if t0.split(":")[0] == t1.split(":")[0]:
+            assert m1 == m0 and v1 >= v0, (t0, t1)
+    assert seen[-1] == (1, 1, "done")
+
+    seen.clear()
+    widget.segment("range", 40, 110)
+    qtbot.waitUntil(lambda: any(" of " in text for _, _, text in seen), timeout=120_000)
+    widget.cancel()
+    wait_idle(qtbot, widget, timeout_s=300)
+    assert seen[-1] == (0, 1, "cancelled") and widget.ui.status_label.text() == "Segmenting: cancelled."
