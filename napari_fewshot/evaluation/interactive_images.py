@@ -60,14 +60,11 @@ def ranking_quality(uncertainty: dict[int, float], errors: dict[int, float], k: 
     from scipy.stats import spearmanr
 
     keys = sorted(set(uncertainty) & set(errors))
-    if len(keys) < 2:
-        return {"spearman": None, "worst_in_first": None, "k": k}
-    score, error = [uncertainty[i] for i in keys], [errors[i] for i in keys]
-    rho = spearmanr(score, error)[0]
+    rho = spearmanr([uncertainty[i] for i in keys], [errors[i] for i in keys])[0] if len(keys) > 1 else np.nan
     first = sorted(keys, key=lambda i: (-uncertainty[i], i))[:k]
     worst = sorted(keys, key=lambda i: (-errors[i], i))[:k]
-    return {"spearman": None if np.isnan(rho) else float(rho), "worst_in_first": len(set(first) & set(worst)),
-            "k": min(k, len(keys))}
+    return {"spearman": None if np.isnan(rho) else float(rho),
+            "worst_in_first": len(set(first) & set(worst)) if keys else None, "k": min(k, len(keys))}
 
 
 def evaluate_busi_boxes(
