@@ -9,7 +9,8 @@ Undo and redo of the box go through the support layer's history (one item, writt
 napari emits no event for an undo, so :meth:`SignedBoxes.sync` is called after the box tool's own
 Ctrl+Z / Shift+Ctrl+Z and after the support layer's (the same keys are bound on it once a box signed
 one of its images): an undone box gives the prediction its old plane back, a redone one the box's
-again. A plane that has changed since (a new Segment) is left as it is.
+again. A plane that has changed since (a new Segment) is left as it is. Where napari's undo history is
+not reachable (undo_history.py), the prediction is not replaced: Ctrl+Z could not give it back.
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ class SignedBoxes:
         if np.array_equal(before, after):
             return False
         item = last_undo_item(support)
-        if isinstance(item, list) and item:
-            records = self._records.setdefault(support, [])
-            records.append(_Signed(item[0], prediction, where, before, after))
-            del records[:-MAX_RECORDS]
-            self._bind_undo(support)
+        if not isinstance(item, list) or not item:
+            return False  # napari's history is not reachable: Ctrl+Z could not give the prediction back
+        records = self._records.setdefault(support, [])
+        records.append(_Signed(item[0], prediction, where, before, after))
+        del records[:-MAX_RECORDS]
+        self._bind_undo(support)
         self._show(prediction, where, after)
         return True
 
