@@ -129,4 +129,4 @@ def _evaluate_busi_boxes(args, params, tune) -> None:
     Path(args.json).write_text(json.dumps(report, indent=1))
     curve = " ".join(f"{d}:{v:.3f}" for d, v in report["dice_per_drag"].items())
     print(f"mean Dice per drag ({report['config']['pick']}): {curve}; NoC@0.85 {report['noc_85']} drags; every image "
-          f"boxed: {report['box_every_image']} in {report['seconds']:.0f} s -> {args.json}")
+          f"boxed: {report['box_every_image']:.3f} in {report['seconds']:.0f} s -> {args.json}")
