@@ -86,6 +86,11 @@ def test_a_box_on_a_predicted_image_replaces_its_prediction_and_one_ctrl_z_resto
     target = 1 + int(np.argmin(scores[1:]))  # the worst predicted image: the one a clinician would box
     predicted = np.array(prediction.data[target], copy=True)
     assert predicted.any() and not support.data[target].any()
+    uncertainty = widget.session.last_result.uncertainty  # image sets: estimated 1 - Dice (core/uncertainty.py)
+    assert sorted(uncertainty) == list(range(1, len(references))) and all(0 <= v <= 1 for v in uncertainty.values())
+    proposed = widget.corrections.check_next()
+    assert proposed == max(uncertainty, key=lambda i: (uncertainty[i], -i))
+    assert "estimated Dice error" in widget.ui.status_label.text() and "Box → paint" in widget.ui.status_label.text()
 
     support.selected_label = 1
     boxes = widget.boxes.start()
