@@ -41,6 +41,11 @@ def add_evaluate_parser(commands) -> None:
     busi.add_argument("--images", type=int, default=None,
                       help="interactive: size of the seeded pool of images (default 25, --shots of them painted)")
     _add_interactive_options(busi, 5)
+    busi.add_argument("--correct", choices=("paint", "box"), default=None,
+                      help="interactive: how an image is corrected: paint (its reference mask, default) or box (a "
+                           "drag around the lesion, +10%% and +-5 px seeded jitter, through LiteMedSAM as the box "
+                           "tool does; the first --shots images are boxed too; default 20 images, 3 shots, "
+                           "10 rounds; evaluation/interactive_images.py)")
     _add_seed(busi)
     busi.add_argument("--json", required=True)
     add_model_options(busi)
@@ -69,6 +74,11 @@ def _only_with(args, flags: dict[str, str], protocol: str) -> None:
 
 def cmd_evaluate(args) -> None:
     params, tune = segmentation_params(args)
+    if args.dataset == "busi" and args.correct == "box":
+        _evaluate_busi_boxes(args, params, tune)
+        return
+    if getattr(args, "correct", None) is not None and args.protocol != "interactive":
+        raise FewShotError(f"--correct only applies to --protocol interactive, not {args.protocol}.")
     interactive = args.protocol == "interactive"
     if not interactive:
         _only_with(args, {"rounds": "--rounds", "pick": "--pick"}, "interactive")
@@ -101,3 +111,22 @@ def cmd_evaluate(args) -> None:
         print(f"Dice per round ({report['config']['pick']}): {curve}; NoC@0.90 {report['noc_90']} "
               f"(per case mean {report['noc_90_mean']:.2f})")
     print(f"mean Dice {report['dice_mean']:.3f} ({per_class}) in {report['seconds']:.0f} s -> {args.json}")
+
+
+def _evaluate_busi_boxes(args, params, tune) -> None:
+    """`evaluate busi --protocol interactive --correct box`: the simulated box-correction loop."""
+    from .evaluation.interactive_images import evaluate_busi_boxes
+
+    if args.protocol != "interactive":
+        raise FewShotError(f"--correct box only applies to --protocol interactive, not {args.protocol}.")
+    _only_with(args, {"episodes": "--episodes"}, "episodes")
+    if tune is not None and tune.steps > 0:
+        raise FewShotError("--fine-tune-steps is not available with --protocol interactive.")
+    report = evaluate_busi_boxes(args.dir, 10 if args.rounds is None else args.rounds, args.pick or "suggested",
+                                 3 if args.shots is None else args.shots, 20 if args.images is None else args.images,
+                                 args.seed, params, adapt_params(args), log=print)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=1))
+    curve = " ".join(f"{d}:{v:.3f}" for d, v in report["dice_per_drag"].items())
+    print(f"mean Dice per drag ({report['config']['pick']}): {curve}; NoC@0.85 {report['noc_85']} drags; every image "
+          f"boxed: {report['box_every_image']:.3f} in {report['seconds']:.0f} s -> {args.json}")

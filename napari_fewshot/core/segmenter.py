@@ -375,7 +375,7 @@ class FewShotSegmenter:
         skip = set(skip)
         wanted = {i: m for i, m in coarse.items() if i not in skip}
         result.uncertainty = rank_slices(wanted, result.labels, self._require_image().stack.is_volume,
-                                         self.params.scale)
+                                         self.params.scale, support=sorted(skip))
 
     def _coarse_similarity(self, groups, indices: Sequence[int]):
         """Slice index -> (K + 1, h, w) float32 best similarity per class on the feature grid."""

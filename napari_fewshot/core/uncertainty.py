@@ -1,4 +1,10 @@
-"""Which predicted slice to check next: an estimate of how many of its pixels are wrong.
+"""Which predicted slice (or image of a set) to check next.
+
+Volumes: an estimate of how many of a slice's pixels are wrong (below). Images of a set: an estimate of
+the image's 1 - Dice (:func:`image_error`), since there a confident miss (a tidy blob on the wrong
+structure, or nothing at all) must come first, and the boundary band alone ranks it low.
+
+Slices of a volume:
 
 Errors of a prototype segmentation sit where the labels change: along the boundary of each predicted
 organ, and where a slice disagrees with its neighbours (an organ that ends a slice too early or too
@@ -13,6 +19,8 @@ along the boundaries it follows the true number of wrong pixels closely.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -55,12 +63,72 @@ def expected_errors(scores: np.ndarray, labels: np.ndarray, neighbours: list[np.
     return float((1.0 - top)[band].sum()) * labels.size / top.size
 
 
-def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: float) -> dict[int, float]:
-    """Expected wrong pixels of every slice in `coarse` (slice -> (K + 1, h, w) scores).
+def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: float,
+                support: Sequence[int] = ()) -> dict[int, float]:
+    """What to check first, for every slice in `coarse` (slice -> (K + 1, h, w) scores), higher first.
 
-    labels: (S, H, W) array or list of (H_i, W_i) final labels; neighbours count only in a volume."""
+    labels: (S, H, W) array or list of (H_i, W_i) final labels. A volume: expected wrong pixels per slice
+    (neighbours count). Images of a set (not a volume): estimated 1 - Dice (:func:`image_error`), against the
+    objects on the `support` images (indices into labels whose labels are the painted support)."""
+    if not is_volume:
+        sizes = support_sizes([labels[i] for i in support])
+        return {i: image_error(scores, labels[i], sizes, scale) for i, scores in coarse.items()}
     out = {}
     for i, scores in coarse.items():
         near = [labels[j] for j in (i - 1, i + 1) if is_volume and 0 <= j < len(labels)]
         out[i] = expected_errors(scores, labels[i], near, scale)
     return out
+
+
+# -- images of a set: estimated 1 - Dice ------------------------------------------------------------
+# Measured on BUSI (BENCHMARKS.md, "Check next on image sets"): the three signs of a miss, each mapped to [0, 1].
+CONTRAST_GOOD = 1.0  # foreground evidence inside vs around the prediction, in standard deviations of the image's
+SIZE_NEAR = float(np.log(4.0))  # lesions vary: an area within 4x of the support objects' median is no sign of a miss
+SIZE_FAR = float(np.log(16.0))  # 16x larger or smaller than that: surely wrong
+RING_CELLS = 3  # feature cells around the prediction that count as "around"
+
+
+def support_sizes(planes: Sequence[np.ndarray]) -> np.ndarray:
+    """Foreground fractions of the support images that hold an object (labels != 0 / image size) -> (n,)."""
+    return np.array([float(np.count_nonzero(p)) / p.size for p in planes if np.any(p)], float)
+
+
+def foreground_contrast(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """How much more the prediction looks like the support's objects than its surroundings do.
+
+    scores: (K + 1, h, w) similarity on the feature grid; labels: (H, W) final labels. The foreground evidence
+    of a cell is its best class similarity minus its background similarity; returns (mean inside the predicted
+    cells - mean over a ring of RING_CELLS cells around them) / the evidence's standard deviation over the
+    image. None when the prediction covers no cell or the whole image."""
+    inside = cell_labels(labels, scores.shape[1:]) != 0
+    if not inside.any() or inside.all():
+        return None
+    evidence = scores[1:].max(0) - scores[0]
+    ring = ndimage.binary_dilation(inside, iterations=RING_CELLS) & ~inside
+    spread = float(evidence.std()) or 1.0
+    return float(evidence[inside].mean() - evidence[ring].mean()) / spread
+
+
+def image_error(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, scale: float) -> float:
+    """Estimated 1 - Dice of one predicted image of a set, in [0, 1].
+
+    scores: (K + 1, h, w) similarity; labels: (H, W) final labels; sizes: the support objects' foreground
+    fractions (support_sizes; empty: no size term). Nothing predicted: 1. Otherwise each sign of a miss is
+    mapped to [0, 1] and they combine as independent chances of being wrong, 1 - prod(1 - e):
+    - contrast: 1 - foreground_contrast / CONTRAST_GOOD (a blob that does not stand out from its surroundings);
+    - size: the log-distance of the predicted area to the support objects' median area, 0 up to SIZE_NEAR, 1
+      from SIZE_FAR (measured: better than the distance to the nearest support object's);
+    - boundary: the expected wrong pixels along the label changes (expected_errors) over the predicted area
+      plus the median support object's, a Dice-like ratio."""
+    area = float(np.count_nonzero(labels)) / labels.size
+    if area == 0.0:
+        return 1.0
+    contrast = foreground_contrast(scores, labels)
+    signs = [1.0 if contrast is None else float(np.clip(1.0 - contrast / CONTRAST_GOOD, 0.0, 1.0))]
+    typical = float(np.median(sizes)) if len(sizes) else area
+    if len(sizes):
+        distance = abs(float(np.log(area / typical)))
+        signs.append(float(np.clip((distance - SIZE_NEAR) / (SIZE_FAR - SIZE_NEAR), 0.0, 1.0)))
+    wrong = expected_errors(scores, labels, [], scale)
+    signs.append(float(np.clip(wrong / ((area + typical) * labels.size), 0.0, 1.0)))
+    return float(1.0 - np.prod([1.0 - e for e in signs]))

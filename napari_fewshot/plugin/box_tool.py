@@ -13,6 +13,9 @@ mode see it as a stroke. The rectangle is then removed. Rectangles drawn while o
 paint wait their turn. Ctrl+Z (Shift+Ctrl+Z) with the boxes layer active undoes (redoes) the support's
 last edit, so drawing and undoing need no change of layer.
 
+A box on a predicted image (dense mode) signs it: the prediction layer's plane of that image becomes the
+support's, and one Ctrl+Z restores both the unpainted support and the prediction (signed_boxes.py).
+
 Problems (no support layer, a rectangle outside the image, a 4D image...) are one sentence in the
 widget's status line; the rectangle is removed.
 """
@@ -31,6 +34,7 @@ from qtpy.QtCore import QObject, QTimer
 from ..errors import FewShotError
 from . import ROLE_KEY, image_sets, layers
 from .session import ImagePlanes, image_planes
+from .signed_boxes import SignedBoxes
 from .workers import start
 
 logger = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ class BoxTool(QObject):
         self._watched: weakref.WeakSet = weakref.WeakSet()  # Shapes layers whose rectangles become paint
         self.closed = False
         self.painted = 0  # boxes written so far (tests, scripts)
+        self.signed = SignedBoxes(self._bind_undo)  # predictions replaced by boxes, kept in step with undo
         self.ui.box_button.clicked.connect(self.start)
 
     @property
@@ -272,7 +277,16 @@ class BoxTool(QObject):
             support.data_setitem(indices, label)
         self.painted += 1
         kept = f"; {int(other.sum())} pixels of another class kept" if other.any() else ""
+        if self.ui.support_mode() == "dense" and self.signed.sign(support, self._prediction(request.image),
+                                                                  request.index):
+            return (f"Box on {unit}: {len(rows)} pixels painted with label {label}{kept}; {unit} is signed and its "
+                    "prediction shows the box's mask (Ctrl+Z undoes both).")
         return f"Box on {unit}: {len(rows)} pixels painted with label {label}{kept} (Ctrl+Z undoes it)."
+
+    def _prediction(self, image):
+        """The prediction layer of ``image`` (the chosen image's), or None."""
+        chosen = layers.unwrap(self.widget.image_layer)
+        return layers.unwrap(self.widget.prediction_layer) if chosen is image else None
 
     def _remove_rectangle(self, shapes, vertices) -> None:
         """Remove the rectangle with ``vertices`` from ``shapes`` (later if the user is drawing another)."""
@@ -288,14 +302,34 @@ class BoxTool(QObject):
 
     # -- undo from the boxes layer ---------------------------------------------------------
     def _undo(self, layer=None) -> None:
-        support = layers.unwrap(self.widget.support_layer)
-        if support is not None:
-            support.undo()
+        self._step(layers.unwrap(self.widget.support_layer), undo=True)
 
     def _redo(self, layer=None) -> None:
-        support = layers.unwrap(self.widget.support_layer)
-        if support is not None:
+        self._step(layers.unwrap(self.widget.support_layer), undo=False)
+
+    def _step(self, support, undo: bool) -> None:
+        """Undo (redo) ``support``'s last edit, and bring the predictions boxes replaced in step."""
+        support = layers.unwrap(support)
+        if support is None:
+            return
+        if undo:
+            support.undo()
+        else:
             support.redo()
+        restored, signed = self.signed.sync(support)
+        for where in restored:
+            self._say(f"Undone: {self._unit_of(where)} is no longer signed and shows its prediction again.")
+        for where in signed:
+            self._say(f"Redone: {self._unit_of(where)} is signed again and shows the box's mask.")
+
+    def _unit_of(self, where: tuple) -> str:
+        image = layers.unwrap(self.widget.image_layer)
+        return "the image" if not where or image is None else self._unit(BoxRequest(image, None, where[0], None, 0))
+
+    def _bind_undo(self, support) -> None:
+        """Ctrl+Z / Shift+Ctrl+Z on the support layer itself also keep the replaced predictions in step."""
+        support.bind_key(UNDO_KEY, partial(self._step, undo=True), overwrite=True)
+        support.bind_key(REDO_KEY, partial(self._step, undo=False), overwrite=True)
 
     # -- wording ---------------------------------------------------------------------------
     def _say(self, message: str) -> None:

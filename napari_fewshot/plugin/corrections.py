@@ -14,8 +14,9 @@
 - **Accept slice** (Shift+A) copies the prediction of the visible slice into its unpainted pixels, in one
   undo step (scribble mode: the predicted background gets the background label).
 - **Check next** (Shift+N) moves to the predicted slice the last whole-volume result is least sure about
-  (``SegmentationResult.check_order``), skipping painted slices, slices marked free of every class and
-  those already checked since.
+  (``SegmentationResult.check_order``; an image set: the image most likely missed, by its estimated 1 - Dice,
+  see core/uncertainty.py), skipping painted slices, slices marked free of every class and those already
+  checked since.
 - **Slices free of every class** (dense mode): an unpainted slice is not support, so "no organ here" needs a
   mark, kept in the support layer's ``metadata[EMPTY_SLICES_KEY]`` (sorted slice indices) and passed to the
   core as ``empty_slices`` (support slices, all background; paint on a marked slice wins over the mark). A
@@ -327,9 +328,12 @@ class Corrections(QObject):
         session.checked.add(index)
         self._go_to(index)
         wrong = float(result.uncertainty.get(index, 0.0))
+        estimate = (f"estimated Dice error {wrong:.2f}: it may have missed the object" if self._noun() == "image"
+                    else f"about {wrong:.0f} pixels may be wrong")  # core/uncertainty.py: 1 - Dice for images
+        fix = "a box (Box → paint) or a stroke" if self._noun() == "image" else "a stroke"
         self.ui.status_label.setText(
-            f"{self._unit(index, capital=True)}: the least sure of {len(order)} left (about {wrong:.0f} pixels may "
-            f"be wrong); correct it with a stroke, Accept slice (Shift+A) if it is right, or Check next (Shift+N).")
+            f"{self._unit(index, capital=True)}: the least sure of {len(order)} left ({estimate}); correct it with "
+            f"{fix}, Accept slice (Shift+A) if it is right, or Check next (Shift+N).")
         return index
 
     def _next_key(self, viewer=None) -> None:

@@ -1,0 +1,54 @@
+"""Check next on an image set ranks by estimated 1 - Dice: a confident miss (nothing found, or a blob of the
+wrong size where nothing looks like the support's objects) comes before a good prediction."""
+
+import numpy as np
+
+from napari_fewshot.core.segmenter import SegmentationResult
+from napari_fewshot.core.uncertainty import foreground_contrast, image_error, rank_slices, support_sizes
+
+SIZE, GRID, SCALE = 64, 8, 20.0  # 64 x 64 px images, an 8 x 8 feature grid (stride 8)
+
+
+def disc(centre, radius, size=SIZE):
+    rows, cols = np.mgrid[:size, :size]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2
+
+
+def scores_for(lesion: np.ndarray, seed: int) -> np.ndarray:
+    """(2, GRID, GRID) similarity: the lesion's cells look like the support's lesions, the rest like background,
+    with noise."""
+    rng = np.random.default_rng(seed)
+    cells = lesion.reshape(GRID, SIZE // GRID, GRID, SIZE // GRID).mean(axis=(1, 3))
+    foreground = 0.5 + 0.3 * cells + rng.normal(0, 0.03, cells.shape)
+    return np.stack([0.8 - 0.3 * cells + rng.normal(0, 0.03, cells.shape), foreground]).astype(np.float32)
+
+
+def test_an_empty_prediction_and_a_far_away_wrong_size_blob_rank_above_a_good_prediction():
+    lesion = disc((24, 24), 12)  # every image's true lesion (about 11 % of the image)
+    support = [disc((30, 34), 15).astype(np.uint8), disc((28, 28), 17).astype(np.uint8)]  # 17 and 22 %
+    good = disc((25, 24), 11).astype(np.uint8)  # close to the lesion
+    blob = disc((56, 56), 6).astype(np.uint8)  # a small circle away from it (2.8 % of the image)
+    empty = np.zeros((SIZE, SIZE), np.uint8)
+    labels = [*support, good, empty, blob]
+    coarse = {i: scores_for(lesion, i) for i in (2, 3, 4)}
+
+    ranked = rank_slices(coarse, labels, is_volume=False, scale=SCALE, support=[0, 1])
+    result = SegmentationResult(labels, [1], [0, 1], [2, 3, 4], uncertainty=ranked)
+    assert result.check_order() == [3, 4, 2]  # nothing found, then the wrong blob, then the good one
+    assert ranked[3] == 1.0 and ranked[4] > 0.8 and ranked[2] < 0.5, ranked
+    assert all(0.0 <= v <= 1.0 for v in ranked.values())
+
+    # each sign on its own: the blob does not stand out from its surroundings, the good prediction does
+    assert foreground_contrast(coarse[2], good) > 1.0 > foreground_contrast(coarse[4], blob)
+    sizes = support_sizes(support)
+    assert len(sizes) == 2 and image_error(coarse[2], good, sizes, SCALE) == ranked[2]
+    # the same blob where the lesion is, at the lesion's size, is no miss: the size and the contrast decide
+    assert image_error(coarse[4], lesion.astype(np.uint8), sizes, SCALE) < ranked[4]
+
+
+def test_a_volume_keeps_the_boundary_ranking_in_pixels():
+    lesion = disc((24, 24), 12)
+    labels = np.stack([lesion, lesion, np.zeros_like(lesion)]).astype(np.uint8)
+    coarse = {1: scores_for(lesion, 1), 2: scores_for(lesion, 2)}
+    ranked = rank_slices(coarse, labels, is_volume=True, scale=SCALE, support=[0])
+    assert ranked[2] > 1.0  # expected wrong pixels (the slice's label change against its neighbour), not 1 - Dice
