@@ -111,18 +111,20 @@ def evaluate_busi_boxes(
     curve, unboxed, ranking, picked, seconds = [], [], [], [], []
     for r in range(rounds + 1):
         t0 = time.perf_counter()
-        support = [boxed[j].astype(np.uint8) if j in boxed else np.zeros(m.shape, np.uint8)
-                   for j, m in enumerate(masks)]
-        empty = [j for j, mask in boxed.items() if not mask.any()]  # a box that found nothing: all background
-        result = run(segmenter.segment(support, empty_slices=empty))
-        seconds.append(round(time.perf_counter() - t0, 2))
-        scores = {j: dice(boxed[j] if j in boxed else np.asarray(result.labels[j]) == 1, masks[j])
-                  for j in range(images)}
-        curve.append(float(np.mean(list(scores.values()))))
         free = [j for j in range(images) if j not in boxed]
+        labels, uncertainty = {}, {}
+        if free:  # every image boxed: nothing left to segment
+            support = [boxed[j].astype(np.uint8) if j in boxed else np.zeros(m.shape, np.uint8)
+                       for j, m in enumerate(masks)]
+            empty = [j for j, mask in boxed.items() if not mask.any()]  # a box that found nothing: all background
+            result = run(segmenter.segment(support, empty_slices=empty))
+            labels, uncertainty = {j: np.asarray(result.labels[j]) == 1 for j in free}, dict(result.uncertainty)
+        seconds.append(round(time.perf_counter() - t0, 2))
+        scores = {j: dice(boxed[j] if j in boxed else labels[j], masks[j]) for j in range(images)}
+        curve.append(float(np.mean(list(scores.values()))))
         unboxed.append(float(np.mean([scores[j] for j in free])) if free else None)
         errors = {j: 1.0 - scores[j] for j in free}
-        ranking.append(ranking_quality(dict(result.uncertainty), errors))
+        ranking.append(ranking_quality(uncertainty, errors))
         log(f"{len(boxed)} drags ({pick}): mean Dice {curve[-1]:.3f} over {images} images; Check next's ranking "
             f"{ranking[-1]}")
         if r == rounds or not free:
