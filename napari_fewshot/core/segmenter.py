@@ -3,11 +3,10 @@
     seg = FewShotSegmenter(SegmentationParams(encoder="efficientnet-lite0"))
     seg.set_image(volume)                       # (S, H, W) array, or a list of 2D images
     result = run(seg.segment(support))          # support: label map of the same shape
-    result.labels                               # (S, H, W) with the support's label values
+    result.labels                               # (S, H, W) with the support's label values; result.explain(z, y, x)
     result = run(seg.segment_with(prototypes))  # ready prototypes (a bank's): finished the same way
 
-Expensive work (encoder features) is cached per slice; `segment` after a new stroke only redoes
-prototypes and cosine matching.
+Expensive work (encoder features) is cached per slice; `segment` after a new stroke redoes only matching.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from .encoders import Encoder
 from .features import FeatureCache
 from .memory import trim_now
 from .progress import Progress
+from .provenance import Explainer, Origin
 from .matching import MatchCache, PrototypeGroup
 from .prototypes import PrototypeSet, SlicePrototypes, capped_local, combine_slices, global_prototypes, pool_slice
 from .stack import ImageStack
@@ -39,11 +39,10 @@ from .support import SupportSet, label_dtype, parse_support
 class SegmentationResult:
     """labels: (S, H, W) array for a volume, list of (H_i, W_i) for an image set; label values as painted.
     similarity: class label value -> per slice (H, W) float16 best cosine similarity (only slices segmented).
-    support_slices: indices whose labels were copied from the support (dense mode) rather than predicted.
-    segmented_slices: indices that went through the model.
-    uncertainty: predicted slice index -> expected number of wrongly labelled pixels on it, from the
-        matching's confidence along the final labels' boundaries (see core/uncertainty.py): what to check first.
-    """
+    support_slices: indices copied from the support (dense mode), not predicted; segmented_slices: through the model.
+    uncertainty: predicted slice index -> expected number of wrongly labelled pixels on it, from the matching's
+        confidence along the final labels' boundaries (core/uncertainty.py): what to check first.
+    explainer: finds the painted cell behind a prediction (core/provenance.py), for :meth:`explain`."""
 
     labels: np.ndarray | list[np.ndarray]
     class_ids: list[int]
@@ -51,6 +50,10 @@ class SegmentationResult:
     segmented_slices: list[int]
     similarity: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     uncertainty: dict[int, float] = field(default_factory=dict)
+    explainer: Explainer | None = field(default=None, repr=False)
+
+    def explain(self, z: int, y: int, x: int) -> Origin:  # the painted cell behind pixel (y, x) of slice z
+        return self.explainer.explain(self.labels, z, y, x)
 
     def check_order(self, exclude=()) -> list[int]:
         """Predicted slices, the most unsure first (ties: lower index first), without `exclude`."""
@@ -257,6 +260,7 @@ class FewShotSegmenter:
         for i in copied:
             result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)
         result.support_slices = copied
+        result.explainer = Explainer.for_support(self, support_set)
         self._finish(result, coarse, whole_volume, support_set)
         return result
 
@@ -292,6 +296,7 @@ class FewShotSegmenter:
                     if i in piece.similarity.get(c, {}):
                         result.similarity[c][i] = piece.similarity[c][i]
             result.segmented_slices = sorted(set(result.segmented_slices) | set(piece.segmented_slices))
+        result.explainer = Explainer(self.cache, plan, "another scan")
         self._finish(result, coarse, indices is None or not isinstance(prototypes, PrototypeSet))
         return result
 
