@@ -55,16 +55,17 @@ class Origin:
     source: str = "slice"
 
     def describe(self, class_names: dict[int, str] | None = None) -> str:
-        """'looks like slice 86, painted liver, similarity 0.83'; slices by index, as napari's slider shows them."""
-        name = (class_names or {}).get(self.class_id) or ("background" if self.class_id == 0
-                                                          else f"label {self.class_id}")
+        """'looks like slice 86, painted liver, similarity 0.83' ('..., background, ...' for class 0); slices by
+        index, as napari's slider shows them."""
+        name = (class_names or {}).get(self.class_id) or f"label {self.class_id}"
+        what = "background" if self.class_id == 0 else f"painted {name}"
         if self.slice is None:
             where = "the average of all painting" if self.source in ("slice", "image") else self.source
         elif self.source in ("slice", "image"):
             where = f"{self.source} {self.slice}"
         else:
             where = f"{self.source}, slice {self.slice}"
-        return f"looks like {where}, painted {name}, similarity {self.similarity:.2f}"
+        return f"looks like {where}, {what}, similarity {self.similarity:.2f}"
 
 
 @dataclass
