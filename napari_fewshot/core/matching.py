@@ -32,20 +32,27 @@ class PrototypeGroup:
     key:     identity for the cache (None: never cached). Must change whenever the vectors do.
     vectors: (P, C) L2-normalised, sorted by owner so each class is one block.
     bounds:  K + 2 offsets: class k's prototypes are vectors[bounds[k]:bounds[k + 1]].
+    origins: (P, 3) long, aligned with `vectors`: each prototype's support slice and representative cell
+             (y, x) on that slice's feature grid (see core/prototypes.py); -1 rows where unknown (the
+             global prototypes, averaged over slices; a bank's).
     """
 
     key: Hashable | None
     vectors: torch.Tensor
     bounds: tuple[int, ...]
+    origins: torch.Tensor | None = None
 
     @classmethod
-    def make(cls, key: Hashable | None, vectors: torch.Tensor, owner: torch.Tensor, n_classes: int) -> "PrototypeGroup":
-        """vectors: (P, C) any norm; owner: (P,) class index 0..n_classes."""
+    def make(cls, key: Hashable | None, vectors: torch.Tensor, owner: torch.Tensor, n_classes: int,
+             origins: torch.Tensor | None = None) -> "PrototypeGroup":
+        """vectors: (P, C) any norm; owner: (P,) class index 0..n_classes; origins: (P, 3) or None (all -1)."""
         order = torch.argsort(owner.cpu(), stable=True)
         counts = torch.bincount(owner.cpu(), minlength=n_classes + 1)[: n_classes + 1]
         bounds = (0, *torch.cumsum(counts, 0).tolist())
         vectors = F.normalize(vectors.float(), dim=1)[order.to(vectors.device)]
-        return cls(key, vectors, tuple(int(b) for b in bounds))
+        if origins is None:
+            origins = torch.full((len(order), 3), -1, dtype=torch.long)
+        return cls(key, vectors, tuple(int(b) for b in bounds), origins.cpu().long()[order])
 
     @property
     def n_classes(self) -> int:

@@ -4,7 +4,13 @@ Masked average pooling in PANet upsamples the (C, h, w) features to the mask's (
 them under the mask. Bilinear upsampling is linear, so that average equals a weighted average of
 the feature cells with weights U^T(mask), U^T being the adjoint of the upsampling; we compute the
 weights that way and never hold a (C, H, W) tensor. Local prototypes pool the same weighted
-features over small windows of cells where the class covers most of the window.
+features over small windows of cells where the class covers most of the window; with `clusters`, each
+class's local prototypes of a slice are then clustered (spherical k-means) into at most that many, so
+matching costs (and a correction re-matches) a few hundred prototypes per slice instead of every cell.
+
+Every prototype keeps its origin: the support slice it came from and a representative cell (y, x) on
+that slice's feature grid (a window's cell of highest class weight; a cluster's medoid, the member
+nearest its centroid), so a predicted pixel can be explained by a painted cell.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ class PrototypeSet:
     owner:     (P,) long, class index of each prototype (0 = background, 1..K).
     is_global: (P,) bool, True for the one averaged prototype per class.
     class_ids: the K label values of classes 1..K.
+    origins:   (P, 3) long (support slice, y, x on its feature grid) of each prototype, aligned with
+               `vectors`; -1 rows for the global prototypes (averaged over slices) and for prototypes of
+               unknown origin (e.g. a bank's). None when nothing is known.
     """
 
     vectors: torch.Tensor
@@ -33,6 +42,7 @@ class PrototypeSet:
     is_global: torch.Tensor
     class_ids: list[int]
     counts: dict[int, int] = field(default_factory=dict)
+    origins: torch.Tensor | None = None
 
     @property
     def n_classes(self) -> int:
@@ -40,7 +50,7 @@ class PrototypeSet:
 
     def to(self, device: torch.device) -> "PrototypeSet":
         return PrototypeSet(self.vectors.to(device), self.owner.to(device), self.is_global.to(device),
-                            list(self.class_ids), dict(self.counts))
+                            list(self.class_ids), dict(self.counts), self.origins)
 
 
 def upsample_adjoint(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -83,18 +93,74 @@ def local_prototypes(
     """Local prototypes pooled over `grid` x `grid` windows of cells (SSL-ALPNet).
 
     A window yields a prototype of class k when class k holds at least `coverage` of the window's
-    pooling weight. Returns (vectors (P, C), owner (P,)).
+    pooling weight. Returns (vectors (P, C), owner (P,), cells (P, 2) long: the window's cell (y, x) of
+    highest class-k weight, the cell itself when grid is 1).
     """
     pooled = features[None] * weights[:, None]  # (K+1, C, h, w)
     mass = weights
+    w = features.shape[-1]
     if grid > 1:
         pooled = F.avg_pool2d(pooled, grid, ceil_mode=True)  # (K+1, C, h', w')
         mass = F.avg_pool2d(weights[:, None], grid, ceil_mode=True)[:, 0]  # (K+1, h', w')
+        _, where = F.max_pool2d(weights[:, None], grid, ceil_mode=True, return_indices=True)
+        where = where[:, 0]  # (K+1, h', w') flat index into (h, w)
     share = mass / mass.sum(0, keepdim=True).clamp_min(1e-6)
     keep = (share >= coverage) & (mass > 0)
     classes, rows, cols = keep.nonzero(as_tuple=True)
     vectors = pooled[classes, :, rows, cols] / mass[classes, rows, cols][:, None]
-    return vectors, classes
+    if grid > 1:
+        flat = where[classes, rows, cols]
+        rows, cols = flat // w, flat % w
+    return vectors, classes, torch.stack([rows, cols], 1).long()
+
+
+def spherical_kmeans(vectors: torch.Tensor, n_clusters: int, seed: int = 0, iterations: int = 10,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cluster rows by cosine similarity (k-means on the unit sphere, k-means++ start, seeded).
+
+    vectors: (N, C). Returns (centroids (M, C) L2-normalised, medoid (M,) long: the index of each
+    centroid's nearest member), M = min(N, n_clusters); with N <= n_clusters every row is its own cluster.
+    """
+    unit = F.normalize(vectors.float(), dim=1)
+    n = len(unit)
+    if n <= n_clusters:
+        return unit, torch.arange(n, device=unit.device)
+    generator = torch.Generator().manual_seed(seed)
+    chosen = [int(torch.randint(n, (1,), generator=generator))]
+    nearest = unit @ unit[chosen[0]]
+    for _ in range(n_clusters - 1):  # k-means++: far rows are likely picks
+        gap = (1 - nearest).clamp_min(0).cpu()
+        pick = int(torch.multinomial(gap, 1, generator=generator)) if gap.sum() > 0 else int(nearest.argmin())
+        chosen.append(pick)
+        nearest = torch.maximum(nearest, unit @ unit[pick])
+    centroids = unit[chosen]
+    for _ in range(iterations):
+        assign = (unit @ centroids.T).argmax(1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, unit)
+        filled = torch.bincount(assign, minlength=len(centroids)) > 0
+        centroids = torch.where(filled[:, None], F.normalize(sums, dim=1), centroids)
+    sims = unit @ centroids.T
+    assign = sims.argmax(1)
+    member = torch.where(assign[:, None] == torch.arange(len(centroids), device=unit.device), sims, -2.0)
+    return centroids, member.argmax(0)
+
+
+def cluster_per_class(vectors: torch.Tensor, owner: torch.Tensor, cells: torch.Tensor, n_classes: int,
+                      n_clusters: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each class's prototypes (vectors (P, C), owner (P,), cells (P, 2)) as at most `n_clusters`
+    cluster centroids (see :func:`spherical_kmeans`); a centroid's cell is its medoid's. Same layout out."""
+    out_v, out_o, out_c = [], [], []
+    for k in range(n_classes + 1):
+        index = (owner == k).nonzero(as_tuple=True)[0]
+        if len(index) == 0:
+            continue
+        centroids, medoid = spherical_kmeans(vectors[index], n_clusters, seed + k)
+        out_v.append(centroids)
+        out_o.append(owner[index[medoid]])
+        out_c.append(cells[index[medoid]])
+    if not out_v:
+        return vectors, owner, cells
+    return torch.cat(out_v), torch.cat(out_o), torch.cat(out_c)
 
 
 @dataclass
@@ -102,28 +168,41 @@ class SlicePrototypes:
     """What one support slice contributes, before slices are combined.
 
     means: (K + 1, C) masked averages; mass: (K + 1,) pooling mass (0 where a class is absent);
-    local_vectors: (L, C) local prototypes with local_owner: (L,) class indices (empty in "global" mode).
+    local_vectors: (L, C) local prototypes with local_owner: (L,) class indices (empty in "global" mode);
+    local_cells: (L, 2) long, each local prototype's representative cell (y, x) on the slice's feature grid
+    (see the module docstring); the slice index is added by whoever knows it (:func:`combine_slices`).
     """
 
     means: torch.Tensor
     mass: torch.Tensor
     local_vectors: torch.Tensor
     local_owner: torch.Tensor
+    local_cells: torch.Tensor | None = None
+
+    def cells(self) -> torch.Tensor:
+        """local_cells, or (L, 2) of -1 where they are unknown."""
+        if self.local_cells is not None:
+            return self.local_cells
+        return torch.full((len(self.local_owner), 2), -1, dtype=torch.long, device=self.local_owner.device)
 
 
 def pool_slice(features: torch.Tensor, target: torch.Tensor, n_classes: int, mode: str = "local",
-               grid: int = 1, coverage: float = 0.5) -> SlicePrototypes:
-    """Masked average pooling (and local prototypes) of one support slice.
+               grid: int = 1, coverage: float = 0.5, clusters: int = 0, seed: int = 0) -> SlicePrototypes:
+    """Masked average pooling (and local prototypes, clustered to at most `clusters` per class when
+    `clusters` > 0, see :func:`cluster_per_class`) of one support slice.
 
     features: (C, h, w); target: (H, W) long (0 bg, 1..K, -1 ignore).
     """
     weights = class_weights(target.to(features.device), n_classes, tuple(features.shape[-2:]))
     means, mass = masked_average_pooling(features, weights)
     if mode == "local":
-        vectors, owner = local_prototypes(features, weights, grid, coverage)
+        vectors, owner, cells = local_prototypes(features, weights, grid, coverage)
+        if clusters > 0:
+            vectors, owner, cells = cluster_per_class(vectors, owner, cells, n_classes, clusters, seed)
     else:
         vectors, owner = features.new_zeros(0, features.shape[0]), torch.zeros(0, dtype=torch.long)
-    return SlicePrototypes(means, mass, vectors, owner.to(features.device))
+        cells = torch.zeros(0, 2, dtype=torch.long)
+    return SlicePrototypes(means, mass, vectors, owner.to(features.device), cells.to(features.device))
 
 
 def global_prototypes(slices: Sequence[SlicePrototypes], class_ids: list[int]) -> torch.Tensor:
@@ -145,32 +224,40 @@ def global_prototypes(slices: Sequence[SlicePrototypes], class_ids: list[int]) -
     return sums / shots[:, None]
 
 
-def capped_local(piece: SlicePrototypes, n_classes: int, max_local: int, seed: int = 0):
-    """One slice's local prototypes, at most `max_local` per class (seeded subsample): (vectors (L, C), owner (L,))."""
-    if len(piece.local_vectors) == 0:
-        return piece.local_vectors, piece.local_owner
-    return _cap_per_class(piece.local_vectors, piece.local_owner, n_classes, max_local, seed)
+def capped_local(piece: SlicePrototypes, n_classes: int, max_local: int, seed: int = 0, slice_index: int = -1):
+    """One slice's local prototypes, at most `max_local` per class (seeded subsample):
+    (vectors (L, C), owner (L,), origins (L, 3) long: (slice_index, y, x))."""
+    index = torch.arange(len(piece.local_owner), device=piece.local_owner.device)
+    if len(index):
+        index = _cap_per_class(index, piece.local_owner, n_classes, max_local, seed)
+    cells = piece.cells()[index]
+    origins = torch.cat([torch.full((len(index), 1), slice_index, dtype=torch.long, device=cells.device), cells], 1)
+    return piece.local_vectors[index], piece.local_owner[index], origins
 
 
 def combine_slices(slices: Sequence[SlicePrototypes], class_ids: list[int], max_local: int = 4096,
-                   seed: int = 0) -> PrototypeSet:
+                   seed: int = 0, slice_indices: Sequence[int] | None = None) -> PrototypeSet:
     """Global prototypes (see :func:`global_prototypes`) plus the local prototypes of every slice, at most
-    `max_local` per class from each slice (so adding a slice never changes what another contributes)."""
+    `max_local` per class from each slice (so adding a slice never changes what another contributes).
+    slice_indices: each piece's support slice, for the prototypes' origins (-1 when not given)."""
     n = len(class_ids)
     means = global_prototypes(slices, class_ids)
     vectors = [means]
     owner = [torch.arange(n + 1, device=means.device)]
     is_global = [torch.ones(n + 1, dtype=torch.bool, device=means.device)]
-    for piece in slices:
-        lv, lo = capped_local(piece, n, max_local, seed)
+    origins = [torch.full((n + 1, 3), -1, dtype=torch.long)]
+    for j, piece in enumerate(slices):
+        where = -1 if slice_indices is None else int(slice_indices[j])
+        lv, lo, lorigin = capped_local(piece, n, max_local, seed, where)
         if len(lv):
             vectors.append(lv)
             owner.append(lo.to(means.device))
             is_global.append(torch.zeros(len(lo), dtype=torch.bool, device=means.device))
+            origins.append(lorigin.cpu())
     vectors_t = F.normalize(torch.cat(vectors), dim=1)
     owner_t = torch.cat(owner)
     counts = {k: int((owner_t == k).sum()) for k in range(n + 1)}
-    return PrototypeSet(vectors_t, owner_t, torch.cat(is_global), list(class_ids), counts)
+    return PrototypeSet(vectors_t, owner_t, torch.cat(is_global), list(class_ids), counts, torch.cat(origins))
 
 
 def build_prototypes(
@@ -182,20 +269,22 @@ def build_prototypes(
     coverage: float = 0.5,
     max_local: int = 4096,
     seed: int = 0,
+    clusters: int = 0,
 ) -> PrototypeSet:
     """Prototypes from support slices: features per slice (C, h, w), targets per slice (H, W) long
-    (0 bg, 1..K, -1 ignore). See :func:`pool_slice` and :func:`combine_slices`."""
-    pieces = [pool_slice(f, t, len(class_ids), mode, grid, coverage) for f, t in zip(features, targets)]
-    return combine_slices(pieces, class_ids, max_local, seed)
+    (0 bg, 1..K, -1 ignore); origins name the slices by their position in `features`.
+    See :func:`pool_slice` and :func:`combine_slices`."""
+    pieces = [pool_slice(f, t, len(class_ids), mode, grid, coverage, clusters, seed) for f, t in zip(features, targets)]
+    return combine_slices(pieces, class_ids, max_local, seed, range(len(pieces)))
 
 
-def _cap_per_class(vectors, owner, n_classes, cap, seed):
+def _cap_per_class(index, owner, n_classes, cap, seed):
+    """index (L,), owner (L,): at most `cap` of each class's entries of `index` (seeded), class by class."""
     generator = torch.Generator().manual_seed(seed)
     keep = []
     for k in range(n_classes + 1):
-        index = (owner == k).nonzero(as_tuple=True)[0]
-        if len(index) > cap:
-            index = index[torch.randperm(len(index), generator=generator)[:cap].to(index.device)]
-        keep.append(index)
-    keep_t = torch.cat(keep)
-    return vectors[keep_t], owner[keep_t]
+        mine = (owner == k).nonzero(as_tuple=True)[0]
+        if len(mine) > cap:
+            mine = mine[torch.randperm(len(mine), generator=generator)[:cap].to(mine.device)]
+        keep.append(mine)
+    return index[torch.cat(keep)]
