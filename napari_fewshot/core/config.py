@@ -133,13 +133,6 @@ class SegmentationParams:
     image_max_local_prototypes: int = setting(
         512, label="Local prototypes per image", minimum=0, maximum=10**6,
         help="the same for 2D images and image sets")
-    local_clusters: int = setting(
-        0, label="Prototype clusters per slice (volumes)", minimum=0, maximum=10**6, flag="--local-clusters",
-        help="each class's local prototypes of a support slice are clustered into at most this many "
-             "(0: every cell is a prototype); fewer prototypes make a correction re-segment faster")
-    image_local_clusters: int = setting(
-        0, label="Prototype clusters per image", minimum=0, maximum=10**6,
-        help="the same for 2D images and image sets")
     scale: float = setting(20.0, label="Similarity scale", minimum=1e-3, maximum=1e4, flag="--scale",
                            help="cosine similarity multiplier before the softmax, as in PANet")
     support_mode: SupportMode = setting(
@@ -203,10 +196,6 @@ class SegmentationParams:
         """The encoder input size for an ImageStack: `input_size` for a volume of several slices,
         `image_input_size` for a 2D image or an image set."""
         return self.input_size if stack.is_volume and len(stack) > 1 else self.image_input_size
-
-    def local_clusters_for(self, stack) -> int:
-        """The per-slice, per-class cluster count of local prototypes for an ImageStack (as input_size_for)."""
-        return self.local_clusters if stack.is_volume and len(stack) > 1 else self.image_local_clusters
 
     def max_local_for(self, stack) -> int:
         """The per-slice cap of local prototypes for an ImageStack (volume or 2D images, as input_size_for)."""

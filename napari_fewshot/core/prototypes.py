@@ -4,13 +4,11 @@ Masked average pooling in PANet upsamples the (C, h, w) features to the mask's (
 them under the mask. Bilinear upsampling is linear, so that average equals a weighted average of
 the feature cells with weights U^T(mask), U^T being the adjoint of the upsampling; we compute the
 weights that way and never hold a (C, H, W) tensor. Local prototypes pool the same weighted
-features over small windows of cells where the class covers most of the window; with `clusters`, each
-class's local prototypes of a slice are then clustered (spherical k-means) into at most that many, so
-matching costs (and a correction re-matches) a few hundred prototypes per slice instead of every cell.
+features over small windows of cells where the class covers most of the window.
 
 Every prototype keeps its origin: the support slice it came from and a representative cell (y, x) on
-that slice's feature grid (a window's cell of highest class weight; a cluster's medoid, the member
-nearest its centroid), so a predicted pixel can be explained by a painted cell.
+that slice's feature grid (the cell itself; for a window, its cell of highest class weight), so a
+predicted pixel can be explained by a painted cell.
 """
 
 from __future__ import annotations
@@ -114,55 +112,6 @@ def local_prototypes(
     return vectors, classes, torch.stack([rows, cols], 1).long()
 
 
-def spherical_kmeans(vectors: torch.Tensor, n_clusters: int, seed: int = 0, iterations: int = 10,
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cluster rows by cosine similarity (k-means on the unit sphere, k-means++ start, seeded).
-
-    vectors: (N, C). Returns (centroids (M, C) L2-normalised, medoid (M,) long: the index of each
-    centroid's nearest member), M = min(N, n_clusters); with N <= n_clusters every row is its own cluster.
-    """
-    unit = F.normalize(vectors.float(), dim=1)
-    n = len(unit)
-    if n <= n_clusters:
-        return unit, torch.arange(n, device=unit.device)
-    generator = torch.Generator().manual_seed(seed)
-    chosen = [int(torch.randint(n, (1,), generator=generator))]
-    nearest = unit @ unit[chosen[0]]
-    for _ in range(n_clusters - 1):  # k-means++: far rows are likely picks
-        gap = (1 - nearest).clamp_min(0).cpu()
-        pick = int(torch.multinomial(gap, 1, generator=generator)) if gap.sum() > 0 else int(nearest.argmin())
-        chosen.append(pick)
-        nearest = torch.maximum(nearest, unit @ unit[pick])
-    centroids = unit[chosen]
-    for _ in range(iterations):
-        assign = (unit @ centroids.T).argmax(1)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, unit)
-        filled = torch.bincount(assign, minlength=len(centroids)) > 0
-        centroids = torch.where(filled[:, None], F.normalize(sums, dim=1), centroids)
-    sims = unit @ centroids.T
-    assign = sims.argmax(1)
-    member = torch.where(assign[:, None] == torch.arange(len(centroids), device=unit.device), sims, -2.0)
-    return centroids, member.argmax(0)
-
-
-def cluster_per_class(vectors: torch.Tensor, owner: torch.Tensor, cells: torch.Tensor, n_classes: int,
-                      n_clusters: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each class's prototypes (vectors (P, C), owner (P,), cells (P, 2)) as at most `n_clusters`
-    cluster centroids (see :func:`spherical_kmeans`); a centroid's cell is its medoid's. Same layout out."""
-    out_v, out_o, out_c = [], [], []
-    for k in range(n_classes + 1):
-        index = (owner == k).nonzero(as_tuple=True)[0]
-        if len(index) == 0:
-            continue
-        centroids, medoid = spherical_kmeans(vectors[index], n_clusters, seed + k)
-        out_v.append(centroids)
-        out_o.append(owner[index[medoid]])
-        out_c.append(cells[index[medoid]])
-    if not out_v:
-        return vectors, owner, cells
-    return torch.cat(out_v), torch.cat(out_o), torch.cat(out_c)
-
-
 @dataclass
 class SlicePrototypes:
     """What one support slice contributes, before slices are combined.
@@ -187,9 +136,8 @@ class SlicePrototypes:
 
 
 def pool_slice(features: torch.Tensor, target: torch.Tensor, n_classes: int, mode: str = "local",
-               grid: int = 1, coverage: float = 0.5, clusters: int = 0, seed: int = 0) -> SlicePrototypes:
-    """Masked average pooling (and local prototypes, clustered to at most `clusters` per class when
-    `clusters` > 0, see :func:`cluster_per_class`) of one support slice.
+               grid: int = 1, coverage: float = 0.5) -> SlicePrototypes:
+    """Masked average pooling (and local prototypes) of one support slice.
 
     features: (C, h, w); target: (H, W) long (0 bg, 1..K, -1 ignore).
     """
@@ -197,8 +145,6 @@ def pool_slice(features: torch.Tensor, target: torch.Tensor, n_classes: int, mod
     means, mass = masked_average_pooling(features, weights)
     if mode == "local":
         vectors, owner, cells = local_prototypes(features, weights, grid, coverage)
-        if clusters > 0:
-            vectors, owner, cells = cluster_per_class(vectors, owner, cells, n_classes, clusters, seed)
     else:
         vectors, owner = features.new_zeros(0, features.shape[0]), torch.zeros(0, dtype=torch.long)
         cells = torch.zeros(0, 2, dtype=torch.long)
@@ -269,12 +215,11 @@ def build_prototypes(
     coverage: float = 0.5,
     max_local: int = 4096,
     seed: int = 0,
-    clusters: int = 0,
 ) -> PrototypeSet:
     """Prototypes from support slices: features per slice (C, h, w), targets per slice (H, W) long
     (0 bg, 1..K, -1 ignore); origins name the slices by their position in `features`.
     See :func:`pool_slice` and :func:`combine_slices`."""
-    pieces = [pool_slice(f, t, len(class_ids), mode, grid, coverage, clusters, seed) for f, t in zip(features, targets)]
+    pieces = [pool_slice(f, t, len(class_ids), mode, grid, coverage) for f, t in zip(features, targets)]
     return combine_slices(pieces, class_ids, max_local, seed, range(len(pieces)))
 
 

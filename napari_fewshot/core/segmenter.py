@@ -192,14 +192,11 @@ class FewShotSegmenter:
         for i in support_set.slice_indices:
             target = support_set.targets[i]
             paint = hashlib.blake2b(target.tobytes(), digest_size=16).hexdigest()
-            clusters = p.local_clusters_for(cache.stack)
-            key = (id(cache), cache.generation, i, paint, tuple(support_set.class_ids),
-                   (p.prototype_mode, p.local_grid, p.local_coverage, clusters, p.seed))
+            key = (id(cache), cache.generation, i, paint, tuple(support_set.class_ids))
             piece = self._pooled.get(key)
             if piece is None:
                 piece = pool_slice(cache.get(i), torch.from_numpy(target).long(), support_set.n_classes,
-                                   p.prototype_mode, p.local_grid, p.local_coverage,
-                                   clusters, p.seed)
+                                   p.prototype_mode, p.local_grid, p.local_coverage)
             memo[key] = piece
         self._pooled = memo  # keeps only what the current support uses
         return memo
