@@ -207,8 +207,9 @@ class FewShotSegmenter:
     def prototypes(self, support_set: SupportSet) -> PrototypeSet:
         """Prototypes from the (cached) features of the support slices, as one set (for banks and scripts)."""
         p = self.params
-        return combine_slices(list(self._pieces(support_set).values()), support_set.class_ids,
-                              p.max_local_for(self.cache.stack), p.seed)
+        pieces = self._pieces(support_set)
+        return combine_slices(list(pieces.values()), support_set.class_ids, p.max_local_for(self.cache.stack),
+                              p.seed, [key[2] for key in pieces])
 
     def _groups(self, support_set: SupportSet) -> list[PrototypeGroup]:
         """The support as prototype groups: the global prototypes (never cached), then each support slice's
@@ -218,9 +219,10 @@ class FewShotSegmenter:
         means = global_prototypes(list(pieces.values()), support_set.class_ids)
         groups = [PrototypeGroup.make(None, means, torch.arange(n + 1, device=means.device), n)]
         for key, piece in pieces.items():
-            vectors, owner = capped_local(piece, n, self.params.max_local_for(self.cache.stack), self.params.seed)
+            vectors, owner, origins = capped_local(piece, n, self.params.max_local_for(self.cache.stack),
+                                                   self.params.seed, key[2])
             if len(vectors):
-                groups.append(PrototypeGroup.make(key, vectors, owner, n))
+                groups.append(PrototypeGroup.make(key, vectors, owner, n, origins))
         return groups
 
     def segment(self, support, indices: Sequence[int] | None = None, similarity: bool = False,
@@ -308,7 +310,8 @@ class FewShotSegmenter:
         digest.update(prototypes.owner.cpu().numpy().tobytes())
         key = ("set", id(self._require_image()), self.cache.generation, digest.hexdigest())
         self._matches.retain([key])
-        return [PrototypeGroup.make(key, prototypes.vectors, prototypes.owner, prototypes.n_classes)]
+        return [PrototypeGroup.make(key, prototypes.vectors, prototypes.owner, prototypes.n_classes,
+                                    prototypes.origins)]
 
     def _finish(self, result: SegmentationResult, coarse: dict[int, np.ndarray], whole: bool,
                 support_set: SupportSet | None = None) -> None:
