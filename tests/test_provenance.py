@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from napari_fewshot.cli import main
 from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run
-from napari_fewshot.core.provenance import NO_SLICE, cell_of, explained_share, support_origins
+from napari_fewshot.core.provenance import NO_SLICE, cell_of, explained_share
 from napari_fewshot.errors import FewShotError
 from napari_fewshot.io import read_labels, read_volume, write_mask
 from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
@@ -98,10 +98,9 @@ def test_origins_are_the_cells_the_local_prototypes_were_pooled_from(two_texture
     segmenter, support, _ = two_textures
     support_set = segmenter.parse_support(support)
     prototypes = segmenter.prototypes(support_set)
-    origins = getattr(prototypes, "origins", None)
     local = ~prototypes.is_global
-    origins = origins[local] if origins is not None else support_origins(segmenter.cache, support_set, segmenter.params)
-    assert len(origins) == int(local.sum())
+    origins = prototypes.origins[local]
+    assert len(origins) == int(local.sum()) and (origins[:, 0] >= 0).all()
     features = {i: F.normalize(f.float(), dim=0) for i, f in zip(support_set.slice_indices,
                                                                   segmenter.slice_features(support_set.slice_indices))}
     cells = torch.stack([features[int(s)][:, int(r), int(c)] for s, r, c in origins])

@@ -28,7 +28,7 @@ import torch
 from ..errors import FewShotError
 from .matching import query_cells
 from .progress import Progress
-from .prototypes import PrototypeSet, SlicePrototypes, capped_local, class_weights, local_prototypes
+from .prototypes import PrototypeSet
 
 NO_SLICE = -1  # in provenance maps: a pixel predicted as background, or a class with no local prototype
 _COLUMNS = 4096  # prototypes per matrix product: bounds the (cells, _COLUMNS) temporary
@@ -81,39 +81,14 @@ class LocalPrototypes:
     origins: torch.Tensor
 
     @classmethod
-    def of(cls, prototypes: PrototypeSet, local_origins: Callable[[], torch.Tensor] | None = None) -> "LocalPrototypes":
-        """The local part of `prototypes`; their origins from ``prototypes.origins`` (P, 3), else from
-        `local_origins()` -> (L, 3) when given (see :func:`support_origins`), else unknown (-1)."""
+    def of(cls, prototypes: PrototypeSet) -> "LocalPrototypes":
+        """The local part of `prototypes`, origins from ``prototypes.origins`` (-1 where it is None)."""
         local = ~prototypes.is_global.cpu()
-        origins = getattr(prototypes, "origins", None)
-        if origins is not None:
-            origins = origins.cpu()[local]
-        elif local_origins is not None:
-            origins = local_origins()
-        if origins is None or len(origins) != int(local.sum()):
-            origins = torch.full((int(local.sum()), 3), -1, dtype=torch.long)
+        origins = prototypes.origins
+        origins = (torch.full((int(local.sum()), 3), -1, dtype=torch.long) if origins is None
+                   else origins.cpu()[local].long())
         return cls(prototypes.vectors[local.to(prototypes.vectors.device)].float(), prototypes.owner.cpu()[local],
-                   origins.long())
-
-
-def support_origins(cache, support_set, params) -> torch.Tensor:
-    """(L, 3) long origins (slice, row, col) of the local prototypes that ``combine_slices`` makes from
-    `support_set` (in its order: slice by slice, each capped like :func:`~.prototypes.capped_local`), for
-    prototype sets that do not carry ``origins``. Pools each slice's cell coordinates (a (2, h, w) map of
-    row and column) with the very rule that pools its features, so a window's origin is its weighted
-    centre cell and the per-class cap keeps the same prototypes."""
-    rows = []
-    n = support_set.n_classes
-    for i in support_set.slice_indices:
-        h, w = cache.get(i).shape[-2:]
-        grid = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")).float()
-        weights = class_weights(torch.from_numpy(support_set.targets[i]).long(), n, (h, w))
-        cells, owner = local_prototypes(grid, weights, params.local_grid, params.local_coverage)
-        piece = SlicePrototypes(weights.new_zeros(0), weights.new_zeros(0), cells, owner)
-        cells, _ = capped_local(piece, n, params.max_local_for(cache.stack), params.seed)
-        slice_column = torch.full((len(cells), 1), float(i))
-        rows.append(torch.cat([slice_column, cells.round()], 1).long())
-    return torch.cat(rows) if rows else torch.zeros(0, 3, dtype=torch.long)
+                   origins)
 
 
 def best_local(query: torch.Tensor, local: LocalPrototypes, class_index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,14 +129,11 @@ class Explainer:
             pairs, as FewShotSegmenter.segment_with takes them; a callable is called once, when first needed.
     source: "slice" / "image" for this scan's paint, or "bank scan NAME" (callers that know the bank's
             name set it; a bank's origins are cells of its own scan, so no pixel is given).
-    support: (SupportSet, SegmentationParams) the prototypes were pooled from, for :func:`support_origins`
-            when they carry no ``origins``.
     """
 
     def __init__(self, cache, plan: Sequence[tuple[PrototypeSet | Callable[[], PrototypeSet], Sequence[int] | None]],
-                 source: str | None = None, support: tuple | None = None):
+                 source: str | None = None):
         self._cache = weakref.ref(cache)
-        self._support = support
         self._generation = cache.generation
         self._plan = list(plan)
         self._local: dict[int, LocalPrototypes] = {}
@@ -170,8 +142,7 @@ class Explainer:
     @classmethod
     def for_support(cls, segmenter, support_set) -> "Explainer":
         """The explainer of `segmenter.segment(support)`: its prototypes, made again when first needed."""
-        return cls(segmenter.cache, [(partial(segmenter.prototypes, support_set), None)], None,
-                   (support_set, segmenter.params))
+        return cls(segmenter.cache, [(partial(segmenter.prototypes, support_set), None)])
 
     def _features(self):
         cache = self._cache()
@@ -188,9 +159,7 @@ class Explainer:
                     prototypes = prototypes()
                     self._plan[n] = (prototypes, indices)
                 if n not in self._local:
-                    fallback = None if self._support is None else (lambda: support_origins(self._features(),
-                                                                                           *self._support))
-                    self._local[n] = LocalPrototypes.of(prototypes, fallback)
+                    self._local[n] = LocalPrototypes.of(prototypes)
                 return self._local[n], list(prototypes.class_ids)
         raise FewShotError(f"Slice {z} was not segmented, so there is nothing to explain.")
 
@@ -275,6 +244,17 @@ class Explainer:
             maps[z] = self.slice_map(np.asarray(labels[z]), z, background)
             yield Progress(n + 1, len(indices), f"explained slice {z} ({n + 1} of {len(indices)})")
         return maps
+
+
+class Explainable:
+    """What a SegmentationResult (core/segmenter.py) gets from here: :meth:`explain`, through its
+    ``explainer`` (an :class:`Explainer`, set by the segmenter) and its ``labels``."""
+
+    def explain(self, z: int, y: int, x: int) -> Origin:
+        """The painted cell whose prototype pixel (y, x) of slice z matched best (no encoder pass)."""
+        if self.explainer is None:
+            raise FewShotError("This result was not made by a segmenter, so it cannot be explained.")
+        return self.explainer.explain(self.labels, z, y, x)
 
 
 def explained_share(support: np.ndarray, painted: Sequence[int], z: int) -> float | None:

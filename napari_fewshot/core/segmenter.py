@@ -28,7 +28,7 @@ from .encoders import Encoder
 from .features import FeatureCache
 from .memory import trim_now
 from .progress import Progress
-from .provenance import Explainer, Origin
+from .provenance import Explainable, Explainer
 from .matching import MatchCache, PrototypeGroup
 from .prototypes import PrototypeSet, SlicePrototypes, capped_local, combine_slices, global_prototypes, pool_slice
 from .stack import ImageStack
@@ -36,13 +36,12 @@ from .support import SupportSet, label_dtype, parse_support
 
 
 @dataclass
-class SegmentationResult:
+class SegmentationResult(Explainable):
     """labels: (S, H, W) array for a volume, list of (H_i, W_i) for an image set; label values as painted.
     similarity: class label value -> per slice (H, W) float16 best cosine similarity (only slices segmented).
     support_slices: indices copied from the support (dense mode), not predicted; segmented_slices: through the model.
     uncertainty: predicted slice index -> expected number of wrongly labelled pixels on it, from the matching's
-        confidence along the final labels' boundaries (core/uncertainty.py): what to check first.
-    explainer: finds the painted cell behind a prediction (core/provenance.py), for :meth:`explain`."""
+        confidence along the final labels' boundaries (core/uncertainty.py): what to check first."""
 
     labels: np.ndarray | list[np.ndarray]
     class_ids: list[int]
@@ -50,10 +49,7 @@ class SegmentationResult:
     segmented_slices: list[int]
     similarity: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     uncertainty: dict[int, float] = field(default_factory=dict)
-    explainer: Explainer | None = field(default=None, repr=False)
-
-    def explain(self, z: int, y: int, x: int) -> Origin:  # the painted cell behind pixel (y, x) of slice z
-        return self.explainer.explain(self.labels, z, y, x)
+    explainer: Explainer | None = field(default=None, repr=False)  # for explain(z, y, x): core/provenance.py
 
     def check_order(self, exclude=()) -> list[int]:
         """Predicted slices, the most unsure first (ties: lower index first), without `exclude`."""
