@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from napari_fewshot.cli import main
 from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run
-from napari_fewshot.core.provenance import NO_SLICE, cell_of, explained_share
+from napari_fewshot.core.provenance import NO_SLICE, OTHER_SCAN, bank_source, cell_of, explained_share
 from napari_fewshot.errors import FewShotError
 from napari_fewshot.io import read_labels, read_volume, write_mask
 from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
@@ -134,10 +134,15 @@ def test_ready_prototypes_name_no_painted_slice_of_this_scan(two_textures):
     prototypes = segmenter.prototypes(segmenter.parse_support(support))
     result = run(segmenter.segment_with(prototypes, indices=[90]))
     y, x = np.argwhere(result.labels[90] == 1)[0]
-    result.explainer.source = "bank scan ct_abdomen"
+    assert result.explain(90, int(y), int(x)).source == OTHER_SCAN
+
+    class Bank:  # what bank_source reads of a PrototypeBank
+        sources = [{"image": "/data/ct_abdomen.nii.gz"}]
+
+    result.explainer.source = bank_source(Bank())
     origin = result.explain(90, int(y), int(x))
-    assert origin.pixel is None and origin.source == "bank scan ct_abdomen"
-    assert origin.describe().startswith("looks like bank scan ct_abdomen")
+    assert origin.pixel is None and origin.source == "bank scan ct_abdomen.nii.gz"
+    assert origin.describe().startswith("looks like bank scan ct_abdomen.nii.gz, slice ")
 
 
 def test_explained_share_counts_the_nearest_painted_slice():
@@ -158,7 +163,8 @@ def test_cli_writes_provenance_maps_beside_the_heatmaps(tmp_path, ct):
     support[painted] = reference[painted] == LIVER
     write_mask(tmp_path / "support.nii.gz", support, like=volume)
     out = tmp_path / "maps"
-    args = ["segment", str(image), "--support", str(tmp_path / "support.nii.gz"), "--device", "cpu", "--explain", str(out)]
+    args = ["segment", str(image), "--support", str(tmp_path / "support.nii.gz"), "--device", "cpu",
+            "--explain", str(out)]
     assert main(args + ["--out", str(tmp_path / "pred.nii.gz")]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["provenance_similarity.nii.gz", "provenance_slice.nii.gz"]
     prediction = read_labels(tmp_path / "pred.nii.gz", like=volume)

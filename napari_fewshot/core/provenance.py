@@ -18,6 +18,7 @@ Coordinates: a pixel (y, x) of an (H, W) slice lies in feature cell (y * h // H,
 from __future__ import annotations
 
 import weakref
+from pathlib import Path
 from functools import partial
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .matching import query_cells
 from .progress import Progress
 from .prototypes import PrototypeSet
 
+OTHER_SCAN = "another scan"  # the source of ready prototypes (segment_with) until a caller names the bank
 NO_SLICE = -1  # in provenance maps: a pixel predicted as background, or a class with no local prototype
 _COLUMNS = 4096  # prototypes per matrix product: bounds the (cells, _COLUMNS) temporary
 
@@ -244,6 +246,16 @@ class Explainer:
             maps[z] = self.slice_map(np.asarray(labels[z]), z, background)
             yield Progress(n + 1, len(indices), f"explained slice {z} ({n + 1} of {len(indices)})")
         return maps
+
+
+def bank_source(bank) -> str:
+    """How an Origin names a PrototypeBank's scan: "bank scan NAME" (NAME: the image it was pooled from, as
+    recorded in ``bank.sources``), or "bank of N scans" (a slice index alone would not say which)."""
+    if len(bank.sources) != 1:
+        return f"bank of {len(bank.sources)} scans"
+    source = bank.sources[0]
+    name = source.get("image") or source.get("image_layer") or "unnamed"
+    return f"bank scan {Path(str(name)).name}"
 
 
 class Explainable:

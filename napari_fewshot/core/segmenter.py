@@ -28,7 +28,7 @@ from .encoders import Encoder
 from .features import FeatureCache
 from .memory import trim_now
 from .progress import Progress
-from .provenance import Explainable, Explainer
+from .provenance import OTHER_SCAN, Explainable, Explainer
 from .matching import MatchCache, PrototypeGroup
 from .prototypes import PrototypeSet, SlicePrototypes, capped_local, combine_slices, global_prototypes, pool_slice
 from .stack import ImageStack
@@ -294,7 +294,7 @@ class FewShotSegmenter:
                     if i in piece.similarity.get(c, {}):
                         result.similarity[c][i] = piece.similarity[c][i]
             result.segmented_slices = sorted(set(result.segmented_slices) | set(piece.segmented_slices))
-        result.explainer = Explainer(self.cache, plan, "another scan")
+        result.explainer = Explainer(self.cache, plan, OTHER_SCAN)
         self._finish(result, coarse, indices is None or not isinstance(prototypes, PrototypeSet))
         return result
 

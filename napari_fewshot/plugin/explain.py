@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from napari.utils.key_bindings import coerce_keybinding
 
-from ..core.provenance import NO_SLICE
+from ..core.provenance import NO_SLICE, OTHER_SCAN, bank_source
 from ..errors import FewShotError
 from . import layers
 
@@ -43,6 +43,7 @@ class ExplainTool:
         self._setting_status = False
         self.points = None  # the "explain: painted origin" layer
         self.layer = None  # the provenance layer
+        self.bank = None  # the PrototypeBank last loaded: the prototypes of a result from ready ones
         self.ui.explain_check.toggled.connect(self.set_enabled)
         self.viewer.events.status.connect(self._keep_in_status)
 
@@ -87,6 +88,9 @@ class ExplainTool:
         image = layers.unwrap(image)
         if image is not self._image:
             self._image, self._results, self._whole = image, {}, None
+        explainer = getattr(result, "explainer", None)
+        if explainer is not None and explainer.source == OTHER_SCAN and self.bank is not None:
+            explainer.source = bank_source(self.bank)
         for z in (*result.segmented_slices, *result.support_slices):
             self._results[z] = result
         if whole:

@@ -246,6 +246,7 @@ class FewShotWidget(QWidget):
             show_warning("Open or pick an image layer first.")
             return None
         banks.bring_into_view(self.viewer, self.image_layer)
+        self.explain.bank = bank  # names the bank's scan in explanations
         job = self._job(need_support=False)
         if job is None:
             return None
