@@ -1,7 +1,7 @@
 """`napari-fewshot`: the engine without a window.
 
     napari-fewshot segment IMAGE --support SUPPORT --out OUT [--encoder NAME] [--device D]
-                           [--fine-tune-steps N] [--adapt-steps N] [--heatmaps DIR]
+                           [--fine-tune-steps N] [--adapt-steps N] [--heatmaps DIR] [--explain DIR]
                            [--scribble [--background-label N]]
     napari-fewshot segment IMAGE --bank BANK --out OUT [--device D]
     napari-fewshot bank IMAGE --support SUPPORT [IMAGE --support SUPPORT ...] --out BANK
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg.add_argument("--out", required=True, help=f"mask file; format from the extension ({extensions_help('mask')})")
     seg.add_argument("--heatmaps", default=None, help="folder for one similarity map per class")
+    seg.add_argument("--explain", default=None,
+                     help="folder for the provenance maps: per voxel, the support slice whose painting explains "
+                          "its prediction (provenance_slice, -1 for none) and the similarity to it")
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_support_options(seg)
     add_model_options(seg)
@@ -137,7 +140,7 @@ def _cmd_segment(args) -> None:
                   else "fine-tune: no step")
 
     outcome = segment_file(PaintedSupport(args.support, before), segmenter, args.image, args.out,
-                           overwrite=args.overwrite, heatmaps=args.heatmaps)
+                           overwrite=args.overwrite, heatmaps=args.heatmaps, explain=args.explain)
     for c, ml in outcome["volumes_ml"].items():
         print(f"  label {c}: {round(ml / outcome['voxel_ml'])} voxels, {ml:.1f} mL")
     _print_written(outcome, started)
@@ -156,11 +159,12 @@ def _check_segment_outputs(args) -> None:
 
     inputs = [p for p in (args.image, args.support, args.bank) if p is not None]
     check_target(args.out, 1, overwrite=args.overwrite, inputs=inputs)
-    if args.heatmaps:
-        folder = Path(args.heatmaps)
-        if folder.exists() and not folder.is_dir():
-            raise FewShotError(f"--heatmaps {folder} is a file; give a folder for the heatmaps.")
-        check_writable(folder / "heatmap")
+    for option, folder in (("--heatmaps", args.heatmaps), ("--explain", args.explain)):
+        if folder:
+            folder = Path(folder)
+            if folder.exists() and not folder.is_dir():
+                raise FewShotError(f"{option} {folder} is a file; give a folder for the maps.")
+            check_writable(folder / "heatmap")
 
 
 def _segment_with_bank(args) -> None:
@@ -180,7 +184,8 @@ def _segment_with_bank(args) -> None:
     segmenter = bank.make_segmenter(args.device)
     print(bank.describe())
     print(f"encoder {segmenter.encoder.name} on {segmenter.device}")
-    outcome = segment_file(bank, segmenter, args.image, args.out, overwrite=args.overwrite, heatmaps=args.heatmaps)
+    outcome = segment_file(bank, segmenter, args.image, args.out, overwrite=args.overwrite, heatmaps=args.heatmaps,
+                           explain=args.explain)
     for c, ml in outcome["volumes_ml"].items():
         print(f"  label {c} ({bank.class_names[c]}): {round(ml / outcome['voxel_ml'])} voxels, {ml:.1f} mL")
     _print_written(outcome, started)

@@ -40,12 +40,14 @@ def refuse_unusable(volume, path) -> None:
 
 def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str | os.PathLike,
                  overwrite: bool = False, heatmaps: str | os.PathLike | None = None,
-                 heatmap_names: dict[int, str] | None = None, keep_result: bool = False) -> dict[str, Any]:
+                 heatmap_names: dict[int, str] | None = None, keep_result: bool = False,
+                 explain: str | os.PathLike | None = None) -> dict[str, Any]:
     """Read one scan, segment it, write the mask (read back to check it), optionally the heatmaps.
 
     source: a PrototypeBank (`segmenter` from ``bank.make_segmenter``) or a :class:`PaintedSupport`.
     image_path: the scan's file or folder (or a Volume already read).
     heatmaps: a folder for one similarity map per class (see :func:`write_heatmaps`).
+    explain: a folder for the provenance maps (see :func:`write_provenance`), made before the scan is released.
     Returns {"slices", "spacing", "voxel_ml", "volumes_ml": {class id: mL}, "seconds": {read, features,
     matching, write}, "written": [paths], "mask": the mask's file (a PNG set: its folder), "shape", "class_ids",
     "segmented_slices"} (+ "volume", "result", "support" with `keep_result`). The mask is written with the class
@@ -77,6 +79,8 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
     check_labels(out_path, max(class_ids, default=0))
     for target in heatmap_targets(heatmaps, volume, class_ids, heatmap_names).values() if heatmaps is not None else ():
         check_target(target, kind="heatmap", overwrite=overwrite, inputs=inputs)
+    for target in provenance_targets(explain, volume).values() if explain is not None else ():
+        check_target(target, kind="heatmap", overwrite=overwrite, inputs=inputs)
     t1 = time.perf_counter()
     segmenter.set_image(volume.data)
     try:
@@ -88,6 +92,7 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
             result = run(segmenter.segment(support, similarity=heatmaps is not None))
         else:
             result = run(source.segment(segmenter, similarity=heatmaps is not None))
+        provenance = run(provenance_maps(result)) if explain is not None else None
     finally:
         segmenter.release_image()  # free the features of this scan
     t3 = time.perf_counter()
@@ -97,6 +102,8 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
         raise FewShotError(f"The mask {mask_files[0]} did not read back as written; check the disk.")
     if heatmaps is not None:
         written += write_heatmaps(heatmaps, result, volume, overwrite, heatmap_names)
+    if provenance is not None:
+        written += write_provenance(explain, provenance, volume, overwrite)
     t4 = time.perf_counter()
     volumes = class_volumes(result.labels, result.class_ids, volume.spacing)
     timings.update(read=t1 - t0, features=t2 - t1, matching=t3 - t2, write=t4 - t3)
@@ -149,6 +156,44 @@ def output_class_table(source):
     if not isinstance(source.labels, (str, os.PathLike)):
         return None
     return read_sidecar(source.labels) or seg_classes(source.labels)
+
+
+def provenance_maps(result):
+    """Generator (yields Progress) returning {"slice": (S, H, W) float32, the support slice whose prototype
+    explains each predicted voxel (-1: background, copied support, or no origin), "similarity": (S, H, W)
+    float32 to that prototype} for a volume's SegmentationResult (core/provenance.py)."""
+    import numpy as np
+
+    from .core.provenance import NO_SLICE
+
+    shape = np.shape(result.labels)
+    maps = {"slice": np.full(shape, NO_SLICE, np.float32), "similarity": np.zeros(shape, np.float32)}
+    predicted = [z for z in result.segmented_slices if z not in set(result.support_slices)]
+    explained = yield from result.explainer.volume_maps(result.labels, predicted)
+    for z, (support, similarity) in explained.items():
+        maps["slice"][z], maps["similarity"][z] = support, similarity
+    return maps
+
+
+def provenance_targets(folder: str | os.PathLike, volume) -> dict[str, Path]:
+    """map name -> `folder`/``provenance_NAME.EXT`` (io/naming.py), EXT the scan's heatmap format."""
+    from .io.formats import format_for_source
+    from .io.naming import PROVENANCE_MAPS, provenance_name
+
+    extension = format_for_source(volume.format, "heatmap").extension
+    return {what: Path(folder) / provenance_name(what, extension) for what in PROVENANCE_MAPS}
+
+
+def write_provenance(folder: str | os.PathLike, maps: dict, volume, overwrite: bool = False) -> list:
+    """Write :func:`provenance_maps` as `folder`/``provenance_slice.EXT`` and ``provenance_similarity.EXT``,
+    shaped, placed and formatted like the heatmaps (:func:`write_heatmaps`); returns the paths."""
+    from .io import write_image
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    written = []
+    for what, target in provenance_targets(folder, volume).items():
+        written += write_image(target, maps[what], like=volume, overwrite=overwrite)
+    return written
 
 
 def output_classes(source, segmenter, support) -> list[int]:

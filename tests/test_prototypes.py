@@ -86,11 +86,13 @@ def test_local_prototypes_keep_windows_the_class_covers():
     target = torch.zeros(8, 8, dtype=torch.long)
     target[:, :4] = 1  # left half: two feature columns covered by class 1
     weights = class_weights(target, 1, (4, 4))
-    vectors, owner = local_prototypes(features, weights, grid=1, coverage=0.9)
+    vectors, owner, cells = local_prototypes(features, weights, grid=1, coverage=0.9)
     assert (owner == 1).sum() == 4 and (owner == 0).sum() == 4  # outer columns only; the two middle ones are mixed
     assert torch.allclose(vectors[owner == 1][:, 0].sort().values, features[0, :, 0].sort().values)
-    grid_vectors, grid_owner = local_prototypes(features, weights, grid=2, coverage=0.5)
+    assert torch.equal(vectors[:, 0], features[0][cells[:, 0], cells[:, 1]])  # each cell is where its vector came from
+    grid_vectors, grid_owner, grid_cells = local_prototypes(features, weights, grid=2, coverage=0.5)
     assert len(grid_owner) == 4 and set(grid_owner.tolist()) == {0, 1}
+    assert ((grid_cells[:, 1] < 2) == (grid_owner == 1)).all()  # a window's cell lies in its class's half
 
 
 def test_max_local_prototypes_caps_each_class():

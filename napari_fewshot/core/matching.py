@@ -32,20 +32,27 @@ class PrototypeGroup:
     key:     identity for the cache (None: never cached). Must change whenever the vectors do.
     vectors: (P, C) L2-normalised, sorted by owner so each class is one block.
     bounds:  K + 2 offsets: class k's prototypes are vectors[bounds[k]:bounds[k + 1]].
+    origins: (P, 3) long, aligned with `vectors`: each prototype's support slice and representative cell
+             (y, x) on that slice's feature grid (see core/prototypes.py); -1 rows where unknown (the
+             global prototypes, averaged over slices; a bank's).
     """
 
     key: Hashable | None
     vectors: torch.Tensor
     bounds: tuple[int, ...]
+    origins: torch.Tensor | None = None
 
     @classmethod
-    def make(cls, key: Hashable | None, vectors: torch.Tensor, owner: torch.Tensor, n_classes: int) -> "PrototypeGroup":
-        """vectors: (P, C) any norm; owner: (P,) class index 0..n_classes."""
+    def make(cls, key: Hashable | None, vectors: torch.Tensor, owner: torch.Tensor, n_classes: int,
+             origins: torch.Tensor | None = None) -> "PrototypeGroup":
+        """vectors: (P, C) any norm; owner: (P,) class index 0..n_classes; origins: (P, 3) or None (all -1)."""
         order = torch.argsort(owner.cpu(), stable=True)
         counts = torch.bincount(owner.cpu(), minlength=n_classes + 1)[: n_classes + 1]
         bounds = (0, *torch.cumsum(counts, 0).tolist())
         vectors = F.normalize(vectors.float(), dim=1)[order.to(vectors.device)]
-        return cls(key, vectors, tuple(int(b) for b in bounds))
+        if origins is None:
+            origins = torch.full((len(order), 3), -1, dtype=torch.long)
+        return cls(key, vectors, tuple(int(b) for b in bounds), origins.cpu().long()[order])
 
     @property
     def n_classes(self) -> int:
@@ -77,30 +84,33 @@ def _cpu_flags() -> set[str]:
 
 
 def query_cells(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(C, h, w) features -> (h * w, C) L2-normalised rows in `dtype`."""
+    """(C, h, w) features -> (h * w, C) L2-normalised rows in `dtype`, row-major (contiguous)."""
     c = features.shape[0]
-    return F.normalize(features.float().reshape(c, -1).T, dim=1).to(dtype)
+    return F.normalize(features.float().reshape(c, -1).T, dim=1).to(dtype).contiguous()
 
 
 def group_similarity(query: torch.Tensor, group: PrototypeGroup) -> torch.Tensor:
     """Best cosine similarity of each query cell to each class of `group`.
 
     query: (N, C) from :func:`query_cells`. Returns (K + 1, N) float32; -1 for a class with no prototype here.
-    The products use the group's prototypes minus their mean: a cell's similarities to all of them then
-    share one offset (the cell against the mean, added back in float32), which changes no maximum, and
-    the values left are small, where bfloat16's 8-bit mantissa is fine-grained (cosines near 1 would be
-    rounded to steps of 0.004 and could tie between classes).
+    In bfloat16 the products use the group's prototypes minus their mean: a cell's similarities to all of
+    them then share one offset (the cell against the mean, added back in float32), which changes no maximum,
+    and the values left are small, where bfloat16's 8-bit mantissa is fine-grained (cosines near 1 would be
+    rounded to steps of 0.004 and could tie between classes). float32 needs no centring: the prototypes are
+    used as they are, and the cell against the mean is not computed.
     """
     n_classes = group.n_classes
     best = torch.full((n_classes + 1, query.shape[0]), -1.0, device=query.device)
-    mean = group.vectors.mean(0).to(query.device)
-    centred = (group.vectors.to(query.device) - mean).to(query.dtype)
-    offset = query.float() @ mean
+    vectors, offset = group.vectors.to(query.device), None
+    if query.dtype != torch.float32:
+        mean = vectors.mean(0)
+        vectors, offset = vectors - mean, query.float() @ mean
+    vectors = vectors.to(query.dtype)
     for k in range(n_classes + 1):
         lo, hi = group.bounds[k], group.bounds[k + 1]
         for start in range(lo, hi, _COLUMNS):
-            sims = query @ centred[start:min(hi, start + _COLUMNS)].T
-            best[k] = torch.maximum(best[k], sims.amax(1).float() + offset)
+            found = (query @ vectors[start:min(hi, start + _COLUMNS)].T).amax(1).float()
+            best[k] = torch.maximum(best[k], found if offset is None else found + offset)
     return best
 
 

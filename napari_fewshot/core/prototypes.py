@@ -5,6 +5,10 @@ them under the mask. Bilinear upsampling is linear, so that average equals a wei
 the feature cells with weights U^T(mask), U^T being the adjoint of the upsampling; we compute the
 weights that way and never hold a (C, H, W) tensor. Local prototypes pool the same weighted
 features over small windows of cells where the class covers most of the window.
+
+Every prototype keeps its origin: the support slice it came from and a representative cell (y, x) on
+that slice's feature grid (the cell itself; for a window, its cell of highest class weight), so a
+predicted pixel can be explained by a painted cell.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ class PrototypeSet:
     owner:     (P,) long, class index of each prototype (0 = background, 1..K).
     is_global: (P,) bool, True for the one averaged prototype per class.
     class_ids: the K label values of classes 1..K.
+    origins:   (P, 3) long (support slice, y, x on its feature grid) of each prototype, aligned with
+               `vectors`; -1 rows for the global prototypes (averaged over slices) and for prototypes of
+               unknown origin (e.g. a bank's). None when nothing is known.
     """
 
     vectors: torch.Tensor
@@ -33,6 +40,7 @@ class PrototypeSet:
     is_global: torch.Tensor
     class_ids: list[int]
     counts: dict[int, int] = field(default_factory=dict)
+    origins: torch.Tensor | None = None
 
     @property
     def n_classes(self) -> int:
@@ -40,7 +48,7 @@ class PrototypeSet:
 
     def to(self, device: torch.device) -> "PrototypeSet":
         return PrototypeSet(self.vectors.to(device), self.owner.to(device), self.is_global.to(device),
-                            list(self.class_ids), dict(self.counts))
+                            list(self.class_ids), dict(self.counts), self.origins)
 
 
 def upsample_adjoint(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -83,18 +91,25 @@ def local_prototypes(
     """Local prototypes pooled over `grid` x `grid` windows of cells (SSL-ALPNet).
 
     A window yields a prototype of class k when class k holds at least `coverage` of the window's
-    pooling weight. Returns (vectors (P, C), owner (P,)).
+    pooling weight. Returns (vectors (P, C), owner (P,), cells (P, 2) long: the window's cell (y, x) of
+    highest class-k weight, the cell itself when grid is 1).
     """
     pooled = features[None] * weights[:, None]  # (K+1, C, h, w)
     mass = weights
+    w = features.shape[-1]
     if grid > 1:
         pooled = F.avg_pool2d(pooled, grid, ceil_mode=True)  # (K+1, C, h', w')
         mass = F.avg_pool2d(weights[:, None], grid, ceil_mode=True)[:, 0]  # (K+1, h', w')
+        _, where = F.max_pool2d(weights[:, None], grid, ceil_mode=True, return_indices=True)
+        where = where[:, 0]  # (K+1, h', w') flat index into (h, w)
     share = mass / mass.sum(0, keepdim=True).clamp_min(1e-6)
     keep = (share >= coverage) & (mass > 0)
     classes, rows, cols = keep.nonzero(as_tuple=True)
     vectors = pooled[classes, :, rows, cols] / mass[classes, rows, cols][:, None]
-    return vectors, classes
+    if grid > 1:
+        flat = where[classes, rows, cols]
+        rows, cols = flat // w, flat % w
+    return vectors, classes, torch.stack([rows, cols], 1).long()
 
 
 @dataclass
@@ -102,13 +117,22 @@ class SlicePrototypes:
     """What one support slice contributes, before slices are combined.
 
     means: (K + 1, C) masked averages; mass: (K + 1,) pooling mass (0 where a class is absent);
-    local_vectors: (L, C) local prototypes with local_owner: (L,) class indices (empty in "global" mode).
+    local_vectors: (L, C) local prototypes with local_owner: (L,) class indices (empty in "global" mode);
+    local_cells: (L, 2) long, each local prototype's representative cell (y, x) on the slice's feature grid
+    (see the module docstring); the slice index is added by whoever knows it (:func:`combine_slices`).
     """
 
     means: torch.Tensor
     mass: torch.Tensor
     local_vectors: torch.Tensor
     local_owner: torch.Tensor
+    local_cells: torch.Tensor | None = None
+
+    def cells(self) -> torch.Tensor:
+        """local_cells, or (L, 2) of -1 where they are unknown."""
+        if self.local_cells is not None:
+            return self.local_cells
+        return torch.full((len(self.local_owner), 2), -1, dtype=torch.long, device=self.local_owner.device)
 
 
 def pool_slice(features: torch.Tensor, target: torch.Tensor, n_classes: int, mode: str = "local",
@@ -120,10 +144,11 @@ def pool_slice(features: torch.Tensor, target: torch.Tensor, n_classes: int, mod
     weights = class_weights(target.to(features.device), n_classes, tuple(features.shape[-2:]))
     means, mass = masked_average_pooling(features, weights)
     if mode == "local":
-        vectors, owner = local_prototypes(features, weights, grid, coverage)
+        vectors, owner, cells = local_prototypes(features, weights, grid, coverage)
     else:
         vectors, owner = features.new_zeros(0, features.shape[0]), torch.zeros(0, dtype=torch.long)
-    return SlicePrototypes(means, mass, vectors, owner.to(features.device))
+        cells = torch.zeros(0, 2, dtype=torch.long)
+    return SlicePrototypes(means, mass, vectors, owner.to(features.device), cells.to(features.device))
 
 
 def global_prototypes(slices: Sequence[SlicePrototypes], class_ids: list[int]) -> torch.Tensor:
@@ -145,32 +170,40 @@ def global_prototypes(slices: Sequence[SlicePrototypes], class_ids: list[int]) -
     return sums / shots[:, None]
 
 
-def capped_local(piece: SlicePrototypes, n_classes: int, max_local: int, seed: int = 0):
-    """One slice's local prototypes, at most `max_local` per class (seeded subsample): (vectors (L, C), owner (L,))."""
-    if len(piece.local_vectors) == 0:
-        return piece.local_vectors, piece.local_owner
-    return _cap_per_class(piece.local_vectors, piece.local_owner, n_classes, max_local, seed)
+def capped_local(piece: SlicePrototypes, n_classes: int, max_local: int, seed: int = 0, slice_index: int = -1):
+    """One slice's local prototypes, at most `max_local` per class (seeded subsample):
+    (vectors (L, C), owner (L,), origins (L, 3) long: (slice_index, y, x))."""
+    index = torch.arange(len(piece.local_owner), device=piece.local_owner.device)
+    if len(index):
+        index = _cap_per_class(index, piece.local_owner, n_classes, max_local, seed)
+    cells = piece.cells()[index]
+    origins = torch.cat([torch.full((len(index), 1), slice_index, dtype=torch.long, device=cells.device), cells], 1)
+    return piece.local_vectors[index], piece.local_owner[index], origins
 
 
 def combine_slices(slices: Sequence[SlicePrototypes], class_ids: list[int], max_local: int = 4096,
-                   seed: int = 0) -> PrototypeSet:
+                   seed: int = 0, slice_indices: Sequence[int] | None = None) -> PrototypeSet:
     """Global prototypes (see :func:`global_prototypes`) plus the local prototypes of every slice, at most
-    `max_local` per class from each slice (so adding a slice never changes what another contributes)."""
+    `max_local` per class from each slice (so adding a slice never changes what another contributes).
+    slice_indices: each piece's support slice, for the prototypes' origins (-1 when not given)."""
     n = len(class_ids)
     means = global_prototypes(slices, class_ids)
     vectors = [means]
     owner = [torch.arange(n + 1, device=means.device)]
     is_global = [torch.ones(n + 1, dtype=torch.bool, device=means.device)]
-    for piece in slices:
-        lv, lo = capped_local(piece, n, max_local, seed)
+    origins = [torch.full((n + 1, 3), -1, dtype=torch.long)]
+    for j, piece in enumerate(slices):
+        where = -1 if slice_indices is None else int(slice_indices[j])
+        lv, lo, lorigin = capped_local(piece, n, max_local, seed, where)
         if len(lv):
             vectors.append(lv)
             owner.append(lo.to(means.device))
             is_global.append(torch.zeros(len(lo), dtype=torch.bool, device=means.device))
+            origins.append(lorigin.cpu())
     vectors_t = F.normalize(torch.cat(vectors), dim=1)
     owner_t = torch.cat(owner)
     counts = {k: int((owner_t == k).sum()) for k in range(n + 1)}
-    return PrototypeSet(vectors_t, owner_t, torch.cat(is_global), list(class_ids), counts)
+    return PrototypeSet(vectors_t, owner_t, torch.cat(is_global), list(class_ids), counts, torch.cat(origins))
 
 
 def build_prototypes(
@@ -184,18 +217,19 @@ def build_prototypes(
     seed: int = 0,
 ) -> PrototypeSet:
     """Prototypes from support slices: features per slice (C, h, w), targets per slice (H, W) long
-    (0 bg, 1..K, -1 ignore). See :func:`pool_slice` and :func:`combine_slices`."""
+    (0 bg, 1..K, -1 ignore); origins name the slices by their position in `features`.
+    See :func:`pool_slice` and :func:`combine_slices`."""
     pieces = [pool_slice(f, t, len(class_ids), mode, grid, coverage) for f, t in zip(features, targets)]
-    return combine_slices(pieces, class_ids, max_local, seed)
+    return combine_slices(pieces, class_ids, max_local, seed, range(len(pieces)))
 
 
-def _cap_per_class(vectors, owner, n_classes, cap, seed):
+def _cap_per_class(index, owner, n_classes, cap, seed):
+    """index (L,), owner (L,): at most `cap` of each class's entries of `index` (seeded), class by class."""
     generator = torch.Generator().manual_seed(seed)
     keep = []
     for k in range(n_classes + 1):
-        index = (owner == k).nonzero(as_tuple=True)[0]
-        if len(index) > cap:
-            index = index[torch.randperm(len(index), generator=generator)[:cap].to(index.device)]
-        keep.append(index)
-    keep_t = torch.cat(keep)
-    return vectors[keep_t], owner[keep_t]
+        mine = (owner == k).nonzero(as_tuple=True)[0]
+        if len(mine) > cap:
+            mine = mine[torch.randperm(len(mine), generator=generator)[:cap].to(mine.device)]
+        keep.append(mine)
+    return index[torch.cat(keep)]

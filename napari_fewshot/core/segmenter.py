@@ -3,11 +3,10 @@
     seg = FewShotSegmenter(SegmentationParams(encoder="efficientnet-lite0"))
     seg.set_image(volume)                       # (S, H, W) array, or a list of 2D images
     result = run(seg.segment(support))          # support: label map of the same shape
-    result.labels                               # (S, H, W) with the support's label values
+    result.labels                               # (S, H, W) with the support's label values; result.explain(z, y, x)
     result = run(seg.segment_with(prototypes))  # ready prototypes (a bank's): finished the same way
 
-Expensive work (encoder features) is cached per slice; `segment` after a new stroke only redoes
-prototypes and cosine matching.
+Expensive work (encoder features) is cached per slice; `segment` after a new stroke redoes only matching.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from .encoders import Encoder
 from .features import FeatureCache
 from .memory import trim_now
 from .progress import Progress
+from .provenance import OTHER_SCAN, Explainable, Explainer
 from .matching import MatchCache, PrototypeGroup
 from .prototypes import PrototypeSet, SlicePrototypes, capped_local, combine_slices, global_prototypes, pool_slice
 from .stack import ImageStack
@@ -36,14 +36,12 @@ from .support import SupportSet, label_dtype, parse_support
 
 
 @dataclass
-class SegmentationResult:
+class SegmentationResult(Explainable):
     """labels: (S, H, W) array for a volume, list of (H_i, W_i) for an image set; label values as painted.
     similarity: class label value -> per slice (H, W) float16 best cosine similarity (only slices segmented).
-    support_slices: indices whose labels were copied from the support (dense mode) rather than predicted.
-    segmented_slices: indices that went through the model.
-    uncertainty: predicted slice index -> expected number of wrongly labelled pixels on it, from the
-        matching's confidence along the final labels' boundaries (see core/uncertainty.py): what to check first.
-    """
+    support_slices: indices copied from the support (dense mode), not predicted; segmented_slices: through the model.
+    uncertainty: predicted slice index -> expected number of wrongly labelled pixels on it, from the matching's
+        confidence along the final labels' boundaries (core/uncertainty.py): what to check first."""
 
     labels: np.ndarray | list[np.ndarray]
     class_ids: list[int]
@@ -51,6 +49,7 @@ class SegmentationResult:
     segmented_slices: list[int]
     similarity: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     uncertainty: dict[int, float] = field(default_factory=dict)
+    explainer: Explainer | None = field(default=None, repr=False)  # for explain(z, y, x): core/provenance.py
 
     def check_order(self, exclude=()) -> list[int]:
         """Predicted slices, the most unsure first (ties: lower index first), without `exclude`."""
@@ -204,8 +203,9 @@ class FewShotSegmenter:
     def prototypes(self, support_set: SupportSet) -> PrototypeSet:
         """Prototypes from the (cached) features of the support slices, as one set (for banks and scripts)."""
         p = self.params
-        return combine_slices(list(self._pieces(support_set).values()), support_set.class_ids,
-                              p.max_local_for(self.cache.stack), p.seed)
+        pieces = self._pieces(support_set)
+        return combine_slices(list(pieces.values()), support_set.class_ids, p.max_local_for(self.cache.stack),
+                              p.seed, [key[2] for key in pieces])
 
     def _groups(self, support_set: SupportSet) -> list[PrototypeGroup]:
         """The support as prototype groups: the global prototypes (never cached), then each support slice's
@@ -215,9 +215,10 @@ class FewShotSegmenter:
         means = global_prototypes(list(pieces.values()), support_set.class_ids)
         groups = [PrototypeGroup.make(None, means, torch.arange(n + 1, device=means.device), n)]
         for key, piece in pieces.items():
-            vectors, owner = capped_local(piece, n, self.params.max_local_for(self.cache.stack), self.params.seed)
+            vectors, owner, origins = capped_local(piece, n, self.params.max_local_for(self.cache.stack),
+                                                   self.params.seed, key[2])
             if len(vectors):
-                groups.append(PrototypeGroup.make(key, vectors, owner, n))
+                groups.append(PrototypeGroup.make(key, vectors, owner, n, origins))
         return groups
 
     def segment(self, support, indices: Sequence[int] | None = None, similarity: bool = False,
@@ -257,6 +258,7 @@ class FewShotSegmenter:
         for i in copied:
             result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)
         result.support_slices = copied
+        result.explainer = Explainer.for_support(self, support_set)
         self._finish(result, coarse, whole_volume, support_set)
         return result
 
@@ -292,6 +294,7 @@ class FewShotSegmenter:
                     if i in piece.similarity.get(c, {}):
                         result.similarity[c][i] = piece.similarity[c][i]
             result.segmented_slices = sorted(set(result.segmented_slices) | set(piece.segmented_slices))
+        result.explainer = Explainer(self.cache, plan, OTHER_SCAN)
         self._finish(result, coarse, indices is None or not isinstance(prototypes, PrototypeSet))
         return result
 
@@ -303,7 +306,8 @@ class FewShotSegmenter:
         digest.update(prototypes.owner.cpu().numpy().tobytes())
         key = ("set", id(self._require_image()), self.cache.generation, digest.hexdigest())
         self._matches.retain([key])
-        return [PrototypeGroup.make(key, prototypes.vectors, prototypes.owner, prototypes.n_classes)]
+        return [PrototypeGroup.make(key, prototypes.vectors, prototypes.owner, prototypes.n_classes,
+                                    prototypes.origins)]
 
     def _finish(self, result: SegmentationResult, coarse: dict[int, np.ndarray], whole: bool,
                 support_set: SupportSet | None = None) -> None:

@@ -5,6 +5,7 @@
     mask_file_name("scan", ".nii.gz")            # 'scan_mask.nii.gz' (widget suggestion; image sets' NAME_mask.png)
     heatmap_name(heatmap_prefix(), 1, "Liver", ".nii.gz")       # 'heatmap_class1_liver.nii.gz'
     heatmap_name(heatmap_prefix("benign (1)"), 2, "", ".tif")   # 'benign (1)_heatmap_class2.tif'
+    provenance_name("slice", ".nii.gz")          # 'provenance_slice.nii.gz' (segment --explain, beside heatmaps)
 
 Heatmaps: ``PREFIX_classC_NAME.EXT``: the class id always (two classes never share a file, even when
 their names slug alike), then the class name slugged (:func:`napari_fewshot.paths.slug`) when it has
@@ -23,6 +24,8 @@ from .formats import Kind, format_for_source, format_of, known_extension
 
 MASK_MARK = "mask"
 HEATMAP_MARK = "heatmap"
+PROVENANCE_MARK = "provenance"
+PROVENANCE_MAPS = ("slice", "similarity")  # which support slice explains each voxel; the similarity to it
 
 
 def split_extension(name: str) -> tuple[str, str]:
@@ -61,6 +64,14 @@ def heatmap_name(prefix: str, class_id: int, class_name: str | None, extension: 
     return f"{prefix}_class{int(class_id)}" + (f"_{label}" if label else "") + extension
 
 
+def provenance_name(what: str, extension: str) -> str:
+    """``provenance_WHAT.EXT``, WHAT one of :data:`PROVENANCE_MAPS`: ``slice`` (per voxel, the support slice
+    whose prototype explains its prediction, -1 for none) and ``similarity`` (to that prototype)."""
+    if what not in PROVENANCE_MAPS:
+        raise ValueError(f"A provenance map is one of {PROVENANCE_MAPS}, not {what!r}.")
+    return f"{PROVENANCE_MARK}_{what}{extension}"
+
+
 def suggested_output(source: str | os.PathLike, source_format: str | None, kind: Kind) -> Path:
     """Where the widget suggests writing a mask / the heatmaps of the scan read from `source`: beside it,
     ``SCAN_mask.EXT`` / ``SCAN_heatmap.EXT`` (SCAN: the file name without its extension, or the DICOM
@@ -72,5 +83,5 @@ def suggested_output(source: str | os.PathLike, source_format: str | None, kind:
     return source.parent / name
 
 
-__all__ = ["HEATMAP_MARK", "MASK_MARK", "cohort_mask_name", "heatmap_name", "heatmap_prefix", "mask_file_name",
-           "split_extension", "suggested_output"]
+__all__ = ["HEATMAP_MARK", "MASK_MARK", "PROVENANCE_MAPS", "PROVENANCE_MARK", "cohort_mask_name", "heatmap_name",
+           "heatmap_prefix", "mask_file_name", "provenance_name", "split_extension", "suggested_output"]

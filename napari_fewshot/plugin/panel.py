@@ -93,12 +93,17 @@ class Panel:
         self.segment_button = QPushButton("Segment")
         self.live_check = QCheckBox("Live: re-segment the visible slice after each stroke")
         self.heatmap_check = QCheckBox("Heatmaps (similarity to each class)")
+        self.explain_check = QCheckBox("Explain: which painted slice a prediction looks like")
+        self.explain_check.setToolTip("Hover (or Alt-click) the prediction: the status line names the painted slice "
+                                      "and class it looks like, a cross marks the spot (Shift+J goes there and "
+                                      "back); a layer colours each predicted pixel by the painted slice behind it.")
         form.addRow(self.compute_button)
         form.addRow("Segment", self.scope_combo)
         form.addRow(row)
         form.addRow(self.segment_button)
         form.addRow(self.live_check)
         form.addRow(self.heatmap_check)
+        form.addRow(self.explain_check)
         root.addWidget(segment)
 
         self.accept_button = _button("Accept slice", "Copy the prediction of the visible slice into the support, "

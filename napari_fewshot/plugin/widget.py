@@ -30,6 +30,7 @@ from ..errors import FewShotError
 from . import VOLUME_KEY, banks, corrections, exporting, guidance, image_sets, layers, results
 from .autosave import SupportAutosave
 from .box_tool import BoxTool
+from .explain import ExplainTool
 from .live import LiveMode
 from .model_status import ModelStatus
 from .panel import Panel
@@ -64,6 +65,7 @@ class FewShotWidget(QWidget):
         self.corrections = corrections.Corrections(self)  # strokes on predicted slices, Accept slice, Check next
         self.guidance = guidance.Guidance(self)  # next-step hint, scan selected after an open, background label
         self.boxes = BoxTool(self)  # Box -> paint: rectangles become support paint (LiteMedSAM)
+        self.explain = ExplainTool(self)  # which painted slice a prediction looks like (the Explain box)
 
     # -- public state ----------------------------------------------------------------------
     @property
@@ -247,6 +249,7 @@ class FewShotWidget(QWidget):
             show_warning("Open or pick an image layer first.")
             return None
         banks.bring_into_view(self.viewer, self.image_layer)
+        self.explain.bank = bank  # names the bank's scan in explanations
         job = self._job(need_support=False)
         if job is None:
             return None
@@ -311,6 +314,7 @@ class FewShotWidget(QWidget):
         result = results.show(self.viewer, session, image, support, result, whole, self.ui.heatmap_check.isChecked())
         self.corrections.remember(session, result, whole)  # a whole-volume result orders Check next
         results.refresh_volumes(self)
+        self.explain.remember(image, result, whole)
         if not quiet:
             self._done(results.summary(result, image))
 
@@ -366,6 +370,7 @@ class FewShotWidget(QWidget):
         self.corrections.close()
         self.guidance.close()
         self.boxes.close()
+        self.explain.close()
         events = self.viewer.layers.events
         for event_ in (events.inserted, events.removed, events.moved, events.reordered):
             event_.disconnect(self._refresh_layer_choices)

@@ -1,0 +1,244 @@
+"""Re-segmenting after a correction in the window, as a clinician does it: a real viewer (Xvfb), a real
+brush stroke on a corrected slice, a click on Segment; the same correction through the Python API in the
+same process; this checkout against another (e.g. the last release) side by side, in one run.
+
+    xvfb-run -a python benchmarks/resegment_gui.py [--baseline GIT_REV] [--scan ct|tiled] [--slices 100]
+                                                   [--float32] [--profile] [--json OUT]
+
+--scan ct: the CT sample (112 x 101 x 122; liver and spleen painted on 2 slices from its reference);
+--scan tiled: the 20-slice 512 x 512 DICOM CT of ../shared/data tiled to --slices slices (liver on 3 slices).
+Each version runs in its own process: features are computed once (Segment all, not timed as a
+correction); then 3 corrections, each alternating window and API: the reference of one more organ slice
+is put into the support, a real stroke is dragged over it on the canvas, and the whole volume is
+segmented again, by clicking Segment (timed from the click until the widget is idle and the prediction
+layer holds the result) or by ``FewShotSegmenter.segment`` on the session's own segmenter. Medians are
+reported. --float32 makes the matching use float32 as on CPUs without AVX512-BF16/AMX (most laptops),
+the same way in both versions. --profile samples the stacks of every thread during the window
+corrections and prints where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "ct_totalseg"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # resegment.py's checkout()
+
+
+def scan(kind: str, slices: int):
+    """(volume (S, H, W), reference (S, H, W) uint8 with classes 1.., painted slice indices, class names)."""
+    import numpy as np
+
+    from napari_fewshot.io import read_labels, read_volume
+
+    if kind == "ct":
+        from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
+
+        ct = read_volume(CT_IMAGE)
+        ref = read_labels(CT_LABELS, like=ct)
+        truth = np.where(np.isin(ref, [1, 2]), ref, 0).astype(np.uint8)  # liver 1, spleen 2
+        both = [z for z in range(len(truth)) if (truth[z] == 1).any() and (truth[z] == 2).any()]
+        return ct.data, truth, [both[len(both) // 3], both[2 * len(both) // 3]], both
+    ct = read_volume(DATA / "example_ct_dicom")
+    ref = read_labels(DATA / "example_seg_dicom.nii.gz", like=ct)
+    reps = -(-slices // len(ct.data))
+    volume = np.concatenate([ct.data] * reps)[:slices]
+    truth = (np.concatenate([ref] * reps)[:slices] == 5).astype(np.uint8)
+    organ = [z for z in range(slices) if truth[z].any()]
+    return volume, truth, [slices // 6, slices // 2, 5 * slices // 6], organ
+
+
+class StackSampler:
+    """Samples every thread's Python stack every `interval` s while on; counts inclusive time per function."""
+
+    def __init__(self, interval: float = 0.003):
+        self.interval, self.on, self.samples = interval, False, collections.Counter()
+        self.total = collections.Counter()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        me = threading.get_ident()
+        names = {}
+        while not self._stop:
+            if self.on:
+                names.update({t.ident: t.name for t in threading.enumerate()})
+                for ident, frame in sys._current_frames().items():
+                    if ident == me:
+                        continue
+                    where = "main" if ident == threading.main_thread().ident else "worker"
+                    self.total[where] += 1
+                    seen = set()
+                    while frame is not None:
+                        code = frame.f_code
+                        key = (where, f"{Path(code.co_filename).name}:{code.co_name}")
+                        if key not in seen:
+                            seen.add(key)
+                            self.samples[key] += 1
+                        frame = frame.f_back
+            time.sleep(self.interval)
+
+    def report(self, top: int = 30) -> list[str]:
+        self._stop = True
+        lines = []
+        for where in ("main", "worker"):
+            total = max(self.total[where], 1)
+            rows = sorted(((n, f) for (w, f), n in self.samples.items() if w == where), reverse=True)[:top]
+            lines.append(f"-- {where} thread: {self.total[where]} samples")
+            lines += [f"{100 * n / total:5.1f} %  {f}" for n, f in rows]
+        return lines
+
+
+def measure(kind: str, slices: int, float32: bool, profile: bool) -> dict:
+    import torch  # noqa: F401  (before Qt)
+
+    import napari
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    import napari_fewshot.core.matching as matching
+    from napari_fewshot.core import dice, run
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from gui_driver import canvas_drag, wait_idle
+
+    if float32:  # as on a CPU without AVX512-BF16 / AMX: the matching's products fall back to float32
+        matching._cpu_flags = lambda: set()
+        matching.matmul_dtype.cache_clear()
+    volume, truth, painted, organ = scan(kind, slices)
+    viewer = napari.Viewer(show=True)
+    image = viewer.add_image(volume, name="scan")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    widget.ui.settings["device"].value = "cpu"
+    support = widget.create_support_layer()
+    data = support.data
+    data[painted] = truth[painted]
+    support.data = data
+    app = QApplication.instance()
+    started = time.perf_counter()
+    widget.segment("all")
+    first_s = wait_idle(widget, settle_s=0.2)
+    session = widget.session
+    seg = session.segmenter
+
+    def correct(z):
+        """The reference of slice z into the support, then a real stroke over its first class on the canvas."""
+        layer_data = support.data
+        layer_data[z] = truth[z]
+        support.data = layer_data
+        rows, cols = np.nonzero(truth[z] == 1)
+        centre = (int(np.median(rows)), int(np.median(cols)))
+        path = [(centre[0] + d, centre[1] + d) for d in range(-3, 4)]
+        canvas_drag(viewer, support, z, path, label=1, brush=3)
+        app.processEvents()
+
+    calls = []  # (what, seconds) of each segmentation the window ran, and of showing each result
+    original_segment, original_show = type(seg).segment, type(widget)._show_result
+
+    def timed_segment(self, *args, **kwargs):
+        start, misses = time.perf_counter(), self._matches.misses
+        result = yield from original_segment(self, *args, **kwargs)
+        calls.append((f"segment {'all' if kwargs.get('indices') is None else kwargs['indices']}",
+                      round(time.perf_counter() - start, 2), f"{self._matches.misses - misses} slice matches",
+                      f"{len(kwargs.get('empty_slices', ()))} empty slices"))
+        return result
+
+    def timed_show(self, *args, **kwargs):
+        start = time.perf_counter()
+        original_show(self, *args, **kwargs)
+        calls.append(("show result", round(time.perf_counter() - start, 2)))
+
+    type(seg).segment, type(widget)._show_result = timed_segment, timed_show
+    sampler = StackSampler() if profile else None
+    candidates = [z for z in organ if z not in painted]
+    chosen = candidates[:: max(1, len(candidates) // 6)][:6]
+    window, api, dices, steps = [], [], [], []
+    for n, z in enumerate(chosen):
+        correct(z)
+        if n % 2 == 0:
+            if sampler:
+                sampler.on = True
+            calls.clear()
+            click = time.perf_counter()
+            widget.ui.segment_button.click()
+            wait_idle(widget, settle_s=0)
+            window.append(time.perf_counter() - click)
+            steps.append(list(calls))
+            if sampler:
+                sampler.on = False
+            labels = np.asarray(session.prediction.data)
+        else:
+            click = time.perf_counter()
+            result = run(original_segment(seg, np.array(support.data),
+                                          empty_slices=widget.corrections.empty_slices()))
+            api.append(time.perf_counter() - click)
+            labels = result.labels
+        dices.append(round(float(dice(labels == 1, truth == 1)), 4))
+    viewer.close()
+    row = {
+        "scan": list(volume.shape), "matmul": str(matching.matmul_dtype("cpu")).replace("torch.", ""),
+        "first_segment_all_with_features_s": round(first_s, 1),
+        "window_after_correction_s": [round(s, 2) for s in window],
+        "api_after_correction_s": [round(s, 2) for s in api],
+        "window_median_s": round(float(np.median(window)), 2), "api_median_s": round(float(np.median(api)), 2),
+        "liver_dice_per_correction": dices, "window_steps": steps, "setup_s": round(time.perf_counter() - started, 1),
+    }
+    if sampler:
+        row["profile"] = sampler.report()
+    return row
+
+
+def main() -> None:
+    from resegment import checkout
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default=None, help="git revision to compare with (e.g. c750513)")
+    parser.add_argument("--scan", choices=("ct", "tiled"), default="ct")
+    parser.add_argument("--slices", type=int, default=100)
+    parser.add_argument("--float32", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one is not None:
+        sys.path.insert(0, args.one)
+        print(json.dumps(measure(args.scan, args.slices, args.float32, args.profile)))
+        return
+    trees = {"this checkout": ROOT}
+    if args.baseline:
+        trees[f"baseline {args.baseline}"] = checkout(args.baseline)
+    rows = {}
+    try:
+        for name, tree in trees.items():
+            command = [sys.executable, __file__, "--one", str(tree), "--scan", args.scan, "--slices", str(args.slices)]
+            command += ["--float32"] * args.float32 + ["--profile"] * args.profile
+            with tempfile.TemporaryDirectory() as tmp:  # the benchmark's paint is not the user's: own autosaves
+                env = {**__import__("os").environ, "NAPARI_FEWSHOT_AUTOSAVE_DIR": tmp}
+                out = subprocess.run(command, capture_output=True, text=True, cwd=tree, env=env)
+            if out.returncode != 0:
+                raise SystemExit(out.stderr)
+            rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
+            profile = rows[name].pop("profile", None)
+            print(name, json.dumps(rows[name], indent=1), flush=True)
+            if profile:
+                print("\n".join(profile), flush=True)
+    finally:
+        for tree in trees.values():
+            if tree != ROOT:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
