@@ -22,6 +22,7 @@ import torch
 
 from ..errors import FewShotError
 from . import predict
+from .candidate_score import held_out_range
 from .config import AdaptParams, FineTuneParams, SegmentationParams
 from .devices import resolve_device
 from .encoder_weights import EncoderWeights
@@ -43,6 +44,7 @@ class SegmentationResult:
     segmented_slices: indices that went through the model.
     uncertainty: predicted slice index -> expected number of wrongly labelled pixels on it, from the
         matching's confidence along the final labels' boundaries (see core/uncertainty.py): what to check first.
+    similarity_range: class label value -> (low, high): the heatmaps' one colour range (candidate_score.py).
     """
 
     labels: np.ndarray | list[np.ndarray]
@@ -51,6 +53,7 @@ class SegmentationResult:
     segmented_slices: list[int]
     similarity: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     uncertainty: dict[int, float] = field(default_factory=dict)
+    similarity_range: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def check_order(self, exclude=()) -> list[int]:
         """Predicted slices, the most unsure first (ties: lower index first), without `exclude`."""
@@ -254,6 +257,8 @@ class FewShotSegmenter:
             groups = self._groups(support_set)
             self._matches.retain([g.key for g in groups if g.key is not None])
         result, coarse = yield from self._segment_groups(groups, support_set.class_ids, indices, similarity)
+        if similarity and not isinstance(groups, PrototypeSet):  # the heatmaps' range, from the support's own levels
+            result.similarity_range = held_out_range(groups[1:], [g.key[2] for g in groups[1:]], cache.get, support_set)
         for i in copied:
             result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)
         result.support_slices = copied
