@@ -32,8 +32,13 @@ def peak_points(margin: np.ndarray, count: int) -> list[tuple[int, int]]:
     smooth = ndimage.uniform_filter(margin.astype(np.float32), size=max(1, size // 3))
     is_peak = (smooth == ndimage.maximum_filter(smooth, size=size)) & (margin > 0)
     rows, cols = np.nonzero(is_peak)
-    order = np.argsort(-smooth[rows, cols], kind="stable")[:count]
-    return [(int(rows[i]), int(cols[i])) for i in order]
+    kept: list[tuple[int, int]] = []
+    for i in np.argsort(-smooth[rows, cols], kind="stable"):  # a plateau's cells are one peak
+        if all(max(abs(rows[i] - r), abs(cols[i] - c)) > size for r, c in kept):
+            kept.append((int(rows[i]), int(cols[i])))
+            if len(kept) == count:
+                break
+    return kept
 
 
 def centred_box(point: tuple[int, int], size: tuple[float, float], shape: tuple[int, int]) -> np.ndarray:
