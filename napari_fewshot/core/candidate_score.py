@@ -85,8 +85,10 @@ def support_likeness(mask: np.ndarray, margin: np.ndarray, profile: SupportProfi
     return score
 
 
-OUTSIDE_LEVEL = 0.95  # the heatmap's range starts where the support's background stops (this quantile of it)...
-INSIDE_LEVEL = 0.5  # ...and is full at the similarity a typical painted object reaches (this quantile of it)
+# The heatmap's range starts where the support's background stops (this quantile of it) and is full where the
+# support's objects are (this quantile of them): the quantiles plugin/layers.heatmap_limits takes on a prediction.
+OUTSIDE_LEVEL = 0.95
+INSIDE_LEVEL = 0.90
 
 
 def support_similarity_range(held_out: dict[int, np.ndarray], targets: dict[int, np.ndarray],
@@ -99,8 +101,9 @@ def support_similarity_range(held_out: dict[int, np.ndarray], targets: dict[int,
               prototypes (its own cells would match themselves perfectly).
     targets:  support slice -> (h, w) class index per cell (0 background, k = 1..K, -1 unknown), on the same grid.
     Returns class index k -> (low, high): the OUTSIDE_LEVEL quantile of class k's similarity where the
-    support is not k, the INSIDE_LEVEL quantile where it is k (high > low); classes painted on fewer than two
-    slices (nothing held out) are left out.
+    support is not k, the INSIDE_LEVEL quantile where it is k. Left out: classes painted on fewer than two
+    slices (nothing held out), and classes whose painted objects do not reach above their background
+    (high <= low: the support cannot set a scale, so the caller keeps its own).
     """
     out = {}
     for k in range(1, n_classes + 1):
@@ -110,9 +113,9 @@ def support_similarity_range(held_out: dict[int, np.ndarray], targets: dict[int,
         inside, outside = inside[inside > -1], outside[outside > -1]  # -1: no prototype of k held out
         if not inside.size or not outside.size:
             continue
-        low = float(np.quantile(outside, OUTSIDE_LEVEL))
-        high = max(float(np.quantile(inside, INSIDE_LEVEL)), low + 1e-3)
-        out[k] = (low, high)
+        low, high = float(np.quantile(outside, OUTSIDE_LEVEL)), float(np.quantile(inside, INSIDE_LEVEL))
+        if high > low:
+            out[k] = (low, high)
     return out
 
 
