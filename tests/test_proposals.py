@@ -114,9 +114,9 @@ def test_heatmap_range_comes_from_the_supports_own_levels(busi_episode):
     assert (evidence >= high).mean() < 0.25
 
 
-@pytest.mark.xfail(strict=True, reason="measured limitation (BENCHMARKS.md, 'Propose and select'): the lite0 "
-                   "prototype map is no better inside this lesion than around it, so the candidate score prefers a "
-                   "decoy; selection stays off by default until a score passes this")
+@pytest.mark.xfail(strict=True, reason="measured limitation (BENCHMARKS.md, 'Propose and select'): on the lite0 "
+                   "prototype map the mirrored decoy stands out from its surroundings more than this lesion, so "
+                   "the score prefers it; selection stays off by default until a score passes this")
 def test_on_a_real_busi_image_the_lesion_outscores_a_decoy_of_its_size(busi_episode):
     """The reference lesion against the same shape moved to the mirrored side of the image."""
     result, truth, supports = busi_episode
