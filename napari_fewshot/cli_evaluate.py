@@ -111,6 +111,10 @@ def cmd_evaluate(args) -> None:
         print(f"Dice per round ({report['config']['pick']}): {curve}; NoC@0.90 {report['noc_90']} "
               f"(per case mean {report['noc_90_mean']:.2f})")
     print(f"mean Dice {report['dice_mean']:.3f} ({per_class}) in {report['seconds']:.0f} s -> {args.json}")
+    if "hit_rate" in report:  # evaluate busi: finding the lesion and drawing it, told apart
+        on_hits = "none" if report["dice_on_hits"] is None else f"{report['dice_on_hits']:.3f}"
+        print(f"lesion found in {report['hit_rate']:.0%} of the queries, Dice on those {on_hits}, "
+              f"{report['false_positive_px']:.0f} px drawn on average where it was missed")
 
 
 def _evaluate_busi_boxes(args, params, tune) -> None:

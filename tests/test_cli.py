@@ -118,6 +118,9 @@ def test_evaluate_busi(tmp_path, busi_layout):
     assert len(report["cases"]) == 3 and all(len(c["supports"]) == 2 for c in report["cases"])
     assert all(c["query"] not in c["supports"] for c in report["cases"])
     assert 0 <= report["dice_mean"] <= 1 and report["config"]["shots"] == 2
+    hits = [c for c in report["cases"] if c["hit"]]  # finding the lesion vs drawing it (evaluation/busi.py)
+    assert report["hit_rate"] == len(hits) / 3 and report["false_positive_px"] >= 0
+    assert report["dice_on_hits"] == (pytest.approx(sum(c["dice"] for c in hits) / len(hits)) if hits else None)
     again = tmp_path / "again.json"
     main(["evaluate", "busi", str(busi_layout), "--shots", "2", "--episodes", "3", "--seed", "1", "--json", str(again)])
     assert json.loads(again.read_text())["cases"] == report["cases"]  # seeded

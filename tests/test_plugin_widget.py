@@ -60,7 +60,7 @@ def test_compute_segment_heatmaps_on_ct_sample(ct, qtbot, notes):
     heat = heatmaps[LIVER]
     assert heat.name == "heatmap: class 1 (liver), cosine similarity"
     assert heat.data.shape == image.data.shape and heat.data.dtype == np.float32
-    low, high = heat.contrast_limits  # per class, from the prediction (see layers.heatmap_limits)
+    low, high = heat.contrast_limits  # per class, the support's own held-out levels (SegmentationResult.similarity_range)
     assert 0.0 < low < high <= 1.0 and heat.blending == "additive"
     # Every slice has its map (a slice left out would be 0 everywhere), painted ones included, and a painted
     # liver pixel's best match is its own prototype (cosine ~1): the map is this segmentation's similarity.

@@ -62,7 +62,6 @@ class BoxPrompter:
         x, scale = self.to_input(plane)
         return PlaneEmbedding(self.model.image_encoder(x), tuple(plane.shape[:2]), scale)
 
-    @torch.no_grad()
     def decode(self, embedding: PlaneEmbedding, boxes: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         """Object probabilities for each box.
 
@@ -70,15 +69,21 @@ class BoxPrompter:
         masks: optional (N, H, W) coarse masks (bool or probabilities) given to the decoder as dense prompts.
         Returns (N, H, W) float32 probabilities in [0, 1].
         """
+        return self.decode_with_quality(embedding, boxes, masks)[0]
+
+    @torch.no_grad()
+    def decode_with_quality(self, embedding: PlaneEmbedding, boxes: np.ndarray,
+                            masks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`decode`, and the decoder's own estimate of each mask's IoU with the object: (N,) float32."""
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         if len(boxes) == 0:
-            return np.zeros((0, *embedding.shape), np.float32)
+            return np.zeros((0, *embedding.shape), np.float32), np.zeros(0, np.float32)
         box = torch.from_numpy(boxes * embedding.scale).to(self.device)[:, None, :]
         dense = None
         if masks is not None:
             dense = self._mask_prompt(np.asarray(masks, np.float32), embedding)
         sparse, dense_embedding = self.model.prompt_encoder(points=None, boxes=box, masks=dense)
-        logits, _ = self.model.mask_decoder(
+        logits, quality = self.model.mask_decoder(
             image_embeddings=embedding.features,
             image_pe=self.model.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
@@ -87,7 +92,7 @@ class BoxPrompter:
         )  # (N, 1, 256, 256)
         h, w = embedding.resized
         logits = F.interpolate(logits[..., :h, :w], size=embedding.shape, mode="bilinear", align_corners=False)
-        return torch.sigmoid(logits[:, 0]).float().cpu().numpy()
+        return torch.sigmoid(logits[:, 0]).float().cpu().numpy(), quality.reshape(-1).float().cpu().numpy()
 
     def _mask_prompt(self, masks: np.ndarray, embedding: PlaneEmbedding) -> torch.Tensor:
         """(N, H, W) masks -> (N, 1, 256, 256) logits-like dense prompts in the padded input frame."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 from functools import partial
-from dataclasses import dataclass, field
 from typing import Generator, Sequence
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 
 from ..errors import FewShotError
 from . import predict
+from .candidate_score import held_out_range
 from .config import AdaptParams, FineTuneParams, SegmentationParams
 from .devices import resolve_device
 from .encoder_weights import EncoderWeights
@@ -28,40 +28,12 @@ from .encoders import Encoder
 from .features import FeatureCache
 from .memory import trim_now
 from .progress import Progress
-from .provenance import OTHER_SCAN, Explainable, Explainer
+from .provenance import OTHER_SCAN, Explainer
+from .result import SegmentationResult
 from .matching import MatchCache, PrototypeGroup
 from .prototypes import PrototypeSet, SlicePrototypes, capped_local, combine_slices, global_prototypes, pool_slice
 from .stack import ImageStack
 from .support import SupportSet, label_dtype, parse_support
-
-
-@dataclass
-class SegmentationResult(Explainable):
-    """labels: (S, H, W) array for a volume, list of (H_i, W_i) for an image set; label values as painted.
-    similarity: class label value -> per slice (H, W) float16 best cosine similarity (only slices segmented).
-    support_slices: indices copied from the support (dense mode), not predicted; segmented_slices: through the model.
-    uncertainty: predicted slice index -> expected number of wrongly labelled pixels on it, from the matching's
-        confidence along the final labels' boundaries (core/uncertainty.py): what to check first."""
-
-    labels: np.ndarray | list[np.ndarray]
-    class_ids: list[int]
-    support_slices: list[int]
-    segmented_slices: list[int]
-    similarity: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
-    uncertainty: dict[int, float] = field(default_factory=dict)
-    explainer: Explainer | None = field(default=None, repr=False)  # for explain(z, y, x): core/provenance.py
-
-    def check_order(self, exclude=()) -> list[int]:
-        """Predicted slices, the most unsure first (ties: lower index first), without `exclude`."""
-        skip = set(exclude)
-        return sorted((i for i in self.uncertainty if i not in skip), key=lambda i: (-self.uncertainty[i], i))
-
-    def similarity_volume(self, class_id: int) -> np.ndarray:
-        """Similarity of a volume to class `class_id` as one (S, H, W) float32 array (0 where not segmented)."""
-        volume = np.zeros(np.shape(self.labels), np.float32)
-        for i, plane in self.similarity[class_id].items():
-            volume[i] = plane
-        return volume
 
 
 class FewShotSegmenter:
@@ -255,6 +227,8 @@ class FewShotSegmenter:
             groups = self._groups(support_set)
             self._matches.retain([g.key for g in groups if g.key is not None])
         result, coarse = yield from self._segment_groups(groups, support_set.class_ids, indices, similarity)
+        if similarity and not isinstance(groups, PrototypeSet):  # the heatmaps' range, from the support's own levels
+            result.similarity_range = held_out_range(groups[1:], [g.key[2] for g in groups[1:]], cache.get, support_set)
         for i in copied:
             result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)
         result.support_slices = copied

@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from scipy import ndimage
+
 from ..core import AdaptParams, FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
 from ..errors import FewShotError
 from .adaptation import adapted_state, restore_weights
@@ -64,16 +66,43 @@ def evaluate_busi(
         result = run(segmenter.segment(support, indices=[query]))
         if fine_tune is not None and fine_tune.steps > 0:
             restore_weights(segmenter, state)
-        score = dice(result.labels[query] == 1, masks[query])
-        rows.append({"query": names[query], "supports": [names[i] for i in supports], "dice": score})
-        log(f"{names[query]} <- {shots} supports: Dice {score:.3f}")
+        found = localisation(result.labels[query] == 1, masks[query])
+        rows.append({"query": names[query], "supports": [names[i] for i in supports], **found})
+        log(f"{names[query]} <- {shots} supports: Dice {found['dice']:.3f}{'' if found['hit'] else ' (missed)'}")
     mean = float(np.mean([r["dice"] for r in rows]))
     return {
         "dice_mean": mean,
         "dice_per_class": {"lesion": mean},
+        **localisation_summary(rows),
         "cases": rows,
         "seconds": round(time.perf_counter() - started, 2),
         "config": {"shots": shots, "episodes": len(rows), "seed": seed, "params": params.to_dict(),
                    "fine_tune": None if fine_tune is None else fine_tune.__dict__,
                    "adapt": None if adapt is None else adapt.__dict__, "folder": str(folder)},
     }
+
+
+def localisation(prediction: np.ndarray, truth: np.ndarray) -> dict:
+    """Where a 2D prediction failed: (H, W) bool prediction and reference -> {"dice", "hit", "false_positive_px"}.
+
+    hit: the prediction's largest 8-connected component overlaps the reference (the lesion was found, whatever
+    the outline); false_positive_px: predicted pixels outside the reference (what a miss drew instead)."""
+    prediction, truth = np.asarray(prediction, bool), np.asarray(truth, bool)
+    parts, count = ndimage.label(prediction, structure=np.ones((3, 3), bool))
+    hit = False
+    if count:
+        sizes = np.bincount(parts.ravel(), minlength=count + 1)
+        sizes[0] = 0
+        hit = bool(truth[parts == int(np.argmax(sizes))].any())
+    return {"dice": dice(prediction, truth), "hit": hit, "false_positive_px": int((prediction & ~truth).sum())}
+
+
+def localisation_summary(rows: list[dict]) -> dict:
+    """Episode rows with `localisation`'s keys -> hit_rate (share of queries whose lesion was found),
+    dice_on_hits (mean Dice over those; None without a hit) and false_positive_px (mean over the misses; 0 when
+    there is none): finding the lesion and drawing it, told apart."""
+    hits = [r for r in rows if r["hit"]]
+    misses = [r for r in rows if not r["hit"]]
+    return {"hit_rate": len(hits) / len(rows) if rows else 0.0,
+            "dice_on_hits": float(np.mean([r["dice"] for r in hits])) if hits else None,
+            "false_positive_px": float(np.mean([r["false_positive_px"] for r in misses])) if misses else 0.0}

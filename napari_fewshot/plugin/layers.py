@@ -203,15 +203,17 @@ def heatmap_limits(similarity: np.ndarray, prediction: np.ndarray | None, class_
 
 def update_heatmaps(viewer, image: Image, support: Labels, layers: dict[int, Image],
                     similarity: dict[int, dict[int, np.ndarray] | np.ndarray], visible: bool,
-                    prediction: np.ndarray | None = None) -> dict[int, Image]:
+                    prediction: np.ndarray | None = None,
+                    limits: dict[int, tuple[float, float]] | None = None) -> dict[int, Image]:
     """Write similarity maps into one Image layer per class; returns class id -> layer.
 
     similarity: class id -> either {slice index -> (H, W) cosine similarity}, whose slices not listed
     keep their previous values (0 at first), or a float32 array of the image's spatial shape, which
     the layer takes as its data as it is (no copy: assembling a big volume is the worker's job).
     prediction: the prediction layer's labels (image's spatial shape), which set each class's
-    contrast range (:func:`heatmap_limits`). Each layer shows its colour bar. Layers whose class
-    vanished from the support are removed.
+    contrast range (:func:`heatmap_limits`) unless `limits` gives the class's range (the support's own
+    similarity levels, SegmentationResult.similarity_range: the same scale on every image). Each layer shows
+    its colour bar. Layers whose class vanished from the support are removed.
     """
     shape = spatial_shape(image)
     names = class_names(support, image)
@@ -235,7 +237,7 @@ def update_heatmaps(viewer, image: Image, support: Labels, layers: dict[int, Ima
             _write_planes(layer.data, maps, len(shape) == 2)
         if layer.name != heatmap_name(c, names):  # names may have arrived since (e.g. from a bank)
             layer.name = heatmap_name(c, names)
-        layer.contrast_limits = heatmap_limits(layer.data, prediction, c)
+        layer.contrast_limits = (limits or {}).get(c) or heatmap_limits(layer.data, prediction, c)
         layer.refresh()
         out[c] = layer
     for c, layer in layers.items():

@@ -31,7 +31,7 @@ def show(viewer, session, image, support, result, whole: bool, heatmaps_visible:
     layers.place_below(viewer, session.prediction, support)
     if similarity:
         shown = layers.update_heatmaps(viewer, image, support, session.heatmaps, similarity, heatmaps_visible,
-                                       session.prediction.data)
+                                       session.prediction.data, result.similarity_range)
         session.heatmaps = {c: layers.unwrap(layer) for c, layer in shown.items()}
         for layer in session.heatmaps.values():
             show_legend(layer)

@@ -1,0 +1,50 @@
+"""CPU cost per image of the default 2D path (lite0 features, matching, LiteMedSAM refine), in process CPU
+seconds (less sensitive than wall time to other jobs on a shared machine; report the load average with it).
+
+    python benchmarks/busi_cost.py [--images 12] [--painted 2]
+
+The first image pays for loading the models; the figure is the mean over the others. No cache folder: every
+feature and embedding is computed, as for a new set.
+⚠ LiteMedSAM refine inside (MedSAM's training data included public breast-ultrasound sets, possibly BUSI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run  # noqa: E402
+from napari_fewshot.evaluation.datasets import load_busi  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/busi")
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--painted", type=int, default=2)
+    args = parser.parse_args()
+    _, images, masks = load_busi(args.data)
+    picked = list(range(0, len(images), max(1, len(images) // args.images)))[: args.images]
+    segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
+    segmenter.set_image([images[i] for i in picked])
+    support = [masks[i].astype(np.uint8) if n < args.painted else np.zeros(masks[i].shape, np.uint8)
+               for n, i in enumerate(picked)]
+    seconds = []
+    for n in range(args.painted, len(picked)):
+        started = time.process_time()
+        run(segmenter.segment(support, indices=[n]))
+        seconds.append(time.process_time() - started)
+    rest = seconds[1:]
+    print(f"CPU seconds per image: first {seconds[0]:.2f}, then mean {np.mean(rest):.2f} (median "
+          f"{np.median(rest):.2f}) over {len(rest)} images; load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""SegmentationResult: what one segmentation gives back (labels, similarity maps, Check next's order, provenance)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .provenance import Explainable, Explainer
+
+
+@dataclass
+class SegmentationResult(Explainable):
+    """labels: (S, H, W) array for a volume, list of (H_i, W_i) for an image set; label values as painted.
+    similarity: class label value -> per slice (H, W) float16 best cosine similarity (only slices segmented).
+    support_slices: indices whose labels were copied from the support (dense mode) rather than predicted.
+    segmented_slices: indices that went through the model.
+    uncertainty: predicted slice index -> expected number of wrongly labelled pixels on it, from the
+        matching's confidence along the final labels' boundaries (see core/uncertainty.py): what to check first.
+    similarity_range: class label value -> (low, high): the heatmaps' one colour range (candidate_score.py).
+    """
+
+    labels: np.ndarray | list[np.ndarray]
+    class_ids: list[int]
+    support_slices: list[int]
+    segmented_slices: list[int]
+    similarity: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+    uncertainty: dict[int, float] = field(default_factory=dict)
+    similarity_range: dict[int, tuple[float, float]] = field(default_factory=dict)
+    explainer: Explainer | None = field(default=None, repr=False)  # for explain(z, y, x): core/provenance.py
+
+    def check_order(self, exclude=()) -> list[int]:
+        """Predicted slices, the most unsure first (ties: lower index first), without `exclude`."""
+        skip = set(exclude)
+        return sorted((i for i in self.uncertainty if i not in skip), key=lambda i: (-self.uncertainty[i], i))
+
+    def similarity_volume(self, class_id: int) -> np.ndarray:
+        """Similarity of a volume to class `class_id` as one (S, H, W) float32 array (0 where not segmented)."""
+        volume = np.zeros(np.shape(self.labels), np.float32)
+        for i, plane in self.similarity[class_id].items():
+            volume[i] = plane
+        return volume
