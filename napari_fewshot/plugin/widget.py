@@ -203,11 +203,8 @@ class FewShotWidget(QWidget):
         self.runner.cancel()
 
     def export(self, path: str | None = None, overwrite: bool = False) -> list[Path] | None:
-        """Write the prediction to ``path`` (format from the extension); a save dialog when None.
-
-        Existing files are replaced only with ``overwrite=True`` or after the dialog's question. The per-class
-        volumes go beside it as ``STEM_volumes.csv`` (results.write_volumes_beside).
-        """
+        """Write the prediction to ``path`` (format from the extension; a save dialog when None) and its per-class
+        volumes beside it as ``STEM_volumes.csv``. Files are replaced only with ``overwrite=True`` or after asking."""
         written = exporting.export_prediction(self, self.prediction_layer, path, overwrite)
         results.write_volumes_beside(written, results.widget_volumes(self))
         return written
