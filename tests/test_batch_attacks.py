@@ -28,6 +28,7 @@ from napari_fewshot.core import SegmentationParams
 from napari_fewshot.core.bank import PrototypeBank
 from napari_fewshot.errors import FewShotError
 from napari_fewshot.io import read_labels
+from napari_fewshot.io.sidecar import sidecar_path
 
 distributed = pytest.importorskip("distributed")
 
@@ -341,4 +342,6 @@ def test_ctrl_c_then_kill_then_restart(bank_path, tmp_path, client):
     assert len(rows) == 24 and {r["status"] for r in rows.values()} == {"ok"}
     for name, row in rows.items():
         assert read_labels(out / row["mask"]).shape == (1, 128, 128), name
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted([*rows, "results.csv"])
+    sidecars = [sidecar_path(out / row["mask"]).name for row in rows.values()]  # the bank's class names per mask
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted([*rows, *sidecars,
+                                                                                          "results.csv"])
