@@ -99,7 +99,7 @@ class StackSampler:
         return lines
 
 
-def measure(kind: str, slices: int, float32: bool, profile: bool) -> dict:
+def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: str | None = None) -> dict:
     import torch  # noqa: F401  (before Qt)
 
     import napari
@@ -184,6 +184,10 @@ def measure(kind: str, slices: int, float32: bool, profile: bool) -> dict:
             api.append(time.perf_counter() - click)
             labels = result.labels
         dices.append(round(float(dice(labels == 1, truth == 1)), 4))
+    if screenshot:  # the last corrected slice, prediction outlined over the paint, as the user sees it
+        viewer.dims.set_current_step(0, chosen[-1])
+        wait_idle(None, settle_s=0.5)
+        viewer.screenshot(screenshot, canvas_only=False)
     viewer.close()
     row = {
         "scan": list(volume.shape), "matmul": str(matching.matmul_dtype("cpu")).replace("torch.", ""),
@@ -207,12 +211,13 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--screenshot", default=None, help="folder for a screenshot of each version's window")
     parser.add_argument("--json", default=None)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         sys.path.insert(0, args.one)
-        print(json.dumps(measure(args.scan, args.slices, args.float32, args.profile)))
+        print(json.dumps(measure(args.scan, args.slices, args.float32, args.profile, args.screenshot)))
         return
     trees = {"this checkout": ROOT}
     if args.baseline:
@@ -222,6 +227,9 @@ def main() -> None:
         for name, tree in trees.items():
             command = [sys.executable, __file__, "--one", str(tree), "--scan", args.scan, "--slices", str(args.slices)]
             command += ["--float32"] * args.float32 + ["--profile"] * args.profile
+            if args.screenshot:
+                tag = "baseline" if tree != ROOT else "this"
+                command += ["--screenshot", str(Path(args.screenshot).resolve() / f"resegment_gui_{tag}.png")]
             with tempfile.TemporaryDirectory() as tmp:  # the benchmark's paint is not the user's: own autosaves
                 env = {**__import__("os").environ, "NAPARI_FEWSHOT_AUTOSAVE_DIR": tmp}
                 out = subprocess.run(command, capture_output=True, text=True, cwd=tree, env=env)

@@ -106,11 +106,17 @@ def group_similarity(query: torch.Tensor, group: PrototypeGroup) -> torch.Tensor
         mean = vectors.mean(0)
         vectors, offset = vectors - mean, query.float() @ mean
     vectors = vectors.to(query.dtype)
-    for k in range(n_classes + 1):
-        lo, hi = group.bounds[k], group.bounds[k + 1]
-        for start in range(lo, hi, _COLUMNS):
-            found = (query @ vectors[start:min(hi, start + _COLUMNS)].T).amax(1).float()
-            best[k] = torch.maximum(best[k], found if offset is None else found + offset)
+    # One product per block of at most _COLUMNS prototypes (usually one for the whole group), each class's
+    # maximum taken from its columns: few, large operations (on a busy 2-core machine every small one waits
+    # for both threads to be scheduled, and a class-by-class loop cost more than the products themselves).
+    for start in range(0, len(vectors), _COLUMNS):
+        stop = min(len(vectors), start + _COLUMNS)
+        sims = query @ vectors[start:stop].T
+        for k in range(n_classes + 1):
+            lo, hi = max(group.bounds[k], start), min(group.bounds[k + 1], stop)
+            if hi > lo:
+                found = sims[:, lo - start:hi - start].amax(1).float()
+                best[k] = torch.maximum(best[k], found if offset is None else found + offset)
     return best
 
 
