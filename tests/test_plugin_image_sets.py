@@ -149,8 +149,9 @@ def test_cine_loop_tiff_opens_as_a_stack_and_segments_like_a_volume(make_napari_
     score = dice(prediction[1:-1] == 1, masks[1:-1])
     print(f"cine loop: Dice {score:.3f} on {n_frames - 2} unpainted frames")
     assert score >= CINE_DICE_FLOOR
-    [written] = widget.export(str(tmp_path / "cine_mask.tif"))
-    np.testing.assert_array_equal(tifffile.imread(written), prediction)
+    written = widget.export(str(tmp_path / "cine_mask.tif"))
+    assert [p.name for p in written] == ["cine_mask.tif", "cine_mask.labels.json"]  # the mask, its class names
+    np.testing.assert_array_equal(tifffile.imread(written[0]), prediction)
 
 
 def test_fine_tune_live_and_banks_on_a_small_set(make_napari_viewer, qtbot, tmp_path, notes):

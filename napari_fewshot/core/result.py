@@ -17,7 +17,8 @@ class SegmentationResult(Explainable):
     segmented_slices: indices that went through the model.
     uncertainty: predicted slice index -> expected number of wrongly labelled pixels on it, from the
         matching's confidence along the final labels' boundaries (see core/uncertainty.py): what to check first.
-    similarity_range: class label value -> (low, high): the heatmaps' one colour range (candidate_score.py).
+    similarity_range: image sets: class label value -> (low, high), the heatmaps' one colour range on every
+        image, from the support's own similarity levels (candidate_score.py); empty for a volume.
     """
 
     labels: np.ndarray | list[np.ndarray]

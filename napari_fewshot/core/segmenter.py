@@ -227,7 +227,8 @@ class FewShotSegmenter:
             groups = self._groups(support_set)
             self._matches.retain([g.key for g in groups if g.key is not None])
         result, coarse = yield from self._segment_groups(groups, support_set.class_ids, indices, similarity)
-        if similarity and not isinstance(groups, PrototypeSet):  # the heatmaps' range, from the support's own levels
+        if similarity and not cache.stack.is_volume and not isinstance(groups, PrototypeSet):
+            # an image set's heatmaps share one range, from the support's own levels (a volume's is its own layer)
             result.similarity_range = held_out_range(groups[1:], [g.key[2] for g in groups[1:]], cache.get, support_set)
         for i in copied:
             result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)

@@ -123,6 +123,9 @@ def write_volumes_beside(mask_paths, table) -> Path | None:
     from ..errors import FewShotError
     from ..io.volumes_csv import volumes_csv_path, write_volumes_csv
 
+    from ..io.sidecar import SIDECAR_SUFFIX
+
+    mask_paths = [p for p in mask_paths or () if not str(p).endswith(SIDECAR_SUFFIX)]  # the class names' file
     if not mask_paths or not table:
         return None
     first = Path(mask_paths[0])
