@@ -8,8 +8,8 @@ Two sources:
   DICOM series and folders of 2D PNG images are written from them by fixtures (``tests/data_fixtures.py``).
 - the shared evaluation data beside the repository (``../shared/data``, or ``NAPARI_FEWSHOT_TEST_DATA``):
   the BUSI ultrasound set (not redistributable), the rest of CHAOS and TotalSegmentator's full label maps.
-  :data:`CHAOS` and :data:`CT_DICOM` are the shared copies when they are there (CI), else the shipped ones: the tests use only the
-  shipped cases (:data:`CHAOS_CASES`), so both give the same results.
+  :data:`CHAOS` and :data:`CT_DICOM` are the shared copies when they are there (CI), else the shipped ones:
+  the tests use only the shipped files (:data:`CHAOS_CASES`), so both give the same results.
 
 In CI (CI set to anything but "", 0, false or no) missing shared data is an error, so a broken checkout never
 passes by skipping; on a developer's machine or a fresh clone without it, the tests that need it are skipped

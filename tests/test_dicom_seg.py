@@ -3,7 +3,7 @@ images, checked by reading it back with this package, highdicom and pydicom; the
 other formats (io/class_table.py).
 
 Two series: a small one made here with pydicom from the CT sample that ships (so a fresh clone runs every
-test), and the real 20-slice series of ../shared/data/ct_totalseg/example_ct_dicom/ when it is there.
+test), and the real 20-slice series of TotalSegmentator (shared_data.CT_DICOM: shipped in tests/data/ct_dicom).
 """
 
 from __future__ import annotations
