@@ -3,12 +3,13 @@
 Two sources:
 
 - data the repository carries, so a fresh clone runs the tests that need real scans: the CT sample
-  (``sample_data/``) and two CHAOS-T2 MR cases (``tests/data/chaos_t2``, CC BY-SA 4.0, see its README);
+  (``sample_data/``), two CHAOS-T2 MR cases (``tests/data/chaos_t2``, CC BY-SA 4.0, see its README) and
+  TotalSegmentator's DICOM series with its label map (``tests/data/ct_dicom``, Apache-2.0);
   DICOM series and folders of 2D PNG images are written from them by fixtures (``tests/data_fixtures.py``).
 - the shared evaluation data beside the repository (``../shared/data``, or ``NAPARI_FEWSHOT_TEST_DATA``):
   the BUSI ultrasound set (not redistributable), the rest of CHAOS and TotalSegmentator's full label maps.
-  :data:`CHAOS` is the shared copy when it is there (CI), else the shipped one: the tests use only the
-  shipped cases (:data:`CHAOS_CASES`), so both give the same results.
+  :data:`CHAOS` and :data:`CT_DICOM` are the shared copies when they are there (CI), else the shipped ones:
+  the tests use only the shipped files (:data:`CHAOS_CASES`), so both give the same results.
 
 In CI (CI set to anything but "", 0, false or no) missing shared data is an error, so a broken checkout never
 passes by skipping; on a developer's machine or a fresh clone without it, the tests that need it are skipped
@@ -29,6 +30,9 @@ CHAOS_CASES = ("1", "5")  # the two cases the repository carries (tests/data/cha
 CHAOS = DATA / "chaos_t2" if (DATA / "chaos_t2").is_dir() else SHIPPED / "chaos_t2"
 BUSI = DATA / "busi"
 CT = DATA / "ct_totalseg"
+# TotalSegmentator's real DICOM series, its label map and NIfTI export (Apache-2.0): shared copy when present, else
+# the one shipped in tests/data/ct_dicom (same files, see its README)
+CT_DICOM = CT if (CT / "example_ct_dicom").is_dir() else SHIPPED / "ct_dicom"
 CHAOS_NAMES = {1: "liver", 2: "kidney_right", 3: "kidney_left", 4: "spleen"}
 BUSI_REASON = "needs the BUSI ultrasound set (../shared/data/busi), which may not be redistributed"
 
@@ -134,8 +138,10 @@ def write_png_slice_set(root: Path) -> Path:
         _grey_png(folder / f"{stem}.png", plane)
         parts = [mask]
         if split:  # the left and right halves of the organ in two mask files
+            columns = np.flatnonzero(mask.any(axis=0))
+            middle = (columns[0] + columns[-1]) // 2 + 1
             half = np.zeros_like(mask)
-            half[:, : mask.shape[1] // 2] = mask[:, : mask.shape[1] // 2]
+            half[:, :middle] = mask[:, :middle]
             parts = [half, mask & ~half]
         for k, part in enumerate(parts):
             suffix = "_mask" if k == 0 else f"_mask_{k}"

@@ -16,7 +16,8 @@ from napari_fewshot.io import read_busi_mask
 pytestmark = pytest.mark.gui
 
 WAIT_S = 300  # LiteMedSAM loads on the first box; the project machine is shared by several test runs
-IMAGES = ("benign (2).png", "benign (3).png", "malignant (1).png")
+IMAGES = ("benign (2).png", "benign (3).png", "malignant (1).png")  # in BUSI (../shared/data/busi)
+PNG_IMAGES = ("mr (2).png", "mr (3).png", "ct (1).png")  # in conftest.png_set
 
 
 def press_key(viewer, key):
@@ -31,17 +32,22 @@ def wait_boxes(qtbot, widget):
     qtbot.wait(50)
 
 
-@pytest.fixture
+@pytest.fixture(params=["png_set", "busi"])
 def busi_set(request, tmp_path):
-    """A viewer with three BUSI images opened as an image set, the widget docked, an empty support."""
-    busi = require(BUSI)
+    """A viewer with three images of a BUSI-style folder opened as an image set, the widget docked, an empty
+    support; returns the name of the image to box. Runs on BUSI where it is there,
+    and always on the shipped scans' PNG slices (conftest.png_set: MR liver, image 3's mask split)."""
+    if request.param == "busi":
+        root, images = require(BUSI), IMAGES
+    else:
+        root, images = request.getfixturevalue("png_set"), PNG_IMAGES
     # Asked for only once the data is there: napari's make_napari_viewer teardown fails on a test that
     # skipped while its fixtures were being set up (it reads the call phase's report, which never came).
     make_napari_viewer = request.getfixturevalue("make_napari_viewer")
     folder = tmp_path / "ultrasound"
     folder.mkdir()
-    for name in IMAGES:
-        for path in (busi / name.split(" ")[0]).glob(name.replace(".png", "*.png")):
+    for name in images:
+        for path in (root / name.split(" ")[0]).glob(name.replace(".png", "*.png")):
             shutil.copy(path, folder / path.name)
     viewer = make_napari_viewer()
     viewer.open(str(folder), plugin="napari-fewshot")
@@ -49,13 +55,13 @@ def busi_set(request, tmp_path):
     widget.ui.settings["device"].value = "cpu"
     widget.set_image_layer(viewer.layers["ultrasound"])
     support = widget.create_support_layer()
-    return viewer, widget, support, folder
+    return viewer, widget, support, folder, images[1]
 
 
 def test_a_dragged_box_paints_the_lesion_with_the_selected_label_and_one_ctrl_z_removes_it(busi_set, qtbot):
-    viewer, widget, support, folder = busi_set
+    viewer, widget, support, folder, target = busi_set
     info = viewer.layers["ultrasound"].metadata["napari_fewshot_image_set"]
-    index = info.names.index("benign (3).png")
+    index = info.names.index(target)
     reference = read_busi_mask(folder / info.names[index])
     height, width = info.shapes[index]
     assert support.data.shape[1:] != (height, width)  # padded: the box must be cropped to the image

@@ -3,7 +3,7 @@ images, checked by reading it back with this package, highdicom and pydicom; the
 other formats (io/class_table.py).
 
 Two series: a small one made here with pydicom from the CT sample that ships (so a fresh clone runs every
-test), and the real 20-slice series of ../shared/data/ct_totalseg/example_ct_dicom/ when it is there.
+test), and the real 20-slice series of TotalSegmentator (shared_data.CT_DICOM: shipped in tests/data/ct_dicom).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from napari_fewshot.io.targets import check_target
 from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
 
 from dicom_series import make_series
-from shared_data import CT as SHARED_CT, require
+from shared_data import CT_DICOM as REAL_CT
 
 @pytest.fixture(scope="module")
 def made_series(tmp_path_factory):
@@ -37,10 +37,10 @@ def made_series(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def real_series():
-    folder = require(SHARED_CT / "example_ct_dicom")
+    folder = REAL_CT / "example_ct_dicom"
     volume = read_volume(folder)
-    labels = read_labels(SHARED_CT / "example_seg_dicom.nii.gz", like=volume)
-    names = {int(k): v for k, v in json.loads((SHARED_CT / "class_map_total.json").read_text()).items()}
+    labels = read_labels(REAL_CT / "example_seg_dicom.nii.gz", like=volume)
+    names = {int(k): v for k, v in json.loads((REAL_CT / "class_map_total.json").read_text()).items()}
     kept = [1, 2, 3, 5, 52]  # spleen, kidney_right, kidney_left, liver, aorta
     return folder, volume, np.where(np.isin(labels, kept), labels, 0).astype(np.uint8), {k: names[k] for k in kept}
 

@@ -25,19 +25,15 @@ from napari_fewshot.io import (
     write_mask,
 )
 
-from shared_data import DATA, require  # noqa: E402
+from shared_data import CT_DICOM as CT_DIR  # noqa: E402
 
-
-needs_data = pytest.mark.usefixtures("real_data")  # conftest.py: skips without ../shared/data (fails in CI)
-
-CT_DIR = DATA / "ct_totalseg"
 DICOM_DIR = CT_DIR / "example_ct_dicom"
 LIVER, AORTA = 5, 52
 
 
 @pytest.fixture(scope="module")
 def dicom_ct() -> Volume:
-    return read_volume(require(DICOM_DIR))
+    return read_volume(DICOM_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +45,6 @@ def _fraction_in(values: np.ndarray, low: float, high: float) -> float:
     return float(np.mean((values > low) & (values < high)))
 
 
-@needs_data
 def test_dicom_series_reads_in_hounsfield_units(dicom_ct):
     assert dicom_ct.format == "dicom" and dicom_ct.data.shape == (20, 512, 512)
     assert dicom_ct.data.dtype == np.int16 and dicom_ct.data.min() == -1024
@@ -57,7 +52,6 @@ def test_dicom_series_reads_in_hounsfield_units(dicom_ct):
     assert dicom_ct.affine.shape == (4, 4)
 
 
-@needs_data
 def test_axial_dicom_slices_are_shown_as_stored_inferior_first(dicom_ct):
     """IOP (1,0,0,0,1,0) is already LPS: pixel arrays are not flipped; the highest z is the last slice."""
     headers = [pydicom.dcmread(path) for path in sorted(DICOM_DIR.iterdir())[:2]]
@@ -68,7 +62,6 @@ def test_axial_dicom_slices_are_shown_as_stored_inferior_first(dicom_ct):
     assert display_affine[0, 2] < 0 and display_affine[1, 1] < 0 and display_affine[2, 0] > 0
 
 
-@needs_data
 def test_dicom_lines_up_with_its_label_map(dicom_ct, dicom_labels):
     assert dicom_labels.shape == dicom_ct.data.shape
 
@@ -85,7 +78,6 @@ def test_dicom_lines_up_with_its_label_map(dicom_ct, dicom_labels):
         assert liver_bad < liver_ok - 0.2 and aorta_bad < aorta_ok - 0.2
 
 
-@needs_data
 def test_dicom_equals_its_nifti_export(dicom_ct):
     exported = read_volume(CT_DIR / "example_ct_dicom_as_nifti.nii.gz")
     assert exported.data.shape == dicom_ct.data.shape
@@ -93,21 +85,18 @@ def test_dicom_equals_its_nifti_export(dicom_ct):
     np.testing.assert_allclose(exported.meta["display_affine"], dicom_ct.meta["display_affine"], atol=1e-3)
 
 
-@needs_data
 def test_dicom_mask_written_as_nifti_reads_back(dicom_ct, dicom_labels, tmp_path):
     out = write_mask(tmp_path / "seg.nii.gz", dicom_labels, like=dicom_ct)[0]
     np.testing.assert_allclose(nib.load(out).affine, dicom_ct.affine, atol=1e-4)
     np.testing.assert_array_equal(read_labels(out, like=dicom_ct), dicom_labels)
 
 
-@needs_data
 def test_dicom_file_without_extension_is_detected():
     first = sorted(DICOM_DIR.iterdir())[0]
     assert detect_format(first) == "dicom"
     assert read_volume(first).data.shape == (1, 512, 512)
 
 
-@needs_data
 def test_folder_with_two_series_names_them(tmp_path):
     files = sorted(DICOM_DIR.iterdir())[:3]
     for path in files:

@@ -13,13 +13,6 @@ from PIL import Image
 from napari_fewshot.errors import ReadError
 from napari_fewshot.io import list_images, read_busi_mask, read_volume
 
-from shared_data import DATA  # noqa: E402
-
-
-needs_data = pytest.mark.usefixtures("real_data")  # conftest.py: skips without ../shared/data (fails in CI)
-
-BUSI = DATA / "busi"
-
 
 # ---------------------------------------------------------------- TIFF / PNG / NPY readers
 
@@ -89,38 +82,41 @@ def test_npy_layouts(tmp_path):
 # ---------------------------------------------------------------- BUSI and folders
 
 
-@needs_data
-def test_busi_image_reads_as_grey():
-    volume = read_volume(BUSI / "benign" / "benign (4).png")
-    width, height = Image.open(BUSI / "benign" / "benign (4).png").size
+def test_busi_image_reads_as_grey(png_set):
+    """BUSI stores its grey images as RGB with the grey repeated; they read as one grey channel."""
+    path = png_set / "mr" / "mr (4).png"
+    assert Image.open(path).mode == "RGB"
+    volume = read_volume(path)
+    width, height = Image.open(path).size
     assert volume.data.shape == (1, height, width) and volume.data.dtype == np.uint8
+    np.testing.assert_array_equal(volume.data[0], np.asarray(Image.open(path))[..., 0])
     assert volume.format == "png" and volume.affine is None
 
 
-@needs_data
-def test_busi_masks_are_or_merged():
-    image = BUSI / "benign" / "benign (4).png"
-    first = np.asarray(Image.open(BUSI / "benign" / "benign (4)_mask.png").convert("L")) > 0
-    second = np.asarray(Image.open(BUSI / "benign" / "benign (4)_mask_1.png").convert("L")) > 0
+def test_busi_masks_are_or_merged(png_set):
+    image = png_set / "mr" / "mr (3).png"  # its mask is split over _mask and _mask_1 (shared_data)
+    first = np.asarray(Image.open(png_set / "mr" / "mr (3)_mask.png").convert("L")) > 0
+    second = np.asarray(Image.open(png_set / "mr" / "mr (3)_mask_1.png").convert("L")) > 0
     merged = read_busi_mask(image)
     assert merged.dtype == bool and merged.shape == first.shape
     assert first.any() and second.any() and (second & ~first).any()
     np.testing.assert_array_equal(merged, first | second)
 
 
-@needs_data
-def test_busi_image_without_mask_is_a_read_error(tmp_path):
-    shutil.copy(BUSI / "benign" / "benign (4).png", tmp_path / "lonely.png")
+def test_busi_image_without_mask_is_a_read_error(png_set, tmp_path):
+    shutil.copy(png_set / "mr" / "mr (4).png", tmp_path / "lonely.png")
     with pytest.raises(ReadError, match="lonely.png"):
         read_busi_mask(tmp_path / "lonely.png")
 
 
-@needs_data
-def test_list_images_on_busi_is_natural_and_skips_masks():
-    names = [p.name for p in list_images(BUSI / "benign")]
-    assert len(names) == 60 and not any("_mask" in name for name in names)
-    assert names.index("benign (2).png") < names.index("benign (10).png")
-    assert names[:3] == ["benign (1).png", "benign (2).png", "benign (3).png"]
+def test_list_images_on_busi_is_natural_and_skips_masks(png_set, tmp_path):
+    folder = shutil.copytree(png_set / "mr", tmp_path / "mr")
+    for path in folder.glob("mr (8)*"):  # image 8 becomes image 10: natural order puts it after 2
+        path.rename(folder / path.name.replace("(8)", "(10)"))
+    names = [p.name for p in list_images(folder)]
+    assert len(names) == 8 and not any("_mask" in name for name in names)
+    assert names.index("mr (2).png") < names.index("mr (10).png")
+    assert names == [f"mr ({n}).png" for n in (1, 2, 3, 4, 5, 6, 7, 10)]
 
 
 def test_list_images_filters_extensions(tmp_path):

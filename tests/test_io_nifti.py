@@ -11,23 +11,20 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from napari_fewshot.errors import ReadError
 from napari_fewshot.io import Volume, read_labels, read_volume, write_image, write_mask
 
-from shared_data import DATA, require  # noqa: E402
+from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
 
+from shared_data import CHAOS  # noqa: E402
 
-needs_data = pytest.mark.usefixtures("real_data")  # conftest.py: skips without ../shared/data (fails in CI)
-
-CHAOS_IMAGE = DATA / "chaos_t2" / "image_1.nii.gz"
-CHAOS_LABEL = DATA / "chaos_t2" / "label_1.nii.gz"
-CT_DIR = DATA / "ct_totalseg"
-LIVER, AORTA = 5, 52
+CHAOS_IMAGE = CHAOS / "image_1.nii.gz"  # case 1 is shipped in tests/data/chaos_t2
+CHAOS_LABEL = CHAOS / "label_1.nii.gz"
+SAMPLE_LIVER = 1  # sample_data/ct_abdomen_organs.json: TotalSegmentator's liver, renumbered
 
 
 @pytest.fixture(scope="module")
 def chaos() -> Volume:
-    return read_volume(require(CHAOS_IMAGE))
+    return read_volume(CHAOS_IMAGE)
 
 
-@needs_data
 def test_chaos_reads_as_slices_first(chaos):
     header = nib.load(CHAOS_IMAGE)
     n_z = header.shape[2]
@@ -37,7 +34,6 @@ def test_chaos_reads_as_slices_first(chaos):
     np.testing.assert_array_equal(chaos.affine, header.affine)
 
 
-@needs_data
 def test_chaos_display_grid_is_radiological(chaos):
     """Columns run toward the patient's left, rows toward posterior, slices toward superior."""
     display_affine = chaos.meta["display_affine"]
@@ -48,7 +44,6 @@ def test_chaos_display_grid_is_radiological(chaos):
     np.testing.assert_array_equal(chaos.data, raw[:, ::-1, :].transpose(2, 1, 0))
 
 
-@needs_data
 def test_chaos_label_written_back_keeps_affine_and_voxel_order(chaos, tmp_path):
     labels = read_labels(CHAOS_LABEL, like=chaos)
     assert labels.shape == chaos.data.shape and labels.dtype == np.uint8
@@ -65,13 +60,13 @@ def test_chaos_label_written_back_keeps_affine_and_voxel_order(chaos, tmp_path):
     np.testing.assert_array_equal(read_labels(written[0], like=chaos), labels)
 
 
-@needs_data
 def test_totalseg_ct_and_labels_line_up():
-    ct = read_volume(CT_DIR / "example_ct.nii.gz")
-    labels = read_labels(CT_DIR / "example_seg_fast_force_split.nii.gz", like=ct)
+    """The CT sample is TotalSegmentator's example_ct.nii.gz (same voxels and affine), with its organs."""
+    ct = read_volume(CT_IMAGE)
+    labels = read_labels(CT_LABELS, like=ct)
     assert ct.data.shape == (112, 101, 122)  # file is (x, y, z) = (122, 101, 112), RAS
     assert ct.spacing == pytest.approx((3.0, 3.0, 3.0))
-    liver_hu = ct.data[labels == LIVER]
+    liver_hu = ct.data[labels == SAMPLE_LIVER]
     assert liver_hu.size > 0 and 0 < liver_hu.mean() < 150
 
 
@@ -126,7 +121,6 @@ def test_nifti_2d_image_reads_as_one_slice(tmp_path):
     assert read_volume(path).data.shape == (1, 4, 3)
 
 
-@needs_data
 def test_float_image_written_on_nifti_grid(chaos, tmp_path):
     heat = np.linspace(0, 1, chaos.data.size, dtype=np.float32).reshape(chaos.data.shape)
     out = write_image(tmp_path / "heat.nii.gz", heat, like=chaos)[0]
