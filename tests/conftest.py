@@ -8,6 +8,7 @@ under ``xvfb-run -a``; without one they are skipped.
 import torch  # noqa: F401  (must stay the first import)
 
 # isort: split
+import dataclasses
 import os
 import time
 
@@ -120,6 +121,12 @@ def paint_support(widget, reference, label=LIVER, slices=LIVER_SUPPORT_SLICES):
         data[z][reference[z] == label] = label
     support.data = data  # emits the data event like an edit would
     return support
+
+
+def use_input_size(widget, pixels: int) -> None:
+    """Feed the widget's encoder `pixels`-px slices from now on (whatever the form says), so a job takes seconds."""
+    params = widget.params
+    widget.params = lambda: dataclasses.replace(params(), input_size=pixels)
 
 
 def wait_idle(qtbot, widget, timeout_s: float = 90.0) -> float:

@@ -8,11 +8,10 @@
     "cancelled" after a cancel.
 """
 
-import dataclasses
 
 import numpy as np
 import pytest
-from conftest import CT_IMAGE_NAME, LIVER, paint_support, wait_idle
+from conftest import CT_IMAGE_NAME, LIVER, paint_support, use_input_size, wait_idle
 
 pytestmark = pytest.mark.gui
 
@@ -23,8 +22,7 @@ SLICES = (76, 104)  # a range through the painted liver slices (79, 90, 100)
 @pytest.fixture
 def quick_ct(ct):
     viewer, widget, reference = ct
-    params = widget.params
-    widget.params = lambda: dataclasses.replace(params(), input_size=SMALL_INPUT)
+    use_input_size(widget, SMALL_INPUT)
     return viewer, widget, reference
 
 

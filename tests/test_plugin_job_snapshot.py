@@ -6,12 +6,11 @@ synthetic images and 128 px encoder input keep each job to seconds. The snapshot
 (:func:`~napari_fewshot.plugin.session.image_planes`) is views of the layer's data, never a copy.
 """
 
-import dataclasses
 import threading
 
 import numpy as np
 import pytest
-from conftest import wait_idle
+from conftest import use_input_size, wait_idle
 
 SMALL_INPUT = 128  # px
 
@@ -40,8 +39,7 @@ def _widget(viewer):
     widget = FewShotWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.ui.settings["device"].value = "cpu"
-    params = widget.params
-    widget.params = lambda: dataclasses.replace(params(), input_size=SMALL_INPUT)
+    use_input_size(widget, SMALL_INPUT)
     return widget
 
 

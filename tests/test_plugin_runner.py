@@ -1,13 +1,12 @@
 """The job runner on the CT sample: progress never nests the Qt event loop, every job says how it ended,
 closing the viewer mid-job is quiet."""
 
-import dataclasses
 import sys
 import threading
 import time
 
 import pytest
-from conftest import paint_support, wait_idle
+from conftest import paint_support, use_input_size, wait_idle
 
 pytestmark = pytest.mark.gui
 
@@ -18,8 +17,7 @@ SMALL_INPUT = 128  # px: features for the 112 CT slices in a few seconds instead
 def fast_ct(ct):
     """The CT sample with the encoder fed 128 px slices, so a whole job takes seconds."""
     viewer, widget, reference = ct
-    params = widget.params
-    widget.params = lambda: dataclasses.replace(params(), input_size=SMALL_INPUT)
+    use_input_size(widget, SMALL_INPUT)
     return viewer, widget, reference
 
 

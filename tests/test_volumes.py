@@ -7,7 +7,7 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import CT_IMAGE_NAME, LIVER, LIVER_SUPPORT_SLICES, paint_support, wait_idle
+from conftest import CT_IMAGE_NAME, LIVER, LIVER_SUPPORT_SLICES, paint_support, use_input_size, wait_idle
 
 from napari_fewshot.core.metrics import class_volumes
 from napari_fewshot.core.volumes import CSV_COLUMNS, volume_table
@@ -57,11 +57,8 @@ def test_without_spacing_the_size_is_a_pixel_area():
 
 @pytest.mark.gui
 def test_widget_shows_volumes_after_segment_and_export_writes_them(ct, qtbot, tmp_path):
-    import dataclasses
-
     viewer, widget, reference = ct
-    params = widget.params
-    widget.params = lambda: dataclasses.replace(params(), input_size=128)  # a quick job
+    use_input_size(widget, 128)  # a quick job
     assert widget.ui.volumes_label.text() == ""
     paint_support(widget, reference)
     widget.segment("all")
