@@ -9,20 +9,15 @@ from pathlib import Path
 
 from ..errors import WriteError
 from .atomic import atomic_write
+from .naming import split_extension
 
 VOLUMES_SUFFIX = "_volumes.csv"
-MASK_EXTENSIONS = (".nii.gz", ".nii", ".tiff", ".tif", ".png", ".npy", ".dcm")
 
 
 def volumes_csv_path(mask: str | os.PathLike) -> Path:
     """``liver_mask.nii.gz`` -> ``liver_mask_volumes.csv`` beside it (a folder: ``FOLDER_volumes.csv`` beside it)."""
     mask = Path(mask)
-    name = mask.name
-    for extension in MASK_EXTENSIONS:
-        if name.lower().endswith(extension):
-            name = name[: -len(extension)]
-            break
-    return mask.with_name(name + VOLUMES_SUFFIX)
+    return mask.with_name(split_extension(mask.name)[0] + VOLUMES_SUFFIX)
 
 
 def write_volumes_csv(path: str | os.PathLike, rows: list[dict], columns) -> Path:
