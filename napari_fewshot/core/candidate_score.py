@@ -61,6 +61,13 @@ class SupportProfile:
         return float(height * shape[0]), float(width * shape[1])
 
 
+def ring_contrast(values: np.ndarray, mask: np.ndarray, width: int) -> float:
+    """Mean of `values` inside the (H, W) bool `mask` minus their mean over the ring `width` pixels (cells) wide
+    around it; 0 when nothing lies around it. values: (H, W) float; `mask` must hold at least one pixel."""
+    ring = ndimage.binary_dilation(mask, iterations=width) & ~mask
+    return float(values[mask].mean() - values[ring].mean()) if ring.any() else 0.0
+
+
 def support_likeness(mask: np.ndarray, margin: np.ndarray, profile: SupportProfile | None,
                      size_weight: float = 0.1) -> float:
     """How much a candidate looks like the support's objects of its class; -inf for an empty mask.
@@ -76,10 +83,7 @@ def support_likeness(mask: np.ndarray, margin: np.ndarray, profile: SupportProfi
     if area == 0:
         return float("-inf")
     width = max(2, int(round(0.1 * np.sqrt(area))))
-    ring = ndimage.binary_dilation(mask, iterations=width) & ~mask
-    inside = float(margin[mask].mean())
-    around = float(margin[ring].mean()) if ring.any() else inside
-    score = inside - around
+    score = ring_contrast(margin, mask, width)
     if profile is not None:
         score -= size_weight * profile.size_deviation(area / mask.size)
     return score

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .candidate_score import ring_contrast
+
 
 def cell_labels(labels: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """The (H, W) labels sampled at the centres of an (h, w) grid of feature cells -> (h, w)."""
@@ -104,9 +106,8 @@ def foreground_contrast(scores: np.ndarray, labels: np.ndarray) -> float | None:
     if not inside.any() or inside.all():
         return None
     evidence = scores[1:].max(0) - scores[0]
-    ring = ndimage.binary_dilation(inside, iterations=RING_CELLS) & ~inside
     spread = float(evidence.std()) or 1.0
-    return float(evidence[inside].mean() - evidence[ring].mean()) / spread
+    return ring_contrast(evidence, inside, RING_CELLS) / spread
 
 
 def image_error(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, scale: float) -> float:
