@@ -9,6 +9,7 @@ from shared_data import BUSI, require
 from napari_fewshot.core.box_to_mask import BoxParams, BoxSegmenter, clip_box
 from napari_fewshot.core.sam_prompt import box_region
 from napari_fewshot.core.sam_prompt import PlaneEmbedding, box_of
+from napari_fewshot.core.sam_service import EMBEDDING_BYTES, LiteMedSAMService
 from napari_fewshot.errors import FewShotError
 
 
@@ -18,13 +19,17 @@ class FakePrompter:
     rule removes it)."""
 
     device = torch.device("cpu")
+    weights_id = "fake"
 
-    def __init__(self):
+    def __init__(self, device="cpu"):
         self.embedded = []
 
     def embed(self, plane):
         self.embedded.append(plane.copy())
         return PlaneEmbedding(torch.zeros(1), tuple(plane.shape[:2]), 1.0)
+
+    def decode_batch(self, requests, max_prompts=32):
+        return [(self.decode(e, b), np.ones(len(b), np.float32)) for e, b, _ in requests]
 
     def decode(self, embedding, boxes):
         height, width = embedding.shape
@@ -38,24 +43,31 @@ class FakePrompter:
         return out
 
 
+def _boxes(params=None, fake=None) -> BoxSegmenter:
+    """A BoxSegmenter on a service of its own whose LiteMedSAM is `fake` (a FakePrompter)."""
+    fake = fake or FakePrompter()
+    capacity = (params or BoxParams()).cached_planes * EMBEDDING_BYTES
+    return BoxSegmenter(params, service=LiteMedSAMService("cpu", capacity, prompter_factory=lambda device: fake))
+
+
 def _plane(seed=0, shape=(40, 50)):
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
 
 
 def test_a_box_becomes_the_object_inside_it_and_nothing_else():
-    boxes = BoxSegmenter(prompter=FakePrompter())
+    boxes = _boxes()
     mask = boxes.mask(_plane(), (10, 8, 30, 28))
     assert mask.shape == (40, 50) and mask.dtype == bool
     assert mask[18, 20] and not mask[:3, :3].any()  # the blob outside the box is cut
     assert not mask[9, 11]  # the speck in the box corner is not the largest component
-    loose = BoxSegmenter(BoxParams(inside_box=False, largest_component=False), prompter=FakePrompter())
+    loose = _boxes(BoxParams(inside_box=False, largest_component=False))
     raw = loose.mask(_plane(), (10, 8, 30, 28))
     assert raw[:3, :3].all() and raw[9, 11]
 
 
 def test_embedding_is_computed_once_per_plane_and_forgotten_beyond_the_cache():
     fake = FakePrompter()
-    boxes = BoxSegmenter(BoxParams(cached_planes=2), prompter=fake)
+    boxes = _boxes(BoxParams(cached_planes=2), fake)
     a, b, c = _plane(0), _plane(1), _plane(2)
     boxes.mask(a, (5, 5, 20, 20))
     assert boxes.is_cached(a) and not boxes.is_cached(b)
@@ -78,7 +90,7 @@ def test_boxes_are_sorted_clipped_and_bad_ones_explained():
     with pytest.raises(FewShotError, match="too small"):
         clip_box((10, 10, 11, 30), (40, 50))
     with pytest.raises(FewShotError, match="outside the image"):
-        BoxSegmenter(prompter=FakePrompter()).mask(_plane(), (-30, -30, -1, -1))
+        _boxes().mask(_plane(), (-30, -30, -1, -1))
     region = box_region((1.5, 2, 3, 4), (6, 6))
     assert region.sum() == 3 * 3 and region[2:5, 1:4].all()
     with pytest.raises(FewShotError, match="threshold"):

@@ -6,8 +6,9 @@ import torch
 from scipy import ndimage
 
 from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, dice, run
-from napari_fewshot.core.refine import EmbeddingCache, Refiner, refine_plane
+from napari_fewshot.core.refine import Refiner, refine_plane
 from napari_fewshot.core.sam_prompt import PlaneEmbedding
+from napari_fewshot.core.sam_service import EMBEDDING_BYTES, LiteMedSAMService
 from napari_fewshot.core.stack import ImageStack
 from napari_fewshot.errors import FewShotError
 
@@ -108,13 +109,21 @@ def test_overlapping_classes_go_to_the_more_probable_and_implausible_decodes_kee
 
 
 class CountingPrompter:
-    """A stand-in for BoxPrompter: counts embeddings, decodes each box as itself."""
+    """A stand-in for BoxPrompter: counts embeddings, decodes each box as itself; its "mask decoder" is a
+    small linear layer (weights to swap)."""
 
     weights_id = "fake"
 
     def __init__(self, device="cpu"):
         self.device = torch.device(device)
         self.embedded = []
+        self.calls = 0  # decoder calls (each may hold several planes' boxes)
+        self.model = torch.nn.Module()
+        self.model.mask_decoder = torch.nn.Linear(2, 2)
+
+    def decode_batch(self, requests, max_prompts=32):
+        self.calls += 1
+        return [(self.decode(e, b, m), np.ones(len(b), np.float32)) for e, b, m in requests]
 
     def embed(self, plane):
         self.embedded.append(float(plane.sum()))
@@ -130,7 +139,8 @@ class CountingPrompter:
 def test_embeddings_are_computed_once_per_slice_and_never_reused_for_another_image(tmp_path):
     params = SegmentationParams(refine=RefineParams(enabled=True), cache_dir=str(tmp_path))
     made = []
-    refiner = Refiner(params, "cpu", lambda device: made.append(CountingPrompter(device)) or made[-1])
+    service = LiteMedSAMService("cpu", 1 << 30, tmp_path, lambda device: made.append(CountingPrompter(device)) or made[-1])
+    refiner = Refiner(params, service)
     volume = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
     labels = [np.zeros((32, 32), np.uint8) for _ in range(4)]
     for i in (0, 2, 3):
@@ -141,20 +151,22 @@ def test_embeddings_are_computed_once_per_slice_and_never_reused_for_another_ima
     assert [r.done for r in reports] == [1, 2, 3, 4] and "refined" in reports[-1].message
     list(refiner.refine(stack, [x.copy() for x in labels], range(4), [1]))
     assert len(made) == 1 and len(made[0].embedded) == 3  # slices 0, 2, 3 once each; slice 1 had nothing
-    other = ImageStack(volume[::-1].copy())
+    other = ImageStack(np.random.default_rng(5).random((4, 32, 32)).astype(np.float32))
     list(refiner.refine(other, [x.copy() for x in labels], range(4), [1]))
     assert len(made[0].embedded) == 6  # a new image: its own embeddings
-    fresh = Refiner(params, "cpu", CountingPrompter)
+    flipped = ImageStack(volume[::-1].copy())  # slices 0, 2, 3 are the first image's 3, 1, 0 (same window)
+    list(refiner.refine(flipped, [x.copy() for x in labels], range(4), [1]))
+    assert len(made[0].embedded) == 7  # embeddings are named by the windowed pixels: only old slice 1 is new
+    fresh = Refiner(params, LiteMedSAMService("cpu", 1 << 30, tmp_path, CountingPrompter))
     list(fresh.refine(stack, [x.copy() for x in labels], range(4), [1]))
-    assert fresh.cache.computed == 0 and fresh.prompter.embedded == []  # read back from cache_dir
+    assert fresh.service.computed == 0 and fresh.service.prompter.embedded == []  # read back from cache_dir
 
 
 def test_the_embedding_cache_keeps_to_its_budget():
-    cache = EmbeddingCache(budget_bytes=2 * 256 * 64 * 64 * 2)
-    prompter = CountingPrompter()
+    cache = LiteMedSAMService("cpu", budget_bytes=2 * EMBEDDING_BYTES, prompter_factory=CountingPrompter)
     stack = ImageStack(np.random.default_rng(1).random((3, 16, 16)).astype(np.float32))
     for i in (0, 1, 2, 0):
-        cache.get(stack, i, prompter)
+        cache.embedding_of(stack, i)
     assert len(cache) == 2 and cache.computed == 4  # slice 0 was dropped for slice 2, then computed again
 
 
@@ -219,7 +231,8 @@ def test_a_slice_whose_coarse_labels_did_not_change_is_not_decoded_again():
             CountingDecodes.decoded += 1
             return super().decode(embedding, boxes, masks)
 
-    refiner = Refiner(SegmentationParams(refine=RefineParams(enabled=True)), "cpu", CountingDecodes)
+    service = LiteMedSAMService("cpu", prompter_factory=CountingDecodes)
+    refiner = Refiner(SegmentationParams(refine=RefineParams(enabled=True)), service)
     stack = ImageStack(np.random.default_rng(1).random((3, 32, 32)).astype(np.float32))
     labels = [np.zeros((32, 32), np.uint8) for _ in range(3)]
     for plane in labels:

@@ -1,17 +1,16 @@
 """Box to mask: a rectangle drawn around an organ or lesion on one slice -> that object's mask (LiteMedSAM).
 
-    boxes = BoxSegmenter(BoxParams(), device="auto")   # LiteMedSAM is loaded on first use
+    boxes = BoxSegmenter(BoxParams(), service=segmenter.sam)   # the segmenter's LiteMedSAM, loaded on first use
     mask = boxes.mask(plane, box)   # plane: (H, W) or (H, W, 3) float in [0, 1]; box: x0, y0, x1, y1 -> (H, W) bool
 
-The image embedding (the costly part) is kept for the last few planes, keyed by their pixels, so a second
-box on the same slice only runs the decoder. Planes come from :class:`~napari_fewshot.core.stack.ImageStack`
-(``stack.slice(i)``: windowed once per image, as for the features). Not thread-safe: one caller at a time.
+The image embedding (the costly part) comes from the LiteMedSAMService (core/sam_service.py), keyed by the
+plane's pixels: a second box on the same slice, or a box on a slice refinement already embedded, only runs
+the decoder. Planes come from :class:`~napari_fewshot.core.stack.ImageStack` (``stack.slice(i)``: windowed
+once per image, as for the features and refinement).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +29,8 @@ class BoxParams:
     threshold:      probability above which a pixel belongs to the object.
     inside_box:     keep only the pixels inside the box (the user said the object is in there).
     largest_component: keep the largest 4-connected component (a box holds one organ or lesion).
-    cached_planes:  image embeddings kept (one per plane, 4 MiB each).
+    cached_planes:  image embeddings kept (4 MiB each as float32 before, 2 MiB as the service keeps them) by
+                    a BoxSegmenter that makes its own service; a service handed in keeps its own budget.
     """
 
     threshold: float = 0.5
@@ -46,60 +46,48 @@ class BoxParams:
 
 
 class BoxSegmenter:
-    """Boxes on planes -> masks, through :class:`~napari_fewshot.core.sam_prompt.BoxPrompter`.
+    """Boxes on planes -> masks, through a :class:`~napari_fewshot.core.sam_service.LiteMedSAMService`.
 
-    device: "auto" | "cpu" | "cuda" | "mps" (resolved by :func:`~napari_fewshot.core.devices.resolve_device`).
-    prompter: a ready BoxPrompter (tests); by default one is built, on ``device``, the first time it is needed.
+    service: the LiteMedSAM to use (a FewShotSegmenter's ``sam``, shared with refinement); by default one
+             of its own on ``device`` ("auto" | "cpu" | "cuda" | "mps", resolved by
+             :func:`~napari_fewshot.core.devices.resolve_device`), keeping ``params.cached_planes`` embeddings.
     """
 
-    def __init__(self, params: BoxParams | None = None, device: str = "auto", prompter=None):
+    def __init__(self, params: BoxParams | None = None, device: str = "auto", service=None):
+        from .sam_service import EMBEDDING_BYTES, LiteMedSAMService
+
         self.params = params or BoxParams()
-        self.device = resolve_device(device) if prompter is None else prompter.device
-        self._prompter = prompter
-        self._embeddings: OrderedDict[str, object] = OrderedDict()  # plane digest -> PlaneEmbedding, oldest first
-        self.embedded = 0  # planes embedded so far (cache misses)
-
-    @property
-    def prompter(self):
-        """The BoxPrompter (LiteMedSAM loaded on first use)."""
-        if self._prompter is None:
-            from .sam_prompt import BoxPrompter
-
-            self._prompter = BoxPrompter(self.device)
-        return self._prompter
+        if service is None:
+            service = LiteMedSAMService(resolve_device(device), self.params.cached_planes * EMBEDDING_BYTES)
+        self.service = service
+        self.device = service.device
 
     @property
     def loaded(self) -> bool:
         """True once LiteMedSAM is loaded (the first box also loads it)."""
-        return self._prompter is not None
+        return self.service.loaded
+
+    @property
+    def embedded(self) -> int:
+        """Planes embedded so far by the service (cache misses, refinement's included)."""
+        return self.service.computed
 
     def is_cached(self, plane: np.ndarray) -> bool:
         """True when ``plane``'s embedding is cached (a box on it only runs the decoder)."""
-        return _digest(plane) in self._embeddings
+        return self.service.is_cached(plane)
 
-    def embedding(self, plane: np.ndarray):
-        """The PlaneEmbedding of ``plane`` ((H, W) or (H, W, 3) float in [0, 1]), from the cache when there."""
-        key = _digest(plane)
-        if key in self._embeddings:
-            self._embeddings.move_to_end(key)
-            return self._embeddings[key]
-        embedding = self.prompter.embed(plane)
-        self.embedded += 1
-        self._embeddings[key] = embedding
-        while len(self._embeddings) > self.params.cached_planes:
-            self._embeddings.popitem(last=False)
-        return embedding
-
-    def masks(self, plane: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def masks(self, plane: np.ndarray, boxes: np.ndarray, embedding=None) -> np.ndarray:
         """(N, 4) boxes (x0, y0, x1, y1 in plane pixels, inclusive) on one plane -> (N, H, W) bool masks.
 
-        Each box is first clipped to the plane (see :func:`clip_box`; FewShotError when one misses it)."""
+        Each box is first clipped to the plane (see :func:`clip_box`; FewShotError when one misses it).
+        embedding: the plane's PlaneEmbedding when the caller has it (default: the service's)."""
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         shape = plane.shape[:2]
         boxes = np.stack([clip_box(box, shape) for box in boxes]) if len(boxes) else boxes
         if not len(boxes):
             return np.zeros((0, *shape), bool)
-        probabilities = self.prompter.decode(self.embedding(plane), boxes)
+        embedding = self.service.embedding(plane) if embedding is None else embedding
+        probabilities = self.service.decode([(embedding, boxes, None)])[0]
         out = probabilities > self.params.threshold
         for mask, box in zip(out, boxes, strict=True):
             if self.params.inside_box:
@@ -112,9 +100,15 @@ class BoxSegmenter:
         """One box (x0, y0, x1, y1) on ``plane`` -> (H, W) bool mask."""
         return self.masks(plane, np.asarray(box, np.float32)[None])[0]
 
+    def slice_mask(self, stack, index: int, box) -> np.ndarray:
+        """One box on slice ``index`` of ``stack`` (an ImageStack) -> (H_i, W_i) bool mask; the slice's
+        embedding is the one refinement uses (looked up without hashing the plane again)."""
+        plane = stack.slice(index)
+        return self.masks(plane, np.asarray(box, np.float32)[None], self.service.embedding_of(stack, index))[0]
+
     def clear(self) -> None:
-        """Forget every cached embedding."""
-        self._embeddings.clear()
+        """Forget every cached embedding (of the service: refinement's too)."""
+        self.service.clear()
 
 
 def clip_box(box, shape: tuple[int, int]) -> np.ndarray:
@@ -142,11 +136,3 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(labelled.ravel())
     sizes[0] = 0
     return labelled == int(np.argmax(sizes))
-
-
-def _digest(plane: np.ndarray) -> str:
-    plane = np.ascontiguousarray(plane)
-    digest = hashlib.blake2b(repr((plane.shape, plane.dtype.str)).encode(), digest_size=16)
-    digest.update(memoryview(plane).cast("B"))
-    return digest.hexdigest()
-

@@ -8,113 +8,42 @@ component): then the component stays as it was. Where classes overlap, the highe
 The 3D clean-up of volumes (and the largest-component rule of 2D images) runs afterwards, in
 FewShotSegmenter.segment.
 
-LiteMedSAM's image embedding of a slice is computed once and kept (EmbeddingCache): in memory within a
-byte budget, and under the feature cache folder when there is one, keyed by the stack's signature, so
-re-segmenting after a stroke decodes boxes only and a new image never reuses another's embeddings. The
-refiner always uses the original LiteMedSAM weights, whatever encoder (fine-tuned or not) found the objects.
+LiteMedSAM, its embeddings and its decoder belong to the segmenter's LiteMedSAMService (core/sam_service.py,
+shared with the box tool): a slice's embedding is computed once (kept in memory within a byte budget and
+under the feature cache folder, keyed by the windowed pixels), so re-segmenting after a stroke decodes
+boxes only. The prompts of several slices go to the decoder together (one call for up to MAX_PROMPTS), and
+a slice whose coarse labels did not change since its last refinement (same image, classes, settings and
+decoder weights) is not decoded again. The refiner always uses the original LiteMedSAM image encoder,
+whatever encoder (fine-tuned or not) found the objects.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections import OrderedDict
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Callable, Generator, Sequence
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from .config import RefineParams, SegmentationParams
-from .matching import matmul_dtype
 from .progress import Progress
-from .sam_prompt import BoxPrompter, PlaneEmbedding, box_of, box_region
+from .sam_prompt import box_of, box_region
+from .sam_service import MAX_PROMPTS, LiteMedSAMService
 from .stack import ImageStack
 
-EMBEDDING_BYTES = 256 * 64 * 64 * 2  # one slice's (256, 64, 64) float16 embedding
 FALLBACK = 0.5 + 1e-3  # probability given to a kept coarse component: above background, below a confident decode
+SLICES_PER_BATCH = 4  # slices whose prompts are decoded together (a streaming caller waits for the batch)
 
 
-class EmbeddingCache:
-    """LiteMedSAM embeddings of one ImageStack's slices, computed at most once per slice.
+@dataclass
+class PlanePrompts:
+    """The prompts of one slice: parts [(class position k, (H, W) bool component)], boxes (N, 4), masks
+    (N, H, W) float32 or None (no mask prompts)."""
 
-    budget_bytes: memory for float16 embeddings (least recently used dropped first).
-    disk_dir:     folder for a persistent copy (None: memory only); slices go under a signature of
-                  (pixels and window, LiteMedSAM weights, package version).
-    """
-
-    def __init__(self, budget_bytes: int, disk_dir: str | Path | None = None):
-        self.capacity = max(1, budget_bytes // EMBEDDING_BYTES)
-        self.disk_dir = None if disk_dir is None else Path(disk_dir)
-        self._signature: str | None = None
-        self._planes: OrderedDict[int, PlaneEmbedding] = OrderedDict()
-        self.computed = 0  # embeddings computed by the encoder (not read back), for tests and benchmarks
-
-    def __len__(self) -> int:
-        return len(self._planes)
-
-    def get(self, stack: ImageStack, index: int, prompter: BoxPrompter) -> PlaneEmbedding:
-        """The embedding of slice `index` of `stack` (a new stack forgets the previous one's)."""
-        signature = self._key(stack, prompter)
-        if signature != self._signature:
-            self._planes.clear()
-            self._signature = signature
-        embedding = self._planes.get(index)
-        if embedding is None:
-            embedding = self._read(stack, index, prompter) or self._compute(stack, index, prompter)
-            self._planes[index] = embedding
-            while len(self._planes) > self.capacity:
-                self._planes.popitem(last=False)
-        else:
-            self._planes.move_to_end(index)
-        return embedding
-
-    def _key(self, stack: ImageStack, prompter: BoxPrompter) -> str:
-        from .. import __version__
-
-        text = json.dumps([stack.signature(), prompter.weights_id, __version__])
-        return hashlib.sha1(text.encode()).hexdigest()[:20]
-
-    def _compute(self, stack: ImageStack, index: int, prompter: BoxPrompter) -> PlaneEmbedding:
-        # bfloat16 where the hardware does it natively: about twice as fast on such a CPU, and the decoded
-        # masks agree with float32's to within a few boundary pixels.
-        dtype = matmul_dtype(prompter.device.type)
-        with torch.autocast(prompter.device.type, dtype=dtype, enabled=dtype == torch.bfloat16):
-            embedding = prompter.embed(stack.slice(index))
-        embedding.features = embedding.features.half()
-        self.computed += 1
-        if self.disk_dir is not None:
-            self._write(index, embedding)
-        return embedding
-
-    def _path(self, index: int) -> Path:
-        return self.disk_dir / "sam" / self._signature / f"{index}.npy"
-
-    def _read(self, stack: ImageStack, index: int, prompter: BoxPrompter) -> PlaneEmbedding | None:
-        if self.disk_dir is None or not self._path(index).is_file():
-            return None
-        try:
-            array = np.load(self._path(index))
-        except (OSError, ValueError):
-            return None  # a damaged file is computed again (and rewritten)
-        if array.shape != (1, 256, 64, 64):
-            return None
-        shape = stack.shape_of(index)
-        features = torch.from_numpy(array).to(prompter.device)
-        return PlaneEmbedding(features, shape, 256 / max(shape))
-
-    def _write(self, index: int, embedding: PlaneEmbedding) -> None:
-        from ..io.atomic import atomic_write
-
-        path = self._path(index)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            array = embedding.features.cpu().numpy()
-            atomic_write(path, lambda tmp: np.save(tmp, array, allow_pickle=False), suffix=".npy")
-        except OSError:
-            pass  # the cache folder is a speed-up only: a full or read-only disk costs time, not results
+    parts: list
+    boxes: np.ndarray
+    masks: np.ndarray | None
 
 
 def components(labels: np.ndarray, class_ids: Sequence[int], min_pixels: int,
@@ -133,23 +62,37 @@ def components(labels: np.ndarray, class_ids: Sequence[int], min_pixels: int,
     return out
 
 
+def plane_prompts(labels: np.ndarray, class_ids: Sequence[int], params: RefineParams) -> PlanePrompts | None:
+    """(H, W) label plane -> the prompts refining it, or None when it has no component to refine."""
+    parts = components(labels, class_ids, params.min_pixels, params.max_components)
+    if not parts:
+        return None
+    boxes = np.stack([box_of(mask, params.margin) for _, mask in parts])
+    masks = np.stack([mask for _, mask in parts]).astype(np.float32) if params.mask_prompt else None
+    return PlanePrompts(parts, boxes, masks)
+
+
 def refine_plane(labels: np.ndarray, class_ids: Sequence[int],
                  decode: Callable[[np.ndarray, np.ndarray | None], np.ndarray],
                  params: RefineParams) -> np.ndarray:
     """One slice's labels refined.
 
     labels: (H, W) label values (0 background, else one of class_ids).
-    decode: (N, 4) boxes, optional (N, H, W) mask prompts -> (N, H, W) probabilities (BoxPrompter.decode
-            bound to the slice's embedding); only called when there is a component to refine.
+    decode: (N, 4) boxes, optional (N, H, W) mask prompts -> (N, H, W) probabilities (the decoder bound to
+            the slice's embedding); only called when there is a component to refine.
     Returns a new (H, W) array of the same dtype; a plane without components comes back unchanged.
     """
-    parts = components(labels, class_ids, params.min_pixels, params.max_components)
-    if not parts:
+    prompts = plane_prompts(labels, class_ids, params)
+    if prompts is None:
         return labels
+    return apply_decoded(labels, class_ids, prompts, decode(prompts.boxes, prompts.masks), params)
+
+
+def apply_decoded(labels: np.ndarray, class_ids: Sequence[int], prompts: PlanePrompts,
+                  probabilities: np.ndarray, params: RefineParams) -> np.ndarray:
+    """(H, W) labels with each prompted component replaced by its (N, H, W) decoded probabilities."""
+    parts, boxes = prompts.parts, prompts.boxes
     lut = np.array([0] + list(class_ids), labels.dtype)
-    boxes = np.stack([box_of(mask, params.margin) for _, mask in parts])
-    masks = np.stack([mask for _, mask in parts]).astype(np.float32) if params.mask_prompt else None
-    probabilities = decode(boxes, masks)
     decoded = np.zeros((len(class_ids) + 1, *labels.shape), np.float32)
     replaced = np.zeros(decoded.shape, bool)
     for (k, mask), box, prob in zip(parts, boxes, probabilities):
@@ -168,47 +111,51 @@ def refine_plane(labels: np.ndarray, class_ids: Sequence[int],
 
 
 class Refiner:
-    """Refines predicted label planes with LiteMedSAM's decoder; loads LiteMedSAM on first use."""
+    """Refines predicted label planes with the decoder of `service` (a LiteMedSAMService; LiteMedSAM is
+    loaded on first use)."""
 
-    def __init__(self, params: SegmentationParams, device: torch.device | str = "cpu",
-                 prompter_factory: Callable[[torch.device], BoxPrompter] = BoxPrompter):
+    def __init__(self, params: SegmentationParams, service: LiteMedSAMService):
         self.params = params
-        self.device = torch.device(device)
-        self._factory = prompter_factory
-        self._prompter: BoxPrompter | None = None
-        self.cache = EmbeddingCache(params.memory_budget_mb * 1024**2 // 4, params.cache_dir)
-        self._setting: tuple | None = None  # (stack signature, classes, refine settings) of `_refined`
+        self.service = service
+        self._setting: tuple | None = None  # (stack signature, classes, refine settings, decoder) of `_refined`
         self._refined: dict[int, tuple[bytes, np.ndarray]] = {}  # slice -> (digest of coarse labels, refined)
-
-    @property
-    def prompter(self) -> BoxPrompter:
-        if self._prompter is None:
-            self._prompter = self._factory(self.device)
-        return self._prompter
 
     def refine(self, stack: ImageStack, labels: list[np.ndarray], indices: Sequence[int],
                class_ids: Sequence[int]) -> Generator[Progress, None, None]:
-        """Refine labels[i] ((H_i, W_i) label values) in place for every i in `indices`; yields Progress per
-        slice. Slices without a component to refine cost nothing (no embedding is computed for them)."""
+        """Refine labels[i] ((H_i, W_i) label values) in place for every i in `indices`, in that order, a few
+        slices per decoder call; yields Progress per slice. Slices without a component to refine cost
+        nothing (no embedding is computed for them)."""
         indices = list(indices)
         p = self.params
         # On / off / automatic does not change what a refinement gives, so it keeps the refined slices.
-        setting = (stack.signature(), tuple(class_ids), replace(p.refine, enabled=None))
+        setting = (stack.signature(), tuple(class_ids), replace(p.refine, enabled=None), self.service.decoder_version)
         if setting != self._setting:
             self._refined.clear()
             self._setting = setting
+        batch: list[tuple[int, bytes | None, PlanePrompts | None]] = []  # slices waiting for the decoder
         for n, i in enumerate(indices):
-            def decode(boxes, masks, i=i):  # called only when slice i has a component to refine
-                embedding = self.cache.get(stack, i, self.prompter)
-                plane = PlaneEmbedding(embedding.features.float(), embedding.shape, embedding.scale)
-                return self.prompter.decode(plane, boxes, masks)
-
             # After a correction most slices come out of matching unchanged: their refinement is reused.
             coarse = hashlib.blake2b(labels[i].tobytes(), digest_size=16).digest()
             done = self._refined.get(i)
             if done is not None and done[0] == coarse and done[1].dtype == labels[i].dtype:
                 labels[i] = done[1].copy()
+                batch.append((i, None, None))  # nothing to remember
             else:
-                labels[i] = refine_plane(labels[i], class_ids, decode, p.refine)
+                batch.append((i, coarse, plane_prompts(labels[i], class_ids, p.refine)))
+            prompts = sum(len(q.boxes) for _, _, q in batch if q is not None)
+            if n + 1 == len(indices) or len(batch) >= SLICES_PER_BATCH or prompts >= MAX_PROMPTS:
+                self._decode(stack, labels, batch, class_ids)
+                for m, (j, _, _) in enumerate(batch, start=n + 2 - len(batch)):
+                    yield Progress(m, len(indices), f"refined slice {j + 1} of {len(stack)}")
+                batch = []
+
+    def _decode(self, stack: ImageStack, labels: list[np.ndarray], batch: list, class_ids: Sequence[int]) -> None:
+        """Decode the prompts of every slice of `batch` [(slice, digest of its coarse labels or None when its
+        refinement was reused, PlanePrompts or None)] in one go; writes and remembers the refined planes."""
+        todo = [(i, q) for i, _, q in batch if q is not None]
+        requests = [(self.service.embedding_of(stack, i), q.boxes, q.masks) for i, q in todo]
+        for (i, q), probabilities in zip(todo, self.service.decode(requests)):
+            labels[i] = apply_decoded(labels[i], class_ids, q, probabilities, self.params.refine)
+        for i, coarse, _ in batch:
+            if coarse is not None:
                 self._refined[i] = (coarse, labels[i].copy())
-            yield Progress(n + 1, len(indices), f"refined slice {i + 1} of {len(stack)}")

@@ -71,28 +71,60 @@ class BoxPrompter:
         """
         return self.decode_with_quality(embedding, boxes, masks)[0]
 
-    @torch.no_grad()
     def decode_with_quality(self, embedding: PlaneEmbedding, boxes: np.ndarray,
                             masks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`decode`, and the decoder's own estimate of each mask's IoU with the object: (N,) float32."""
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        if len(boxes) == 0:
-            return np.zeros((0, *embedding.shape), np.float32), np.zeros(0, np.float32)
-        box = torch.from_numpy(boxes * embedding.scale).to(self.device)[:, None, :]
-        dense = None
-        if masks is not None:
-            dense = self._mask_prompt(np.asarray(masks, np.float32), embedding)
-        sparse, dense_embedding = self.model.prompt_encoder(points=None, boxes=box, masks=dense)
-        logits, quality = self.model.mask_decoder(
-            image_embeddings=embedding.features,
+        return self.decode_batch([(embedding, boxes, masks)])[0]
+
+    @torch.no_grad()
+    def decode_batch(self, requests: list, max_prompts: int = 32) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`decode_with_quality` of several planes' boxes, `max_prompts` boxes per decoder call.
+
+        requests: [(PlaneEmbedding, (N_i, 4) boxes, optional (N_i, H_i, W_i) masks)]; embeddings may be float16.
+        Returns [((N_i, H_i, W_i) probabilities, (N_i,) IoU estimates)] in the order of `requests`.
+        """
+        prompts = []  # (request, box (4,), mask (H, W) or None), flattened
+        for r, (embedding, boxes, masks) in enumerate(requests):
+            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+            for n, box in enumerate(boxes):
+                prompts.append((r, box, None if masks is None else np.asarray(masks[n], np.float32)))
+        probs: list[list[np.ndarray]] = [[] for _ in requests]
+        quality: list[list[float]] = [[] for _ in requests]
+        for start in range(0, len(prompts), max_prompts):
+            chunk = prompts[start:start + max_prompts]
+            for (r, _, _), p, q in zip(chunk, *self._decode_chunk(requests, chunk)):
+                probs[r].append(p)
+                quality[r].append(q)
+        out = []
+        for (embedding, _, _), p, q in zip(requests, probs, quality):
+            out.append((np.stack(p) if p else np.zeros((0, *embedding.shape), np.float32), np.asarray(q, np.float32)))
+        return out
+
+    def _decode_chunk(self, requests: list, chunk: list) -> tuple[list[np.ndarray], list[float]]:
+        """One decoder call for `chunk` [(request index, (4,) box, (H, W) mask or None)]."""
+        features, sparse, dense = [], [], []
+        for r, box, mask in chunk:
+            embedding = requests[r][0]
+            features.append(embedding.features.float())
+            prompt = torch.from_numpy(box[None] * embedding.scale).to(self.device)[:, None, :]
+            m = None if mask is None else self._mask_prompt(mask[None], embedding)
+            s, d = self.model.prompt_encoder(points=None, boxes=prompt, masks=m)
+            sparse.append(s)
+            dense.append(d)
+        logits, iou = self.model.mask_decoder(
+            image_embeddings=torch.cat(features),
             image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense_embedding,
+            sparse_prompt_embeddings=torch.cat(sparse),
+            dense_prompt_embeddings=torch.cat(dense),
             multimask_output=False,
-        )  # (N, 1, 256, 256)
-        h, w = embedding.resized
-        logits = F.interpolate(logits[..., :h, :w], size=embedding.shape, mode="bilinear", align_corners=False)
-        return torch.sigmoid(logits[:, 0]).float().cpu().numpy(), quality.reshape(-1).float().cpu().numpy()
+        )  # (M, 1, 256, 256), (M, 1)
+        probs = []
+        for (r, _, _), logit in zip(chunk, logits):
+            embedding = requests[r][0]
+            h, w = embedding.resized
+            up = F.interpolate(logit[None, :, :h, :w], size=embedding.shape, mode="bilinear", align_corners=False)
+            probs.append(torch.sigmoid(up[0, 0]).float().cpu().numpy())
+        return probs, iou.reshape(-1).float().cpu().tolist()
 
     def _mask_prompt(self, masks: np.ndarray, embedding: PlaneEmbedding) -> torch.Tensor:
         """(N, H, W) masks -> (N, 1, 256, 256) logits-like dense prompts in the padded input frame."""

@@ -43,7 +43,7 @@ class FewShotSegmenter:
         self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder)
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
-        self._refiner = None  # core.refine.Refiner, made on first use (it loads LiteMedSAM)
+        self._refiner = self._sam = None  # core.refine.Refiner, core.sam_service.LiteMedSAMService: made on first use
         self._pooled: dict[tuple, SlicePrototypes] = {}  # per-slice pooled prototypes, see _pieces()
         budget = self.params.memory_budget_mb * 1024**2
         self._matches = MatchCache(budget // 4, budget // 8)  # per (query slice, support slice) similarity
@@ -82,13 +82,23 @@ class FewShotSegmenter:
         self._weights.reset(self.cache, self.params.cache_dir)
 
     @property
+    def sam(self):
+        """This segmenter's LiteMedSAM (core/sam_service.py: the model, loaded on first use on this segmenter's
+        device, its embedding cache and decoder), shared by the refiner and the box tool."""
+        if self._sam is None:
+            from .sam_service import LiteMedSAMService
+
+            budget = self.params.memory_budget_mb * 1024**2 // 4
+            self._sam = LiteMedSAMService(self.device, budget, self.params.cache_dir)
+        return self._sam
+
+    @property
     def refiner(self):
-        """The LiteMedSAM refiner (core/refine.py), made on first use on this segmenter's device; its
-        embedding cache lives as long as the segmenter and follows its image. Always the current params."""
+        """The LiteMedSAM refiner (core/refine.py) on :attr:`sam`, made on first use. Always the current params."""
         if self._refiner is None:
             from .refine import Refiner
 
-            self._refiner = Refiner(self.params, self.device)
+            self._refiner = Refiner(self.params, self.sam)
         self._refiner.params = self.params
         return self._refiner
 

@@ -4,8 +4,9 @@ The panel's "Box → paint" button adds (or selects) a ``boxes`` Shapes layer ov
 rectangle mode. Each rectangle drawn there becomes one job: its corners are mapped to the image's pixels
 on the slice it was drawn on (a volume: the slice on screen; an image set: that image, clipped to its own
 size), the slice is windowed like the features (:class:`~napari_fewshot.core.stack.ImageStack`), and
-:class:`~napari_fewshot.core.box_to_mask.BoxSegmenter` turns box and slice into a mask in a worker thread
-(the slice's embedding is cached, so a second box on it is quick). Back on the Qt thread the mask is
+:class:`~napari_fewshot.core.box_to_mask.BoxSegmenter` turns box and slice into a mask in a worker thread,
+on the LiteMedSAM service of the image's segmenter (``session.segmenter.sam``), so LiteMedSAM is loaded once
+and a slice's embedding is computed once for boxes and refinement alike. Back on the Qt thread the mask is
 written into the support layer with its selected label, only where the support is unpainted or has that
 label already (another class's paint is never overwritten), as ONE undo step through the public
 ``data_setitem`` inside ``block_history``; that emits the layer's ``paint`` event, so autosave and live
@@ -66,7 +67,7 @@ class BoxTool(QObject):
         self.widget, self.viewer, self.ui = widget, widget.viewer, widget.ui
         self.worker = None
         self._queue: list[BoxRequest] = []
-        self._segmenter = None  # core BoxSegmenter, rebuilt when the device changes
+        self._segmenter = None  # core BoxSegmenter on the chosen image's segmenter's LiteMedSAM service
         self._stack = None  # (image layer, its data object, modality, ImageStack) of the last box
         self._watched: weakref.WeakSet = weakref.WeakSet()  # Shapes layers whose rectangles become paint
         self.closed = False
@@ -208,7 +209,7 @@ class BoxTool(QObject):
         request = self._queue[0]
         image = request.image
         try:
-            boxes = self._box_segmenter()
+            boxes = self._box_segmenter(image)
             planes = image_planes(image)
         except FewShotError as exc:
             self._finish(request, str(exc))
@@ -223,10 +224,19 @@ class BoxTool(QObject):
                             on_return=partial(self._on_return, request, key),
                             on_error=partial(self._on_error, request), on_finish=self._on_finish)
 
-    def _box_segmenter(self):
+    def _box_segmenter(self, image):
+        """A BoxSegmenter on the LiteMedSAM of ``image``'s segmenter (its session's, so the embeddings refinement
+        computed serve boxes and the other way round); one of the tool's own for an image that is not the
+        chosen one."""
         from ..core.box_to_mask import BoxSegmenter
         from ..core.devices import resolve_device
 
+        session = self.widget.session if layers.unwrap(self.widget.image_layer) is image else None
+        if session is not None:
+            service = session.sam_service(self.widget.params(), busy=self.widget.busy)
+            if self._segmenter is None or self._segmenter.service is not service:
+                self._segmenter = BoxSegmenter(service=service)
+            return self._segmenter
         device = resolve_device(self.ui.settings["device"].value)
         if self._segmenter is None or self._segmenter.device != device:
             self._segmenter = BoxSegmenter(device=str(device))
@@ -353,4 +363,4 @@ def _box_job(boxes, image: ImagePlanes, modality: str, stack, index: int, box: n
     if not 0 <= index < len(stack):
         raise FewShotError("The box is not on a slice of the image; draw it on the image.")
     yield
-    return stack, boxes.mask(stack.slice(index), box)
+    return stack, boxes.slice_mask(stack, index, box)

@@ -63,6 +63,13 @@ class ImageSession:
             self.stale = True
         return self.segmenter
 
+    def sam_service(self, params, busy: bool = False) -> Any:
+        """The LiteMedSAM service (core/sam_service.py) of this image's segmenter, for the box tool: the segmenter
+        of ``params`` (made now when there is none; not replaced while a job (``busy``) may be using it)."""
+        if self.segmenter is None or not busy:
+            self.ensure_segmenter(params)
+        return self.segmenter.sam
+
     def prepare(self, image: ImagePlanes, params) -> Any:
         """The segmenter for ``params`` holding ``image`` (worker thread: building it loads weights, and
         jobs run one at a time, so nothing else touches the segmenter meanwhile). Reads no layer."""

@@ -1,0 +1,227 @@
+"""One LiteMedSAM for everyone: the model, its image embeddings and its mask decoder, in one object.
+
+    sam = LiteMedSAMService(device="cpu", budget_bytes=256 << 20, disk_dir=cache_dir)
+    embedding = sam.embedding(plane)                    # (H, W[, 3]) float plane in [0, 1] -> PlaneEmbedding
+    probs = sam.decode([(embedding, boxes, masks)])     # one decoder call for every box of every plane
+
+Refinement (core/refine.py), the box tool (core/box_to_mask.py, plugin/box_tool.py) and the ``litemedsam``
+feature encoder (core/encoders/litemedsam.py) all go through the service their FewShotSegmenter owns
+(``segmenter.sam``), so LiteMedSAM is loaded once per segmenter, on its device, on first use, and a slice's
+embedding is computed once whoever asks for it first.
+
+Embeddings are keyed by the plane's pixels (after the intensity window: what the encoder sees), the image
+encoder's weights and the package version; the mask decoder's weights are not part of the key, so loading
+tuned decoder weights (:meth:`load_decoder_state`, e.g. core/decoder_tuning.py) keeps every embedding and
+only bumps :attr:`decoder_version` (refinements remembered by a Refiner are then decoded again). They are
+kept in memory within a byte budget (least recently used dropped first) and, when there is a cache folder,
+under ``disk_dir/sam/<weights signature>/<plane digest>.npy``. Thread-safe: one lock serialises the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .matching import matmul_dtype
+from .sam_prompt import BoxPrompter, PlaneEmbedding
+from .stack import ImageStack
+
+EMBEDDING_BYTES = 256 * 64 * 64 * 2  # one plane's (1, 256, 64, 64) float16 embedding
+MAX_PROMPTS = 32  # prompts per decoder call (each needs ~10 MB of activations)
+
+DecodeRequest = tuple  # (PlaneEmbedding, (N, 4) boxes, optional (N, H, W) mask prompts)
+
+
+class LiteMedSAMService:
+    """LiteMedSAM (loaded lazily by `prompter_factory(device)`, a BoxPrompter by default), one embedding
+    cache and the decode API. `loads` and `computed` count model loads and embeddings computed (tests,
+    benchmarks)."""
+
+    def __init__(self, device: torch.device | str = "cpu", budget_bytes: int = 256 << 20,
+                 disk_dir: str | Path | None = None,
+                 prompter_factory: Callable[[torch.device], BoxPrompter] = BoxPrompter):
+        self.device = torch.device(device)
+        self.capacity = max(1, budget_bytes // EMBEDDING_BYTES)
+        self.disk_dir = None if disk_dir is None else Path(disk_dir)
+        self._factory = prompter_factory
+        self._prompter: BoxPrompter | None = None
+        self._lock = threading.RLock()
+        self._planes: OrderedDict[str, PlaneEmbedding] = OrderedDict()  # plane digest -> float16 embedding
+        self._digests: dict[tuple[str, int], str] = {}  # (stack signature, slice) -> plane digest
+        self._original_decoder: dict[str, torch.Tensor] | None = None
+        self.decoder_version = 0  # bumped by every change of the mask decoder's weights
+        self.loads = 0
+        self.computed = 0
+
+    # -- the model -------------------------------------------------------------------------------
+    @property
+    def prompter(self) -> BoxPrompter:
+        """The BoxPrompter (LiteMedSAM loaded on first use, once)."""
+        with self._lock:
+            if self._prompter is None:
+                self._prompter = self._factory(self.device)
+                self.loads += 1
+            return self._prompter
+
+    @property
+    def loaded(self) -> bool:
+        return self._prompter is not None
+
+    @property
+    def model(self):
+        """The whole LiteMedSAM (image encoder, prompt encoder, mask decoder) on :attr:`device`."""
+        return self.prompter.model
+
+    @property
+    def weights_id(self) -> str:
+        return self.prompter.weights_id
+
+    # -- embeddings --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._planes)
+
+    def embedding(self, plane: np.ndarray) -> PlaneEmbedding:
+        """The (float16) embedding of `plane` ((H, W) or (H, W, 3) float in [0, 1]): from memory, from the
+        cache folder, or computed (bfloat16 autocast where the hardware does it natively)."""
+        return self._embedding(plane_digest(plane), lambda: plane, tuple(plane.shape[:2]))
+
+    def embedding_of(self, stack: ImageStack, index: int) -> PlaneEmbedding:
+        """The embedding of slice `index` of `stack` (windowed as the features are); the same entry as
+        :meth:`embedding` of ``stack.slice(index)``."""
+        key = (stack.signature(), index)
+        digest = self._digests.get(key)
+        if digest is None:
+            plane = stack.slice(index)
+            digest = self._digests[key] = plane_digest(plane)
+            return self._embedding(digest, lambda: plane, tuple(plane.shape[:2]))
+        return self._embedding(digest, lambda: stack.slice(index), stack.shape_of(index))
+
+    def is_cached(self, plane: np.ndarray) -> bool:
+        """True when `plane`'s embedding is in memory (a box on it runs the decoder only)."""
+        return plane_digest(plane) in self._planes
+
+    def clear(self) -> None:
+        """Forget the embeddings kept in memory (those in the cache folder stay)."""
+        with self._lock:
+            self._planes.clear()
+            self._digests.clear()
+
+    def _embedding(self, digest: str, plane: Callable[[], np.ndarray], shape: tuple[int, int]) -> PlaneEmbedding:
+        with self._lock:
+            embedding = self._planes.get(digest)
+            if embedding is not None:
+                self._planes.move_to_end(digest)
+                return embedding
+            embedding = self._read(digest, shape) or self._compute(digest, plane())
+            self._planes[digest] = embedding
+            while len(self._planes) > self.capacity:
+                self._planes.popitem(last=False)
+            return embedding
+
+    def _compute(self, digest: str, plane: np.ndarray) -> PlaneEmbedding:
+        # bfloat16 where the hardware does it natively: about twice as fast on such a CPU, and the decoded
+        # masks agree with float32's to within a few boundary pixels (BENCHMARKS.md, LiteMedSAM runtimes).
+        prompter = self.prompter
+        dtype = matmul_dtype(self.device.type)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype == torch.bfloat16):
+            embedding = prompter.embed(plane)
+        embedding.features = embedding.features.half()
+        self.computed += 1
+        if self.disk_dir is not None:
+            self._write(digest, embedding)
+        return embedding
+
+    def _folder(self) -> Path:
+        from .. import __version__
+
+        text = json.dumps([self.weights_id, __version__])
+        return self.disk_dir / "sam" / hashlib.sha1(text.encode()).hexdigest()[:20]
+
+    def _read(self, digest: str, shape: tuple[int, int]) -> PlaneEmbedding | None:
+        if self.disk_dir is None:
+            return None
+        path = self._folder() / f"{digest}.npy"
+        if not path.is_file():
+            return None
+        try:
+            array = np.load(path)
+        except (OSError, ValueError):
+            return None  # a damaged file is computed again (and rewritten)
+        if array.shape != (1, 256, 64, 64) or array.dtype != np.float16:
+            return None
+        return PlaneEmbedding(torch.from_numpy(array).to(self.device), shape, 256 / max(shape))
+
+    def _write(self, digest: str, embedding: PlaneEmbedding) -> None:
+        from ..io.atomic import atomic_write
+
+        path = self._folder() / f"{digest}.npy"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            array = embedding.features.cpu().numpy()
+            atomic_write(path, lambda tmp: np.save(tmp, array, allow_pickle=False), suffix=".npy")
+        except OSError:
+            pass  # the cache folder is a speed-up only: a full or read-only disk costs time, not results
+
+    # -- decoding ------------------------------------------------------------------------------------
+    def decode(self, requests: Sequence[DecodeRequest], max_prompts: int = MAX_PROMPTS) -> list[np.ndarray]:
+        """Probabilities for every box of every request, decoded together (`max_prompts` per decoder call).
+
+        requests: [(PlaneEmbedding, (N_i, 4) boxes x0, y0, x1, y1 in that plane's pixels, optional (N_i, H_i, W_i)
+                  mask prompts)].
+        Returns [(N_i, H_i, W_i) float32 probabilities in [0, 1]] in the order of `requests`.
+        """
+        return [probs for probs, _ in self.decode_with_quality(requests, max_prompts)]
+
+    def decode_with_quality(self, requests: Sequence[DecodeRequest], max_prompts: int = MAX_PROMPTS,
+                            ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`decode`, with the decoder's IoU estimate of each mask: [((N_i, H_i, W_i), (N_i,))]."""
+        with self._lock:
+            return self.prompter.decode_batch(list(requests), max_prompts)
+
+    # -- the mask decoder's weights (e.g. tuned by core/decoder_tuning.py) ---------------------------
+    @property
+    def mask_decoder(self) -> torch.nn.Module:
+        """LiteMedSAM's mask decoder (train a copy of it; load the result with :meth:`load_decoder_state`)."""
+        return self.model.mask_decoder
+
+    def decoder_state(self) -> dict[str, torch.Tensor]:
+        """A copy (on the CPU) of the mask decoder's current weights."""
+        return {k: v.detach().cpu().clone() for k, v in self.mask_decoder.state_dict().items()}
+
+    @property
+    def decoder_tuned(self) -> bool:
+        """Whether the mask decoder's weights differ from LiteMedSAM's own."""
+        return self._original_decoder is not None
+
+    def load_decoder_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Decode with `state` (a mask decoder state dict) from now on; embeddings stay valid."""
+        with self._lock:
+            if self._original_decoder is None:
+                self._original_decoder = self.decoder_state()
+            self.mask_decoder.load_state_dict(copy.deepcopy(state))
+            self.decoder_version += 1
+
+    def reset_decoder(self) -> None:
+        """Back to LiteMedSAM's own mask decoder weights (nothing happens when they were never changed)."""
+        with self._lock:
+            if self._original_decoder is None:
+                return
+            self.mask_decoder.load_state_dict(self._original_decoder)
+            self._original_decoder = None
+            self.decoder_version += 1
+
+
+def plane_digest(plane: np.ndarray) -> str:
+    """A digest of a plane's pixels, shape and dtype (what names its embedding)."""
+    plane = np.ascontiguousarray(plane)
+    digest = hashlib.blake2b(repr((plane.shape, plane.dtype.str)).encode(), digest_size=16)
+    digest.update(memoryview(plane).cast("B"))
+    return digest.hexdigest()
