@@ -41,7 +41,7 @@ def raw_dice(boxes, plane: np.ndarray, box: np.ndarray, reference: np.ndarray) -
     from napari_fewshot.core.box_to_mask import clip_box
 
     clipped = clip_box(box, plane.shape[:2])
-    probabilities = boxes.prompter.decode(boxes.embedding(plane), clipped[None])[0]
+    probabilities = boxes.service.decode([(boxes.service.embedding(plane), clipped[None], None)])[0][0]
     return dice(probabilities > boxes.params.threshold, reference)
 
 

@@ -55,9 +55,9 @@ def episodes(data, seed, shots, count, cache_dir):
         support_set = segmenter.parse_support(support)
         run(segmenter.cache.compute(support_set.slice_indices + [query]))
         coarse = run(segmenter._coarse_similarity(segmenter._groups(support_set), [query]))[query]
-        cached = refiner.cache.get(segmenter.stack, query, refiner.prompter)
+        cached = refiner.service.embedding_of(segmenter.stack, query)
         embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
-        yield names[query], [masks[i] for i in supports], coarse, embedding, refiner.prompter, masks[query]
+        yield names[query], [masks[i] for i in supports], coarse, embedding, refiner.service.prompter, masks[query]
 
 
 def largest(mask):

@@ -116,9 +116,9 @@ def time_features(volume, encoder: str, device: torch.device, indices: list[int]
 def time_refine(segmenter, labels: np.ndarray, indices: list[int]) -> dict:
     from napari_fewshot.core.refine import Refiner
 
-    refiner = Refiner(segmenter.params, segmenter.device)
+    refiner = Refiner(segmenter.params, segmenter.sam)
     started = time.perf_counter()
-    refiner.prompter  # loads LiteMedSAM
+    refiner.service.prompter  # loads LiteMedSAM
     planes = [labels[i].copy() for i in range(len(labels))]
     _drain(refiner.refine(segmenter.stack, planes, indices[:1], [1, 2, 3, 4]))  # warm-up slice
     _sync(segmenter.device)
@@ -129,8 +129,8 @@ def time_refine(segmenter, labels: np.ndarray, indices: list[int]) -> dict:
     _sync(segmenter.device)
     seconds = time.perf_counter() - started
     return {"slices_timed": len(rest), "seconds": seconds, "seconds_per_slice": seconds / len(rest),
-            "embeddings_computed": refiner.cache.computed, "load_and_warm_up_s": load,
-            "device": str(refiner.prompter.device)}
+            "embeddings_computed": refiner.service.computed, "load_and_warm_up_s": load,
+            "device": str(refiner.service.prompter.device)}
 
 
 def time_box(stack, labels: np.ndarray, index: int, device: torch.device) -> dict:
@@ -139,7 +139,7 @@ def time_box(stack, labels: np.ndarray, index: int, device: torch.device) -> dic
 
     boxes = BoxSegmenter(device=str(device))
     started = time.perf_counter()
-    boxes.prompter  # loads LiteMedSAM
+    boxes.service.prompter  # loads LiteMedSAM
     load = time.perf_counter() - started
     plane = stack.slice(index)
     organ = int(np.bincount(labels[index].ravel(), minlength=2)[1:].argmax()) + 1
@@ -153,7 +153,7 @@ def time_box(stack, labels: np.ndarray, index: int, device: torch.device) -> dic
         _sync(device)
         timings.append(time.perf_counter() - started)
     return {"first_box_s": timings[0], "second_box_same_slice_s": timings[1], "load_s": load,
-            "device": str(boxes.prompter.device)}
+            "device": str(boxes.service.prompter.device)}
 
 
 def time_fine_tune(segmenter, labels: np.ndarray, steps: int) -> dict:

@@ -23,8 +23,8 @@ import numpy as np
 
 from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, dice, run
 from napari_fewshot.core.postprocess import keep_largest_per_image
-from napari_fewshot.core.refine import EmbeddingCache, refine_plane
-from napari_fewshot.core.sam_prompt import BoxPrompter, PlaneEmbedding
+from napari_fewshot.core.refine import refine_plane
+from napari_fewshot.core.sam_service import LiteMedSAMService
 from napari_fewshot.evaluation.datasets import load_busi
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,15 +64,12 @@ def main() -> None:
         for i in supports:
             support[i] = masks[i].astype(np.uint8)
         coarse[query] = run(segmenter.segment(support, indices=[query])).labels[query]
-    prompter = BoxPrompter()
-    cache = EmbeddingCache(1 << 30, args.cache_dir)
+    cache = LiteMedSAMService("cpu", 1 << 30, args.cache_dir)
     stack = segmenter.cache.stack
 
     def decoder(i):
         def decode(boxes, prompts):
-            embedding = cache.get(stack, i, prompter)
-            return prompter.decode(PlaneEmbedding(embedding.features.float(), embedding.shape, embedding.scale),
-                                   boxes, prompts)
+            return cache.decode([(cache.embedding_of(stack, i), boxes, prompts)])[0]
         return decode
 
     def score(planes: dict[int, np.ndarray]) -> float:

@@ -102,6 +102,7 @@ def test_a_dragged_box_paints_the_lesion_with_the_selected_label_and_one_ctrl_z_
     np.testing.assert_array_equal(support.data, after)
 
     # a second box on the same image: its embedding is cached, only the decoder runs
+    assert widget.boxes._segmenter.service is widget.session.segmenter.sam  # the session's LiteMedSAM
     embedded = widget.boxes._segmenter.embedded
     assert widget.boxes.paint_box((x0, y0, x1, y1), index)
     wait_boxes(qtbot, widget)
