@@ -110,3 +110,20 @@ def test_tuned_decoder_weights_keep_the_embeddings_but_refined_slices_are_decode
     assert all(torch.equal(v, original[k]) for k, v in service.decoder_state().items())
     list(refiner.refine(stack, [x.copy() for x in labels], range(3), [1]))
     assert (fake.embedded, fake.decoded) == (3, 9) and service.loads == 1
+
+
+def test_the_litemedsam_encoder_is_built_from_the_segmenters_service_and_fine_tunes_a_copy():
+    segmenter = FewShotSegmenter(SegmentationParams(encoder="litemedsam"))
+    assert not segmenter.sam.loaded  # building the segmenter loads nothing
+    encoder = segmenter.encoder
+    sam = segmenter.sam
+    assert sam.loads == 1 and encoder.weights_id == sam.weights_id
+    tinyvit = sam.model.image_encoder
+    assert torch.equal(encoder.layers[2].blocks[0].attn.qkv.weight, tinyvit.layers[2].blocks[0].attn.qkv.weight)
+    with torch.no_grad():
+        encoder.layers[2].blocks[0].attn.qkv.weight.add_(1.0)  # as fine-tuning would
+    assert not torch.equal(encoder.layers[2].blocks[0].attn.qkv.weight, tinyvit.layers[2].blocks[0].attn.qkv.weight)
+    assert encoder(torch.rand(1, 3, 64, 48)).shape == (1, 320, 8, 6)
+    list(segmenter.refiner.refine(ImageStack(np.random.default_rng(0).random((1, 48, 48))),
+                                  [np.pad(np.ones((20, 20), np.uint8), 14)], [0], [1]))
+    assert sam.loads == 1 and sam.computed == 1  # refinement on the same model, the full-size image encoder

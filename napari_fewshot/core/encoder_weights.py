@@ -23,17 +23,19 @@ from .support import SupportSet
 
 
 class EncoderWeights:
-    """The encoder, built on first use (the registry's `name` on `device`; or the `encoder` given), and its
-    weights' history.
+    """The encoder, built on first use (by `build`, by default the registry's `name`, on `device`; or the
+    `encoder` given), and its weights' history.
 
     Every change keeps the original weights first (and sets aside the current image's features computed
     with them); :meth:`reset` undoes every change. `tag` names who loaded the current weights (:meth:`load`'s
     `tag`, e.g. a bank's token); None once they change otherwise.
     """
 
-    def __init__(self, name: str, device: torch.device, weights_path=None, encoder: Encoder | None = None):
+    def __init__(self, name: str, device: torch.device, weights_path=None, encoder: Encoder | None = None,
+                 build=None):
         self._name, self._device, self._weights_path = name, device, weights_path
         self._encoder = encoder.to(device).eval() if encoder is not None else None
+        self._build = build or (lambda: create_encoder(name, weights_path=weights_path))  # () -> Encoder
         self._initial_state: dict[str, torch.Tensor] | None = None
         self._original_features: SetAside | None = None
         self.tag: str | None = None
@@ -41,7 +43,7 @@ class EncoderWeights:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = create_encoder(self._name, weights_path=self._weights_path).to(self._device)
+            self._encoder = self._build().to(self._device)
         return self._encoder
 
     @property

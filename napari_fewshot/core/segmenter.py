@@ -25,6 +25,7 @@ from .config import AdaptParams, FineTuneParams, SegmentationParams
 from .devices import resolve_device
 from .encoder_weights import EncoderWeights
 from .encoders import Encoder
+from .encoders.litemedsam import shared_build
 from .features import FeatureCache
 from .memory import trim_now
 from .progress import Progress
@@ -40,7 +41,8 @@ class FewShotSegmenter:
     def __init__(self, params: SegmentationParams | None = None, encoder: Encoder | None = None, weights_path=None):
         self.params = params or SegmentationParams()
         self._device = resolve_device(self.params.device)
-        self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder)
+        build = shared_build(self.params.encoder, weights_path, lambda: self.sam)  # litemedsam: on the service's
+        self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder, build)
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
         self._refiner = self._sam = None  # core.refine.Refiner, core.sam_service.LiteMedSAMService: made on first use

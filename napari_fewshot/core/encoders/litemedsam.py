@@ -10,6 +10,7 @@ worse for prototype matching (see BENCHMARKS.md). LiteMedSAM was trained on imag
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import warnings
@@ -90,15 +91,22 @@ def set_token_resolution(tinyvit, height: int, width: int) -> None:
 class LiteMedSAMEncoder(Encoder):
     """forward: (B, 3, H, W) pixels in [0, 1] -> (B, 320, ceil(H/8), ceil(W/8)), L2-normalised per cell.
 
-    Only the TinyViT's patch embedding and first three stages are kept (the rest is never run)."""
+    Only the TinyViT's patch embedding and first three stages are kept (the rest is never run).
+    service: a LiteMedSAMService (core/sam_service.py) whose loaded model gives the weights (a FewShotSegmenter's,
+             so LiteMedSAM is read once for features, refinement and boxes); the stages are copies, so
+             fine-tuning this encoder never changes what refinement and boxes see. None: loaded here.
+    """
 
     name = "litemedsam"
     feature_dim = 320
     normalization = UNIT_RANGE
 
-    def __init__(self, pretrained: bool = True):
+    def __init__(self, pretrained: bool = True, service=None):
         super().__init__()
-        if pretrained:
+        if service is not None:
+            net = service.model
+            self.weights_id = service.weights_id
+        elif pretrained:
             net = load_lite_medsam()
             self.weights_id = net.weights_id
         else:
@@ -106,8 +114,11 @@ class LiteMedSAMEncoder(Encoder):
 
             net = build_lite_medsam()
         tinyvit = net.image_encoder
-        self.patch_embed = tinyvit.patch_embed
-        self.layers = torch.nn.ModuleList(list(tinyvit.layers[:3]))
+        stages = torch.nn.ModuleList([tinyvit.patch_embed, *tinyvit.layers[:3]])
+        if service is not None:
+            stages = copy.deepcopy(stages)
+        self.patch_embed = stages[0]
+        self.layers = torch.nn.ModuleList(list(stages[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = self.feature_size(*x.shape[-2:])
@@ -120,3 +131,12 @@ class LiteMedSAMEncoder(Encoder):
         b, _, c = x.shape
         x = x.transpose(1, 2).reshape(b, c, *size)
         return F.normalize(x, dim=1)
+
+
+def shared_build(name: str, weights_path, service):
+    """How a FewShotSegmenter builds its feature encoder `name` on its LiteMedSAM `service` (a zero-argument
+    callable giving the LiteMedSAMService): a builder for the ``litemedsam`` encoder with its own weights, None
+    (the registry's) otherwise."""
+    if name != LiteMedSAMEncoder.name or weights_path is not None:
+        return None
+    return lambda: LiteMedSAMEncoder(service=service()).eval()
