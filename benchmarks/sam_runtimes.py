@@ -1,7 +1,7 @@
 """LiteMedSAM on the CPU: batched refinement against main's, and the image encoder's runtimes.
 
     python benchmarks/sam_runtimes.py refine [--main /work/main] [--ct-slices 12] [--busi 4] [--repeats 3]
-    python benchmarks/sam_runtimes.py runtimes [--venv /tmp/svc-venv] [--repeats 5] [--busi 4]
+    python benchmarks/sam_runtimes.py runtimes [--venv /tmp/svc-venv] [--repeats 5] [--busi 4] [--no-compile]
 
 refine: main's Refiner (loaded from a checkout of main as the package ``nfs_main``, in this process) and this
     tree's (LiteMedSAMService, prompts of several slices per decoder call) refine the same coarse labels: the CT
@@ -45,6 +45,7 @@ def _load_main(path: Path):
     module = importlib.util.module_from_spec(spec)
     sys.modules["nfs_main"] = module
     spec.loader.exec_module(module)
+    importlib.import_module("nfs_main.core.refine")
     return module
 
 
@@ -228,8 +229,9 @@ def compare_runtimes(args) -> dict:
                          for (p, b), (_, s), e in zip(planes, inputs, fp32)]
         report[name] = {"median_s": float(np.median(times)), "dice_min_mean": dice_against(reference, embeddings)}
         print(name, report[name], flush=True)
-    for name, make in {"torch.compile float32": lambda: torch.compile(encoder),
-                       "torch.compile bfloat16 autocast": lambda: bf16(torch.compile(encoder))}.items():
+    compiles = {"torch.compile float32": lambda: torch.compile(encoder),
+                "torch.compile bfloat16 autocast": lambda: bf16(torch.compile(encoder))}
+    for name, make in ({} if args.no_compile else compiles).items():
         try:
             started = time.perf_counter()
             compiled = make()
@@ -283,6 +285,7 @@ def main() -> None:
     parser.add_argument("--busi", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--venv", default="/tmp/svc-venv")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (minutes to compile)")
     parser.add_argument("--out")
     args = parser.parse_args()
     load = open("/proc/loadavg").read().split()[:3]
