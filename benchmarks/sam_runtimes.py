@@ -1,7 +1,7 @@
 """LiteMedSAM on the CPU: batched refinement against main's, and the image encoder's runtimes.
 
     python benchmarks/sam_runtimes.py refine [--main /work/main] [--ct-slices 12] [--busi 4] [--repeats 3]
-    python benchmarks/sam_runtimes.py runtimes [--venv /tmp/svc-venv] [--repeats 5] [--busi 4] [--no-compile]
+    python benchmarks/sam_runtimes.py runtimes [--venv /tmp/svc-venv] [--repeats 5] [--busi 4] [--no-compile] [--torch-float32-only]
 
 refine: main's Refiner (loaded from a checkout of main as the package ``nfs_main``, in this process) and this
     tree's (LiteMedSAMService, prompts of several slices per decoder call) refine the same coarse labels: the CT
@@ -218,7 +218,9 @@ def compare_runtimes(args) -> dict:
                 return module(a)
         return run
 
-    runs = {"torch float32": encoder, "torch bfloat16 autocast": bf16(encoder)}
+    runs = {"torch float32": encoder}
+    if not args.torch_float32_only:
+        runs["torch bfloat16 autocast"] = bf16(encoder)
     report = {}
     fp32 = None
     for name, run in runs.items():
@@ -253,6 +255,8 @@ def _venv_runtimes(args, encoder, x, venv_python: Path, reference, dice_against)
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path, inputs_path, out_path = (os.path.join(tmp, n) for n in ("enc.onnx", "x.npy", "out.json"))
+        site = sorted((Path(args.venv) / "lib").glob("python3*/site-packages"))
+        sys.path.extend(str(path) for path in site)  # the exporter needs the `onnx` package, the venv has it
         try:
             torch.onnx.export(encoder, (x[:1],), onnx_path, input_names=["image"], output_names=["embedding"],
                               opset_version=17, dynamo=False)
@@ -286,6 +290,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--venv", default="/tmp/svc-venv")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (minutes to compile)")
+    parser.add_argument("--torch-float32-only", action="store_true", help="of torch, only float32 (the reference)")
     parser.add_argument("--out")
     args = parser.parse_args()
     load = open("/proc/loadavg").read().split()[:3]
