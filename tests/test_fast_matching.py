@@ -68,3 +68,32 @@ def test_origins_point_to_painted_cells_of_their_class(ct_sample):
     combined = segmenter.prototypes(support_set)
     assert combined.origins.shape == (len(combined.vectors), 3)
     assert set(combined.origins[~combined.is_global, 0].tolist()) == set(painted)
+
+
+def test_batched_matching_equals_slice_by_slice_and_matches_only_what_changed(ct_sample, monkeypatch):
+    import napari_fewshot.core.matching as matching
+
+    segmenter, support, painted, query = ct_sample
+    groups = segmenter._groups(segmenter.parse_support(support))
+    slices = [z for z in range(query - 6, query + 6) if z not in painted]
+    features = {z: segmenter.slice_features([z])[0] for z in slices}
+    loads = [lambda z=z: features[z] for z in slices]
+    one_by_one = [MatchCache().class_similarity(("ct", z), loads[n], groups) for n, z in enumerate(slices)]
+    monkeypatch.setattr(matching, "_ROWS", 3 * features[slices[0]][0].numel())  # several chunks of 3 slices
+    cache = MatchCache()
+    batched = list(cache.class_similarities([("ct", z) for z in slices], loads, groups))
+    assert len(batched) == len(slices)
+    for a, b in zip(one_by_one, batched):
+        assert torch.equal(a, b)  # the same products row by row: bit for bit the same maps
+    keyed = len(groups) - 1  # the global group (key None) is never cached
+    assert cache.misses == keyed * len(slices) and cache.hits == 0
+    calls = []
+    counted = [lambda z=z: calls.append(z) or features[z] for z in slices]
+    again = list(cache.class_similarities([("ct", z) for z in slices], counted, groups))
+    assert cache.misses == keyed * len(slices) and cache.hits == keyed * len(slices)
+    assert len(calls) == 0  # query cells are kept: nothing loaded again
+    assert all(torch.equal(a, b) for a, b in zip(again, batched))
+    # a changed group (new key) is matched again for every slice, the unchanged ones are not
+    changed = matching.PrototypeGroup("new key", groups[1].vectors.flip(0), groups[1].bounds, groups[1].origins)
+    list(cache.class_similarities([("ct", z) for z in slices], counted, [groups[0], changed, *groups[2:]]))
+    assert cache.misses == (keyed + 1) * len(slices)

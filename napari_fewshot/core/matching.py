@@ -16,13 +16,14 @@ between classes (see :func:`group_similarity`); maps are kept in float32.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 _COLUMNS = 4096  # prototypes per matrix product: bounds the (h*w, _COLUMNS) temporary
+_ROWS = 16384  # query cells (of several slices) per matrix product: with _COLUMNS, ~128 MB of bfloat16
 
 
 @dataclass(frozen=True)
@@ -99,25 +100,92 @@ def group_similarity(query: torch.Tensor, group: PrototypeGroup) -> torch.Tensor
     rounded to steps of 0.004 and could tie between classes). float32 needs no centring: the prototypes are
     used as they are, and the cell against the mean is not computed.
     """
-    n_classes = group.n_classes
-    best = torch.full((n_classes + 1, query.shape[0]), -1.0, device=query.device)
-    vectors, offset = group.vectors.to(query.device), None
-    if query.dtype != torch.float32:
-        mean = vectors.mean(0)
-        vectors, offset = vectors - mean, query.float() @ mean
-    vectors = vectors.to(query.dtype)
-    # One product per block of at most _COLUMNS prototypes (usually one for the whole group), each class's
-    # maximum taken from its columns: few, large operations (on a busy 2-core machine every small one waits
-    # for both threads to be scheduled, and a class-by-class loop cost more than the products themselves).
-    for start in range(0, len(vectors), _COLUMNS):
-        stop = min(len(vectors), start + _COLUMNS)
-        sims = query @ vectors[start:stop].T
-        for k in range(n_classes + 1):
-            lo, hi = max(group.bounds[k], start), min(group.bounds[k + 1], stop)
-            if hi > lo:
-                found = sims[:, lo - start:hi - start].amax(1).float()
-                best[k] = torch.maximum(best[k], found if offset is None else found + offset)
-    return best
+    return _Prepared(group, query.device, query.dtype).best(query)
+
+
+def group_similarities(queries: Sequence[torch.Tensor], group: PrototypeGroup) -> list[torch.Tensor]:
+    """:func:`group_similarity` of many query slices at once: [(N_i, C)] -> [(K + 1, N_i) float32].
+
+    The group is prepared (centred, cast) once, and the slices' cells are stacked into products of about
+    _ROWS rows: on a 2-core CPU a hundred small products, each waiting for both threads, cost several times
+    one large one (and the centring, redone per slice, cost as much as the products).
+    """
+    if not queries:
+        return []
+    prepared = _Prepared(group, queries[0].device, queries[0].dtype)
+    out: list[torch.Tensor] = []
+    for chunk in _row_chunks([len(q) for q in queries]):
+        stacked = _Stacked([queries[i] for i in chunk])
+        out += stacked.split(prepared.best(stacked.cells, stacked.as_float()))
+    return out
+
+
+class _Stacked:
+    """Query cells of several slices stacked for one product: cells (sum N_i, C), and (made once, for
+    every group that needs it) their float32 copy for the centring's offset."""
+
+    def __init__(self, queries: Sequence[torch.Tensor]):
+        self.sizes = [len(q) for q in queries]
+        self.cells = queries[0] if len(queries) == 1 else torch.cat(list(queries))
+        self._float = None
+
+    def as_float(self) -> torch.Tensor | None:
+        """(sum N_i, C) float32, or None when the cells are float32 already (no centring then)."""
+        if self.cells.dtype == torch.float32:
+            return None
+        if self._float is None:
+            self._float = self.cells.float()
+        return self._float
+
+    def split(self, best: torch.Tensor) -> list[torch.Tensor]:
+        """(K + 1, sum N_i) -> [(K + 1, N_i)] contiguous."""
+        return [part.contiguous() for part in best.split(self.sizes, dim=1)]
+
+
+def _row_chunks(sizes: Sequence[int]) -> list[list[int]]:
+    """Consecutive indices of `sizes` grouped so that each group holds at most _ROWS rows (or one item)."""
+    chunks, rows = [[]], 0
+    for i, n in enumerate(sizes):
+        if chunks[-1] and rows + n > _ROWS:
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(i)
+        rows += n
+    return [c for c in chunks if c]
+
+
+class _Prepared:
+    """A group's prototypes ready for products with query cells of one device and dtype (see
+    :func:`group_similarity` for the centring in bfloat16)."""
+
+    def __init__(self, group: PrototypeGroup, device: torch.device, dtype: torch.dtype):
+        self.bounds = group.bounds
+        vectors, self.mean = group.vectors.to(device), None
+        if dtype != torch.float32:
+            self.mean = vectors.mean(0)
+            vectors = vectors - self.mean
+        self.vectors = vectors.to(dtype)
+
+    def best(self, query: torch.Tensor, query_float: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C) query cells -> (K + 1, N) float32 best similarity per class (query_float: the cells in
+        float32 when the caller has them, for the offset)."""
+        n_classes = len(self.bounds) - 2
+        best = torch.full((n_classes + 1, query.shape[0]), -1.0, device=query.device)
+        offset = None
+        if self.mean is not None:
+            offset = (query.float() if query_float is None else query_float) @ self.mean
+        # One product per block of at most _COLUMNS prototypes (usually one for the whole group), each class's
+        # maximum taken from its columns: few, large operations (on a busy 2-core machine every small one
+        # waits for both threads to be scheduled, and a class-by-class loop cost more than the products).
+        for start in range(0, len(self.vectors), _COLUMNS):
+            stop = min(len(self.vectors), start + _COLUMNS)
+            sims = query @ self.vectors[start:stop].T
+            for k in range(n_classes + 1):
+                lo, hi = max(self.bounds[k], start), min(self.bounds[k + 1], stop)
+                if hi > lo:
+                    found = sims[:, lo - start:hi - start].amax(1).float()
+                    best[k] = torch.maximum(best[k], found if offset is None else found + offset)
+        return best
 
 
 class MatchCache:
@@ -173,19 +241,62 @@ class MatchCache:
         load: returns its features (C, h, w), called only when they are needed and not remembered.
         Returns (K + 1, h, w) float32, the maximum of the groups' maps.
         """
-        best = None
-        for group in groups:
-            map_key = (key, group.key)
-            found = self._maps.get(map_key) if group.key is not None else None
-            if found is None:
-                query, (h, w) = self._query(key, load)
-                found = group_similarity(query, group).reshape(-1, h, w)
+        return next(self.class_similarities([key], [load], groups))
+
+    def class_similarities(self, keys: Sequence[Hashable], loads: Sequence[Callable[[], torch.Tensor]],
+                           groups: Sequence[PrototypeGroup]) -> Iterator[torch.Tensor]:
+        """:meth:`class_similarity` of many query slices, yielded in order: the maps missing from the cache
+        are computed a few slices (up to _ROWS cells) at a time, one product per group for all of them."""
+        pending: list[int] = []
+        loaded: dict[int, tuple[torch.Tensor, tuple[int, int]]] = {}  # this chunk's query cells, loaded once
+        prepared: dict[int, _Prepared] = {}  # each group centred and cast once for all the chunks
+        rows = 0
+        for n, key in enumerate(keys):
+            if self._missing(key, groups):
+                query = self._query(key, loads[n])
+                if pending and rows + len(query[0]) > _ROWS:
+                    yield from self._flush(keys, groups, pending, loaded, prepared)
+                    pending, loaded, rows = [], {}, 0
+                loaded[n] = query
+                rows += len(query[0])
+            pending.append(n)
+        yield from self._flush(keys, groups, pending, loaded, prepared)
+
+    def _missing(self, key: Hashable, groups: Sequence[PrototypeGroup]) -> bool:
+        return any(g.key is None or (key, g.key) not in self._maps for g in groups)
+
+    def _flush(self, keys, groups, pending: list[int], loaded: dict, prepared: dict) -> Iterator[torch.Tensor]:
+        """Match the slices `pending` (indices into keys; `loaded`: the query cells and grid of those that
+        miss a map; `prepared`: group position -> its _Prepared, filled as needed) against the groups whose
+        maps they lack, then yield each slice's (K + 1, h, w) maximum over all groups."""
+        computed: dict[tuple, torch.Tensor] = {}
+        stacked = None  # the cells of every loaded slice, stacked once for all the groups that miss them all
+        for g, group in enumerate(groups):
+            todo = [n for n in pending if group.key is None or (keys[n], group.key) not in self._maps]
+            if not todo:
+                continue
+            if len(todo) == len(loaded):
+                stacked = stacked or _Stacked([loaded[n][0] for n in todo])
+                rows = stacked
+            else:
+                rows = _Stacked([loaded[n][0] for n in todo])
+            if g not in prepared:
+                prepared[g] = _Prepared(group, rows.cells.device, rows.cells.dtype)
+            found = rows.split(prepared[g].best(rows.cells, rows.as_float()))
+            for n, sim in zip(todo, found):
+                sim = sim.reshape(-1, *loaded[n][1])
+                computed[(keys[n], group.key)] = sim
                 if group.key is not None:
                     self.misses += 1
-                    if self.nbytes + found.numel() * 4 <= self.budget:
-                        self._maps[map_key] = found
-                        self.nbytes += found.numel() * 4
-            else:
-                self.hits += 1
-            best = found if best is None else torch.maximum(best, found)
-        return best
+                    if self.nbytes + sim.numel() * 4 <= self.budget:
+                        self._maps[(keys[n], group.key)] = sim
+                        self.nbytes += sim.numel() * 4
+        for n in pending:
+            best = None
+            for group in groups:
+                found = computed.get((keys[n], group.key))
+                if found is None:
+                    found = self._maps[(keys[n], group.key)]
+                    self.hits += 1
+                best = found if best is None else torch.maximum(best, found)
+            yield best

@@ -373,12 +373,13 @@ class FewShotSegmenter:
         cache = self._require_image()
         coarse = {}
         with torch.no_grad():
-            for n, i in enumerate(indices):
-                if isinstance(groups, PrototypeSet):
-                    sim = predict.query_similarity(cache.get(i)[None], groups, self.params.self_support)[0]
-                else:
-                    sim = self._matches.class_similarity((id(cache), cache.generation, i),
-                                                         partial(cache.get, i), groups)
+            if isinstance(groups, PrototypeSet):
+                sims = (predict.query_similarity(cache.get(i)[None], groups, self.params.self_support)[0]
+                        for i in indices)
+            else:  # a few slices per matrix product (matching.MatchCache.class_similarities)
+                sims = self._matches.class_similarities([(id(cache), cache.generation, i) for i in indices],
+                                                        [partial(cache.get, i) for i in indices], groups)
+            for n, (i, sim) in enumerate(zip(indices, sims)):
                 coarse[i] = sim.cpu().numpy()
                 trim_now(n + 1)
                 if n % 8 == 7:

@@ -164,8 +164,9 @@ class FewShotWidget(QWidget):
             return None
         self._last_scope = (scope, start_slice, stop_slice)
         on_return = partial(self._show_result, job.session, image, self.support_layer, indices is None)
+        preview = partial(self._show_result, job.session, image, self.support_layer, False, quiet=True)
         return self.runner.launch("Segmenting", segment_job, job, indices, self.ui.heatmap_check.isChecked(),
-                                  on_return=on_return)
+                                  self.current_slice(), on_return=on_return, on_preview=preview)
 
     def fine_tune(self, steps: int | None = None, learning_rate: float | None = None):
         """Fine-tune on the support; when it completes, features are recomputed and the prediction refreshed."""

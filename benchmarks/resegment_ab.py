@@ -1,0 +1,117 @@
+"""Re-segmenting after a correction, this checkout's matching (B) against another revision's (A), interleaved
+in one process so that both share the machine's load, correction after correction.
+
+    python benchmarks/resegment_ab.py [--baseline GIT_REV] [--scan ct|N] [--float32] [--cache-dir DIR]
+
+--scan ct: the CT sample (112 x 101 x 122; liver and spleen painted on 2 slices from its reference);
+--scan N: the 20-slice 512 x 512 DICOM CT of ../shared/data tiled to N slices (liver painted on 3 slices).
+Two segmenters of this checkout on the same cached features; A's match cache is the baseline revision's
+core/matching.py (loaded from git), asked one slice at a time as that revision's segmenter asks it, so the
+difference between A and B is the matching alone. Segment all, then 4 corrections (the reference of one
+more organ slice into the support, the whole volume segmented again by A and by B, alternating which goes
+first); prints wall and CPU seconds (both threads) of each, and whether the labels are identical.
+--float32 makes both versions' products float32, as on CPUs without AVX512-BF16/AMX (most laptops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def baseline_matching(rev: str):
+    """The module core/matching.py of git revision `rev`."""
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:napari_fewshot/core/matching.py"],
+                            capture_output=True, text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="fewshot-ab-")) / "baseline_matching.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("baseline_matching", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_matching"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default="main")
+    parser.add_argument("--scan", default="ct")
+    parser.add_argument("--float32", action="store_true")
+    parser.add_argument("--cache-dir", default=None, help="persistent feature cache (default: a new folder)")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    import numpy as np
+
+    import napari_fewshot.core.matching as matching
+    from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run
+    from resegment_gui import scan
+
+    old = baseline_matching(args.baseline)
+    if args.float32:
+        for module in (matching, old):
+            module._cpu_flags = lambda: set()
+            module.matmul_dtype.cache_clear()
+    volume, truth, painted, organ = scan("ct" if args.scan == "ct" else "tiled", 0 if args.scan == "ct" else int(args.scan))
+    support = np.zeros(volume.shape, np.uint8)
+    support[painted] = truth[painted]
+    cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="fewshot-ab-cache-")
+    segs = {}
+    for name in (f"A {args.baseline}", "B this checkout"):
+        seg = FewShotSegmenter(SegmentationParams(cache_dir=cache_dir, device="cpu"))
+        seg.set_image(volume)
+        run(seg.compute_features())
+        for i in range(len(volume)):
+            seg.cache.get(i)
+        seg.params.cache_dir = None  # from here on as in napari: features in memory only
+        seg.cache.set_persistence(None, None)
+        seg.cache._on_disk.clear()
+        if name.startswith("A"):
+            cache = old.MatchCache(seg._matches.budget, seg._matches.query_budget)
+            cache.class_similarities = lambda keys, loads, groups, cache=cache: (
+                cache.class_similarity(k, load, groups) for k, load in zip(keys, loads))
+            seg._matches = cache
+        segs[name] = seg
+
+    def timed(job):
+        start, cpu = time.perf_counter(), time.process_time()
+        out = run(job)
+        return round(time.perf_counter() - start, 2), round(time.process_time() - cpu, 2), out
+
+    rows = {name: {"segment_all": timed(seg.segment(support))[:2], "wall": [], "cpu": []} for name, seg in segs.items()}
+    candidates = [z for z in organ if z not in painted]
+    identical = []
+    for n, z in enumerate(candidates[:: max(1, len(candidates) // 4)][:4]):
+        support[z] = truth[z]
+        labels = {}
+        for name in (list(segs) if n % 2 == 0 else list(segs)[::-1]):
+            wall, cpu, result = timed(segs[name].segment(support))
+            rows[name]["wall"].append(wall)
+            rows[name]["cpu"].append(cpu)
+            labels[name] = result.labels
+        a, b = labels.values()
+        identical.append(bool(np.array_equal(a, b)))
+        print(f"correction on slice {z}:", {k: (v["wall"][-1], v["cpu"][-1]) for k, v in rows.items()},
+              "identical labels:", identical[-1], "load:", round(os.getloadavg()[0], 1), flush=True)
+    for row in rows.values():
+        row["median_wall_s"] = float(np.median(row["wall"]))
+        row["median_cpu_s"] = float(np.median(row["cpu"]))
+    out = {"scan": list(volume.shape), "matmul": str(matching.matmul_dtype("cpu")).replace("torch.", ""),
+           "rows": rows, "identical_labels": identical, "load_average": [round(x, 1) for x in os.getloadavg()]}
+    print(json.dumps(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
