@@ -6,9 +6,9 @@ out most from its surroundings in LiteMedSAM's own embedding is kept (RefinePara
 Candidates (core/proposals.py propose_boxes): each predicted component's box at margins 0, 0.1 and 0.25;
 boxes of 0.7, 1 and 1.4 times the support objects' typical size around the 5 strongest peaks of the class's
 margin map; the box of the two largest components' strongest cells covering once and twice the support
-objects' typical area; and a second decoder pass on each component candidate (its own probabilities as a
-dense prompt, its box + 5 %). Score (:func:`embedding_contrast`): 1 minus the cosine between the mean image
-embedding inside the candidate and in a ring around it (a quarter of its size wide). The prototype map finds
+objects' typical area (one batched decoder call). Score (:func:`embedding_contrast`): 1 minus the cosine
+between the mean image embedding inside the candidate and in a ring around it (a quarter of its size wide,
+at least 3 pixels). The prototype map finds
 *where* (the candidates come from it); LiteMedSAM's embedding says *which outline* is an object: a blob that
 spills over the lesion's surroundings, or half a lesion, looks like its ring. Measured on BUSI against
 refine (BENCHMARKS.md, "BUSI: propose and select by embedding contrast"); volumes keep refine.
@@ -25,8 +25,8 @@ from scipy import ndimage
 
 from .candidate_score import SupportProfile
 from .progress import Progress
-from .proposals import component_masks, decoded_masks, propose_boxes
-from .sam_prompt import SIDE, PlaneEmbedding, box_of
+from .proposals import decoded_masks, propose_boxes
+from .sam_prompt import SIDE, PlaneEmbedding
 
 MARGINS = (0.0, 0.1, 0.25)  # component boxes
 PEAKS, PEAK_SIZES = 5, (0.7, 1.0, 1.4)  # peak boxes, in typical support-object sizes
@@ -74,19 +74,12 @@ def embedding_contrast(embedding: PlaneEmbedding, mask: np.ndarray, ring: float 
 def candidates(margin: np.ndarray, coarse: np.ndarray, decode: Callable, profile: SupportProfile | None,
                min_pixels: int = 64) -> list[np.ndarray]:
     """One class's candidate masks on one image (see module doc): (H, W) margin and coarse mask ->
-    non-empty (H, W) bool masks. decode: (N, 4) boxes, optional (N, H, W) mask prompts -> (N, H, W)
-    probabilities."""
+    non-empty (H, W) bool masks. decode: (N, 4) boxes, None -> (N, H, W) probabilities."""
     boxes = propose_boxes(margin, coarse, profile, peaks=PEAKS, components=3, min_pixels=min_pixels,
                           box_margins=MARGINS, peak_sizes=PEAK_SIZES, top_areas=TOP_AREAS)
     if not len(boxes):
         return []
-    probabilities = decode(boxes, None)
-    masks = decoded_masks(boxes, probabilities)
-    n_components = len(component_masks(coarse, min_pixels, 3)) * len(MARGINS)
-    again = [j for j in range(n_components) if masks[j].any()]
-    if again:
-        tight = np.stack([box_of(masks[j], 0.05) for j in again]).astype(np.float32)
-        masks += decoded_masks(tight, decode(tight, probabilities[again]))
+    masks = decoded_masks(boxes, decode(boxes, None))
     return [m for m in masks if m.any()]
 
 
