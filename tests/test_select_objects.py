@@ -108,3 +108,31 @@ def test_image_sets_are_selected_and_volumes_keep_refine():
     off.set_image(list(planes))
     run(off.segment(list(support)))
     assert calls == ["refine", "refine"]
+
+
+def test_an_image_whose_coarse_scores_did_not_change_is_not_decoded_again():
+    decoded = []
+
+    class Counting(_Prompter):
+        def decode(self, embedding, boxes, masks=None):
+            decoded.append(len(boxes))
+            return super().decode(embedding, boxes, masks)
+
+    rng = np.random.default_rng(1)
+    planes = list(rng.random((3, 64, 64)).astype(np.float32) * 0.3)
+    for plane in planes:
+        plane[20:40, 20:40] += 0.6
+    support = [np.zeros((64, 64), np.uint8) for _ in planes]
+    support[0][20:40, 20:40] = 1
+    params = SegmentationParams(refine=RefineParams(enabled=True), input_size=64, image_input_size=64)
+    segmenter = FewShotSegmenter(params)
+    segmenter._refiner = Refiner(params, "cpu", Counting)
+    segmenter.set_image(planes)
+    first = run(segmenter.segment(support)).labels
+    calls = len(decoded)
+    assert calls >= 1
+    again = run(segmenter.segment(support)).labels
+    assert len(decoded) == calls and all(np.array_equal(a, b) for a, b in zip(first, again))
+    support[2][22:38, 22:38] = 1  # a new painted image changes the support's sizes: selected again
+    run(segmenter.segment(support))
+    assert len(decoded) > calls

@@ -44,6 +44,7 @@ class FewShotSegmenter:
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
         self._refiner = None  # core.refine.Refiner, made on first use (it loads LiteMedSAM)
+        self._selected: dict = {}  # image -> its last selection (core/select_objects.py select_planes)
         self._pooled: dict[tuple, SlicePrototypes] = {}  # per-slice pooled prototypes, see _pieces()
         budget = self.params.memory_budget_mb * 1024**2
         self._matches = MatchCache(budget // 4, budget // 8)  # per (query slice, support slice) similarity
@@ -349,7 +350,8 @@ class FewShotSegmenter:
             from .select_objects import select_planes, support_profiles  # LiteMedSAM proposes, the best is kept
 
             profiles = support_profiles(support_set.targets if support_set else {}, len(class_ids))
-            yield from select_planes(self.refiner, cache.stack, labels, indices, list(class_ids), coarse, profiles)
+            yield from select_planes(self.refiner, cache.stack, labels, indices, list(class_ids), coarse, profiles,
+                                     self._selected)
         elif self.params.refine.enabled_for(cache.stack, self.device):  # LiteMedSAM redraws each component
             yield from self.refiner.refine(cache.stack, labels, indices, list(class_ids))
         out = np.stack(labels) if cache.stack.is_volume else labels

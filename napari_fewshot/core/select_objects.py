@@ -16,6 +16,7 @@ refine (BENCHMARKS.md, "BUSI: propose and select by embedding contrast"); volume
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable, Generator, Sequence
 
 import numpy as np
@@ -116,17 +117,28 @@ def support_profiles(targets: dict[int, np.ndarray], n_classes: int) -> dict[int
 
 def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_ids: Sequence[int],
                   coarse: dict[int, np.ndarray], profiles: dict[int, SupportProfile | None],
-                  ) -> Generator[Progress, None, None]:
+                  memo: dict | None = None) -> Generator[Progress, None, None]:
     """select_plane for labels[i] (in place), every i in `indices`, with the refiner's LiteMedSAM and its
-    embedding cache. coarse: slice -> (K + 1, h, w) scores on the feature grid. Yields Progress per image."""
+    embedding cache. coarse: slice -> (K + 1, h, w) scores on the feature grid. Yields Progress per image.
+    memo: image -> (digest of what its selection depends on, labels), kept by the caller: after a stroke,
+    an image whose coarse scores, labels and support sizes did not change is not decoded again."""
     from .predict import upsample
 
+    setting = (stack.signature(), tuple(class_ids), refiner.params.refine.min_pixels)
+    sizes = b"".join(p.log_area.tobytes() + p.box_shape.tobytes() for p in profiles.values() if p is not None)
     for n, i in enumerate(indices):
-        if any((labels[i] == c).any() for c in class_ids):  # nothing predicted: no embedding computed
+        digest = hashlib.blake2b(repr(setting).encode() + sizes + labels[i].tobytes() + coarse[i].tobytes(),
+                                 digest_size=16).digest()
+        done = None if memo is None else memo.get(i)
+        if done is not None and done[0] == digest:
+            labels[i] = done[1].copy()
+        elif any((labels[i] == c).any() for c in class_ids):  # nothing predicted: no embedding computed
             cached = refiner.cache.get(stack, i, refiner.prompter)
             embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
             scores = upsample(torch.from_numpy(coarse[i])[None], labels[i].shape)[0].numpy()
             decode = lambda boxes, masks, e=embedding: refiner.prompter.decode(e, boxes, masks)  # noqa: E731
             labels[i] = select_plane(labels[i], scores, class_ids, decode, embedding, profiles,
                                      refiner.params.refine.min_pixels)
+            if memo is not None:
+                memo[i] = (digest, labels[i].copy())
         yield Progress(n + 1, len(indices), f"selected objects on image {i + 1} of {len(stack)}")
