@@ -4,7 +4,8 @@ seconds (less sensitive than wall time to other jobs on a shared machine; report
     python benchmarks/busi_cost.py [--images 12] [--painted 2]
 
 The first image pays for loading the models; the figure is the mean over the others. No cache folder: every
-feature and embedding is computed, as for a new set.
+feature and embedding is computed, as for a new set. The default (propose and select, core/select_objects.py)
+and refine's one box per component (RefineParams(select=False)) are timed image by image, interleaved.
 ⚠ LiteMedSAM refine inside (MedSAM's training data included public breast-ultrasound sets, possibly BUSI).
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run  # noqa: E402
+from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, run  # noqa: E402
 from napari_fewshot.evaluation.datasets import load_busi  # noqa: E402
 
 
@@ -32,19 +33,27 @@ def main() -> None:
     args = parser.parse_args()
     _, images, masks = load_busi(args.data)
     picked = list(range(0, len(images), max(1, len(images) // args.images)))[: args.images]
-    segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
-    segmenter.set_image([images[i] for i in picked])
     support = [masks[i].astype(np.uint8) if n < args.painted else np.zeros(masks[i].shape, np.uint8)
                for n, i in enumerate(picked)]
-    seconds = []
+    # the default (propose and select) and refine's one box per component, each with its own caches, one image
+    # after the other: both pay every image's features and embedding, under the same load
+    variants = {"default (select)": SegmentationParams(device="cpu"),
+                "refine, select off": SegmentationParams(device="cpu", refine=RefineParams(select=False))}
+    segmenters = {}
+    for name, params in variants.items():
+        segmenters[name] = FewShotSegmenter(params)
+        segmenters[name].set_image([images[i] for i in picked])
+    seconds = {name: [] for name in variants}
     for n in range(args.painted, len(picked)):
-        started = time.process_time()
-        run(segmenter.segment(support, indices=[n]))
-        seconds.append(time.process_time() - started)
-    rest = seconds[1:]
-    print(f"CPU seconds per image: first {seconds[0]:.2f}, then mean {np.mean(rest):.2f} (median "
-          f"{np.median(rest):.2f}) over {len(rest)} images; load average {os.getloadavg()[0]:.1f}")
-
+        for name, segmenter in segmenters.items():
+            started = time.process_time()
+            run(segmenter.segment(support, indices=[n]))
+            seconds[name].append(time.process_time() - started)
+    for name, values in seconds.items():
+        rest = values[1:]
+        print(f"{name}: CPU seconds per image: first {values[0]:.2f}, then mean {np.mean(rest):.2f} (median "
+              f"{np.median(rest):.2f}) over {len(rest)} images")
+    print(f"load average {os.getloadavg()[0]:.1f}")
 
 if __name__ == "__main__":
     main()

@@ -61,6 +61,11 @@ class RefineParams:
         3.0, label="Largest growth", minimum=1.01, maximum=1_000.0,
         help="a decoded mask more than this many times larger (or smaller) than its component is implausible: "
              "the component is kept instead (so is an empty one); above 1")
+    select: bool = setting(
+        True, label="Propose and select (2D images)", flag="--select",
+        help="on 2D images and image sets, LiteMedSAM draws many candidates per class (boxes of the components, "
+             "around the map's peaks, at the support objects' size) and keeps the one that stands out most from "
+             "its surroundings in its embedding (core/select_objects.py); volumes keep one box per component")
 
     def __post_init__(self) -> None:
         from ..errors import FewShotError

@@ -12,7 +12,7 @@ embedding) and core/candidate_score.py's support_likeness scores them; the best 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -59,17 +59,32 @@ def component_masks(coarse: np.ndarray, min_pixels: int, count: int) -> list[np.
 
 
 def propose_boxes(margin: np.ndarray, coarse: np.ndarray, profile: SupportProfile | None, peaks: int = 3,
-                  components: int = 3, min_pixels: int = 64, box_margin: float = 0.1) -> np.ndarray:
+                  components: int = 3, min_pixels: int = 64, box_margin: float = 0.1,
+                  box_margins: Sequence[float] = (), peak_sizes: Sequence[float] = (1.0,),
+                  top_areas: Sequence[float] = ()) -> np.ndarray:
     """Candidate boxes of one class on one image.
 
     margin: (H, W) class similarity minus the best other class's; coarse: (H, W) bool, where the prototypes
-    predict the class. Returns (N, 4) float32 boxes: the components' (grown by `box_margin`), then one of the
-    profile's typical size around each of the `peaks` strongest peaks (none without a profile).
+    predict the class. Returns (N, 4) float32 boxes: the components' (grown by `box_margin`, or by each of
+    `box_margins` when given), then around each of the `peaks` strongest peaks one box per `peak_sizes`
+    factor of the profile's typical size, then for each of the two largest components and each `top_areas`
+    factor, the box (+10 %) of its cells of highest margin covering that many times the support objects'
+    typical area (the component tightened to a lesion's size; none of the last two without a profile).
     """
-    boxes = [box_of(mask, box_margin) for mask in component_masks(coarse, min_pixels, components)]
+    parts = component_masks(coarse, min_pixels, components)
+    boxes = [box_of(mask, m) for mask in parts for m in (box_margins or (box_margin,))]
     if profile is not None:
-        size = profile.typical_box(margin.shape)
-        boxes += [centred_box(point, size, margin.shape) for point in peak_points(margin, peaks)]
+        height, width = profile.typical_box(margin.shape)
+        boxes += [centred_box(point, (height * s, width * s), margin.shape)
+                  for point in peak_points(margin, peaks) for s in peak_sizes]
+        typical_area = float(np.exp(profile.log_area.mean())) * margin.size
+        for part in parts[:2]:
+            values = np.sort(margin[part])
+            for factor in top_areas:
+                count = int(min(len(values), factor * typical_area))
+                if count >= 16:
+                    core = component_masks(part & (margin >= values[-count]), 1, 1)
+                    boxes += [box_of(core[0], 0.1)] if core else []
     return np.stack(boxes).astype(np.float32) if boxes else np.zeros((0, 4), np.float32)
 
 

@@ -46,6 +46,7 @@ class FewShotSegmenter:
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
         self._refiner = self._sam = None  # core.refine.Refiner, core.sam_service.LiteMedSAMService: made on first use
+        self._selected: dict = {}  # image -> its last selection (core/select_objects.py select_planes)
         self._pooled: dict[tuple, SlicePrototypes] = {}  # per-slice pooled prototypes, see _pieces()
         budget = self.params.memory_budget_mb * 1024**2
         self._matches = MatchCache(budget // 4, budget // 8)  # per (query slice, support slice) similarity
@@ -238,7 +239,8 @@ class FewShotSegmenter:
         else:
             groups = self._groups(support_set)
             self._matches.retain([g.key for g in groups if g.key is not None])
-        result, coarse = yield from self._segment_groups(groups, support_set.class_ids, indices, similarity)
+        result, coarse = yield from self._segment_groups(groups, support_set.class_ids, indices, similarity,
+                                                         support_set)
         if similarity and not cache.stack.is_volume and not isinstance(groups, PrototypeSet):
             # an image set's heatmaps share one range, from the support's own levels (a volume's is its own layer)
             result.similarity_range = held_out_range(groups[1:], [g.key[2] for g in groups[1:]], cache.get, support_set)
@@ -330,9 +332,10 @@ class FewShotSegmenter:
         self._rank(result, coarse, copied)
 
     def _segment_groups(self, groups, class_ids: list[int], indices: Sequence[int] | None, similarity: bool,
-                        ) -> Generator[Progress, None, SegmentationResult]:
+                        support_set: SupportSet | None = None) -> Generator[Progress, None, SegmentationResult]:
         """Labels (and, with `similarity`, heatmaps) of `indices` from prototype groups (or, with
-        self-support, one PrototypeSet). Returns (result, slice -> (K + 1, h, w) coarse scores)."""
+        self-support, one PrototypeSet; `support_set`: the paint, whose objects' sizes guide the selection
+        on 2D images). Returns (result, slice -> (K + 1, h, w) coarse scores)."""
         cache = self._require_image()
         indices = list(range(len(cache.stack)) if indices is None else indices)
         yield from cache.compute(indices)
@@ -354,7 +357,14 @@ class FewShotSegmenter:
             trim_now(n + 1)
             if n % 8 == 7 or n == len(indices) - 1:
                 yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
-        if self.params.refine.enabled_for(cache.stack, self.device):  # LiteMedSAM redraws each component; clean-up after
+        images = not (cache.stack.is_volume and len(cache.stack) > 1)
+        if self.params.refine.enabled_for(cache.stack, self.device) and images and self.params.refine.select:
+            from .select_objects import select_planes, support_profiles  # LiteMedSAM proposes, the best is kept
+
+            profiles = support_profiles(support_set.targets if support_set else {}, len(class_ids))
+            yield from select_planes(self.refiner, cache.stack, labels, indices, list(class_ids), coarse, profiles,
+                                     self._selected)
+        elif self.params.refine.enabled_for(cache.stack, self.device):  # LiteMedSAM redraws each component
             yield from self.refiner.refine(cache.stack, labels, indices, list(class_ids))
         out = np.stack(labels) if cache.stack.is_volume else labels
         return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {}), coarse

@@ -1,0 +1,142 @@
+"""Propose and select on 2D images (core/select_objects.py): the candidate that stands out from its ring in
+the image embedding is kept; image sets go through it, volumes keep refine's one box per component."""
+
+import numpy as np
+import torch
+
+from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, dice, run
+from napari_fewshot.core.refine import Refiner
+from napari_fewshot.core.sam_service import LiteMedSAMService
+from napari_fewshot.core.sam_prompt import PlaneEmbedding
+from napari_fewshot.core.select_objects import embedding_contrast, ring_around, select_plane, support_profiles
+
+
+def _disk(shape, centre, radius):
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+def _embedding(shape, lesion):
+    """(1, 8, 64, 64) features of a square plane: one vector inside `lesion`, another everywhere else."""
+    scale = 256 / max(shape)
+    grid = torch.zeros(1, 8, 64, 64)
+    grid[0, 0] = 1.0
+    small = torch.nn.functional.interpolate(torch.from_numpy(lesion.astype(np.float32))[None, None],
+                                            size=(64, 64), mode="area")[0, 0]
+    grid[0, 1] = small * 3
+    return PlaneEmbedding(grid, shape, scale)
+
+
+def _inscribed(shape):
+    def decode(boxes, masks):  # a stand-in for LiteMedSAM: the disk inscribed in each box
+        out = [_disk(shape, ((y0 + y1) / 2, (x0 + x1) / 2), min(x1 - x0, y1 - y0) / 2) for x0, y0, x1, y1 in boxes]
+        return np.stack(out).astype(np.float32)
+    return decode
+
+
+def test_the_ring_lies_around_the_mask_and_the_lesion_stands_out_from_it():
+    shape = (128, 128)
+    lesion = _disk(shape, (40, 40), 10)
+    ring = ring_around(lesion, 4)
+    assert not (ring & lesion).any() and ring.sum() > 0.8 * (_disk(shape, (40, 40), 14).sum() - lesion.sum())
+    embedding = _embedding(shape, lesion)
+    blob = _disk(shape, (40, 40), 25)  # the lesion and its surroundings
+    assert embedding_contrast(embedding, lesion) > embedding_contrast(embedding, blob) + 0.2
+    assert embedding_contrast(embedding, np.zeros(shape, bool)) == float("-inf")
+
+
+def test_select_redraws_a_blob_as_the_lesion_inside_it():
+    """The prototypes predict a blob 6x the lesion; the support's lesions have the lesion's size: a candidate
+    of that size around the map's peak is drawn and kept, since the blob's outline is as much surroundings as
+    lesion."""
+    shape = (128, 128)
+    lesion, blob = _disk(shape, (40, 40), 10), _disk(shape, (44, 44), 25)
+    scores = np.zeros((2, *shape), np.float32)
+    scores[1] = np.where(blob, 0.3, -0.3) + np.where(lesion, 0.2, 0.0)
+    labels = (scores[1] > scores[0]).astype(np.uint8)
+    profiles = support_profiles({3: _disk(shape, (70, 70), 10).astype(np.int16)}, 1)
+    out = select_plane(labels, scores, [1], _inscribed(shape), _embedding(shape, lesion), profiles)
+    assert out.dtype == labels.dtype and out.shape == shape
+    assert dice(labels == 1, lesion) < 0.4 and dice(out == 1, lesion) > 0.8
+
+
+class _Prompter:
+    """A stand-in for BoxPrompter: the lesion-like embedding of a bright square, boxes decoded as disks."""
+
+    weights_id = "fake"
+
+    def __init__(self, device="cpu"):
+        self.device = torch.device(device)
+
+    def embed(self, plane):
+        return _embedding(plane.shape[:2], plane > 0.5)
+
+    def decode(self, embedding, boxes, masks=None):
+        return _inscribed(embedding.shape)(boxes, masks)
+
+    def decode_batch(self, requests, max_prompts=32):
+        return [(self.decode(e, b, m), np.ones(len(b), np.float32)) for e, b, m in requests]
+
+
+def _segmenter(select, calls):
+    params = SegmentationParams(refine=RefineParams(enabled=True, select=select), input_size=64,
+                                image_input_size=64)
+    segmenter = FewShotSegmenter(params)
+    segmenter._refiner = Refiner(params, LiteMedSAMService("cpu", prompter_factory=_Prompter))
+    original = segmenter._refiner.refine
+
+    def counted(*args):
+        calls.append("refine")
+        return (yield from original(*args))
+
+    segmenter._refiner.refine = counted
+    return segmenter
+
+
+def test_image_sets_are_selected_and_volumes_keep_refine():
+    rng = np.random.default_rng(0)
+    planes = rng.random((3, 64, 64)).astype(np.float32) * 0.3
+    planes[:, 20:40, 20:40] += 0.6
+    support = np.zeros((3, 64, 64), np.uint8)
+    support[0, 20:40, 20:40] = 1
+    messages, calls = [], []
+    images = _segmenter(True, calls)
+    images.set_image(list(planes))
+    run(images.segment(list(support)), lambda p: messages.append(p.message))
+    assert any("selected objects" in m for m in messages) and calls == []
+    volume = _segmenter(True, calls)
+    volume.set_image(planes)
+    run(volume.segment(support), lambda p: messages.append(p.message))
+    assert calls == ["refine"]  # a volume: refine, whatever `select` says
+    off = _segmenter(False, calls)
+    off.set_image(list(planes))
+    run(off.segment(list(support)))
+    assert calls == ["refine", "refine"]
+
+
+def test_an_image_whose_coarse_scores_did_not_change_is_not_decoded_again():
+    decoded = []
+
+    class Counting(_Prompter):
+        def decode(self, embedding, boxes, masks=None):
+            decoded.append(len(boxes))
+            return super().decode(embedding, boxes, masks)
+
+    rng = np.random.default_rng(1)
+    planes = list(rng.random((3, 64, 64)).astype(np.float32) * 0.3)
+    for plane in planes:
+        plane[20:40, 20:40] += 0.6
+    support = [np.zeros((64, 64), np.uint8) for _ in planes]
+    support[0][20:40, 20:40] = 1
+    params = SegmentationParams(refine=RefineParams(enabled=True), input_size=64, image_input_size=64)
+    segmenter = FewShotSegmenter(params)
+    segmenter._refiner = Refiner(params, LiteMedSAMService("cpu", prompter_factory=Counting))
+    segmenter.set_image(planes)
+    first = run(segmenter.segment(support)).labels
+    calls = len(decoded)
+    assert calls >= 1
+    again = run(segmenter.segment(support)).labels
+    assert len(decoded) == calls and all(np.array_equal(a, b) for a, b in zip(first, again))
+    support[2][22:38, 22:38] = 1  # a new painted image changes the support's sizes: selected again
+    run(segmenter.segment(support))
+    assert len(decoded) > calls
