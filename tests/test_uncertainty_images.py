@@ -87,6 +87,8 @@ def test_a_prediction_litemedsam_redraws_differently_under_a_moved_box_ranks_abo
     ranked = rank_slices(coarse, labels, is_volume=False, scale=SCALE, support=[0], decode=decode)
     assert ranked[1] == plain[1]  # a stable redraw adds no sign of a miss
     assert ranked[2] > plain[2] and ranked[2] > ranked[1]
+    nothing = rank_slices({1: coarse[1]}, [support[0], np.zeros_like(tidy)], False, SCALE, [0], decode=lambda *_: 1 / 0)
+    assert nothing == {1: 1.0}  # nothing found: first, and the decoder is not asked
     # a volume keeps its boundary ranking: the decoder is not asked
     volume = np.stack([tidy, tidy, shadow])
     assert rank_slices({2: coarse[2]}, volume, True, SCALE, [0], decode=None) == \

@@ -82,7 +82,8 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
         sizes = support_sizes([labels[i] for i in support])
         out = {}
         for i, scores in coarse.items():
-            stable = None if decode is None else box_stability(labels[i], partial(decode, i), seed=i)
+            drawn = decode is not None and np.any(labels[i])  # nothing found: 1 whatever the decoder says
+            stable = box_stability(labels[i], partial(decode, i), seed=i) if drawn else None
             out[i] = image_error(scores, labels[i], sizes, scale, stable)
         return out
     out = {}
