@@ -4,7 +4,14 @@ wrong size where nothing looks like the support's objects) comes before a good p
 import numpy as np
 
 from napari_fewshot.core.segmenter import SegmentationResult
-from napari_fewshot.core.uncertainty import foreground_contrast, image_error, rank_slices, support_sizes
+from napari_fewshot.core.uncertainty import (
+    JITTERED_BOXES,
+    box_stability,
+    foreground_contrast,
+    image_error,
+    rank_slices,
+    support_sizes,
+)
 
 SIZE, GRID, SCALE = 64, 8, 20.0  # 64 x 64 px images, an 8 x 8 feature grid (stride 8)
 
@@ -52,3 +59,37 @@ def test_a_volume_keeps_the_boundary_ranking_in_pixels():
     coarse = {1: scores_for(lesion, 1), 2: scores_for(lesion, 2)}
     ranked = rank_slices(coarse, labels, is_volume=True, scale=SCALE, support=[0])
     assert ranked[2] > 1.0  # expected wrong pixels (the slice's label change against its neighbour), not 1 - Dice
+
+
+def test_a_prediction_litemedsam_redraws_differently_under_a_moved_box_ranks_above_a_stable_one():
+    lesion = disc((24, 24), 10)
+    support = [disc((30, 34), 11).astype(np.uint8)]
+    tidy, shadow = disc((24, 24), 10).astype(np.uint8), disc((40, 40), 10).astype(np.uint8)
+    labels = [*support, tidy, shadow]
+    coarse = {1: scores_for(lesion, 1), 2: scores_for(disc((40, 40), 10), 2)}  # both stand out alike
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+
+    def decode(index, boxes):
+        """Image 1: the lesion whatever the box; image 2: the box's own inscribed ellipse (it follows the box)."""
+        boxes = np.asarray(boxes)
+        assert boxes.shape == (1 + JITTERED_BOXES, 4)
+        if index == 1:
+            return np.repeat(lesion[None].astype(np.float32), len(boxes), 0)
+        out = []
+        for x0, y0, x1, y1 in boxes:
+            cy, cx, ry, rx = (y0 + y1) / 2, (x0 + x1) / 2, max((y1 - y0) / 2, 1), max((x1 - x0) / 2, 1)
+            out.append((((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1).astype(np.float32))
+        return np.stack(out)
+
+    assert box_stability(tidy, lambda b: decode(1, b)) == 1.0
+    assert box_stability(shadow, lambda b: decode(2, b)) < 0.9
+    plain = rank_slices(coarse, labels, is_volume=False, scale=SCALE, support=[0])
+    ranked = rank_slices(coarse, labels, is_volume=False, scale=SCALE, support=[0], decode=decode)
+    assert ranked[1] == plain[1]  # a stable redraw adds no sign of a miss
+    assert ranked[2] > plain[2] and ranked[2] > ranked[1]
+    nothing = rank_slices({1: coarse[1]}, [support[0], np.zeros_like(tidy)], False, SCALE, [0], decode=lambda *_: 1 / 0)
+    assert nothing == {1: 1.0}  # nothing found: first, and the decoder is not asked
+    # a volume keeps its boundary ranking: the decoder is not asked
+    volume = np.stack([tidy, tidy, shadow])
+    assert rank_slices({2: coarse[2]}, volume, True, SCALE, [0], decode=None) == \
+        rank_slices({2: coarse[2]}, volume, True, SCALE, [0], decode=lambda *_: 1 / 0)

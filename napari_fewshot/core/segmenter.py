@@ -371,12 +371,15 @@ class FewShotSegmenter:
 
     def _rank(self, result: SegmentationResult, coarse: dict[int, np.ndarray], skip: Sequence[int] = ()) -> None:
         """Fill result.uncertainty for its predicted slices (not `skip`), from the final labels."""
-        from .uncertainty import rank_slices
+        from .uncertainty import rank_slices, refiner_decoder
 
         skip = set(skip)
         wanted = {i: m for i, m in coarse.items() if i not in skip}
-        result.uncertainty = rank_slices(wanted, result.labels, self._require_image().stack.is_volume,
-                                         self.params.scale, support=sorted(skip))
+        stack = self._require_image().stack  # an image set refined by LiteMedSAM: its stability ranks too
+        redraw = not stack.is_volume and self.params.refine.enabled_for(stack, self.device)
+        decode = refiner_decoder(self.refiner, stack) if redraw else None
+        result.uncertainty = rank_slices(wanted, result.labels, stack.is_volume, self.params.scale,
+                                         support=sorted(skip), decode=decode)
 
     def _coarse_similarity(self, groups, indices: Sequence[int]):
         """Slice index -> (K + 1, h, w) float32 best similarity per class on the feature grid."""
