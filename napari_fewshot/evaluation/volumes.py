@@ -5,7 +5,9 @@ within: per volume and class, K support slices evenly spread over the class's sl
         slices where the organ is absent included (3D Dice over those slices).
 across: SSL-ALPNet's protocol: one support volume; the organ's slice range in support and query is
         split into 3 chunks; the middle slice of each support chunk segments the matching query
-        chunk; Dice is scored inside the query organ's range.
+        chunk; Dice is scored inside the query organ's range. As a bank does, the query is finished
+        with the priors of the support (core/bank_priors.py: where in the plane the organ was on the
+        three middle slices; the chunk plan already says where along the body).
 Each class is its own 1-way task (the other organs are background), as in those papers.
 With `adapt`, the encoder is first adapted to each scan that is segmented ("Adapt to this scan",
 core/adapt.py: superpixel episodes, no labels); fine-tuning, when asked too, starts from there.
@@ -20,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..core import AdaptParams, FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
+from ..core.bank_priors import class_priors
 from ..errors import FewShotError
 from .adaptation import adapted_state, restore_weights
 from .datasets import find_cases, load_case, present_classes, slice_range, spread_slices
@@ -135,6 +138,9 @@ def _across(cases, params, fine_tune, adapt, classes, support_case, log):
         run(source.fine_tune(support, fine_tune))
         tuned = {k: v.detach().clone() for k, v in source.encoder.state_dict().items()}
     chunk_prototypes = _chunk_prototypes(source, s_labels, middles)
+    # each class is a 1-way task (label 1): its priors from its middle slices, as a bank keeps them
+    priors = {c: class_priors(source.cache.stack, {m: (s_labels[m] == c).astype(np.int64) for m in ms}, [1])
+              for c, ms in middles.items()}
     segmenter = FewShotSegmenter(params, encoder=source.encoder)  # the query scan; shares the encoder
     rows = []
     for case, image_path, label_path in cases:
@@ -155,7 +161,7 @@ def _across(cases, params, fine_tune, adapt, classes, support_case, log):
             # (FewShotSegmenter.segment_with: no paint on this scan, so the largest 3D component per class).
             plan = [(prototypes, range(c_lo, c_hi + 1))
                     for (c_lo, c_hi), prototypes in zip(chunk_bounds(*span), chunk_prototypes[class_id])]
-            predicted = run(segmenter.segment_with(plan)).labels == 1
+            predicted = run(segmenter.segment_with(plan, priors=priors[class_id])).labels == 1
             inside = slice(span[0], span[1] + 1)
             score = dice(predicted[inside], labels[inside] == class_id)
             rows.append({"case": case, "support_case": support_id, "class": name, "class_id": class_id, "dice": score})
