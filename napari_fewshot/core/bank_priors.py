@@ -24,12 +24,15 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 AIR = 0.05           # windowed intensity in [0, 1] below which a pixel is air (CT window: about -150 HU)
 Z_MARGIN = 0.5       # a class may extend this fraction of its support's z-span beyond its outermost support slices
 Z_MARGIN_MIN = 0.08  # ... and at least this fraction of the body's z extent
 PLANE_TOLERANCE = 0.25  # a 2D piece whose centroid is farther than this (box units) plus the spread is dropped
+PLANE_BOOST = 0.06   # cosine similarity added to a class at its centre, fading as a Gaussian of ...
+PLANE_SIGMA = 0.1    # ... this width (box units): across 0.653 -> 0.713 (BENCHMARKS.md, bank priors)
 
 
 @dataclass
@@ -141,21 +144,48 @@ def z_window(prior: ClassPrior) -> tuple[float, float]:
     return lo - margin, hi + margin
 
 
+def plane_boost(scores: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int],
+                class_priors_: Sequence[ClassPrior | None]) -> np.ndarray:
+    """Coarse scores (K + 1, h, w) with each class k's (prior k - 1, None: none) raised by PLANE_BOOST at its
+    centre, fading as a Gaussian of PLANE_SIGMA; box: the body's box on the (H, W) = size slice."""
+    out = np.array(scores, np.float32, copy=True)
+    h, w = out.shape[1:]
+    y0, y1, x0, x1 = box
+    ys = ((np.arange(h) + 0.5) * size[0] / h - y0) / (y1 - y0)
+    xs = ((np.arange(w) + 0.5) * size[1] / w - x0) / (x1 - x0)
+    for k, prior in enumerate(class_priors_, start=1):
+        if prior is not None:
+            d2 = (ys[:, None] - prior.centre[0]) ** 2 + (xs[None, :] - prior.centre[1]) ** 2
+            out[k] += PLANE_BOOST * np.exp(-d2 / (2 * PLANE_SIGMA ** 2))
+    return out
+
+
 def apply_priors(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[int, ClassPrior], stack,
-                 segmented: Sequence[int]) -> np.ndarray:
+                 segmented: Sequence[int], coarse: Mapping[int, np.ndarray] | None = None) -> np.ndarray:
     """Labels without what lies where the bank's classes were not: a new (S, H, W) array, removed voxels 0.
 
     labels: (S, H, W) ints of a volume segmented with no paint; priors: class id -> ClassPrior (classes
     without one are left alone); stack: the volume's core/stack.ImageStack; segmented: the slices that
-    were segmented. Per class, every 2D connected piece whose centroid lies farther from the prior's
+    were segmented; coarse: their slice -> (K + 1, h, w) class scores, to label them again with
+    :func:`plane_boost` (a class is likelier where it was; None keeps the labels, e.g. once LiteMedSAM
+    redrew them). Then, per class, every 2D connected piece whose centroid lies farther from the prior's
     centre than PLANE_TOLERANCE plus the prior's spread (body-box units) is removed; when every slice
     was segmented (one prototype set for the whole scan, not a plan of slice ranges, which already says
     where), so is the class on slices outside :func:`z_window`.
     """
+    from .predict import labels_from_scores
+
     out = np.array(labels, copy=True)
     wanted = [int(c) for c in class_ids if int(c) in priors]
     if not wanted:
         return out
+    lut = np.array([0] + [int(c) for c in class_ids], out.dtype)
+    ordered = [priors.get(int(c)) for c in class_ids]
+    for i, scores in (coarse or {}).items():
+        box = body_box(stack.slice(i))
+        if box is not None:
+            boosted = plane_boost(scores, box, out.shape[1:], ordered)
+            out[i] = lut[labels_from_scores(torch.from_numpy(boosted), out.shape[1:])[0]]
     along = len(set(int(i) for i in segmented)) == len(out)
     extent = body_extent(stack) if along else (0, len(out) - 1)
     for i in range(len(out)):

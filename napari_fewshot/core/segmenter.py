@@ -309,7 +309,9 @@ class FewShotSegmenter:
             if priors and support_set is None:  # a bank's priors: where its classes were (core/bank_priors.py)
                 from .bank_priors import apply_priors
 
-                labels = apply_priors(labels, result.class_ids, priors, stack, result.segmented_slices)
+                redrawn = self.params.refine.enabled_for(stack, self.device)
+                labels = apply_priors(labels, result.class_ids, priors, stack, result.segmented_slices,
+                                      None if redrawn else coarse)
             cleaned = postprocess_volume(labels, result.class_ids, painted, seeds,
                                          self.params.postprocess_grow)
             keep = np.ones(len(cleaned), bool)
