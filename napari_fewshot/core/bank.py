@@ -44,7 +44,7 @@ from . import bank_format, bank_io
 from .bank_format import FORMAT_NAME, SCHEMA_VERSION, SUFFIX
 from .config import FineTuneParams, SegmentationParams, machine_local_fields
 from .bank_io import normalization_settings
-from .bank_priors import ClassPrior, combine, measure
+from .bank_priors import ClassPrior, combine, measure, support_levels, with_levels
 from .encoders import encoder_spec
 from .progress import Progress, run
 from .prototypes import PrototypeSet, build_prototypes
@@ -141,7 +141,9 @@ class PrototypeBank:
                 "support_slices": support_set.slice_indices, "class_ids": support_set.class_ids}
         info.update(source or {})
         where = measure(segmenter.cache.stack, support_set.targets, support_set.class_ids)
-        return cls._from(segmenter, prototypes, class_names, class_colours, [info], [where])
+        ids = support_set.slice_indices
+        levels = support_levels(segmenter.slice_features(ids), [support_set.targets[i] for i in ids], ids, prototypes)
+        return cls._from(segmenter, prototypes, class_names, class_colours, [info], [where], levels)
 
     @classmethod
     def build(cls, pairs: Iterable[tuple[Any, Any]], params: SegmentationParams | None = None,
@@ -190,19 +192,20 @@ class PrototypeBank:
         p = segmenter.params
         prototypes = build_prototypes(features, targets, class_ids, p.prototype_mode, p.local_grid,
                                       p.local_coverage, segmenter.max_local(), p.seed)
+        levels = support_levels(features, [t.numpy() for t in targets], range(len(features)), prototypes)
         if own:
             segmenter.release_image()  # free the features
-        return cls._from(segmenter, prototypes, class_names, class_colours, infos, where)
+        return cls._from(segmenter, prototypes, class_names, class_colours, infos, where, levels)
 
     @classmethod
-    def _from(cls, segmenter, prototypes, class_names, class_colours, sources, where) -> "PrototypeBank":
+    def _from(cls, segmenter, prototypes, class_names, class_colours, sources, where, levels) -> "PrototypeBank":
         encoder = segmenter.encoder
         state = None
         if segmenter.is_fine_tuned:
             state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
         return cls(prototypes.to(torch.device("cpu")), SegmentationParams.from_dict(segmenter.params.to_dict()),
                    encoder.name, encoder.weights_id, int(encoder.feature_dim), dict(class_names or {}),
-                   dict(class_colours or {}), state, sources=list(sources), priors=combine(where) or None)
+                   dict(class_colours or {}), state, sources=list(sources), priors=with_levels(combine(where), levels) or None)
 
     # -- applying ---------------------------------------------------------------------------
     def check_encoder(self, encoder) -> None:
@@ -270,7 +273,8 @@ class PrototypeBank:
                 ) -> Generator[Progress, None, Any]:
         """Segment the image set in `segmenter` with the bank's prototypes (all slices by default), finished
         like a segmentation from paint (FewShotSegmenter.segment_with: clean-up, heatmaps with `similarity`,
-        uncertainty ranking).
+        uncertainty ranking), after the bank's priors (core/bank_priors.py: each class likelier where it was
+        in the plane, removed far from there and, on the whole scan, far along the body).
 
         Calls :meth:`prepare` first unless the segmenter's weights are already the bank's. Yields Progress;
         returns a SegmentationResult whose labels carry the bank's class ids.

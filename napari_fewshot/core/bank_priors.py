@@ -32,29 +32,35 @@ Z_MARGIN = 0.5       # a class may extend this fraction of its support's z-span 
 Z_MARGIN_MIN = 0.08  # ... and at least this fraction of the body's z extent
 PLANE_TOLERANCE = 0.25  # a 2D piece whose centroid is farther than this (box units) plus the spread is dropped
 PLANE_BOOST = 0.06   # cosine similarity added to a class at its centre, fading as a Gaussian of ...
-PLANE_SIGMA = 0.1    # ... this width (box units): across 0.653 -> 0.713 (BENCHMARKS.md, bank priors)
+PLANE_SIGMA = 0.1    # ... this width (box units): across 0.653 -> 0.717 (BENCHMARKS.md, bank priors),
+LEVEL_SPAN = 0.05    # ... in full when the scan's level is this far below the support's (none when not below)
 
 
 @dataclass
 class ClassPrior:
     """Where one class was on its support. z: (lowest, highest) relative slice position of its support
     slices; centre, spread: (y, x) centroid in the body's box, mean and standard deviation over its support
-    slices; area: painted pixels per slice over the body's pixels (mean); slices: support slices measured."""
+    slices; area: painted pixels per slice over the body's pixels (mean); slices: support slices measured;
+    level: its heatmap level on its own support, held out (:func:`support_levels`), or None."""
 
     z: tuple[float, float]
     centre: tuple[float, float]
     spread: tuple[float, float]
     area: float
     slices: int
+    level: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"z": list(self.z), "centre": list(self.centre), "spread": list(self.spread),
-                "area": self.area, "slices": self.slices}
+        out = {"z": list(self.z), "centre": list(self.centre), "spread": list(self.spread),
+               "area": self.area, "slices": self.slices}
+        return out if self.level is None else out | {"level": self.level}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ClassPrior":
+        level = values.get("level")
         return cls(tuple(float(v) for v in values["z"]), tuple(float(v) for v in values["centre"]),
-                   tuple(float(v) for v in values["spread"]), float(values["area"]), int(values["slices"]))
+                   tuple(float(v) for v in values["spread"]), float(values["area"]), int(values["slices"]),
+                   None if level is None else float(level))
 
 
 def body_mask(plane: np.ndarray) -> np.ndarray:
@@ -131,6 +137,45 @@ def combine(measurements: Sequence[Mapping[int, list[tuple]]]) -> dict[int, Clas
     return out
 
 
+def support_levels(features: Sequence[torch.Tensor], targets: Sequence[np.ndarray], slice_ids: Sequence[int],
+                   prototypes) -> dict[int, float]:
+    """Class id -> its heatmap level on its own support: the median, over the feature cells of its paint
+    where it wins, of its similarity to the prototypes of the *other* support slices (and the global ones).
+
+    features: (C, h, w) per support slice; targets: (H, W) ints per slice (class index k, 0 background, -1
+    unlabelled); slice_ids: each slice's id as `prototypes.origins` names it; prototypes: the PrototypeSet.
+    A class painted on one slice only is measured against the global prototypes (its own slice's mean among
+    them). What a scan with no paint scores lower than this is a scan unlike the support (another patient)."""
+    from .predict import class_similarity
+    from .prototypes import PrototypeSet
+
+    origin = prototypes.origins[:, 0].cpu() if prototypes.origins is not None else None
+    scores: dict[int, list[np.ndarray]] = {}
+    for feature, target, sid in zip(features, targets, slice_ids):
+        keep = torch.ones(len(prototypes.vectors), dtype=torch.bool) if origin is None else origin != int(sid)
+        keep |= prototypes.is_global.cpu()
+        held = PrototypeSet(prototypes.vectors.cpu()[keep], prototypes.owner.cpu()[keep], prototypes.is_global.cpu()[keep],
+                            list(prototypes.class_ids), dict(prototypes.counts))
+        with torch.no_grad():
+            sim = class_similarity(feature.float().cpu()[None], held)[0].numpy()
+        h, w = sim.shape[1:]
+        target = np.asarray(target)
+        cells = target[((np.arange(h) + 0.5) * target.shape[0] / h).astype(int)][:, ((np.arange(w) + 0.5) * target.shape[1] / w).astype(int)]
+        wins = sim.argmax(0)
+        for k, c in enumerate(prototypes.class_ids, start=1):
+            hit = (cells == k) & (wins == k)
+            if hit.any():
+                scores.setdefault(int(c), []).append(sim[k][hit])
+    return {c: float(np.median(np.concatenate(v))) for c, v in scores.items()}
+
+
+def with_levels(priors: Mapping[int, ClassPrior], levels: Mapping[int, float]) -> dict[int, ClassPrior]:
+    """The priors with each class's support level (:func:`support_levels`) set."""
+    from dataclasses import replace
+
+    return {c: replace(p, level=levels.get(c)) for c, p in priors.items()}
+
+
 def class_priors(stack, targets: Mapping[int, np.ndarray], class_ids: Sequence[int]) -> dict[int, ClassPrior]:
     """Priors of each class from one scan's support (see :func:`measure`); classes never painted get none."""
     return combine([measure(stack, targets, class_ids)])
@@ -145,9 +190,10 @@ def z_window(prior: ClassPrior) -> tuple[float, float]:
 
 
 def plane_boost(scores: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int],
-                class_priors_: Sequence[ClassPrior | None]) -> np.ndarray:
-    """Coarse scores (K + 1, h, w) with each class k's (prior k - 1, None: none) raised by PLANE_BOOST at its
-    centre, fading as a Gaussian of PLANE_SIGMA; box: the body's box on the (H, W) = size slice."""
+                class_priors_: Sequence[ClassPrior | None], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Coarse scores (K + 1, h, w) with each class k's (prior k - 1, None: none) raised by PLANE_BOOST (times
+    weights[k - 1], default 1) at its centre, fading as a Gaussian of PLANE_SIGMA; box: the body's box on
+    the (H, W) = size slice."""
     out = np.array(scores, np.float32, copy=True)
     h, w = out.shape[1:]
     y0, y1, x0, x1 = box
@@ -156,7 +202,25 @@ def plane_boost(scores: np.ndarray, box: tuple[float, float, float, float], size
     for k, prior in enumerate(class_priors_, start=1):
         if prior is not None:
             d2 = (ys[:, None] - prior.centre[0]) ** 2 + (xs[None, :] - prior.centre[1]) ** 2
-            out[k] += PLANE_BOOST * np.exp(-d2 / (2 * PLANE_SIGMA ** 2))
+            weight = 1.0 if weights is None else weights[k - 1]
+            out[k] += PLANE_BOOST * weight * np.exp(-d2 / (2 * PLANE_SIGMA ** 2))
+    return out
+
+
+def boost_weights(coarse: Mapping[int, np.ndarray], ordered: Sequence[ClassPrior | None]) -> list[float]:
+    """Per class (in coarse's order 1..K), how much of PLANE_BOOST it gets: 1 when its level on this scan
+    (the median of its coarse score where it wins) is LEVEL_SPAN or more below its support's level, 0 when
+    not below (the same scan, a scan like the support: nothing to help), linear between; 1 without a level."""
+    stack = np.stack(list(coarse.values()))  # (N, K + 1, h, w)
+    wins = stack.argmax(1)
+    out = []
+    for k, prior in enumerate(ordered, start=1):
+        if prior is None or prior.level is None:
+            out.append(1.0 if prior is not None else 0.0)
+            continue
+        hit = wins == k
+        level = float(np.median(stack[:, k][hit])) if hit.any() else -1.0
+        out.append(float(np.clip((prior.level - level) / LEVEL_SPAN, 0.0, 1.0)))
     return out
 
 
@@ -181,10 +245,11 @@ def apply_priors(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[i
         return out
     lut = np.array([0] + [int(c) for c in class_ids], out.dtype)
     ordered = [priors.get(int(c)) for c in class_ids]
+    weights = boost_weights(coarse, ordered) if coarse else None
     for i, scores in (coarse or {}).items():
         box = body_box(stack.slice(i))
-        if box is not None:
-            boosted = plane_boost(scores, box, out.shape[1:], ordered)
+        if box is not None and any(weights):
+            boosted = plane_boost(scores, box, out.shape[1:], ordered, weights)
             out[i] = lut[labels_from_scores(torch.from_numpy(boosted), out.shape[1:])[0]]
     along = len(set(int(i) for i in segmented)) == len(out)
     extent = body_extent(stack) if along else (0, len(out) - 1)

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..core import AdaptParams, FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
-from ..core.bank_priors import class_priors
+from ..core.bank_priors import class_priors, support_levels, with_levels
 from ..errors import FewShotError
 from .adaptation import adapted_state, restore_weights
 from .datasets import find_cases, load_case, present_classes, slice_range, spread_slices
@@ -117,6 +117,18 @@ def _chunk_prototypes(segmenter, s_labels, middles):
     return out
 
 
+def _support_priors(source, s_labels, class_id, slices):
+    """A 1-way task's (label 1) priors from its support slices, as a bank keeps them (core/bank_priors.py):
+    where it was, and its level on its support with the prototypes of all of them (each slice held out)."""
+    support = np.zeros(s_labels.shape, np.uint8)
+    support[slices] = s_labels[slices] == class_id
+    support_set = source.parse_support(support)
+    targets = {m: support_set.targets[m] for m in support_set.slice_indices}
+    levels = support_levels(source.slice_features(list(targets)), list(targets.values()), list(targets),
+                            source.prototypes(support_set))
+    return with_levels(class_priors(source.cache.stack, targets, [1]), levels)
+
+
 def _across(cases, params, fine_tune, adapt, classes, support_case, log):
     by_id = {c[0]: c for c in cases}
     support_id = support_case or cases[0][0]
@@ -138,9 +150,7 @@ def _across(cases, params, fine_tune, adapt, classes, support_case, log):
         run(source.fine_tune(support, fine_tune))
         tuned = {k: v.detach().clone() for k, v in source.encoder.state_dict().items()}
     chunk_prototypes = _chunk_prototypes(source, s_labels, middles)
-    # each class is a 1-way task (label 1): its priors from its middle slices, as a bank keeps them
-    priors = {c: class_priors(source.cache.stack, {m: (s_labels[m] == c).astype(np.int64) for m in ms}, [1])
-              for c, ms in middles.items()}
+    priors = {c: _support_priors(source, s_labels, c, ms) for c, ms in middles.items()}
     segmenter = FewShotSegmenter(params, encoder=source.encoder)  # the query scan; shares the encoder
     rows = []
     for case, image_path, label_path in cases:
