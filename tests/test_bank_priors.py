@@ -111,3 +111,21 @@ def test_invalid_priors_are_refused(tmp_path, bad, message):
     path = write_bank(tmp_path / "bad.fewshot", meta, arrays)
     with pytest.raises(FewShotError, match=message):
         read_bank(path)
+
+
+def test_the_plane_boost_helps_only_a_scan_less_like_the_support_than_the_support_itself():
+    from napari_fewshot.core.bank_priors import LEVEL_SPAN, boost_weights, plane_boost
+
+    prior = ClassPrior(z=(0.4, 0.6), centre=(0.5, 0.25), spread=(0.0, 0.0), area=0.05, slices=2, level=0.8)
+    scores = np.zeros((2, 8, 8), np.float32)
+    scores[1, :, :4] = 0.1                        # the class wins on the left half, at level 0.1 + ...
+    like = {0: scores + np.array([0.0, 0.75], np.float32)[:, None, None]}      # ... 0.85: like the support
+    unlike = {0: scores + np.array([0.0, 0.8 - LEVEL_SPAN - 0.1], np.float32)[:, None, None]}  # well below
+    assert boost_weights(like, [prior]) == [0.0]
+    assert boost_weights(unlike, [prior]) == [1.0]
+    assert boost_weights(unlike, [None]) == [0.0]
+    boosted = plane_boost(scores, (0.0, 64.0, 0.0, 64.0), (64, 64), [prior], [1.0])
+    gain = boosted[1] - scores[1]
+    assert np.array_equal(boosted[0], scores[0])
+    assert gain[4, 2] > 0.03 and gain[4, 2] > gain[4, 7] and gain[0, 2] < gain[4, 2]  # most at its centre
+    assert ClassPrior.from_dict(prior.to_dict()) == prior

@@ -205,7 +205,8 @@ class PrototypeBank:
             state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
         return cls(prototypes.to(torch.device("cpu")), SegmentationParams.from_dict(segmenter.params.to_dict()),
                    encoder.name, encoder.weights_id, int(encoder.feature_dim), dict(class_names or {}),
-                   dict(class_colours or {}), state, sources=list(sources), priors=with_levels(combine(where), levels) or None)
+                   dict(class_colours or {}), state, sources=list(sources),
+                   priors=with_levels(combine(where), levels) or None)
 
     # -- applying ---------------------------------------------------------------------------
     def check_encoder(self, encoder) -> None:

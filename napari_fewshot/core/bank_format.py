@@ -10,7 +10,8 @@ A zip archive (schema :data:`SCHEMA_VERSION`) of:
                              classes [{id, name, colour (RGBA in [0, 1] or null)}], prototypes {total, counts},
                              sources [...], tensors {entry name: {dtype, shape}} (every .npy entry below),
                              priors (schema 3, optional) {class id: {z [lo, hi], centre [y, x], spread [y, x],
-                             area, slices, level (optional)}} (core/bank_priors.ClassPrior: where each class was on its support)
+                             area, slices, level (optional)}} (core/bank_priors.ClassPrior: where each class
+                             was on its support)
     prototypes/vectors.npy   (P, C) float32, L2-normalised, C = encoder.feature_dim
     prototypes/owner.npy     (P,) int64: 0 background, k = class index (classes[k - 1])
     prototypes/is_global.npy (P,) bool: exactly one global prototype per class index 0..K
@@ -247,7 +248,8 @@ def _check_priors(priors: Any, class_ids: set[int], name: str) -> None:
             raise _bad(name, f"the level of class {key} is not a finite number")
         for field in ("z", "centre", "spread"):
             values = prior.get(field)
-            if not isinstance(values, list) or len(values) != 2 or not all(_number(v) and abs(v) <= 1e3 for v in values):
+            if not isinstance(values, list) or len(values) != 2 \
+                    or not all(_number(v) and abs(v) <= 1e3 for v in values):
                 raise _bad(name, f"the priors of class {key} need {field} as 2 finite numbers")
 
 

@@ -154,13 +154,16 @@ def support_levels(features: Sequence[torch.Tensor], targets: Sequence[np.ndarra
     for feature, target, sid in zip(features, targets, slice_ids):
         keep = torch.ones(len(prototypes.vectors), dtype=torch.bool) if origin is None else origin != int(sid)
         keep |= prototypes.is_global.cpu()
-        held = PrototypeSet(prototypes.vectors.cpu()[keep], prototypes.owner.cpu()[keep], prototypes.is_global.cpu()[keep],
+        held = PrototypeSet(prototypes.vectors.cpu()[keep], prototypes.owner.cpu()[keep],
+                            prototypes.is_global.cpu()[keep],
                             list(prototypes.class_ids), dict(prototypes.counts))
         with torch.no_grad():
             sim = class_similarity(feature.float().cpu()[None], held)[0].numpy()
         h, w = sim.shape[1:]
         target = np.asarray(target)
-        cells = target[((np.arange(h) + 0.5) * target.shape[0] / h).astype(int)][:, ((np.arange(w) + 0.5) * target.shape[1] / w).astype(int)]
+        rows = ((np.arange(h) + 0.5) * target.shape[0] / h).astype(int)
+        cols = ((np.arange(w) + 0.5) * target.shape[1] / w).astype(int)
+        cells = target[rows][:, cols]
         wins = sim.argmax(0)
         for k, c in enumerate(prototypes.class_ids, start=1):
             hit = (cells == k) & (wins == k)
