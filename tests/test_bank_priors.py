@@ -117,13 +117,18 @@ def test_the_plane_boost_helps_only_a_scan_less_like_the_support_than_the_suppor
     from napari_fewshot.core.bank_priors import LEVEL_SPAN, boost_weights, plane_boost
 
     prior = ClassPrior(z=(0.4, 0.6), centre=(0.5, 0.25), spread=(0.0, 0.0), area=0.05, slices=2, level=0.8)
+    BOXES = {0: (0.0, 64.0, 0.0, 64.0)}
     scores = np.zeros((2, 8, 8), np.float32)
     scores[1, :, :4] = 0.1                        # the class wins on the left half, at level 0.1 + ...
     like = {0: scores + np.array([0.0, 0.75], np.float32)[:, None, None]}      # ... 0.85: like the support
     unlike = {0: scores + np.array([0.0, 0.8 - LEVEL_SPAN - 0.1], np.float32)[:, None, None]}  # well below
-    assert boost_weights(like, [prior]) == [0.0]
-    assert boost_weights(unlike, [prior]) == [1.0]
-    assert boost_weights(unlike, [None]) == [0.0]
+    assert boost_weights(like, [prior], BOXES, (64, 64)) == [0.0]
+    assert boost_weights(unlike, [prior], BOXES, (64, 64)) == [1.0]
+    assert boost_weights(unlike, [None], BOXES, (64, 64)) == [0.0]
+    far = {0: unlike[0].copy()}
+    far[0][1, :, :4] -= 1.0  # it wins only far from its centre (the right half): that is not the organ
+    far[0][1, :, 4:] += 1.0
+    assert boost_weights(far, [prior], BOXES, (64, 64)) == [1.0]  # not found where it was: helped there
     boosted = plane_boost(scores, (0.0, 64.0, 0.0, 64.0), (64, 64), [prior], [1.0])
     gain = boosted[1] - scores[1]
     assert np.array_equal(boosted[0], scores[0])

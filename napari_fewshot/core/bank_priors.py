@@ -210,19 +210,34 @@ def plane_boost(scores: np.ndarray, box: tuple[float, float, float, float], size
     return out
 
 
-def boost_weights(coarse: Mapping[int, np.ndarray], ordered: Sequence[ClassPrior | None]) -> list[float]:
+def boost_weights(coarse: Mapping[int, np.ndarray], ordered: Sequence[ClassPrior | None],
+                  boxes: Mapping[int, tuple | None], size: tuple[int, int]) -> list[float]:
     """Per class (in coarse's order 1..K), how much of PLANE_BOOST it gets: 1 when its level on this scan
-    (the median of its coarse score where it wins) is LEVEL_SPAN or more below its support's level, 0 when
-    not below (the same scan, a scan like the support: nothing to help), linear between; 1 without a level."""
-    stack = np.stack(list(coarse.values()))  # (N, K + 1, h, w)
-    wins = stack.argmax(1)
+    is LEVEL_SPAN or more below its support's level, 0 when not below (the same scan, a scan like the
+    support: nothing to help), linear between; 1 without a level. Its level on this scan is the median of
+    its coarse score over the cells where it wins within PLANE_TOLERANCE (plus spread) of its centre
+    (what it wins far away is not the organ). boxes: slice -> body box; size: the slices' (H, W)."""
+    sums: list[list[np.ndarray]] = [[] for _ in ordered]
+    for i, scores in coarse.items():
+        box = boxes.get(i)
+        if box is None:
+            continue
+        h, w = scores.shape[1:]
+        ys = ((np.arange(h) + 0.5) * size[0] / h - box[0]) / (box[1] - box[0])
+        xs = ((np.arange(w) + 0.5) * size[1] / w - box[2]) / (box[3] - box[2])
+        wins = scores.argmax(0)
+        for k, prior in enumerate(ordered, start=1):
+            if prior is not None and prior.level is not None:
+                near = np.hypot(ys[:, None] - prior.centre[0], xs[None, :] - prior.centre[1]) \
+                    <= PLANE_TOLERANCE + float(np.hypot(*prior.spread))
+                sums[k - 1].append(scores[k][(wins == k) & near])
     out = []
     for k, prior in enumerate(ordered, start=1):
         if prior is None or prior.level is None:
             out.append(1.0 if prior is not None else 0.0)
             continue
-        hit = wins == k
-        level = float(np.median(stack[:, k][hit])) if hit.any() else -1.0
+        values = np.concatenate(sums[k - 1]) if sums[k - 1] else np.zeros(0)
+        level = float(np.median(values)) if len(values) else -1.0
         out.append(float(np.clip((prior.level - level) / LEVEL_SPAN, 0.0, 1.0)))
     return out
 
@@ -248,9 +263,10 @@ def apply_priors(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[i
         return out
     lut = np.array([0] + [int(c) for c in class_ids], out.dtype)
     ordered = [priors.get(int(c)) for c in class_ids]
-    weights = boost_weights(coarse, ordered) if coarse else None
+    boxes = {i: body_box(stack.slice(i)) for i in (coarse or {})}
+    weights = boost_weights(coarse, ordered, boxes, out.shape[1:]) if coarse else None
     for i, scores in (coarse or {}).items():
-        box = body_box(stack.slice(i))
+        box = boxes[i]
         if box is not None and any(weights):
             boosted = plane_boost(scores, box, out.shape[1:], ordered, weights)
             out[i] = lut[labels_from_scores(torch.from_numpy(boosted), out.shape[1:])[0]]
