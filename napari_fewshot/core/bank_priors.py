@@ -28,8 +28,8 @@ import torch
 from scipy import ndimage
 
 AIR = 0.05           # windowed intensity in [0, 1] below which a pixel is air (CT window: about -150 HU)
-Z_MARGIN = 0.5       # a class may extend this fraction of its support's z-span beyond its outermost support slices
-Z_MARGIN_MIN = 0.08  # ... and at least this fraction of the body's z extent
+Z_MARGIN = 1.0       # a class may extend this fraction of its support's z-span beyond its outermost support slices
+Z_MARGIN_MIN = 0.15  # ... and at least this fraction of the body's z extent
 PLANE_TOLERANCE = 0.25  # a 2D piece whose centroid is farther than this (box units) plus the spread is dropped
 PLANE_BOOST = 0.06   # cosine similarity added to a class at its centre, fading as a Gaussian of ...
 PLANE_SIGMA = 0.1    # ... this width (box units): across 0.653 -> 0.717 (BENCHMARKS.md, bank priors),
