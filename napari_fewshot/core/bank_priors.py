@@ -32,7 +32,7 @@ Z_MARGIN = 1.0       # a class may extend this fraction of its support's z-span 
 Z_MARGIN_MIN = 0.15  # ... and at least this fraction of the body's z extent
 PLANE_TOLERANCE = 0.25  # a 2D piece whose centroid is farther than this (box units) plus the spread is dropped
 PLANE_BOOST = 0.06   # cosine similarity added to a class at its centre, fading as a Gaussian of ...
-PLANE_SIGMA = 0.1    # ... this width (box units): across 0.653 -> 0.717 (BENCHMARKS.md, bank priors),
+PLANE_SIGMA = 0.1    # ... this width (box units): across 0.653 -> 0.716 (BENCHMARKS.md, bank priors),
 LEVEL_SPAN = 0.05    # ... in full when the scan's level is this far below the support's (none when not below)
 
 
