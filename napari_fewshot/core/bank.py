@@ -40,28 +40,15 @@ import numpy as np
 import torch
 
 from ..errors import FewShotError
-from . import bank_format
+from . import bank_format, bank_io
 from .bank_format import FORMAT_NAME, SCHEMA_VERSION, SUFFIX
 from .config import FineTuneParams, SegmentationParams, machine_local_fields
-from .encoders import available_encoders, encoder_spec
-from .normalization import CT_WINDOW_HU, IMAGENET
+from .bank_io import normalization_settings
+from .bank_priors import ClassPrior, combine, measure, support_levels, with_levels
+from .encoders import encoder_spec
 from .progress import Progress, run
 from .prototypes import PrototypeSet, build_prototypes
 from .settings import setting_values, with_settings
-
-def normalization_settings(params: SegmentationParams) -> dict[str, Any]:
-    """How pixels become encoder input with `params` (stored in a bank, checked when it is loaded):
-    input_mean / input_std are the encoder's own input normalisation (its registry entry's)."""
-    encoder_input = encoder_spec(params.encoder).normalization
-    return {"modality": params.modality, "input_size": params.input_size,
-            "image_input_size": params.image_input_size, "input_mean": list(encoder_input.mean),
-            "input_std": list(encoder_input.std), "ct_window_hu": list(CT_WINDOW_HU)}
-
-
-# What banks written before encoders declared their input stored (never written now): every encoder's
-# input was ImageNet-normalised first (LiteMedSAM undid it inside), so these keys always meant ImageNet's.
-LEGACY_NORMALIZATION = {"imagenet_mean": list(IMAGENET.mean), "imagenet_std": list(IMAGENET.std)}
-
 
 @dataclass
 class PrototypeBank:
@@ -77,6 +64,9 @@ class PrototypeBank:
     encoder_state: fine-tuned encoder weights (state_dict of CPU tensors), or None (the original weights).
     normalization: see :func:`normalization_settings`.
     sources:       provenance: one dict per scan the prototypes came from (image, shape, support slices ...).
+    priors:        class id -> core/bank_priors.ClassPrior (where each class was on its support: along the
+                   body, in the plane, its area), applied on a scan with no paint; None for a bank
+                   written before priors (schema 2 or older), which segments as it did.
     """
 
     prototypes: PrototypeSet
@@ -92,6 +82,7 @@ class PrototypeBank:
     created: str = ""
     package_version: str = ""
     schema_version: int = SCHEMA_VERSION
+    priors: dict[int, ClassPrior] | None = None
     _token: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -149,7 +140,10 @@ class PrototypeBank:
         info = {"shape": list(np.shape(support)) if isinstance(support, np.ndarray) else len(support),
                 "support_slices": support_set.slice_indices, "class_ids": support_set.class_ids}
         info.update(source or {})
-        return cls._from(segmenter, prototypes, class_names, class_colours, [info])
+        where = measure(segmenter.cache.stack, support_set.targets, support_set.class_ids)
+        ids = support_set.slice_indices
+        levels = support_levels(segmenter.slice_features(ids), [support_set.targets[i] for i in ids], ids, prototypes)
+        return cls._from(segmenter, prototypes, class_names, class_colours, [info], [where], levels)
 
     @classmethod
     def build(cls, pairs: Iterable[tuple[Any, Any]], params: SegmentationParams | None = None,
@@ -177,12 +171,13 @@ class PrototypeBank:
                 losses = run(segmenter.fine_tune(support, fine_tune))
                 if losses:
                     log(f"fine-tuned on pair {n}: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-        features, targets, infos, class_sets = [], [], [], []
+        features, targets, infos, class_sets, where = [], [], [], [], []
         for n, (image, support) in enumerate(pairs):
             segmenter.set_image(image)
             support_set = segmenter.parse_support(support)
             run(segmenter.compute_features(support_set.slice_indices))
             class_sets.append(support_set)
+            where.append(measure(segmenter.cache.stack, support_set.targets, support_set.class_ids))
             features.extend(segmenter.slice_features(support_set.slice_indices))
             info = {"shape": list(np.shape(image)), "support_slices": support_set.slice_indices,
                     "class_ids": support_set.class_ids}
@@ -197,19 +192,21 @@ class PrototypeBank:
         p = segmenter.params
         prototypes = build_prototypes(features, targets, class_ids, p.prototype_mode, p.local_grid,
                                       p.local_coverage, segmenter.max_local(), p.seed)
+        levels = support_levels(features, [t.numpy() for t in targets], range(len(features)), prototypes)
         if own:
             segmenter.release_image()  # free the features
-        return cls._from(segmenter, prototypes, class_names, class_colours, infos)
+        return cls._from(segmenter, prototypes, class_names, class_colours, infos, where, levels)
 
     @classmethod
-    def _from(cls, segmenter, prototypes, class_names, class_colours, sources) -> "PrototypeBank":
+    def _from(cls, segmenter, prototypes, class_names, class_colours, sources, where, levels) -> "PrototypeBank":
         encoder = segmenter.encoder
         state = None
         if segmenter.is_fine_tuned:
             state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
         return cls(prototypes.to(torch.device("cpu")), SegmentationParams.from_dict(segmenter.params.to_dict()),
                    encoder.name, encoder.weights_id, int(encoder.feature_dim), dict(class_names or {}),
-                   dict(class_colours or {}), state, sources=list(sources))
+                   dict(class_colours or {}), state, sources=list(sources),
+                   priors=with_levels(combine(where), levels) or None)
 
     # -- applying ---------------------------------------------------------------------------
     def check_encoder(self, encoder) -> None:
@@ -277,14 +274,16 @@ class PrototypeBank:
                 ) -> Generator[Progress, None, Any]:
         """Segment the image set in `segmenter` with the bank's prototypes (all slices by default), finished
         like a segmentation from paint (FewShotSegmenter.segment_with: clean-up, heatmaps with `similarity`,
-        uncertainty ranking).
+        uncertainty ranking), after the bank's priors (core/bank_priors.py: each class likelier where it was
+        in the plane, removed far from there and, on the whole scan, far along the body).
 
         Calls :meth:`prepare` first unless the segmenter's weights are already the bank's. Yields Progress;
         returns a SegmentationResult whose labels carry the bank's class ids.
         """
         if not self.is_prepared(segmenter):
             self.prepare(segmenter)
-        return (yield from segmenter.segment_with(self.prototypes.to(segmenter.device), indices, similarity))
+        return (yield from segmenter.segment_with(self.prototypes.to(segmenter.device), indices, similarity,
+                                                  priors=self.priors))
 
     def segment_volume(self, image, device: str | None = None, segmenter=None, report=None):
         """Segment one image (array or list of 2D images) with no support; returns a SegmentationResult."""
@@ -295,34 +294,12 @@ class PrototypeBank:
         finally:
             segmenter.release_image()
 
-    # -- the file ---------------------------------------------------------------------------
+    # -- the file (core/bank_io.py) -----------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
-        p = self.prototypes
-        arrays = {"prototypes/vectors": p.vectors.detach().cpu().float().numpy(),
-                  "prototypes/owner": p.owner.detach().cpu().long().numpy(),
-                  "prototypes/is_global": p.is_global.detach().cpu().bool().numpy()}
-        for key, tensor in (self.encoder_state or {}).items():
-            t = tensor.detach().cpu()
-            arrays[f"encoder/{key}"] = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
-        return arrays
+        return bank_io.bank_arrays(self)
 
     def _metadata(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_NAME,
-            "schema_version": SCHEMA_VERSION,
-            "package_version": self.package_version,
-            "created": self.created,
-            "encoder": {"name": self.encoder_name, "weights_id": self.encoder_weights_id,
-                        "feature_dim": self.feature_dim, "fine_tuned": self.fine_tuned},
-            "params": self.params.to_dict(),
-            "normalization": self.normalization,
-            "classes": [{"id": c, "name": self.class_names[c],
-                         "colour": list(self.class_colours[c]) if c in self.class_colours else None}
-                        for c in self.class_ids],
-            "prototypes": {"total": int(len(self.prototypes.vectors)),
-                           "counts": {str(k): int(v) for k, v in self.prototypes.counts.items()}},
-            "sources": self.sources,
-        }
+        return bank_io.bank_metadata(self)
 
     def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
         """Write the bank to `path` (``.fewshot`` appended when it has no suffix), atomically; returns the path.
@@ -347,44 +324,8 @@ class PrototypeBank:
 
     @classmethod
     def _from_parts(cls, meta: dict, arrays: dict[str, np.ndarray], name: str) -> "PrototypeBank":
-        """A bank from a checked (metadata, arrays) pair (bank_format.read_bank): what the fields mean is
-        checked here (a registered encoder, the params it names, this version's intensity normalisation)."""
-        encoder = meta["encoder"]
-        if encoder["name"] not in available_encoders():
-            raise FewShotError(f"{name} was made with the encoder {encoder['name']!r}, which this napari-fewshot does "
-                               f"not have (it has {', '.join(available_encoders())}).")
-        declared = encoder_spec(encoder["name"]).feature_dim
-        if declared is not None and encoder["feature_dim"] != declared:
-            raise FewShotError(f"{name} is not a valid prototype bank (its prototypes have {encoder['feature_dim']} "
-                               f"features but the encoder {encoder['name']} gives {declared}).")
-        if meta["params"].get("encoder", encoder["name"]) != encoder["name"]:
-            raise FewShotError(f"{name} is not a valid prototype bank (its params name the encoder "
-                               f"{meta['params']['encoder']!r}, its encoder is {encoder['name']!r}).")
-        try:
-            params = SegmentationParams.from_dict(meta["params"])
-        except FewShotError as err:
-            raise FewShotError(f"{name} is not a valid prototype bank ({str(err).rstrip('.')}).") from err
-        normalization = meta.get("normalization") or {}
-        expected = normalization_settings(params) | LEGACY_NORMALIZATION
-        for key in ("input_mean", "input_std", "ct_window_hu", *LEGACY_NORMALIZATION):
-            if key in normalization and [round(float(v), 6) for v in normalization[key]] != \
-                    [round(float(v), 6) for v in expected[key]]:
-                raise FewShotError(f"{name} was made with another intensity normalisation ({key} "
-                                   f"{normalization[key]} instead of {expected[key]}); rebuild it with this version.")
-        vectors, owner, is_global = (torch.from_numpy(arrays[f"prototypes/{k}"].copy())
-                                     for k in bank_format.PROTOTYPE_ENTRIES)
-        classes = meta["classes"]
-        class_ids = [int(c["id"]) for c in classes]
-        counts = {k: int((owner == k).sum()) for k in range(len(class_ids) + 1)}
-        state = None
-        if encoder["fine_tuned"]:
-            state = {k[len("encoder/"):]: torch.from_numpy(a.copy()) for k, a in arrays.items() if k.startswith("encoder/")}
-        return cls(PrototypeSet(vectors.float(), owner.long(), is_global.bool(), class_ids, counts), params,
-                   encoder["name"], encoder["weights_id"], encoder["feature_dim"],
-                   {c["id"]: c.get("name") or f"label {c['id']}" for c in classes},
-                   {c["id"]: c.get("colour") for c in classes}, state, normalization,
-                   list(meta.get("sources", [])), meta.get("created", ""), meta.get("package_version", ""),
-                   meta["schema_version"])
+        """A bank from a checked (metadata, arrays) pair (bank_format.read_bank); see bank_io.bank_fields."""
+        return cls(*bank_io.bank_fields(meta, arrays, name))
 
 
 def _colour(value) -> tuple[float, float, float, float]:

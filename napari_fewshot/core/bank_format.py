@@ -8,7 +8,10 @@ A zip archive (schema :data:`SCHEMA_VERSION`) of:
                              input normalisation), ct_window_hu; older banks have imagenet_mean and
                              imagenet_std instead of input_mean and input_std, always ImageNet's},
                              classes [{id, name, colour (RGBA in [0, 1] or null)}], prototypes {total, counts},
-                             sources [...], tensors {entry name: {dtype, shape}} (every .npy entry below)
+                             sources [...], tensors {entry name: {dtype, shape}} (every .npy entry below),
+                             priors (schema 3, optional) {class id: {z [lo, hi], centre [y, x], spread [y, x],
+                             area, slices, level (optional)}} (core/bank_priors.ClassPrior: where each class
+                             was on its support)
     prototypes/vectors.npy   (P, C) float32, L2-normalised, C = encoder.feature_dim
     prototypes/owner.npy     (P,) int64: 0 background, k = class index (classes[k - 1])
     prototypes/is_global.npy (P,) bool: exactly one global prototype per class index 0..K
@@ -40,7 +43,7 @@ from .config import SegmentationParams, grouped_layout
 from .settings import Setting, settings_of
 
 FORMAT_NAME = "napari-fewshot-bank"
-SCHEMA_VERSION = 2  # 2: params grouped ("refine": {...}); 1: flat refine_* params, still read
+SCHEMA_VERSION = 3  # 3: priors; 2: params grouped ("refine": {...}); 1: flat refine_* params; all still read
 SUFFIX = ".fewshot"
 METADATA = "metadata.json"
 PROTOTYPE_ENTRIES = ("vectors", "owner", "is_global")
@@ -227,7 +230,27 @@ def check_metadata(meta: Any, name: str) -> dict[str, Any]:
     if not isinstance(meta.get("sources", []), list) or not all(isinstance(s, dict) for s in meta.get("sources", [])):
         raise _bad(name, "its sources are not a list of records")
     _check_tensors(meta.get("tensors"), encoder["fine_tuned"], name)
+    _check_priors(meta.get("priors", {}), {c["id"] for c in meta["classes"]}, name)
     return meta
+
+
+def _check_priors(priors: Any, class_ids: set[int], name: str) -> None:
+    """Each prior names one of the bank's classes and holds finite numbers of the right count (bank_priors)."""
+    if not isinstance(priors, dict):
+        raise _bad(name, "its priors are not a record")
+    for key, prior in priors.items():
+        if not (isinstance(key, str) and key.isdigit() and int(key) in class_ids):
+            raise _bad(name, f"it has priors for {key!r:.40}, which is not one of its classes")
+        if not isinstance(prior, dict) or not _int(prior.get("slices"), 1, 10**7) \
+                or not (_number(prior.get("area")) and 0 <= prior["area"] <= 1e3):
+            raise _bad(name, f"the priors of class {key} need a slice count and an area")
+        if prior.get("level") is not None and not (_number(prior["level"]) and abs(prior["level"]) <= 1e3):
+            raise _bad(name, f"the level of class {key} is not a finite number")
+        for field in ("z", "centre", "spread"):
+            values = prior.get(field)
+            if not isinstance(values, list) or len(values) != 2 \
+                    or not all(_number(v) and abs(v) <= 1e3 for v in values):
+                raise _bad(name, f"the priors of class {key} need {field} as 2 finite numbers")
 
 
 def check_params(values: Any, name: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@ Three cheap steps, each a function of plain arrays so they are usable (and testa
 - :func:`keep_connected`: per class, keep only the 3D connected components that touch what was
   painted for that class, or, with no paint in this volume (prototypes from a bank, from another
   scan), the largest component: the organ is one body, and what a bank confuses with it (a liver
-  tip for a spleen, bowel) is smaller and elsewhere (BENCHMARKS.md, across protocol).
+  tip for a spleen, bowel) is smaller and elsewhere (BENCHMARKS.md, across protocol). Before that, a
+  bank's priors (core/bank_priors.py) remove what lies where its classes were not.
 
 A 2D image (one image, or each image of an image set such as BUSI) is independent of the others:
 :func:`keep_largest_per_image` keeps each class's largest connected component in it (a lesion is

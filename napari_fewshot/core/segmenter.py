@@ -252,7 +252,7 @@ class FewShotSegmenter:
         return result
 
     def segment_with(self, prototypes: PrototypeSet | Sequence[tuple[PrototypeSet, Sequence[int]]],
-                     indices: Sequence[int] | None = None, similarity: bool = False,
+                     indices: Sequence[int] | None = None, similarity: bool = False, priors=None,
                      ) -> Generator[Progress, None, SegmentationResult]:
         """Segment the current image with ready prototypes (possibly pooled from another scan), finished
         like `segment`: the same clean-up (for a whole volume, anchored on each class's largest 3D
@@ -261,7 +261,8 @@ class FewShotSegmenter:
         prototypes: one PrototypeSet for `indices` (default all slices), or a plan: (PrototypeSet, slice
         indices) pairs, one set per slice range, all with the same class ids (the across protocol's
         chunks); a plan is one segmentation, cleaned up over the slices it covers, and `indices` is unused.
-        Slices not segmented are 0 in the result.
+        Slices not segmented are 0 in the result. priors: class id -> core/bank_priors.ClassPrior (a bank's),
+        applied before the 3D clean-up (bank_priors.apply_priors).
         """
         plan = [(prototypes, indices)] if isinstance(prototypes, PrototypeSet) else list(prototypes)
         if not plan:
@@ -284,7 +285,7 @@ class FewShotSegmenter:
                         result.similarity[c][i] = piece.similarity[c][i]
             result.segmented_slices = sorted(set(result.segmented_slices) | set(piece.segmented_slices))
         result.explainer = Explainer(self.cache, plan, OTHER_SCAN)
-        self._finish(result, coarse, indices is None or not isinstance(prototypes, PrototypeSet))
+        self._finish(result, coarse, indices is None or not isinstance(prototypes, PrototypeSet), priors=priors)
         return result
 
     def _set_groups(self, prototypes: PrototypeSet):
@@ -299,7 +300,7 @@ class FewShotSegmenter:
                                     prototypes.origins)]
 
     def _finish(self, result: SegmentationResult, coarse: dict[int, np.ndarray], whole: bool,
-                support_set: SupportSet | None = None) -> None:
+                support_set: SupportSet | None = None, priors=None) -> None:
         """The one finishing step of `segment` and `segment_with`, in place: clean-up, then the ranking.
 
         whole: every slice of the result's segmentation was asked for (a slice subset of a volume gets no
@@ -318,7 +319,14 @@ class FewShotSegmenter:
             painted, seeds = {}, {}
             if support_set is not None:
                 painted, seeds = support_hints(support_set.targets, support_set.class_ids, result.labels.shape)
-            cleaned = postprocess_volume(result.labels, result.class_ids, painted, seeds,
+            labels = result.labels
+            if priors and support_set is None:  # a bank's priors: where its classes were (core/bank_priors.py)
+                from .bank_priors import apply_priors
+
+                redrawn = self.params.refine.enabled_for(stack, self.device)
+                labels = apply_priors(labels, result.class_ids, priors, stack, result.segmented_slices,
+                                      None if redrawn else coarse)
+            cleaned = postprocess_volume(labels, result.class_ids, painted, seeds,
                                          self.params.postprocess_grow)
             keep = np.ones(len(cleaned), bool)
             keep[copied] = False

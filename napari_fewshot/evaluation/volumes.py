@@ -5,7 +5,9 @@ within: per volume and class, K support slices evenly spread over the class's sl
         slices where the organ is absent included (3D Dice over those slices).
 across: SSL-ALPNet's protocol: one support volume; the organ's slice range in support and query is
         split into 3 chunks; the middle slice of each support chunk segments the matching query
-        chunk; Dice is scored inside the query organ's range.
+        chunk; Dice is scored inside the query organ's range. As a bank does, the query is finished
+        with the priors of the support (core/bank_priors.py: where in the plane the organ was on the
+        three middle slices; the chunk plan already says where along the body).
 Each class is its own 1-way task (the other organs are background), as in those papers.
 With `adapt`, the encoder is first adapted to each scan that is segmented ("Adapt to this scan",
 core/adapt.py: superpixel episodes, no labels); fine-tuning, when asked too, starts from there.
@@ -20,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..core import AdaptParams, FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
+from ..core.bank_priors import class_priors, support_levels, with_levels
 from ..errors import FewShotError
 from .adaptation import adapted_state, restore_weights
 from .datasets import find_cases, load_case, present_classes, slice_range, spread_slices
@@ -114,6 +117,18 @@ def _chunk_prototypes(segmenter, s_labels, middles):
     return out
 
 
+def _support_priors(source, s_labels, class_id, slices):
+    """A 1-way task's (label 1) priors from its support slices, as a bank keeps them (core/bank_priors.py):
+    where it was, and its level on its support with the prototypes of all of them (each slice held out)."""
+    support = np.zeros(s_labels.shape, np.uint8)
+    support[slices] = s_labels[slices] == class_id
+    support_set = source.parse_support(support)
+    targets = {m: support_set.targets[m] for m in support_set.slice_indices}
+    levels = support_levels(source.slice_features(list(targets)), list(targets.values()), list(targets),
+                            source.prototypes(support_set))
+    return with_levels(class_priors(source.cache.stack, targets, [1]), levels)
+
+
 def _across(cases, params, fine_tune, adapt, classes, support_case, log):
     by_id = {c[0]: c for c in cases}
     support_id = support_case or cases[0][0]
@@ -135,6 +150,7 @@ def _across(cases, params, fine_tune, adapt, classes, support_case, log):
         run(source.fine_tune(support, fine_tune))
         tuned = {k: v.detach().clone() for k, v in source.encoder.state_dict().items()}
     chunk_prototypes = _chunk_prototypes(source, s_labels, middles)
+    priors = {c: _support_priors(source, s_labels, c, ms) for c, ms in middles.items()}
     segmenter = FewShotSegmenter(params, encoder=source.encoder)  # the query scan; shares the encoder
     rows = []
     for case, image_path, label_path in cases:
@@ -155,7 +171,7 @@ def _across(cases, params, fine_tune, adapt, classes, support_case, log):
             # (FewShotSegmenter.segment_with: no paint on this scan, so the largest 3D component per class).
             plan = [(prototypes, range(c_lo, c_hi + 1))
                     for (c_lo, c_hi), prototypes in zip(chunk_bounds(*span), chunk_prototypes[class_id])]
-            predicted = run(segmenter.segment_with(plan)).labels == 1
+            predicted = run(segmenter.segment_with(plan, priors=priors[class_id])).labels == 1
             inside = slice(span[0], span[1] + 1)
             score = dice(predicted[inside], labels[inside] == class_id)
             rows.append({"case": case, "support_case": support_id, "class": name, "class_id": class_id, "dice": score})
