@@ -129,3 +129,25 @@ def test_the_default_adapts_features_and_decoder_on_an_image_set_and_reset_resto
     segmenter.reset_weights()
     assert not segmenter.is_fine_tuned and segmenter.cache.adapter is None
     assert all(torch.equal(original[k], v) for k, v in decoder.state_dict().items())
+
+
+def test_the_adaptation_round_trips_through_the_arrays_a_bank_saves(liver, tmp_path):
+    segmenter, support = liver
+    run(segmenter.fine_tune(support, FineTuneParams(method="adapter", adapter_steps=2)))
+    arrays = segmenter.adaptation.arrays()
+    assert set(arrays) == {"adapter/proj.weight", "adapter/proj.bias"}
+    other = FewShotSegmenter(SegmentationParams(input_size=128))
+    other.set_image(np.random.default_rng(0).random((2, 64, 64), np.float32))
+    other.adaptation.load_arrays(other, arrays)
+    assert torch.allclose(other.cache.adapter.proj.weight, segmenter.cache.adapter.proj.weight)
+    with pytest.raises(FewShotError, match="do not fit"):
+        other.adaptation.load_arrays(other, {"adapter/proj.weight": np.zeros((3, 3, 1, 1), np.float32)})
+    assert not other.is_fine_tuned
+
+
+def test_one_signed_slice_adapts_nothing_and_says_so(liver):
+    segmenter, support = liver
+    support[5] = 0
+    assert run(segmenter.fine_tune(support, FineTuneParams(method="adapter"))) == []
+    assert not segmenter.is_fine_tuned
+    assert segmenter.adaptation.summary.startswith("Adapted nothing (the feature adapter needs 2 signed slices")

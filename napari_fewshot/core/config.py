@@ -272,17 +272,17 @@ class FineTuneParams:
     augment: bool = setting(True, label="Augment",
                             help="random flips, scaling, rotation and intensity changes of the query side")
     seed: int = setting(0, label="Seed", help="seed of the episodes and augmentations")
-    adapter_steps: int = setting(60, label="Adapter steps", minimum=0, maximum=10_000,
+    adapter_steps: int = setting(40, label="Adapter steps", minimum=0, maximum=10_000,
                                  help="feature adapter: steps (one held-out signed slice each)")
     adapter_learning_rate: float = setting(1e-3, label="Adapter learning rate", minimum=1e-6, maximum=1.0,
                                            help="feature adapter: learning rate (Adam)")
-    adapter_support: int = setting(4, label="Adapter support slices", minimum=1, maximum=1_000,
+    adapter_support: int = setting(3, label="Adapter support slices", minimum=1, maximum=1_000,
                                    help="feature adapter: signed slices pooled per step")
     adapter_decay: float = setting(1e-2, label="Adapter decay", minimum=0.0, maximum=100.0,
                                    help="feature adapter: L2 pull of its weights towards the identity")
     feature_noise: float = setting(0.1, label="Feature noise", minimum=0.0, maximum=1.0,
                                    help="feature adapter: channel dropout and noise on the query side")
-    target_scale: int = setting(2, label="Target scale", minimum=1, maximum=16,
+    target_scale: int = setting(1, label="Target scale", minimum=1, maximum=16,
                                 help="feature adapter: the loss is scored on the feature grid times this")
     decoder_steps: int = setting(30, label="Decoder steps", minimum=0, maximum=10_000,
                                  help="LiteMedSAM decoder: steps (each decodes a few signed objects)")

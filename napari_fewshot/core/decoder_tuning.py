@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import FineTuneParams
+from .feature_adapter import Adam
 from .progress import Progress
 from .sam_prompt import SIDE, PlaneEmbedding
 
@@ -71,7 +72,7 @@ def tune_decoder(prompter, examples: Sequence[tuple[PlaneEmbedding, np.ndarray]]
     flags = {n: p.requires_grad for n, p in decoder.named_parameters()}
     for n, p in decoder.named_parameters():
         p.requires_grad_(n.startswith(TUNED))
-    optimiser = torch.optim.Adam(tuned, lr=params.decoder_learning_rate)
+    optimiser = Adam(tuned, lr=params.decoder_learning_rate)
     losses: list[float] = []
     try:
         with torch.no_grad():

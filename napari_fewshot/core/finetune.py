@@ -179,7 +179,8 @@ class Adaptation:
         started = time.perf_counter()
         cache, seg = segmenter.cache, segmenter.params
         signed = support.slice_indices
-        use_adapter = params.method in ("adapter+decoder", "adapter") and params.adapter_steps > 0
+        # One signed slice has no held-out slice to learn from (it would match itself): measured to hurt.
+        use_adapter = params.method in ("adapter+decoder", "adapter") and params.adapter_steps > 0 and len(signed) > 1
         use_decoder = (params.method in ("adapter+decoder", "decoder") and params.decoder_steps > 0
                        and seg.refine.enabled_for(cache.stack, segmenter.device))
         total = (params.adapter_steps if use_adapter else 0) + (params.decoder_steps if use_decoder else 0)
@@ -202,7 +203,7 @@ class Adaptation:
             losses += stage
             self.load_decoder(refiner, state)
             done.append("LiteMedSAM decoder")
-        what = " + ".join(done) if done else "nothing"
+        what = " + ".join(done) if done else "nothing (the feature adapter needs 2 signed slices or images)"
         kind = "slice" if cache.stack.is_volume else "image"
         self.summary = f"Adapted {what} on {len(signed)} signed {kind}{'s' if len(signed) != 1 else ''}"
         self.seconds = time.perf_counter() - started
@@ -225,6 +226,37 @@ class Adaptation:
         self.adapter = None if state is None else FeatureAdapter.from_state(state)
         if cache is not None:
             cache.set_adapter(self.adapter)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What a prototype bank saves of this adaptation (core/bank_format.py entries): "adapter/<key>" (the
+        adapter's state_dict) and "decoder/<key>" (the decoder's tuned weights only), float32."""
+        from .decoder_tuning import TUNED
+
+        out = {f"adapter/{k}": v.detach().cpu().float().numpy() for k, v in
+               (self.adapter.state_dict() if self.adapter is not None else {}).items()}
+        out.update({f"decoder/{k}": v.detach().cpu().float().numpy() for k, v in (self.decoder_state or {}).items()
+                    if k.startswith(TUNED)})
+        return out
+
+    def load_arrays(self, segmenter, arrays: dict[str, np.ndarray]) -> None:
+        """Apply a bank's :meth:`arrays` to `segmenter` (nothing in them: nothing adapted). FewShotError when
+        they do not fit its feature adapter or LiteMedSAM decoder."""
+        from ..errors import FewShotError
+
+        adapter = {k[len("adapter/"):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("adapter/")}
+        decoder = {k[len("decoder/"):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("decoder/")}
+        try:
+            self.load_adapter(segmenter.cache, adapter or None)
+            if decoder:
+                refiner = segmenter.refiner
+                state = {k: v.clone() for k, v in refiner.prompter.model.mask_decoder.state_dict().items()}
+                if self._original_decoder is not None:
+                    state = {k: v.clone() for k, v in self._original_decoder.items()}
+                state.update({k: v.to(state[k].device, state[k].dtype) for k, v in decoder.items()})
+                self.load_decoder(refiner, state)
+        except (RuntimeError, KeyError) as err:
+            self.reset(segmenter)
+            raise FewShotError(f"The bank's adapted weights do not fit this model ({str(err).splitlines()[0]}).") from err
 
     def reset(self, segmenter) -> None:
         """Remove the adapter and give the decoder back its original weights (instant: nothing recomputed)."""
