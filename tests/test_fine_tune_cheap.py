@@ -112,7 +112,7 @@ def test_decoder_tuning_returns_a_state_and_leaves_the_decoder_as_it_was(busi_se
     assert all(p.requires_grad for p in prompter.model.mask_decoder.parameters())
 
 
-def test_the_default_adapts_features_and_decoder_on_an_image_set_and_reset_restores_both(busi_set):
+def test_adapter_and_decoder_on_an_image_set_and_reset_restores_both(busi_set):
     images, masks = busi_set
     segmenter = FewShotSegmenter(SegmentationParams(image_input_size=256))
     segmenter.set_image(images)
@@ -120,7 +120,8 @@ def test_the_default_adapts_features_and_decoder_on_an_image_set_and_reset_resto
     support[0], support[1] = masks[0].astype(np.uint8), masks[1].astype(np.uint8)
     decoder = segmenter.refiner.prompter.model.mask_decoder
     original = {k: v.clone() for k, v in decoder.state_dict().items()}
-    losses = run(segmenter.fine_tune(support, FineTuneParams(adapter_steps=2, decoder_steps=2)))
+    losses = run(segmenter.fine_tune(support, FineTuneParams(method="adapter+decoder", adapter_steps=2,
+                                                            decoder_steps=2)))
     assert len(losses) == 4
     assert segmenter.adaptation.summary == "Adapted feature adapter + LiteMedSAM decoder on 2 signed images"
     assert any(not torch.equal(original[k], v) for k, v in decoder.state_dict().items())

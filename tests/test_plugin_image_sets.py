@@ -180,7 +180,6 @@ def test_fine_tune_live_and_banks_on_a_small_set(make_napari_viewer, qtbot, tmp_
     support.data = data
 
     losses = []
-    widget.ui.settings["method"].value = "encoder"  # this test is about the whole encoder on an image set
     widget.fine_tune(steps=1, learning_rate=1e-4).returned.connect(losses.append)
     wait_idle(qtbot, widget, 120)
     assert len(losses) == 1 and np.isfinite(losses[0]).all() and widget.session.segmenter.is_fine_tuned

@@ -80,7 +80,6 @@ def test_no_worker_reads_a_layer_on_an_image_set(make_napari_viewer, qtbot, tmp_
     prediction = widget.prediction_layer
     assert prediction is not None and (prediction.data[2, 24:36, 24:36] == 1).mean() > 0.5
     assert not prediction.data[3, 56:].any()  # the padding below image 3 stays 0
-    widget.ui.settings["method"].value = "encoder"
     widget.fine_tune(steps=1, learning_rate=1e-4)
     wait_idle(qtbot, widget, 180)  # fine-tuning, then the chained re-segmentation
     assert widget.session.segmenter.is_fine_tuned

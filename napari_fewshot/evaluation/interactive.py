@@ -140,12 +140,10 @@ def _choose(pick, result, errors, candidates, n, drawn, order=None) -> int:
     return pick_uniform(n, drawn)
 
 
-def _check_options(pick: str, rounds: int, fine_tune: FineTuneParams | None) -> None:
+def _check_options(pick: str, rounds: int) -> None:
     """The checks both interactive protocols make of their options (one sentence each)."""
     check_pick(pick)
     check_rounds(rounds)
-    if fine_tune is not None and fine_tune.method == "encoder" and fine_tune.steps > 0:
-        raise FewShotError("--fine-tune-steps (the whole encoder) is not available with --protocol interactive.")
 
 
 def _fine_tuned(segmenter, support, fine_tune: FineTuneParams | None, empty) -> None:
@@ -169,7 +167,7 @@ def evaluate_volumes_interactive(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """The interactive protocol on a folder of image_*/label_* volumes; returns the JSON-able report."""
-    _check_options(pick, rounds, fine_tune)
+    _check_options(pick, rounds)
     if initial_slices < 1:
         raise FewShotError(f"--support-slices must be at least 1, not {initial_slices}.")
     params = params or SegmentationParams()
@@ -243,7 +241,7 @@ def evaluate_busi_interactive(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """The interactive protocol on a BUSI-like folder (one seeded pool of `images`, `shots` painted)."""
-    _check_options(pick, rounds, fine_tune)
+    _check_options(pick, rounds)
     params = params or SegmentationParams()
     started = time.perf_counter()
     names, all_images, all_masks = load_busi(folder)
