@@ -276,6 +276,8 @@ class FineTuneParams:
     seed: int = setting(0, label="Seed", help="seed of the episodes and augmentations")
     adapter_steps: int = setting(40, label="Adapter steps", minimum=0, maximum=10_000,
                                  help="feature adapter: steps (one held-out signed slice each)")
+    adapter_min_signed: int = setting(3, label="Adapter needs signed slices", minimum=2, maximum=1_000,
+                                      help="feature adapter: trained only with at least this many signed slices")
     adapter_learning_rate: float = setting(1e-3, label="Adapter learning rate", minimum=1e-6, maximum=1.0,
                                            help="feature adapter: learning rate (Adam)")
     adapter_support: int = setting(3, label="Adapter support slices", minimum=1, maximum=1_000,

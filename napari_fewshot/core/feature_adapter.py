@@ -9,8 +9,9 @@ each step holds one signed slice out as the query, pools K-way prototypes (the s
 and local) from the other signed slices through the adapter, and scores the query's cross-entropy plus
 PANet's alignment loss (prototypes from the query's prediction must segment the support back); the query is
 under feature-space augmentation (channel dropout and noise). An L2 pull of W towards zero keeps the adapter
-near the identity. Fine-tune trains it only with 2 or more signed slices (core/finetune.py): a single slice
-as its own query matches itself, and it lowered CHAOS within-1 kidney Dice 0.741 -> 0.550 in a trial.
+near the identity. Fine-tune trains it only with FineTuneParams.adapter_min_signed (3) or more signed slices
+(core/finetune.py): in a trial one slice as its own query lowered CHAOS kidney Dice 0.741 -> 0.550, and two
+slices 0.808 -> 0.757, while three and four raised it (BENCHMARKS.md, "Fine-tune").
 """
 
 from __future__ import annotations

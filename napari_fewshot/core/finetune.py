@@ -179,8 +179,9 @@ class Adaptation:
         started = time.perf_counter()
         cache, seg = segmenter.cache, segmenter.params
         signed = support.slice_indices
-        # One signed slice has no held-out slice to learn from (it would match itself): measured to hurt.
-        use_adapter = params.method in ("adapter+decoder", "adapter") and params.adapter_steps > 0 and len(signed) > 1
+        # Too few signed slices to hold one out and learn (one matches itself): measured to hurt (BENCHMARKS.md).
+        use_adapter = (params.method in ("adapter+decoder", "adapter") and params.adapter_steps > 0
+                       and len(signed) >= params.adapter_min_signed)
         use_decoder = (params.method in ("adapter+decoder", "decoder") and params.decoder_steps > 0
                        and seg.refine.enabled_for(cache.stack, segmenter.device))
         total = (params.adapter_steps if use_adapter else 0) + (params.decoder_steps if use_decoder else 0)
@@ -203,7 +204,8 @@ class Adaptation:
             losses += stage
             self.load_decoder(refiner, state)
             done.append("LiteMedSAM decoder")
-        what = " + ".join(done) if done else "nothing (the feature adapter needs 2 signed slices or images)"
+        what = " + ".join(done) if done else \
+            f"nothing (the feature adapter needs {params.adapter_min_signed} signed slices or images)"
         kind = "slice" if cache.stack.is_volume else "image"
         self.summary = f"Adapted {what} on {len(signed)} signed {kind}{'s' if len(signed) != 1 else ''}"
         self.seconds = time.perf_counter() - started
