@@ -120,8 +120,8 @@ def test_adapter_and_decoder_on_an_image_set_and_reset_restores_both(busi_set):
     support[0], support[1] = masks[0].astype(np.uint8), masks[1].astype(np.uint8)
     decoder = segmenter.refiner.prompter.model.mask_decoder
     original = {k: v.clone() for k, v in decoder.state_dict().items()}
-    losses = run(segmenter.fine_tune(support, FineTuneParams(method="adapter+decoder", adapter_steps=2, adapter_min_signed=2,
-                                                            decoder_steps=2)))
+    params = FineTuneParams(method="adapter+decoder", adapter_steps=2, adapter_min_signed=2, decoder_steps=2)
+    losses = run(segmenter.fine_tune(support, params))
     assert len(losses) == 4
     assert segmenter.adaptation.summary == "Adapted feature adapter + LiteMedSAM decoder on 2 signed images"
     assert any(not torch.equal(original[k], v) for k, v in decoder.state_dict().items())

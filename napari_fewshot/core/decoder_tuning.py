@@ -38,9 +38,9 @@ def jittered_box(mask: np.ndarray, rng: random.Random, jitter: float) -> np.ndar
     bh, bw = y1 - y0 + 1, x1 - x0 + 1
     dy, dx = rng.uniform(-0.1, 0.1) * bh, rng.uniform(-0.1, 0.1) * bw
     h, w = mask.shape
-    return np.array([max(0, x0 - rng.uniform(0, jitter) * bw + dx), max(0, y0 - rng.uniform(0, jitter) * bh + dy),
-                     min(w - 1, x1 + rng.uniform(0, jitter) * bw + dx), min(h - 1, y1 + rng.uniform(0, jitter) * bh + dy)],
-                    np.float32)
+    grow = [rng.uniform(0, jitter) for _ in range(4)]
+    return np.array([max(0, x0 - grow[0] * bw + dx), max(0, y0 - grow[1] * bh + dy),
+                     min(w - 1, x1 + grow[2] * bw + dx), min(h - 1, y1 + grow[3] * bh + dy)], np.float32)
 
 
 def _target(mask: np.ndarray, embedding: PlaneEmbedding, device) -> tuple[torch.Tensor, torch.Tensor]:

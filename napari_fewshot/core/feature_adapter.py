@@ -57,8 +57,8 @@ class FeatureAdapter(torch.nn.Module):
 
 
 TRAIN_MAX_LOCAL = 96
-"""Local prototypes per class and slice a training step pools at most (matching costs cells x prototypes x C, forward and
-backward: the segmenter's own cap of thousands makes a CPU step seconds long)."""
+"""Local prototypes per class and slice a training step pools at most (matching costs cells x prototypes x C,
+forward and backward: the segmenter's own cap of thousands makes a CPU step seconds long)."""
 
 
 class Adam:

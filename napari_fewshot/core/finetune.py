@@ -190,7 +190,8 @@ class Adaptation:
         if use_adapter:
             yield from cache.compute(signed)
             features = signed_features(cache.get_raw, signed)
-            job = train_adapter(features, support.targets, support.n_classes, seg, params, seg.max_local_for(cache.stack))
+            job = train_adapter(features, support.targets, support.n_classes, seg, params,
+                                seg.max_local_for(cache.stack))
             adapter, stage = yield from _renumbered(job, 0, total)
             losses += stage
             self.adapter = adapter
@@ -258,7 +259,8 @@ class Adaptation:
                 self.load_decoder(refiner, state)
         except (RuntimeError, KeyError) as err:
             self.reset(segmenter)
-            raise FewShotError(f"The bank's adapted weights do not fit this model ({str(err).splitlines()[0]}).") from err
+            reason = str(err).splitlines()[0]
+            raise FewShotError(f"The bank's adapted weights do not fit this model ({reason}).") from err
 
     def reset(self, segmenter) -> None:
         """Remove the adapter and give the decoder back its original weights (instant: nothing recomputed)."""
