@@ -71,9 +71,7 @@ MORE_ROWS = (
     Row("postprocess"),
 )
 FINE_TUNE_ROWS = (
-    Row("method", {"choices": FINE_TUNE_METHODS},
-        words={"adapter+decoder": "feature adapter + LiteMedSAM decoder", "adapter": "feature adapter",
-               "decoder": "LiteMedSAM decoder", "encoder": "whole encoder (slow)"}),
+    Row("method", {"choices": FINE_TUNE_METHODS}),  # encoder (default), adapter+decoder, adapter, decoder
     Row("steps", {"min": 1}),  # the button is the switch: 0 steps (the CLI's "no fine-tuning") would do nothing
     Row("learning_rate", {"step": 1e-5}),
 )
