@@ -1,7 +1,7 @@
 """`napari-fewshot`: the engine without a window.
 
     napari-fewshot segment IMAGE --support SUPPORT --out OUT [--encoder NAME] [--device D]
-                           [--fine-tune-steps N] [--adapt-steps N] [--heatmaps DIR] [--explain DIR]
+                           [--fine-tune [WHAT] | --fine-tune-steps N] [--adapt-steps N] [--heatmaps DIR] [--explain DIR]
                            [--scribble [--background-label N]]
     napari-fewshot segment IMAGE --bank BANK --out OUT [--device D]
     napari-fewshot bank IMAGE --support SUPPORT [IMAGE --support SUPPORT ...] --out BANK
@@ -136,8 +136,11 @@ def _cmd_segment(args) -> None:
                   if losses else "adapt: no usable superpixel")
         if tune is not None:
             losses = run(segmenter.fine_tune(support, tune))
-            print(f"fine-tuned {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses
-                  else "fine-tune: no step")
+            if tune.method != "encoder":  # what the Fine-tune button runs (core/finetune.py Adaptation)
+                print(f"{segmenter.adaptation.summary} in {segmenter.adaptation.seconds:.1f} s")
+            else:
+                print(f"fine-tuned {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses
+                      else "fine-tune: no step")
 
     outcome = segment_file(PaintedSupport(args.support, before), segmenter, args.image, args.out,
                            overwrite=args.overwrite, heatmaps=args.heatmaps, explain=args.explain)
@@ -171,8 +174,8 @@ def _segment_with_bank(args) -> None:
     from .pipeline import segment_file
     from .core.bank import PrototypeBank
 
-    if args.fine_tune_steps or args.adapt_steps:
-        raise FewShotError("--fine-tune-steps and --adapt-steps need a painted support; fine-tune when building "
+    if args.fine_tune_steps or args.adapt_steps or getattr(args, "fine_tune", None):
+        raise FewShotError("--fine-tune(-steps) and --adapt-steps need a painted support; fine-tune when building "
                            "the bank instead.")
     if getattr(args, "scribble", False) or getattr(args, "background_label", None) is not None:
         raise FewShotError("--scribble and --background-label describe a painted support; a bank needs neither.")
@@ -217,6 +220,9 @@ def _cmd_bank(args, extra: list[str]) -> None:
         out = out.with_suffix(".fewshot")
     check_target(out, kind=None, overwrite=args.overwrite, inputs=[p for pair in pairs for p in pair])
     params, tune = segmentation_params(args)
+    if tune is not None and tune.method != "encoder":
+        raise FewShotError("A bank does not carry Fine-tune's adapter yet; use --fine-tune encoder or "
+                           "--fine-tune-steps N with `bank`.")
     if args.adapt_steps:
         raise FewShotError("--adapt-steps adapts to the scan being segmented; use it with `segment`, not `bank`.")
     classes = parse_classes(args.classes)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from .core.config import AdaptParams, FineTuneParams, SegmentationParams
+from .core.config import FINE_TUNE_METHODS, AdaptParams, FineTuneParams, SegmentationParams
 from .core.settings import Setting, setting_named, settings_of, with_settings
 from .errors import FewShotError
 
@@ -64,6 +64,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fine-tune-steps", type=int, default=0,
                        help=f"fine-tune the encoder on the support first (e.g. {FineTuneParams().steps} steps)")
     add_setting(group, setting_named(FineTuneParams, "learning_rate"))
+    group.add_argument("--fine-tune", nargs="?", const=FineTuneParams().method, default=None,
+                       choices=FINE_TUNE_METHODS, metavar="WHAT",
+                       help="what the Fine-tune button runs, with its default budget, on the signed slices first "
+                            f"(WHAT: {', '.join(FINE_TUNE_METHODS)}; default {FineTuneParams().method})")
     group.add_argument("--adapt-steps", type=int, default=0,
                        help="'Adapt to this scan' first: self-supervised superpixel steps on the scan being "
                             f"segmented, no labels needed (e.g. {AdaptParams().steps}; ~0.5 s per step on a "
@@ -118,8 +122,12 @@ def segmentation_params(args) -> tuple[SegmentationParams, FineTuneParams | None
         check_range(setting_named(FineTuneParams, "learning_rate"), args.learning_rate)
     params = with_settings(SegmentationParams(), {**changes, **_support_mode(args)})
     tune = None
-    if args.fine_tune_steps:
-        tune = FineTuneParams(steps=args.fine_tune_steps, learning_rate=args.learning_rate)
+    if getattr(args, "fine_tune", None) is not None and args.fine_tune_steps:
+        raise FewShotError("--fine-tune-steps (the whole encoder) and --fine-tune are two ways to ask; give one.")
+    if getattr(args, "fine_tune", None) is not None:
+        tune = FineTuneParams(method=args.fine_tune)
+    elif args.fine_tune_steps:
+        tune = FineTuneParams(method="encoder", steps=args.fine_tune_steps, learning_rate=args.learning_rate)
     return params, tune
 
 

@@ -7,34 +7,68 @@ from conftest import paint_support, wait_idle
 pytestmark = pytest.mark.gui
 
 
-def test_fine_tune_then_prediction_is_refreshed(ct, qtbot, notes):
+def test_fine_tune_adapts_without_an_encoder_pass_then_refreshes_and_reset_is_instant(ct, qtbot, notes,
+                                                                                        monkeypatch):
+    import os
+
+    import dataclasses
+
+    from napari_fewshot.plugin import fine_tuning
+
+    chosen = fine_tuning.chosen_params  # the default's settings, fewer steps: a test, not a benchmark
+    monkeypatch.setattr(fine_tuning, "chosen_params", lambda *a: dataclasses.replace(chosen(*a), adapter_steps=6))
     _, widget, reference = ct
     support = paint_support(widget, reference)
     painted = support.data.copy()
     widget.segment("range", 84, 88)
     wait_idle(qtbot, widget)
     first = widget.prediction_layer.data[84:89].copy()
+    seg = widget.session.segmenter
+    calls = []
+    forward = seg.encoder.forward
+    monkeypatch.setattr(seg.encoder, "forward", lambda x: calls.append(x.shape) or forward(x))
 
-    worker = widget.fine_tune(steps=2, learning_rate=1e-3)
+    assert widget.ui.settings["method"].value == "encoder"  # the button's default (BENCHMARKS.md, "Fine-tune")
+    widget.ui.settings["method"].value = "adapter+decoder"
+    worker = widget.fine_tune()
     losses = []
     worker.returned.connect(losses.append)
     assert not widget.ui.fine_tune_button.isEnabled() and widget.ui.cancel_button.isEnabled()
-    wait_idle(qtbot, widget, 120)  # fine-tuning, then the chained re-segmentation
-    assert len(losses) == 1 and len(losses[0]) == 2 and all(np.isfinite(losses[0]))
-    seg = widget.session.segmenter
-    assert seg.is_fine_tuned and not seg.encoder.training
-    assert "(fine-tuned)" in widget.ui.model_label.text()
-    assert any("Fine-tuned 2 steps" in m for _, m in notes)
+    wait_idle(qtbot, widget, 300)  # adapting, then the chained re-segmentation
+    assert len(losses) == 1 and len(losses[0]) == 6 and all(np.isfinite(losses[0]))
+    assert seg.is_fine_tuned and seg.cache.adapter is not None
+    assert "(fine-tuned: feature adapter on 3 signed slices)" in widget.ui.model_label.text()
+    # on a CPU volume LiteMedSAM does not refine (RefineParams.enabled_for), so only the features are adapted
+    said = [m for _, m in notes if m.startswith("Adapted")]
+    assert len(said) == 1 and said[0].startswith("Adapted feature adapter on 3 signed slices in "), said
     assert sum("Segmented 5 slices" in m for _, m in notes) == 2  # the prediction was refreshed
-    assert len(seg.cache) == 8  # features recomputed with the new weights: 3 support + 5 segmented
-    assert widget.prediction_layer.data[84:89].shape == first.shape
+    assert calls == [] and len(seg.cache) == 8  # no encoder pass: the cached features were adapted
     np.testing.assert_array_equal(support.data, painted)
+    folder = os.environ.get("TUNE_SHOTS")
+    if folder:
+        widget.viewer.dims.set_point(0, 86)
+        widget.viewer.screenshot(os.path.join(folder, "fine_tuned.png"), canvas_only=False)
+        widget.ui.fine_tune_group.grab().save(os.path.join(folder, "fine_tune_panel.png"))
+        widget.ui.model_label.parentWidget().grab().save(os.path.join(folder, "model_status.png"))
 
     widget.reset_weights()
     wait_idle(qtbot, widget, 120)
-    assert not seg.is_fine_tuned
+    assert not seg.is_fine_tuned and seg.cache.adapter is None
     assert sum("Segmented 5 slices" in m for _, m in notes) == 3
-    np.testing.assert_array_equal(widget.prediction_layer.data[84:89], first)  # original weights, same answer
+    assert calls == []
+    np.testing.assert_array_equal(widget.prediction_layer.data[84:89], first)  # no adapter, same answer
+
+
+def test_the_whole_encoder_fine_tune_is_kept_as_an_option(ct, qtbot, notes):
+    _, widget, reference = ct
+    paint_support(widget, reference)
+    losses = []
+    widget.fine_tune(steps=2, learning_rate=1e-3).returned.connect(losses.append)
+    wait_idle(qtbot, widget, 400)
+    assert len(losses) == 1 and len(losses[0]) == 2
+    assert any("Fine-tuned the whole encoder 2 steps" in m for _, m in notes)
+    seg = widget.session.segmenter
+    assert seg.is_fine_tuned and not seg.encoder.training and seg.cache.adapter is None
 
 
 def test_fine_tune_can_be_cancelled_and_reset(ct, qtbot, notes):
@@ -53,7 +87,7 @@ def test_fine_tune_can_be_cancelled_and_reset(ct, qtbot, notes):
     worker.yielded.connect(first_step)
     aborted = []
     worker.aborted.connect(lambda: aborted.append(True))
-    wait_idle(qtbot, widget, 60)
+    wait_idle(qtbot, widget, 300)
     assert aborted and 1 <= len(steps) <= 3  # stopped right after the first step (a step may be in flight)
     assert any("stopped after" in m for _, m in notes)
     seg = widget.session.segmenter

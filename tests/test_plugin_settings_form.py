@@ -74,7 +74,7 @@ def test_tooltips_explain_the_fields(form):
 
 def test_labels_ranges_and_choices_are_the_cores(form):
     for name, widget in form.widgets.items():
-        owner = FineTuneParams if name in ("steps", "learning_rate") else SegmentationParams
+        owner = FineTuneParams if name in ("method", "steps", "learning_rate") else SegmentationParams
         assert widget.label == setting_named(owner, name).label, name
     input_size = setting_named(SegmentationParams, "input_size")
     assert (form["input_size"].min, form["input_size"].max) == (input_size.minimum, input_size.maximum)

@@ -164,6 +164,9 @@ def test_cli_options_make_the_config_params(monkeypatch):
     params, tune = segmentation_params(args)
     assert params == with_settings(SegmentationParams(), {"refine.enabled": False, "input_size": 256,
                                                           "prototype_mode": "global"})
-    assert tune == FineTuneParams(steps=3)
+    assert tune == FineTuneParams(method="encoder", steps=3)  # --fine-tune-steps: the whole encoder
+    assert segmentation_params(build_parser().parse_args(["demo", "--fine-tune"]))[1] == FineTuneParams()
+    assert segmentation_params(build_parser().parse_args(["demo", "--fine-tune", "adapter"]))[1] == \
+        FineTuneParams(method="adapter")
     params, tune = segmentation_params(build_parser().parse_args(["demo"]))
     assert params == SegmentationParams() and tune is None

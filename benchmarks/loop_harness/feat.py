@@ -14,7 +14,7 @@ def iou(a, b):
 def features(env, rec, scale=20.0):
     out = []
     sizes = U.support_sizes([env.boxmask[j] for j in rec["boxed"]])
-    prom = env.seg.refiner.prompter
+    prom = env.seg.sam.prompter
     for j, lab in rec["labels"].items():
         sc = rec["coarse"][j]
         f = {"seed": rec["seed"], "round": len(rec["boxed"]), "j": j, "err": 1 - rec["dice"][j], "unc": rec["unc"][j]}
@@ -35,7 +35,7 @@ def features(env, rec, scale=20.0):
         f["contrast"] = -9 if c is None else c
         f["size_rel"] = abs(np.log(area / np.median(sizes))) if area > 0 and len(sizes) else 9
         if area > 0:
-            emb = env.seg.refiner.cache.get(env.stack, j, prom)
+            emb = env.seg.sam.embedding_of(env.stack, j)
             emb = PlaneEmbedding(emb.features.float(), emb.shape, emb.scale)
             box = box_of(lab, 0.1)
             rng = np.random.default_rng(j)

@@ -39,8 +39,7 @@ class Env:
             z = np.load(path)
             self.boxmask = [z[f"m{j}"] for j in range(images)]
         else:
-            bs = BoxSegmenter(BoxParams(cached_planes=images), device="cpu")
-            bs._prompter = self.seg.refiner.prompter
+            bs = BoxSegmenter(BoxParams(cached_planes=images), device="cpu", service=self.seg.sam)
             self.boxmask = []
             for j in range(images):
                 rng = random.Random(f"{seed}-jitter-{j}")

@@ -16,6 +16,8 @@ A zip archive (schema :data:`SCHEMA_VERSION`) of:
     prototypes/owner.npy     (P,) int64: 0 background, k = class index (classes[k - 1])
     prototypes/is_global.npy (P,) bool: exactly one global prototype per class index 0..K
     encoder/<state key>.npy  the fine-tuned encoder's state_dict (only when encoder.fine_tuned)
+    adapter/<key>.npy, decoder/<key>.npy  float32: Fine-tune's feature adapter and tuned LiteMedSAM decoder
+                             weights (core/finetune.Adaptation.arrays), when it adapted them
 
     write_bank(path, metadata, arrays)          # atomically (io/atomic.py)
     metadata, arrays = read_bank(path)          # FewShotError (one sentence) unless every field is valid
@@ -43,6 +45,7 @@ from .config import SegmentationParams, grouped_layout
 from .settings import Setting, settings_of
 
 FORMAT_NAME = "napari-fewshot-bank"
+ADAPTED = ("adapter/", "decoder/")  # entries of Fine-tune's cheap methods (core/finetune.Adaptation.arrays)
 SCHEMA_VERSION = 3  # 3: priors; 2: params grouped ("refine": {...}); 1: flat refine_* params; all still read
 SUFFIX = ".fewshot"
 METADATA = "metadata.json"
@@ -327,6 +330,8 @@ def _check_tensors(tensors: Any, fine_tuned: bool, name: str) -> None:
             dtypes = (PROTOTYPE_DTYPES.get(entry[len("prototypes/"):]),)
         elif entry.startswith("encoder/") and fine_tuned and len(entry) <= MAX_NAME:
             dtypes = ENCODER_DTYPES
+        elif entry.startswith(ADAPTED) and len(entry) <= MAX_NAME:  # Fine-tune's adapter / decoder weights
+            dtypes = ("float32",)
         else:
             raise _bad(name, f"it lists an unexpected entry {entry[:MAX_NAME]!r}")
         if not isinstance(spec, dict) or spec.get("dtype") not in dtypes or not isinstance(spec.get("shape"), list) \
@@ -364,7 +369,7 @@ def check_arrays(meta: dict[str, Any], arrays: dict[str, np.ndarray], name: str)
     if declared and {str(k): int(v) for k, v in enumerate(actual)} != declared:
         raise _bad(name, "its prototype counts do not match its arrays")
     for entry, array in arrays.items():
-        if entry.startswith("encoder/") and array.dtype.kind == "f" and not np.isfinite(array).all():
+        if entry.startswith(("encoder/", *ADAPTED)) and array.dtype.kind == "f" and not np.isfinite(array).all():
             raise _bad(name, f"its encoder weights {entry[len('encoder/'):]} hold NaN or infinite values")
 
 

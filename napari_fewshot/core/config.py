@@ -256,22 +256,59 @@ def _check_training(steps: int, learning_rate: float, what: str) -> None:
         raise FewShotError(f"The learning rate must be positive, not {learning_rate}.")
 
 
+FINE_TUNE_METHODS = ("encoder", "adapter+decoder", "adapter", "decoder")
+
+
 @dataclass
 class FineTuneParams:
-    """Test-time fine-tuning of the encoder on the painted support slices (one episode per step)."""
+    """What Fine-tune adapts on the signed slices or images (core/finetune.py): `method` "adapter" trains a
+    residual 1x1 adapter on the cached encoder features (core/feature_adapter.py), "decoder" a handful of
+    LiteMedSAM mask-decoder weights where refinement runs (core/decoder_tuning.py), "adapter+decoder" both,
+    "encoder" the whole encoder (the original fine-tune: `steps` episodes through its forward and backward)."""
 
-    steps: int = setting(20, label="Steps", minimum=0, maximum=10_000, help="optimisation steps (one episode each)")
-    learning_rate: float = setting(1e-4, label="Learning rate", minimum=1e-6, maximum=1.0, flag="--learning-rate",
-                                   help="fine-tuning learning rate (Adam)")
+    # Default "encoder" (the original fine-tune): the cheap methods lowered BUSI 5-shot Dice in a trial (BENCHMARKS.md,
+    # "Fine-tune"), and the button's default may never lower Dice by more than 0.01.
+    method: str = setting("encoder", label="Adapt",
+                          help="encoder (the whole encoder: slow), adapter+decoder, adapter or decoder")
+    steps: int = setting(20, label="Encoder steps", minimum=0, maximum=10_000,
+                         help="whole encoder: optimisation steps (one episode each)")
+    learning_rate: float = setting(1e-4, label="Encoder learning rate", minimum=1e-6, maximum=1.0,
+                                   flag="--learning-rate", help="whole encoder: fine-tuning learning rate (Adam)")
     alignment_weight: float = setting(1.0, label="Alignment weight", minimum=0.0, maximum=100.0,
                                       help="weight of PANet's prototype alignment loss (1 in the paper)")
     augment: bool = setting(True, label="Augment",
                             help="random flips, scaling, rotation and intensity changes of the query side")
     seed: int = setting(0, label="Seed", help="seed of the episodes and augmentations")
+    adapter_steps: int = setting(40, label="Adapter steps", minimum=0, maximum=10_000,
+                                 help="feature adapter: steps (one held-out signed slice each)")
+    adapter_min_signed: int = setting(3, label="Adapter needs signed slices", minimum=2, maximum=1_000,
+                                      help="feature adapter: trained only with at least this many signed slices")
+    adapter_learning_rate: float = setting(1e-3, label="Adapter learning rate", minimum=1e-6, maximum=1.0,
+                                           help="feature adapter: learning rate (Adam)")
+    adapter_support: int = setting(3, label="Adapter support slices", minimum=1, maximum=1_000,
+                                   help="feature adapter: signed slices pooled per step")
+    adapter_decay: float = setting(1e-2, label="Adapter decay", minimum=0.0, maximum=100.0,
+                                   help="feature adapter: L2 pull of its weights towards the identity")
+    feature_noise: float = setting(0.1, label="Feature noise", minimum=0.0, maximum=1.0,
+                                   help="feature adapter: channel dropout and noise on the query side")
+    target_scale: int = setting(1, label="Target scale", minimum=1, maximum=16,
+                                help="feature adapter: the loss is scored on the feature grid times this")
+    decoder_steps: int = setting(30, label="Decoder steps", minimum=0, maximum=10_000,
+                                 help="LiteMedSAM decoder: steps (each decodes a few signed objects)")
+    decoder_learning_rate: float = setting(1e-4, label="Decoder learning rate", minimum=1e-7, maximum=1.0,
+                                           help="LiteMedSAM decoder: learning rate (Adam)")
+    decoder_batch: int = setting(4, label="Decoder batch", minimum=1, maximum=1_000,
+                                 help="LiteMedSAM decoder: signed objects decoded per step")
+    box_jitter: float = setting(0.5, label="Box jitter", minimum=0.0, maximum=3.0,
+                                help="LiteMedSAM decoder: each box side moves out by up to this fraction of its size")
 
     def __post_init__(self) -> None:
+        from ..errors import FewShotError
+
         refuse_non_finite(self)
         _check_training(self.steps, self.learning_rate, "Fine-tune")
+        if self.method not in FINE_TUNE_METHODS:
+            raise FewShotError(f"Fine-tune adapts {', '.join(FINE_TUNE_METHODS)}, not {self.method!r}.")
 
 
 @dataclass

@@ -82,6 +82,7 @@ class FeatureCache:
         self.memory_budget = memory_budget
         self.notices: list[str] = []
         self.generation = 0  # bumped whenever features are forgotten, so derived results can tell
+        self.adapter: torch.nn.Module | None = None  # core/feature_adapter.py, applied by get(); None: raw
         self._memory: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._on_disk: set[int] = set()
         self._spill: tempfile.TemporaryDirectory | None = None
@@ -150,8 +151,23 @@ class FeatureCache:
         for index, tensor in aside.memory.items():
             self._remember(index, tensor.to(self.device), write=False)
 
+    def set_adapter(self, adapter: torch.nn.Module | None) -> None:
+        """Apply `adapter` ((C, h, w) -> (C, h, w), e.g. feature_adapter.FeatureAdapter) to what get() returns
+        from now on (None: the raw features again). The cached features stay; `generation` is bumped."""
+        self.adapter = None if adapter is None else adapter.to(self.device).eval()
+        self.generation += 1
+
     # -- access ------------------------------------------------------------------------------
     def get(self, index: int) -> torch.Tensor:
+        """(C, h, w) float32 features of slice `index`, through the adapter when one is set."""
+        features = self.get_raw(index)
+        if self.adapter is None:
+            return features
+        with torch.no_grad():
+            return self.adapter(features)
+
+    def get_raw(self, index: int) -> torch.Tensor:
+        """(C, h, w) float32 features of slice `index` as the encoder made them (no adapter)."""
         if index in self._memory:
             self._memory.move_to_end(index)
         elif index in self._on_disk:

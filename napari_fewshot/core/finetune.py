@@ -142,3 +142,160 @@ def train_on_episodes(encoder: Encoder, make_episode: Callable[[random.Random], 
         losses.append(float(loss.detach()))
         yield Progress(step + 1, steps, f"{what} step {step + 1} of {steps}", loss=losses[-1])
     return losses
+
+
+class Adaptation:
+    """What Fine-tune's cheap methods changed on one segmenter (FineTuneParams.method other than "encoder"):
+    the feature adapter, applied by its FeatureCache (core/feature_adapter.py), and the LiteMedSAM mask
+    decoder's tuned weights, loaded into its LiteMedSAM service (core/decoder_tuning.py, core/sam_service.py).
+    No encoder pass.
+
+    `summary` says what the last run adapted and on how many signed slices (None: nothing yet), `seconds` how long.
+    """
+
+    def __init__(self):
+        self.adapter = None  # feature_adapter.FeatureAdapter
+        self.decoder_state: dict[str, torch.Tensor] | None = None
+        self.summary: str | None = None
+        self.seconds = 0.0  # how long the last run took
+
+    @property
+    def changed(self) -> bool:
+        return self.adapter is not None or self.decoder_state is not None
+
+    def attach(self, cache) -> None:
+        """A new FeatureCache of the segmenter (set_image): the adapter applies to it too."""
+        if self.adapter is not None and cache is not None:
+            cache.set_adapter(self.adapter)
+
+    def run(self, segmenter, support: SupportSet, params) -> Generator[Progress, None, list[float]]:
+        """Adapt on `segmenter`'s current image and its signed slices `support` (painted, corrected and
+        marked-empty slices, SupportSet); yields Progress over both stages, returns their losses."""
+        import time
+
+        from .feature_adapter import signed_features, train_adapter
+        from .decoder_tuning import tune_decoder
+
+        started = time.perf_counter()
+        cache, seg = segmenter.cache, segmenter.params
+        signed = support.slice_indices
+        # Too few signed slices to hold one out and learn (one matches itself): measured to hurt (BENCHMARKS.md).
+        use_adapter = (params.method in ("adapter+decoder", "adapter") and params.adapter_steps > 0
+                       and len(signed) >= params.adapter_min_signed)
+        use_decoder = (params.method in ("adapter+decoder", "decoder") and params.decoder_steps > 0
+                       and seg.refine.enabled_for(cache.stack, segmenter.device))
+        total = (params.adapter_steps if use_adapter else 0) + (params.decoder_steps if use_decoder else 0)
+        losses: list[float] = []
+        done = []
+        if use_adapter:
+            yield from cache.compute(signed)
+            features = signed_features(cache.get_raw, signed)
+            job = train_adapter(features, support.targets, support.n_classes, seg, params,
+                                seg.max_local_for(cache.stack))
+            adapter, stage = yield from _renumbered(job, 0, total)
+            losses += stage
+            self.adapter = adapter
+            cache.set_adapter(adapter)
+            done.append("feature adapter")
+        if use_decoder:
+            examples = yield from _decoder_examples(segmenter, support, signed)
+            service = segmenter.sam
+            state, stage = yield from _renumbered(tune_decoder(service.prompter, examples, params),
+                                                  params.adapter_steps if use_adapter else 0, total)
+            losses += stage
+            self.load_decoder(service, state)
+            done.append("LiteMedSAM decoder")
+        what = " + ".join(done) if done else \
+            f"nothing (the feature adapter needs {params.adapter_min_signed} signed slices or images)"
+        kind = "slice" if cache.stack.is_volume else "image"
+        self.summary = f"Adapted {what} on {len(signed)} signed {kind}{'s' if len(signed) != 1 else ''}"
+        self.seconds = time.perf_counter() - started
+        return losses
+
+    def load_decoder(self, service, state: dict[str, torch.Tensor] | None) -> None:
+        """Decode with tuned weights on `service` (a LiteMedSAMService; None: its original ones). The
+        embeddings stay; what was refined with the other weights is decoded again (the service's
+        decoder_version is part of what the refiner remembers)."""
+        if state is None:
+            service.reset_decoder()
+        else:
+            service.load_decoder_state(state)
+        self.decoder_state = state
+
+    def load_adapter(self, cache, state: dict[str, torch.Tensor] | None) -> None:
+        """A saved adapter's weights (e.g. a bank's; None: no adapter), applied to `cache`."""
+        from .feature_adapter import FeatureAdapter
+
+        self.adapter = None if state is None else FeatureAdapter.from_state(state)
+        if cache is not None:
+            cache.set_adapter(self.adapter)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What a prototype bank saves of this adaptation (core/bank_format.py entries): "adapter/<key>" (the
+        adapter's state_dict) and "decoder/<key>" (the decoder's tuned weights only), float32."""
+        from .decoder_tuning import TUNED
+
+        out = {f"adapter/{k}": v.detach().cpu().float().numpy() for k, v in
+               (self.adapter.state_dict() if self.adapter is not None else {}).items()}
+        out.update({f"decoder/{k}": v.detach().cpu().float().numpy() for k, v in (self.decoder_state or {}).items()
+                    if k.startswith(TUNED)})
+        return out
+
+    def load_arrays(self, segmenter, arrays: dict[str, np.ndarray]) -> None:
+        """Apply a bank's :meth:`arrays` to `segmenter` (nothing in them: nothing adapted). FewShotError when
+        they do not fit its feature adapter or LiteMedSAM decoder."""
+        from ..errors import FewShotError
+
+        adapter = {k[len("adapter/"):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("adapter/")}
+        decoder = {k[len("decoder/"):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("decoder/")}
+        try:
+            self.load_adapter(segmenter.cache, adapter or None)
+            if decoder:
+                service = segmenter.sam
+                service.reset_decoder()  # the bank's tuned entries go onto LiteMedSAM's own weights
+                state = service.decoder_state()
+                state.update({k: v.to(state[k].device, state[k].dtype) for k, v in decoder.items()})
+                self.load_decoder(service, state)
+        except (RuntimeError, KeyError) as err:
+            self.reset(segmenter)
+            reason = str(err).splitlines()[0]
+            raise FewShotError(f"The bank's adapted weights do not fit this model ({reason}).") from err
+
+    def reset(self, segmenter) -> None:
+        """Remove the adapter and give the decoder back its original weights (instant: nothing recomputed)."""
+        if self.adapter is not None and segmenter.cache is not None:
+            segmenter.cache.set_adapter(None)
+        self.adapter = None
+        if self.decoder_state is not None and segmenter._sam is not None:
+            self.load_decoder(segmenter._sam, None)
+        self.decoder_state = None
+        self.summary = None
+
+
+def _renumbered(job, offset: int, total: int):
+    """Run a training generator, its Progress renumbered into one bar of `total` steps from `offset`."""
+    while True:
+        try:
+            p = next(job)
+        except StopIteration as stop:
+            return stop.value
+        yield Progress(offset + p.done, total, p.message, loss=p.loss)
+
+
+def _decoder_examples(segmenter, support: SupportSet, signed):
+    """(PlaneEmbedding, (H, W) bool component) for every class component of the signed slices (refinement's
+    own components, core/refine.components), their LiteMedSAM embeddings from the segmenter's service."""
+    from .refine import components
+    from .sam_prompt import PlaneEmbedding
+
+    service, stack, p = segmenter.sam, segmenter.cache.stack, segmenter.params.refine
+    examples = []
+    for n, i in enumerate(signed):
+        target = support.targets[i]
+        parts = components(target, list(range(1, support.n_classes + 1)), p.min_pixels, p.max_components)
+        if parts:
+            cached = service.embedding_of(stack, i)
+            embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
+            examples += [(embedding, mask) for _, mask in parts]
+        yield Progress(n + 1, len(signed), f"LiteMedSAM embedding of signed slice {i + 1}")
+    return examples

@@ -27,6 +27,7 @@ from .encoder_weights import EncoderWeights
 from .encoders import Encoder
 from .encoders.litemedsam import shared_build
 from .features import FeatureCache
+from .finetune import Adaptation
 from .memory import trim_now
 from .progress import Progress
 from .provenance import OTHER_SCAN, Explainer
@@ -47,6 +48,7 @@ class FewShotSegmenter:
         self.cache: FeatureCache | None = None
         self._refiner = self._sam = None  # core.refine.Refiner, core.sam_service.LiteMedSAMService: made on first use
         self._selected: dict = {}  # image -> its last selection (core/select_objects.py select_planes)
+        self.adaptation = Adaptation()  # Fine-tune's feature adapter and decoder weights (core/finetune.py)
         self._pooled: dict[tuple, SlicePrototypes] = {}  # per-slice pooled prototypes, see _pieces()
         budget = self.params.memory_budget_mb * 1024**2
         self._matches = MatchCache(budget // 4, budget // 8)  # per (query slice, support slice) similarity
@@ -59,17 +61,22 @@ class FewShotSegmenter:
     @property
     def is_fine_tuned(self) -> bool:
         """Whether the encoder's weights differ from the original ones (fine-tuned, adapted or loaded)."""
-        return self._weights.changed
+        return self._weights.changed or self.adaptation.changed
 
     @property
     def weights_tag(self) -> str | None:
         """Who loaded the current weights (load_encoder_state's `tag`, e.g. a bank); None once they change."""
         return self._weights.tag
 
-    def fine_tune(self, support, params: FineTuneParams | None = None) -> Generator[Progress, None, list[float]]:
-        """Fine-tune the encoder on the painted support slices; yields Progress, returns the losses."""
-        cache, support_set = self._require_image(), self.parse_support(support)
-        return (yield from self._weights.fine_tune(cache, support_set, self.params, params or FineTuneParams()))
+    def fine_tune(self, support, params: FineTuneParams | None = None, empty_slices: Sequence[int] = (),
+                  ) -> Generator[Progress, None, list[float]]:
+        """Fine-tune on the signed slices (painted, and `empty_slices`): what params.method says (core/finetune.py
+        Adaptation; "encoder": the whole encoder); yields Progress, returns the losses."""
+        params = params or FineTuneParams()
+        cache, support_set = self._require_image(), self.parse_support(support, empty_slices)
+        if params.method != "encoder":
+            return (yield from self.adaptation.run(self, support_set, params))
+        return (yield from self._weights.fine_tune(cache, support_set, self.params, params))
 
     def adapt(self, params: AdaptParams | None = None, indices: Sequence[int] | None = None,
               ) -> Generator[Progress, None, list[float]]:
@@ -83,6 +90,7 @@ class FewShotSegmenter:
     def reset_weights(self) -> None:
         """Back to the original weights; their features of the current image come back, not recomputed."""
         self._weights.reset(self.cache, self.params.cache_dir)
+        self.adaptation.reset(self)
 
     @property
     def sam(self):
@@ -121,6 +129,7 @@ class FewShotSegmenter:
         self._pooled.clear()
         self._matches.clear()
         self._weights.forget_set_aside()
+        self.adaptation.attach(self.cache)
 
     def release_image(self) -> None:
         """Forget the image and its features (the encoder and its weights stay), e.g. between scans."""

@@ -140,12 +140,18 @@ def _choose(pick, result, errors, candidates, n, drawn, order=None) -> int:
     return pick_uniform(n, drawn)
 
 
-def _check_options(pick: str, rounds: int, fine_tune: FineTuneParams | None) -> None:
+def _check_options(pick: str, rounds: int) -> None:
     """The checks both interactive protocols make of their options (one sentence each)."""
     check_pick(pick)
     check_rounds(rounds)
-    if fine_tune is not None and fine_tune.steps > 0:
-        raise FewShotError("--fine-tune-steps is not available with --protocol interactive.")
+
+
+def _fine_tuned(segmenter, support, fine_tune: FineTuneParams | None, empty) -> None:
+    """What pressing Fine-tune before this round's Segment does: undo the last round's, adapt on every signed
+    slice (painted, corrected, marked empty)."""
+    if fine_tune is not None:
+        segmenter.reset_weights()
+        run(segmenter.fine_tune(support, fine_tune, empty_slices=empty))
 
 
 # -- volumes ----------------------------------------------------------------------------------------
@@ -161,7 +167,7 @@ def evaluate_volumes_interactive(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """The interactive protocol on a folder of image_*/label_* volumes; returns the JSON-able report."""
-    _check_options(pick, rounds, fine_tune)
+    _check_options(pick, rounds)
     if initial_slices < 1:
         raise FewShotError(f"--support-slices must be at least 1, not {initial_slices}.")
     params = params or SegmentationParams()
@@ -176,16 +182,18 @@ def evaluate_volumes_interactive(
             initial = spread_slices(*slice_range(labels, class_id), initial_slices)
             if len(labels) - len(initial) < rounds:
                 raise FewShotError(f"Case {case} has {len(labels)} slices: too few for {rounds} rounds.")
-            row = _volume_task(segmenter, labels == class_id, initial, rounds, pick)
+            row = _volume_task(segmenter, labels == class_id, initial, rounds, pick, fine_tune)
             row = {"case": case, "class": name, "class_id": class_id, **row}
             rows.append(row)
             log(f"case {case} {name} ({pick}): Dice " + " ".join(f"{d:.3f}" for d in row["dice_per_round"])
                 + f"; corrected {row['corrected']}; NoC@0.90 {row['noc_90']}")
     return _report(rows, rounds, pick, started, params, adapt, folder,
-                   {"protocol": "interactive", "support_slices": initial_slices})
+                   {"protocol": "interactive", "support_slices": initial_slices,
+                    "fine_tune": None if fine_tune is None else fine_tune.__dict__})
 
 
-def _volume_task(segmenter, reference: np.ndarray, initial: list[int], rounds: int, pick: str) -> dict:
+def _volume_task(segmenter, reference: np.ndarray, initial: list[int], rounds: int, pick: str,
+                 fine_tune: FineTuneParams | None = None) -> dict:
     """One case x class: paint `initial`, then `rounds` corrections; Dice curves and what was picked."""
     n = len(reference)
     support = np.zeros(reference.shape, np.uint8)
@@ -195,6 +203,7 @@ def _volume_task(segmenter, reference: np.ndarray, initial: list[int], rounds: i
     for r in range(rounds + 1):
         t0 = time.perf_counter()
         empty = [z for z in drawn if not reference[z].any()]  # "no organ here": background-only support
+        _fine_tuned(segmenter, support, fine_tune, empty)
         result = run(segmenter.segment(support, empty_slices=empty))
         seconds.append(round(time.perf_counter() - t0, 3))
         signed = np.asarray(result.labels) == 1
@@ -232,7 +241,7 @@ def evaluate_busi_interactive(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """The interactive protocol on a BUSI-like folder (one seeded pool of `images`, `shots` painted)."""
-    _check_options(pick, rounds, fine_tune)
+    _check_options(pick, rounds)
     params = params or SegmentationParams()
     started = time.perf_counter()
     names, all_images, all_masks = load_busi(folder)
@@ -257,6 +266,7 @@ def evaluate_busi_interactive(
     for r in range(rounds + 1):
         t0 = time.perf_counter()
         empty = [j for j in list(range(shots)) + corrected if not masks[j].any()]
+        _fine_tuned(segmenter, support, fine_tune, empty)
         result = run(segmenter.segment(support, empty_slices=empty))
         seconds.append(round(time.perf_counter() - t0, 3))
         signed = [np.asarray(lab) == 1 for lab in result.labels]
@@ -286,7 +296,8 @@ def evaluate_busi_interactive(
                      {"protocol": "interactive", "shots": shots, "images": images, "seed": seed,
                       "draw": f"random.Random({seed}).sample(range({len(all_images)}), {images}): the first "
                               f"{shots} painted, the rest signed; uniform corrects them in draw order",
-                      "painted": [names[drawn[j]] for j in range(shots)]})
+                      "painted": [names[drawn[j]] for j in range(shots)],
+                      "fine_tune": None if fine_tune is None else fine_tune.__dict__})
     # The pool's curves are per image set, not averages of per-row curves of the signed images alone.
     report["dice_per_round"] = curve
     report["dice_per_round_uncorrected"] = lift

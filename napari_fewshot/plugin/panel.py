@@ -116,10 +116,13 @@ class Panel:
         self.check_next_button.setEnabled(False)
         root.addWidget(_button_group(parent, "Correct", self.accept_button, self.check_next_button))
 
-        tune = QGroupBox("Fine-tune the encoder on the support", parent)
+        tune = QGroupBox("Fine-tune on the signed slices", parent)
+        self.fine_tune_group = tune
         column = QVBoxLayout(tune)
         column.addWidget(self.settings.fine_tune.native)
         self.fine_tune_button = QPushButton("Fine-tune")
+        self.fine_tune_button.setToolTip("Adapt to what you signed: a feature adapter (no encoder pass) and, where "
+                                         "LiteMedSAM refines, its decoder; then segment again")
         self.reset_button = QPushButton("Reset weights")
         row = QHBoxLayout()
         row.addWidget(self.fine_tune_button)

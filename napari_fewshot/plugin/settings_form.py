@@ -19,7 +19,7 @@ from typing import Any
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, create_widget
 from magicgui.widgets.bases import ValueWidget
 
-from ..core.config import FineTuneParams, SegmentationParams
+from ..core.config import FINE_TUNE_METHODS, FineTuneParams, SegmentationParams
 from ..core.settings import Setting, setting_named, with_settings
 
 DEVICES = ("auto", "cpu", "cuda", "mps")  # config.py's device is any torch device string; these are offered
@@ -71,6 +71,7 @@ MORE_ROWS = (
     Row("postprocess"),
 )
 FINE_TUNE_ROWS = (
+    Row("method", {"choices": FINE_TUNE_METHODS}),  # encoder (default), adapter+decoder, adapter, decoder
     Row("steps", {"min": 1}),  # the button is the switch: 0 steps (the CLI's "no fine-tuning") would do nothing
     Row("learning_rate", {"step": 1e-5}),
 )

@@ -27,7 +27,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
 from ..errors import FewShotError
-from . import VOLUME_KEY, banks, corrections, exporting, guidance, image_sets, layers, results
+from . import VOLUME_KEY, banks, corrections, exporting, fine_tuning, guidance, image_sets, layers, results
 from .autosave import SupportAutosave
 from .box_tool import BoxTool
 from .explain import ExplainTool
@@ -169,19 +169,16 @@ class FewShotWidget(QWidget):
                                   self.current_slice(), on_return=on_return, on_preview=preview)
 
     def fine_tune(self, steps: int | None = None, learning_rate: float | None = None):
-        """Fine-tune on the support; when it completes, features are recomputed and the prediction refreshed."""
-        chosen = self.ui.settings.fine_tune_params()
-        steps = int(steps if steps is not None else chosen.steps)
-        learning_rate = float(learning_rate if learning_rate is not None else chosen.learning_rate)
+        """Fine-tune on the signed slices (plugin/fine_tuning.py); when it completes, the prediction is refreshed."""
+        params = fine_tuning.chosen_params(self.ui.settings.fine_tune_params(), steps, learning_rate)
         job = self._job(need_support=True)
         if job is None:
             return None
-        worker = self.runner.launch("Fine-tuning", fine_tune_job, job, steps, learning_rate,
-                                    on_return=self._fine_tuned)
+        worker = self.runner.launch("Fine-tuning", fine_tune_job, job, params,
+                                    on_return=lambda losses: self._fine_tuned(losses, job.session, params))
         if worker is not None:
-            worker.aborted.connect(lambda: show_info(
-                f"Fine-tuning stopped after {self.runner.steps_done} of {steps} steps; the encoder keeps them "
-                "(Reset weights undoes them)."))
+            worker.aborted.connect(lambda: show_info(fine_tuning.stopped_message(
+                job.session.segmenter, params, self.runner.steps_done)))
         return worker
 
     def reset_weights(self):
@@ -294,9 +291,10 @@ class FewShotWidget(QWidget):
         self.ui.status_label.setText(message)
         show_info(message)
 
-    def _fine_tuned(self, losses: list[float]) -> None:
-        if losses:
-            self._done(f"Fine-tuned {len(losses)} steps (loss {losses[0]:.3f} -> {losses[-1]:.3f})")
+    def _fine_tuned(self, losses: list[float], session, params) -> None:
+        message = fine_tuning.done_message(session.segmenter, params, losses)
+        if message:
+            self._done(message)
         self.runner.after = self._refresh_prediction
 
     def _refresh_prediction(self):

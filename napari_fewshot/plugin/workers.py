@@ -123,10 +123,8 @@ def assemble(result):
     return WholeVolume(dataclasses.replace(result, similarity={}), heatmaps)
 
 
-def fine_tune_job(job: Job, steps: int, learning_rate: float):
-    """Fine-tune the encoder on the support; yields Progress(step, steps, loss=...), returns the losses."""
-    from ..core import FineTuneParams
-
+def fine_tune_job(job: Job, params):
+    """Fine-tune (core FineTuneParams `params`) on the signed slices: the support and the slices marked empty;
+    yields Progress(step, steps, loss=...), returns the losses."""
     seg = job.session.prepare(job.image, job.params)
-    params = FineTuneParams(steps=steps, learning_rate=learning_rate)
-    return (yield from seg.fine_tune(job.support, params))
+    return (yield from seg.fine_tune(job.support, params, job.empty_slices))

@@ -1,0 +1,41 @@
+"""The Fine-tune button's words: the job's settings, what it says when it ends, and when it is stopped.
+
+What the button runs is core/finetune.py (FewShotSegmenter.fine_tune with the panel's FineTuneParams): by
+default a feature adapter and, where refinement runs, LiteMedSAM's decoder, trained on every signed slice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..core import FineTuneParams
+
+
+def chosen_params(chosen: FineTuneParams, steps: int | None, learning_rate: float | None) -> FineTuneParams:
+    """The panel's settings, with the whole-encoder steps / learning rate given to widget.fine_tune."""
+    changes = {}
+    if steps is not None:
+        changes["steps"] = int(steps)
+    if learning_rate is not None:
+        changes["learning_rate"] = float(learning_rate)
+    return dataclasses.replace(chosen, **changes)
+
+
+def done_message(segmenter, params: FineTuneParams, losses: list[float]) -> str | None:
+    """One sentence on what was adapted and how long it took (None: nothing to say, e.g. no step ran)."""
+    if params.method != "encoder":
+        return segmenter.adaptation.summary if segmenter is not None else None
+    if not losses:
+        return None
+    return f"Fine-tuned the whole encoder {len(losses)} steps (loss {losses[0]:.3f} -> {losses[-1]:.3f})"
+
+
+def stopped_message(segmenter, params: FineTuneParams, steps_done: int) -> str:
+    """What a cancelled Fine-tune kept."""
+    if params.method == "encoder":
+        return (f"Fine-tuning stopped after {steps_done} of {params.steps} steps; the encoder keeps them "
+                "(Reset weights undoes them).")
+    adaptation = getattr(segmenter, "adaptation", None)
+    kept = "the feature adapter is kept (Reset weights removes it)" if adaptation is not None and \
+        adaptation.adapter is not None else "nothing was adapted"
+    return f"Fine-tuning stopped after {steps_done} steps; {kept}."

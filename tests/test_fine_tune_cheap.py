@@ -1,0 +1,153 @@
+"""Fine-tune's cheap methods (core/finetune.Adaptation): a feature adapter on the cached features and a few
+LiteMedSAM decoder weights, trained on the signed slices with no encoder pass; Reset weights removes both."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from napari_fewshot.core import FewShotSegmenter, FineTuneParams, SegmentationParams, run
+from napari_fewshot.core.decoder_tuning import TUNED, jittered_box, tune_decoder
+from napari_fewshot.core.feature_adapter import FeatureAdapter
+from napari_fewshot.errors import FewShotError
+
+
+def test_an_untrained_adapter_is_the_identity_and_its_state_round_trips():
+    features = torch.randn(8, 5, 6)
+    adapter = FeatureAdapter(8)
+    assert torch.equal(adapter(features), features) and adapter(features[None]).shape == (1, 8, 5, 6)
+    with torch.no_grad():
+        adapter.proj.weight.normal_()
+    again = FeatureAdapter.from_state(adapter.state_dict())
+    assert torch.allclose(again(features), adapter(features)) and not torch.allclose(again(features), features)
+
+
+def test_the_method_is_checked():
+    with pytest.raises(FewShotError, match="not 'everything'"):
+        FineTuneParams(method="everything")
+
+
+@pytest.fixture()
+def liver(chaos_case):
+    image, labels = chaos_case
+    lo = int(np.nonzero((labels == 1).any((1, 2)))[0].min())
+    image, labels = image[lo:lo + 8], labels[lo:lo + 8]
+    segmenter = FewShotSegmenter(SegmentationParams(input_size=128))
+    segmenter.set_image(image)
+    support = np.zeros(labels.shape, np.uint8)
+    support[[1, 5]] = labels[[1, 5]] == 1
+    return segmenter, support
+
+
+def test_the_adapter_trains_on_cached_features_and_reset_removes_it_without_an_encoder_pass(liver, monkeypatch):
+    segmenter, support = liver
+    run(segmenter.compute_features())
+    calls = []
+    forward = segmenter.encoder.forward
+    monkeypatch.setattr(segmenter.encoder, "forward", lambda x: calls.append(x.shape) or forward(x))
+    generation = segmenter.cache.generation
+    reports = list(segmenter.fine_tune(support, FineTuneParams(method="adapter", adapter_steps=4),
+                                       empty_slices=[7]))
+    assert [r.done for r in reports] == [1, 2, 3, 4] and all(np.isfinite(r.loss) for r in reports)
+    assert segmenter.is_fine_tuned and segmenter.cache.generation > generation
+    assert segmenter.adaptation.summary == "Adapted feature adapter on 3 signed slices"
+    assert not torch.allclose(segmenter.cache.get(3), segmenter.cache.get_raw(3))
+    result = run(segmenter.segment(support))
+    assert result.labels.shape == support.shape and (result.labels[[2, 3, 4]] == 1).any()
+    segmenter.reset_weights()
+    assert not segmenter.is_fine_tuned and segmenter.cache.adapter is None
+    assert torch.equal(segmenter.cache.get(3), segmenter.cache.get_raw(3))
+    assert calls == []  # neither training, re-segmenting nor reset ran the encoder
+
+
+def test_a_cancelled_adapter_changes_nothing(liver):
+    segmenter, support = liver
+    job = segmenter.fine_tune(support, FineTuneParams(method="adapter", adapter_steps=50), empty_slices=[7])
+    while next(job).done < 1:
+        pass  # the features of the signed slices come first
+    job.close()  # what a UI's cancel does
+    assert not segmenter.is_fine_tuned and segmenter.cache.adapter is None
+
+
+def test_a_jittered_box_holds_the_mask_grown_and_inside_the_plane():
+    mask = np.zeros((60, 80), bool)
+    mask[20:30, 30:50] = True
+    rng = random.Random(0)
+    for _ in range(20):
+        x0, y0, x1, y1 = jittered_box(mask, rng, 0.5)
+        assert 0 <= x0 <= 32 and 0 <= y0 <= 21 and 47 <= x1 <= 79 and 28 <= y1 <= 59
+
+
+@pytest.fixture(scope="module")
+def busi_set():
+    from shared_data import BUSI, require
+
+    from napari_fewshot.io import read_busi_mask, read_volume
+
+    paths = [require(BUSI) / "benign" / f"benign ({n}).png" for n in (3, 10, 12)]
+    return [read_volume(p).data[0] for p in paths], [read_busi_mask(p) for p in paths]
+
+
+def test_decoder_tuning_returns_a_state_and_leaves_the_decoder_as_it_was(busi_set):
+    from napari_fewshot.core.sam_prompt import BoxPrompter
+    from napari_fewshot.core.stack import ImageStack
+
+    images, masks = busi_set
+    prompter = BoxPrompter()
+    stack = ImageStack(images[:2], "us")
+    examples = [(prompter.embed(stack.slice(i)), masks[i]) for i in range(2)]
+    before = {k: v.clone() for k, v in prompter.model.mask_decoder.state_dict().items()}
+    job = tune_decoder(prompter, examples, FineTuneParams(decoder_steps=3, decoder_batch=2, decoder_learning_rate=1e-3))
+    reports = []
+    try:
+        while True:
+            reports.append(next(job))
+    except StopIteration as stop:
+        state, losses = stop.value
+    assert [r.done for r in reports] == [1, 2, 3] and len(losses) == 3 and np.isfinite(losses).all()
+    changed = {k for k in before if not torch.equal(before[k], state[k])}
+    assert changed and all(k.startswith(TUNED) for k in changed)
+    assert all(torch.equal(v, before[k]) for k, v in prompter.model.mask_decoder.state_dict().items())
+    assert all(p.requires_grad for p in prompter.model.mask_decoder.parameters())
+
+
+def test_adapter_and_decoder_on_an_image_set_and_reset_restores_both(busi_set):
+    images, masks = busi_set
+    segmenter = FewShotSegmenter(SegmentationParams(image_input_size=256))
+    segmenter.set_image(images)
+    support = [np.zeros(m.shape, np.uint8) for m in masks]
+    support[0], support[1] = masks[0].astype(np.uint8), masks[1].astype(np.uint8)
+    decoder = segmenter.sam.mask_decoder
+    original = {k: v.clone() for k, v in decoder.state_dict().items()}
+    params = FineTuneParams(method="adapter+decoder", adapter_steps=2, adapter_min_signed=2, decoder_steps=2)
+    losses = run(segmenter.fine_tune(support, params))
+    assert len(losses) == 4
+    assert segmenter.adaptation.summary == "Adapted feature adapter + LiteMedSAM decoder on 2 signed images"
+    assert any(not torch.equal(original[k], v) for k, v in decoder.state_dict().items())
+    result = run(segmenter.segment(support, indices=[2]))
+    assert result.labels[2].shape == masks[2].shape
+    segmenter.reset_weights()
+    assert not segmenter.is_fine_tuned and segmenter.cache.adapter is None
+    assert all(torch.equal(original[k], v) for k, v in decoder.state_dict().items())
+
+
+def test_the_adaptation_round_trips_through_the_arrays_a_bank_saves(liver, tmp_path):
+    segmenter, support = liver
+    run(segmenter.fine_tune(support, FineTuneParams(method="adapter", adapter_steps=2), empty_slices=[7]))
+    arrays = segmenter.adaptation.arrays()
+    assert set(arrays) == {"adapter/proj.weight", "adapter/proj.bias"}
+    other = FewShotSegmenter(SegmentationParams(input_size=128))
+    other.set_image(np.random.default_rng(0).random((2, 64, 64), np.float32))
+    other.adaptation.load_arrays(other, arrays)
+    assert torch.allclose(other.cache.adapter.proj.weight, segmenter.cache.adapter.proj.weight)
+    with pytest.raises(FewShotError, match="do not fit"):
+        other.adaptation.load_arrays(other, {"adapter/proj.weight": np.zeros((3, 3, 1, 1), np.float32)})
+    assert not other.is_fine_tuned
+
+
+def test_too_few_signed_slices_adapt_nothing_and_say_so(liver):
+    segmenter, support = liver
+    assert run(segmenter.fine_tune(support, FineTuneParams(method="adapter"))) == []  # 2 signed slices
+    assert not segmenter.is_fine_tuned
+    assert segmenter.adaptation.summary.startswith("Adapted nothing (the feature adapter needs 3 signed slices")
