@@ -3,7 +3,7 @@ import sys, os, json, time, random, pickle
 import numpy as np
 from scipy import ndimage
 from napari_fewshot.core import FewShotSegmenter, SegmentationParams, dice, run
-from napari_fewshot.core.box_to_mask import BoxParams, BoxSegmenter, clip_box, _digest
+from napari_fewshot.core.box_to_mask import BoxParams, BoxSegmenter, clip_box
 from napari_fewshot.core.sam_prompt import box_of, PlaneEmbedding
 from napari_fewshot.core.support import IGNORE
 from napari_fewshot.evaluation.datasets import load_busi
