@@ -93,3 +93,24 @@ def test_a_prediction_litemedsam_redraws_differently_under_a_moved_box_ranks_abo
     volume = np.stack([tidy, tidy, shadow])
     assert rank_slices({2: coarse[2]}, volume, True, SCALE, [0], decode=None) == \
         rank_slices({2: coarse[2]}, volume, True, SCALE, [0], decode=lambda *_: 1 / 0)
+
+
+def test_stability_is_remembered_per_image_labels_so_a_stroke_elsewhere_decodes_nothing():
+    """Re-segmenting a set after a stroke on one image must not redraw every other image's boxes again."""
+    support = [disc((30, 34), 11).astype(np.uint8)]
+    first, second = disc((24, 24), 10).astype(np.uint8), disc((40, 40), 9).astype(np.uint8)
+    coarse = {1: scores_for(first.astype(bool), 1), 2: scores_for(second.astype(bool), 2)}
+    asked = []
+
+    def decode(index, boxes):
+        asked.append(index)
+        return np.repeat([first, first, second][index][None].astype(np.float32), len(boxes), 0)
+
+    decode.memo = {}
+    once = rank_slices(coarse, [*support, first, second], False, SCALE, [0], decode=decode)
+    assert sorted(asked) == [1, 2]
+    again = rank_slices(coarse, [*support, first, second], False, SCALE, [0], decode=decode)
+    assert again == once and sorted(asked) == [1, 2]  # nothing changed: nothing decoded
+    moved = disc((40, 40), 12).astype(np.uint8)  # image 2's prediction changed: only it is redrawn
+    rank_slices(coarse, [*support, first, moved], False, SCALE, [0], decode=decode)
+    assert sorted(asked) == [1, 2, 2]

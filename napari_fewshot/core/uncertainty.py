@@ -22,6 +22,7 @@ along the boundaries it follows the true number of wrong pixels closely.
 
 from __future__ import annotations
 
+import hashlib
 from functools import partial
 from typing import Callable, Sequence
 
@@ -85,7 +86,7 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
         out = {}
         for i, scores in coarse.items():
             drawn = decode is not None and np.any(labels[i])  # nothing found: 1 whatever the decoder says
-            stable = box_stability(labels[i], partial(decode, i), seed=i) if drawn else None
+            stable = _stability(labels[i], decode, i) if drawn else None
             out[i] = image_error(scores, labels[i], sizes, scale, stable)
         return out
     out = {}
@@ -148,6 +149,19 @@ def box_stability(labels: np.ndarray, decode: Callable[[np.ndarray], np.ndarray]
     return float(np.mean(ious))
 
 
+def _stability(labels: np.ndarray, decode: Decoder, index: int) -> float:
+    """box_stability of image `index`, remembered in `decode.memo` (when the decoder has one) per labels:
+    re-segmenting after a stroke on another image decodes no box of the images whose labels did not change."""
+    memo = getattr(decode, "memo", None)
+    key = (index, hashlib.blake2b(np.ascontiguousarray(labels).tobytes(), digest_size=16).digest())
+    if memo is not None and key in memo:
+        return memo[key]
+    stable = box_stability(labels, partial(decode, index), seed=index)
+    if memo is not None:
+        memo[key] = stable
+    return stable
+
+
 def refiner_decoder(refiner, stack) -> Decoder:
     """The Decoder of :func:`rank_slices` on ``stack``'s images: LiteMedSAM's decoder on each image's embedding,
     from the refiner's LiteMedSAM service (core/sam_service.py; computed there when refine drew the image)."""
@@ -155,6 +169,13 @@ def refiner_decoder(refiner, stack) -> Decoder:
 
     def decode(index: int, boxes: np.ndarray) -> np.ndarray:
         return service.decode([(service.embedding_of(stack, index), boxes, None)])[0]
+
+    # Stabilities already measured on this image set with these decoder weights (kept on the refiner, which
+    # lives as long as its segmenter): see _stability.
+    setting = (stack.signature(), service.decoder_version)
+    if getattr(refiner, "stability_memo", (None,))[0] != setting:
+        refiner.stability_memo = (setting, {})
+    decode.memo = refiner.stability_memo[1]
 
     return decode
 
