@@ -5,6 +5,8 @@
     result = run(seg.segment(support))          # support: label map of the same shape
     result.labels                               # (S, H, W) with the support's label values; result.explain(z, y, x)
     result = run(seg.segment_with(prototypes))  # ready prototypes (a bank's): finished the same way
+    coarse = run(seg.segment(support, refine_later=True))  # at once; then, slice by slice (core/refinement.py):
+    result = run(seg.refine_result(coarse, first=[z]))     # yields RefinedSlice, returns what segment gives
 
 Expensive work (encoder features) is cached per slice; `segment` after a new stroke redoes only matching.
 """
@@ -29,6 +31,7 @@ from .features import FeatureCache
 from .memory import trim_now
 from .progress import Progress
 from .provenance import OTHER_SCAN, Explainer
+from .refinement import PendingRefinement, refine_stream
 from .result import SegmentationResult
 from .matching import MatchCache, PrototypeGroup
 from .prototypes import PrototypeSet, SlicePrototypes, capped_local, combine_slices, global_prototypes, pool_slice
@@ -194,7 +197,8 @@ class FewShotSegmenter:
         return groups
 
     def segment(self, support, indices: Sequence[int] | None = None, similarity: bool = False,
-                empty_slices: Sequence[int] = ()) -> Generator[Progress, None, SegmentationResult]:
+                empty_slices: Sequence[int] = (), refine_later: bool = False,
+                ) -> Generator[Progress, None, SegmentationResult]:
         """Segment `indices` (default: every slice that is not a support slice) from the support.
 
         support: label map shaped like the image ((S, H, W) or a list of (H_i, W_i)).
@@ -202,7 +206,8 @@ class FewShotSegmenter:
         background by definition) and predicted in scribble mode. `empty_slices` are slices checked
         and found free of every class: support too, all background. Yields Progress per slice.
         Matching is remembered per support slice, so segmenting again after one slice's paint changed
-        matches only that slice's prototypes again.
+        matches only that slice's prototypes again. refine_later: when RefineParams refines this image,
+        return the coarse result (cleaned up and ranked) for `refine_result` to refine (core/refinement.py).
         """
         cache = self._require_image()
         support_set = self.parse_support(support, empty_slices)
@@ -234,12 +239,13 @@ class FewShotSegmenter:
             result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)
         result.support_slices = copied
         result.explainer = Explainer.for_support(self, support_set)
-        self._finish(result, coarse, whole_volume, support_set)
+        finish = partial(self._finish, coarse=coarse, whole=whole_volume, support_set=support_set)
+        yield from self._refine_and_finish(result, finish, refine_later, support_set.slice_indices)
         return result
 
     def segment_with(self, prototypes: PrototypeSet | Sequence[tuple[PrototypeSet, Sequence[int]]],
                      indices: Sequence[int] | None = None, similarity: bool = False,
-                     ) -> Generator[Progress, None, SegmentationResult]:
+                     refine_later: bool = False) -> Generator[Progress, None, SegmentationResult]:
         """Segment the current image with ready prototypes (possibly pooled from another scan), finished
         like `segment`: the same clean-up (for a whole volume, anchored on each class's largest 3D
         component since there is no paint), heatmaps and uncertainty ranking. Yields Progress per slice.
@@ -247,7 +253,7 @@ class FewShotSegmenter:
         prototypes: one PrototypeSet for `indices` (default all slices), or a plan: (PrototypeSet, slice
         indices) pairs, one set per slice range, all with the same class ids (the across protocol's
         chunks); a plan is one segmentation, cleaned up over the slices it covers, and `indices` is unused.
-        Slices not segmented are 0 in the result.
+        Slices not segmented are 0 in the result. refine_later: as in `segment`.
         """
         plan = [(prototypes, indices)] if isinstance(prototypes, PrototypeSet) else list(prototypes)
         if not plan:
@@ -270,7 +276,8 @@ class FewShotSegmenter:
                         result.similarity[c][i] = piece.similarity[c][i]
             result.segmented_slices = sorted(set(result.segmented_slices) | set(piece.segmented_slices))
         result.explainer = Explainer(self.cache, plan, OTHER_SCAN)
-        self._finish(result, coarse, indices is None or not isinstance(prototypes, PrototypeSet))
+        whole = indices is None or not isinstance(prototypes, PrototypeSet)
+        yield from self._refine_and_finish(result, partial(self._finish, coarse=coarse, whole=whole), refine_later)
         return result
 
     def _set_groups(self, prototypes: PrototypeSet):
@@ -342,10 +349,29 @@ class FewShotSegmenter:
             trim_now(n + 1)
             if n % 8 == 7 or n == len(indices) - 1:
                 yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
-        if self.params.refine.enabled_for(cache.stack, self.device):  # LiteMedSAM redraws each component; clean-up after
-            yield from self.refiner.refine(cache.stack, labels, indices, list(class_ids))
         out = np.stack(labels) if cache.stack.is_volume else labels
         return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {}), coarse
+
+    def _refine_and_finish(self, result: SegmentationResult, finish, later: bool, painted: Sequence[int] = ()):
+        """Refine the coarse `result`'s predicted slices by LiteMedSAM if RefineParams says so (with `later`:
+        left to `refine_result`), then `finish` it (clean-up, ranking) in place."""
+        stack = self._require_image().stack
+        predicted = [i for i in result.segmented_slices if i not in set(result.support_slices)]
+        if not predicted or not self.params.refine.enabled_for(stack, self.device):
+            finish(result)
+        elif later:
+            PendingRefinement.finish_coarse(result, stack, finish, predicted, painted)
+        else:  # LiteMedSAM redraws each component; the clean-up comes after
+            yield from self.refiner.refine(stack, result.labels, predicted, list(result.class_ids))
+            finish(result)
+
+    def refine_result(self, result: SegmentationResult, first: Sequence[int] = (),
+                      ) -> Generator[Progress, None, SegmentationResult]:
+        """Refine a `refine_later` result: `first` first, then outward from the paint; yields a RefinedSlice per
+        slice, returns a new result refined, cleaned up and ranked, as without refine_later (core/refinement.py)."""
+        if result.refinement is not None and result.refinement.stack is not self._require_image().stack:
+            raise FewShotError("This result is of another image than the one set; segment it again to refine it.")
+        return (yield from refine_stream(self.refiner, result, first)) if result.refinement else result
 
     def _rank(self, result: SegmentationResult, coarse: dict[int, np.ndarray], skip: Sequence[int] = ()) -> None:
         """Fill result.uncertainty for its predicted slices (not `skip`), from the final labels."""
