@@ -105,7 +105,7 @@ def test_nothing_pending_without_refinement_or_for_another_image(crop, one_call)
 
 
 def test_refine_order_visible_first_then_outward_from_the_paint():
-    assert refine_order(range(10), first=[7], painted=[2]) == [7, 1, 3, 0, 4, 5, 6, 8, 9]
+    assert refine_order([0, 1, 3, 4, 5, 6, 7, 8, 9], first=[7], painted=[2]) == [7, 1, 3, 0, 4, 5, 6, 8, 9]
     assert refine_order([0, 1, 3, 4], first=[2], painted=[]) == [1, 3, 0, 4]  # 2 is not to refine
     assert refine_order([5, 1, 3], painted=[0, 6]) == [1, 5, 3]
     assert refine_order([4, 2, 2]) == [2, 4]
@@ -122,3 +122,25 @@ def test_a_provisional_plane_keeps_only_what_the_clean_up_kept():
     expected = np.zeros_like(refined)
     expected[2:8, 2:8] = expected[3:9, 3:9] = 1
     assert np.array_equal(out, expected) and out.dtype == refined.dtype
+
+
+def test_the_cli_progress_line_draws_a_bar_per_stage_on_a_terminal_only():
+    import io
+
+    from napari_fewshot.core import Progress
+    from napari_fewshot.pipeline import ProgressLine
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal, piped = Terminal(), io.StringIO()
+    for stream in (terminal, piped):
+        line = ProgressLine(stream)
+        for p in (Progress(1, 4, "features of slice 1"), Progress(4, 4, "features of slice 4"),
+                  Progress(1, 2, "refined slice 3 of 9"), Progress(2, 2, "refined slice 5 of 9")):
+            line(p)
+    assert piped.getvalue() == ""
+    lines = terminal.getvalue().split("\n")
+    assert lines[0].endswith("4/4 features of slice 4".ljust(44)) and "[" + "#" * 30 + "]" in lines[0]
+    assert lines[1].split("\r")[-1].startswith("[" + "#" * 30 + "] 2/2 refined slice 5 of 9") and lines[2] == ""

@@ -101,7 +101,8 @@ class JobRunner:
             self._waiting = None  # a background job that has not started gives way
         if self._waiting is not None or (self.worker is not None and not self.background and not background):
             if not background:
-                show_warning(f"{(self._waiting or (None, self.kind))[1]} is still running; wait for it or press Cancel.")
+                kind = self._waiting[1] if self._waiting is not None else self.kind
+                show_warning(f"{kind} is still running; wait for it or press Cancel.")
             return None
         worker = start(fn, *args, on_return=self._guarded(partial(self._on_return, on_return)),
                        on_error=self._guarded(self._on_error), on_finish=self._guarded(self._on_finish),

@@ -103,7 +103,7 @@ class Streaming(QObject):
         layer.refresh()
 
     def _finished(self, result) -> None:
-        """The refined result: its labels (after the clean-up) replace the layer's, Check next and the volumes follow."""
+        """The refined result: its labels (after the clean-up) replace the layer's; Check next, volumes follow."""
         self._timer.stop()
         self._planes = {}
         layer, target = self._layer(), self._target
@@ -122,8 +122,9 @@ class Streaming(QObject):
         self.widget.explain.remember(image, result, whole)
         results.refresh_volumes(self.widget)
         n = len(set(result.segmented_slices) - set(result.support_slices))
+        seconds = self.widget.runner.elapsed()
         self.widget.ui.status_label.setText(
-            f"Refined {n} {image_sets.unit(image)}{'s' * (n != 1)} with LiteMedSAM in {self.widget.runner.elapsed():.1f} s.")
+            f"Refined {n} {image_sets.unit(image)}{'s' * (n != 1)} with LiteMedSAM in {seconds:.1f} s.")
 
     def _ended(self, worker) -> None:
         if worker is self.worker:

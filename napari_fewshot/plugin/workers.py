@@ -99,14 +99,15 @@ def features_job(job: Job, current: int):
 
 def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool, refine_later: bool = False):
     """Segment ``indices`` (None: every non-support slice); returns the SegmentationResult, or a
-    :class:`WholeVolume` when it covers a whole volume with heatmaps. refine_later: the coarse result, its
-    refinement left to plugin/streaming.py."""
+    :class:`WholeVolume` when it covers a whole volume with heatmaps. refine_later: a volume's coarse result, its
+    refinement left to plugin/streaming.py (an image set's images are refined here, one embedding each)."""
     seg = job.session.prepare(job.image, job.params)
     painted = seg.parse_support(job.support, job.empty_slices).slice_indices
     wanted = None if indices is None else sorted(set(indices) | set(painted))
     yield from seg.compute_features(wanted, first=painted)  # one features stage, the support's slices first
     result = yield from seg.segment(job.support, indices=indices, similarity=similarity,
-                                    empty_slices=job.empty_slices, refine_later=refine_later)
+                                    empty_slices=job.empty_slices,
+                                    refine_later=refine_later and seg.cache.stack.is_volume and len(seg.cache.stack) > 1)
     return assemble(result) if indices is None else result
 
 
