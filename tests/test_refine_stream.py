@@ -83,9 +83,10 @@ def test_coarse_then_streamed_refinement_gives_the_one_call_labels(crop, one_cal
 def test_segment_with_prototypes_streams_too(crop, one_call, decodes):
     seg, _ = one_call
     prototypes = seg.prototypes(seg.parse_support(crop[2]))
-    one = run(seg.segment_with(prototypes))
-    coarse = run(seg.segment_with(prototypes, refine_later=True))
-    assert coarse.refinement.indices == list(range(6))
+    plan = [(prototypes, [1, 2]), (prototypes, [3, 4])]  # a plan is one segmentation, cleaned up as a whole
+    one = run(seg.segment_with(plan))
+    coarse = run(seg.segment_with(plan, refine_later=True))
+    assert coarse.refinement.indices == [1, 2, 3, 4]
     before = len(decodes)
     final = run(seg.refine_result(coarse, first=[2]))
     assert len(decodes) == before  # every slice refined by the one-call path just before: reused
@@ -94,14 +95,17 @@ def test_segment_with_prototypes_streams_too(crop, one_call, decodes):
 
 def test_nothing_pending_without_refinement_or_for_another_image(crop, one_call):
     volume, _, support = crop
-    plain = segmenter(volume, refine=False)
-    coarse = run(plain.segment(support, refine_later=True))
-    assert coarse.refinement is None and run(plain.refine_result(coarse)) is coarse
     seg, _ = one_call
+    seg.params = SegmentationParams(refine=RefineParams(enabled=False), input_size=256)
+    try:
+        coarse = run(seg.segment(support, refine_later=True))
+    finally:
+        seg.params = SegmentationParams(refine=RefineParams(enabled=True), input_size=256)
+    assert coarse.refinement is None and run(seg.refine_result(coarse)) is coarse
     coarse = run(seg.segment(support, refine_later=True))
-    plain.set_image(volume[::-1].copy())
+    other = segmenter(volume[::-1].copy())  # no features needed: refused before any
     with pytest.raises(FewShotError, match="another image"):
-        run(plain.refine_result(coarse))
+        run(other.refine_result(coarse))
 
 
 def test_refine_order_visible_first_then_outward_from_the_paint():
