@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_segment(args) -> None:
-    from .pipeline import PaintedSupport, segment_file
+    from .pipeline import PaintedSupport, ProgressLine, segment_file
     from .core import run
     from .core.segmenter import FewShotSegmenter
 
@@ -143,7 +143,8 @@ def _cmd_segment(args) -> None:
                       else "fine-tune: no step")
 
     outcome = segment_file(PaintedSupport(args.support, before), segmenter, args.image, args.out,
-                           overwrite=args.overwrite, heatmaps=args.heatmaps, explain=args.explain)
+                           overwrite=args.overwrite, heatmaps=args.heatmaps, explain=args.explain,
+                           progress=ProgressLine())
     for c, ml in outcome["volumes_ml"].items():
         print(f"  label {c}: {round(ml / outcome['voxel_ml'])} voxels, {ml:.1f} mL")
     _print_written(outcome, started)
@@ -171,7 +172,7 @@ def _check_segment_outputs(args) -> None:
 
 
 def _segment_with_bank(args) -> None:
-    from .pipeline import segment_file
+    from .pipeline import ProgressLine, segment_file
     from .core.bank import PrototypeBank
 
     if args.fine_tune_steps or args.adapt_steps or getattr(args, "fine_tune", None):
@@ -188,7 +189,7 @@ def _segment_with_bank(args) -> None:
     print(bank.describe())
     print(f"encoder {segmenter.encoder.name} on {segmenter.device}")
     outcome = segment_file(bank, segmenter, args.image, args.out, overwrite=args.overwrite, heatmaps=args.heatmaps,
-                           explain=args.explain)
+                           explain=args.explain, progress=ProgressLine())
     for c, ml in outcome["volumes_ml"].items():
         print(f"  label {c} ({bank.class_names[c]}): {round(ml / outcome['voxel_ml'])} voxels, {ml:.1f} mL")
     _print_written(outcome, started)

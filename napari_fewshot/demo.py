@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from .pipeline import PaintedSupport, segment_file
+from .pipeline import PaintedSupport, ProgressLine, segment_file
 from .core import FewShotSegmenter, SegmentationParams, dice
 from .evaluation.datasets import slice_range, spread_slices
 from .io import Volume, read_labels, read_volume, write_mask
@@ -45,7 +45,7 @@ def run_demo(out_dir: str | Path, params: SegmentationParams | None = None, slic
     started = time.perf_counter()
     segmenter = FewShotSegmenter(params or SegmentationParams())
     outcome = segment_file(PaintedSupport(support), segmenter, volume, out_dir / "prediction.nii.gz", overwrite=True,
-                           heatmaps=out_dir, heatmap_names=names, keep_result=True)
+                           heatmaps=out_dir, heatmap_names=names, keep_result=True, progress=ProgressLine())
     result = outcome["result"]
     seconds = time.perf_counter() - started
     log(f"encoder {segmenter.encoder.name} on {segmenter.device}: {len(volume.data)} slices in {seconds:.1f} s")

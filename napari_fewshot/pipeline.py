@@ -10,6 +10,7 @@ and the demo run this one function, so a scan is segmented the same way wherever
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,32 @@ class PaintedSupport:
     before: Callable[[Any, Any], None] | None = None
 
 
+class ProgressLine:
+    """A text progress bar on a terminal (stderr by default) for the core's Progress reports, one line per
+    stage ("features", "refined", ...), rewritten in place; nothing when the stream is not a terminal."""
+
+    WIDTH = 30
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._stage = None
+
+    def __call__(self, p) -> None:
+        if not self.enabled or p.total <= 0:
+            return
+        stage = (p.message.split() or ["working"])[0]
+        if self._stage is not None and stage != self._stage:
+            self.stream.write("\n")
+        self._stage = stage
+        filled = round(self.WIDTH * min(p.done, p.total) / p.total)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {p.done}/{p.total} {p.message:<40}")
+        if p.done >= p.total:
+            self.stream.write("\n")
+            self._stage = None
+        self.stream.flush()
+
+
 def refuse_unusable(volume, path) -> None:
     """FewShotError when a scan has nothing to segment: every pixel NaN or infinite."""
     import numpy as np
@@ -41,13 +68,14 @@ def refuse_unusable(volume, path) -> None:
 def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str | os.PathLike,
                  overwrite: bool = False, heatmaps: str | os.PathLike | None = None,
                  heatmap_names: dict[int, str] | None = None, keep_result: bool = False,
-                 explain: str | os.PathLike | None = None) -> dict[str, Any]:
+                 explain: str | os.PathLike | None = None, progress: Callable | None = None) -> dict[str, Any]:
     """Read one scan, segment it, write the mask (read back to check it), optionally the heatmaps.
 
     source: a PrototypeBank (`segmenter` from ``bank.make_segmenter``) or a :class:`PaintedSupport`.
     image_path: the scan's file or folder (or a Volume already read).
     heatmaps: a folder for one similarity map per class (see :func:`write_heatmaps`).
     explain: a folder for the provenance maps (see :func:`write_provenance`), made before the scan is released.
+    progress: called with each core Progress report (features, matching, LiteMedSAM refinement), e.g. a ProgressLine.
     Returns {"slices", "spacing", "voxel_ml", "volumes_ml": {class id: mL}, "seconds": {read, features,
     matching, write}, "written": [paths], "mask": the mask's file (a PNG set: its folder), "shape", "class_ids",
     "segmented_slices"} (+ "volume", "result", "support" with `keep_result`). The mask is written with the class
@@ -86,12 +114,12 @@ def segment_file(source, segmenter, image_path: str | os.PathLike, out_path: str
     try:
         if support is not None and source.before is not None:
             source.before(segmenter, support, volume)
-        run(segmenter.compute_features())
+        run(segmenter.compute_features(), progress)
         t2 = time.perf_counter()
         if support is not None:
-            result = run(segmenter.segment(support, similarity=heatmaps is not None))
+            result = run(segmenter.segment(support, similarity=heatmaps is not None), progress)
         else:
-            result = run(source.segment(segmenter, similarity=heatmaps is not None))
+            result = run(source.segment(segmenter, similarity=heatmaps is not None), progress)
         provenance = run(provenance_maps(result)) if explain is not None else None
     finally:
         segmenter.release_image()  # free the features of this scan

@@ -39,6 +39,15 @@ def autosave_dir(tmp_path, monkeypatch):
     return folder
 
 
+@pytest.fixture(autouse=True)
+def coarse_volumes(request, monkeypatch):
+    """LiteMedSAM refines volumes by default on every device (core/config.py RefineParams.enabled_for); on a
+    2-core CPU that costs several times a volume's coarse segmentation, so a test keeps volumes coarse unless
+    it is marked `refine_default` (or asks for refinement in its params). 2D images keep their default."""
+    if request.node.get_closest_marker("refine_default") is None:
+        monkeypatch.setattr("napari_fewshot.core.config.REFINE_VOLUMES_BY_DEFAULT", False)
+
+
 @pytest.fixture
 def real_data():
     """Skips without ../shared/data on a developer's machine; fails under CI=true (see shared_data)."""

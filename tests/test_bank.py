@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from napari_fewshot.cli import _bank_pairs, build_parser, main
-from napari_fewshot.core import FineTuneParams, SegmentationParams, dice, run
+from napari_fewshot.core import FineTuneParams, RefineParams, SegmentationParams, dice, run
 from napari_fewshot.core import FewShotSegmenter
 from napari_fewshot.core.bank import SCHEMA_VERSION, PrototypeBank
 from napari_fewshot.core.prototypes import build_prototypes
@@ -21,7 +21,8 @@ from napari_fewshot.io import read_labels, read_volume, write_mask
 from shared_data import CHAOS, CHAOS_CASES, require
 
 LIVER, SPLEEN = 1, 4
-PARAMS = SegmentationParams(device="cpu", input_size=160)  # smaller than the default 384: quick on 2 cores
+# smaller than the default 384: quick on 2 cores; no LiteMedSAM refinement (batch's worker processes would refine)
+PARAMS = SegmentationParams(device="cpu", input_size=160, refine=RefineParams(enabled=False))
 
 
 def crop_case(case: str, folder, slices: int = 6, shift: int = 0):

@@ -212,12 +212,14 @@ def test_only_the_largest_components_are_prompted():
     assert seen == [3] and np.array_equal(out, labels)
 
 
-def test_the_default_refines_image_sets_everywhere_and_volumes_on_a_gpu_only():
+@pytest.mark.refine_default
+def test_the_default_refines_image_sets_and_volumes_everywhere():
     images, volume = ImageStack([np.zeros((20, 30)), np.ones((25, 20))]), ImageStack(np.zeros((4, 20, 20)))
     auto = SegmentationParams().refine
     assert auto.enabled is None and auto.enabled_for(images, "cpu") and auto.enabled_for(images)
-    assert not auto.enabled_for(volume, "cpu") and not auto.enabled_for(volume)
+    assert auto.enabled_for(volume, "cpu") and auto.enabled_for(volume)  # the widget streams it in (core/refinement.py)
     assert auto.enabled_for(volume, torch.device("cuda", 0))
+    assert not RefineParams(enabled=False).enabled_for(volume, "cpu")
     assert not RefineParams(enabled=False).enabled_for(images, "cuda")
     assert RefineParams(enabled=True).enabled_for(volume, "cpu")
 

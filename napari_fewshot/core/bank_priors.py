@@ -10,7 +10,7 @@ part as priors, one :class:`ClassPrior` per class, measured on its support slice
   (y, x in [0, 1]), the mean over its support slices and their spread;
 - ``area``: its painted area per slice as a fraction of the body's area.
 
-:func:`apply_priors` (FewShotSegmenter._finish, for prototypes without paint) removes, per class, the
+:func:`apply_priors` (core/finishing.finish_result, for prototypes without paint) removes, per class, the
 2D pieces far from where the class was in the plane, the slices far from where it was along the body
 (only when the whole scan was segmented with one prototype set: a plan of slice ranges already says
 where), and then the 3D clean-up keeps the largest component of what is left. The body is found by

@@ -21,7 +21,7 @@ SupportMode = Literal["dense", "scribble"]
 Modality = Literal["auto", "ct", "mr", "us", "none"]
 # The measured defaults of RefineParams.enabled=None (see RefineParams.enabled_for; figures in BENCHMARKS.md).
 REFINE_IMAGES_BY_DEFAULT = True
-REFINE_VOLUMES_BY_DEFAULT = True  # on a GPU only
+REFINE_VOLUMES_BY_DEFAULT = True  # on every device: the widget streams it in after the coarse result
 MAX_INPUT_SIZE = 2_048  # encoder input side in pixels; larger asks for absurd memory
 
 
@@ -79,14 +79,14 @@ class RefineParams:
 
     def enabled_for(self, stack, device=None) -> bool:
         """Whether segmenting this ImageStack on `device` refines with LiteMedSAM: `enabled` when set; else
-        the measured default (BENCHMARKS.md, "LiteMedSAM"): on for 2D images and image sets, where it
-        costs one embedding per predicted image; on for a volume only on a GPU, since on a CPU it costs
-        several times the rest of a volume's segmentation."""
+        the measured default (BENCHMARKS.md, "LiteMedSAM" and "Coarse first, refined as it arrives"): on for
+        2D images and image sets, and for volumes on every device. On a CPU a volume's refinement costs
+        several times its coarse segmentation: the widget shows the coarse result first and streams the
+        refined slices in (core/refinement.py); the CLI and the demo wait for it (`--no-refine` for speed).
+        `device` is kept for callers; no default depends on it."""
         if self.enabled is not None:
             return self.enabled
-        if not (stack.is_volume and len(stack) > 1):
-            return REFINE_IMAGES_BY_DEFAULT
-        return REFINE_VOLUMES_BY_DEFAULT and device is not None and str(device).startswith("cuda")
+        return REFINE_VOLUMES_BY_DEFAULT if stack.is_volume and len(stack) > 1 else REFINE_IMAGES_BY_DEFAULT
 
 
 @dataclass

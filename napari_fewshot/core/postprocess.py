@@ -17,7 +17,7 @@ Three cheap steps, each a function of plain arrays so they are usable (and testa
 
 A 2D image (one image, or each image of an image set such as BUSI) is independent of the others:
 :func:`keep_largest_per_image` keeps each class's largest connected component in it (a lesion is
-one blob). FewShotSegmenter runs these steps the same way for paint and for a bank (its `_finish`).
+one blob). FewShotSegmenter runs these steps the same way for paint and for a bank (core/finishing.py).
 """
 
 from __future__ import annotations

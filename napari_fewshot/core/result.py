@@ -19,6 +19,7 @@ class SegmentationResult(Explainable):
         matching's confidence along the final labels' boundaries (see core/uncertainty.py): what to check first.
     similarity_range: image sets: class label value -> (low, high), the heatmaps' one colour range on every
         image, from the support's own similarity levels (candidate_score.py); empty for a volume.
+    refinement: set when LiteMedSAM refinement is still to come (FewShotSegmenter.refine_result), else None.
     """
 
     labels: np.ndarray | list[np.ndarray]
@@ -29,6 +30,8 @@ class SegmentationResult(Explainable):
     uncertainty: dict[int, float] = field(default_factory=dict)
     similarity_range: dict[int, tuple[float, float]] = field(default_factory=dict)
     explainer: Explainer | None = field(default=None, repr=False)  # for explain(z, y, x): core/provenance.py
+    # a coarse result of segment(..., refine_later=True) still to refine: core/refinement.PendingRefinement
+    refinement: object | None = field(default=None, repr=False)
 
     def check_order(self, exclude=()) -> list[int]:
         """Predicted slices, the most unsure first (ties: lower index first), without `exclude`."""

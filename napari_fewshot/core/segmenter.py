@@ -5,6 +5,8 @@
     result = run(seg.segment(support))          # support: label map of the same shape
     result.labels                               # (S, H, W) with the support's label values; result.explain(z, y, x)
     result = run(seg.segment_with(prototypes))  # ready prototypes (a bank's): finished the same way
+    coarse = run(seg.segment(support, refine_later=True))  # at once; then, slice by slice (core/refinement.py):
+    result = run(seg.refine_result(coarse, first=[z]))     # yields RefinedSlice, returns what segment gives
 
 Expensive work (encoder features) is cached per slice; `segment` after a new stroke redoes only matching.
 """
@@ -27,10 +29,12 @@ from .encoder_weights import EncoderWeights
 from .encoders import Encoder
 from .encoders.litemedsam import shared_build
 from .features import FeatureCache
+from .finishing import finish_result
 from .finetune import Adaptation
 from .memory import trim_now
 from .progress import Progress
 from .provenance import OTHER_SCAN, Explainer
+from .refinement import PendingRefinement, refine_stream
 from .result import SegmentationResult
 from .matching import MatchCache, PrototypeGroup
 from .prototypes import PrototypeSet, SlicePrototypes, capped_local, combine_slices, global_prototypes, pool_slice
@@ -216,7 +220,8 @@ class FewShotSegmenter:
         return groups
 
     def segment(self, support, indices: Sequence[int] | None = None, similarity: bool = False,
-                empty_slices: Sequence[int] = ()) -> Generator[Progress, None, SegmentationResult]:
+                empty_slices: Sequence[int] = (), refine_later: bool = False,
+                ) -> Generator[Progress, None, SegmentationResult]:
         """Segment `indices` (default: every slice that is not a support slice) from the support.
 
         support: label map shaped like the image ((S, H, W) or a list of (H_i, W_i)).
@@ -224,7 +229,8 @@ class FewShotSegmenter:
         background by definition) and predicted in scribble mode. `empty_slices` are slices checked
         and found free of every class: support too, all background. Yields Progress per slice.
         Matching is remembered per support slice, so segmenting again after one slice's paint changed
-        matches only that slice's prototypes again.
+        matches only that slice's prototypes again. refine_later: when RefineParams refines this image,
+        return the coarse result (cleaned up and ranked) for `refine_result` to refine (core/refinement.py).
         """
         cache = self._require_image()
         support_set = self.parse_support(support, empty_slices)
@@ -257,12 +263,13 @@ class FewShotSegmenter:
             result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)
         result.support_slices = copied
         result.explainer = Explainer.for_support(self, support_set)
-        self._finish(result, coarse, whole_volume, support_set)
+        finish = partial(finish_result, self, coarse=coarse, whole=whole_volume, support_set=support_set)
+        yield from self._refine_and_finish(result, finish, refine_later, support_set.slice_indices)
         return result
 
     def segment_with(self, prototypes: PrototypeSet | Sequence[tuple[PrototypeSet, Sequence[int]]],
                      indices: Sequence[int] | None = None, similarity: bool = False, priors=None,
-                     ) -> Generator[Progress, None, SegmentationResult]:
+                     refine_later: bool = False) -> Generator[Progress, None, SegmentationResult]:
         """Segment the current image with ready prototypes (possibly pooled from another scan), finished
         like `segment`: the same clean-up (for a whole volume, anchored on each class's largest 3D
         component since there is no paint), heatmaps and uncertainty ranking. Yields Progress per slice.
@@ -271,7 +278,7 @@ class FewShotSegmenter:
         indices) pairs, one set per slice range, all with the same class ids (the across protocol's
         chunks); a plan is one segmentation, cleaned up over the slices it covers, and `indices` is unused.
         Slices not segmented are 0 in the result. priors: class id -> core/bank_priors.ClassPrior (a bank's),
-        applied before the 3D clean-up (bank_priors.apply_priors).
+        applied before the 3D clean-up (bank_priors.apply_priors). refine_later: as in `segment`.
         """
         plan = [(prototypes, indices)] if isinstance(prototypes, PrototypeSet) else list(prototypes)
         if not plan:
@@ -294,7 +301,9 @@ class FewShotSegmenter:
                         result.similarity[c][i] = piece.similarity[c][i]
             result.segmented_slices = sorted(set(result.segmented_slices) | set(piece.segmented_slices))
         result.explainer = Explainer(self.cache, plan, OTHER_SCAN)
-        self._finish(result, coarse, indices is None or not isinstance(prototypes, PrototypeSet), priors=priors)
+        whole = indices is None or not isinstance(prototypes, PrototypeSet)
+        finish = partial(finish_result, self, coarse=coarse, whole=whole, priors=priors)
+        yield from self._refine_and_finish(result, finish, refine_later)
         return result
 
     def _set_groups(self, prototypes: PrototypeSet):
@@ -307,46 +316,6 @@ class FewShotSegmenter:
         self._matches.retain([key])
         return [PrototypeGroup.make(key, prototypes.vectors, prototypes.owner, prototypes.n_classes,
                                     prototypes.origins)]
-
-    def _finish(self, result: SegmentationResult, coarse: dict[int, np.ndarray], whole: bool,
-                support_set: SupportSet | None = None, priors=None) -> None:
-        """The one finishing step of `segment` and `segment_with`, in place: clean-up, then the ranking.
-
-        whole: every slice of the result's segmentation was asked for (a slice subset of a volume gets no
-        3D clean-up: the unsegmented slices would cut organs off from their anchor). support_set: the
-        paint anchoring the 3D clean-up; None (a prototype set) anchors each class on its largest 3D
-        component. Slices copied from the paint (result.support_slices) stay exactly as painted, and an
-        image the user painted on is never pruned: in scribble mode, the objects they left unpainted on
-        it are exactly what they asked the model to find.
-        """
-        stack = self._require_image().stack
-        volume = stack.is_volume and len(stack) > 1
-        copied = list(result.support_slices)
-        if self.params.postprocess and volume and whole:
-            from .postprocess import postprocess_volume, support_hints
-
-            painted, seeds = {}, {}
-            if support_set is not None:
-                painted, seeds = support_hints(support_set.targets, support_set.class_ids, result.labels.shape)
-            labels = result.labels
-            if priors and support_set is None:  # a bank's priors: where its classes were (core/bank_priors.py)
-                from .bank_priors import apply_priors
-
-                redrawn = self.params.refine.enabled_for(stack, self.device)
-                labels = apply_priors(labels, result.class_ids, priors, stack, result.segmented_slices,
-                                      None if redrawn else coarse)
-            cleaned = postprocess_volume(labels, result.class_ids, painted, seeds,
-                                         self.params.postprocess_grow)
-            keep = np.ones(len(cleaned), bool)
-            keep[copied] = False
-            result.labels[keep] = cleaned[keep]
-        elif self.params.postprocess and not volume:
-            from .postprocess import keep_largest_per_image
-
-            painted = set(support_set.slice_indices) if support_set is not None else set()
-            predicted = [i for i in result.segmented_slices if i not in painted]
-            keep_largest_per_image(result.labels, result.class_ids, predicted)
-        self._rank(result, coarse, copied)
 
     def _segment_groups(self, groups, class_ids: list[int], indices: Sequence[int] | None, similarity: bool,
                         support_set: SupportSet | None = None) -> Generator[Progress, None, SegmentationResult]:
@@ -374,29 +343,40 @@ class FewShotSegmenter:
             trim_now(n + 1)
             if n % 8 == 7 or n == len(indices) - 1:
                 yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
-        images = not (cache.stack.is_volume and len(cache.stack) > 1)
-        if self.params.refine.enabled_for(cache.stack, self.device) and images and self.params.refine.select:
-            from .select_objects import select_planes, support_profiles  # LiteMedSAM proposes, the best is kept
+        if self._selects(cache.stack):  # 2D images: LiteMedSAM proposes, the most distinct is kept
+            from .select_objects import select_planes, support_profiles
 
             profiles = support_profiles(support_set.targets if support_set else {}, len(class_ids))
             yield from select_planes(self.refiner, cache.stack, labels, indices, list(class_ids), coarse, profiles,
                                      self._selected)
-        elif self.params.refine.enabled_for(cache.stack, self.device):  # LiteMedSAM redraws each component
-            yield from self.refiner.refine(cache.stack, labels, indices, list(class_ids))
         out = np.stack(labels) if cache.stack.is_volume else labels
         return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {}), coarse
 
-    def _rank(self, result: SegmentationResult, coarse: dict[int, np.ndarray], skip: Sequence[int] = ()) -> None:
-        """Fill result.uncertainty for its predicted slices (not `skip`), from the final labels."""
-        from .uncertainty import rank_slices, refiner_decoder
+    def _refine_and_finish(self, result: SegmentationResult, finish, later: bool, painted: Sequence[int] = ()):
+        """Refine the coarse `result`'s predicted slices by LiteMedSAM if RefineParams says so (with `later`:
+        left to `refine_result`), then `finish` it (clean-up, ranking) in place."""
+        stack = self._require_image().stack
+        predicted = [i for i in result.segmented_slices if i not in set(result.support_slices)]
+        if not predicted or not self.params.refine.enabled_for(stack, self.device) or self._selects(stack):
+            finish(result)  # (selection drew the images already, in _segment_groups)
+        elif later:
+            PendingRefinement.finish_coarse(result, stack, finish, predicted, painted)
+        else:  # LiteMedSAM redraws each component; the clean-up comes after
+            yield from self.refiner.refine(stack, result.labels, predicted, list(result.class_ids))
+            finish(result)
 
-        skip = set(skip)
-        wanted = {i: m for i, m in coarse.items() if i not in skip}
-        stack = self._require_image().stack  # an image set refined by LiteMedSAM: its stability ranks too
-        redraw = not stack.is_volume and self.params.refine.enabled_for(stack, self.device)
-        decode = refiner_decoder(self.refiner, stack) if redraw else None
-        result.uncertainty = rank_slices(wanted, result.labels, stack.is_volume, self.params.scale,
-                                         support=sorted(skip), decode=decode)
+    def _selects(self, stack: ImageStack) -> bool:
+        """Whether LiteMedSAM draws this image's objects by propose and select (RefineParams.select: 2D images)."""
+        images = not (stack.is_volume and len(stack) > 1)
+        return images and self.params.refine.select and self.params.refine.enabled_for(stack, self.device)
+
+    def refine_result(self, result: SegmentationResult, first: Sequence[int] = (),
+                      ) -> Generator[Progress, None, SegmentationResult]:
+        """Refine a `refine_later` result: `first` first, then outward from the paint; yields a RefinedSlice per
+        slice, returns a new result refined, cleaned up and ranked, as without refine_later (core/refinement.py)."""
+        if result.refinement is not None and result.refinement.stack is not self._require_image().stack:
+            raise FewShotError("This result is of another image than the one set; segment it again to refine it.")
+        return (yield from refine_stream(self.refiner, result, first)) if result.refinement else result
 
     def _coarse_similarity(self, groups, indices: Sequence[int]):
         """Slice index -> (K + 1, h, w) float32 best similarity per class on the feature grid."""

@@ -6,7 +6,9 @@ and shows failures as notifications (a plain sentence for FewShotError; anything
 traceback sent to the log, never a dialog). Every job ends with a status line saying how: done
 (with its time), cancelled, or failed and why. A *live update* is a short job the user did not ask
 for explicitly: it runs only when nothing else does, and a job started meanwhile waits for it,
-since both use the same segmenter.
+since both use the same segmenter. A *background* job (the streamed refinement, plugin/streaming.py) shows its
+progress and takes Cancel like a job but leaves the controls enabled: a job launched meanwhile cancels it
+and starts when it has stopped (after its current step), and a live update waits for it.
 
 napari's progress bar calls ``QApplication.processEvents()`` whenever it changes, so any worker
 signal can be delivered *inside* an update of it. The runner therefore never touches that bar
@@ -71,6 +73,8 @@ class JobRunner:
         self._in_napari = False  # inside a call on napari's bar (which processes events)
         self._returned = False  # the running job returned its result
         self._ended = ""  # "cancelled" or "failed": what the bar says when the job ends without a result
+        self.background = False  # the running job is a background job (see the module docstring)
+        self._waiting = None  # (worker, kind): a job launched while a background job was stopping
         self.closed = False
         self._timer = QTimer(ui.progress_bar)  # dies with the bar, after the bar's destroyed (see the docstring)
         self._timer.setInterval(PUSH_INTERVAL_MS)
@@ -79,26 +83,43 @@ class JobRunner:
 
     @property
     def busy(self) -> bool:
-        return self.worker is not None or self.live_worker is not None
+        """A job (background ones too) or a live update runs, or a job waits to start."""
+        return self.worker is not None or self.live_worker is not None or self._waiting is not None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def launch(self, kind: str, fn, *args, on_return, on_preview=None):
-        """Start job ``fn(*args)``; None when one is already running (the user is told)."""
+    def launch(self, kind: str, fn, *args, on_return, on_preview=None, on_report=None, background=False):
+        """Start job ``fn(*args)``; None when one is already running (the user is told). A running background job
+        is cancelled and this one starts once it has stopped; a background job waits for any job to finish
+        (None when one is already waiting). ``on_report``: called with each Progress (after the bar shows it)."""
         from napari.utils.notifications import show_warning
 
         if self.closed:
             return None
-        if self.worker is not None:
-            show_warning(f"{self.kind} is still running; wait for it or press Cancel.")
+        if self._waiting is not None and self._waiting[2] and not background:
+            self._waiting = None  # a background job that has not started gives way
+        if self._waiting is not None or (self.worker is not None and not self.background and not background):
+            if not background:
+                kind = self._waiting[1] if self._waiting is not None else self.kind
+                show_warning(f"{kind} is still running; wait for it or press Cancel.")
             return None
         worker = start(fn, *args, on_return=self._guarded(partial(self._on_return, on_return)),
                        on_error=self._guarded(self._on_error), on_finish=self._guarded(self._on_finish),
                        autostart=False)
-        worker.yielded.connect(self._guarded(partial(self._on_yield, worker, on_preview)))
+        worker.yielded.connect(self._guarded(partial(self._on_yield, worker, on_preview, on_report)))
         worker.aborted.connect(self._guarded(self._on_abort))
+        if self.worker is not None:  # starts once the running job has ended (_on_finish); a background one is stopped
+            self._waiting = (worker, kind, background)
+            if self.background and not self._returned:
+                self.worker.quit()
+            return worker
+        self._begin(worker, kind, background)
+        return worker
+
+    def _begin(self, worker, kind: str, background: bool) -> None:
         self.worker, self.kind, self.started, self.steps_done = worker, kind, time.perf_counter(), 0
+        self.background = background
         self._returned, self._latest, self._ended = False, None, ""
         self._set_busy(True)
         self.ui.status_label.setText(f"{kind}...")
@@ -108,7 +129,13 @@ class JobRunner:
             self._queued = worker
         else:
             worker.start()
-        return worker
+
+    def cancel_background(self) -> None:
+        """Stop a running background job after its current step (nothing else)."""
+        if self._waiting is not None and self._waiting[2]:
+            self._waiting = None  # it never started
+        elif self.worker is not None and self.background and not self._returned:
+            self.worker.quit()
 
     def launch_live(self, fn, *args, on_return, on_error, on_finish):
         """Start a live update unless anything runs; returns the worker or None."""
@@ -140,7 +167,7 @@ class JobRunner:
         self.closed = True
         self.after = None
         self._timer.stop()
-        for worker in (self.worker, self.live_worker, self._queued):
+        for worker in (self.worker, self.live_worker, self._queued, (self._waiting or (None,))[0]):
             if worker is not None:
                 worker.quit()
         pbar, self._pbar = self._pbar, None
@@ -161,7 +188,7 @@ class JobRunner:
 
         return call
 
-    def _on_yield(self, worker, on_preview, item) -> None:
+    def _on_yield(self, worker, on_preview, on_report, item) -> None:
         if worker is not self.worker:
             return  # a late report of a job that has finished
         if isinstance(item, Preview):
@@ -169,6 +196,8 @@ class JobRunner:
                 on_preview(item.result)
         else:
             self._progress(item)
+            if on_report is not None:
+                on_report(item)
 
     def _progress(self, p) -> None:
         """Show report ``p`` in the widget (never processes events); napari's bar gets it on the next tick."""
@@ -214,7 +243,7 @@ class JobRunner:
         pbar, self._pbar = self._pbar, None
         self._timer.stop()
         self._latest = None
-        self.worker = None
+        self.worker, self.background = None, False
         self._set_busy(False)
         if self._returned:
             self._show_bar(1, 1, "done")
@@ -222,7 +251,12 @@ class JobRunner:
             self._show_bar(0, 1, self._ended or "stopped")
         self._ended = ""
         after, self.after = self.after, None
-        if after is None or after() is None:  # a follow-up job calls on_idle when it finishes
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:  # launched while a background job was stopping: its turn now
+            self._begin(*waiting)
+            if after is not None:
+                self.after = after
+        elif after is None or after() is None:  # a follow-up job calls on_idle when it finishes
             self._on_idle()
         self._close_bar(pbar)
 
@@ -272,5 +306,5 @@ class JobRunner:
 
     def _set_busy(self, busy: bool) -> None:
         for control in self.ui.job_controls():
-            control.setEnabled(not busy)
+            control.setEnabled(not busy or self.background)
         self.ui.cancel_button.setEnabled(busy)

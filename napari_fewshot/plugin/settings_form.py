@@ -56,8 +56,8 @@ def _main_rows(encoders: list[str]) -> tuple[Row, ...]:
         Row("background_label", {"value": 1, "min": 1, "max": 65535}),  # the core sets no range for a label value
         Row("refine.enabled",
             tooltip="Each predicted organ or lesion becomes a box for LiteMedSAM, which redraws its outline.\n"
-                    "Automatic: where it was measured to help at an acceptable cost\n"
-                    "(2D images and image sets; a volume only on a GPU)."),
+                    "Automatic: on (measured to help on volumes and 2D images); a volume shows its\n"
+                    "coarse result first, and the refined slices replace it as they arrive."),
     )
 
 

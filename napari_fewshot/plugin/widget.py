@@ -27,7 +27,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
 from ..errors import FewShotError
-from . import VOLUME_KEY, banks, corrections, exporting, fine_tuning, guidance, image_sets, layers, results
+from . import VOLUME_KEY, banks, corrections, exporting, fine_tuning, guidance, image_sets, layers, results, streaming
 from .autosave import SupportAutosave
 from .box_tool import BoxTool
 from .explain import ExplainTool
@@ -66,6 +66,7 @@ class FewShotWidget(QWidget):
         self.guidance = guidance.Guidance(self)  # next-step hint, scan selected after an open, background label
         self.boxes = BoxTool(self)  # Box -> paint: rectangles become support paint (LiteMedSAM)
         self.explain = ExplainTool(self)  # which painted slice a prediction looks like (the Explain box)
+        self.streaming = streaming.Streaming(self)  # LiteMedSAM refines Segment's coarse result in the background
 
     # -- public state ----------------------------------------------------------------------
     @property
@@ -166,7 +167,7 @@ class FewShotWidget(QWidget):
         on_return = partial(self._show_result, job.session, image, self.support_layer, indices is None)
         preview = partial(self._show_result, job.session, image, self.support_layer, False, quiet=True)
         return self.runner.launch("Segmenting", segment_job, job, indices, self.ui.heatmap_check.isChecked(),
-                                  self.current_slice(), on_return=on_return, on_preview=preview)
+                                  self.current_slice(), True, on_return=on_return, on_preview=preview)
 
     def fine_tune(self, steps: int | None = None, learning_rate: float | None = None):
         """Fine-tune on the signed slices (plugin/fine_tuning.py); when it completes, the prediction is refreshed."""
@@ -311,6 +312,7 @@ class FewShotWidget(QWidget):
         self.corrections.remember(session, result, whole)  # a whole-volume result orders Check next
         results.refresh_volumes(self)
         self.explain.remember(image, result, whole)
+        self.streaming.follow(session, image, support, whole, result)  # when refinement is to come
         if not quiet:
             self._done(results.summary(result, image))
 
@@ -353,7 +355,7 @@ class FewShotWidget(QWidget):
         ui.export_heatmaps_button.clicked.connect(lambda: self.export_heatmaps())
         ui.save_bank_button.clicked.connect(lambda: self.save_prototypes())
         ui.load_bank_button.clicked.connect(lambda: self.load_prototypes())
-        ui.heatmap_check.toggled.connect(self._show_heatmaps)
+        ui.heatmap_check.toggled.connect(lambda on: results.show_heatmaps(self, on) and self._refresh_prediction())
         ui.live_check.toggled.connect(self.live.schedule)
 
     def closeEvent(self, event) -> None:
@@ -367,6 +369,7 @@ class FewShotWidget(QWidget):
         self.guidance.close()
         self.boxes.close()
         self.explain.close()
+        self.streaming.close()
         events = self.viewer.layers.events
         for event_ in (events.inserted, events.removed, events.moved, events.reordered):
             event_.disconnect(self._refresh_layer_choices)
@@ -388,10 +391,6 @@ class FewShotWidget(QWidget):
         session = self._sessions.pop(id(layers.unwrap(event.value)), None)
         if session is not None:
             session.disconnect()
-
-    def _show_heatmaps(self, visible: bool) -> None:
-        if results.show_heatmaps(self, visible):  # none yet: segment again, which computes them
-            self._refresh_prediction()
 
     def _layer_named(self, name: str, kind):
         layer = self.viewer.layers[name] if name and name in self.viewer.layers else None

@@ -97,20 +97,25 @@ def features_job(job: Job, current: int):
     return len(seg.cache)
 
 
-def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool, current: int | None = None):
+def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool, current: int | None = None,
+                refine_later: bool = False):
     """Segment ``indices`` (None: every non-support slice); returns the SegmentationResult, or a
     :class:`WholeVolume` when it covers a whole volume with heatmaps. A whole volume's ``current`` (visible)
-    slice is segmented first and yielded as a :class:`Preview`: its matches are remembered, so the whole
-    volume then costs no more, and the user sees the slice they look at long before the rest."""
+    slice is segmented first and yielded as a :class:`Preview` (coarse): its matches are remembered, so the
+    whole volume then costs no more, and the user sees the slice they look at long before the rest.
+    refine_later: a volume's coarse result, its refinement left to plugin/streaming.py (an image set's images
+    are refined here, one embedding each)."""
     seg = job.session.prepare(job.image, job.params)
     painted = seg.parse_support(job.support, job.empty_slices).slice_indices
     wanted = None if indices is None else sorted(set(indices) | set(painted))
     yield from seg.compute_features(wanted, first=painted)  # one features stage, the support's slices first
     if indices is None and current is not None and current not in painted and len(seg.cache.stack) > 1 \
             and seg.cache.stack.is_volume:
-        yield Preview((yield from seg.segment(job.support, indices=[current], empty_slices=job.empty_slices)))
+        yield Preview((yield from seg.segment(job.support, indices=[current], empty_slices=job.empty_slices,
+                                              refine_later=refine_later)))
     result = yield from seg.segment(job.support, indices=indices, similarity=similarity,
-                                    empty_slices=job.empty_slices)
+                                    empty_slices=job.empty_slices,
+                                    refine_later=refine_later and seg.cache.stack.is_volume and len(seg.cache.stack) > 1)
     return assemble(result) if indices is None else result
 
 

@@ -1,0 +1,67 @@
+"""The one finishing step of a segmentation (FewShotSegmenter.segment and segment_with): the 3D clean-up
+of a volume (anchored on the paint, or for a prototype bank on each class's largest component after its
+priors, core/bank_priors.py), the largest object per 2D image, then Check next's ranking (core/uncertainty.py).
+Run on the coarse labels, and again on the refined ones when refinement streams (core/refinement.py)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .result import SegmentationResult
+from .support import SupportSet
+
+
+def finish_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndarray], whole: bool,
+                  support_set: SupportSet | None = None, priors=None) -> None:
+    """The finishing step of `segmenter` (a FewShotSegmenter) `segment` and `segment_with`, in place: clean-up,
+    then the ranking.
+
+    whole: every slice of the result's segmentation was asked for (a slice subset of a volume gets no
+    3D clean-up: the unsegmented slices would cut organs off from their anchor). support_set: the
+    paint anchoring the 3D clean-up; None (a prototype set) anchors each class on its largest 3D
+    component. Slices copied from the paint (result.support_slices) stay exactly as painted, and an
+    image the user painted on is never pruned: in scribble mode, the objects they left unpainted on
+    it are exactly what they asked the model to find.
+    """
+    stack = segmenter._require_image().stack
+    volume = stack.is_volume and len(stack) > 1
+    copied = list(result.support_slices)
+    if segmenter.params.postprocess and volume and whole:
+        from .postprocess import postprocess_volume, support_hints
+
+        painted, seeds = {}, {}
+        if support_set is not None:
+            painted, seeds = support_hints(support_set.targets, support_set.class_ids, result.labels.shape)
+        labels = result.labels
+        if priors and support_set is None:  # a bank's priors: where its classes were (core/bank_priors.py)
+            from .bank_priors import apply_priors
+
+            redrawn = segmenter.params.refine.enabled_for(stack, segmenter.device)
+            labels = apply_priors(labels, result.class_ids, priors, stack, result.segmented_slices,
+                                  None if redrawn else coarse)
+        cleaned = postprocess_volume(labels, result.class_ids, painted, seeds,
+                                     segmenter.params.postprocess_grow)
+        keep = np.ones(len(cleaned), bool)
+        keep[copied] = False
+        result.labels[keep] = cleaned[keep]
+    elif segmenter.params.postprocess and not volume:
+        from .postprocess import keep_largest_per_image
+
+        painted = set(support_set.slice_indices) if support_set is not None else set()
+        predicted = [i for i in result.segmented_slices if i not in painted]
+        keep_largest_per_image(result.labels, result.class_ids, predicted)
+    rank_result(segmenter, result, coarse, copied)
+
+def rank_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndarray], skip: Sequence[int] = ()) -> None:
+    """Fill result.uncertainty for its predicted slices (not `skip`), from the final labels."""
+    from .uncertainty import rank_slices, refiner_decoder
+
+    skip = set(skip)
+    wanted = {i: m for i, m in coarse.items() if i not in skip}
+    stack = segmenter._require_image().stack  # an image set refined by LiteMedSAM: its stability ranks too
+    redraw = not stack.is_volume and segmenter.params.refine.enabled_for(stack, segmenter.device)
+    decode = refiner_decoder(segmenter.refiner, stack) if redraw else None
+    result.uncertainty = rank_slices(wanted, result.labels, stack.is_volume, segmenter.params.scale,
+                                     support=sorted(skip), decode=decode)

@@ -1,0 +1,171 @@
+"""Coarse first, refined as it arrives: the widget's LiteMedSAM refinement in the background.
+
+Segment shows the prototype result as soon as it is there (the core's ``segment(..., refine_later=True)``).
+When that result still has refinement to come (``SegmentationResult.refinement``, see core/refinement.py),
+a *background* job (plugin/runner.py: progress in the widget's bar and the activity dock, Cancel stops
+it, the controls stay enabled) runs ``FewShotSegmenter.refine_result``: the visible slice first, then
+outward from the painted slices. Each refined slice replaces its coarse one in the prediction layer; the
+planes that arrive within ``FLUSH_MS`` are written together, with one refresh, on the Qt thread. At its end
+the 3D clean-up and Check next's ranking of the refined labels take the place of the coarse ones.
+
+Nothing the user drew is overwritten: support slices are not refined (dense mode copies them), a slice
+edited on the prediction layer itself keeps its edit, and an edit of the support (a stroke, a correction
+seeding its slice, undo) cancels the refinement and drops every plane still to come. A new Segment (or
+any job) cancels it too and starts once it has stopped (after its current slice); re-segmenting then
+decodes only the slices whose coarse labels changed (core/refine.py reuses the others).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from qtpy.QtCore import QObject, QTimer
+
+from . import image_sets, layers, results
+
+FLUSH_MS = 100  # refined planes arriving within this time go into the layer with one refresh
+KIND = "Refining"
+
+
+def refine_job(session, result, first):
+    """Worker: refine ``result`` (a coarse SegmentationResult of ``session``'s segmenter), ``first`` slices
+    first; yields a core.refinement.RefinedSlice per slice, returns the refined, cleaned-up result."""
+    return (yield from session.segmenter.refine_result(result, first))
+
+
+class Streaming(QObject):
+    """Starts, feeds into the prediction layer and stops the widget's background refinement."""
+
+    def __init__(self, widget):
+        super().__init__(widget)
+        self.widget, self.viewer = widget, widget.viewer
+        self.worker = None
+        self._target = None  # (session, image, support, whole) of the result being refined
+        self._planes: dict[int, np.ndarray] = {}  # refined planes not yet written
+        self._edited: set[int] = set()  # slices the user edited on the prediction layer meanwhile
+        self._watched = []  # (event emitter, slot) connected while a refinement runs
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(FLUSH_MS)
+        self._timer.timeout.connect(self.flush)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def follow(self, session, image, support, whole: bool, result):
+        """After a result is shown: refine it in the background when it has refinement to come; the worker."""
+        if getattr(result, "refinement", None) is None or session is None or session.segmenter is None:
+            return None
+        self.stop()
+        return self._start(session, image, support, whole, result)
+
+    def _start(self, session, image, support, whole: bool, result):
+        runner = self.widget.runner  # the job that made `result` is still running: this one waits for it
+        if runner.closed or session.prediction not in self.viewer.layers:
+            return None
+        worker = runner.launch(KIND, refine_job, session, result, [self.widget.current_slice()],
+                               on_return=self._finished, on_report=self._arrived, background=True)
+        if worker is None:
+            return None
+        self.worker, self._target, self._planes, self._edited = worker, (session, image, support, whole), {}, set()
+        worker.finished.connect(partial(self._ended, worker))
+        self._watch(layers.unwrap(support).events.paint, self._support_edited)
+        self._watch(layers.unwrap(support).events.set_data, self._support_edited)
+        self._watch(session.prediction.events.paint, self._prediction_edited)
+        return worker
+
+    def stop(self) -> None:
+        """Cancel the running refinement (after its current slice) and write nothing more of it."""
+        if self.worker is not None:
+            self.widget.runner.cancel_background()
+        self._forget()
+
+    # -- from the worker (Qt thread) ------------------------------------------------------
+    def _arrived(self, report) -> None:
+        plane = getattr(report, "plane", None)
+        if self._target is None or plane is None:
+            return
+        self._planes[report.index] = plane
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def flush(self) -> None:
+        """Write the refined planes that arrived into the prediction layer (one refresh)."""
+        planes, self._planes = self._planes, {}
+        layer = self._layer()
+        if layer is None or not planes:
+            return
+        for i, plane in planes.items():
+            if i not in self._edited:
+                write_plane(layer.data, i, plane)
+        layer.refresh()
+
+    def _finished(self, result) -> None:
+        """The refined result: its labels (after the clean-up) replace the layer's; Check next, volumes follow."""
+        self._timer.stop()
+        self._planes = {}
+        layer, target = self._layer(), self._target
+        if layer is None:
+            return
+        session, image, _, whole = target
+        result = image_sets.padded_result(image, result)
+        labels = result.labels[0] if layer.data.ndim == 2 else result.labels
+        for i in set(result.segmented_slices) - set(result.support_slices) - self._edited:
+            if layer.data.ndim == 2:
+                layer.data[...] = labels
+            else:
+                layer.data[i] = labels[i]
+        layer.refresh()
+        self.widget.corrections.remember(session, result, whole)
+        self.widget.explain.remember(image, result, whole)
+        results.refresh_volumes(self.widget)
+        n = len(set(result.segmented_slices) - set(result.support_slices))
+        seconds = self.widget.runner.elapsed()
+        self.widget.ui.status_label.setText(
+            f"Refined {n} {image_sets.unit(image)}{'s' * (n != 1)} with LiteMedSAM in {seconds:.1f} s.")
+
+    def _ended(self, worker) -> None:
+        if worker is self.worker:
+            self.flush()
+            self._forget()
+
+    # -- the user's edits -------------------------------------------------------------------
+    def _support_edited(self, *_) -> None:
+        self.stop()
+
+    def _prediction_edited(self, *_) -> None:
+        self._edited.add(self.widget.current_slice())
+
+    def _watch(self, emitter, slot) -> None:
+        emitter.connect(slot)
+        self._watched.append((emitter, slot))
+
+    def _forget(self) -> None:
+        for emitter, slot in self._watched:
+            emitter.disconnect(slot)
+        self._watched = []
+        self.worker, self._target, self._planes = None, None, {}
+        self._timer.stop()
+
+    def _layer(self):
+        """The prediction layer being refined, while it is still in the viewer (else None)."""
+        if self._target is None:
+            return None
+        session, image = self._target[:2]
+        layer = session.prediction
+        return layer if layer is not None and layer in self.viewer.layers and image in self.viewer.layers else None
+
+    def close(self) -> None:
+        self.stop()
+
+
+def write_plane(data: np.ndarray, index: int, plane: np.ndarray) -> None:
+    """Write one slice's (H_i, W_i) labels into a prediction layer's data: (S, H, W) (an image set's planes sit
+    at the top left of its padded slices) or (H, W) for a 2D image."""
+    h, w = plane.shape
+    if data.ndim == 2:
+        data[:h, :w] = plane
+    else:
+        data[index, :h, :w] = plane

@@ -1,0 +1,111 @@
+"""Coarse first, refined as it arrives (plugin/streaming.py), in the real viewer: Segment shows the coarse
+prediction, LiteMedSAM's refined slices then replace it in the background, a stroke cancels it and nothing
+painted is overwritten."""
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+import pytest
+from conftest import LIVER
+
+from napari_fewshot.core import RefineParams, dice
+
+pytestmark = pytest.mark.gui
+
+SHOTS = os.environ.get("STREAM_SHOTS")  # a folder for screenshots (looked at by hand), none by default
+PAINTED = (0, 7)  # of the 8-slice crop, slices 77-84 of the CT sample: liver on every one
+
+
+@pytest.fixture
+def crop_viewer(make_napari_viewer):
+    """A viewer with 8 slices of the CT sample, the widget docked (refine on, 128 px features), the liver
+    painted on the first and last slice. Returns (viewer, widget, support layer, reference (8, H, W))."""
+    from napari_fewshot.io import read_labels, read_volume
+    from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
+
+    volume = read_volume(CT_IMAGE)
+    reference = read_labels(CT_LABELS, like=volume)[77:85]
+    viewer = make_napari_viewer()
+    viewer.add_image(volume.data[77:85], name="CT crop", contrast_limits=(-200, 300))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    widget.ui.settings["device"].value = "cpu"
+    params = widget.params
+    widget.params = lambda: dataclasses.replace(params(), input_size=128, refine=RefineParams(enabled=True))
+    support = widget.create_support_layer()
+    data = support.data
+    for z in PAINTED:
+        data[z][reference[z] == LIVER] = LIVER
+    support.data = data
+    viewer.dims.set_current_step(0, 3)
+    return viewer, widget, support, np.where(reference == LIVER, LIVER, 0)
+
+
+def until(qtbot, condition, timeout_s=600):
+    qtbot.waitUntil(condition, timeout=int(timeout_s * 1000))
+
+
+def shot(viewer, name):
+    if SHOTS:
+        os.makedirs(SHOTS, exist_ok=True)
+        viewer.window._qt_window.resize(1500, 950)
+        viewer.reset_view()
+        viewer.screenshot(os.path.join(SHOTS, name), canvas_only=False)
+
+
+def test_refined_slices_replace_the_coarse_ones_and_painted_slices_stay(crop_viewer, qtbot, monkeypatch):
+    from napari_fewshot.plugin import streaming
+
+    viewer, widget, support, reference = crop_viewer
+    written = []
+    write = streaming.write_plane
+    monkeypatch.setattr(streaming, "write_plane", lambda data, i, plane: written.append(i) or write(data, i, plane))
+    widget.segment("all")
+    until(qtbot, lambda: widget.streaming.running)  # the coarse result is shown, refinement runs
+    prediction = widget.prediction_layer
+    coarse = prediction.data.copy()
+    assert widget.ui.segment_button.isEnabled() and widget.ui.cancel_button.isEnabled()  # never blocks
+    assert (coarse[3] == LIVER).any()
+    shot(viewer, "1_coarse.png")
+    until(qtbot, lambda: not widget.busy)
+    refined = prediction.data
+    assert written and written[0] == 3  # the visible slice came first
+    assert sorted(written) == list(range(1, 7))  # each predicted slice once, as it arrived
+    assert not np.array_equal(refined, coarse)  # the refined slices replaced the coarse ones
+    for z in PAINTED:
+        np.testing.assert_array_equal(refined[z], support.data[z])
+    held = [z for z in range(8) if z not in PAINTED]
+    print(f"liver Dice coarse {dice(coarse[held] == LIVER, reference[held] == LIVER):.3f}, "
+          f"refined {dice(refined[held] == LIVER, reference[held] == LIVER):.3f}")
+    assert widget.ui.status_label.text().startswith("Refined 6 slices with LiteMedSAM")
+    assert widget.session.last_result is not None and np.array_equal(widget.session.last_result.labels, refined)
+    viewer.layers.selection.active = prediction
+    shot(viewer, "2_refined.png")
+
+
+def test_a_stroke_cancels_the_refinement_and_a_new_segment_restarts_it(crop_viewer, qtbot):
+    viewer, widget, support, reference = crop_viewer
+    arrived = []
+    widget.streaming._arrived = (lambda real: lambda report: arrived.append(report.index) or real(report))(
+        widget.streaming._arrived)
+    widget.segment("all")
+    until(qtbot, lambda: len(arrived) >= 1)
+    support.paint((2, 30, 60), 3, refresh=True)  # a stroke on slice 2 (a real press would seed it first)
+    assert not widget.streaming.running  # cancelled at once: nothing more is written
+    after_stroke = widget.prediction_layer.data.copy()
+    until(qtbot, lambda: not widget.busy)
+    time.sleep(0.3)
+    qtbot.wait(300)
+    np.testing.assert_array_equal(widget.prediction_layer.data, after_stroke)
+    assert "cancelled" in widget.ui.status_label.text() and len(arrived) < 6
+    shot(viewer, "3_cancelled.png")
+
+    started = len(arrived)
+    widget.segment("all")  # the stroke's slice is support now; the others reuse what was refined
+    until(qtbot, lambda: widget.streaming.running)
+    widget.segment("all")  # a new Segment while refining: the refinement stops, the Segment runs after it
+    until(qtbot, lambda: not widget.busy and not widget.streaming.running)
+    assert widget.ui.status_label.text().startswith("Refined 5 slices")
+    assert len(arrived) > started
+    np.testing.assert_array_equal(widget.prediction_layer.data[2], support.data[2])  # painted: as painted

@@ -1,0 +1,150 @@
+"""Coarse first, refined as it arrives (core/refinement.py): segment(refine_later=True) + refine_result give the
+one-call path's labels, in the order asked for, and re-decode only what changed."""
+
+import numpy as np
+import pytest
+
+from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, run
+from napari_fewshot.core.refinement import RefinedSlice, provisional_plane, refine_order
+from napari_fewshot.errors import FewShotError
+
+
+@pytest.fixture(scope="module")
+def crop(chaos_case):
+    """CHAOS case 1, 6 slices through liver and right kidney, both painted on the outer two."""
+    volume, reference = chaos_case
+    volume, reference = volume[16:22], reference[16:22]
+    support = np.zeros(reference.shape, np.uint8)
+    support[[0, 5]] = np.where(np.isin(reference[[0, 5]], (1, 2)), reference[[0, 5]], 0)
+    return volume, reference, support
+
+
+def segmenter(volume, refine=True):
+    seg = FewShotSegmenter(SegmentationParams(refine=RefineParams(enabled=refine), input_size=256))
+    seg.set_image(volume)
+    return seg
+
+
+@pytest.fixture(scope="module")
+def one_call(crop):
+    """One segmenter (LiteMedSAM loaded once) and its one-call refined result of the crop."""
+    volume, _, support = crop
+    seg = segmenter(volume)
+    return seg, run(seg.segment(support))
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """The label planes core/refine.py decodes (not those it reuses because their coarse labels did not change)."""
+    from napari_fewshot.core import refine
+
+    seen, real = [], refine.refine_plane
+    monkeypatch.setattr(refine, "refine_plane", lambda labels, *a: seen.append(labels.copy()) or real(labels, *a))
+    return seen
+
+
+def drain(stream):
+    """(reports, returned value) of a generator."""
+    reports = []
+    while True:
+        try:
+            reports.append(next(stream))
+        except StopIteration as stop:
+            return reports, stop.value
+
+
+def test_coarse_then_streamed_refinement_gives_the_one_call_labels(crop, one_call, decodes):
+    volume, reference, support = crop
+    seg, refined = one_call
+    coarse = run(seg.segment(support, refine_later=True))
+    assert coarse.refinement is not None and coarse.refinement.indices == [1, 2, 3, 4]
+    shown = coarse.labels.copy()
+    reports, final = drain(seg.refine_result(coarse, first=[3]))
+    assert decodes == []  # the same coarse labels as the one-call path refined: every slice reused
+    assert all(isinstance(r, RefinedSlice) for r in reports)
+    assert [r.index for r in reports] == [3, 1, 4, 2]  # the visible slice, then outward from slices 0 and 5
+    assert [r.done for r in reports] == [1, 2, 3, 4] and reports[-1].total == 4
+    assert np.array_equal(final.labels, refined.labels)
+    assert final.uncertainty == refined.uncertainty and final.refinement is None
+    assert not np.array_equal(final.labels, coarse.labels)  # refinement did change something
+    assert np.array_equal(coarse.labels, shown)  # the coarse result is left as it was
+    for r in reports:  # what is shown meanwhile: the refined slice, less what the clean-up will remove
+        assert r.plane.shape == reference.shape[1:] and r.plane.dtype == final.labels.dtype
+        assert set(np.unique(r.plane)) <= {0, 1, 2}
+    assert np.array_equal(final.labels[[0, 5]], support[[0, 5]])  # painted slices stay as painted
+    seg.params = SegmentationParams(refine=RefineParams(enabled=False), input_size=256)
+    try:
+        plain = run(seg.segment(support))
+    finally:
+        seg.params = SegmentationParams(refine=RefineParams(enabled=True), input_size=256)
+    assert np.array_equal(coarse.labels, plain.labels) and coarse.uncertainty == plain.uncertainty
+
+
+def test_segment_with_prototypes_streams_too(crop, one_call, decodes):
+    seg, _ = one_call
+    prototypes = seg.prototypes(seg.parse_support(crop[2]))
+    plan = [(prototypes, [1, 2]), (prototypes, [3, 4])]  # a plan is one segmentation, cleaned up as a whole
+    one = run(seg.segment_with(plan))
+    coarse = run(seg.segment_with(plan, refine_later=True))
+    assert coarse.refinement.indices == [1, 2, 3, 4]
+    before = len(decodes)
+    final = run(seg.refine_result(coarse, first=[2]))
+    assert len(decodes) == before  # every slice refined by the one-call path just before: reused
+    assert np.array_equal(final.labels, one.labels) and final.uncertainty == one.uncertainty
+
+
+def test_nothing_pending_without_refinement_or_for_another_image(crop, one_call):
+    volume, _, support = crop
+    seg, _ = one_call
+    seg.params = SegmentationParams(refine=RefineParams(enabled=False), input_size=256)
+    try:
+        coarse = run(seg.segment(support, refine_later=True))
+    finally:
+        seg.params = SegmentationParams(refine=RefineParams(enabled=True), input_size=256)
+    assert coarse.refinement is None and run(seg.refine_result(coarse)) is coarse
+    coarse = run(seg.segment(support, refine_later=True))
+    other = segmenter(volume[::-1].copy())  # no features needed: refused before any
+    with pytest.raises(FewShotError, match="another image"):
+        run(other.refine_result(coarse))
+
+
+def test_refine_order_visible_first_then_outward_from_the_paint():
+    assert refine_order([0, 1, 3, 4, 5, 6, 7, 8, 9], first=[7], painted=[2]) == [7, 1, 3, 0, 4, 5, 6, 8, 9]
+    assert refine_order([0, 1, 3, 4], first=[2], painted=[]) == [1, 3, 0, 4]  # 2 is not to refine
+    assert refine_order([5, 1, 3], painted=[0, 6]) == [1, 5, 3]
+    assert refine_order([4, 2, 2]) == [2, 4]
+
+
+def test_a_provisional_plane_keeps_only_what_the_clean_up_kept():
+    cleaned = np.zeros((20, 20), np.uint8)
+    cleaned[2:8, 2:8] = 1  # the clean-up kept this class-1 component, removed class 2 from the slice
+    refined = cleaned.copy()
+    refined[3:9, 3:9] = 1  # grown by refinement: kept
+    refined[14:18, 14:18] = 1  # a class-1 component the clean-up did not keep: dropped
+    refined[0:2, 15:19] = 2  # a class the clean-up removed from the slice: dropped
+    out = provisional_plane(refined, cleaned, [1, 2])
+    expected = np.zeros_like(refined)
+    expected[2:8, 2:8] = expected[3:9, 3:9] = 1
+    assert np.array_equal(out, expected) and out.dtype == refined.dtype
+
+
+def test_the_cli_progress_line_draws_a_bar_per_stage_on_a_terminal_only():
+    import io
+
+    from napari_fewshot.core import Progress
+    from napari_fewshot.pipeline import ProgressLine
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal, piped = Terminal(), io.StringIO()
+    for stream in (terminal, piped):
+        line = ProgressLine(stream)
+        for p in (Progress(1, 4, "features of slice 1"), Progress(4, 4, "features of slice 4"),
+                  Progress(1, 2, "refined slice 3 of 9"), Progress(2, 2, "refined slice 5 of 9")):
+            line(p)
+    assert piped.getvalue() == ""
+    lines = terminal.getvalue().split("\n")
+    assert lines[0].endswith("4/4 features of slice 4".ljust(44)) and "[" + "#" * 30 + "]" in lines[0]
+    assert lines[1].split("\r")[-1].startswith("[" + "#" * 30 + "] 2/2 refined slice 5 of 9") and lines[2] == ""
