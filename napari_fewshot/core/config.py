@@ -65,7 +65,8 @@ class RefineParams:
         True, label="Propose and select (2D images)", flag="--select",
         help="on 2D images and image sets, LiteMedSAM draws many candidates per class (boxes of the components, "
              "around the map's peaks, at the support objects' size) and keeps the one that stands out most from "
-             "its surroundings in its embedding (core/select_objects.py); volumes keep one box per component")
+             "its surroundings in its embedding (core/select_objects.py), with the clean-up on; an image you painted on "
+             "keeps every object, and volumes keep one box per component")
 
     def __post_init__(self) -> None:
         from ..errors import FewShotError

@@ -343,11 +343,12 @@ class FewShotSegmenter:
             trim_now(n + 1)
             if n % 8 == 7 or n == len(indices) - 1:
                 yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
-        if self._selects(cache.stack):  # 2D images: LiteMedSAM proposes, the most distinct is kept
+        if self._selects(cache.stack):  # unpainted 2D images: LiteMedSAM proposes, the most distinct is kept
             from .select_objects import select_planes, support_profiles
 
             profiles = support_profiles(support_set.targets if support_set else {}, len(class_ids))
-            yield from select_planes(self.refiner, cache.stack, labels, indices, list(class_ids), coarse, profiles,
+            chosen = [i for i in indices if support_set is None or i not in support_set.slice_indices]
+            yield from select_planes(self.refiner, cache.stack, labels, chosen, list(class_ids), coarse, profiles,
                                      self._selected)
         out = np.stack(labels) if cache.stack.is_volume else labels
         return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {}), coarse
@@ -357,8 +358,10 @@ class FewShotSegmenter:
         left to `refine_result`), then `finish` it (clean-up, ranking) in place."""
         stack = self._require_image().stack
         predicted = [i for i in result.segmented_slices if i not in set(result.support_slices)]
-        if not predicted or not self.params.refine.enabled_for(stack, self.device) or self._selects(stack):
-            finish(result)  # (selection drew the images already, in _segment_groups)
+        if self._selects(stack):  # selection drew the unpainted images; a painted one keeps every object it has
+            predicted = [i for i in predicted if i in set(painted)]
+        if not predicted or not self.params.refine.enabled_for(stack, self.device):
+            finish(result)
         elif later:
             PendingRefinement.finish_coarse(result, stack, finish, predicted, painted)
         else:  # LiteMedSAM redraws each component; the clean-up comes after
@@ -366,9 +369,9 @@ class FewShotSegmenter:
             finish(result)
 
     def _selects(self, stack: ImageStack) -> bool:
-        """Whether LiteMedSAM draws this image's objects by propose and select (RefineParams.select: 2D images)."""
-        images = not (stack.is_volume and len(stack) > 1)
-        return images and self.params.refine.select and self.params.refine.enabled_for(stack, self.device)
+        """Whether selection (RefineParams.select) draws the unpainted 2D images (one object per class each)."""
+        p, images = self.params, not (stack.is_volume and len(stack) > 1)
+        return images and p.refine.select and p.postprocess and p.refine.enabled_for(stack, self.device)
 
     def refine_result(self, result: SegmentationResult, first: Sequence[int] = (),
                       ) -> Generator[Progress, None, SegmentationResult]:
