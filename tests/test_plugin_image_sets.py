@@ -58,6 +58,9 @@ def test_image_folder_paint_three_segment_the_rest_and_export(make_napari_viewer
 
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
     widget.ui.settings["device"].value = "cpu"
+    # Organ slices, not lesions: propose-and-select (the 2D default, measured on BUSI) picks another organ on one
+    # of these 8 (test_select_objects.py keeps that as a strict xfail); the panel's box is how a user turns it off.
+    widget.ui.settings["refine.select"].value = False
     widget.set_image_layer(image)
     assert widget.support_layer is None  # the reference masks are never offered as the support
     viewer.dims.set_current_step(0, 4)  # the user steps through the set: the overlay names the file

@@ -30,6 +30,7 @@ from scipy import ndimage
 AIR = 0.05           # windowed intensity in [0, 1] below which a pixel is air (CT window: about -150 HU)
 Z_MARGIN = 1.0       # a class may extend this fraction of its support's z-span beyond its outermost support slices
 Z_MARGIN_MIN = 0.15  # ... and at least this fraction of the body's z extent
+Z_MIN_SLICES = 8     # a body over fewer slices than this (a slab, a toy stack) says too little about "along the body"
 PLANE_TOLERANCE = 0.25  # a 2D piece whose centroid is farther than this (box units) plus the spread is dropped
 PLANE_BOOST = 0.06   # cosine similarity added to a class at its centre, fading as a Gaussian of ...
 PLANE_SIGMA = 0.1    # ... this width (box units): across 0.653 -> 0.716 (BENCHMARKS.md, bank priors),
@@ -272,6 +273,7 @@ def apply_priors(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[i
             out[i] = lut[labels_from_scores(torch.from_numpy(boosted), out.shape[1:])[0]]
     along = len(set(int(i) for i in segmented)) == len(out)
     extent = body_extent(stack) if along else (0, len(out) - 1)
+    along = along and extent[1] - extent[0] + 1 >= Z_MIN_SLICES
     for i in range(len(out)):
         present = [c for c in wanted if (out[i] == c).any()]
         if not present:

@@ -105,7 +105,7 @@ class Streaming(QObject):
     def _finished(self, result) -> None:
         """The refined result: its labels (after the clean-up) replace the layer's; Check next, volumes follow."""
         self._timer.stop()
-        self._planes = {}
+        self.flush()  # slices decoded in the last batch arrive with the end: shown as they came, then the final labels
         layer, target = self._layer(), self._target
         if layer is None:
             return

@@ -312,8 +312,8 @@ class FewShotWidget(QWidget):
         self.corrections.remember(session, result, whole)  # a whole-volume result orders Check next
         results.refresh_volumes(self)
         self.explain.remember(image, result, whole)
-        self.streaming.follow(session, image, support, whole, result)  # when refinement is to come
-        if not quiet:
+        if not quiet:  # (a quiet result is the visible slice's coarse preview: the whole volume follows)
+            self.streaming.follow(session, image, support, whole, result)  # when refinement is to come
             self._done(results.summary(result, image))
 
     def _show_image_name(self, *_) -> None:
