@@ -29,6 +29,17 @@ def tuned(seg, support, v, empty=()):
     run(seg.fine_tune(support, FineTuneParams(method=v, **kw), empty_slices=empty))
     return time.perf_counter() - t
 
+
+def chaos_organs(n):
+    """(case, segmenter with the scan set, labels, class id, name) for each organ of the first n CHAOS scans."""
+    classes = {1: "liver", 2: "kidney_right", 3: "kidney_left", 4: "spleen"}
+    for case, ip, lp in find_cases("../shared/data/chaos_t2")[:n]:
+        image, labels = load_case(ip, lp)
+        seg = FewShotSegmenter(SegmentationParams()); seg.set_image(image)
+        for cid, name in present_classes(labels, classes).items():
+            yield case, seg, labels, cid, name
+
+
 if which == "busi":
     names, images, masks = load_busi("../shared/data/busi")
     rng = random.Random(0)
@@ -46,36 +57,26 @@ if which == "busi":
         print(names[q], " ".join(f"{v} {out[v][-1]:.3f} ({secs[v][-1]:.0f}s)" for v in variants), flush=True)
 elif which == "interactive":
     from napari_fewshot.evaluation.interactive import _volume_task
-    cases = find_cases("../shared/data/chaos_t2")[:n]
-    classes = {1: "liver", 2: "kidney_right", 3: "kidney_left", 4: "spleen"}
-    for case, ip, lp in cases:
-        image, labels = load_case(ip, lp)
-        seg = FewShotSegmenter(SegmentationParams()); seg.set_image(image)
-        for cid, name in present_classes(labels, classes).items():
-            initial = spread_slices(*slice_range(labels, cid), 1)
-            for v in variants:
-                seg.reset_weights()
-                tune = None if v == "base" else FineTuneParams(method=v)
-                t = time.perf_counter()
-                row = _volume_task(seg, labels == cid, initial, 3, "suggested", tune)
-                out[v].append(row["dice_per_round_uncorrected"]); secs[v].append(time.perf_counter() - t)
-            print(case, name, " | ".join(f"{v} " + " ".join(f"{d:.3f}" for d in out[v][-1]) for v in variants), flush=True)
+    for case, seg, labels, cid, name in chaos_organs(n):
+        initial = spread_slices(*slice_range(labels, cid), 1)
+        for v in variants:
+            seg.reset_weights()
+            tune = None if v == "base" else FineTuneParams(method=v)
+            t = time.perf_counter()
+            row = _volume_task(seg, labels == cid, initial, 3, "suggested", tune)
+            out[v].append(row["dice_per_round_uncorrected"]); secs[v].append(time.perf_counter() - t)
+        print(case, name, " | ".join(f"{v} " + " ".join(f"{d:.3f}" for d in out[v][-1]) for v in variants), flush=True)
     print("MEAN per round", " | ".join(f"{v} " + " ".join(f"{d:.4f}" for d in np.mean(out[v], 0)) for v in variants))
 else:
     k = int(which.split("-")[1])  # within-K
-    cases = find_cases("../shared/data/chaos_t2")[:n]
-    classes = {1: "liver", 2: "kidney_right", 3: "kidney_left", 4: "spleen"}
-    for case, ip, lp in cases:
-        image, labels = load_case(ip, lp)
-        seg = FewShotSegmenter(SegmentationParams()); seg.set_image(image)
-        for cid, name in present_classes(labels, classes).items():
-            picks = spread_slices(*slice_range(labels, cid), k)
-            support = np.zeros(labels.shape, np.uint8); support[picks] = labels[picks] == cid
-            scored = np.setdiff1d(np.arange(len(labels)), picks)
-            for v in variants:
-                s = tuned(seg, support, v)
-                pred = np.asarray(run(seg.segment(support)).labels)
-                out[v].append(dice(pred[scored] == 1, labels[scored] == cid)); secs[v].append(s)
-            print(case, name, " ".join(f"{v} {out[v][-1]:.3f} ({secs[v][-1]:.0f}s)" for v in variants), flush=True)
+    for case, seg, labels, cid, name in chaos_organs(n):
+        picks = spread_slices(*slice_range(labels, cid), k)
+        support = np.zeros(labels.shape, np.uint8); support[picks] = labels[picks] == cid
+        scored = np.setdiff1d(np.arange(len(labels)), picks)
+        for v in variants:
+            s = tuned(seg, support, v)
+            pred = np.asarray(run(seg.segment(support)).labels)
+            out[v].append(dice(pred[scored] == 1, labels[scored] == cid)); secs[v].append(s)
+        print(case, name, " ".join(f"{v} {out[v][-1]:.3f} ({secs[v][-1]:.0f}s)" for v in variants), flush=True)
 print("MEAN", " ".join(f"{v} {np.mean(out[v]):.4f} (ft {np.mean(secs[v]):.1f}s)" for v in variants))
 json.dump({"dice": out, "seconds": secs}, open(f"/tmp/tune/{which}-{n}.json", "w"))
