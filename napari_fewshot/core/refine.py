@@ -119,6 +119,8 @@ class Refiner:
         self.service = service
         self._setting: tuple | None = None  # (stack signature, classes, refine settings, decoder) of `_refined`
         self._refined: dict[int, tuple[bytes, np.ndarray]] = {}  # slice -> (digest of coarse labels, refined)
+        # Check next's box stability per image (core/uncertainty.refiner_decoder): (stack signature, decoder), memo
+        self.stability_memo: tuple[tuple | None, dict] = (None, {})
 
     def refine(self, stack: ImageStack, labels: list[np.ndarray], indices: Sequence[int],
                class_ids: Sequence[int]) -> Generator[Progress, None, None]:

@@ -173,7 +173,7 @@ def refiner_decoder(refiner, stack) -> Decoder:
     # Stabilities already measured on this image set with these decoder weights (kept on the refiner, which
     # lives as long as its segmenter): see _stability.
     setting = (stack.signature(), service.decoder_version)
-    if getattr(refiner, "stability_memo", (None,))[0] != setting:
+    if refiner.stability_memo[0] != setting:
         refiner.stability_memo = (setting, {})
     decode.memo = refiner.stability_memo[1]
 
