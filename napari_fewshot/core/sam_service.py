@@ -15,6 +15,11 @@ tuned decoder weights (:meth:`load_decoder_state`, e.g. core/decoder_tuning.py) 
 only bumps :attr:`decoder_version` (refinements remembered by a Refiner are then decoded again). They are
 kept in memory within a byte budget (least recently used dropped first) and, when there is a cache folder,
 under ``disk_dir/sam/<weights signature>/<plane digest>.npy``. Thread-safe: one lock serialises the model.
+
+The image encoder runs on OpenVINO on the CPU where it imports, else on torch (core/sam_runtime.py; `runtime`
+"auto" | "openvino" | "torch"); :attr:`runtime_status` says which. The runtime is part of the embeddings'
+signature (its embeddings differ from torch's in the last bits). OpenVINO's converted encoder is kept under
+``model_dir`` (default: `disk_dir`, else the user's cache folder, features.default_cache_dir).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -30,25 +36,35 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .matching import matmul_dtype
 from .sam_prompt import BoxPrompter, PlaneEmbedding
+from .sam_runtime import TorchEncoder, choose, encoder_runtime
 from .stack import ImageStack
 
 EMBEDDING_BYTES = 256 * 64 * 64 * 2  # one plane's (1, 256, 64, 64) float16 embedding
 MAX_PROMPTS = 32  # prompts per decoder call (each needs ~10 MB of activations)
 
+LOG = logging.getLogger(__name__)
 DecodeRequest = tuple  # (PlaneEmbedding, (N, 4) boxes, optional (N, H, W) mask prompts)
 
 
 class LiteMedSAMService:
     """LiteMedSAM (loaded lazily by `prompter_factory(device)`, a BoxPrompter by default), one embedding
-    cache and the decode API. `loads` and `computed` count model loads and embeddings computed (tests,
-    benchmarks)."""
+    cache and the decode API. `loads` and `computed` count model loads and embeddings computed, and
+    ``runtime_stats["conversions"]`` the image encoder's conversions to OpenVINO (tests, benchmarks).
+
+    runtime: "auto" | "openvino" | "torch", the image encoder's runtime (core/sam_runtime.py).
+    model_dir: folder for the converted encoder (None: `disk_dir`, else features.default_cache_dir()).
+    """
 
     def __init__(self, device: torch.device | str = "cpu", budget_bytes: int = 256 << 20,
                  disk_dir: str | Path | None = None,
-                 prompter_factory: Callable[[torch.device], BoxPrompter] = BoxPrompter):
+                 prompter_factory: Callable[[torch.device], BoxPrompter] = BoxPrompter,
+                 runtime: str = "auto", model_dir: str | Path | None = None):
         self.device = torch.device(device)
+        self.runtime = choose(runtime)  # a wrong name fails here, in one sentence
+        self._model_dir = model_dir
+        self._encoder = None  # the image encoder's runtime, made with the model
+        self.runtime_stats: dict[str, int] = {}
         self.capacity = max(1, budget_bytes // EMBEDDING_BYTES)
         self.disk_dir = None if disk_dir is None else Path(disk_dir)
         self._factory = prompter_factory
@@ -70,6 +86,41 @@ class LiteMedSAMService:
                 self._prompter = self._factory(self.device)
                 self.loads += 1
             return self._prompter
+
+    @property
+    def runtime_status(self) -> str:
+        """One sentence saying which runtime runs the image encoder (what is asked for before the model loads)."""
+        if self._encoder is None:
+            return f"LiteMedSAM image encoder: {self.runtime} (not loaded yet)"
+        return self._encoder.status
+
+    @property
+    def runtime_name(self) -> str:
+        """The image encoder's runtime, e.g. "openvino-2026.4.1-f32" or "torch-bfloat16" (made if need be)."""
+        return self.encoder_runtime().name
+
+    def encoder_runtime(self):
+        """The image encoder's runtime (core/sam_runtime.py), made on first use: the first embedding, not the
+        model's loading (the ``litemedsam`` feature encoder and the decoder never need it)."""
+        with self._lock:
+            if self._encoder is None:
+                prompter = self.prompter
+                if isinstance(prompter, BoxPrompter):
+                    self._encoder = encoder_runtime(self.runtime, prompter.model.image_encoder, self.device,
+                                                    self._runtime_dir(), prompter.weights_id, self.runtime_stats)
+                else:  # a prompter of its own (e.g. a test's) embeds planes itself
+                    self._encoder = TorchEncoder(None, self.device, "the prompter's own embed")
+                LOG.info(self._encoder.status)
+            return self._encoder
+
+    def _runtime_dir(self) -> Path:
+        if self._model_dir is not None:
+            return Path(self._model_dir)
+        if self.disk_dir is not None:
+            return self.disk_dir
+        from .features import default_cache_dir
+
+        return default_cache_dir()
 
     @property
     def loaded(self) -> bool:
@@ -127,13 +178,13 @@ class LiteMedSAMService:
             return embedding
 
     def _compute(self, digest: str, plane: np.ndarray) -> PlaneEmbedding:
-        # bfloat16 where the hardware does it natively: about twice as fast on such a CPU, and the decoded
-        # masks agree with float32's to within a few boundary pixels (BENCHMARKS.md, LiteMedSAM runtimes).
-        prompter = self.prompter
-        dtype = matmul_dtype(self.device.type)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype == torch.bfloat16):
+        prompter, encoder = self.prompter, self.encoder_runtime()
+        if isinstance(prompter, BoxPrompter):
+            x, scale = prompter.to_input(plane)
+            embedding = PlaneEmbedding(encoder(x), tuple(plane.shape[:2]), scale)
+        else:
             embedding = prompter.embed(plane)
-        embedding.features = embedding.features.half()
+        embedding.features = embedding.features.to(self.device, torch.float16)
         self.computed += 1
         if self.disk_dir is not None:
             self._write(digest, embedding)
@@ -142,7 +193,7 @@ class LiteMedSAMService:
     def _folder(self) -> Path:
         from .. import __version__
 
-        text = json.dumps([self.weights_id, __version__])
+        text = json.dumps([self.weights_id, __version__, self.runtime_name])
         return self.disk_dir / "sam" / hashlib.sha1(text.encode()).hexdigest()[:20]
 
     def _read(self, digest: str, shape: tuple[int, int]) -> PlaneEmbedding | None:

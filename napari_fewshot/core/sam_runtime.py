@@ -1,0 +1,196 @@
+"""Which runtime runs LiteMedSAM's image encoder: OpenVINO on the CPU where it imports, else torch.
+
+    runtime = encoder_runtime("auto", model, device, model_dir, weights_id)
+    features = runtime((1, 3, 256, 256) float32 tensor)     # -> (1, 256, 64, 64) float32 tensor
+    runtime.name, runtime.status                              # "openvino-2026.4.1-f32", one sentence for the user
+
+The image encoder is most of LiteMedSAM's time on a CPU. OpenVINO runs it ~5x faster than torch on the 2-core
+Xeon this project is measured on, with the same masks (Dice 1.0 against torch float32; BENCHMARKS.md, LiteMedSAM
+runtimes). The encoder is converted from the loaded torch module (``openvino.convert_model``; through an ONNX
+export if that fails) once, and its IR (``encoder.xml`` / ``encoder.bin``, float32 weights) is kept under
+``model_dir/sam/openvino/<weights, openvino and package version>/`` with a manifest of their digests, written
+atomically: a later start compiles it in about a second, and a damaged copy is converted again. Anything that
+goes wrong (openvino missing, conversion failing, a non-CPU device) leaves torch running, with bfloat16
+autocast where the CPU does it natively as before, and a status sentence saying so; never a traceback.
+
+``runtime``: "auto" (OpenVINO on a CPU when it imports, else torch), "openvino" (the same, and the status says
+why when it falls back) or "torch". The environment variable NAPARI_FEWSHOT_SAM_RUNTIME, when set, replaces
+"auto" (a way to opt out without code).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .matching import matmul_dtype
+
+LOG = logging.getLogger(__name__)
+RUNTIMES = ("auto", "openvino", "torch")
+RUNTIME_ENV = "NAPARI_FEWSHOT_SAM_RUNTIME"
+SIDE = 256
+PRECISION = "f32"  # bf16 misses the Dice >= 0.99 bar against torch float32 (0.981 on a BUSI lesion)
+
+
+class TorchEncoder:
+    """The torch image encoder: bfloat16 autocast where the hardware does it natively (matching.matmul_dtype)."""
+
+    def __init__(self, encoder: torch.nn.Module, device: torch.device, reason: str = ""):
+        self.encoder = encoder
+        self.device = device
+        self.dtype = matmul_dtype(device.type)
+        precision = "bfloat16 autocast" if self.dtype == torch.bfloat16 else "float32"
+        self.name = f"torch-{'bfloat16' if self.dtype == torch.bfloat16 else 'float32'}"
+        self.status = f"LiteMedSAM image encoder: torch {precision} on {device.type}" + (f" ({reason})" if reason else "")
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, 3, 256, 256) float32 on the device -> (1, 256, 64, 64) embedding (float32 or bfloat16)."""
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype == torch.bfloat16):
+            return self.encoder(x)
+
+
+class OpenVINOEncoder:
+    """The image encoder compiled by OpenVINO for the CPU (float32 inference, torch's thread count)."""
+
+    def __init__(self, compiled, version: str, threads: int, source: str):
+        self.compiled = compiled
+        self.name = f"openvino-{version}-{PRECISION}"
+        self.status = (f"LiteMedSAM image encoder: OpenVINO {version} on cpu ({PRECISION}, {threads} threads, "
+                       f"{source})")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, 3, 256, 256) float32 CPU tensor -> (1, 256, 64, 64) float32 tensor."""
+        out = self.compiled(x.detach().cpu().numpy())[0]
+        return torch.from_numpy(out.copy())
+
+
+def choose(runtime: str | None) -> str:
+    """The runtime asked for: `runtime`, with "auto" (or None) replaced by $NAPARI_FEWSHOT_SAM_RUNTIME when set."""
+    runtime = (runtime or "auto").lower()
+    if runtime == "auto":
+        runtime = os.environ.get(RUNTIME_ENV, "auto").strip().lower() or "auto"
+    if runtime not in RUNTIMES:
+        raise ValueError(f"LiteMedSAM runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}.")
+    return runtime
+
+
+def encoder_runtime(runtime: str | None, encoder: torch.nn.Module, device: torch.device,
+                    model_dir: Path | None, weights_id: str, stats: dict | None = None):
+    """The image encoder's runtime (TorchEncoder or OpenVINOEncoder; see the module docstring).
+
+    model_dir: folder for the converted IR (None: converted in memory, every time).
+    stats: a dict whose "conversions" count is incremented per conversion (tests, benchmarks).
+    """
+    runtime = choose(runtime)
+    if runtime == "torch":
+        return TorchEncoder(encoder, device)
+    if device.type != "cpu":
+        return TorchEncoder(encoder, device, f"OpenVINO is used on the CPU only, this runs on {device.type}")
+    try:
+        import openvino
+    except Exception as err:  # not installed, or a broken install
+        return TorchEncoder(encoder, device, f"openvino does not import: {err.__class__.__name__}")
+    try:
+        return _openvino_encoder(openvino, encoder, model_dir, weights_id, stats if stats is not None else {})
+    except Exception as err:  # conversion or compilation failed: torch still works
+        LOG.debug("OpenVINO conversion failed", exc_info=True)
+        return TorchEncoder(encoder, device, f"OpenVINO failed: {err.__class__.__name__}: {str(err)[:120]}")
+
+
+def _openvino_encoder(ov, encoder: torch.nn.Module, model_dir: Path | None, weights_id: str, stats: dict):
+    from .. import __version__
+
+    version = ov.__version__.split("-")[0]
+    threads = max(1, torch.get_num_threads())
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": PRECISION, "INFERENCE_NUM_THREADS": threads}
+    folder = None
+    if model_dir is not None:
+        key = json.dumps([weights_id, ov.__version__, __version__, SIDE])
+        folder = Path(model_dir) / "sam" / "openvino" / hashlib.sha1(key.encode()).hexdigest()[:20]
+        try:
+            if _intact(folder):
+                compiled = core.compile_model(str(folder / "encoder.xml"), "CPU", config)
+                return OpenVINOEncoder(compiled, version, threads, "cached IR")
+        except Exception:  # unreadable despite its manifest: converted again below
+            LOG.debug("cached OpenVINO IR unusable", exc_info=True)
+    model, source = _convert(ov, encoder)
+    stats["conversions"] = stats.get("conversions", 0) + 1
+    if folder is not None:
+        _save(ov, model, folder)
+    return OpenVINOEncoder(core.compile_model(model, "CPU", config), version, threads, source)
+
+
+def _convert(ov, encoder: torch.nn.Module):
+    """(ov.Model with a static (1, 3, 256, 256) input, how it was converted)."""
+    example = torch.zeros(1, 3, SIDE, SIDE)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's warnings about TinyViT's shape checks: not the user's
+            model, source = _trace(ov, encoder, example)
+    finally:
+        encoder.train(was_training)
+    model.reshape([1, 3, SIDE, SIDE])
+    return model, source
+
+
+def _trace(ov, encoder: torch.nn.Module, example: torch.Tensor):
+    try:
+        with torch.no_grad():
+            return ov.convert_model(encoder, example_input=example), "converted from torch"
+    except Exception:
+        LOG.debug("openvino.convert_model on the torch module failed; trying ONNX", exc_info=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "encoder.onnx")
+        torch.onnx.export(encoder, (example,), path, input_names=["image"], opset_version=17, dynamo=False)
+        return ov.convert_model(path), "converted through ONNX"
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _intact(folder: Path) -> bool:
+    """True when `folder` holds encoder.xml / .bin whose digests match its manifest (written last)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return all(_digest(folder / name) == manifest[name] for name in ("encoder.xml", "encoder.bin"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _save(ov, model, folder: Path) -> None:
+    """Write the IR into a fresh sibling folder, then rename it into place (a damaged copy is replaced)."""
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.mkdir(parents=True)
+        ov.save_model(model, str(tmp / "encoder.xml"), compress_to_fp16=False)
+        manifest = {name: _digest(tmp / name) for name in ("encoder.xml", "encoder.bin")}
+        (tmp / "manifest.json").write_text(json.dumps(manifest))
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    except OSError:
+        LOG.debug("could not keep the OpenVINO IR under %s", folder, exc_info=True)  # a speed-up only
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+EncoderRuntime = Callable[[torch.Tensor], torch.Tensor]

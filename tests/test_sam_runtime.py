@@ -1,0 +1,113 @@
+"""LiteMedSAM's image encoder on OpenVINO (core/sam_runtime.py through core/sam_service.py): the same masks as
+torch float32 on CT-sample slices, a torch fallback with a status that says why, the converted IR cached under
+the service's folder and rebuilt when damaged. Real weights, real slices."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from napari_fewshot.core.sam_prompt import BoxPrompter, box_of
+from napari_fewshot.core.sam_service import LiteMedSAMService
+
+openvino = pytest.importorskip("openvino", reason="openvino is not installed: the torch runtime is the only one")
+
+
+@pytest.fixture(scope="module")
+def prompter():
+    return BoxPrompter()
+
+
+@pytest.fixture(scope="module")
+def ct_planes():
+    """[(plane (H, W) float in [0, 1], (N, 4) reference boxes + 10 %)]: the CT sample's slices where its first two
+    organs are largest (every organ on them boxed)."""
+    from napari_fewshot.core.stack import ImageStack
+    from napari_fewshot.io import read_labels, read_volume
+    from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
+
+    volume = read_volume(CT_IMAGE)
+    labels = read_labels(CT_LABELS, like=volume)
+    stack = ImageStack(volume.data)
+    organs = np.unique(labels)[1:]
+    largest = [int(np.argmax((labels == organ).sum((1, 2)))) for organ in organs[:2]]
+    indices = sorted(set(largest))
+    out = []
+    for index in indices:
+        boxes = [box_of(labels[index] == c, 0.1) for c in np.unique(labels[index])[1:]]
+        out.append((stack.slice(index), np.stack(boxes)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ir_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+def _service(prompter, folder, runtime="auto"):
+    return LiteMedSAMService("cpu", 1 << 28, prompter_factory=lambda device: prompter, runtime=runtime,
+                             model_dir=folder)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
+
+
+def test_openvino_embeddings_decode_to_the_masks_of_torch_float32(prompter, ct_planes, ir_dir):
+    service = _service(prompter, ir_dir)
+    assert "not loaded" in service.runtime_status
+    scores = []
+    for plane, boxes in ct_planes:
+        with torch.no_grad():
+            reference = prompter.decode(prompter.embed(plane), boxes) > 0.5  # torch float32, no autocast
+        masks = service.decode([(service.embedding(plane), boxes, None)])[0] > 0.5
+        assert reference.any(axis=(1, 2)).all()
+        scores += [_dice(a, b) for a, b in zip(masks, reference)]
+    assert service.runtime_name.startswith("openvino-") and "OpenVINO" in service.runtime_status
+    assert service.runtime_stats["conversions"] == 1
+    assert len(scores) >= 3 and min(scores) >= 0.99, scores
+
+
+def test_a_second_service_loads_the_cached_ir_and_a_damaged_one_is_rebuilt(prompter, ct_planes, ir_dir):
+    plane = ct_planes[0][0]
+    first = _service(prompter, ir_dir)
+    embedding = first.embedding(plane).features
+    assert first.runtime_stats.get("conversions", 0) == 0 and "cached IR" in first.runtime_status
+    folders = list((ir_dir / "sam" / "openvino").iterdir())
+    assert len(folders) == 1 and {p.name for p in folders[0].iterdir()} == {"encoder.xml", "encoder.bin",
+                                                                           "manifest.json"}
+    weights = folders[0] / "encoder.bin"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a half-written copy
+    rebuilt = _service(prompter, ir_dir)
+    again = rebuilt.embedding(plane).features
+    assert rebuilt.runtime_stats["conversions"] == 1 and "converted" in rebuilt.runtime_status
+    assert torch.allclose(again.float(), embedding.float(), atol=1e-2)
+    assert weights.stat().st_size > 20 << 20  # rewritten whole
+    third = _service(prompter, ir_dir)
+    third.embedding(plane)
+    assert third.runtime_stats.get("conversions", 0) == 0  # the rebuilt copy is read back
+
+
+def test_torch_runs_when_openvino_does_not_import_or_is_not_asked_for(prompter, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    service = _service(prompter, tmp_path)
+    assert service.runtime_name.startswith("torch-")
+    assert "torch" in service.runtime_status and "openvino does not import" in service.runtime_status
+    assert not (tmp_path / "sam" / "openvino").exists()
+    monkeypatch.delitem(sys.modules, "openvino")
+    assert _service(prompter, tmp_path, "torch").runtime_name.startswith("torch-")
+    monkeypatch.setenv("NAPARI_FEWSHOT_SAM_RUNTIME", "torch")
+    assert _service(prompter, tmp_path).runtime == "torch"  # the variable replaces "auto"
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        _service(prompter, tmp_path, "tensorrt")
+
+
+def test_embeddings_of_each_runtime_are_kept_apart_on_disk(prompter, ct_planes, ir_dir, tmp_path):
+    plane = ct_planes[0][0]
+    on_disk = {}
+    for runtime in ("openvino", "torch"):
+        service = LiteMedSAMService("cpu", 1 << 28, tmp_path, lambda device: prompter, runtime=runtime,
+                                    model_dir=ir_dir)
+        on_disk[runtime] = service._folder()
+    assert on_disk["openvino"] != on_disk["torch"]
