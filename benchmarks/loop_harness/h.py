@@ -32,8 +32,12 @@ class Env:
         self.n = images
         self._orig_parse = self.seg.parse_support
         self.rule = None
+        self.gate = "none"
+        self.gated = []
         self.boxed_set = set()
         self.seg.parse_support = self._parse
+        self._orig_groups = self.seg._groups
+        self.seg._groups = self._groups
         path = f"/tmp/loop/boxes_s{seed}.npz"
         if os.path.exists(path):
             z = np.load(path)
@@ -55,6 +59,15 @@ class Env:
                 if j in self.boxed_set:
                     s.targets[j] = self.rule(s.targets[j])
         return s
+
+    def _groups(self, ss):
+        if self.gate != "loo":
+            return self._orig_groups(ss)
+        from napari_fewshot.core.support_gate import gate_support, gated_groups
+        gated, steps = gate_support(self.seg, ss)
+        self.gated.append({"gated": sorted(gated), "steps": steps})
+        print("   gate", steps, flush=True)
+        return gated_groups(self.seg, ss, gated)
 
     def segment(self, boxed, use_ref=False):
         self.boxed_set = set(boxed)
@@ -104,7 +117,7 @@ def loop(env, rule="none", pick="worst", shots=3, rounds=10, use_ref=False, rank
         curve.append(float(np.mean(list(sc.values()))))
         unb.append(float(np.mean([sc[j] for j in free])))
         if record is not None:
-            record.append({"seed": env.seed, "boxed": list(boxed), "coarse": {j: coarse[j] for j in free},
+            record.append({"gated": env.gated[-1] if env.gated else None, "seed": env.seed, "boxed": list(boxed), "coarse": {j: coarse[j] for j in free},
                            "labels": {j: labels[j] for j in free}, "dice": {j: sc[j] for j in free},
                            "unc": {j: res.uncertainty.get(j) for j in free}})
         print(f"  s{env.seed} {rule} {pick} drags {len(boxed)}: mean {curve[-1]:.3f} unboxed {unb[-1]:.3f} ({time.time()-t0:.0f}s)", flush=True)

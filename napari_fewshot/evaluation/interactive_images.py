@@ -7,7 +7,9 @@ oracle, or the next in draw order), drags a box around its lesion, and segments 
 reference lesion's bounding box grown by `margin` of its size per side (`box_of`, as refine's boxes),
 each corner moved by a seeded whole-pixel jitter in [-jitter, +jitter], then clipped and turned into a
 mask by the same code the napari box tool calls (`clip_box`, then `BoxSegmenter.mask` on the segmenter's
-own windowed plane `stack.slice(i)`). The boxed image becomes support with that mask.
+own windowed plane `stack.slice(i)`). The boxed image becomes support with that mask. With `gate`
+(core/support_gate.py) a support's foreground prototypes are left out where, leave one out on the signed
+images, they make the others worse.
 
 Score after each drag: the mean Dice over all `images` images of what would be signed: the box's mask on
 a boxed image (not the reference: a box is not perfect), the prediction elsewhere. `noc_85` is the number
@@ -30,6 +32,7 @@ import numpy as np
 from ..core import AdaptParams, FewShotSegmenter, SegmentationParams, dice, run
 from ..core.box_to_mask import BoxParams, BoxSegmenter, clip_box
 from ..core.sam_prompt import box_of
+from ..core.support_gate import GateParams, SupportGate
 from ..errors import FewShotError
 from .adaptation import adapted_state
 from .datasets import load_busi
@@ -80,6 +83,7 @@ def evaluate_busi_boxes(
     margin: float = 0.1,
     jitter: int = 5,
     box_every_image: bool = True,
+    gate: GateParams | None = None,
 ) -> dict:
     """The simulated box-correction loop on a BUSI-like folder; returns the JSON-able report (module docstring)."""
     check_pick(pick)
@@ -97,6 +101,7 @@ def evaluate_busi_boxes(
     segmenter = FewShotSegmenter(params)
     segmenter.set_image([all_images[i] for i in drawn])
     adapted_state(segmenter, adapt, log)
+    gates = SupportGate(gate).install(segmenter) if gate is not None else None
     stack = segmenter.stack
     boxes = BoxSegmenter(BoxParams(cached_planes=images), device=params.device)
     jitter_rng = random.Random(f"{seed}-jitter")
@@ -125,6 +130,8 @@ def evaluate_busi_boxes(
         unboxed.append(float(np.mean([scores[j] for j in free])) if free else None)
         errors = {j: 1.0 - scores[j] for j in free}
         ranking.append(ranking_quality(uncertainty, errors))
+        if gates is not None and free:
+            ranking[-1]["gated"] = [names[drawn[j]] for j in gates.history[-1]["gated"]]
         log(f"{len(boxed)} drags ({pick}): mean Dice {curve[-1]:.3f} over {images} images; Check next's ranking "
             f"{ranking[-1]}")
         if r == rounds or not free:
@@ -164,6 +171,7 @@ def evaluate_busi_boxes(
         "seconds": round(time.perf_counter() - started, 2),
         "config": {"protocol": "interactive", "correct": "box", "pick": pick, "shots": shots, "images": images,
                    "rounds": rounds, "seed": seed, "margin": margin, "jitter": jitter, "target": TARGET,
+                   "gate": None if gate is None else gate.__dict__,
                    "draw": f"random.Random({seed}).sample(range({len(all_images)}), {images}); the first {shots} "
                            "boxed first; jitter from random.Random(f'{seed}-jitter')",
                    "images_drawn": [names[i] for i in drawn], "params": params.to_dict(),
