@@ -1,11 +1,12 @@
 """Fine-tune variants on the same episodes, in one process (features and embeddings cached across variants).
 
-    PYTHONPATH=. python benchmarks/fine_tune_compare.py busi N base,adapter,adapter+decoder   # BUSI 5-shot, seed 0
+    PYTHONPATH=. python benchmarks/fine_tune_compare.py busi N base,adapter,adapter+decoder [SEED]  # BUSI 5-shot
     PYTHONPATH=. python benchmarks/fine_tune_compare.py within-1 CASES base,adapter           # CHAOS within-K
     PYTHONPATH=. python benchmarks/fine_tune_compare.py interactive CASES base,adapter        # 3 corrections
 A variant is base or a FineTuneParams.method, optionally with settings: "adapter:adapter_steps=20;feature_noise=0".
-Writes /tmp/tune/WHICH-N.json. BENCHMARKS.md, "Fine-tune", has what it gave."""
-import json, random, sys, time
+BUSI's episodes are `evaluate busi --shots 5 --episodes N --seed SEED`'s. Every line prints the running means
+and the load average. Writes /tmp/ft-tune/WHICH-N.json. BENCHMARKS.md, "Fine-tune", has what it gave."""
+import json, os, random, sys, time
 import numpy as np
 from napari_fewshot.core import FewShotSegmenter, SegmentationParams, FineTuneParams, run, dice
 from napari_fewshot.evaluation.datasets import load_busi, find_cases, load_case, present_classes, slice_range, spread_slices
@@ -42,7 +43,7 @@ def chaos_organs(n):
 
 if which == "busi":
     names, images, masks = load_busi("../shared/data/busi")
-    rng = random.Random(0)
+    rng = random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 0)
     queries = rng.sample(range(len(images)), n)
     seg = FewShotSegmenter(SegmentationParams(seed=0)); seg.set_image(images)
     for q in queries:
@@ -54,7 +55,9 @@ if which == "busi":
             r = run(seg.segment(support, indices=[q]))
             d = localisation(r.labels[q] == 1, masks[q])["dice"]
             out[v].append(d); secs[v].append(s)
-        print(names[q], " ".join(f"{v} {out[v][-1]:.3f} ({secs[v][-1]:.0f}s)" for v in variants), flush=True)
+        print(len(out[variants[0]]), names[q], " ".join(f"{v} {out[v][-1]:.3f} ({secs[v][-1]:.0f}s)" for v in variants),
+              "| mean", " ".join(f"{np.mean(out[v]):.4f}" for v in variants), "| load %.1f" % os.getloadavg()[0],
+              flush=True)
 elif which == "interactive":
     from napari_fewshot.evaluation.interactive import _volume_task
     for case, seg, labels, cid, name in chaos_organs(n):
@@ -77,6 +80,9 @@ else:
             s = tuned(seg, support, v)
             pred = np.asarray(run(seg.segment(support)).labels)
             out[v].append(dice(pred[scored] == 1, labels[scored] == cid)); secs[v].append(s)
-        print(case, name, " ".join(f"{v} {out[v][-1]:.3f} ({secs[v][-1]:.0f}s)" for v in variants), flush=True)
+        print(case, name, " ".join(f"{v} {out[v][-1]:.3f} ({secs[v][-1]:.0f}s)" for v in variants),
+              "| mean", " ".join(f"{np.mean(out[v]):.4f}" for v in variants), "| load %.1f" % os.getloadavg()[0],
+              flush=True)
 print("MEAN", " ".join(f"{v} {np.mean(out[v]):.4f} (ft {np.mean(secs[v]):.1f}s)" for v in variants))
-json.dump({"dice": out, "seconds": secs}, open(f"/tmp/tune/{which}-{n}.json", "w"))
+os.makedirs("/tmp/ft-tune", exist_ok=True)
+json.dump({"dice": out, "seconds": secs}, open(f"/tmp/ft-tune/{which}-{n}-{'-'.join(sys.argv[4:])}.json", "w"))

@@ -221,9 +221,9 @@ def _cmd_bank(args, extra: list[str]) -> None:
         out = out.with_suffix(".fewshot")
     check_target(out, kind=None, overwrite=args.overwrite, inputs=[p for pair in pairs for p in pair])
     params, tune = segmentation_params(args)
-    if tune is not None and tune.method != "encoder":
-        raise FewShotError("A bank does not carry Fine-tune's adapter yet; use --fine-tune encoder or "
-                           "--fine-tune-steps N with `bank`.")
+    if tune is not None and tune.method != "encoder" and len(pairs) > 1:
+        raise FewShotError("Fine-tune's adapter is trained on one scan's signed slices; build a bank from one "
+                           "--pair with it, or use --fine-tune encoder (or --fine-tune-steps N) with several.")
     if args.adapt_steps:
         raise FewShotError("--adapt-steps adapts to the scan being segmented; use it with `segment`, not `bank`.")
     classes = parse_classes(args.classes)

@@ -13,19 +13,25 @@ from napari_fewshot.core.feature_adapter import FeatureAdapter
 from napari_fewshot.errors import FewShotError
 
 
-def test_an_untrained_adapter_is_the_identity_and_its_state_round_trips():
+@pytest.mark.parametrize("form", ["scale", "projection"])
+def test_an_untrained_adapter_is_the_identity_and_its_state_round_trips(form):
     features = torch.randn(8, 5, 6)
-    adapter = FeatureAdapter(8)
+    adapter = FeatureAdapter(8, form)
     assert torch.equal(adapter(features), features) and adapter(features[None]).shape == (1, 8, 5, 6)
     with torch.no_grad():
-        adapter.proj.weight.normal_()
+        next(adapter.parameters()).normal_()
     again = FeatureAdapter.from_state(adapter.state_dict())
+    assert again.form == form and again.channels == 8
     assert torch.allclose(again(features), adapter(features)) and not torch.allclose(again(features), features)
 
 
 def test_the_method_is_checked():
     with pytest.raises(FewShotError, match="not 'everything'"):
         FineTuneParams(method="everything")
+    with pytest.raises(FewShotError, match="not 'conv'"):
+        FineTuneParams(adapter_form="conv")
+    with pytest.raises(FewShotError, match="not 'all'"):
+        FineTuneParams(decoder_tuned="all")
 
 
 @pytest.fixture()
@@ -51,7 +57,8 @@ def test_the_adapter_trains_on_cached_features_and_reset_removes_it_without_an_e
                                        empty_slices=[7]))
     assert [r.done for r in reports] == [1, 2, 3, 4] and all(np.isfinite(r.loss) for r in reports)
     assert segmenter.is_fine_tuned and segmenter.cache.generation > generation
-    assert segmenter.adaptation.summary == "Adapted feature adapter on 3 signed slices"
+    channels = segmenter.cache.get_raw(3).shape[0]
+    assert segmenter.adaptation.summary == f"Adapted the feature adapter ({2 * channels} weights) on 3 signed slices"
     assert not torch.allclose(segmenter.cache.get(3), segmenter.cache.get_raw(3))
     result = run(segmenter.segment(support))
     assert result.labels.shape == support.shape and (result.labels[[2, 3, 4]] == 1).any()
@@ -107,7 +114,7 @@ def test_decoder_tuning_returns_a_state_and_leaves_the_decoder_as_it_was(busi_se
         state, losses = stop.value
     assert [r.done for r in reports] == [1, 2, 3] and len(losses) == 3 and np.isfinite(losses).all()
     changed = {k for k in before if not torch.equal(before[k], state[k])}
-    assert changed and all(k.startswith(TUNED) for k in changed)
+    assert changed == {TUNED + "layers.2.bias"}  # the default: 32 weights
     assert all(torch.equal(v, before[k]) for k, v in prompter.model.mask_decoder.state_dict().items())
     assert all(p.requires_grad for p in prompter.model.mask_decoder.parameters())
 
@@ -123,7 +130,8 @@ def test_adapter_and_decoder_on_an_image_set_and_reset_restores_both(busi_set):
     params = FineTuneParams(method="adapter+decoder", adapter_steps=2, adapter_min_signed=2, decoder_steps=2)
     losses = run(segmenter.fine_tune(support, params))
     assert len(losses) == 4
-    assert segmenter.adaptation.summary == "Adapted feature adapter + LiteMedSAM decoder on 2 signed images"
+    assert segmenter.adaptation.summary.startswith("Adapted the feature adapter (")
+    assert segmenter.adaptation.summary.endswith("and the LiteMedSAM mask decoder (32 weights) on 2 signed images")
     assert any(not torch.equal(original[k], v) for k, v in decoder.state_dict().items())
     result = run(segmenter.segment(support, indices=[2]))
     assert result.labels[2].shape == masks[2].shape
@@ -136,11 +144,12 @@ def test_the_adaptation_round_trips_through_the_arrays_a_bank_saves(liver, tmp_p
     segmenter, support = liver
     run(segmenter.fine_tune(support, FineTuneParams(method="adapter", adapter_steps=2), empty_slices=[7]))
     arrays = segmenter.adaptation.arrays()
-    assert set(arrays) == {"adapter/proj.weight", "adapter/proj.bias"}
+    assert set(arrays) == {"adapter/scale", "adapter/bias"}
     other = FewShotSegmenter(SegmentationParams(input_size=128))
     other.set_image(np.random.default_rng(0).random((2, 64, 64), np.float32))
     other.adaptation.load_arrays(other, arrays)
-    assert torch.allclose(other.cache.adapter.proj.weight, segmenter.cache.adapter.proj.weight)
+    assert torch.allclose(other.cache.adapter.scale, segmenter.cache.adapter.scale)
+    assert other.cache.adapter.scale.abs().max() > 0
     with pytest.raises(FewShotError, match="do not fit"):
         other.adaptation.load_arrays(other, {"adapter/proj.weight": np.zeros((3, 3, 1, 1), np.float32)})
     assert not other.is_fine_tuned
@@ -150,4 +159,6 @@ def test_too_few_signed_slices_adapt_nothing_and_say_so(liver):
     segmenter, support = liver
     assert run(segmenter.fine_tune(support, FineTuneParams(method="adapter"))) == []  # 2 signed slices
     assert not segmenter.is_fine_tuned
-    assert segmenter.adaptation.summary.startswith("Adapted nothing (the feature adapter needs 3 signed slices")
+    assert segmenter.adaptation.summary == "Adapted nothing (the feature adapter needs 3 signed slices, there are 2)"
+    assert run(segmenter.fine_tune(support, FineTuneParams(method="decoder"))) == []  # a volume on the CPU
+    assert segmenter.adaptation.summary.endswith("tuned only where refinement runs (off here))")

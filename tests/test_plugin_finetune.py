@@ -37,10 +37,13 @@ def test_fine_tune_adapts_without_an_encoder_pass_then_refreshes_and_reset_is_in
     wait_idle(qtbot, widget, 300)  # adapting, then the chained re-segmentation
     assert len(losses) == 1 and len(losses[0]) == 6 and all(np.isfinite(losses[0]))
     assert seg.is_fine_tuned and seg.cache.adapter is not None
-    assert "(fine-tuned: feature adapter on 3 signed slices)" in widget.ui.model_label.text()
+    channels = seg.cache.adapter.channels
+    assert f"(fine-tuned: the feature adapter ({2 * channels} weights) on 3 signed slices)" in \
+        widget.ui.model_label.text()
     # on a CPU volume LiteMedSAM does not refine (RefineParams.enabled_for), so only the features are adapted
     said = [m for _, m in notes if m.startswith("Adapted")]
-    assert len(said) == 1 and said[0].startswith("Adapted feature adapter on 3 signed slices in "), said
+    assert len(said) == 1 and said[0].startswith(f"Adapted the feature adapter ({2 * channels} weights) on 3 signed "
+                                                 "slices in "), said
     assert sum("Segmented 5 slices" in m for _, m in notes) == 2  # the prediction was refreshed
     assert calls == [] and len(seg.cache) == 8  # no encoder pass: the cached features were adapted
     np.testing.assert_array_equal(support.data, painted)
@@ -53,6 +56,7 @@ def test_fine_tune_adapts_without_an_encoder_pass_then_refreshes_and_reset_is_in
 
     widget.reset_weights()
     wait_idle(qtbot, widget, 120)
+    assert any(m == "Reset: the feature adapter is removed." for _, m in notes)
     assert not seg.is_fine_tuned and seg.cache.adapter is None
     assert sum("Segmented 5 slices" in m for _, m in notes) == 3
     assert calls == []

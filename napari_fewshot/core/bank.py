@@ -67,6 +67,8 @@ class PrototypeBank:
     priors:        class id -> core/bank_priors.ClassPrior (where each class was on its support: along the
                    body, in the plane, its area), applied on a scan with no paint; None for a bank
                    written before priors (schema 2 or older), which segments as it did.
+    adapted:       what Fine-tune's cheap methods adapted (core/finetune.Adaptation.arrays: "adapter/<key>",
+                   "decoder/<key>" float32 arrays), or None; the prototypes were pooled through that adapter.
     """
 
     prototypes: PrototypeSet
@@ -83,6 +85,7 @@ class PrototypeBank:
     package_version: str = ""
     schema_version: int = SCHEMA_VERSION
     priors: dict[int, ClassPrior] | None = None
+    adapted: dict[str, np.ndarray] | None = None
     _token: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -201,12 +204,13 @@ class PrototypeBank:
     def _from(cls, segmenter, prototypes, class_names, class_colours, sources, where, levels) -> "PrototypeBank":
         encoder = segmenter.encoder
         state = None
-        if segmenter.is_fine_tuned:
+        if segmenter.encoder_changed:  # the cheap Fine-tune methods leave the encoder alone: saved as `adapted`
             state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
         return cls(prototypes.to(torch.device("cpu")), SegmentationParams.from_dict(segmenter.params.to_dict()),
                    encoder.name, encoder.weights_id, int(encoder.feature_dim), dict(class_names or {}),
                    dict(class_colours or {}), state, sources=list(sources),
-                   priors=with_levels(combine(where), levels) or None)
+                   priors=with_levels(combine(where), levels) or None,
+                   adapted=segmenter.adaptation.arrays() or None)
 
     # -- applying ---------------------------------------------------------------------------
     def check_encoder(self, encoder) -> None:
@@ -260,15 +264,20 @@ class PrototypeBank:
         self.check_encoder(segmenter.encoder)
         if self.encoder_state is not None:
             segmenter.load_encoder_state(self.encoder_state, tag=self._token)
-        elif segmenter.is_fine_tuned:
+        elif segmenter.encoder_changed:
             segmenter.reset_weights()
+        if self.adapted:
+            segmenter.adaptation.load_arrays(segmenter, self.adapted, tag=self._token)
+        elif segmenter.adaptation.changed:
+            segmenter.adaptation.reset(segmenter)
         return segmenter
 
     def is_prepared(self, segmenter) -> bool:
         """Whether `segmenter`'s encoder weights are the bank's (nothing to load or undo)."""
+        adapted = segmenter.adaptation.tag == self._token if self.adapted else not segmenter.adaptation.changed
         if self.encoder_state is not None:
-            return segmenter.weights_tag == self._token
-        return not segmenter.is_fine_tuned
+            return segmenter.weights_tag == self._token and adapted
+        return not segmenter.encoder_changed and adapted
 
     def segment(self, segmenter, indices: Sequence[int] | None = None, similarity: bool = False,
                 ) -> Generator[Progress, None, Any]:

@@ -40,7 +40,8 @@ LEGACY_NORMALIZATION = {"imagenet_mean": list(IMAGENET.mean), "imagenet_std": li
 
 
 def bank_arrays(bank) -> dict[str, np.ndarray]:
-    """Entry name -> array: the prototypes and, when fine-tuned, the encoder's weights."""
+    """Entry name -> array: the prototypes and, when fine-tuned, the encoder's weights and Fine-tune's adapter /
+    decoder weights (bank.adapted)."""
     p = bank.prototypes
     arrays = {"prototypes/vectors": p.vectors.detach().cpu().float().numpy(),
               "prototypes/owner": p.owner.detach().cpu().long().numpy(),
@@ -48,6 +49,7 @@ def bank_arrays(bank) -> dict[str, np.ndarray]:
     for key, tensor in (bank.encoder_state or {}).items():
         t = tensor.detach().cpu()
         arrays[f"encoder/{key}"] = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+    arrays.update({k: np.asarray(v, np.float32) for k, v in (bank.adapted or {}).items()})
     return arrays
 
 
@@ -108,9 +110,10 @@ def bank_fields(meta: dict, arrays: dict[str, np.ndarray], name: str) -> tuple:
     if encoder["fine_tuned"]:
         state = {k[len("encoder/"):]: torch.from_numpy(a.copy()) for k, a in arrays.items() if k.startswith("encoder/")}
     priors = {int(c): ClassPrior.from_dict(p) for c, p in meta.get("priors", {}).items() if int(c) in class_ids}
+    adapted = {k: a.copy() for k, a in arrays.items() if k.startswith(bank_format.ADAPTED)}
     return (PrototypeSet(vectors.float(), owner.long(), is_global.bool(), class_ids, counts), params,
             encoder["name"], encoder["weights_id"], encoder["feature_dim"],
             {c["id"]: c.get("name") or f"label {c['id']}" for c in classes},
             {c["id"]: c.get("colour") for c in classes}, state, normalization,
             list(meta.get("sources", [])), meta.get("created", ""), meta.get("package_version", ""),
-            meta["schema_version"], priors or None)
+            meta["schema_version"], priors or None, adapted or None)

@@ -290,14 +290,18 @@ class FineTuneParams:
                                    help="feature adapter: signed slices pooled per step")
     adapter_decay: float = setting(1e-2, label="Adapter decay", minimum=0.0, maximum=100.0,
                                    help="feature adapter: L2 pull of its weights towards the identity")
+    adapter_form: str = setting("scale", label="Adapter form",
+                                help="feature adapter: scale (a per-channel gain and shift) or projection (1x1, C x C)")
     feature_noise: float = setting(0.1, label="Feature noise", minimum=0.0, maximum=1.0,
                                    help="feature adapter: channel dropout and noise on the query side")
     target_scale: int = setting(1, label="Target scale", minimum=1, maximum=16,
                                 help="feature adapter: the loss is scored on the feature grid times this")
     decoder_steps: int = setting(30, label="Decoder steps", minimum=0, maximum=10_000,
                                  help="LiteMedSAM decoder: steps (each decodes a few signed objects)")
-    decoder_learning_rate: float = setting(1e-4, label="Decoder learning rate", minimum=1e-7, maximum=1.0,
+    decoder_learning_rate: float = setting(1e-3, label="Decoder learning rate", minimum=1e-7, maximum=1.0,
                                            help="LiteMedSAM decoder: learning rate (Adam)")
+    decoder_tuned: str = setting("bias", label="Decoder weights",
+                                 help="LiteMedSAM decoder: bias (32 weights), last (its hypernetwork's last layer) or mlp")
     decoder_batch: int = setting(4, label="Decoder batch", minimum=1, maximum=1_000,
                                  help="LiteMedSAM decoder: signed objects decoded per step")
     box_jitter: float = setting(0.5, label="Box jitter", minimum=0.0, maximum=3.0,
@@ -310,6 +314,10 @@ class FineTuneParams:
         _check_training(self.steps, self.learning_rate, "Fine-tune")
         if self.method not in FINE_TUNE_METHODS:
             raise FewShotError(f"Fine-tune adapts {', '.join(FINE_TUNE_METHODS)}, not {self.method!r}.")
+        if self.adapter_form not in ("scale", "projection"):
+            raise FewShotError(f"The feature adapter is a scale or a projection, not {self.adapter_form!r}.")
+        if self.decoder_tuned not in ("bias", "last", "mlp"):
+            raise FewShotError(f"Fine-tune tunes the decoder's bias, last or mlp weights, not {self.decoder_tuned!r}.")
 
 
 @dataclass

@@ -3,8 +3,8 @@
     state = yield from tune_decoder(prompter, examples, params)   # prompter: BoxPrompter-like (.model, .device)
     prompter.model.mask_decoder.load_state_dict(state)
 
-Only the hypernetwork MLP of the single-mask output (`output_hypernetworks_mlps.0`, ~140k weights, what
-turns the mask token into the mask's per-pixel weights) is trained; the image embeddings come from a cache
+Only (part of) the hypernetwork MLP of the single-mask output (`output_hypernetworks_mlps.0`, ~140k weights, what
+turns the mask token into the mask's per-pixel weights) is trained, FineTuneParams.decoder_tuned says which part; the image embeddings come from a cache
 and the decoder's transformer runs without gradients, so a step costs one decoder pass per example. Each step
 decodes every signed object from a jittered box: its bounding box grown by a random margin of up to
 `box_jitter` of its size per side (refinement's boxes come from coarse components that are often larger than
@@ -27,7 +27,11 @@ from .progress import Progress
 from .sam_prompt import SIDE, PlaneEmbedding
 
 TUNED = "output_hypernetworks_mlps.0."
-"""The prefix of the decoder's parameters that are trained (the rest stay frozen)."""
+"""The prefix of every decoder parameter Fine-tune may train (and a bank saves); the rest stay frozen."""
+
+TUNED_PARTS = {"mlp": TUNED, "last": TUNED + "layers.2.", "bias": TUNED + "layers.2.bias"}
+"""FineTuneParams.decoder_tuned -> the prefix trained: the whole hypernetwork MLP (~140k weights), its last layer
+(32 x 256 + 32) or only that layer's bias (32 weights: a shift of the mask's per-pixel weights; PerSAM-F size)."""
 
 
 def jittered_box(mask: np.ndarray, rng: random.Random, jitter: float) -> np.ndarray:
@@ -68,10 +72,11 @@ def tune_decoder(prompter, examples: Sequence[tuple[PlaneEmbedding, np.ndarray]]
     rng = random.Random(params.seed)
     device = prompter.device
     data = [(e.features.float().to(device), e, m, *_target(m, e, device)) for e, m in examples if m.any()]
-    tuned = [p for n, p in decoder.named_parameters() if n.startswith(TUNED)]
+    prefix = TUNED_PARTS[params.decoder_tuned]
+    tuned = [p for n, p in decoder.named_parameters() if n.startswith(prefix)]
     flags = {n: p.requires_grad for n, p in decoder.named_parameters()}
     for n, p in decoder.named_parameters():
-        p.requires_grad_(n.startswith(TUNED))
+        p.requires_grad_(n.startswith(prefix))
     optimiser = Adam(tuned, lr=params.decoder_learning_rate)
     losses: list[float] = []
     try:

@@ -3,8 +3,9 @@
     adapter = yield from train_adapter(features, targets, n_classes, seg, params)   # features: cached, raw
     cache.set_adapter(adapter)        # FeatureCache.get(i) now returns adapter(raw features of slice i)
 
-The adapter is a residual 1x1 projection, f -> f + W f + b with W, b initialised to zero (the identity: an
-untrained adapter changes nothing). It is trained with PANet's prototype loss across the signed slices:
+The adapter is residual: by default a per-channel gain and shift, f -> f * (1 + s) + b (FineTuneParams.adapter_form
+"scale", 2C weights), or a 1x1 projection f -> f + W f + b ("projection", C^2 + C); initialised to the identity
+(an untrained adapter changes nothing). It is trained with PANet's prototype loss across the signed slices:
 each step holds one signed slice out as the query, pools K-way prototypes (the segmenter's own mode: global
 and local) from the other signed slices through the adapter, and scores the query's cross-entropy plus
 PANet's alignment loss (prototypes from the query's prediction must segment the support back); the query is
@@ -30,29 +31,53 @@ from .prototypes import build_prototypes
 from .support import IGNORE
 
 
-class FeatureAdapter(torch.nn.Module):
-    """f -> f + W f + b over channels: features (C, h, w) or (B, C, h, w) in, the same shape out."""
+ADAPTER_FORMS = ("scale", "projection")
 
-    def __init__(self, channels: int):
+
+class FeatureAdapter(torch.nn.Module):
+    """A residual adapter over channels: features (C, h, w) or (B, C, h, w) in, the same shape out.
+
+    form "scale": f -> f * (1 + s) + b with s, b of shape (C,) (2C weights: a per-channel gain and shift);
+    form "projection": f -> f + W f + b with W (C, C), a 1x1 convolution. Both start as the identity."""
+
+    def __init__(self, channels: int, form: str = "scale"):
         super().__init__()
-        self.proj = torch.nn.Conv2d(channels, channels, 1)
-        torch.nn.init.zeros_(self.proj.weight)
-        torch.nn.init.zeros_(self.proj.bias)
+        if form not in ADAPTER_FORMS:
+            raise ValueError(f"adapter form {form!r} is not one of {ADAPTER_FORMS}")
+        self.form = form
+        if form == "scale":
+            self.scale = torch.nn.Parameter(torch.zeros(channels))
+            self.bias = torch.nn.Parameter(torch.zeros(channels))
+        else:
+            self.proj = torch.nn.Conv2d(channels, channels, 1)
+            torch.nn.init.zeros_(self.proj.weight)
+            torch.nn.init.zeros_(self.proj.bias)
 
     @property
     def channels(self) -> int:
-        return self.proj.in_channels
+        return int(self.scale.shape[0]) if self.form == "scale" else self.proj.in_channels
+
+    def weight_penalty(self) -> torch.Tensor:
+        """Squared norm of the multiplicative weights (s or W): the L2 pull towards the identity."""
+        return (self.scale if self.form == "scale" else self.proj.weight).pow(2).sum()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = features[None] if features.ndim == 3 else features
-        out = x + self.proj(x.to(self.proj.weight.dtype))
+        if self.form == "scale":
+            s, b = self.scale.to(x.dtype)[:, None, None], self.bias.to(x.dtype)[:, None, None]
+            out = x * (1 + s) + b
+        else:
+            out = x + self.proj(x.to(self.proj.weight.dtype))
         return out[0] if features.ndim == 3 else out
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor]) -> "FeatureAdapter":
-        """An adapter with the weights of `state` (its state_dict(), e.g. from a bank)."""
-        adapter = cls(int(state["proj.weight"].shape[0]))
-        adapter.load_state_dict(state)
+        """An adapter with the weights of `state` (its state_dict(), e.g. from a bank); the form follows its keys."""
+        if "scale" in state:
+            adapter = cls(int(state["scale"].shape[0]), "scale")
+        else:
+            adapter = cls(int(state["proj.weight"].shape[0]), "projection")
+        adapter.load_state_dict({k: v.float() for k, v in state.items()})
         return adapter.eval()
 
 
@@ -114,7 +139,7 @@ def train_adapter(features: dict[int, torch.Tensor], targets: dict[int, np.ndarr
     indices = sorted(features)
     channels = features[indices[0]].shape[0]
     device = features[indices[0]].device
-    adapter = FeatureAdapter(channels).to(device)
+    adapter = FeatureAdapter(channels, params.adapter_form).to(device)
     grid = tuple(int(s) * params.target_scale for s in features[indices[0]].shape[-2:])
     small = {i: _grid_target(targets[i], tuple(min(a, b) for a, b in zip(grid, targets[i].shape))).to(device)
              for i in indices}
@@ -149,7 +174,7 @@ def train_adapter(features: dict[int, torch.Tensor], targets: dict[int, np.ndarr
                                              mode="bilinear", align_corners=False)
                     loss = loss + params.alignment_weight / len(f_s) * F.cross_entropy(
                         logits_s, t[None], ignore_index=IGNORE)
-        loss = loss + params.adapter_decay * adapter.proj.weight.pow(2).sum()
+        loss = loss + params.adapter_decay * adapter.weight_penalty()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

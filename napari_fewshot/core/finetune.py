@@ -158,6 +158,7 @@ class Adaptation:
         self.decoder_state: dict[str, torch.Tensor] | None = None
         self.summary: str | None = None
         self.seconds = 0.0  # how long the last run took
+        self.tag: str | None = None  # who loaded these weights (load_arrays' `tag`, e.g. a bank); None once they change
 
     @property
     def changed(self) -> bool:
@@ -177,6 +178,7 @@ class Adaptation:
         from .decoder_tuning import tune_decoder
 
         started = time.perf_counter()
+        self.tag = None
         cache, seg = segmenter.cache, segmenter.params
         signed = support.slice_indices
         # Too few signed slices to hold one out and learn (one matches itself): measured to hurt (BENCHMARKS.md).
@@ -196,7 +198,7 @@ class Adaptation:
             losses += stage
             self.adapter = adapter
             cache.set_adapter(adapter)
-            done.append("feature adapter")
+            done.append(f"feature adapter ({sum(p.numel() for p in adapter.parameters())} weights)")
         if use_decoder:
             examples = yield from _decoder_examples(segmenter, support, signed)
             service = segmenter.sam
@@ -204,11 +206,19 @@ class Adaptation:
                                                   params.adapter_steps if use_adapter else 0, total)
             losses += stage
             self.load_decoder(service, state)
-            done.append("LiteMedSAM decoder")
-        what = " + ".join(done) if done else \
-            f"nothing (the feature adapter needs {params.adapter_min_signed} signed slices or images)"
+            done.append(f"LiteMedSAM mask decoder ({_tuned_count(state, params)} weights)")
         kind = "slice" if cache.stack.is_volume else "image"
-        self.summary = f"Adapted {what} on {len(signed)} signed {kind}{'s' if len(signed) != 1 else ''}"
+        signed_words = f"{len(signed)} signed {kind}{'s' if len(signed) != 1 else ''}"
+        if done:
+            self.summary = f"Adapted the {' and the '.join(done)} on {signed_words}"
+        else:
+            why = []
+            if params.method in ("adapter+decoder", "adapter"):
+                why.append(f"the feature adapter needs {params.adapter_min_signed} signed {kind}s, "
+                           f"there {'is' if len(signed) == 1 else 'are'} {len(signed)}")
+            if params.method in ("adapter+decoder", "decoder"):
+                why.append("the LiteMedSAM decoder is tuned only where refinement runs (off here)")
+            self.summary = f"Adapted nothing ({'; '.join(why)})"
         self.seconds = time.perf_counter() - started
         return losses
 
@@ -241,9 +251,9 @@ class Adaptation:
                     if k.startswith(TUNED)})
         return out
 
-    def load_arrays(self, segmenter, arrays: dict[str, np.ndarray]) -> None:
-        """Apply a bank's :meth:`arrays` to `segmenter` (nothing in them: nothing adapted). FewShotError when
-        they do not fit its feature adapter or LiteMedSAM decoder."""
+    def load_arrays(self, segmenter, arrays: dict[str, np.ndarray], tag: str | None = None) -> None:
+        """Apply a bank's :meth:`arrays` to `segmenter` (nothing in them: nothing adapted), remembered as `tag`.
+        FewShotError when they do not fit its feature adapter or LiteMedSAM decoder."""
         from ..errors import FewShotError
 
         adapter = {k[len("adapter/"):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("adapter/")}
@@ -260,6 +270,9 @@ class Adaptation:
             self.reset(segmenter)
             reason = str(err).splitlines()[0]
             raise FewShotError(f"The bank's adapted weights do not fit this model ({reason}).") from err
+        self.tag = tag
+        parts = [name for name, there in (("feature adapter", adapter), ("LiteMedSAM decoder", decoder)) if there]
+        self.summary = f"Loaded the {' and '.join(parts)} a bank adapted" if parts else None
 
     def reset(self, segmenter) -> None:
         """Remove the adapter and give the decoder back its original weights (instant: nothing recomputed)."""
@@ -270,6 +283,14 @@ class Adaptation:
             self.load_decoder(segmenter._sam, None)
         self.decoder_state = None
         self.summary = None
+        self.tag = None
+
+
+def _tuned_count(state: dict[str, torch.Tensor], params) -> int:
+    """How many decoder weights Fine-tune trained (FineTuneParams.decoder_tuned's part of `state`)."""
+    from .decoder_tuning import TUNED_PARTS
+
+    return sum(v.numel() for k, v in state.items() if k.startswith(TUNED_PARTS[params.decoder_tuned]))
 
 
 def _renumbered(job, offset: int, total: int):

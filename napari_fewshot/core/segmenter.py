@@ -68,6 +68,12 @@ class FewShotSegmenter:
         return self._weights.changed or self.adaptation.changed
 
     @property
+    def encoder_changed(self) -> bool:
+        """Whether the encoder's own weights differ from the original ones (the whole-encoder fine-tune, Adapt,
+        loaded weights); Fine-tune's adapter and decoder weights are :attr:`adaptation`'s."""
+        return self._weights.changed
+
+    @property
     def weights_tag(self) -> str | None:
         """Who loaded the current weights (load_encoder_state's `tag`, e.g. a bank); None once they change."""
         return self._weights.tag

@@ -30,6 +30,19 @@ def done_message(segmenter, params: FineTuneParams, losses: list[float]) -> str 
     return f"Fine-tuned the whole encoder {len(losses)} steps (loss {losses[0]:.3f} -> {losses[-1]:.3f})"
 
 
+def reset_message(segmenter) -> str:
+    """What Reset weights undid (said before the segmenter is reset)."""
+    adaptation = getattr(segmenter, "adaptation", None)
+    parts = []
+    if segmenter.encoder_changed:
+        parts.append("the encoder has its original weights again")
+    if adaptation is not None and adaptation.adapter is not None:
+        parts.append("the feature adapter is removed")
+    if adaptation is not None and adaptation.decoder_state is not None:
+        parts.append("LiteMedSAM's decoder has its original weights again")
+    return ("Reset: " + ", ".join(parts) + ".") if parts else "Nothing was fine-tuned."
+
+
 def stopped_message(segmenter, params: FineTuneParams, steps_done: int) -> str:
     """What a cancelled Fine-tune kept."""
     if params.method == "encoder":

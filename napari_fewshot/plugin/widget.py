@@ -192,9 +192,10 @@ class FewShotWidget(QWidget):
         if session.segmenter is None or not session.segmenter.is_fine_tuned:
             show_info("The encoder has its original weights already.")
             return None
+        message = fine_tuning.reset_message(session.segmenter)
         session.segmenter.reset_weights()
         self.model_status.update()
-        show_info("Encoder weights reset to the original ones.")
+        show_info(message)
         return self._refresh_prediction()
 
     def cancel(self) -> None:
