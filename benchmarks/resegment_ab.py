@@ -88,14 +88,14 @@ def main() -> None:
         out = run(job)
         return round(time.perf_counter() - start, 2), round(time.process_time() - cpu, 2), out
 
-    rows = {name: {"segment_all": timed(seg.segment(support))[:2], "wall": [], "cpu": []} for name, seg in segs.items()}
+    rows = {name: {"segment_all": timed(seg.segment(support, refine_later=True))[:2], "wall": [], "cpu": []} for name, seg in segs.items()}
     candidates = [z for z in organ if z not in painted]
     identical = []
     for n, z in enumerate(candidates[:: max(1, len(candidates) // 4)][:4]):
         support[z] = truth[z]
         labels = {}
         for name in (list(segs) if n % 2 == 0 else list(segs)[::-1]):
-            wall, cpu, result = timed(segs[name].segment(support))
+            wall, cpu, result = timed(segs[name].segment(support, refine_later=True))
             rows[name]["wall"].append(wall)
             rows[name]["cpu"].append(cpu)
             labels[name] = result.labels

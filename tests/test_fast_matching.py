@@ -95,5 +95,13 @@ def test_batched_matching_equals_slice_by_slice_and_matches_only_what_changed(ct
     assert all(torch.equal(a, b) for a, b in zip(again, batched))
     # a changed group (new key) is matched again for every slice, the unchanged ones are not
     changed = matching.PrototypeGroup("new key", groups[1].vectors.flip(0), groups[1].bounds, groups[1].origins)
-    list(cache.class_similarities([("ct", z) for z in slices], counted, [groups[0], changed, *groups[2:]]))
+    regrouped = [groups[0], changed, *groups[2:]]
+    after = list(cache.class_similarities([("ct", z) for z in slices], counted, regrouped))
     assert cache.misses == (keyed + 1) * len(slices)
+    # the chunks' cells were stacked once and reused (the slices' own cells are views of the stacks), and
+    # the maps are bit for bit those of a cache that starts afresh
+    assert len(cache._stacks) == -(-len(slices) // 3) - (len(slices) % 3 == 1)
+    assert all(cache._queries[("ct", z)][0].untyped_storage().data_ptr() in
+               {t.untyped_storage().data_ptr() for t in cache._stacks.values()} for z in slices[:3])
+    fresh = list(MatchCache().class_similarities([("ct", z) for z in slices], loads, regrouped))
+    assert all(torch.equal(a, b) for a, b in zip(after, fresh))
