@@ -4,8 +4,10 @@ seconds (less sensitive than wall time to other jobs on a shared machine; report
     python benchmarks/busi_cost.py [--images 12] [--painted 2]
 
 The first image pays for loading the models; the figure is the mean over the others. No cache folder: every
-feature and embedding is computed, as for a new set. The default (propose and select, core/select_objects.py)
-and refine's one box per component (RefineParams(select=False)) are timed image by image, interleaved.
+feature and embedding is computed, as for a new set. The default (propose and select, core/select_objects.py:
+~30 candidates decoded at the decoder's own resolution in bfloat16 where native, the winner redrawn at full size)
+and refine's one box per component (RefineParams(select=False)) are timed image by image, interleaved; the
+time spent inside select_plane is reported too (the painted images' embeddings, computed once, are not in it).
 ⚠ LiteMedSAM refine inside (MedSAM's training data included public breast-ultrasound sets, possibly BUSI).
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, run  # noqa: E402
+from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, run, select_objects  # noqa: E402
 from napari_fewshot.evaluation.datasets import load_busi  # noqa: E402
 
 
@@ -44,16 +46,32 @@ def main() -> None:
         segmenters[name] = FewShotSegmenter(params)
         segmenters[name].set_image([images[i] for i in picked])
     seconds = {name: [] for name in variants}
+    selecting = []  # CPU seconds inside select_plane (candidates, scores, the winner redrawn), default path only
+    original = select_objects.select_plane
+
+    def timed(*a, **k):
+        started = time.process_time()
+        try:
+            return original(*a, **k)
+        finally:
+            selecting[-1] += time.process_time() - started
+
+    select_objects.select_plane = timed
+    loads = []
     for n in range(args.painted, len(picked)):
         for name, segmenter in segmenters.items():
+            selecting.append(0.0)
             started = time.process_time()
             run(segmenter.segment(support, indices=[n]))
             seconds[name].append(time.process_time() - started)
+        loads.append(os.getloadavg()[0])
     for name, values in seconds.items():
         rest = values[1:]
         print(f"{name}: CPU seconds per image: first {values[0]:.2f}, then mean {np.mean(rest):.2f} (median "
               f"{np.median(rest):.2f}) over {len(rest)} images")
-    print(f"load average {os.getloadavg()[0]:.1f}")
+    inside = selecting[0::len(variants)][1:]
+    print(f"of which in select_plane (default path): mean {np.mean(inside):.2f} (median {np.median(inside):.2f})")
+    print(f"load average (1 min) while measured: {min(loads):.1f}-{max(loads):.1f}")
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ on a log scale: lesions of one set vary several-fold, a whole-image shadow or a 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -27,10 +28,25 @@ class SupportProfile:
 
     log_area: (n,) log of each painted object's area as a share of its image (n painted images).
     box_shape: (n, 2) each painted object's bounding-box (height, width) as a share of its image's.
+    appearance: (n, C) each painted object's mean LiteMedSAM image embedding (core/select_objects.py), or None.
     """
 
     log_area: np.ndarray
     box_shape: np.ndarray
+    appearance: np.ndarray | None = None
+
+    def with_appearance(self, vectors: Sequence[np.ndarray]) -> "SupportProfile":
+        """This profile with `vectors` ((C,) each: a painted object's mean image embedding) as its appearance."""
+        return dataclasses.replace(self, appearance=np.stack([np.asarray(v, np.float64) for v in vectors]))
+
+    def likeness(self, vector: np.ndarray) -> float:
+        """How much a candidate looks like the painted objects: the mean cosine of its (C,) mean embedding with
+        each painted object's (the appearance rows); 0 without an appearance."""
+        if self.appearance is None or not len(self.appearance):
+            return 0.0
+        v = np.asarray(vector, np.float64)
+        rows = self.appearance
+        return float(np.mean(rows @ v / np.maximum(np.linalg.norm(rows, axis=1) * np.linalg.norm(v), 1e-12)))
 
     @classmethod
     def from_masks(cls, masks: Sequence[np.ndarray]) -> "SupportProfile | None":
