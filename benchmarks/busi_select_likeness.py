@@ -68,6 +68,9 @@ def main() -> None:
     show("contrast + max cosine to a support lesion", lambda c: -c["sam_inout"] + c["sam_les_max"])
     show("contrast + likeness in lite0 features", lambda c: -c["sam_inout"] + c["lite_les_mean"])
     show("oracle (best candidate by the reference)", lambda c: c["dice"])
+    # fewer candidates (cost), not the default: a choice made on this development set
+    fewer = lambda c: covers(c) and not c["origin"].startswith("comp2") and "s1.4" not in c["origin"]  # noqa: E731
+    show("default without comp. 3 and 1.4x peak boxes", lambda c: -c["sam_inout"] + c["sam_les_mean"], fewer)
 
 
 if __name__ == "__main__":
