@@ -8,6 +8,10 @@ says about its class: how strongly the class's prototypes match inside the candi
 pixels around it (an object stands out from its surroundings; a shadow that matches as well as the tissue
 next to it does not), and how large the candidate is compared with the painted objects (in share of the image,
 on a log scale: lesions of one set vary several-fold, a whole-image shadow or a speck is unlike all of them).
+
+The profile also carries the painted objects' appearance (their mean LiteMedSAM embeddings): SupportProfile.likeness
+(mean cosine of a candidate's mean embedding with each painted object's) is the "looks like what was painted"
+half of the selection score that core/select_objects.py uses by default on 2D images.
 """
 
 from __future__ import annotations
