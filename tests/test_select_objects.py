@@ -186,3 +186,21 @@ def test_of_two_candidates_as_distinct_the_one_that_looks_like_the_painted_objec
     labels = (scores[1] > scores[0]).astype(np.uint8)
     out = select_plane(labels, scores, [1], _inscribed(shape), embedding, profiles)
     assert dice(out == 1, second) > 0.8
+
+
+def test_low_resolution_candidates_match_the_full_size_decode():
+    """The service's low_res decode (the decoder's own output, bfloat16 where native): (N, h, w) at the embedding's
+    resized shape, and each mask, resized to full size, close to the full-size float32 decode of the same box."""
+    rng = np.random.default_rng(2)
+    plane = rng.random((300, 200)).astype(np.float32) * 0.2
+    plane[_disk((300, 200), (120, 90), 35)] += 0.7
+    service = LiteMedSAMService("cpu")
+    embedding = service.embedding(plane)
+    boxes = np.array([[50, 80, 130, 160], [40, 70, 140, 170]], np.float32)
+    low = service.decode([(embedding, boxes, None)], low_res=True)[0]
+    full = service.decode([(embedding, boxes, None)])[0]
+    assert low.shape == (2, *embedding.resized) and full.shape == (2, 300, 200)
+    for small, big in zip(low, full):
+        resized = torch.nn.functional.interpolate(torch.from_numpy(small)[None, None], size=(300, 200),
+                                                  mode="bilinear")[0, 0].numpy()
+        assert (big > 0.5).sum() > 1000 and dice(resized > 0.5, big > 0.5) > 0.9
