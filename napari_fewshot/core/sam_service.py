@@ -191,7 +191,7 @@ class LiteMedSAMService:
             if not low_res:
                 return self.prompter.decode_batch(list(requests), max_prompts)
             # candidates to score, not outlines to keep: bfloat16 where native, few prompts per call (the decoder
-            # is memory-bound; 28 boxes: 4.6 -> 2.2 CPU-s, masks within Dice 0.96 of float32's, BENCHMARKS.md)
+            # is memory-bound; 28 boxes: 4.6 -> 2.3 CPU-s, masks within Dice 0.96 of float32's, BENCHMARKS.md)
             dtype = matmul_dtype(self.device.type)
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype == torch.bfloat16):
                 return self.prompter.decode_batch(list(requests), min(max_prompts, LOW_RES_PROMPTS), low_res=True)
