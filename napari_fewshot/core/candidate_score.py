@@ -8,10 +8,15 @@ says about its class: how strongly the class's prototypes match inside the candi
 pixels around it (an object stands out from its surroundings; a shadow that matches as well as the tissue
 next to it does not), and how large the candidate is compared with the painted objects (in share of the image,
 on a log scale: lesions of one set vary several-fold, a whole-image shadow or a speck is unlike all of them).
+
+The profile also carries the painted objects' appearance (their mean LiteMedSAM embeddings): SupportProfile.likeness
+(mean cosine of a candidate's mean embedding with each painted object's) is the "looks like what was painted"
+half of the selection score that core/select_objects.py uses by default on 2D images.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -27,10 +32,25 @@ class SupportProfile:
 
     log_area: (n,) log of each painted object's area as a share of its image (n painted images).
     box_shape: (n, 2) each painted object's bounding-box (height, width) as a share of its image's.
+    appearance: (n, C) each painted object's mean LiteMedSAM image embedding (core/select_objects.py), or None.
     """
 
     log_area: np.ndarray
     box_shape: np.ndarray
+    appearance: np.ndarray | None = None
+
+    def with_appearance(self, vectors: Sequence[np.ndarray]) -> "SupportProfile":
+        """This profile with `vectors` ((C,) each: a painted object's mean image embedding) as its appearance."""
+        return dataclasses.replace(self, appearance=np.stack([np.asarray(v, np.float64) for v in vectors]))
+
+    def likeness(self, vector: np.ndarray) -> float:
+        """How much a candidate looks like the painted objects: the mean cosine of its (C,) mean embedding with
+        each painted object's (the appearance rows); 0 without an appearance."""
+        if self.appearance is None or not len(self.appearance):
+            return 0.0
+        v = np.asarray(vector, np.float64)
+        rows = self.appearance
+        return float(np.mean(rows @ v / np.maximum(np.linalg.norm(rows, axis=1) * np.linalg.norm(v), 1e-12)))
 
     @classmethod
     def from_masks(cls, masks: Sequence[np.ndarray]) -> "SupportProfile | None":

@@ -77,11 +77,13 @@ class BoxPrompter:
         return self.decode_batch([(embedding, boxes, masks)])[0]
 
     @torch.no_grad()
-    def decode_batch(self, requests: list, max_prompts: int = 32) -> list[tuple[np.ndarray, np.ndarray]]:
+    def decode_batch(self, requests: list, max_prompts: int = 32, low_res: bool = False,
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`decode_with_quality` of several planes' boxes, `max_prompts` boxes per decoder call.
 
         requests: [(PlaneEmbedding, (N_i, 4) boxes, optional (N_i, H_i, W_i) masks)]; embeddings may be float16.
-        Returns [((N_i, H_i, W_i) probabilities, (N_i,) IoU estimates)] in the order of `requests`.
+        Returns [((N_i, H_i, W_i) probabilities, (N_i,) IoU estimates)] in the order of `requests`; with
+        `low_res`, the decoder's own output, not resized: (N_i, h_i, w_i), (h_i, w_i) = embedding.resized.
         """
         prompts = []  # (request, box (4,), mask (H, W) or None), flattened
         for r, (embedding, boxes, masks) in enumerate(requests):
@@ -92,15 +94,17 @@ class BoxPrompter:
         quality: list[list[float]] = [[] for _ in requests]
         for start in range(0, len(prompts), max_prompts):
             chunk = prompts[start:start + max_prompts]
-            for (r, _, _), p, q in zip(chunk, *self._decode_chunk(requests, chunk)):
+            for (r, _, _), p, q in zip(chunk, *self._decode_chunk(requests, chunk, low_res)):
                 probs[r].append(p)
                 quality[r].append(q)
         out = []
         for (embedding, _, _), p, q in zip(requests, probs, quality):
-            out.append((np.stack(p) if p else np.zeros((0, *embedding.shape), np.float32), np.asarray(q, np.float32)))
+            empty = np.zeros((0, *(embedding.resized if low_res else embedding.shape)), np.float32)
+            out.append((np.stack(p) if p else empty, np.asarray(q, np.float32)))
         return out
 
-    def _decode_chunk(self, requests: list, chunk: list) -> tuple[list[np.ndarray], list[float]]:
+    def _decode_chunk(self, requests: list, chunk: list, low_res: bool = False,
+                      ) -> tuple[list[np.ndarray], list[float]]:
         """One decoder call for `chunk` [(request index, (4,) box, (H, W) mask or None)]."""
         features, sparse, dense = [], [], []
         for r, box, mask in chunk:
@@ -122,7 +126,9 @@ class BoxPrompter:
         for (r, _, _), logit in zip(chunk, logits):
             embedding = requests[r][0]
             h, w = embedding.resized
-            up = F.interpolate(logit[None, :, :h, :w], size=embedding.shape, mode="bilinear", align_corners=False)
+            up = logit[None, :, :h, :w]
+            if not low_res:
+                up = F.interpolate(up, size=embedding.shape, mode="bilinear", align_corners=False)
             probs.append(torch.sigmoid(up[0, 0]).float().cpu().numpy())
         return probs, iou.reshape(-1).float().cpu().tolist()
 

@@ -42,6 +42,7 @@ from .stack import ImageStack
 
 EMBEDDING_BYTES = 256 * 64 * 64 * 2  # one plane's (1, 256, 64, 64) float16 embedding
 MAX_PROMPTS = 32  # prompts per decoder call (each needs ~10 MB of activations)
+LOW_RES_PROMPTS = 4  # per call at low resolution
 
 LOG = logging.getLogger(__name__)
 DecodeRequest = tuple  # (PlaneEmbedding, (N, 4) boxes, optional (N, H, W) mask prompts)
@@ -222,20 +223,29 @@ class LiteMedSAMService:
             pass  # the cache folder is a speed-up only: a full or read-only disk costs time, not results
 
     # -- decoding ------------------------------------------------------------------------------------
-    def decode(self, requests: Sequence[DecodeRequest], max_prompts: int = MAX_PROMPTS) -> list[np.ndarray]:
+    def decode(self, requests: Sequence[DecodeRequest], max_prompts: int = MAX_PROMPTS,
+               low_res: bool = False) -> list[np.ndarray]:
         """Probabilities for every box of every request, decoded together (`max_prompts` per decoder call).
 
         requests: [(PlaneEmbedding, (N_i, 4) boxes x0, y0, x1, y1 in that plane's pixels, optional (N_i, H_i, W_i)
                   mask prompts)].
-        Returns [(N_i, H_i, W_i) float32 probabilities in [0, 1]] in the order of `requests`.
+        Returns [(N_i, H_i, W_i) float32 probabilities in [0, 1]] in the order of `requests`; with `low_res`,
+        the decoder's output at its own size, (N_i, h_i, w_i) with (h_i, w_i) = embedding.resized (no resize:
+        many candidates cost a fraction, core/select_objects.py).
         """
-        return [probs for probs, _ in self.decode_with_quality(requests, max_prompts)]
+        return [probs for probs, _ in self.decode_with_quality(requests, max_prompts, low_res)]
 
     def decode_with_quality(self, requests: Sequence[DecodeRequest], max_prompts: int = MAX_PROMPTS,
-                            ) -> list[tuple[np.ndarray, np.ndarray]]:
+                            low_res: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`decode`, with the decoder's IoU estimate of each mask: [((N_i, H_i, W_i), (N_i,))]."""
         with self._lock:
-            return self.prompter.decode_batch(list(requests), max_prompts)
+            if not low_res:
+                return self.prompter.decode_batch(list(requests), max_prompts)
+            # candidates to score, not outlines to keep: bfloat16 where native, few prompts per call (the decoder
+            # is memory-bound; 28 boxes: 4.6 -> 2.3 CPU-s, masks within Dice 0.96 of float32's, BENCHMARKS.md)
+            dtype = matmul_dtype(self.device.type)
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype == torch.bfloat16):
+                return self.prompter.decode_batch(list(requests), min(max_prompts, LOW_RES_PROMPTS), low_res=True)
 
     # -- the mask decoder's weights (e.g. tuned by core/decoder_tuning.py) ---------------------------
     @property

@@ -352,10 +352,10 @@ class FewShotSegmenter:
         if self._selects(cache.stack):  # unpainted 2D images: LiteMedSAM proposes, the most distinct is kept
             from .select_objects import select_planes, support_profiles
 
-            profiles = support_profiles(support_set.targets if support_set else {}, len(class_ids))
+            sam, targets = partial(self.refiner.service.embedding_of, cache.stack), getattr(support_set, "targets", {})
             chosen = [i for i in indices if support_set is None or i not in support_set.slice_indices]
-            yield from select_planes(self.refiner, cache.stack, labels, chosen, list(class_ids), coarse, profiles,
-                                     self._selected)
+            yield from select_planes(self.refiner, cache.stack, labels, chosen, list(class_ids), coarse,
+                                     support_profiles(targets, len(class_ids), sam), self._selected)
         out = np.stack(labels) if cache.stack.is_volume else labels
         return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {}), coarse
 

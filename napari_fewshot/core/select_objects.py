@@ -1,17 +1,22 @@
-"""Propose and select on 2D images: LiteMedSAM draws many candidate objects of a class, the one that stands
-out most from its surroundings in LiteMedSAM's own embedding is kept (RefineParams.select, on for images).
+"""Propose and select on 2D images: LiteMedSAM draws many candidate objects of a class; the one that stands out
+most from its surroundings in LiteMedSAM's own embedding *and* looks most like the painted objects is kept
+(RefineParams.select, on for images).
 
     labels = select_plane(labels, scores, class_ids, decode, embedding, profiles)
 
 Candidates (core/proposals.py propose_boxes): each predicted component's box at margins 0, 0.1 and 0.25;
 boxes of 0.7, 1 and 1.4 times the support objects' typical size around the 5 strongest peaks of the class's
 margin map; the box of the two largest components' strongest cells covering once and twice the support
-objects' typical area (one batched decoder call). Score (:func:`embedding_contrast`): 1 minus the cosine
-between the mean image embedding inside the candidate and in a ring around it (a quarter of its size wide,
-at least 3 pixels). The prototype map finds
-*where* (the candidates come from it); LiteMedSAM's embedding says *which outline* is an object: a blob that
-spills over the lesion's surroundings, or half a lesion, looks like its ring. Measured on BUSI against
-refine (BENCHMARKS.md, "BUSI: propose and select by embedding contrast"); volumes keep refine.
+objects' typical area. They are decoded at the decoder's own resolution (the plane's longer side 256, bfloat16
+where native: the service's low_res decode) and scored there; only the winner is decoded again at full size.
+Score (:func:`selection_score`): the embedding contrast (:func:`embedding_contrast`: 1 minus the cosine between
+the mean image embedding inside the candidate and in a ring around it, a quarter of its size wide, at least 3
+pixels) plus its likeness to the support (candidate_score.SupportProfile.likeness: the mean cosine of its mean
+embedding with each painted object's), unweighted. The prototype map finds *where* (the candidates come from
+it); the contrast says *which outline* is an object (a blob that spills over the lesion's surroundings, or
+half a lesion, looks like its ring); the likeness says *which object* was painted (on organ slices another
+organ stands out as much as the painted one). Measured on BUSI (BENCHMARKS.md, "BUSI: propose and select");
+volumes keep refine.
 """
 
 from __future__ import annotations
@@ -78,49 +83,83 @@ def embedding_contrast(embedding: PlaneEmbedding, mask: np.ndarray, ring: float 
     return float(1.0 - F.cosine_similarity(inside[None], around[None]).item())
 
 
+def low_res(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool -> the (h, w) float share of each low-resolution pixel it covers (area resize)."""
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return F.interpolate(m, size=size, mode="area")[0, 0].numpy()
+
+
 def candidates(margin: np.ndarray, coarse: np.ndarray, decode: Callable, profile: SupportProfile | None,
-               min_pixels: int = 64) -> list[np.ndarray]:
-    """One class's candidate masks on one image (see module doc): (H, W) margin and coarse mask ->
-    non-empty (H, W) bool masks. decode: (N, 4) boxes, None -> (N, H, W) probabilities."""
+               size: tuple[int, int], min_pixels: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One class's candidates on one image (see module doc): (H, W) margin and coarse mask -> their (N, 4) boxes
+    in the image's pixels and N (h, w) bool masks at the decoder's own `size` (empty ones dropped).
+    decode: (N, 4) boxes, low_res -> (N, h, w) probabilities (low_res True) or (N, H, W)."""
     boxes = propose_boxes(margin, coarse, profile, peaks=PEAKS, components=3, min_pixels=min_pixels,
                           box_margins=MARGINS, peak_sizes=PEAK_SIZES, top_areas=TOP_AREAS)
     if not len(boxes):
-        return []
-    masks = decoded_masks(boxes, decode(boxes, None))
-    return [m for m in masks if m.any()]
+        return boxes, []
+    shrink = np.array([size[1] / margin.shape[1], size[0] / margin.shape[0]] * 2, np.float32)
+    masks = decoded_masks(boxes * shrink, decode(boxes, True))
+    kept = [n for n, m in enumerate(masks) if m.any()]
+    return boxes[kept], [masks[n] for n in kept]
+
+
+def selection_score(embedding: PlaneEmbedding, mask: np.ndarray, profile: SupportProfile | None) -> float:
+    """How well a candidate (an (H, W) or embedding.resized bool mask) fits: its embedding contrast with its
+    ring, plus how much it looks like the painted objects (profile.likeness of its mean embedding: 0 without
+    an appearance). Both are cosines, added unweighted."""
+    contrast = embedding_contrast(embedding, mask)
+    if profile is None or profile.appearance is None or not np.isfinite(contrast):
+        return contrast
+    return contrast + profile.likeness(embedding_mean(embedding, mask).cpu().numpy())
 
 
 def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int], decode: Callable,
                  embedding: PlaneEmbedding, profiles: dict[int, SupportProfile | None],
                  min_pixels: int = 64) -> np.ndarray:
-    """One image's labels redrawn: per class, the candidate of highest embedding contrast.
+    """One image's labels redrawn: per class, the candidate of highest :func:`selection_score`.
 
     labels: (H, W) coarse label values; scores: (K + 1, H, W) class similarity (upsampled, class k of
-    class_ids at k); profiles: class position k -> the support's objects of that class (or None). Classes
-    without a candidate keep their coarse pixels. Returns a new (H, W) array of labels' dtype.
+    class_ids at k); profiles: class position k -> the support's objects of that class (or None).
+    decode: (N, 4) boxes, low_res -> probabilities, (N, h, w) at the decoder's own size (embedding.resized)
+    with low_res, else (N, H, W): candidates are drawn and scored at low resolution, the winner redrawn at
+    full size. Classes without a candidate keep their coarse pixels. Returns a new (H, W) array of labels' dtype.
     """
     out = np.zeros_like(labels)
     chosen = []
+    size = embedding.resized
     for k, class_id in enumerate(class_ids, start=1):
         coarse = labels == class_id
         margin = scores[k] - np.delete(scores, k, 0).max(0)
-        masks = candidates(margin, coarse, decode, profiles.get(k), min_pixels)
+        boxes, masks = candidates(margin, coarse, decode, profiles.get(k), size, min_pixels)
         if coarse.any():  # the prototypes' own finding anchors the choice: a candidate must cover some of it
-            masks = [m for m in masks if np.count_nonzero(m & coarse) >= MIN_COVER * np.count_nonzero(coarse)]
+            share = low_res(coarse, size)
+            keep = [n for n, m in enumerate(masks) if share[m].sum() >= MIN_COVER * share.sum()]
+            boxes, masks = boxes[keep], [masks[n] for n in keep]
         if not masks:
             chosen.append((float("-inf"), class_id, coarse))
             continue
-        contrast = [embedding_contrast(embedding, m) for m in masks]
-        best = int(np.argmax(contrast))
-        chosen.append((contrast[best], class_id, masks[best]))
-    for _, class_id, mask in sorted(chosen, key=lambda item: item[0]):  # the most distinct wins overlaps
+        fit = [selection_score(embedding, m, profiles.get(k)) for m in masks]
+        best = int(np.argmax(fit))
+        drawn = decoded_masks(boxes[best:best + 1], decode(boxes[best:best + 1], False))[0]
+        chosen.append((fit[best], class_id, drawn if drawn.any() else coarse))
+    for _, class_id, mask in sorted(chosen, key=lambda item: item[0]):  # the best fit wins overlaps
         out[mask] = class_id
     return out
 
 
-def support_profiles(targets: dict[int, np.ndarray], n_classes: int) -> dict[int, SupportProfile | None]:
-    """support slice -> (H, W) class index (SupportSet.targets) -> class position k -> its SupportProfile."""
-    return {k: SupportProfile.from_masks([t == k for t in targets.values()]) for k in range(1, n_classes + 1)}
+def support_profiles(targets: dict[int, np.ndarray], n_classes: int,
+                     embedding_of: Callable[[int], PlaneEmbedding] | None = None) -> dict[int, SupportProfile | None]:
+    """support slice -> (H, W) class index (SupportSet.targets) -> class position k -> its SupportProfile; with
+    `embedding_of` (slice -> its LiteMedSAM embedding), each painted object's mean embedding as its appearance."""
+    profiles = {}
+    for k in range(1, n_classes + 1):
+        profile = SupportProfile.from_masks([t == k for t in targets.values()])
+        if profile is not None and embedding_of is not None:
+            vectors = [embedding_mean(embedding_of(i), t == k) for i, t in targets.items() if (t == k).any()]
+            profile = profile.with_appearance([v.cpu().numpy() for v in vectors if v is not None])
+        profiles[k] = profile
+    return profiles
 
 
 def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_ids: Sequence[int],
@@ -134,7 +173,9 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
 
     service = refiner.service  # core/sam_service.py: one model, one embedding cache
     setting = (stack.signature(), tuple(class_ids), refiner.params.refine.min_pixels, service.decoder_version)
-    sizes = b"".join(p.log_area.tobytes() + p.box_shape.tobytes() for p in profiles.values() if p is not None)
+    sizes = b"".join(p.log_area.tobytes() + p.box_shape.tobytes() + (b"" if p.appearance is None else
+                                                                      p.appearance.tobytes())
+                     for p in profiles.values() if p is not None)
     for n, i in enumerate(indices):
         digest = hashlib.blake2b(repr(setting).encode() + sizes + labels[i].tobytes() + coarse[i].tobytes(),
                                  digest_size=16).digest()
@@ -145,7 +186,7 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
             cached = service.embedding_of(stack, i)
             embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
             scores = upsample(torch.from_numpy(coarse[i])[None], labels[i].shape)[0].numpy()
-            decode = lambda boxes, masks, e=embedding: service.decode([(e, boxes, masks)])[0]  # noqa: E731
+            decode = lambda boxes, low, e=embedding: service.decode([(e, boxes, None)], low_res=low)[0]  # noqa: E731
             labels[i] = select_plane(labels[i], scores, class_ids, decode, embedding, profiles,
                                      refiner.params.refine.min_pixels)
             if memo is not None:
