@@ -32,10 +32,11 @@ from .uncertainty import cell_labels
 class GateParams:
     """min_gain: the rise of the mean leave-one-out Dice (over the other signed images, on the feature grid)
     a gate must bring to be kept; min_supports: fewer signed images than this: nothing is gated (too few to
-    validate on)."""
+    validate on); max_gates: at most this many supports gated (None: no limit)."""
 
     min_gain: float = 0.01
     min_supports: int = 3
+    max_gates: int | None = None
 
 
 def grid_dice(pred: np.ndarray, ref: np.ndarray, n_classes: int) -> float:
@@ -129,7 +130,7 @@ def choose_gates(loo: LeaveOneOut, params: GateParams | None = None,
     if len(loo.slices) < params.min_supports:
         return gated, steps
     pool = list(loo.slices if candidates is None else candidates)
-    while True:
+    while params.max_gates is None or len(gated) < params.max_gates:
         best_k, best = None, current + params.min_gain
         for k in pool:
             if k in gated or not _keeps_classes(loo, gated | {k}):
@@ -141,6 +142,7 @@ def choose_gates(loo: LeaveOneOut, params: GateParams | None = None,
             return gated, steps
         gated, current = gated | {best_k}, best
         steps.append({"gated": best_k, "mean_dice": current})
+    return gated, steps
 
 
 def _keeps_classes(loo: LeaveOneOut, gated: frozenset) -> bool:
