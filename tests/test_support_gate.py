@@ -105,3 +105,17 @@ def test_installed_gate_segments_image_sets_and_records_it(mr_set):
     assert score(gated) > score(plain)
     for i in painted:  # the signed masks are kept as signed, the misplaced one too
         np.testing.assert_array_equal(np.asarray(gated.labels[i]), wrong[i])
+
+
+def test_max_gates_bounds_the_greedy_and_the_first_gate_is_the_most_helpful(mr_set):
+    segmenter, masks = mr_set
+    wrong = [m.copy() for m in masks]
+    wrong[1], wrong[3] = misplaced(masks[1]), misplaced(masks[3])
+    support_set = segmenter.parse_support(support(wrong, {0, 1, 2, 3, 4}))
+    pieces = {key[2]: p for key, p in segmenter._pieces(support_set).items()}
+    loo = LeaveOneOut(pieces, segmenter.cache.get, support_set.targets, 1,
+                      segmenter.params.max_local_for(segmenter.cache.stack))
+    one, steps = choose_gates(loo, GateParams(max_gates=1))
+    assert len(one) == 1 and one <= {1, 3}
+    singles = {k: loo.mean_dice(frozenset({k})) for k in range(5)}
+    assert steps[1]["mean_dice"] == pytest.approx(max(singles.values()))

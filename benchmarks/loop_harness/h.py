@@ -111,6 +111,9 @@ def loop(env, rule="none", pick="worst", shots=3, rounds=10, use_ref=False, rank
     curve, unb = [], []
     for r in range(rounds + 1):
         t0 = time.time()
+        if len(boxed) == env.n:  # every image boxed: nothing left to segment
+            curve.append(float(np.mean(env.boxdice)))
+            break
         res, labels, coarse = env.segment(boxed, use_ref)
         free = [j for j in range(env.n) if j not in boxed]
         sc = {j: (env.boxdice[j] if j in boxed else dice(labels[j], env.masks[j])) for j in range(env.n)}

@@ -9,9 +9,13 @@ The signed images are a labelled validation set for this. Leave one out: each si
 on the feature grid from the other signed images' prototypes only (the coarse step, no LiteMedSAM), and
 scored by Dice against its own mask. A support k is *gated* (its foreground prototypes, local and its share
 of the global mean, are left out; its background ones kept; its mask stays as signed) when leaving them out
-raises the mean leave-one-out Dice of the others. Gates are added greedily, the most helpful first, while
-each still helps; every class keeps at least one ungated support. Volumes are not gated (their supports are
-slices of one scan, whose neighbours are the validation's own context).
+raises the mean leave-one-out Dice of the others by more than GateParams.min_gain. Gates are added greedily,
+the most helpful first, up to GateParams.max_gates; every class keeps at least one ungated support. Volumes
+are not gated (their supports are slices of one scan, whose neighbours are the validation's own context).
+
+Opt-in (`SupportGate(params).install(segmenter)`, `evaluate_busi_boxes(gate=...)`); nothing uses it by
+default: on BUSI it helped the prototype step on one of the two loops it was measured on and cost a little
+on the other (BENCHMARKS.md, "The correction loop, session 9").
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from .uncertainty import cell_labels
 class GateParams:
     """min_gain: the rise of the mean leave-one-out Dice (over the other signed images, on the feature grid)
     a gate must bring to be kept; min_supports: fewer signed images than this: nothing is gated (too few to
-    validate on)."""
+    validate on); max_gates: at most this many supports gated (None: no limit)."""
 
     min_gain: float = 0.01
-    min_supports: int = 3
+    min_supports: int = 4
+    max_gates: int | None = 1
 
 
 def grid_dice(pred: np.ndarray, ref: np.ndarray, n_classes: int) -> float:
@@ -129,7 +134,7 @@ def choose_gates(loo: LeaveOneOut, params: GateParams | None = None,
     if len(loo.slices) < params.min_supports:
         return gated, steps
     pool = list(loo.slices if candidates is None else candidates)
-    while True:
+    while params.max_gates is None or len(gated) < params.max_gates:
         best_k, best = None, current + params.min_gain
         for k in pool:
             if k in gated or not _keeps_classes(loo, gated | {k}):
@@ -141,6 +146,7 @@ def choose_gates(loo: LeaveOneOut, params: GateParams | None = None,
             return gated, steps
         gated, current = gated | {best_k}, best
         steps.append({"gated": best_k, "mean_dice": current})
+    return gated, steps
 
 
 def _keeps_classes(loo: LeaveOneOut, gated: frozenset) -> bool:
