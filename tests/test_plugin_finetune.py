@@ -28,7 +28,13 @@ def test_fine_tune_adapts_without_an_encoder_pass_then_refreshes_and_reset_is_in
     forward = seg.encoder.forward
     monkeypatch.setattr(seg.encoder, "forward", lambda x: calls.append(x.shape) or forward(x))
 
-    assert widget.ui.settings["method"].value == "encoder"  # the button's default (BENCHMARKS.md, "Fine-tune")
+    assert widget.ui.settings["method"].value == "decoder"  # the button's default (BENCHMARKS.md, "Fine-tune")
+    widget.fine_tune()  # on a CPU volume LiteMedSAM does not refine: the default adapts nothing and says so
+    wait_idle(qtbot, widget, 300)
+    assert not seg.is_fine_tuned
+    assert any(m.startswith("Adapted nothing (the LiteMedSAM decoder is tuned only where refinement runs (off "
+                            "here)) in ") for _, m in notes), notes
+    assert widget.ui.status_label.text().startswith("Adapted nothing")
     widget.ui.settings["method"].value = "adapter+decoder"
     worker = widget.fine_tune()
     losses = []
@@ -41,10 +47,10 @@ def test_fine_tune_adapts_without_an_encoder_pass_then_refreshes_and_reset_is_in
     assert f"(fine-tuned: the feature adapter ({2 * channels} weights) on 3 signed slices)" in \
         widget.ui.model_label.text()
     # on a CPU volume LiteMedSAM does not refine (RefineParams.enabled_for), so only the features are adapted
-    said = [m for _, m in notes if m.startswith("Adapted")]
+    said = [m for _, m in notes if m.startswith("Adapted the")]
     assert len(said) == 1 and said[0].startswith(f"Adapted the feature adapter ({2 * channels} weights) on 3 signed "
                                                  "slices in "), said
-    assert sum("Segmented 5 slices" in m for _, m in notes) == 2  # the prediction was refreshed
+    assert sum("Segmented 5 slices" in m for _, m in notes) == 3  # the prediction was refreshed
     assert calls == [] and len(seg.cache) == 8  # no encoder pass: the cached features were adapted
     np.testing.assert_array_equal(support.data, painted)
     folder = os.environ.get("TUNE_SHOTS")
@@ -58,7 +64,7 @@ def test_fine_tune_adapts_without_an_encoder_pass_then_refreshes_and_reset_is_in
     wait_idle(qtbot, widget, 120)
     assert any(m == "Reset: the feature adapter is removed." for _, m in notes)
     assert not seg.is_fine_tuned and seg.cache.adapter is None
-    assert sum("Segmented 5 slices" in m for _, m in notes) == 3
+    assert sum("Segmented 5 slices" in m for _, m in notes) == 4
     assert calls == []
     np.testing.assert_array_equal(widget.prediction_layer.data[84:89], first)  # no adapter, same answer
 
