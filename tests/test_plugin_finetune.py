@@ -46,7 +46,7 @@ def test_fine_tune_adapts_without_an_encoder_pass_then_refreshes_and_reset_is_in
     assert len(losses) == 1 and len(losses[0]) == 6 and all(np.isfinite(losses[0]))
     assert seg.is_fine_tuned and seg.cache.adapter is not None
     channels = seg.cache.adapter.channels
-    assert f"(fine-tuned: the feature adapter ({2 * channels} weights) on 3 signed slices)" in \
+    assert f"(fine-tuned: the feature adapter ({2 * channels} weights) on 3 signed slices in " in \
         widget.ui.model_label.text()
     # on a CPU volume LiteMedSAM does not refine (RefineParams.enabled_for), so only the features are adapted
     said = [m for _, m in notes if m.startswith("Adapted the")]
