@@ -163,11 +163,11 @@ def time_fine_tune(segmenter, labels: np.ndarray, steps: int) -> dict:
     for i in organ_slices(labels, 3):
         support[i] = labels[i]
     started = time.perf_counter()
-    _drain(segmenter.fine_tune(support, FineTuneParams(steps=1)))  # warm-up step (support features, optimiser)
+    _drain(segmenter.fine_tune(support, FineTuneParams(method="encoder", steps=1)))  # warm-up step (support features, optimiser)
     _sync(segmenter.device)
     warm = time.perf_counter() - started
     started = time.perf_counter()
-    losses = _drain(segmenter.fine_tune(support, FineTuneParams(steps=steps)))
+    losses = _drain(segmenter.fine_tune(support, FineTuneParams(method="encoder", steps=steps)))
     _sync(segmenter.device)
     seconds = time.perf_counter() - started
     segmenter.reset_weights()

@@ -98,7 +98,7 @@ def measure(slices: int, cache_dir: str, float32: bool = False) -> dict:
 
     calls = []
     segmenter.encoder.register_forward_hook(lambda *_: calls.append(1))
-    run(segmenter.fine_tune(support, FineTuneParams(steps=2)))
+    run(segmenter.fine_tune(support, FineTuneParams(method="encoder", steps=2)))
     segmenter.reset_weights()
     kept = len(segmenter.cache)
     calls.clear()

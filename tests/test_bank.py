@@ -84,7 +84,7 @@ def test_round_trip_keeps_tensors_and_metadata(bank_a, tmp_path):
 def test_fine_tuned_weights_travel_with_the_bank(cases, tmp_path):
     volume, labels, _ = cases["1"]
     bank = PrototypeBank.build([(volume.data, support_of(labels, [1, 4], (LIVER,)))], PARAMS,
-                               fine_tune=FineTuneParams(steps=1, augment=False))
+                               fine_tune=FineTuneParams(method="encoder", steps=1, augment=False))
     assert bank.fine_tuned
     loaded = PrototypeBank.load(bank.save(tmp_path / "tuned.fewshot"))
     assert loaded.encoder_state.keys() == bank.encoder_state.keys()

@@ -97,7 +97,7 @@ def test_reset_weights_brings_back_the_original_features_without_the_encoder(cha
     original = {i: seg.cache.get(i).clone() for i in (0, len(image) // 2)}
     support, _ = one_slice_support(labels)
     first = run(seg.segment(support)).labels
-    run(seg.fine_tune(support, FineTuneParams(steps=1)))
+    run(seg.fine_tune(support, FineTuneParams(method="encoder", steps=1)))
     assert len(seg.cache) < len(image)  # fine-tuned weights need new features
     calls = []
     seg.encoder.register_forward_hook(lambda *_: calls.append(1))

@@ -102,7 +102,7 @@ def test_fine_tuned_features_are_not_persisted(tmp_path):
     support[[1, 4], 20:40, 20:40] = 1
     from napari_fewshot.core import FineTuneParams
 
-    run(segmenter.fine_tune(support, FineTuneParams(steps=1, augment=False)))
+    run(segmenter.fine_tune(support, FineTuneParams(method="encoder", steps=1, augment=False)))
     run(segmenter.compute_features())
     assert segmenter.cache.persist_dir is None
     segmenter.reset_weights()

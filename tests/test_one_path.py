@@ -99,11 +99,11 @@ def test_a_fine_tuned_bank_reloads_its_weights_after_the_segmenter_trained_again
     small = volume[5:11, ::2, ::2]
     support = np.zeros(small.shape, np.uint8)
     support[1] = organ[6, ::2, ::2]
-    bank = PrototypeBank.build([(small, support)], PARAMS, fine_tune=FineTuneParams(steps=1, augment=False))
+    bank = PrototypeBank.build([(small, support)], PARAMS, fine_tune=FineTuneParams(method="encoder", steps=1, augment=False))
     segmenter = bank.make_segmenter("cpu")
     segmenter.set_image(small)
     run(bank.segment(segmenter))
-    run(segmenter.fine_tune(support, FineTuneParams(steps=1, augment=False, learning_rate=0.1)))
+    run(segmenter.fine_tune(support, FineTuneParams(method="encoder", steps=1, augment=False, learning_rate=0.1)))
     key = next(k for k, v in bank.encoder_state.items() if v.is_floating_point())
     assert not torch.equal(segmenter.encoder.state_dict()[key], bank.encoder_state[key])
     run(bank.segment(segmenter))

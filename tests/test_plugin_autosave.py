@@ -137,7 +137,7 @@ def test_painting_during_fine_tuning_is_kept_and_does_not_change_it(blobs, qtbot
     def core_losses(painted):
         seg = FewShotSegmenter(widget.params())
         seg.set_image(np.asarray(viewer.layers["blobs"].data))
-        return run(seg.fine_tune(painted, FineTuneParams(steps=1, learning_rate=1e-3)))
+        return run(seg.fine_tune(painted, FineTuneParams(method="encoder", steps=1, learning_rate=1e-3)))
 
     assert losses == pytest.approx(core_losses(before), rel=1e-4)  # trained on the support as it was
     assert core_losses(during) != pytest.approx(losses, rel=1e-4)  # (the stroke would have changed it)

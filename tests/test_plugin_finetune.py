@@ -28,7 +28,15 @@ def test_fine_tune_adapts_without_an_encoder_pass_then_refreshes_and_reset_is_in
     forward = seg.encoder.forward
     monkeypatch.setattr(seg.encoder, "forward", lambda x: calls.append(x.shape) or forward(x))
 
-    assert widget.ui.settings["method"].value == "encoder"  # the button's default (BENCHMARKS.md, "Fine-tune")
+    assert widget.ui.settings["method"].value == "decoder"  # the button's default (BENCHMARKS.md, "Fine-tune")
+    widget.fine_tune()  # on a CPU volume LiteMedSAM does not refine: the default adapts nothing and says so
+    wait_idle(qtbot, widget, 300)
+    assert not seg.is_fine_tuned
+    assert any(m.startswith("Adapted nothing (the LiteMedSAM decoder is tuned only where refinement runs (off "
+                            "here)) in ") for _, m in notes), notes
+    assert widget.ui.status_label.text().startswith("Adapted nothing")  # no re-segmentation: nothing changed
+    if os.environ.get("TUNE_SHOTS"):
+        widget.viewer.screenshot(os.path.join(os.environ["TUNE_SHOTS"], "default_on_cpu_volume.png"), canvas_only=False)
     widget.ui.settings["method"].value = "adapter+decoder"
     worker = widget.fine_tune()
     losses = []
@@ -38,10 +46,10 @@ def test_fine_tune_adapts_without_an_encoder_pass_then_refreshes_and_reset_is_in
     assert len(losses) == 1 and len(losses[0]) == 6 and all(np.isfinite(losses[0]))
     assert seg.is_fine_tuned and seg.cache.adapter is not None
     channels = seg.cache.adapter.channels
-    assert f"(fine-tuned: the feature adapter ({2 * channels} weights) on 3 signed slices)" in \
+    assert f"(fine-tuned: the feature adapter ({2 * channels} weights) on 3 signed slices in " in \
         widget.ui.model_label.text()
     # on a CPU volume LiteMedSAM does not refine (RefineParams.enabled_for), so only the features are adapted
-    said = [m for _, m in notes if m.startswith("Adapted")]
+    said = [m for _, m in notes if m.startswith("Adapted the")]
     assert len(said) == 1 and said[0].startswith(f"Adapted the feature adapter ({2 * channels} weights) on 3 signed "
                                                  "slices in "), said
     assert sum("Segmented 5 slices" in m for _, m in notes) == 2  # the prediction was refreshed
@@ -49,6 +57,7 @@ def test_fine_tune_adapts_without_an_encoder_pass_then_refreshes_and_reset_is_in
     np.testing.assert_array_equal(support.data, painted)
     folder = os.environ.get("TUNE_SHOTS")
     if folder:
+        widget.ui.status_label.parentWidget().grab().save(os.path.join(folder, "status_after_refresh.png"))
         widget.viewer.dims.set_point(0, 86)
         widget.viewer.screenshot(os.path.join(folder, "fine_tuned.png"), canvas_only=False)
         widget.ui.fine_tune_group.grab().save(os.path.join(folder, "fine_tune_panel.png"))

@@ -73,7 +73,7 @@ def test_fine_tune_changes_weights_yields_progress_and_resets(chaos_case):
     support, picks = liver_support(labels)
     before = {k: v.clone() for k, v in segmenter.encoder.state_dict().items()}
     run(segmenter.compute_features(indices=picks))
-    reports = list(segmenter.fine_tune(support, FineTuneParams(steps=2)))
+    reports = list(segmenter.fine_tune(support, FineTuneParams(method="encoder", steps=2)))
     assert [r.done for r in reports] == [1, 2] and all(np.isfinite(r.loss) for r in reports)
     assert len(segmenter.cache) == 0  # features of the old encoder are gone
     changed = [k for k in before if not torch.equal(before[k], segmenter.encoder.state_dict()[k])]
@@ -86,7 +86,7 @@ def test_cancelled_fine_tune_stops_between_steps(chaos_case):
     image, labels = chaos_case
     segmenter = FewShotSegmenter()
     segmenter.set_image(image)
-    job = segmenter.fine_tune(liver_support(labels)[0], FineTuneParams(steps=50))
+    job = segmenter.fine_tune(liver_support(labels)[0], FineTuneParams(method="encoder", steps=50))
     assert next(job).done == 1
     job.close()  # what a UI's cancel does
     assert segmenter.is_fine_tuned and len(segmenter.cache) == 0
@@ -139,7 +139,7 @@ def test_support_is_never_modified():
     segmenter = FewShotSegmenter()
     segmenter.set_image(image)
     run(segmenter.segment(support, similarity=True))
-    list(segmenter.fine_tune(support, FineTuneParams(steps=1)))
+    list(segmenter.fine_tune(support, FineTuneParams(method="encoder", steps=1)))
     assert np.array_equal(support, copy)
 
 

@@ -273,6 +273,7 @@ class Adaptation:
         self.tag = tag
         parts = [name for name, there in (("feature adapter", adapter), ("LiteMedSAM decoder", decoder)) if there]
         self.summary = f"Loaded the {' and '.join(parts)} a bank adapted" if parts else None
+        self.seconds = 0.0
 
     def reset(self, segmenter) -> None:
         """Remove the adapter and give the decoder back its original weights (instant: nothing recomputed)."""

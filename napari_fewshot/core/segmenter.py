@@ -58,20 +58,14 @@ class FewShotSegmenter:
         self._matches = MatchCache(budget // 4, budget // 8)  # per (query slice, support slice) similarity
 
     # -- encoder and its weights (core/encoder_weights.py) ---------------------------------
-    @property
-    def encoder(self) -> Encoder:
-        return self._weights.encoder
+    encoder = property(lambda self: self._weights.encoder, doc="The Encoder (core/encoders.py)")
 
     @property
     def is_fine_tuned(self) -> bool:
         """Whether the encoder's weights differ from the original ones (fine-tuned, adapted or loaded)."""
         return self._weights.changed or self.adaptation.changed
 
-    @property
-    def encoder_changed(self) -> bool:
-        """Whether the encoder's own weights differ from the original ones (the whole-encoder fine-tune, Adapt,
-        loaded weights); Fine-tune's adapter and decoder weights are :attr:`adaptation`'s."""
-        return self._weights.changed
+    encoder_changed = property(lambda self: self._weights.changed, doc="The encoder's own weights changed")
 
     @property
     def weights_tag(self) -> str | None:

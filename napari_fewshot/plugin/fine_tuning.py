@@ -1,7 +1,9 @@
 """The Fine-tune button's words: the job's settings, what it says when it ends, and when it is stopped.
 
 What the button runs is core/finetune.py (FewShotSegmenter.fine_tune with the panel's FineTuneParams): by
-default a feature adapter and, where refinement runs, LiteMedSAM's decoder, trained on every signed slice.
+default ("decoder") 32 weights of LiteMedSAM's mask decoder, tuned on every signed image or slice where LiteMedSAM
+refines (image sets; volumes on a GPU); on a CPU volume that adapts nothing, and the status line says so.
+BENCHMARKS.md, "Fine-tune: which variant the button runs", has why (the other variants lowered Dice somewhere).
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from ..core import FineTuneParams
 
 
 def chosen_params(chosen: FineTuneParams, steps: int | None, learning_rate: float | None) -> FineTuneParams:
-    """The panel's settings, with the whole-encoder steps / learning rate given to widget.fine_tune."""
+    """The panel's settings (what the button runs); whole-encoder steps or a learning rate given to
+    widget.fine_tune (scripts, tests) ask for the whole-encoder fine-tune with them."""
     changes = {}
     if steps is not None:
         changes["steps"] = int(steps)
     if learning_rate is not None:
         changes["learning_rate"] = float(learning_rate)
+    if changes:
+        changes["method"] = "encoder"
     return dataclasses.replace(chosen, **changes)
 
 

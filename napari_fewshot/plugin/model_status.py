@@ -38,8 +38,9 @@ class ModelStatus:
         text = f"Using {params.encoder} on {device}"
         if session is not None and session.segmenter is not None and session.reuses_features(params):
             text += f"; features cached for {session.cached_slices()} {image_sets.unit(session.layer)}s"
-            summary = session.segmenter.adaptation.summary  # what Fine-tune adapted (core/finetune.py)
-            text += (f" (fine-tuned: {summary[len('Adapted '):]})" if summary and session.segmenter.is_fine_tuned
+            adaptation = session.segmenter.adaptation  # what Fine-tune adapted (core/finetune.py)
+            summary, took = adaptation.summary, f" in {adaptation.seconds:.0f} s" if adaptation.seconds else ""
+            text += (f" (fine-tuned: {summary[len('Adapted '):]}{took})" if summary and session.segmenter.is_fine_tuned
                      else " (fine-tuned)" if session.segmenter.is_fine_tuned else "")
         self.ui.model_label.setText(text + ".")
 

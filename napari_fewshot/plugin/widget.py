@@ -297,7 +297,8 @@ class FewShotWidget(QWidget):
         message = fine_tuning.done_message(session.segmenter, params, losses)
         if message:
             self._done(message)
-        self.runner.after = self._refresh_prediction
+        if session.segmenter is not None and session.segmenter.is_fine_tuned:  # nothing adapted: nothing to redo
+            self.runner.after = self._refresh_prediction
 
     def _refresh_prediction(self):
         """Re-segment (features recomputed as needed) when there is a prediction to keep current."""
