@@ -79,6 +79,8 @@ def main() -> None:
         seg.cache._on_disk.clear()
         if name.startswith("A"):
             cache = old.MatchCache(seg._matches.budget, seg._matches.query_budget)
+            if not hasattr(old.MatchCache, "group"):  # a revision that made every group at every segmentation
+                cache.group = lambda key, make: make()
             if not hasattr(old.MatchCache, "class_similarities"):  # a revision before batching: slice by slice
                 cache.class_similarities = lambda keys, loads, groups, cache=cache: (
                     cache.class_similarity(k, load, groups) for k, load in zip(keys, loads))
