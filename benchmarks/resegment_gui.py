@@ -10,8 +10,9 @@ same process; this checkout against another (e.g. the last release) side by side
 Each version runs in its own process: features are computed once (Segment all, not timed as a
 correction); then 3 corrections, each alternating window and API: the reference of one more organ slice
 is put into the support, a real stroke is dragged over it on the canvas, and the whole volume is
-segmented again, by clicking Segment (timed from the click until the widget is idle and the prediction
-layer holds the result) or by ``FewShotSegmenter.segment`` on the session's own segmenter. Medians are
+segmented again, by clicking Segment (timed from the click until the prediction layer holds the coarse result,
+and until the widget is idle: LiteMedSAM's refinement, where on, streams in between) or by
+``FewShotSegmenter.segment(..., refine_later=True)`` (the coarse result) on the session's own segmenter. Medians are
 reported. --float32 makes the matching use float32 as on CPUs without AVX512-BF16/AMX (most laptops),
 the same way in both versions. --profile samples the stacks of every thread during the window
 corrections and prints where the time goes.
@@ -162,7 +163,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
     sampler = StackSampler() if profile else None
     candidates = [z for z in organ if z not in painted]
     chosen = candidates[:: max(1, len(candidates) // 6)][:6]
-    window, api, dices, steps = [], [], [], []
+    window, refined, api, dices, steps = [], [], [], [], []
     for n, z in enumerate(chosen):
         correct(z)
         if n % 2 == 0:
@@ -171,15 +172,19 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
             calls.clear()
             click = time.perf_counter()
             widget.ui.segment_button.click()
-            wait_idle(widget, settle_s=0)
+            while widget.busy and not (widget.streaming.running and session.prediction is not None):
+                app.processEvents()  # until the coarse result is shown (refinement, if on, streams in after it)
+                time.sleep(0.005)
             window.append(time.perf_counter() - click)
+            wait_idle(widget, settle_s=0)
+            refined.append(time.perf_counter() - click)
             steps.append(list(calls))
             if sampler:
                 sampler.on = False
             labels = np.asarray(session.prediction.data)
         else:
             click = time.perf_counter()
-            result = run(original_segment(seg, np.array(support.data),
+            result = run(original_segment(seg, np.array(support.data), refine_later=True,
                                           empty_slices=widget.corrections.empty_slices()))
             api.append(time.perf_counter() - click)
             labels = result.labels
@@ -193,6 +198,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
         "scan": list(volume.shape), "matmul": str(matching.matmul_dtype("cpu")).replace("torch.", ""),
         "first_segment_all_with_features_s": round(first_s, 1),
         "window_after_correction_s": [round(s, 2) for s in window],
+        "window_refined_after_correction_s": [round(s, 2) for s in refined],
         "api_after_correction_s": [round(s, 2) for s in api],
         "window_median_s": round(float(np.median(window)), 2), "api_median_s": round(float(np.median(api)), 2),
         "liver_dice_per_correction": dices, "window_steps": steps, "setup_s": round(time.perf_counter() - started, 1),
