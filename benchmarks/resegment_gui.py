@@ -3,7 +3,7 @@ brush stroke on a corrected slice, a click on Segment; the same correction throu
 same process; this checkout against another (e.g. the last release) side by side, in one run.
 
     xvfb-run -a python benchmarks/resegment_gui.py [--baseline GIT_REV] [--scan ct|tiled] [--slices 100]
-                                                   [--float32] [--profile] [--json OUT]
+                                                   [--float32] [--profile] [--no-refine] [--json OUT]
 
 --scan ct: the CT sample (112 x 101 x 122; liver and spleen painted on 2 slices from its reference);
 --scan tiled: the 20-slice 512 x 512 DICOM CT of ../shared/data tiled to --slices slices (liver on 3 slices).
@@ -100,7 +100,10 @@ class StackSampler:
         return lines
 
 
-def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: str | None = None) -> dict:
+def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: str | None = None,
+            refine: bool = True) -> dict:
+    import dataclasses
+
     import torch  # noqa: F401  (before Qt)
 
     import napari
@@ -121,6 +124,10 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
     image = viewer.add_image(volume, name="scan")
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
     widget.ui.settings["device"].value = "cpu"
+    if not refine:  # the coarse result only (LiteMedSAM's refinement of 100+ slices takes minutes on 2 cores)
+        params = widget.params
+        off = lambda: dataclasses.replace(params().refine, enabled=False)  # noqa: E731
+        widget.params = lambda: dataclasses.replace(params(), refine=off())
     support = widget.create_support_layer()
     data = support.data
     data[painted] = truth[painted]
@@ -217,13 +224,15 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--no-refine", action="store_true", help="LiteMedSAM's refinement off (coarse results only)")
     parser.add_argument("--screenshot", default=None, help="folder for a screenshot of each version's window")
     parser.add_argument("--json", default=None)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         sys.path.insert(0, args.one)
-        print(json.dumps(measure(args.scan, args.slices, args.float32, args.profile, args.screenshot)))
+        print(json.dumps(measure(args.scan, args.slices, args.float32, args.profile, args.screenshot,
+                                 not args.no_refine)))
         return
     trees = {"this checkout": ROOT}
     if args.baseline:
@@ -232,7 +241,7 @@ def main() -> None:
     try:
         for name, tree in trees.items():
             command = [sys.executable, __file__, "--one", str(tree), "--scan", args.scan, "--slices", str(args.slices)]
-            command += ["--float32"] * args.float32 + ["--profile"] * args.profile
+            command += ["--float32"] * args.float32 + ["--profile"] * args.profile + ["--no-refine"] * args.no_refine
             if args.screenshot:
                 tag = "baseline" if tree != ROOT else "this"
                 command += ["--screenshot", str(Path(args.screenshot).resolve() / f"resegment_gui_{tag}.png")]
