@@ -137,3 +137,30 @@ def test_load_prototypes_shows_the_coarse_result_and_streams_its_refinement(crop
     assert widget.ui.status_label.text().startswith("Refined")
     assert not support.data[[z for z in range(8) if z not in PAINTED]].any()  # the first scan's paint untouched
     shot(viewer, "3_bank_refined.png")
+
+
+def test_a_segmentation_reports_progress_at_most_four_times_a_second():
+    """workers.thinned: the reports that follow the last one passed within PROGRESS_S are dropped (each repaints
+    the bar on the Qt thread), its last report, every other item and the result pass."""
+    from napari_fewshot.core import Progress
+    from napari_fewshot.plugin.workers import PROGRESS_S, Preview, thinned
+
+    def job():
+        for n in range(1, 41):
+            yield Progress(n, 40, f"slice {n}")
+            if n == 20:
+                yield Preview("early")
+                time.sleep(PROGRESS_S * 1.2)
+        return "result"
+
+    out, gen = [], thinned(job())
+    while True:
+        try:
+            out.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    done = [item.done for item in out if isinstance(item, Progress)]
+    assert result == "result" and [item for item in out if isinstance(item, Preview)] == [Preview("early")]
+    assert done[0] == 1 and done[-1] == 40 and 21 in done  # the first, the last, the first after a pause
+    assert len(done) == 3
