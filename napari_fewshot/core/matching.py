@@ -301,6 +301,10 @@ class MatchCache:
             return _Stacked(cells, found)
         stacked = _Stacked(cells)
         if len(cells) > 1 and all(k in self._queries for k in keys):
+            for old in [k for k in self._stacks if not set(keys).isdisjoint(k)]:  # another chunking: superseded
+                del self._stacks[old]
+                for k in set(old) - set(keys):  # their own copy, so that the old stack's memory is freed
+                    self._queries[k] = (self._queries[k][0].clone(), self._queries[k][1])
             self._stacks[key] = stacked.cells
             for k, part in zip(keys, stacked.cells.split(stacked.sizes)):
                 self._queries[k] = (part, self._queries[k][1])
