@@ -6,8 +6,9 @@ in one process so that both share the machine's load, correction after correctio
 --scan ct: the CT sample (112 x 101 x 122; liver and spleen painted on 2 slices from its reference);
 --scan N: the 20-slice 512 x 512 DICOM CT of ../shared/data tiled to N slices (liver painted on 3 slices).
 Two segmenters of this checkout on the same cached features; A's match cache is the baseline revision's
-core/matching.py (loaded from git), asked one slice at a time as that revision's segmenter asks it, so the
-difference between A and B is the matching alone. Segment all, then 4 corrections (the reference of one
+core/matching.py (loaded from git; a revision from before batched matching is asked one slice at a time, as
+its segmenter asked it), so the difference between A and B is the matching alone. Both time the coarse result
+(``segment(..., refine_later=True)``, as the window does; LiteMedSAM's refinement streams in after it). Segment all, then 4 corrections (the reference of one
 more organ slice into the support, the whole volume segmented again by A and by B, alternating which goes
 first); prints wall and CPU seconds (both threads) of each, and whether the labels are identical.
 --float32 makes both versions' products float32, as on CPUs without AVX512-BF16/AMX (most laptops).
@@ -78,8 +79,11 @@ def main() -> None:
         seg.cache._on_disk.clear()
         if name.startswith("A"):
             cache = old.MatchCache(seg._matches.budget, seg._matches.query_budget)
-            cache.class_similarities = lambda keys, loads, groups, cache=cache: (
-                cache.class_similarity(k, load, groups) for k, load in zip(keys, loads))
+            if not hasattr(old.MatchCache, "group"):  # a revision that made every group at every segmentation
+                cache.group = lambda key, make: make()
+            if not hasattr(old.MatchCache, "class_similarities"):  # a revision before batching: slice by slice
+                cache.class_similarities = lambda keys, loads, groups, cache=cache: (
+                    cache.class_similarity(k, load, groups) for k, load in zip(keys, loads))
             seg._matches = cache
         segs[name] = seg
 

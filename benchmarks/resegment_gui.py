@@ -3,15 +3,16 @@ brush stroke on a corrected slice, a click on Segment; the same correction throu
 same process; this checkout against another (e.g. the last release) side by side, in one run.
 
     xvfb-run -a python benchmarks/resegment_gui.py [--baseline GIT_REV] [--scan ct|tiled] [--slices 100]
-                                                   [--float32] [--profile] [--json OUT]
+                                                   [--float32] [--profile] [--no-refine] [--json OUT]
 
 --scan ct: the CT sample (112 x 101 x 122; liver and spleen painted on 2 slices from its reference);
 --scan tiled: the 20-slice 512 x 512 DICOM CT of ../shared/data tiled to --slices slices (liver on 3 slices).
 Each version runs in its own process: features are computed once (Segment all, not timed as a
 correction); then 3 corrections, each alternating window and API: the reference of one more organ slice
 is put into the support, a real stroke is dragged over it on the canvas, and the whole volume is
-segmented again, by clicking Segment (timed from the click until the widget is idle and the prediction
-layer holds the result) or by ``FewShotSegmenter.segment`` on the session's own segmenter. Medians are
+segmented again, by clicking Segment (timed from the click until the prediction layer holds the coarse result,
+and until the widget is idle: LiteMedSAM's refinement, where on, streams in between) or by
+``FewShotSegmenter.segment(..., refine_later=True)`` (the coarse result) on the session's own segmenter. Medians are
 reported. --float32 makes the matching use float32 as on CPUs without AVX512-BF16/AMX (most laptops),
 the same way in both versions. --profile samples the stacks of every thread during the window
 corrections and prints where the time goes.
@@ -99,7 +100,10 @@ class StackSampler:
         return lines
 
 
-def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: str | None = None) -> dict:
+def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: str | None = None,
+            refine: bool = True) -> dict:
+    import dataclasses
+
     import torch  # noqa: F401  (before Qt)
 
     import napari
@@ -120,6 +124,10 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
     image = viewer.add_image(volume, name="scan")
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
     widget.ui.settings["device"].value = "cpu"
+    if not refine:  # the coarse result only (LiteMedSAM's refinement of 100+ slices takes minutes on 2 cores)
+        params = widget.params
+        off = lambda: dataclasses.replace(params().refine, enabled=False)  # noqa: E731
+        widget.params = lambda: dataclasses.replace(params(), refine=off())
     support = widget.create_support_layer()
     data = support.data
     data[painted] = truth[painted]
@@ -162,7 +170,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
     sampler = StackSampler() if profile else None
     candidates = [z for z in organ if z not in painted]
     chosen = candidates[:: max(1, len(candidates) // 6)][:6]
-    window, api, dices, steps = [], [], [], []
+    window, refined, api, dices, steps = [], [], [], [], []
     for n, z in enumerate(chosen):
         correct(z)
         if n % 2 == 0:
@@ -171,15 +179,19 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
             calls.clear()
             click = time.perf_counter()
             widget.ui.segment_button.click()
-            wait_idle(widget, settle_s=0)
+            while widget.busy and not (widget.streaming.running and session.prediction is not None):
+                app.processEvents()  # until the coarse result is shown (refinement, if on, streams in after it)
+                time.sleep(0.005)
             window.append(time.perf_counter() - click)
+            wait_idle(widget, settle_s=0)
+            refined.append(time.perf_counter() - click)
             steps.append(list(calls))
             if sampler:
                 sampler.on = False
             labels = np.asarray(session.prediction.data)
         else:
             click = time.perf_counter()
-            result = run(original_segment(seg, np.array(support.data),
+            result = run(original_segment(seg, np.array(support.data), refine_later=True,
                                           empty_slices=widget.corrections.empty_slices()))
             api.append(time.perf_counter() - click)
             labels = result.labels
@@ -193,6 +205,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
         "scan": list(volume.shape), "matmul": str(matching.matmul_dtype("cpu")).replace("torch.", ""),
         "first_segment_all_with_features_s": round(first_s, 1),
         "window_after_correction_s": [round(s, 2) for s in window],
+        "window_refined_after_correction_s": [round(s, 2) for s in refined],
         "api_after_correction_s": [round(s, 2) for s in api],
         "window_median_s": round(float(np.median(window)), 2), "api_median_s": round(float(np.median(api)), 2),
         "liver_dice_per_correction": dices, "window_steps": steps, "setup_s": round(time.perf_counter() - started, 1),
@@ -211,13 +224,15 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--no-refine", action="store_true", help="LiteMedSAM's refinement off (coarse results only)")
     parser.add_argument("--screenshot", default=None, help="folder for a screenshot of each version's window")
     parser.add_argument("--json", default=None)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         sys.path.insert(0, args.one)
-        print(json.dumps(measure(args.scan, args.slices, args.float32, args.profile, args.screenshot)))
+        print(json.dumps(measure(args.scan, args.slices, args.float32, args.profile, args.screenshot,
+                                 not args.no_refine)))
         return
     trees = {"this checkout": ROOT}
     if args.baseline:
@@ -226,7 +241,7 @@ def main() -> None:
     try:
         for name, tree in trees.items():
             command = [sys.executable, __file__, "--one", str(tree), "--scan", args.scan, "--slices", str(args.slices)]
-            command += ["--float32"] * args.float32 + ["--profile"] * args.profile
+            command += ["--float32"] * args.float32 + ["--profile"] * args.profile + ["--no-refine"] * args.no_refine
             if args.screenshot:
                 tag = "baseline" if tree != ROOT else "this"
                 command += ["--screenshot", str(Path(args.screenshot).resolve() / f"resegment_gui_{tag}.png")]

@@ -1,6 +1,12 @@
-"""How long the Qt thread is blocked putting a whole-volume result with heatmaps into layers.
+"""How long the Qt thread is blocked putting a whole-volume result with heatmaps into layers; and (--refine)
+the longest stall of the window while LiteMedSAM's refinement streams in.
 
     xvfb-run -a python benchmarks/ui_blocking.py [S H W CLASSES]   (default 600 512 512 2)
+    xvfb-run -a python benchmarks/ui_blocking.py --refine [FIRST LAST]   (CT sample slices, default 60 90)
+
+--refine: a real viewer with slices FIRST..LAST of the CT sample, the liver painted on two of them, Segment
+all; from the coarse result until the refinement has ended, a 10 ms QTimer heartbeat on the Qt thread: the
+gaps between its ticks are the window's stalls (a timer heartbeat, as issue 21 asks, not a timed test).
 
 before: layers.update_prediction / update_heatmaps of BASELINE (7ee6270), fed the per-slice similarity
         dict (written slice by slice on the Qt thread);
@@ -16,7 +22,7 @@ import time
 
 import numpy as np
 
-S, H, W, K = (int(a) for a in sys.argv[1:5]) if len(sys.argv) > 4 else (600, 512, 512, 2)
+S, H, W, K = (int(a) for a in sys.argv[1:5]) if len(sys.argv) > 4 and sys.argv[1] != "--refine" else (600, 512, 512, 2)
 BASELINE = "7ee6270"  # the last landed code before issue 11
 
 
@@ -113,5 +119,55 @@ def main():
     viewer.close()
 
 
+def refine_heartbeat(first: int, last: int) -> None:
+    """The window's stalls while refinement streams (see the module docstring); prints one JSON line."""
+    import json
+    import os
+
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_fewshot.io import read_labels, read_volume
+    from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
+
+    ct = read_volume(CT_IMAGE)
+    volume, liver = ct.data[first:last], read_labels(CT_LABELS, like=ct)[first:last] == 1
+    viewer = napari.Viewer(show=True)
+    viewer.add_image(volume, name="CT", contrast_limits=(-200, 300))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    widget.ui.settings["device"].value = "cpu"
+    support = widget.create_support_layer()
+    data = support.data
+    for z in (2, len(volume) - 3):
+        data[z][liver[z]] = 1
+    support.data = data
+    app, ticks = QApplication.instance(), []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    started = time.perf_counter()
+    widget.segment("all")
+    while widget.busy and not widget.streaming.running:  # features and the coarse result
+        app.processEvents()
+        time.sleep(0.002)
+    coarse_s = time.perf_counter() - started
+    timer.start()
+    while widget.busy:
+        app.processEvents()
+        time.sleep(0.002)
+    timer.stop()
+    gaps = np.diff(ticks) * 1000
+    print(json.dumps({"slices": [first, last], "coarse_s": round(coarse_s, 1),
+                      "refinement_s": round(time.perf_counter() - started - coarse_s, 1), "ticks": len(ticks),
+                      "max_stall_ms": round(float(gaps.max()), 1), "p99_ms": round(float(np.percentile(gaps, 99)), 1),
+                      "stalls_over_100ms": int((gaps > 100).sum()), "status": widget.ui.status_label.text(),
+                      "load_average": [round(x, 1) for x in os.getloadavg()]}))
+    viewer.close()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--refine"]:
+        refine_heartbeat(*(int(a) for a in sys.argv[2:4])) if len(sys.argv) > 3 else refine_heartbeat(60, 90)
+    else:
+        main()

@@ -105,3 +105,9 @@ def test_batched_matching_equals_slice_by_slice_and_matches_only_what_changed(ct
                {t.untyped_storage().data_ptr() for t in cache._stacks.values()} for z in slices[:3])
     fresh = list(MatchCache().class_similarities([("ct", z) for z in slices], loads, regrouped))
     assert all(torch.equal(a, b) for a, b in zip(after, fresh))
+    # another chunking (a slice range) supersedes the stacks it overlaps: no slice's cells are kept twice
+    shifted = list(cache.class_similarities([("ct", z) for z in slices[1:]], counted[1:], regrouped))
+    fresh = list(MatchCache().class_similarities([("ct", z) for z in slices[1:]], loads[1:], regrouped))
+    assert all(torch.equal(a, b) for a, b in zip(shifted, fresh)) and len(calls) == 0
+    stacked_keys = [k for chunk in cache._stacks for k in chunk]
+    assert len(stacked_keys) == len(set(stacked_keys))

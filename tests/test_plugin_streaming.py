@@ -109,3 +109,58 @@ def test_a_stroke_cancels_the_refinement_and_a_new_segment_restarts_it(crop_view
     assert widget.ui.status_label.text().startswith("Refined 5 slices")
     assert len(arrived) > started
     np.testing.assert_array_equal(widget.prediction_layer.data[2], support.data[2])  # painted: as painted
+
+
+def test_load_prototypes_shows_the_coarse_result_and_streams_its_refinement(crop_viewer, qtbot, tmp_path, monkeypatch):
+    """Load prototypes refines as Segment does: the bank's coarse labels at once, LiteMedSAM's slices after."""
+    from napari_fewshot.plugin import streaming
+
+    viewer, widget, support, reference = crop_viewer
+    target = tmp_path / "liver.fewshot"
+    widget.save_prototypes(str(target))
+    until(qtbot, lambda: not widget.busy)
+    copy = viewer.add_image(np.array(viewer.layers["CT crop"].data), name="CT copy", contrast_limits=(-200, 300))
+    widget.set_image_layer(copy)
+    widget.ui.support_combo.setCurrentText("")  # no paint on the copy: Load creates an empty support
+    written = []
+    write = streaming.write_plane
+    monkeypatch.setattr(streaming, "write_plane", lambda data, i, plane: written.append(i) or write(data, i, plane))
+    widget.load_prototypes(str(target))
+    until(qtbot, lambda: widget.streaming.running)  # the coarse result is shown, refinement runs behind it
+    prediction = widget.prediction_layer
+    coarse = prediction.data.copy()
+    assert prediction.data.shape == copy.data.shape and (coarse == LIVER).any()
+    assert widget.ui.segment_button.isEnabled() and widget.ui.cancel_button.isEnabled()  # never blocks
+    until(qtbot, lambda: not widget.busy)
+    assert written and len(written) == len(set(written)) and set(written) <= set(range(8))
+    assert not np.array_equal(prediction.data, coarse)  # the refined slices replaced the coarse ones
+    assert widget.ui.status_label.text().startswith("Refined")
+    assert not support.data[[z for z in range(8) if z not in PAINTED]].any()  # the first scan's paint untouched
+    shot(viewer, "3_bank_refined.png")
+
+
+def test_a_segmentation_reports_progress_at_most_four_times_a_second():
+    """workers.thinned: the reports that follow the last one passed within PROGRESS_S are dropped (each repaints
+    the bar on the Qt thread), its last report, every other item and the result pass."""
+    from napari_fewshot.core import Progress
+    from napari_fewshot.plugin.workers import PROGRESS_S, Preview, thinned
+
+    def job():
+        for n in range(1, 41):
+            yield Progress(n, 40, f"slice {n}")
+            if n == 20:
+                yield Preview("early")
+                time.sleep(PROGRESS_S * 1.2)
+        return "result"
+
+    out, gen = [], thinned(job())
+    while True:
+        try:
+            out.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    done = [item.done for item in out if isinstance(item, Progress)]
+    assert result == "result" and [item for item in out if isinstance(item, Preview)] == [Preview("early")]
+    assert done[0] == 1 and done[-1] == 40 and 21 in done  # the first, the last, the first after a pause
+    assert len(done) == 3

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .prototypes import SlicePrototypes, capped_local
+
 _COLUMNS = 4096  # prototypes per matrix product: bounds the (h*w, _COLUMNS) temporary
 _ROWS = 16384  # query cells (of several slices) per matrix product: with _COLUMNS, ~128 MB of bfloat16
 
@@ -58,6 +60,13 @@ class PrototypeGroup:
     @property
     def n_classes(self) -> int:
         return len(self.bounds) - 2
+
+
+def local_group(key: Hashable, piece: SlicePrototypes, n_classes: int, max_local: int, seed: int,
+                slice_index: int) -> PrototypeGroup | None:
+    """One support slice's local prototypes (prototypes.capped_local) as a group keyed `key`; None if it has none."""
+    vectors, owner, origins = capped_local(piece, n_classes, max_local, seed, slice_index)
+    return PrototypeGroup.make(key, vectors, owner, n_classes, origins) if len(vectors) else None
 
 
 @functools.lru_cache(maxsize=4)
@@ -206,6 +215,7 @@ class MatchCache:
         self._queries: dict[Hashable, torch.Tensor] = {}
         self._stacks: dict[tuple, torch.Tensor] = {}  # a chunk's slice keys -> their cells, stacked once
         self._prepared: dict[tuple, _Prepared] = {}  # (group key, device, dtype) -> the group centred and cast
+        self._groups: dict[Hashable, PrototypeGroup] = {}  # group key -> the group (see :meth:`group`)
         self.nbytes = 0
         self.query_nbytes = 0
         self.hits = 0
@@ -221,12 +231,14 @@ class MatchCache:
             self.nbytes -= self._maps.pop(key).numel() * 4
         for key in [k for k in self._prepared if k[0] not in keep]:
             del self._prepared[key]
+        self._groups = {k: g for k, g in self._groups.items() if k in keep}
 
     def clear(self) -> None:
         self._maps.clear()
         self._queries.clear()
         self._stacks.clear()
         self._prepared.clear()
+        self._groups.clear()
         self.nbytes = self.query_nbytes = 0
 
     def _query(self, key: Hashable, load: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -270,6 +282,14 @@ class MatchCache:
             pending.append(n)
         yield from self._flush(keys, groups, pending, loaded, prepared)
 
+    def group(self, key: Hashable, make: Callable[[], PrototypeGroup | None]) -> PrototypeGroup | None:
+        """The group of `key`, made by `make()` (None: no prototypes) the first time it is asked for and
+        remembered until :meth:`retain` drops the key: a correction changes one support slice, and sorting and
+        normalising every other slice's prototypes again cost as much as a tenth of the re-segmentation."""
+        if key not in self._groups:
+            self._groups[key] = make()
+        return self._groups[key]
+
     def _stacked(self, keys: list, cells: list[torch.Tensor]) -> "_Stacked":
         """The cells of the slices `keys` stacked for one product, remembered: a correction matches the same
         chunks of slices as the segmentation before it, and stacking them again (~200 MB for the CT sample) cost
@@ -281,6 +301,10 @@ class MatchCache:
             return _Stacked(cells, found)
         stacked = _Stacked(cells)
         if len(cells) > 1 and all(k in self._queries for k in keys):
+            for old in [k for k in self._stacks if not set(keys).isdisjoint(k)]:  # another chunking: superseded
+                del self._stacks[old]
+                for k in set(old) - set(keys):  # their own copy, so that the old stack's memory is freed
+                    self._queries[k] = (self._queries[k][0].clone(), self._queries[k][1])
             self._stacks[key] = stacked.cells
             for k, part in zip(keys, stacked.cells.split(stacked.sizes)):
                 self._queries[k] = (part, self._queries[k][1])

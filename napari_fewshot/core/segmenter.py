@@ -36,8 +36,8 @@ from .progress import Progress
 from .provenance import OTHER_SCAN, Explainer
 from .refinement import PendingRefinement, refine_stream
 from .result import SegmentationResult
-from .matching import MatchCache, PrototypeGroup
-from .prototypes import PrototypeSet, SlicePrototypes, capped_local, combine_slices, global_prototypes, pool_slice
+from .matching import MatchCache, PrototypeGroup, local_group
+from .prototypes import PrototypeSet, SlicePrototypes, combine_slices, global_prototypes, pool_slice
 from .stack import ImageStack
 from .support import SupportSet, label_dtype, parse_support
 
@@ -212,11 +212,11 @@ class FewShotSegmenter:
         n = support_set.n_classes
         means = global_prototypes(list(pieces.values()), support_set.class_ids)
         groups = [PrototypeGroup.make(None, means, torch.arange(n + 1, device=means.device), n)]
-        for key, piece in pieces.items():
-            vectors, owner, origins = capped_local(piece, n, self.params.max_local_for(self.cache.stack),
-                                                   self.params.seed, key[2])
-            if len(vectors):
-                groups.append(PrototypeGroup.make(key, vectors, owner, n, origins))
+        cap, seed = self.params.max_local_for(self.cache.stack), self.params.seed
+        for key, piece in pieces.items():  # each made once, then remembered (matching.MatchCache.group)
+            mine = key + (cap, seed)
+            group = self._matches.group(mine, partial(local_group, mine, piece, n, cap, seed, key[2]))
+            groups += [group] if group is not None else []
         return groups
 
     def segment(self, support, indices: Sequence[int] | None = None, similarity: bool = False,

@@ -99,11 +99,18 @@ def build_job(job, class_names: dict[int, str], colours: dict, source: dict):
 
 def apply_job(job, bank: PrototypeBank, similarity: bool):
     """Worker: segment every slice of the job's image with the bank; returns the SegmentationResult (a
-    WholeVolume, heatmaps assembled here, for a volume with heatmaps)."""
+    WholeVolume, heatmaps assembled here, for a volume with heatmaps). A volume's result is the coarse one
+    (cleaned up after the bank's priors, ranked), its LiteMedSAM refinement left to plugin/streaming.py as
+    Segment's is (the widget streams it in when it shows the result); an image set's images are refined here."""
     from .workers import assemble
 
     seg = job.session.prepare(job.image, job.params)
-    return assemble((yield from bank.segment(seg, similarity=similarity)))
+    if not bank.is_prepared(seg):  # as PrototypeBank.segment does: the bank's encoder weights
+        bank.prepare(seg)
+    stack = seg.cache.stack
+    result = yield from seg.segment_with(bank.prototypes.to(seg.device), None, similarity, priors=bank.priors,
+                                         refine_later=stack.is_volume and len(stack) > 1)
+    return assemble(result)
 
 
 def written(bank: PrototypeBank, target: Path) -> Path | None:

@@ -14,6 +14,7 @@ support and the settings. No job reads a napari layer.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,9 @@ from napari.qt.threading import GeneratorWorker, create_worker
 
 from ..errors import FewShotError
 from .session import ImagePlanes, ImageSession, painted_slices
+
+
+PROGRESS_S = 0.25  # at most one progress report per this many seconds from a segmentation (see thinned)
 
 
 @dataclass
@@ -113,10 +117,29 @@ def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool, curre
             and seg.cache.stack.is_volume:
         yield Preview((yield from seg.segment(job.support, indices=[current], empty_slices=job.empty_slices,
                                               refine_later=refine_later)))
-    result = yield from seg.segment(job.support, indices=indices, similarity=similarity,
-                                    empty_slices=job.empty_slices,
-                                    refine_later=refine_later and seg.cache.stack.is_volume and len(seg.cache.stack) > 1)
+    result = yield from thinned(seg.segment(job.support, indices=indices, similarity=similarity,
+                                            empty_slices=job.empty_slices,
+                                            refine_later=refine_later and seg.cache.stack.is_volume
+                                            and len(seg.cache.stack) > 1))
     return assemble(result) if indices is None else result
+
+
+def thinned(job: Generator, seconds: float = PROGRESS_S):
+    """`job`'s yields, less the reports that come within `seconds` of the last one passed on (its last report
+    and every other item pass); returns its result. Each report repaints the widget's bar on the Qt thread
+    (40-80 ms on a busy 2-core machine, BENCHMARKS.md "where the time goes now"): a re-segmentation of a few
+    seconds made ~30 of them, competing with the matching for the cores."""
+    last = -float("inf")
+    while True:
+        try:
+            item = next(job)
+        except StopIteration as stop:
+            return stop.value
+        report = hasattr(item, "done") and hasattr(item, "total")
+        if report and item.done < item.total and time.monotonic() - last < seconds:
+            continue
+        last = time.monotonic()
+        yield item
 
 
 def assemble(result):
