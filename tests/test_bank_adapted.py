@@ -45,7 +45,9 @@ def test_a_bank_saves_the_adapter_and_applying_it_restores_it(adapted, tmp_path)
     result = run(loaded.segment(fresh))  # prepares the segmenter: the adapter goes onto its feature cache
     assert loaded.is_prepared(fresh) and fresh.cache.adapter is not None
     assert torch.allclose(fresh.cache.adapter.scale, segmenter.cache.adapter.scale)
-    assert torch.allclose(fresh.cache.get(2), segmenter.cache.get(2), atol=1e-5)
+    # the same adapted features; two segmenters' raw features differ in the last bits (float16 cache, ~6e-5)
+    assert torch.allclose(fresh.cache.get(2), segmenter.cache.get(2), atol=1e-3)
+    assert not torch.allclose(fresh.cache.get(2), fresh.cache.get_raw(2), atol=1e-3)  # and they are adapted
     assert result.labels.shape == image.shape
     assert fresh.adaptation.summary == "Loaded the feature adapter a bank adapted"
     plain = PrototypeBank.from_segmenter(_plain(image), support)

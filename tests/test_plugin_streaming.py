@@ -84,8 +84,26 @@ def test_refined_slices_replace_the_coarse_ones_and_painted_slices_stay(crop_vie
     shot(viewer, "2_refined.png")
 
 
-def test_a_stroke_cancels_the_refinement_and_a_new_segment_restarts_it(crop_viewer, qtbot):
+def slowed(real, pause_s: float = 0.3):
+    """`real` (streaming.refine_job) with a pause after each report, in the worker thread: a refinement that
+    OpenVINO finishes in a blink stays observable long enough to be cancelled and restarted."""
+    def job(*args):
+        inner = real(*args)
+        try:
+            report = next(inner)
+            while True:
+                time.sleep(pause_s)
+                report = inner.send((yield report))
+        except StopIteration as stop:
+            return stop.value
+    return job
+
+
+def test_a_stroke_cancels_the_refinement_and_a_new_segment_restarts_it(crop_viewer, qtbot, monkeypatch):
+    from napari_fewshot.plugin import streaming
+
     viewer, widget, support, reference = crop_viewer
+    monkeypatch.setattr(streaming, "refine_job", slowed(streaming.refine_job))
     arrived = []
     widget.streaming._arrived = (lambda real: lambda report: arrived.append(report.index) or real(report))(
         widget.streaming._arrived)

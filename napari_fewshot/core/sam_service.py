@@ -19,7 +19,8 @@ under ``disk_dir/sam/<weights signature>/<plane digest>.npy``. Thread-safe: one 
 The image encoder runs on OpenVINO on the CPU where it imports, else on torch (core/sam_runtime.py; `runtime`
 "auto" | "openvino" | "torch"); :attr:`runtime_status` says which. The runtime is part of the embeddings'
 signature (its embeddings differ from torch's in the last bits). OpenVINO's converted encoder is kept under
-``model_dir`` (default: `disk_dir`, else the user's cache folder, features.default_cache_dir).
+``model_dir`` (default: the user's cache folder, features.default_cache_dir, also when a scan's features go
+elsewhere: it is a property of this installation, converted once, not of a scan).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .matching import matmul_dtype
 from .sam_prompt import BoxPrompter, PlaneEmbedding
 from .sam_runtime import TorchEncoder, choose, encoder_runtime
 from .stack import ImageStack
@@ -54,7 +56,7 @@ class LiteMedSAMService:
     ``runtime_stats["conversions"]`` the image encoder's conversions to OpenVINO (tests, benchmarks).
 
     runtime: "auto" | "openvino" | "torch", the image encoder's runtime (core/sam_runtime.py).
-    model_dir: folder for the converted encoder (None: `disk_dir`, else features.default_cache_dir()).
+    model_dir: folder for the converted encoder (None: features.default_cache_dir()).
     """
 
     def __init__(self, device: torch.device | str = "cpu", budget_bytes: int = 256 << 20,
@@ -117,8 +119,6 @@ class LiteMedSAMService:
     def _runtime_dir(self) -> Path:
         if self._model_dir is not None:
             return Path(self._model_dir)
-        if self.disk_dir is not None:
-            return self.disk_dir
         from .features import default_cache_dir
 
         return default_cache_dir()

@@ -21,12 +21,13 @@ on the other (BENCHMARKS.md, "The correction loop, session 9").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .matching import PrototypeGroup, group_similarities, matmul_dtype, query_cells
+from .matching import PrototypeGroup, group_similarities, local_group, matmul_dtype, query_cells
 from .prototypes import SlicePrototypes, capped_local
 from .support import SupportSet
 from .uncertainty import cell_labels
@@ -171,6 +172,7 @@ def gated_groups(segmenter, support_set: SupportSet, gated: frozenset) -> list[P
     n = support_set.n_classes
     sums, shots = None, torch.zeros(n + 1)
     groups = []
+    cap, seed = segmenter.params.max_local_for(segmenter.cache.stack), segmenter.params.seed
     for key, piece in pieces.items():
         present = (piece.mass > 0).cpu()
         if key[2] in gated:
@@ -179,14 +181,16 @@ def gated_groups(segmenter, support_set: SupportSet, gated: frozenset) -> list[P
             sums = torch.zeros_like(piece.means)
         sums[present.to(sums.device)] += piece.means[present.to(sums.device)]
         shots[present] += 1
-        vectors, owner, origins = capped_local(piece, n, segmenter.params.max_local_for(segmenter.cache.stack),
-                                               segmenter.params.seed, key[2])
+        mine = key + (cap, seed)  # the segmenter's own key (segmenter._groups): ungated groups are shared
         if key[2] in gated:
+            vectors, owner, origins = capped_local(piece, n, cap, seed, key[2])
             keep = owner == 0
             vectors, owner, origins = vectors[keep], owner[keep], origins[keep.to(origins.device)]
-            key = (*key, "gated")
-        if len(vectors):
-            groups.append(PrototypeGroup.make(key, vectors, owner, n, origins))
+            group = PrototypeGroup.make((*mine, "gated"), vectors, owner, n, origins) if len(vectors) else None
+        else:
+            group = segmenter._matches.group(mine, partial(local_group, mine, piece, n, cap, seed, key[2]))
+        if group is not None:
+            groups.append(group)
     means = sums / shots.clamp(min=1).to(sums.device)[:, None]
     glob = PrototypeGroup.make(None, means, torch.arange(n + 1, device=means.device), n)
     return [glob, *groups]
