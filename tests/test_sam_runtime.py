@@ -127,3 +127,20 @@ def test_embeddings_of_each_runtime_are_kept_apart_on_disk(prompter, ct_planes, 
                                     model_dir=ir_dir)
         on_disk[runtime] = service._folder()
     assert on_disk["openvino"] != on_disk["torch"]
+
+
+def test_converting_sends_no_telemetry(tmp_path, monkeypatch):
+    """OpenVINO's converter would report the conversion to an analytics service (openvino_telemetry); the
+    tool converts with OpenVINO's stub instead, so no real Telemetry object is ever made."""
+    telemetry = pytest.importorskip("openvino_telemetry")
+    from napari_fewshot.core.sam_runtime import encoder_runtime
+
+    made = []
+    real_init = telemetry.Telemetry.__init__
+    monkeypatch.setattr(telemetry.Telemetry, "__init__", lambda self, *a, **k: made.append(k) or real_init(self, *a, **k))
+    monkeypatch.delenv("CI", raising=False)  # the package itself stays quiet under CI=true: test the real case
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, stride=4)).eval()
+    stats = {}
+    runtime = encoder_runtime("openvino", module, torch.device("cpu"), tmp_path, "telemetry", stats)
+    assert stats["conversions"] == 1 and runtime.name.startswith("openvino")
+    assert made == []

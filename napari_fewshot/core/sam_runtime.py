@@ -20,7 +20,9 @@ why when it falls back) or "torch". The environment variable NAPARI_FEWSHOT_SAM_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -147,16 +149,41 @@ def _convert(ov, encoder: torch.nn.Module):
     return model, source
 
 
-def _trace(ov, encoder: torch.nn.Module, example: torch.Tensor):
+TELEMETRY_USERS = ("openvino.tools.ovc.convert_impl", "openvino.tools.ovc.telemetry_utils", "openvino.tools.ovc.utils")
+
+
+@contextlib.contextmanager
+def no_telemetry():
+    """OpenVINO's converter reports each conversion to an analytics service unless the user opted out (its
+    ``openvino_telemetry`` package, installed with it). This tool sends nothing anywhere, and a hospital
+    machine may have no network to wait on: while we convert, the converter's modules use OpenVINO's own
+    do-nothing stub (what it uses when that package is absent). Fails (and torch runs the encoder) if the
+    stub is gone in some later OpenVINO, rather than convert with telemetry on."""
+    stub = importlib.import_module("openvino.tools.ovc.telemetry_stub")
+    saved = []
     try:
-        with torch.no_grad():
-            return ov.convert_model(encoder, example_input=example), "converted from torch"
-    except Exception:
-        LOG.debug("openvino.convert_model on the torch module failed; trying ONNX", exc_info=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "encoder.onnx")
-        torch.onnx.export(encoder, (example,), path, input_names=["image"], opset_version=17, dynamo=False)
-        return ov.convert_model(path), "converted through ONNX"
+        for name in TELEMETRY_USERS:
+            module = importlib.import_module(name)
+            if hasattr(module, "tm"):
+                saved.append((module, module.tm))
+                module.tm = stub
+        yield
+    finally:
+        for module, real in saved:
+            module.tm = real
+
+
+def _trace(ov, encoder: torch.nn.Module, example: torch.Tensor):
+    with no_telemetry():
+        try:
+            with torch.no_grad():
+                return ov.convert_model(encoder, example_input=example), "converted from torch"
+        except Exception:
+            LOG.debug("openvino.convert_model on the torch module failed; trying ONNX", exc_info=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "encoder.onnx")
+            torch.onnx.export(encoder, (example,), path, input_names=["image"], opset_version=17, dynamo=False)
+            return ov.convert_model(path), "converted through ONNX"
 
 
 def _digest(path: Path) -> str:
