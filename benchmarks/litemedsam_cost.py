@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from napari_fewshot.core.encoders import create_encoder
-from napari_fewshot.core.matching import matmul_dtype
+from napari_fewshot.core.devices import native_autocast
 from napari_fewshot.core.normalization import to_encoder_input
 from napari_fewshot.core.sam_prompt import BoxPrompter, box_of
 from napari_fewshot.core.stack import ImageStack
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bf16(job):
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=matmul_dtype("cpu") == torch.bfloat16):
+    with native_autocast("cpu"):
         return job()
 
 

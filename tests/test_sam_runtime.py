@@ -1,6 +1,8 @@
-"""LiteMedSAM's image encoder on OpenVINO (core/sam_runtime.py through core/sam_service.py): the same masks as
-torch float32 on CT-sample slices, a torch fallback with a status that says why, the converted IR cached under
-the service's folder and rebuilt when damaged. Real weights, real slices."""
+"""LiteMedSAM's image encoder and mask decoder on OpenVINO (core/sam_runtime.py, core/sam_decoder.py through
+core/sam_service.py): the same masks as torch float32 on CT-sample slices (box and mask prompts, full and low
+resolution), a torch fallback with a status that says why, the converted IRs cached under the service's folder
+and rebuilt when damaged, Fine-tune's tuned hypernetwork weights decoded on OpenVINO too (torch when tuning
+touched other weights). Real weights, real slices."""
 
 import sys
 
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_fewshot.core.sam_decoder import HYPER, TorchDecoder
 from napari_fewshot.core.sam_prompt import BoxPrompter, box_of
 from napari_fewshot.core.sam_service import LiteMedSAMService
 
@@ -65,7 +68,7 @@ def test_openvino_embeddings_decode_to_the_masks_of_torch_float32(prompter, ct_p
         assert reference.any(axis=(1, 2)).all()
         scores += [_dice(a, b) for a, b in zip(masks, reference)]
     assert service.runtime_name.startswith("openvino-") and "OpenVINO" in service.runtime_status
-    assert service.runtime_stats["conversions"] == 1
+    assert service.runtime_stats["conversions"] == 1 and service.runtime_stats["decoder_conversions"] == 1
     assert len(scores) >= 3 and min(scores) >= 0.99, scores
 
 
@@ -74,9 +77,9 @@ def test_a_second_service_loads_the_cached_ir(prompter, ct_planes, ir_dir):
     first = _service(prompter, ir_dir)
     assert first.embedding(plane).features.shape == (1, 256, 64, 64)
     assert first.runtime_stats.get("conversions", 0) == 0 and "cached IR" in first.runtime_status
-    folders = list((ir_dir / "sam" / "openvino").iterdir())
-    assert len(folders) == 1
-    assert {p.name for p in folders[0].iterdir()} == {"encoder.xml", "encoder.bin", "manifest.json"}
+    folders = {frozenset(p.name for p in f.iterdir()) for f in (ir_dir / "sam" / "openvino").iterdir()}
+    assert folders == {frozenset({"encoder.xml", "encoder.bin", "manifest.json"}),  # the mask decoder's beside
+                       frozenset({"decoder.xml", "decoder.bin", "manifest.json"})}  # (core/sam_decoder.py)
 
 
 def test_a_damaged_cached_ir_is_converted_again(tmp_path):
@@ -144,3 +147,102 @@ def test_converting_sends_no_telemetry(tmp_path, monkeypatch):
     runtime = encoder_runtime("openvino", module, torch.device("cpu"), tmp_path, "telemetry", stats)
     assert stats["conversions"] == 1 and runtime.name.startswith("openvino")
     assert made == []
+
+
+# -- the mask decoder (core/sam_decoder.py), converted by the first test above into ir_dir ------------------
+@pytest.fixture(scope="module")
+def service(prompter, ir_dir):
+    return _service(prompter, ir_dir, "openvino")
+
+
+@pytest.fixture(scope="module")
+def requests_(service):
+    """[(PlaneEmbedding, (N, 4) boxes, (N, H, W) coarse masks)]: four CT-sample slices across its organs, each
+    organ's reference mask boxed twice (+ 5 %, + 20 %) and given eroded as a mask prompt (a coarse guess)."""
+    from scipy import ndimage
+
+    from napari_fewshot.core.stack import ImageStack
+    from napari_fewshot.io import read_labels, read_volume
+    from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
+
+    volume = read_volume(CT_IMAGE)
+    labels = read_labels(CT_LABELS, like=volume)
+    stack = ImageStack(volume.data)
+    out = []
+    for index in (76, 86, 94, 104):
+        organs = [c for c in np.unique(labels[index])[1:] if (labels[index] == c).sum() >= 50] * 2
+        masks = np.stack([ndimage.binary_erosion(labels[index] == c, iterations=2) for c in organs])
+        boxes = np.stack([box_of(labels[index] == c, 0.05 if n < len(organs) // 2 else 0.2)
+                          for n, c in enumerate(organs)])
+        out.append((service.embedding_of(stack, index), boxes, masks.astype(np.float32)))
+    return out
+
+
+def _scores(ours, reference) -> list[float]:
+    return [_dice(a > 0.5, b > 0.5) for x, y in zip(ours, reference) for a, b in zip(x, y)]
+
+
+def test_openvino_decodes_the_masks_of_torch_float32(prompter, service, requests_):
+    boxes_only = [(e, b, None) for e, b, _ in requests_]
+    for requests in (boxes_only, requests_[1:3]):  # boxes; boxes and mask prompts
+        ours = service.decode(requests)
+        with torch.no_grad():
+            reference = [p for p, _ in prompter.decode_batch(requests, decoder=TorchDecoder(prompter.model))]
+        scores = _scores(ours, reference)
+        assert len(scores) >= 12 and min(scores) >= 0.99, scores
+        assert max(float(np.abs(a - b).max()) for a, b in zip(ours, reference)) < 1e-3
+    assert "mask decoder: OpenVINO" in service.runtime_status and "cached IR" in service.runtime_status
+    assert service.runtime_stats.get("decoder_conversions", 0) == 0  # the first test converted it
+
+
+def test_the_low_resolution_candidates_agree_with_torch_float32(prompter, service, requests_):
+    requests = [(e, b, None) for e, b, _ in requests_]
+    ours = service.decode(requests, low_res=True)
+    with torch.no_grad():
+        reference = [p for p, _ in prompter.decode_batch(requests, 4, low_res=True)]
+    assert [o.shape for o in ours] == [r.shape for r in reference]
+    scores = _scores(ours, reference)
+    assert min(scores) >= 0.99, scores
+
+
+def test_tuned_hypernetwork_weights_decode_on_openvino(prompter, service, requests_):
+    requests = [(e, b[:2], None) for e, b, _ in requests_[:2]]
+    before = service.decode(requests)
+    state = service.decoder_state()
+    generator = torch.Generator().manual_seed(0)
+    tuned = {k: v + 0.05 * torch.randn(v.shape, generator=generator) * v.abs().mean() if k.startswith(HYPER) else v
+             for k, v in state.items()}
+    service.load_decoder_state(tuned)
+    try:
+        assert service.decoder_runtime().name.startswith("openvino")
+        ours = service.decode(requests)
+        with torch.no_grad():
+            reference = [p for p, _ in prompter.decode_batch(requests, decoder=TorchDecoder(prompter.model))]
+        assert max(float(np.abs(a - b).max()) for a, b in zip(ours, before)) > 0.05  # the tuning shows
+        assert max(float(np.abs(a - b).max()) for a, b in zip(ours, reference)) < 1e-3  # and OpenVINO uses it
+        other = dict(tuned)
+        name = next(k for k in state if not k.startswith(HYPER) and state[k].dtype.is_floating_point)
+        other[name] = state[name] + 0.01
+        service.load_decoder_state(other)  # beyond what the converted graph takes: torch decodes
+        assert service.decoder_runtime().name == "torch" and "tuned weights" in service.runtime_status
+    finally:
+        service.reset_decoder()
+    assert service.decoder_runtime().name.startswith("openvino")
+    again = service.decode(requests)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(again, before)) < 1e-5
+
+
+def test_the_decoder_falls_back_to_torch_when_its_conversion_fails(prompter, service, requests_,
+                                                                             monkeypatch):
+    from napari_fewshot.core import sam_decoder
+
+    monkeypatch.setattr(sam_decoder, "_convert", lambda ov, model: (_ for _ in ()).throw(RuntimeError("no")))
+    monkeypatch.setattr(sam_decoder, "_intact", lambda folder, stem: False)  # as if nothing were cached
+    third = LiteMedSAMService("cpu", 1 << 28, prompter_factory=lambda device: prompter, runtime="openvino",
+                              model_dir=service._model_dir)  # the encoder's IR is cached; the decoder fails
+    assert third.decoder_runtime().name == "torch" and "OpenVINO failed: RuntimeError" in third.runtime_status
+    embedding, boxes, _ = requests_[0]
+    assert third.decode([(embedding, boxes, None)])[0].shape == (len(boxes), *embedding.shape)
+    torch_service = LiteMedSAMService("cpu", 1 << 28, prompter_factory=lambda device: prompter, runtime="torch")
+    assert torch_service.decoder_runtime().name == "torch"
+    assert "image encoder runs on torch" in torch_service.decoder_runtime().status

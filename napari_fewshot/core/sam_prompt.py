@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .encoders.litemedsam import load_lite_medsam
+from .sam_decoder import TorchDecoder
 
 SIDE = 256  # LiteMedSAM's input side; its embedding is (256, 64, 64) and its mask logits 256 x 256
 
@@ -77,14 +78,17 @@ class BoxPrompter:
         return self.decode_batch([(embedding, boxes, masks)])[0]
 
     @torch.no_grad()
-    def decode_batch(self, requests: list, max_prompts: int = 32, low_res: bool = False,
+    def decode_batch(self, requests: list, max_prompts: int = 32, low_res: bool = False, decoder=None,
                      ) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`decode_with_quality` of several planes' boxes, `max_prompts` boxes per decoder call.
 
         requests: [(PlaneEmbedding, (N_i, 4) boxes, optional (N_i, H_i, W_i) masks)]; embeddings may be float16.
         Returns [((N_i, H_i, W_i) probabilities, (N_i,) IoU estimates)] in the order of `requests`; with
         `low_res`, the decoder's own output, not resized: (N_i, h_i, w_i), (h_i, w_i) = embedding.resized.
+        decoder: the mask decoder's runtime (core/sam_decoder.py: (M, 256, 64, 64) embeddings, (M, T, 256) sparse
+                 and (M, 256, 64, 64) dense prompts -> (M, 1, 256, 256) logits, (M, 1) IoU); None: torch's.
         """
+        decoder = decoder if decoder is not None else TorchDecoder(self.model)
         prompts = []  # (request, box (4,), mask (H, W) or None), flattened
         for r, (embedding, boxes, masks) in enumerate(requests):
             boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -94,7 +98,7 @@ class BoxPrompter:
         quality: list[list[float]] = [[] for _ in requests]
         for start in range(0, len(prompts), max_prompts):
             chunk = prompts[start:start + max_prompts]
-            for (r, _, _), p, q in zip(chunk, *self._decode_chunk(requests, chunk, low_res)):
+            for (r, _, _), p, q in zip(chunk, *self._decode_chunk(requests, chunk, low_res, decoder)):
                 probs[r].append(p)
                 quality[r].append(q)
         out = []
@@ -103,7 +107,7 @@ class BoxPrompter:
             out.append((np.stack(p) if p else empty, np.asarray(q, np.float32)))
         return out
 
-    def _decode_chunk(self, requests: list, chunk: list, low_res: bool = False,
+    def _decode_chunk(self, requests: list, chunk: list, low_res: bool, decoder,
                       ) -> tuple[list[np.ndarray], list[float]]:
         """One decoder call for `chunk` [(request index, (4,) box, (H, W) mask or None)]."""
         features, sparse, dense = [], [], []
@@ -115,13 +119,7 @@ class BoxPrompter:
             s, d = self.model.prompt_encoder(points=None, boxes=prompt, masks=m)
             sparse.append(s)
             dense.append(d)
-        logits, iou = self.model.mask_decoder(
-            image_embeddings=torch.cat(features),
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=torch.cat(sparse),
-            dense_prompt_embeddings=torch.cat(dense),
-            multimask_output=False,
-        )  # (M, 1, 256, 256), (M, 1)
+        logits, iou = decoder(torch.cat(features), torch.cat(sparse), torch.cat(dense))  # (M, 1, 256, 256), (M, 1)
         probs = []
         for (r, _, _), logit in zip(chunk, logits):
             embedding = requests[r][0]

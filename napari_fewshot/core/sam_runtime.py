@@ -35,6 +35,7 @@ from typing import Callable
 
 import torch
 
+from .devices import native_autocast
 from .matching import matmul_dtype
 
 LOG = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class TorchEncoder:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(1, 3, 256, 256) float32 on the device -> (1, 256, 64, 64) embedding (float32 or bfloat16)."""
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype == torch.bfloat16):
+        with native_autocast(self.device):
             return self.encoder(x)
 
 
@@ -113,14 +114,10 @@ def encoder_runtime(runtime: str | None, encoder: torch.nn.Module, device: torch
 def _openvino_encoder(ov, encoder: torch.nn.Module, model_dir: Path | None, weights_id: str, stats: dict):
     from .. import __version__
 
-    version = ov.__version__.split("-")[0]
-    threads = max(1, torch.get_num_threads())
-    core = ov.Core()
-    config = {"INFERENCE_PRECISION_HINT": PRECISION, "INFERENCE_NUM_THREADS": threads}
+    version, threads, core, config = openvino_setup(ov)
     folder = None
     if model_dir is not None:
-        key = json.dumps([weights_id, ov.__version__, __version__, SIDE])
-        folder = Path(model_dir) / "sam" / "openvino" / hashlib.sha1(key.encode()).hexdigest()[:20]
+        folder = ir_folder(ov, model_dir, [weights_id, ov.__version__, __version__, SIDE])
         try:
             if _intact(folder):
                 compiled = core.compile_model(str(folder / "encoder.xml"), "CPU", config)
@@ -132,6 +129,18 @@ def _openvino_encoder(ov, encoder: torch.nn.Module, model_dir: Path | None, weig
     if folder is not None:
         _save(ov, model, folder)
     return OpenVINOEncoder(core.compile_model(model, "CPU", config), version, threads, source)
+
+
+def openvino_setup(ov):
+    """(OpenVINO's version, threads (torch's count), an ov.Core, the CPU compile config: f32, those threads)."""
+    threads = max(1, torch.get_num_threads())
+    config = {"INFERENCE_PRECISION_HINT": PRECISION, "INFERENCE_NUM_THREADS": threads}
+    return ov.__version__.split("-")[0], threads, ov.Core(), config
+
+
+def ir_folder(ov, model_dir: Path, key: list) -> Path:
+    """model_dir/sam/openvino/<digest of key>/: where one converted model's IR is kept."""
+    return Path(model_dir) / "sam" / "openvino" / hashlib.sha1(json.dumps(key).encode()).hexdigest()[:20]
 
 
 def _convert(ov, encoder: torch.nn.Module):
@@ -194,22 +203,22 @@ def _digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _intact(folder: Path) -> bool:
-    """True when `folder` holds encoder.xml / .bin whose digests match its manifest (written last)."""
+def _intact(folder: Path, stem: str = "encoder") -> bool:
+    """True when `folder` holds `stem`.xml / .bin whose digests match its manifest (written last)."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
-        return all(_digest(folder / name) == manifest[name] for name in ("encoder.xml", "encoder.bin"))
+        return all(_digest(folder / name) == manifest[name] for name in (f"{stem}.xml", f"{stem}.bin"))
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
-def _save(ov, model, folder: Path) -> None:
+def _save(ov, model, folder: Path, stem: str = "encoder") -> None:
     """Write the IR into a fresh sibling folder, then rename it into place (a damaged copy is replaced)."""
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}")
     try:
         tmp.mkdir(parents=True)
-        ov.save_model(model, str(tmp / "encoder.xml"), compress_to_fp16=False)
-        manifest = {name: _digest(tmp / name) for name in ("encoder.xml", "encoder.bin")}
+        ov.save_model(model, str(tmp / f"{stem}.xml"), compress_to_fp16=False)
+        manifest = {name: _digest(tmp / name) for name in (f"{stem}.xml", f"{stem}.bin")}
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)

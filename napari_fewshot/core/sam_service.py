@@ -37,7 +37,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .matching import matmul_dtype
+from .devices import native_autocast
+from .sam_decoder import TorchDecoder, decoder_runtime, usable
 from .sam_prompt import BoxPrompter, PlaneEmbedding
 from .sam_runtime import TorchEncoder, choose, encoder_runtime
 from .stack import ImageStack
@@ -67,6 +68,8 @@ class LiteMedSAMService:
         self.runtime = choose(runtime)  # a wrong name fails here, in one sentence
         self._model_dir = model_dir
         self._encoder = None  # the image encoder's runtime, made with the model
+        self._decoder = None  # the mask decoder's runtime (core/sam_decoder.py), made on the first decode
+        self._decoder_exotic = False  # tuned weights outside the hypernetwork MLP: torch decodes
         self.runtime_stats: dict[str, int] = {}
         self.capacity = max(1, budget_bytes // EMBEDDING_BYTES)
         self.disk_dir = None if disk_dir is None else Path(disk_dir)
@@ -95,7 +98,25 @@ class LiteMedSAMService:
         """One sentence saying which runtime runs the image encoder (what is asked for before the model loads)."""
         if self._encoder is None:
             return f"LiteMedSAM image encoder: {self.runtime} (not loaded yet)"
-        return self._encoder.status
+        if self._decoder is None:
+            return self._encoder.status
+        return f"{self._encoder.status}; {self.decoder_runtime().status}"
+
+    def decoder_runtime(self):
+        """The mask decoder's runtime (core/sam_decoder.py), made on first use: OpenVINO where the image encoder
+        runs on it, else torch; torch while the decoder holds tuned weights outside the hypernetwork MLP."""
+        with self._lock:
+            prompter = self.prompter
+            if self._decoder_exotic:
+                return TorchDecoder(prompter.model, "tuned weights outside the part OpenVINO takes as inputs")
+            if self._decoder is None:
+                if isinstance(prompter, BoxPrompter):
+                    self._decoder = decoder_runtime(self.encoder_runtime().name, prompter.model, self.device,
+                                                    self._runtime_dir(), prompter.weights_id, self.runtime_stats)
+                else:
+                    self._decoder = TorchDecoder(getattr(prompter, "model", None), "the prompter's own decode")
+                LOG.info(self._decoder.status)
+            return self._decoder
 
     @property
     def runtime_name(self) -> str:
@@ -239,13 +260,22 @@ class LiteMedSAMService:
                             low_res: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`decode`, with the decoder's IoU estimate of each mask: [((N_i, H_i, W_i), (N_i,))]."""
         with self._lock:
+            prompter = self.prompter
+            if not isinstance(prompter, BoxPrompter):  # a prompter of its own (tests) decodes itself
+                if not low_res:
+                    return prompter.decode_batch(list(requests), max_prompts)
+                return prompter.decode_batch(list(requests), min(max_prompts, LOW_RES_PROMPTS), low_res=True)
+            decoder = self.decoder_runtime()
             if not low_res:
-                return self.prompter.decode_batch(list(requests), max_prompts)
+                return prompter.decode_batch(list(requests), max_prompts, decoder=decoder)
+            if decoder.name.startswith("openvino"):  # float32, and faster than torch's bfloat16 (BENCHMARKS.md, ovdec)
+                return prompter.decode_batch(list(requests), min(max_prompts, LOW_RES_PROMPTS), low_res=True,
+                                             decoder=decoder)
             # candidates to score, not outlines to keep: bfloat16 where native, few prompts per call (the decoder
             # is memory-bound; 28 boxes: 4.6 -> 2.3 CPU-s, masks within Dice 0.96 of float32's, BENCHMARKS.md)
-            dtype = matmul_dtype(self.device.type)
-            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype == torch.bfloat16):
-                return self.prompter.decode_batch(list(requests), min(max_prompts, LOW_RES_PROMPTS), low_res=True)
+            with native_autocast(self.device):
+                return prompter.decode_batch(list(requests), min(max_prompts, LOW_RES_PROMPTS), low_res=True,
+                                             decoder=decoder)
 
     # -- the mask decoder's weights (e.g. tuned by core/decoder_tuning.py) ---------------------------
     @property
@@ -268,6 +298,7 @@ class LiteMedSAMService:
             if self._original_decoder is None:
                 self._original_decoder = self.decoder_state()
             self.mask_decoder.load_state_dict(copy.deepcopy(state))
+            self._decoder_exotic = not usable(self.decoder_state(), self._original_decoder)
             self.decoder_version += 1
 
     def reset_decoder(self) -> None:
@@ -277,6 +308,7 @@ class LiteMedSAMService:
                 return
             self.mask_decoder.load_state_dict(self._original_decoder)
             self._original_decoder = None
+            self._decoder_exotic = False
             self.decoder_version += 1
 
 
