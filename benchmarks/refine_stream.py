@@ -85,6 +85,8 @@ def main() -> None:
     out["first_refined_slice"] = first
     out["refine_all"] = since(start)
     out["refined_slices"] = n
+    out["embeddings_computed"] = seg.refiner.service.computed  # slices LiteMedSAM's image encoder ran on
+    out["sam_runtime"] = seg.refiner.service.runtime_status
     out["dice_coarse"], out["dice_refined"] = score(coarse), score(final)
     out["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     text = json.dumps(out, indent=1)

@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from .config import RefineParams, SegmentationParams
 from .progress import Progress
+from .refinement import provisional_plane
 from .sam_prompt import box_of, box_region
 from .sam_service import MAX_PROMPTS, LiteMedSAMService
 from .stack import ImageStack
@@ -123,10 +124,15 @@ class Refiner:
         self.stability_memo: tuple[tuple | None, dict] = (None, {})
 
     def refine(self, stack: ImageStack, labels: list[np.ndarray], indices: Sequence[int],
-               class_ids: Sequence[int]) -> Generator[Progress, None, None]:
+               class_ids: Sequence[int], kept=None) -> Generator[Progress, None, None]:
         """Refine labels[i] ((H_i, W_i) label values) in place for every i in `indices`, in that order, a few
         slices per decoder call; yields Progress per slice. Slices without a component to refine cost
-        nothing (no embedding is computed for them)."""
+        nothing (no embedding is computed for them).
+
+        kept: the coarse labels after the 3D clean-up (indexable by slice, (H_i, W_i) each), or None. When
+        given, a component the clean-up removed whole is not refined but dropped (the clean-up that follows
+        the refinement would remove it again): on the CT sample most false-positive slices then cost no
+        embedding (BENCHMARKS.md, ovdec)."""
         indices = list(indices)
         p = self.params
         # On / off / automatic does not change what a refinement gives, so it keeps the refined slices.
@@ -136,6 +142,8 @@ class Refiner:
             self._setting = setting
         batch: list[tuple[int, bytes | None, PlanePrompts | None]] = []  # slices waiting for the decoder
         for n, i in enumerate(indices):
+            if kept is not None:
+                labels[i] = provisional_plane(labels[i], kept[i], class_ids)
             # After a correction most slices come out of matching unchanged: their refinement is reused.
             coarse = hashlib.blake2b(labels[i].tobytes(), digest_size=16).digest()
             done = self._refined.get(i)

@@ -105,7 +105,8 @@ def refine_stream(refiner, result, first: Sequence[int] = ()):
     pending: PendingRefinement = result.refinement
     labels, class_ids = copy_labels(pending.raw), list(result.class_ids)
     order = refine_order(pending.indices, first, pending.painted)
-    for n, report in enumerate(refiner.refine(pending.stack, labels, order, class_ids)):
+    kept = pending.cleaned if pending.stack is not None and pending.stack.is_volume else None
+    for n, report in enumerate(refiner.refine(pending.stack, labels, order, class_ids, kept)):
         i = order[n]
         yield RefinedSlice(report.done, report.total, report.message, index=i,
                            plane=provisional_plane(labels[i], pending.cleaned[i], class_ids))

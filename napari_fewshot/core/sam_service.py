@@ -17,7 +17,8 @@ kept in memory within a byte budget (least recently used dropped first) and, whe
 under ``disk_dir/sam/<weights signature>/<plane digest>.npy``. Thread-safe: one lock serialises the model.
 
 The image encoder runs on OpenVINO on the CPU where it imports, else on torch (core/sam_runtime.py; `runtime`
-"auto" | "openvino" | "torch"); :attr:`runtime_status` says which. The runtime is part of the embeddings'
+"auto" | "openvino" | "torch"), and so does the mask decoder (core/sam_decoder.py: OpenVINO where the encoder
+is, with the hypernetwork weights Fine-tune tunes passed at each call); :attr:`runtime_status` says which. The runtime is part of the embeddings'
 signature (its embeddings differ from torch's in the last bits). OpenVINO's converted encoder is kept under
 ``model_dir`` (default: the user's cache folder, features.default_cache_dir, also when a scan's features go
 elsewhere: it is a property of this installation, converted once, not of a scan).

@@ -13,6 +13,7 @@ Expensive work (encoder features) is cached per slice; `segment` after a new str
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from functools import partial
 from typing import Generator, Sequence
@@ -364,8 +365,13 @@ class FewShotSegmenter:
             finish(result)
         elif later:
             PendingRefinement.finish_coarse(result, stack, finish, predicted, painted)
-        else:  # LiteMedSAM redraws each component; the clean-up comes after
-            yield from self.refiner.refine(stack, result.labels, predicted, list(result.class_ids))
+        else:  # LiteMedSAM redraws each component the clean-up of the coarse labels keeps; the clean-up comes after
+            kept = None
+            if stack.is_volume and len(stack) > 1:
+                probe = dataclasses.replace(result, labels=result.labels.copy(), uncertainty={})
+                finish(probe)
+                kept = probe.labels
+            yield from self.refiner.refine(stack, result.labels, predicted, list(result.class_ids), kept)
             finish(result)
 
     def _selects(self, stack: ImageStack) -> bool:
