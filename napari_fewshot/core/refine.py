@@ -13,7 +13,9 @@ shared with the box tool): a slice's embedding is computed once (kept in memory 
 under the feature cache folder, keyed by the windowed pixels), so re-segmenting after a stroke decodes
 boxes only. The prompts of several slices go to the decoder together (one call for up to MAX_PROMPTS), and
 a slice whose coarse labels did not change since its last refinement (same image, classes, settings and
-decoder weights) is not decoded again. The refiner always uses the original LiteMedSAM image encoder,
+decoder weights) is not decoded again. On a volume, a component the 3D clean-up of the coarse labels removes
+whole is dropped rather than redrawn (Refiner.refine's `kept`): the clean-up after refinement would remove it
+again, and false-positive slices then cost no embedding. The refiner always uses the original LiteMedSAM image encoder,
 whatever encoder (fine-tuned or not) found the objects.
 """
 

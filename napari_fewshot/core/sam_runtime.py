@@ -13,6 +13,8 @@ atomically: a later start compiles it in about a second, and a damaged copy is c
 goes wrong (openvino missing, conversion failing, a non-CPU device) leaves torch running, with bfloat16
 autocast where the CPU does it natively as before, and a status sentence saying so; never a traceback.
 
+The mask decoder follows the encoder onto OpenVINO (core/sam_decoder.py, the same folder scheme and helpers).
+
 ``runtime``: "auto" (OpenVINO on a CPU when it imports, else torch), "openvino" (the same, and the status says
 why when it falls back) or "torch". The environment variable NAPARI_FEWSHOT_SAM_RUNTIME, when set, replaces
 "auto" (a way to opt out without code).
