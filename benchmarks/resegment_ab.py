@@ -7,7 +7,8 @@ in one process so that both share the machine's load, correction after correctio
 --scan N: the 20-slice 512 x 512 DICOM CT of ../shared/data tiled to N slices (liver painted on 3 slices).
 Two segmenters of this checkout on the same cached features; A's match cache is the baseline revision's
 core/matching.py (loaded from git; a revision from before batched matching is asked one slice at a time, as
-its segmenter asked it), so the difference between A and B is the matching alone. Both time the coarse result
+its segmenter asked it) and A matches every cell (no core/bounded.py), so the difference between A and B is
+the matching alone (the rest, e.g. Check next's ranking, is this checkout's in both). Both time the coarse result
 (``segment(..., refine_later=True)``, as the window does; LiteMedSAM's refinement streams in after it). Segment all, then 4 corrections (the reference of one
 more organ slice into the support, the whole volume segmented again by A and by B, alternating which goes
 first); prints wall and CPU seconds (both threads) of each, and whether the labels are identical.
@@ -85,6 +86,7 @@ def main() -> None:
                 cache.class_similarities = lambda keys, loads, groups, cache=cache: (
                     cache.class_similarity(k, load, groups) for k, load in zip(keys, loads))
             seg._matches = cache
+            seg.bounded = False  # the baseline matches every cell (core/bounded.py is this checkout's)
         segs[name] = seg
 
     def timed(job):

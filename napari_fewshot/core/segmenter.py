@@ -56,6 +56,7 @@ class FewShotSegmenter:
         self._pooled: dict[tuple, SlicePrototypes] = {}  # per-slice pooled prototypes, see _pieces()
         budget = self.params.memory_budget_mb * 1024**2
         self._matches = MatchCache(budget // 4, budget // 8)  # per (query slice, support slice) similarity
+        self.bounded = True  # match a volume only where labels need it (core/bounded.py); False: every cell
 
     # -- encoder and its weights (core/encoder_weights.py) ---------------------------------
     encoder = property(lambda self: self._weights.encoder, doc="The Encoder (core/encoders.py)")
@@ -328,8 +329,10 @@ class FewShotSegmenter:
         lut = np.array([0] + list(class_ids), dtype=label_dtype(class_ids))
         labels = [np.zeros(cache.stack.shape_of(i), lut.dtype) for i in range(len(cache.stack))]
         sims: dict[int, dict[int, np.ndarray]] = {c: {} for c in class_ids}
-        coarse = yield from self._coarse_similarity(groups, indices)
-        if self.params.smooth_slices > 0 and cache.stack.is_volume and len(indices) > 1:
+        bounded = (self.bounded and support_set is not None and not similarity and cache.stack.is_volume
+                   and len(indices) > 1 and not isinstance(groups, PrototypeSet))  # see core/bounded.py
+        coarse = yield from (self._bounded_similarity if bounded else self._coarse_similarity)(groups, indices)
+        if self.params.smooth_slices > 0 and cache.stack.is_volume and len(indices) > 1 and not bounded:
             from .postprocess import smooth_similarity
 
             coarse = smooth_similarity(coarse, self.params.smooth_slices)
@@ -380,6 +383,17 @@ class FewShotSegmenter:
         if result.refinement is not None and result.refinement.stack is not self._require_image().stack:
             raise FewShotError("This result is of another image than the one set; segment it again to refine it.")
         return (yield from refine_stream(self.refiner, result, first)) if result.refinement else result
+
+    def _bounded_similarity(self, groups, indices: Sequence[int]):
+        """Slice index -> (K + 1, h, w) scores, smoothed, exact where labels read them (core/bounded.py)."""
+        from .bounded import bounded_scores
+
+        cache = self._require_image()
+        with torch.no_grad():
+            out = bounded_scores(self._matches, [(id(cache), cache.generation, i) for i in indices],
+                                 [partial(cache.get, i) for i in indices], indices, groups, self.params.smooth_slices)
+        yield Progress(len(indices), len(indices), "matched")
+        return out
 
     def _coarse_similarity(self, groups, indices: Sequence[int]):
         """Slice index -> (K + 1, h, w) float32 best similarity per class on the feature grid."""
