@@ -38,9 +38,11 @@ def baseline_matching(rev: str):
                             capture_output=True, text=True, check=True).stdout
     path = Path(tempfile.mkdtemp(prefix="fewshot-ab-")) / "baseline_matching.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("baseline_matching", path)
+    name = "napari_fewshot.core._baseline_matching"  # its relative imports resolve in this checkout's core
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["baseline_matching"] = module
+    module.__package__ = "napari_fewshot.core"
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -329,8 +329,8 @@ class FewShotSegmenter:
         lut = np.array([0] + list(class_ids), dtype=label_dtype(class_ids))
         labels = [np.zeros(cache.stack.shape_of(i), lut.dtype) for i in range(len(cache.stack))]
         sims: dict[int, dict[int, np.ndarray]] = {c: {} for c in class_ids}
-        bounded = (self.bounded and support_set is not None and not similarity and cache.stack.is_volume
-                   and len(indices) > 1 and not isinstance(groups, PrototypeSet))  # see core/bounded.py
+        bounded = (self.bounded and support_set is not None and not similarity and cache.stack.is_volume and len(indices)
+                   > 1 and not isinstance(groups, PrototypeSet) and cache.device.type == "cpu")  # core/bounded.py
         coarse = yield from (self._bounded_similarity if bounded else self._coarse_similarity)(groups, indices)
         if self.params.smooth_slices > 0 and cache.stack.is_volume and len(indices) > 1 and not bounded:
             from .postprocess import smooth_similarity
