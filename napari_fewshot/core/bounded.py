@@ -22,11 +22,11 @@ when asked (Check next's boundary band, core/uncertainty.py). What was matched i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from .matching import _ROWS, MatchCache, PrototypeGroup, _Prepared
 
@@ -165,19 +165,25 @@ class BoundedScores(dict):
                     at += len(c)
                     self.matched_rows += len(c)
 
-    def labels_ready(self) -> None:
-        """Match what the labels need (see the module's docstring), then fill self with the smoothed scores."""
+    def _unsettled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(smoothed lower, smoothed upper (S, K + 1, n), unsettled (S, n) bool: the winner by the lower bounds may
+        not be the exact winner)."""
         low, high = self._bounds()
         slow, shigh = self._smooth(low), self._smooth(high)
-        s, k1, n = slow.shape
         winner = slow.argmax(1)  # (S, n)
-        rival = np.where(np.arange(k1)[None, :, None] == winner[:, None, :], -np.inf, shigh).max(1)
-        unsettled = ~(np.take_along_axis(slow, winner[:, None, :], 1)[:, 0] > rival)
-        h, w = self.grid
-        win = winner.reshape(s, h, w)
-        edge = (ndimage.maximum_filter(win, size=(1, 3, 3)) != ndimage.minimum_filter(win, size=(1, 3, 3)))
-        open_ = ndimage.binary_dilation(unsettled.reshape(s, h, w), structure=np.ones((1, 3, 3), bool))
-        self._match(self._near((edge | open_).reshape(s, n)))
+        rival = np.where(np.arange(slow.shape[1])[None, :, None] == winner[:, None, :], -np.inf, shigh).max(1)
+        return slow, shigh, ~(np.take_along_axis(slow, winner[:, None, :], 1)[:, 0] > rival)
+
+    def labels_ready(self, size: tuple[int, int]) -> None:
+        """Match what the labels of (H, W) = `size` slices need (the module's docstring), then fill self with the
+        smoothed scores. First the unsettled cells; then the cells of each pixel between different winners
+        whose label the bounds, interpolated as predict.labels_from_scores interpolates scores, leave open."""
+        self._match(self._near(self._unsettled()[2]))
+        slow, shigh, unsettled = self._unsettled()
+        need = unsettled.copy()
+        for p in range(len(self.indices)):
+            need[p] |= _open_pixels(slow[p].reshape(-1, *self.grid), shigh[p].reshape(-1, *self.grid), size)
+        self._match(self._near(need))
         self._fill()
 
     def settle(self, cells: Mapping[int, np.ndarray]) -> "BoundedScores":
@@ -201,6 +207,34 @@ class BoundedScores(dict):
             self[i] = smooth[p]
 
 
+def _open_pixels(low: np.ndarray, high: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Cells (h * w,) bool whose exact scores a pixel of the (H, W) labels needs: the corners of every pixel between
+    different winners (by `low`, (K + 1, h, w), exact winners where settled) whose interpolated lower bound of its
+    best class does not beat the interpolated upper bounds (`high`) of all the others."""
+    from .predict import _bilinear_axis
+
+    (y0, y1, wy), (x0, x1, wx) = _bilinear_axis(low.shape[1], size[0]), _bilinear_axis(low.shape[2], size[1])
+    winner = low.argmax(0)
+    corners = [winner[np.ix_(ys, xs)] for ys in (y0, y1) for xs in (x0, x1)]
+    rows, cols = np.nonzero((corners[0] != corners[1]) | (corners[0] != corners[2]) | (corners[0] != corners[3]))
+    out = np.zeros(low.shape[1:], bool)
+    if not len(rows):
+        return out.reshape(-1)
+    ry0, ry1, rwy, cx0, cx1, cwx = y0[rows], y1[rows], wy[rows], x0[cols], x1[cols], wx[cols]
+
+    def mixed(s):  # exactly predict.labels_from_scores' interpolation (monotone in s: the bounds stay bounds)
+        return ((1 - rwy) * ((1 - cwx) * s[:, ry0, cx0] + cwx * s[:, ry0, cx1])
+                + rwy * ((1 - cwx) * s[:, ry1, cx0] + cwx * s[:, ry1, cx1]))
+
+    lo, hi = mixed(low), mixed(high)
+    best = lo.argmax(0)
+    hi[best, np.arange(len(best))] = -np.inf
+    open_ = ~(lo[best, np.arange(len(best))] > hi.max(0))
+    for ys, xs in ((ry0, cx0), (ry0, cx1), (ry1, cx0), (ry1, cx1)):
+        out[ys[open_], xs[open_]] = True
+    return out.reshape(-1)
+
+
 def _chunks(sizes: Sequence[int]) -> list[list[int]]:
     chunks, rows = [[]], 0
     for i, n in enumerate(sizes):
@@ -213,9 +247,11 @@ def _chunks(sizes: Sequence[int]) -> list[list[int]]:
 
 
 def bounded_scores(cache: MatchCache, keys: Sequence[Hashable], loads: Sequence[Callable[[], torch.Tensor]],
-                   indices: Sequence[int], groups: Sequence[PrototypeGroup], sigma: float) -> BoundedScores:
+                   indices: Sequence[int], groups: Sequence[PrototypeGroup], sigma: float,
+                   size: tuple[int, int]) -> BoundedScores:
     """The query slices `indices` (keys and loaders as for MatchCache.class_similarities) matched to `groups`
-    where the labels need it (module docstring). sigma: SegmentationParams.smooth_slices (0: no smoothing)."""
+    where the labels need it (module docstring). sigma: SegmentationParams.smooth_slices (0: no smoothing); size:
+    (H, W) of the slices' labels."""
     first = cache._query(keys[0], loads[0])
     out = BoundedScores(cache, keys, loads, indices, groups, sigma, first[1])
     device, dtype = first[0].device, first[0].dtype
@@ -261,5 +297,39 @@ def bounded_scores(cache: MatchCache, keys: Sequence[Hashable], loads: Sequence[
                     out.entries[p][g] = torch.from_numpy(part.reshape(-1, *out.grid))
                 if group.key is not None:
                     cache.keep((keys[p], group.key), out.entries[p][g])
-    out.labels_ready()
+    out.labels_ready(size)
     return out
+
+
+def bounded_applies(cache, groups, indices: Sequence[int]) -> bool:
+    """Whether the segmenter's FeatureCache `cache` may match `groups` (not a PrototypeSet) to the slices `indices`
+    this way: several slices of a volume, on the CPU (the row gathers use numpy)."""
+    return (cache.stack.is_volume and len(indices) > 1 and isinstance(groups, list)
+            and cache.device.type == "cpu")
+
+
+def bounded_similarity(segmenter, groups: Sequence[PrototypeGroup], indices: Sequence[int]):
+    """FewShotSegmenter's slice index -> (K + 1, h, w) scores of `indices`, smoothed across slices, exact where the
+    labels read them (:func:`bounded_scores` on its MatchCache); a generator (Progress) like its matching."""
+    from .progress import Progress
+
+    cache = segmenter.cache
+    with torch.no_grad():
+        out = bounded_scores(segmenter._matches, [(id(cache), cache.generation, i) for i in indices],
+                             [partial(cache.get, i) for i in indices], indices, groups,
+                             segmenter.params.smooth_slices, cache.stack.shape_of(indices[0]))
+    yield Progress(len(indices), len(indices), "matched")
+    return out
+
+
+def query_scores(segmenter, groups, indices: Sequence[int], bounded: bool):
+    """FewShotSegmenter's coarse scores of `indices` (slice -> (K + 1, h, w)), smoothed across the slices of a volume
+    (SegmentationParams.smooth_slices): :func:`bounded_similarity` when `bounded`, else every cell matched."""
+    if bounded:
+        return (yield from bounded_similarity(segmenter, groups, indices))
+    coarse = yield from segmenter._coarse_similarity(groups, indices)
+    if segmenter.params.smooth_slices > 0 and segmenter.cache.stack.is_volume and len(indices) > 1:
+        from .postprocess import smooth_similarity
+
+        coarse = smooth_similarity(coarse, segmenter.params.smooth_slices)
+    return coarse

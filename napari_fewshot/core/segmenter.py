@@ -37,6 +37,7 @@ from .provenance import OTHER_SCAN, Explainer
 from .refinement import PendingRefinement, refine_stream
 from .result import SegmentationResult
 from .matching import MatchCache, PrototypeGroup, local_group
+from .bounded import bounded_applies, query_scores
 from .prototypes import PrototypeSet, SlicePrototypes, combine_slices, global_prototypes, pool_slice
 from .stack import ImageStack
 from .support import SupportSet, label_dtype, parse_support
@@ -329,13 +330,8 @@ class FewShotSegmenter:
         lut = np.array([0] + list(class_ids), dtype=label_dtype(class_ids))
         labels = [np.zeros(cache.stack.shape_of(i), lut.dtype) for i in range(len(cache.stack))]
         sims: dict[int, dict[int, np.ndarray]] = {c: {} for c in class_ids}
-        bounded = (self.bounded and support_set is not None and not similarity and cache.stack.is_volume and len(indices)
-                   > 1 and not isinstance(groups, PrototypeSet) and cache.device.type == "cpu")  # core/bounded.py
-        coarse = yield from (self._bounded_similarity if bounded else self._coarse_similarity)(groups, indices)
-        if self.params.smooth_slices > 0 and cache.stack.is_volume and len(indices) > 1 and not bounded:
-            from .postprocess import smooth_similarity
-
-            coarse = smooth_similarity(coarse, self.params.smooth_slices)
+        bounded = self.bounded and support_set is not None and not similarity and bounded_applies(cache, groups, indices)
+        coarse = yield from query_scores(self, groups, indices, bounded)  # smoothed across slices
         for n, i in enumerate(indices):
             index, upsampled = predict.labels_from_scores(torch.from_numpy(coarse[i]), cache.stack.shape_of(i),
                                                           keep_scores=similarity)
@@ -383,17 +379,6 @@ class FewShotSegmenter:
         if result.refinement is not None and result.refinement.stack is not self._require_image().stack:
             raise FewShotError("This result is of another image than the one set; segment it again to refine it.")
         return (yield from refine_stream(self.refiner, result, first)) if result.refinement else result
-
-    def _bounded_similarity(self, groups, indices: Sequence[int]):
-        """Slice index -> (K + 1, h, w) scores, smoothed, exact where labels read them (core/bounded.py)."""
-        from .bounded import bounded_scores
-
-        cache = self._require_image()
-        with torch.no_grad():
-            out = bounded_scores(self._matches, [(id(cache), cache.generation, i) for i in indices],
-                                 [partial(cache.get, i) for i in indices], indices, groups, self.params.smooth_slices)
-        yield Progress(len(indices), len(indices), "matched")
-        return out
 
     def _coarse_similarity(self, groups, indices: Sequence[int]):
         """Slice index -> (K + 1, h, w) float32 best similarity per class on the feature grid."""
