@@ -215,11 +215,16 @@ def _open_pixels(low: np.ndarray, high: np.ndarray, size: tuple[int, int]) -> np
 
     (y0, y1, wy), (x0, x1, wx) = _bilinear_axis(low.shape[1], size[0]), _bilinear_axis(low.shape[2], size[1])
     winner = low.argmax(0)
-    corners = [winner[np.ix_(ys, xs)] for ys in (y0, y1) for xs in (x0, x1)]
-    rows, cols = np.nonzero((corners[0] != corners[1]) | (corners[0] != corners[2]) | (corners[0] != corners[3]))
+    h, w = winner.shape
+    down, right = np.minimum(np.arange(h) + 1, h - 1), np.minimum(np.arange(w) + 1, w - 1)
+    # a pixel's corners are the block of cells (y0, x0)..(y0 + 1, x0 + 1), clipped at the border: mixed blocks first
+    block = ((winner != winner[down]) | (winner != winner[:, right]) | (winner != winner[down][:, right]))
     out = np.zeros(low.shape[1:], bool)
+    pick_rows, pick_cols = np.flatnonzero(block.any(1)[y0]), np.flatnonzero(block.any(0)[x0])
+    rows, cols = np.nonzero(block[np.ix_(y0[pick_rows], x0[pick_cols])])
     if not len(rows):
         return out.reshape(-1)
+    rows, cols = pick_rows[rows], pick_cols[cols]
     ry0, ry1, rwy, cx0, cx1, cwx = y0[rows], y1[rows], wy[rows], x0[cols], x1[cols], wx[cols]
 
     def mixed(s):  # exactly predict.labels_from_scores' interpolation (monotone in s: the bounds stay bounds)
