@@ -62,7 +62,8 @@ def _rows(parts: Sequence[torch.Tensor], picks: Sequence[np.ndarray] | None = No
     stacked = np.concatenate(arrays) if len(arrays) > 1 else np.ascontiguousarray(arrays[0])
     if not bf16:
         return torch.from_numpy(stacked), None
-    as_float = (stacked.view(np.uint16).astype(np.uint32) << 16).view(np.float32)  # bfloat16 -> float32, exact
+    wide = stacked.view(np.uint16).astype(np.uint32)
+    as_float = np.left_shift(wide, 16, out=wide).view(np.float32)  # bfloat16 -> float32, exact, in place
     return torch.from_numpy(stacked).view(torch.bfloat16), torch.from_numpy(as_float)
 
 
