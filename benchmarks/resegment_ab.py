@@ -7,7 +7,9 @@ in one process so that both share the machine's load, correction after correctio
 --scan N: the 20-slice 512 x 512 DICOM CT of ../shared/data tiled to N slices (liver painted on 3 slices).
 Two segmenters of this checkout on the same cached features; A's match cache is the baseline revision's
 core/matching.py (loaded from git; a revision from before batched matching is asked one slice at a time, as
-its segmenter asked it), so the difference between A and B is the matching alone. Both time the coarse result
+its segmenter asked it), A matches every cell (no core/bounded.py) and ranks with the baseline's
+core/uncertainty.py (Check next), so the difference between A and B is the matching and the ranking; the rest
+(pooling, clean-up) is this checkout's in both. The labels are compared after every correction. Both time the coarse result
 (``segment(..., refine_later=True)``, as the window does; LiteMedSAM's refinement streams in after it). Segment all, then 4 corrections (the reference of one
 more organ slice into the support, the whole volume segmented again by A and by B, alternating which goes
 first); prints wall and CPU seconds (both threads) of each, and whether the labels are identical.
@@ -31,15 +33,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def baseline_matching(rev: str):
-    """The module core/matching.py of git revision `rev`."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:napari_fewshot/core/matching.py"],
+def baseline_matching(rev: str, module: str = "matching"):
+    """The module core/<module>.py of git revision `rev`."""
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:napari_fewshot/core/{module}.py"],
                             capture_output=True, text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="fewshot-ab-")) / "baseline_matching.py"
+    path = Path(tempfile.mkdtemp(prefix="fewshot-ab-")) / f"baseline_{module}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("baseline_matching", path)
+    name = f"napari_fewshot.core._baseline_{module}"  # its relative imports resolve in this checkout's core
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["baseline_matching"] = module
+    module.__package__ = "napari_fewshot.core"
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -85,33 +89,49 @@ def main() -> None:
                 cache.class_similarities = lambda keys, loads, groups, cache=cache: (
                     cache.class_similarity(k, load, groups) for k, load in zip(keys, loads))
             seg._matches = cache
+            seg.bounded = False  # the baseline matches every cell (core/bounded.py is this checkout's)
         segs[name] = seg
 
-    def timed(job):
+    import napari_fewshot.core.uncertainty as uncertainty
+
+    ours, theirs = uncertainty.rank_slices, baseline_matching(args.baseline, "uncertainty").rank_slices
+
+    def timed(job, name=""):
+        # A ranks with the baseline's Check next (its coarse scores are every cell's; it takes no `settle`)
+        if name.startswith("A"):
+            uncertainty.rank_slices = lambda *a, settle=None, **k: theirs(*a, **k)
         start, cpu = time.perf_counter(), time.process_time()
-        out = run(job)
+        try:
+            out = run(job)
+        finally:
+            uncertainty.rank_slices = ours
         return round(time.perf_counter() - start, 2), round(time.process_time() - cpu, 2), out
 
-    rows = {name: {"segment_all": timed(seg.segment(support, refine_later=True))[:2], "wall": [], "cpu": []} for name, seg in segs.items()}
+    rows = {name: {"segment_all": timed(seg.segment(support, refine_later=True), name)[:2], "wall": [], "cpu": []}
+            for name, seg in segs.items()}
     candidates = [z for z in organ if z not in painted]
-    identical = []
+    identical, ranking = [], []
     for n, z in enumerate(candidates[:: max(1, len(candidates) // 4)][:4]):
         support[z] = truth[z]
-        labels = {}
+        labels, ranks = {}, {}
         for name in (list(segs) if n % 2 == 0 else list(segs)[::-1]):
-            wall, cpu, result = timed(segs[name].segment(support, refine_later=True))
+            wall, cpu, result = timed(segs[name].segment(support, refine_later=True), name)
             rows[name]["wall"].append(wall)
             rows[name]["cpu"].append(cpu)
             labels[name] = result.labels
+            ranks[name] = result.uncertainty
         a, b = labels.values()
         identical.append(bool(np.array_equal(a, b)))
+        ua, ub = ranks.values()
+        ranking.append({"max_abs_diff": max(abs(ua[i] - ub[i]) for i in ua), "max_pixels": max(ua.values()),
+                        "same_order": sorted(ua, key=lambda i: (-ua[i], i)) == sorted(ub, key=lambda i: (-ub[i], i))})
         print(f"correction on slice {z}:", {k: (v["wall"][-1], v["cpu"][-1]) for k, v in rows.items()},
-              "identical labels:", identical[-1], "load:", round(os.getloadavg()[0], 1), flush=True)
+              "identical labels:", identical[-1], "Check next:", ranking[-1], "load:", round(os.getloadavg()[0], 1), flush=True)
     for row in rows.values():
         row["median_wall_s"] = float(np.median(row["wall"]))
         row["median_cpu_s"] = float(np.median(row["cpu"]))
     out = {"scan": list(volume.shape), "matmul": str(matching.matmul_dtype("cpu")).replace("torch.", ""),
-           "rows": rows, "identical_labels": identical, "load_average": [round(x, 1) for x in os.getloadavg()]}
+           "rows": rows, "identical_labels": identical, "ranking": ranking, "load_average": [round(x, 1) for x in os.getloadavg()]}
     print(json.dumps(out))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

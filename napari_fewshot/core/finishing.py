@@ -64,4 +64,4 @@ def rank_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndar
     redraw = not stack.is_volume and segmenter.params.refine.enabled_for(stack, segmenter.device)
     decode = refiner_decoder(segmenter.refiner, stack) if redraw else None
     result.uncertainty = rank_slices(wanted, result.labels, stack.is_volume, segmenter.params.scale,
-                                     support=sorted(skip), decode=decode)
+                                     support=sorted(skip), decode=decode, settle=getattr(coarse, "settle", None))

@@ -19,6 +19,7 @@ import functools
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -181,7 +182,8 @@ class _Prepared:
         """(N, C) query cells -> (K + 1, N) float32 best similarity per class (query_float: the cells in
         float32 when the caller has them, for the offset)."""
         n_classes = len(self.bounds) - 2
-        best = torch.full((n_classes + 1, query.shape[0]), -1.0, device=query.device)
+        best = torch.full((n_classes + 1, query.shape[0]), -1.0, device=query.device) if query.device.type != "cpu" else \
+            torch.from_numpy(np.full((n_classes + 1, query.shape[0]), -1.0, np.float32))  # torch's waits for threads
         offset = None
         if self.mean is not None:
             offset = (query.float() if query_float is None else query_float) @ self.mean
@@ -216,6 +218,7 @@ class MatchCache:
         self._stacks: dict[tuple, torch.Tensor] = {}  # a chunk's slice keys -> their cells, stacked once
         self._prepared: dict[tuple, _Prepared] = {}  # (group key, device, dtype) -> the group centred and cast
         self._groups: dict[Hashable, PrototypeGroup] = {}  # group key -> the group (see :meth:`group`)
+        self._partial: dict[tuple, object] = {}  # (slice key, group key) -> core/bounded.Partial
         self.nbytes = 0
         self.query_nbytes = 0
         self.hits = 0
@@ -231,6 +234,8 @@ class MatchCache:
             self.nbytes -= self._maps.pop(key).numel() * 4
         for key in [k for k in self._prepared if k[0] not in keep]:
             del self._prepared[key]
+        for key in [k for k in self._partial if k[1] not in keep]:
+            self.nbytes -= self._partial.pop(key).values.numel() * 4
         self._groups = {k: g for k, g in self._groups.items() if k in keep}
 
     def clear(self) -> None:
@@ -239,7 +244,18 @@ class MatchCache:
         self._stacks.clear()
         self._prepared.clear()
         self._groups.clear()
+        self._partial.clear()
         self.nbytes = self.query_nbytes = 0
+
+    def keep(self, key: tuple, entry) -> None:
+        """Remember a (slice key, group key) map (K + 1, h, w), or a core/bounded.Partial match, within the budget."""
+        partial = hasattr(entry, "pending")
+        size = (entry.values if partial else entry).numel() * 4
+        store = self._partial if partial else self._maps
+        if key not in store and self.nbytes + size <= self.budget:
+            store[key] = entry
+            self.nbytes += size
+            self.misses += 1
 
     def _query(self, key: Hashable, load: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]:
         """(normalised cells (h * w, C), (h, w)) of the query slice `key`, from `load()` -> (C, h, w) if new."""

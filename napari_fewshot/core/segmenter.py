@@ -38,6 +38,7 @@ from .provenance import OTHER_SCAN, Explainer
 from .refinement import PendingRefinement, refine_stream
 from .result import SegmentationResult
 from .matching import MatchCache, PrototypeGroup, local_group
+from .bounded import bounded_applies, query_scores
 from .prototypes import PrototypeSet, SlicePrototypes, combine_slices, global_prototypes, pool_slice
 from .stack import ImageStack
 from .support import SupportSet, label_dtype, parse_support
@@ -57,6 +58,7 @@ class FewShotSegmenter:
         self._pooled: dict[tuple, SlicePrototypes] = {}  # per-slice pooled prototypes, see _pieces()
         budget = self.params.memory_budget_mb * 1024**2
         self._matches = MatchCache(budget // 4, budget // 8)  # per (query slice, support slice) similarity
+        self.bounded = True  # match a volume only where labels need it (core/bounded.py); False: every cell
 
     # -- encoder and its weights (core/encoder_weights.py) ---------------------------------
     encoder = property(lambda self: self._weights.encoder, doc="The Encoder (core/encoders.py)")
@@ -329,11 +331,8 @@ class FewShotSegmenter:
         lut = np.array([0] + list(class_ids), dtype=label_dtype(class_ids))
         labels = [np.zeros(cache.stack.shape_of(i), lut.dtype) for i in range(len(cache.stack))]
         sims: dict[int, dict[int, np.ndarray]] = {c: {} for c in class_ids}
-        coarse = yield from self._coarse_similarity(groups, indices)
-        if self.params.smooth_slices > 0 and cache.stack.is_volume and len(indices) > 1:
-            from .postprocess import smooth_similarity
-
-            coarse = smooth_similarity(coarse, self.params.smooth_slices)
+        bounded = self.bounded and support_set is not None and not similarity and bounded_applies(cache, groups, indices)
+        coarse = yield from query_scores(self, groups, indices, bounded)  # smoothed across slices
         for n, i in enumerate(indices):
             index, upsampled = predict.labels_from_scores(torch.from_numpy(coarse[i]), cache.stack.shape_of(i),
                                                           keep_scores=similarity)

@@ -58,29 +58,39 @@ def boundary_band(cells: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray
     return ndimage.binary_dilation(change, iterations=1)
 
 
-def expected_errors(scores: np.ndarray, labels: np.ndarray, neighbours: list[np.ndarray], scale: float) -> float:
+def expected_errors(scores: np.ndarray, labels: np.ndarray, neighbours: list[np.ndarray], scale: float,
+                    band: np.ndarray | None = None) -> float:
     """Expected wrong pixels of one slice.
 
     scores: (K + 1, h, w) class similarity on the feature grid; labels: (H, W) final labels of the slice;
-    neighbours: final labels (H, W) of the adjacent slices of a volume (empty list for a 2D image).
+    neighbours: final labels (H, W) of the adjacent slices of a volume (empty list for a 2D image); band: the
+    (h, w) bool boundary_band when the caller has it. The softmax is taken on the band's cells alone (only they
+    are summed), in float64: 1 - the top probability is 1 - 1 / sum_k exp(scale (s_k - s_max)).
     """
-    grid = scores.shape[1:]
-    band = boundary_band(cell_labels(labels, grid), [cell_labels(n, grid) for n in neighbours])
+    if band is None:
+        band = slice_band(scores.shape[1:], labels, neighbours)
     if not band.any():
         return 0.0
-    top = torch.softmax(scale * torch.from_numpy(scores).float(), dim=0).amax(0).numpy()
-    return float((1.0 - top)[band].sum()) * labels.size / top.size
+    cells = scale * scores[:, band].astype(np.float64)  # (K + 1, cells of the band)
+    top = 1.0 / np.exp(cells - cells.max(0)).sum(0)
+    return float((1.0 - top).sum()) * labels.size / band.size
+
+
+def slice_band(grid: tuple[int, int], labels: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
+    """boundary_band of the (H, W) `labels` and its neighbours' on a (h, w) grid of feature cells."""
+    return boundary_band(cell_labels(labels, grid), [cell_labels(n, grid) for n in neighbours])
 
 
 def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: float,
-                support: Sequence[int] = (), decode: Decoder | None = None) -> dict[int, float]:
+                support: Sequence[int] = (), decode: Decoder | None = None, settle=None) -> dict[int, float]:
     """What to check first, for every slice in `coarse` (slice -> (K + 1, h, w) scores), higher first.
 
     labels: (S, H, W) array or list of (H_i, W_i) final labels. A volume: expected wrong pixels per slice
     (neighbours count). Images of a set (not a volume): estimated 1 - Dice (:func:`image_error`), against the
     objects on the `support` images (indices into labels whose labels are the painted support); with
     `decode` (image index, (N, 4) boxes -> (N, H, W) probabilities: LiteMedSAM's decoder on that image),
-    also how stable the prediction's own box redraws it (:func:`box_stability`). Volumes ignore `decode`."""
+    also how stable the prediction's own box redraws it (:func:`box_stability`). Volumes ignore `decode`; settle
+    (volumes): slice -> (h, w) cells -> the scores made exact there (core/bounded.BoundedScores.settle)."""
     if not is_volume:
         sizes = support_sizes([labels[i] for i in support])
         out = {}
@@ -89,11 +99,12 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
             stable = _stability(labels[i], decode, i) if drawn else None
             out[i] = image_error(scores, labels[i], sizes, scale, stable)
         return out
-    out = {}
-    for i, scores in coarse.items():
-        near = [labels[j] for j in (i - 1, i + 1) if is_volume and 0 <= j < len(labels)]
-        out[i] = expected_errors(scores, labels[i], near, scale)
-    return out
+    near = {i: [labels[j] for j in (i - 1, i + 1) if 0 <= j < len(labels)] for i in coarse}
+    bands = {i: slice_band(scores.shape[1:], labels[i], near[i]) for i, scores in coarse.items()}
+    if settle is not None:  # scores exact only where labels read them (core/bounded.py): the bands too, now
+        exact = settle(bands)
+        coarse = {i: exact[i] for i in coarse}
+    return {i: expected_errors(scores, labels[i], near[i], scale, bands[i]) for i, scores in coarse.items()}
 
 
 # -- images of a set: estimated 1 - Dice ------------------------------------------------------------

@@ -1,0 +1,56 @@
+"""Bounded matching (core/bounded.py): after a correction, matching the deferred class (background) only where
+labels need it gives the labels of matching every cell, bit for bit, and the same Check next ranking, on the CT
+sample that ships with the package (liver and spleen painted on two slices from its reference)."""
+
+import numpy as np
+import pytest
+
+from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run
+from napari_fewshot.core.bounded import Partial
+from napari_fewshot.core.matching import MatchCache
+from napari_fewshot.io import read_labels, read_volume
+from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
+
+
+@pytest.fixture(scope="module")
+def ct_organs():
+    """The CT sample's slices that show liver or spleen and a few around them (features of fewer slices: faster)."""
+    ct = read_volume(CT_IMAGE)
+    reference = read_labels(CT_LABELS, like=ct)
+    truth = np.where(np.isin(reference, [1, 2]), reference, 0).astype(np.uint8)
+    organ = [z for z in range(len(truth)) if truth[z].any()]
+    keep = slice(max(0, organ[0] - 3), organ[-1] + 4, 3)  # every third slice: a shorter test, the same loop
+    volume, truth = ct.data[keep], truth[keep]
+    both = [z for z in range(len(truth)) if (truth[z] == 1).any() and (truth[z] == 2).any()]
+    segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
+    segmenter.set_image(volume)
+    run(segmenter.compute_features())
+    return segmenter, truth, both
+
+
+def test_corrections_give_the_labels_and_ranking_of_matching_every_cell(ct_organs):
+    segmenter, truth, both = ct_organs
+    support = np.zeros_like(truth)
+    painted = [both[len(both) // 3], both[2 * len(both) // 3]]
+    support[painted] = truth[painted]
+    segmenter.bounded = True
+    run(segmenter.segment(support, refine_later=True))  # the first segmentation matches every cell
+    assert not segmenter._matches._partial
+    for z in (both[len(both) // 2], both[-1]):  # two corrections: the second starts from the first's partial maps
+        support[z] = truth[z]
+        bounded = run(segmenter.segment(support, refine_later=True))
+        partial = [e for e in segmenter._matches._partial.values() if isinstance(e, Partial)]
+        assert partial and any(e.pending.any() for e in partial)  # background left unmatched somewhere
+        assert sum(e.pending.sum() for e in partial) > 0.5 * sum(e.pending.size for e in partial)
+        kept, segmenter._matches = segmenter._matches, MatchCache()  # a full match, from nothing cached
+        segmenter.bounded = False
+        full = run(segmenter.segment(support, refine_later=True))
+        segmenter.bounded, segmenter._matches = True, kept
+        assert np.array_equal(bounded.labels, full.labels)
+        assert (bounded.labels == 1).any() and (bounded.labels == 2).any()
+        assert bounded.uncertainty.keys() == full.uncertainty.keys()
+        # the same cells summed; a product of a few rows may round its last bit otherwise (seen: 1e-8 of 600 pixels)
+        assert all(bounded.uncertainty[i] == pytest.approx(full.uncertainty[i], rel=1e-9, abs=1e-6)
+                   for i in full.uncertainty)
+        order = sorted(full.uncertainty, key=lambda i: -full.uncertainty[i])
+        assert sorted(bounded.uncertainty, key=lambda i: -bounded.uncertainty[i]) == order
