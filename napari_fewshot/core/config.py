@@ -298,14 +298,20 @@ class FineTuneParams:
                                    help="feature adapter: channel dropout and noise on the query side")
     target_scale: int = setting(1, label="Target scale", minimum=1, maximum=16,
                                 help="feature adapter: the loss is scored on the feature grid times this")
-    decoder_steps: int = setting(30, label="Decoder steps", minimum=0, maximum=10_000,
-                                 help="LiteMedSAM decoder: steps (each decodes a few signed objects)")
+    decoder_steps: int = setting(300, label="Decoder steps", minimum=0, maximum=10_000,
+                                 help="LiteMedSAM decoder: at most this many steps on its cached activations "
+                                      "(each scores a batch of jittered boxes; stops early when held-out boxes stop improving)")
     decoder_learning_rate: float = setting(1e-3, label="Decoder learning rate", minimum=1e-7, maximum=1.0,
                                            help="LiteMedSAM decoder: learning rate (Adam)")
     decoder_tuned: str = setting("bias", label="Decoder weights",
                                  help="LiteMedSAM decoder: bias (32 weights), last (its hypernetwork's last layer) or mlp")
-    decoder_batch: int = setting(4, label="Decoder batch", minimum=1, maximum=1_000,
-                                 help="LiteMedSAM decoder: signed objects decoded per step")
+    decoder_batch: int = setting(16, label="Decoder batch", minimum=1, maximum=1_000,
+                                 help="LiteMedSAM decoder: jittered boxes scored per step")
+    decoder_boxes: int = setting(8, label="Boxes per object", minimum=2, maximum=1_000,
+                                 help="LiteMedSAM decoder: jittered boxes decoded once per signed object (a quarter "
+                                      "held out to choose the weights)")
+    decoder_decay: float = setting(0.0, label="Decoder decay", minimum=0.0, maximum=100.0,
+                                   help="LiteMedSAM decoder: L2 pull of the tuned weights towards LiteMedSAM's own")
     box_jitter: float = setting(0.5, label="Box jitter", minimum=0.0, maximum=3.0,
                                 help="LiteMedSAM decoder: each box side moves out by up to this fraction of its size")
 
