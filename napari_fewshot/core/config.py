@@ -298,12 +298,12 @@ class FineTuneParams:
                                    help="feature adapter: channel dropout and noise on the query side")
     target_scale: int = setting(1, label="Target scale", minimum=1, maximum=16,
                                 help="feature adapter: the loss is scored on the feature grid times this")
-    decoder_steps: int = setting(300, label="Decoder steps", minimum=0, maximum=10_000,
+    decoder_steps: int = setting(300, label="Decoder steps (at most)", minimum=0, maximum=10_000,
                                  help="LiteMedSAM decoder: at most this many steps on its cached activations "
                                       "(each scores a batch of jittered boxes; stops early when held-out boxes stop improving)")
     decoder_learning_rate: float = setting(1e-3, label="Decoder learning rate", minimum=1e-7, maximum=1.0,
                                            help="LiteMedSAM decoder: learning rate (Adam)")
-    decoder_tuned: str = setting("bias", label="Decoder weights",
+    decoder_tuned: str = setting("last", label="Decoder weights",
                                  help="LiteMedSAM decoder: bias (32 weights), last (its hypernetwork's last layer) or mlp")
     decoder_batch: int = setting(16, label="Decoder batch", minimum=1, maximum=1_000,
                                  help="LiteMedSAM decoder: jittered boxes scored per step")

@@ -208,8 +208,8 @@ class Adaptation:
             losses += stage
             if kept:
                 self.load_decoder(service, state)
-                done.append(f"LiteMedSAM mask decoder ({_tuned_count(state, params)} weights, {kept} steps on "
-                            f"{len(examples)} signed object{'s' if len(examples) != 1 else ''})")
+                done.append(f"LiteMedSAM mask decoder ({_tuned_count(state, params):,} weights, trained {kept} steps "
+                            f"on {len(examples)} signed object{'s' if len(examples) != 1 else ''})")
             elif not examples:
                 kept_none = "no signed object was large enough for the LiteMedSAM decoder"
             else:

@@ -79,10 +79,10 @@ MORE_ROWS = (
 _DECODER = ("decoder", "adapter+decoder")
 FINE_TUNE_ROWS = (
     Row("method", {"choices": FINE_TUNE_METHODS},  # decoder (default), adapter+decoder, adapter, encoder
-        words={"decoder": "LiteMedSAM decoder (seconds)", "adapter": "feature adapter",
+        words={"decoder": "LiteMedSAM decoder (fast)", "adapter": "feature adapter",
                "adapter+decoder": "feature adapter + decoder", "encoder": "whole encoder (minutes)"},
         tooltip="What Fine-tune adapts to the signed slices or images. LiteMedSAM decoder: a few of the weights\n"
-                "that draw its outlines, trained on cached decoder outputs (seconds; measured in BENCHMARKS.md).\n"
+                "that draw its outlines, trained on cached decoder outputs (no encoder pass; times in BENCHMARKS.md).\n"
                 "Whole encoder: every encoder weight, with forward and backward passes (minutes)."),
     Row("decoder_tuned", {"choices": ("bias", "last", "mlp")}, words={"bias": "bias (32)", "last": "last layer (8,224)", "mlp": "hypernetwork (139,808)"},
         methods=_DECODER),
