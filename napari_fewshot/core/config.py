@@ -267,9 +267,10 @@ class FineTuneParams:
     LiteMedSAM mask-decoder weights where refinement runs (core/decoder_tuning.py), "adapter+decoder" both,
     "encoder" the whole encoder (the original fine-tune: `steps` episodes through its forward and backward)."""
 
-    # Default "decoder" (BENCHMARKS.md, "Fine-tune: which variant the button runs"): the only variant that lowered
-    # Dice by no more than 0.01 anywhere it was measured (BUSI 5-shot +0.012; on a CPU volume it adapts nothing);
-    # the whole encoder lowered CHAOS within-1 kidney Dice by 0.09-0.11 and the adapter one BUSI episode by 0.27.
+    # Default "decoder" (BENCHMARKS.md, "Fine-tune: which variant the button runs" and "ftcache"): the only variant
+    # that lowered no protocol's mean Dice by more than 0.01 where measured (its hypernetwork's last layer on cached
+    # activations: BUSI 5-shot seed 0 +0.011, CHAOS within-1 cases 1-2 -0.005); the whole encoder lowered CHAOS
+    # within-1 kidney Dice by 0.09-0.11 and the adapter one BUSI episode by 0.27.
     method: str = setting("decoder", label="Adapt",
                           help="decoder (a few LiteMedSAM decoder weights, where it refines), adapter, "
                                "adapter+decoder or encoder (the whole encoder: slow)")
