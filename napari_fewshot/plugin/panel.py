@@ -122,8 +122,8 @@ class Panel:
         column.addWidget(self.settings.fine_tune.native)
         self.fine_tune_button = QPushButton("Fine-tune")
         self.fine_tune_button.setToolTip("Adapt to what you signed (painted, corrected, marked empty), then segment "
-                                         "again. Default: the last layer of LiteMedSAM's mask hypernetwork (8,224 "
-                                         "weights), trained on its cached decoder outputs (no encoder pass); the "
+                                         "again. Default: 32 weights of LiteMedSAM's mask decoder (its hypernetwork's "
+                                         "last bias), trained on its cached outputs (no encoder pass); the "
                                          "status line says what changed and how long it took. What it gained and "
                                          "cost: BENCHMARKS.md, ftcache")
         self.reset_button = QPushButton("Reset weights")
