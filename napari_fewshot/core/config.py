@@ -269,8 +269,8 @@ class FineTuneParams:
 
     # Default "decoder" with decoder_tuned "bias" (BENCHMARKS.md, "Fine-tune: which variant the button runs" and
     # "ftcache"): 32 weights, the variant that lowered no protocol's mean Dice by more than 0.01 where measured (BUSI
-    # 5-shot +0.012 and +0.018 on two samples); the last layer (8,224) gained on two BUSI samples and CHAOS within-1
-    # stayed within 0.005, but it lost BUSI episodes by up to 0.28 on a third (seed 1); the whole encoder lowered CHAOS
+    # 5-shot +0.012, +0.018 and -0.001 on three samples); the last layer (8,224) gained on two BUSI samples and CHAOS
+    # within-1 stayed within 0.005, but it lowered BUSI seed 1 by 0.086 (episodes by up to 0.28); the whole encoder lowered CHAOS
     # within-1 kidney Dice by 0.09-0.11 and the adapter one BUSI episode by 0.27.
     method: str = setting("decoder", label="Adapt",
                           help="decoder (a few LiteMedSAM decoder weights, where it refines), adapter, "
