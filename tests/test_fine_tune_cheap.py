@@ -105,18 +105,55 @@ def test_decoder_tuning_returns_a_state_and_leaves_the_decoder_as_it_was(busi_se
     stack = ImageStack(images[:2], "us")
     examples = [(prompter.embed(stack.slice(i)), masks[i]) for i in range(2)]
     before = {k: v.clone() for k, v in prompter.model.mask_decoder.state_dict().items()}
-    job = tune_decoder(prompter, examples, FineTuneParams(decoder_steps=3, decoder_batch=2, decoder_learning_rate=1e-3))
+    params = FineTuneParams(decoder_steps=3, decoder_batch=2, decoder_boxes=4, decoder_learning_rate=1e-1)
+    job = tune_decoder(prompter, examples, params)
     reports = []
     try:
         while True:
             reports.append(next(job))
     except StopIteration as stop:
-        state, losses = stop.value
-    assert [r.done for r in reports] == [1, 2, 3] and len(losses) == 3 and np.isfinite(losses).all()
+        state, losses, kept = stop.value
+    # the boxes of each object decoded once (done 0), then one report per step
+    assert [r.done for r in reports] == [0, 0, 1, 2, 3] and len(losses) == 3 and np.isfinite(losses).all()
     changed = {k for k in before if not torch.equal(before[k], state[k])}
-    assert changed == {TUNED + "layers.2.bias"}  # the default: 32 weights
+    # the default: the bias of the hypernetwork's last layer (32 weights), or nothing when no step was kept
+    assert changed == ({TUNED + "layers.2.bias"} if kept else set())
+    assert kept in (0, 3)  # the held-out boxes are checked at the last step
     assert all(torch.equal(v, before[k]) for k, v in prompter.model.mask_decoder.state_dict().items())
-    assert all(p.requires_grad for p in prompter.model.mask_decoder.parameters())
+
+
+def test_cached_activations_give_the_decoders_own_logits(busi_set):
+    """The hypernetwork on the cached mask token times the cached upscaled embedding is the decoder's own
+    output, pooled: what is trained on is what refinement decodes."""
+    import random
+
+    import torch.nn.functional as F
+
+    from napari_fewshot.core.decoder_tuning import POOL, decoder_activations, _frozen_part
+    from napari_fewshot.core.sam_prompt import BoxPrompter
+    from napari_fewshot.core.stack import ImageStack
+
+    images, masks = busi_set
+    prompter = BoxPrompter()
+    embedding = prompter.embed(ImageStack(images[:1], "us").slice(0))
+    decoder, prompt_encoder = prompter.model.mask_decoder, prompter.model.prompt_encoder
+    boxes = torch.tensor([[20.0, 30.0, 120.0, 140.0], [60.0, 50.0, 200.0, 180.0]])
+    token, upscaled = _frozen_part(decoder, prompt_encoder, embedding.features, boxes)
+    with torch.no_grad():
+        sparse, dense = prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
+        logits, _ = decoder(image_embeddings=embedding.features, image_pe=prompt_encoder.get_dense_pe(),
+                            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+        ours = torch.einsum("bc,bchw->bhw", decoder.output_hypernetworks_mlps[0](token), upscaled)
+    assert torch.allclose(ours, F.avg_pool2d(logits, POOL)[:, 0], atol=1e-3, rtol=1e-3)
+    job = decoder_activations(prompter, [(embedding, masks[0]), (embedding, np.zeros_like(masks[0]))],
+                              FineTuneParams(decoder_boxes=4), random.Random(0))
+    try:
+        while True:
+            next(job)
+    except StopIteration as stop:
+        acts = stop.value
+    assert len(acts) == 4 and acts.held_out.sum() == 1  # the empty object is skipped; a quarter held out
+    assert acts.upscaled.shape == (4, 32, 256 // POOL, 256 // POOL) and 0 < float(acts.target.mean()) < 1
 
 
 def test_adapter_and_decoder_on_an_image_set_and_reset_restores_both(busi_set):
@@ -127,11 +164,13 @@ def test_adapter_and_decoder_on_an_image_set_and_reset_restores_both(busi_set):
     support[0], support[1] = masks[0].astype(np.uint8), masks[1].astype(np.uint8)
     decoder = segmenter.sam.mask_decoder
     original = {k: v.clone() for k, v in decoder.state_dict().items()}
-    params = FineTuneParams(method="adapter+decoder", adapter_steps=2, adapter_min_signed=2, decoder_steps=2)
+    params = FineTuneParams(method="adapter+decoder", adapter_steps=2, adapter_min_signed=2, decoder_steps=10,
+                            decoder_boxes=4, decoder_tuned="last")
     losses = run(segmenter.fine_tune(support, params))
-    assert len(losses) == 4
+    assert len(losses) == 12  # no early stop before PATIENCE checks
     assert segmenter.adaptation.summary.startswith("Adapted the feature adapter (")
-    assert segmenter.adaptation.summary.endswith("and the LiteMedSAM mask decoder (32 weights) on 2 signed images")
+    assert "and the LiteMedSAM mask decoder (8,224 weights, trained " in segmenter.adaptation.summary
+    assert segmenter.adaptation.summary.endswith("signed objects) on 2 signed images")
     assert any(not torch.equal(original[k], v) for k, v in decoder.state_dict().items())
     result = run(segmenter.segment(support, indices=[2]))
     assert result.labels[2].shape == masks[2].shape

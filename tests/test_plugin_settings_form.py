@@ -1,7 +1,7 @@
 """The settings form (magicgui widgets built from the parameter dataclasses): its defaults are the core's,
 each control sets its own field, and it gives the same SegmentationParams as the hand-made panel did."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import pytest
@@ -74,7 +74,7 @@ def test_tooltips_explain_the_fields(form):
 
 def test_labels_ranges_and_choices_are_the_cores(form):
     for name, widget in form.widgets.items():
-        owner = FineTuneParams if name in ("method", "steps", "learning_rate") else SegmentationParams
+        owner = FineTuneParams if name in {f.name for f in fields(FineTuneParams)} else SegmentationParams
         assert widget.label == setting_named(owner, name).label, name
     input_size = setting_named(SegmentationParams, "input_size")
     assert (form["input_size"].min, form["input_size"].max) == (input_size.minimum, input_size.maximum)
@@ -104,3 +104,16 @@ def test_nested_settings_by_dotted_name(qapp):
     assert (margin.min, margin.max) == (0.0, 1.0)
     assert enabled.value is None and [c for c in enabled.choices] == [None, True, False]
     assert [c for c in kind.choices] == ["a", "b"] and kind.native.itemText(1) == "the b one"
+
+
+def test_fine_tune_shows_only_the_settings_of_its_method(form):
+    shown = lambda: {n for n in ("decoder_tuned", "decoder_steps", "adapter_steps", "steps", "learning_rate")
+                     if not form[n].native.isHidden()}
+    assert form["method"].value == "decoder" and shown() == {"decoder_tuned", "decoder_steps"}
+    form["method"].value = "encoder"
+    assert shown() == {"steps", "learning_rate"}
+    form["method"].value = "adapter+decoder"
+    assert shown() == {"decoder_tuned", "decoder_steps", "adapter_steps"}
+    form["method"].value = "adapter"
+    assert shown() == {"adapter_steps"}
+    assert "cached decoder outputs" in form["method"].tooltip

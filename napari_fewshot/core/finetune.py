@@ -189,6 +189,7 @@ class Adaptation:
         total = (params.adapter_steps if use_adapter else 0) + (params.decoder_steps if use_decoder else 0)
         losses: list[float] = []
         done = []
+        kept_none = None  # why the decoder kept its own weights, when it did
         if use_adapter:
             yield from cache.compute(signed)
             features = signed_features(cache.get_raw, signed)
@@ -202,15 +203,25 @@ class Adaptation:
         if use_decoder:
             examples = yield from _decoder_examples(segmenter, support, signed)
             service = segmenter.sam
-            state, stage = yield from _renumbered(tune_decoder(service.prompter, examples, params),
-                                                  params.adapter_steps if use_adapter else 0, total)
+            state, stage, kept = yield from _renumbered(tune_decoder(service.prompter, examples, params),
+                                                        params.adapter_steps if use_adapter else 0, total)
             losses += stage
-            self.load_decoder(service, state)
-            done.append(f"LiteMedSAM mask decoder ({_tuned_count(state, params)} weights)")
+            if kept:
+                self.load_decoder(service, state)
+                done.append(f"LiteMedSAM mask decoder ({_tuned_count(state, params):,} weights, trained {kept} steps "
+                            f"on {len(examples)} signed object{'s' if len(examples) != 1 else ''})")
+            elif not examples:
+                kept_none = "no signed object was large enough for the LiteMedSAM decoder"
+            else:
+                kept_none = (f"no LiteMedSAM decoder step beat its own weights on held-out boxes "
+                             f"({len(stage)} tried)")
         kind = "slice" if cache.stack.is_volume else "image"
         signed_words = f"{len(signed)} signed {kind}{'s' if len(signed) != 1 else ''}"
         if done:
-            self.summary = f"Adapted the {' and the '.join(done)} on {signed_words}"
+            self.summary = f"Adapted the {' and the '.join(done)} on {signed_words}" + \
+                (f"; {kept_none}" if kept_none else "")
+        elif kept_none:
+            self.summary = f"Adapted nothing ({kept_none}, on {signed_words})"
         else:
             why = []
             if params.method in ("adapter+decoder", "adapter"):

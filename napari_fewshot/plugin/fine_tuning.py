@@ -1,9 +1,11 @@
 """The Fine-tune button's words: the job's settings, what it says when it ends, and when it is stopped.
 
 What the button runs is core/finetune.py (FewShotSegmenter.fine_tune with the panel's FineTuneParams): by
-default ("decoder") 32 weights of LiteMedSAM's mask decoder, tuned on every signed image or slice where LiteMedSAM
-refines (image sets; volumes on a GPU); on a CPU volume that adapts nothing, and the status line says so.
-BENCHMARKS.md, "Fine-tune: which variant the button runs", has why (the other variants lowered Dice somewhere).
+default ("decoder") a few weights of LiteMedSAM's mask decoder (the hypernetwork that draws its outlines), trained
+in seconds on cached decoder outputs of every signed image or slice where LiteMedSAM refines (core/decoder_tuning.py).
+The status line says what was adapted, on how many signed objects, and how long it took; when no training step
+beat LiteMedSAM's own weights on held-out boxes it says that nothing was adapted.
+BENCHMARKS.md, "Fine-tune: which variant the button runs" and "ftcache", has what each variant measured.
 """
 
 from __future__ import annotations

@@ -122,9 +122,10 @@ class Panel:
         column.addWidget(self.settings.fine_tune.native)
         self.fine_tune_button = QPushButton("Fine-tune")
         self.fine_tune_button.setToolTip("Adapt to what you signed (painted, corrected, marked empty), then segment "
-                                         "again. Default: 32 LiteMedSAM decoder weights where it refines (image "
-                                         "sets; volumes on a GPU); nothing on a CPU volume. Measured: BUSI 5-shot "
-                                         "+0.01 Dice (BENCHMARKS.md)")
+                                         "again. Default: 32 weights of LiteMedSAM's mask decoder (its hypernetwork's "
+                                         "last bias), trained on its cached outputs (no encoder pass); the "
+                                         "status line says what changed and how long it took. What it gained and "
+                                         "cost: BENCHMARKS.md, ftcache")
         self.reset_button = QPushButton("Reset weights")
         row = QHBoxLayout()
         row.addWidget(self.fine_tune_button)

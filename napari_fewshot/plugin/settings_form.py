@@ -35,12 +35,14 @@ class Row:
              whose default is None (used only when another setting asks for it).
     words:   the panel's wording of a setting's choices, value -> text (a choice without one shows its value).
     tooltip: replaces the setting's help where the panel needs other words than the API.
+    methods: for a Fine-tune setting, the methods it applies to (the row is hidden for the others).
     """
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
     words: dict[Any, str] = field(default_factory=dict)
     tooltip: str | None = None
+    methods: tuple[str, ...] = ()  # a Fine-tune row: shown only for these FineTuneParams.method values (all: empty)
 
 
 def _main_rows(encoders: list[str]) -> tuple[Row, ...]:
@@ -74,10 +76,20 @@ MORE_ROWS = (
                 "(BUSI 5-shot 0.48 -> 0.62). On organ slices saved as images it can pick another organ:\n"
                 "untick it there."),
 )
+_DECODER = ("decoder", "adapter+decoder")
 FINE_TUNE_ROWS = (
-    Row("method", {"choices": FINE_TUNE_METHODS}),  # encoder (default), adapter+decoder, adapter, decoder
-    Row("steps", {"min": 1}),  # the button is the switch: 0 steps (the CLI's "no fine-tuning") would do nothing
-    Row("learning_rate", {"step": 1e-5}),
+    Row("method", {"choices": FINE_TUNE_METHODS},  # decoder (default), adapter+decoder, adapter, encoder
+        words={"decoder": "LiteMedSAM decoder (fast)", "adapter": "feature adapter",
+               "adapter+decoder": "feature adapter + decoder", "encoder": "whole encoder (minutes)"},
+        tooltip="What Fine-tune adapts to the signed slices or images. LiteMedSAM decoder: a few of the weights\n"
+                "that draw its outlines, trained on cached decoder outputs (no encoder pass; times in BENCHMARKS.md).\n"
+                "Whole encoder: every encoder weight, with forward and backward passes (minutes)."),
+    Row("decoder_tuned", {"choices": ("bias", "last", "mlp")}, words={"bias": "bias (32)", "last": "last layer (8,224)", "mlp": "hypernetwork (139,808)"},
+        methods=_DECODER),
+    Row("decoder_steps", {"min": 1}, methods=_DECODER),
+    Row("adapter_steps", {"min": 1}, methods=("adapter", "adapter+decoder")),
+    Row("steps", {"min": 1}, methods=("encoder",)),  # the button is the switch: 0 steps would do nothing
+    Row("learning_rate", {"step": 1e-5}, methods=("encoder",)),
 )
 
 
@@ -94,6 +106,8 @@ class SettingsForm:
         self._segmentation = [row.name for row in (*main_rows, *MORE_ROWS)]
         self["support_mode"].changed.connect(self._show_background_label)
         self._show_background_label()
+        self["method"].changed.connect(self._show_fine_tune_rows)
+        self._show_fine_tune_rows()
 
     def __getitem__(self, name: str) -> ValueWidget:
         return self.widgets[name]
@@ -120,6 +134,13 @@ class SettingsForm:
     def _show_background_label(self, *_) -> None:
         self["background_label"].visible = self["support_mode"].value == "scribble"
 
+    def _show_fine_tune_rows(self, *_) -> None:
+        """Only the Fine-tune settings of the chosen method are shown (the others would change nothing)."""
+        method = self["method"].value
+        for row in FINE_TUNE_ROWS:
+            if row.methods:
+                self[row.name].visible = method in row.methods
+
 
 def setting_widget(owner: type, row: Row) -> ValueWidget:
     """A magicgui widget for the setting ``row.name`` of the params dataclass ``owner``: by its type, at its
@@ -129,6 +150,8 @@ def setting_widget(owner: type, row: Row) -> ValueWidget:
     options.update(row.options)
     if setting.choices:
         options["choices"] = tuple((row.words.get(value, value), value) for value in setting.choices)
+    elif row.words and "choices" in options:  # choices the panel lists (the core's field is a plain str)
+        options["choices"] = tuple((row.words.get(value, value), value) for value in options["choices"])
     value = options.pop("value", setting.default)
     name, label = setting.name.replace(".", "_"), setting.label
     if setting.kind is bool and setting.optional:  # create_widget would add an empty choice for the value None
