@@ -1,6 +1,6 @@
 """Tuning LiteMedSAM's single-mask hypernetwork on the signed slices (PerSAM-F style), on cached decoder activations.
 
-    state = yield from tune_decoder(prompter, examples, params)   # prompter: BoxPrompter-like (.model, .device)
+    state, losses, kept_step = yield from tune_decoder(prompter, examples, params)   # prompter: BoxPrompter-like
     service.load_decoder_state(state)                              # a full mask-decoder state dict
 
 SAM's mask decoder turns a box into a mask in two parts: a transformer (prompt tokens x image embedding) that
