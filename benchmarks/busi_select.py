@@ -7,7 +7,7 @@ variant, and the best candidate per episode (what a perfect score would pick).
 
 Variants: refine (the default: each coarse component's box, then the largest component), coarse (no refine),
 select_pN (components + boxes of the support's typical size around N peaks, the candidate with the best
-candidate_score.support_likeness), select_p3_nosize, second_box / second_mask (a second decoder pass on the
+candidate_score.prototype_contrast), select_p3_nosize, second_box / second_mask (a second decoder pass on the
 first mask's box, with or without the first mask as a dense prompt), quality_components / quality_peaks /
 quality_margins (the candidate with the best decoder IoU estimate among the components' boxes, plus peak boxes,
 or each component's box at margins 0, 0.1, 0.25).

@@ -20,7 +20,7 @@ from napari_fewshot.core.refine import refine_plane
 from napari_fewshot.core.config import RefineParams
 from napari_fewshot.core.postprocess import keep_largest_per_image
 from napari_fewshot.core.predict import upsample
-from napari_fewshot.core.candidate_score import SupportProfile, support_likeness, ring_contrast
+from napari_fewshot.core.candidate_score import SupportProfile, prototype_contrast, ring_contrast
 from napari_fewshot.core.proposals import component_masks, peak_points, centred_box, decoded_masks
 from napari_fewshot.evaluation.busi import localisation
 

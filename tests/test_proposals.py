@@ -4,7 +4,7 @@ known answers, and on a real BUSI image the reference lesion scored above a deco
 import numpy as np
 import pytest
 
-from napari_fewshot.core.candidate_score import SupportProfile, support_likeness, support_similarity_range
+from napari_fewshot.core.candidate_score import SupportProfile, prototype_contrast, support_similarity_range
 from napari_fewshot.core.proposals import peak_points, propose_boxes, select_object
 
 
@@ -30,12 +30,12 @@ def test_an_object_that_stands_out_scores_above_one_that_does_not():
     evidence[lesion] = 0.3
     evidence[_disk((100, 100), (70, 70), 20)] = 0.3  # the shadow matches as well as its surroundings
     profile = SupportProfile.from_masks([_disk((100, 100), (50, 50), 8)])
-    assert support_likeness(lesion, evidence, profile) > support_likeness(shadow, evidence, profile)
-    assert support_likeness(np.zeros((100, 100), bool), evidence, profile) == float("-inf")
+    assert prototype_contrast(lesion, evidence, profile) > prototype_contrast(shadow, evidence, profile)
+    assert prototype_contrast(np.zeros((100, 100), bool), evidence, profile) == float("-inf")
     # the same contrast but ten times the painted size loses to the right size
     big = _disk((100, 100), (50, 50), 30)
     evidence2 = np.where(big, 0.3, 0.0).astype(np.float32) + np.where(lesion, 0.3, 0.0)
-    assert support_likeness(lesion, evidence2, profile) > support_likeness(big, evidence2, profile)
+    assert prototype_contrast(lesion, evidence2, profile) > prototype_contrast(big, evidence2, profile)
 
 
 def test_peaks_are_found_strongest_first_and_proposals_include_components():
@@ -116,7 +116,7 @@ def test_heatmap_range_comes_from_the_supports_own_levels(busi_episode):
 
 def test_on_a_real_busi_image_the_lesion_outscores_a_decoy_of_its_size(busi_episode):
     """The reference lesion against the same shape moved to the mirrored side of the image. The prototype map's
-    contrast (support_likeness) prefers the decoy on this image (BENCHMARKS.md, 'Propose and select'); the
+    contrast (prototype_contrast) prefers the decoy on this image (BENCHMARKS.md, 'Propose and select'); the
     selection's score, how much the candidate differs from its ring in LiteMedSAM's embedding, does not."""
     from napari_fewshot.core.sam_prompt import BoxPrompter
     from napari_fewshot.core.select_objects import embedding_contrast

@@ -114,3 +114,55 @@ def test_stability_is_remembered_per_image_labels_so_a_stroke_elsewhere_decodes_
     moved = disc((40, 40), 12).astype(np.uint8)  # image 2's prediction changed: only it is redrawn
     rank_slices(coarse, [*support, first, moved], False, SCALE, [0], decode=decode)
     assert sorted(asked) == [1, 2, 2]
+
+
+def test_litemedsam_rating_its_own_mask_low_ranks_a_crisp_miss_above_a_crisp_hit():
+    """Two predictions that stand out alike and that LiteMedSAM redraws the same under any moved box (the
+    stability sign calls both safe): the one whose mask LiteMedSAM itself rates low (a crisp blob on the wrong
+    object) must come first when the decoder gives its IoU estimate, and the memo keeps the estimate."""
+    support = [disc((30, 34), 11).astype(np.uint8)]
+    hit, miss = disc((24, 24), 10).astype(np.uint8), disc((40, 40), 10).astype(np.uint8)
+    coarse = {1: scores_for(hit.astype(bool), 1), 2: scores_for(miss.astype(bool), 2)}
+    labels = [*support, hit, miss]
+    rating = {1: 0.95, 2: 0.55}
+    asked = []
+
+    def decode(index, boxes):
+        asked.append(index)
+        masks = np.repeat(labels[index][None].astype(np.float32), len(boxes), 0)
+        return masks, np.full(len(boxes), rating[index], np.float32)
+
+    decode.memo = {}
+    plain = rank_slices(coarse, labels, False, SCALE, [0], decode=lambda i, b: decode(i, b)[0])
+    ranked = rank_slices(coarse, labels, False, SCALE, [0], decode=decode)
+    assert abs(plain[1] - plain[2]) < 0.05  # without the estimate they are alike (same shape, both stable)
+    assert ranked[2] > ranked[1] + 0.15, ranked
+    assert np.isclose(ranked[2], 0.5 * (plain[2] + 1 - 0.55)) and np.isclose(ranked[1], 0.5 * (plain[1] + 1 - 0.95))
+    asked.clear()
+    assert rank_slices(coarse, labels, False, SCALE, [0], decode=decode) == ranked and not asked
+    nothing = rank_slices({1: coarse[1]}, [support[0], np.zeros_like(hit)], False, SCALE, [0], decode=decode)
+    assert nothing == {1: 1.0}  # nothing found still ranks first
+
+
+def test_the_refiners_decoder_gives_litemedsam_masks_and_its_iou_estimate_to_check_next():
+    """Through the real LiteMedSAM service (low-resolution decode): a bright disc's own box gives a stable mask
+    that LiteMedSAM rates well, and the ranking remembers both signs per image."""
+    from napari_fewshot.core import FewShotSegmenter, SegmentationParams
+    from napari_fewshot.core.uncertainty import refiner_decoder
+
+    size = 128
+    rows, cols = np.mgrid[:size, :size]
+    image = np.full((size, size), 0.2, np.float32)
+    image[(rows - 60) ** 2 + (cols - 70) ** 2 <= 20 ** 2] = 0.9
+    lesion = ((rows - 60) ** 2 + (cols - 70) ** 2 <= 20 ** 2).astype(np.uint8)
+    segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
+    segmenter.set_image([image, image])
+    decode = refiner_decoder(segmenter.refiner, segmenter.stack)
+    probabilities, quality = decode(1, np.array([[48, 38, 92, 82]], np.float32))
+    assert probabilities.ndim == 3 and quality.shape == (1,) and 0.0 <= float(quality[0]) <= 1.0
+    lesion_cells = lesion.reshape(8, 16, 8, 16).mean(axis=(1, 3))
+    scores = np.stack([0.8 - 0.3 * lesion_cells, 0.5 + 0.3 * lesion_cells]).astype(np.float32)
+    ranked = rank_slices({1: scores}, [lesion, lesion], False, SCALE, [0], decode=decode)
+    stability, rated = next(iter(decode.memo.values()))
+    assert stability > 0.8 and rated > 0.7, (stability, rated)
+    assert 0.0 <= ranked[1] < 0.3, ranked

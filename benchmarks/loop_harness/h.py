@@ -78,6 +78,12 @@ class Env:
         orig = U.rank_slices
         def spy(coarse, labels, is_volume, scale, support=(), **kw):
             cap["coarse"] = {i: c.copy() for i, c in coarse.items()}
+            decode = kw.get("decode")
+            if decode is not None:  # Check next without LiteMedSAM's quality estimate, on the same labels
+                def plain(i, b):
+                    out = decode(i, b)
+                    return out[0] if isinstance(out, tuple) else out
+                cap["plain"] = orig(coarse, labels, is_volume, scale, support, decode=plain)
             return orig(coarse, labels, is_volume, scale, support, **kw)
         U.rank_slices = spy
         try:
@@ -86,6 +92,7 @@ class Env:
             U.rank_slices = orig
         free = [j for j in range(self.n) if j not in boxed]
         labels = {j: np.asarray(res.labels[j]) == 1 for j in free}
+        res.uncertainty_plain = cap.get("plain", {})
         return res, labels, cap["coarse"]
 
 def ignore_band(r_in, r_out):
@@ -122,8 +129,16 @@ def loop(env, rule="none", pick="worst", shots=3, rounds=10, use_ref=False, rank
         if record is not None:
             record.append({"gated": env.gated[-1] if env.gated else None, "seed": env.seed, "boxed": list(boxed), "coarse": {j: coarse[j] for j in free},
                            "labels": {j: labels[j] for j in free}, "dice": {j: sc[j] for j in free},
-                           "unc": {j: res.uncertainty.get(j) for j in free}})
+                           "unc": {j: res.uncertainty.get(j) for j in free},
+                           "unc_plain": {j: res.uncertainty_plain.get(j) for j in free}})
         print(f"  s{env.seed} {rule} {pick} drags {len(boxed)}: mean {curve[-1]:.3f} unboxed {unb[-1]:.3f} ({time.time()-t0:.0f}s)", flush=True)
+        if getattr(res, "uncertainty_plain", None):
+            from napari_fewshot.evaluation.interactive_images import ranking_quality
+            err = {j: 1 - sc[j] for j in free}
+            for name, u in (("with quality", res.uncertainty), ("without", res.uncertainty_plain)):
+                order = sorted(free, key=lambda i: (-u[i], i))
+                print(f"    Check next {name}: {ranking_quality(u, err)}, misses at",
+                      [order.index(j) + 1 for j in free if sc[j] < 0.05], "pick", order[0], flush=True)
         if r == rounds:
             break
         if pick == "worst":

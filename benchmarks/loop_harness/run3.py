@@ -15,5 +15,6 @@ for v in variants:
     c, u = loop(env, "none", pick, rounds=rounds, record=rec)
     out[v] = {"curve": c, "unboxed": u, "box_every_image": float(np.mean(env.boxdice)),
               "rounds": [{"boxed": r["boxed"], "dice": {str(k): v for k, v in r["dice"].items()},
-                          "unc": {str(k): v for k, v in r["unc"].items()}, "gated": r.get("gated")} for r in rec]}
+                          "unc": {str(k): v for k, v in r["unc"].items()},
+                          "unc_plain": {str(k): v for k, v in r.get("unc_plain", {}).items()}, "gated": r.get("gated")} for r in rec]}
     json.dump(out, open(f"/tmp/loop/r3_s{seed}_{tag}.json", "w"), indent=0)

@@ -1,17 +1,24 @@
-"""How much a candidate object looks like the support's painted objects of its class (propose and select).
+"""What the support's painted objects of a class say about a candidate object (propose and select).
 
     profile = SupportProfile.from_masks([painted lesion masks of the support images])
-    score = support_likeness(mask, margin, profile)   # higher: more like the support; compare candidates
+    score = prototype_contrast(mask, margin, profile)   # higher: stands out in the prototype map, painted size
+    like = profile.with_appearance(vectors).likeness(v)  # mean cosine with the painted objects' mean embeddings
 
-One function, :func:`support_likeness`, scores a candidate mask on a query image from two things the support
-says about its class: how strongly the class's prototypes match inside the candidate compared with the ring of
-pixels around it (an object stands out from its surroundings; a shadow that matches as well as the tissue
-next to it does not), and how large the candidate is compared with the painted objects (in share of the image,
-on a log scale: lesions of one set vary several-fold, a whole-image shadow or a speck is unlike all of them).
+Two scores, two different questions, on two different inputs:
 
-The profile also carries the painted objects' appearance (their mean LiteMedSAM embeddings): SupportProfile.likeness
-(mean cosine of a candidate's mean embedding with each painted object's) is the "looks like what was painted"
-half of the selection score that core/select_objects.py uses by default on 2D images.
+- :func:`prototype_contrast` (the session-8 rule of proposals.select_object, kept for its tests and the
+  benchmark scripts; the plugin no longer uses it): does the candidate *stand out from its surroundings in the
+  prototype similarity map*, and is it of a painted object's size? The class's margin inside the candidate
+  minus in the ring around it, minus a size penalty (share of the image, log scale).
+- :meth:`SupportProfile.likeness` (half of core/select_objects.py's selection score, the default on 2D
+  images): does the candidate *look like what was painted* in LiteMedSAM's embedding? The mean cosine of its
+  mean embedding with each painted object's. It has no surroundings and no size: the other half of the
+  selection score (embedding contrast with the ring) says whether the outline is an object.
+
+They are not one idea with two implementations: the first is a contrast (candidate against its ring, in the
+prototype map), the second a similarity (candidate against the painted objects, in the embedding). Merging them
+would mean replacing the default's likeness by a prototype-map contrast, which was the previous, weaker default
+(BENCHMARKS.md, "BUSI: propose and select by embedding contrast"), so they stay apart, named for what they measure.
 """
 
 from __future__ import annotations
@@ -88,9 +95,10 @@ def ring_contrast(values: np.ndarray, mask: np.ndarray, width: int) -> float:
     return float(values[mask].mean() - values[ring].mean()) if ring.any() else 0.0
 
 
-def support_likeness(mask: np.ndarray, margin: np.ndarray, profile: SupportProfile | None,
-                     size_weight: float = 0.1) -> float:
-    """How much a candidate looks like the support's objects of its class; -inf for an empty mask.
+def prototype_contrast(mask: np.ndarray, margin: np.ndarray, profile: SupportProfile | None,
+                       size_weight: float = 0.1) -> float:
+    """How much a candidate stands out in its class's prototype map, at a painted object's size; -inf for an
+    empty mask.
 
     mask:   (H, W) bool candidate on the query image.
     margin: (H, W) float, the class's similarity minus the best other class's (> 0 where the class wins).

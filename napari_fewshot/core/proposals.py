@@ -7,7 +7,10 @@ a class and the one most like the support's painted objects is kept.
 Candidates come from the class's similarity map: the boxes of the connected components the prototypes
 predicted (what refine draws without selection) and, around each of the strongest peaks of the map, a box of
 the support objects' typical size. LiteMedSAM's decoder draws each (one batched call on the image's cached
-embedding) and core/candidate_score.py's support_likeness scores them; the best is kept.
+embedding) and core/candidate_score.py's prototype_contrast scores them; the best is kept.
+
+select_object is the session-8 rule, kept for its tests and the benchmark scripts that reproduce BENCHMARKS.md;
+the plugin selects with core/select_objects.py (propose_boxes and decoded_masks from here, another score).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .candidate_score import SupportProfile, support_likeness
+from .candidate_score import SupportProfile, prototype_contrast
 from .sam_prompt import box_of, box_region
 
 PEAK_SPACING = 0.1  # two peaks closer than this share of the image's longer side are one
@@ -106,12 +109,12 @@ def select_object(margin: np.ndarray, coarse: np.ndarray,
     """The candidate most like the support (see module doc), or None when there is no candidate.
 
     decode: (N, 4) boxes, optional (N, H, W) mask prompts -> (N, H, W) probabilities (LiteMedSAM on this
-    image). Other arguments as :func:`propose_boxes` and candidate_score.support_likeness.
+    image). Other arguments as :func:`propose_boxes` and candidate_score.prototype_contrast.
     """
     boxes = propose_boxes(margin, coarse, profile, peaks, components, min_pixels, box_margin)
     if not len(boxes):
         return None
     masks = decoded_masks(boxes, decode(boxes, None))
-    scores = [support_likeness(mask, margin, profile, size_weight) for mask in masks]
+    scores = [prototype_contrast(mask, margin, profile, size_weight) for mask in masks]
     best = int(np.argmax(scores))
     return masks[best] if np.isfinite(scores[best]) else None

@@ -32,7 +32,7 @@ from scipy import ndimage
 from .candidate_score import SupportProfile
 from .progress import Progress
 from .proposals import decoded_masks, propose_boxes
-from .sam_prompt import SIDE, PlaneEmbedding
+from .sam_prompt import SIDE, PlaneEmbedding, box_region
 
 MARGINS = (0.0, 0.1, 0.25)  # component boxes
 PEAKS, PEAK_SIZES = 5, (0.7, 1.0, 1.4)  # peak boxes, in typical support-object sizes
@@ -92,15 +92,22 @@ def low_res(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def candidates(margin: np.ndarray, coarse: np.ndarray, decode: Callable, profile: SupportProfile | None,
                size: tuple[int, int], min_pixels: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
     """One class's candidates on one image (see module doc): (H, W) margin and coarse mask -> their (N, 4) boxes
-    in the image's pixels and N (h, w) bool masks at the decoder's own `size` (empty ones dropped).
+    in the image's pixels and N (h, w) bool masks at the decoder's own `size` (empty ones dropped). Where the
+    class has coarse pixels, only candidates covering at least MIN_COVER of them are kept; a box that cannot
+    (a decoded mask lies inside its box) is dropped before it is decoded: a quarter of BUSI's boxes, the same
+    candidates kept, at a quarter less decoder time.
     decode: (N, 4) boxes, low_res -> (N, h, w) probabilities (low_res True) or (N, H, W)."""
     boxes = propose_boxes(margin, coarse, profile, peaks=PEAKS, components=3, min_pixels=min_pixels,
                           box_margins=MARGINS, peak_sizes=PEAK_SIZES, top_areas=TOP_AREAS)
+    shrink = np.array([size[1] / margin.shape[1], size[0] / margin.shape[0]] * 2, np.float32)
+    share = low_res(coarse, size) if coarse.any() else None
+    if share is not None and len(boxes):
+        need = MIN_COVER * share.sum()
+        boxes = boxes[[share[box_region(b, size)].sum() >= need for b in boxes * shrink]]
     if not len(boxes):
         return boxes, []
-    shrink = np.array([size[1] / margin.shape[1], size[0] / margin.shape[0]] * 2, np.float32)
     masks = decoded_masks(boxes * shrink, decode(boxes, True))
-    kept = [n for n, m in enumerate(masks) if m.any()]
+    kept = [n for n, m in enumerate(masks) if m.any() and (share is None or share[m].sum() >= MIN_COVER * share.sum())]
     return boxes[kept], [masks[n] for n in kept]
 
 
@@ -131,11 +138,8 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
     for k, class_id in enumerate(class_ids, start=1):
         coarse = labels == class_id
         margin = scores[k] - np.delete(scores, k, 0).max(0)
+        # the prototypes' own finding anchors the choice: a candidate must cover some of it (MIN_COVER)
         boxes, masks = candidates(margin, coarse, decode, profiles.get(k), size, min_pixels)
-        if coarse.any():  # the prototypes' own finding anchors the choice: a candidate must cover some of it
-            share = low_res(coarse, size)
-            keep = [n for n, m in enumerate(masks) if share[m].sum() >= MIN_COVER * share.sum()]
-            boxes, masks = boxes[keep], [masks[n] for n in keep]
         if not masks:
             chosen.append((float("-inf"), class_id, coarse))
             continue

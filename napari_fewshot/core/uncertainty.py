@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-Decoder = Callable[[int, np.ndarray], np.ndarray]
+Decoder = Callable[[int, np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 from .candidate_score import ring_contrast
 from .sam_prompt import box_of
@@ -88,16 +88,18 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
     labels: (S, H, W) array or list of (H_i, W_i) final labels. A volume: expected wrong pixels per slice
     (neighbours count). Images of a set (not a volume): estimated 1 - Dice (:func:`image_error`), against the
     objects on the `support` images (indices into labels whose labels are the painted support); with
-    `decode` (image index, (N, 4) boxes -> (N, H, W) probabilities: LiteMedSAM's decoder on that image),
-    also how stable the prediction's own box redraws it (:func:`box_stability`). Volumes ignore `decode`; settle
-    (volumes): slice -> (h, w) cells -> the scores made exact there (core/bounded.BoundedScores.settle)."""
+    `decode` (image index, (N, 4) boxes -> (N, H, W) probabilities, or (probabilities, (N,) LiteMedSAM's IoU
+    estimate of each mask): LiteMedSAM's decoder on that image), also how stable the prediction's own box
+    redraws it (:func:`box_stability`) and, when the decoder gives it, LiteMedSAM's own estimate of how good the
+    mask from that box is. Volumes ignore `decode`; settle (volumes): slice -> (h, w) cells -> the scores made
+    exact there (core/bounded.BoundedScores.settle)."""
     if not is_volume:
         sizes = support_sizes([labels[i] for i in support])
         out = {}
         for i, scores in coarse.items():
             drawn = decode is not None and np.any(labels[i])  # nothing found: 1 whatever the decoder says
-            stable = _stability(labels[i], decode, i) if drawn else None
-            out[i] = image_error(scores, labels[i], sizes, scale, stable)
+            stable, quality = _stability(labels[i], decode, i) if drawn else (None, None)
+            out[i] = image_error(scores, labels[i], sizes, scale, stable, quality)
         return out
     near = {i: [labels[j] for j in (i - 1, i + 1) if 0 <= j < len(labels)] for i in coarse}
     bands = {i: slice_band(scores.shape[1:], labels[i], near[i]) for i, scores in coarse.items()}
@@ -140,37 +142,48 @@ def foreground_contrast(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return ring_contrast(evidence, inside, RING_CELLS) / spread
 
 
-def box_stability(labels: np.ndarray, decode: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> float:
-    """How little LiteMedSAM's mask moves when the prediction's box moves: the mean IoU between the mask decoded
-    from the prediction's own box (its bounding box + 10 %, as refine draws it) and those decoded from
-    JITTERED_BOXES boxes whose sides moved by up to JITTER of the box's size (seeded). A lesion redraws the
-    same under any nearby box; a box around shadow or fat gives a different mask each time.
+def box_stability(labels: np.ndarray, decode: Callable, seed: int = 0) -> float:
+    """How little LiteMedSAM's mask moves when the prediction's box moves (:func:`box_signs`' first value)."""
+    return box_signs(labels, decode, seed)[0]
 
-    labels: (H, W) final labels (not empty); decode: (N, 4) boxes x0, y0, x1, y1 -> (N, H, W) probabilities.
-    Returns a float in [0, 1]."""
+
+def box_signs(labels: np.ndarray, decode: Callable, seed: int = 0) -> tuple[float, float | None]:
+    """Two signs from LiteMedSAM on the prediction's own box (its bounding box + 10 %, as refine draws it).
+
+    Stability: the mean IoU between the mask decoded from that box and those decoded from JITTERED_BOXES boxes
+    whose sides moved by up to JITTER of the box's size (seeded). A lesion redraws the same under any nearby
+    box; a box around shadow or fat gives a different mask each time. Quality: the decoder's own IoU estimate
+    of the mask from the prediction's box (None when `decode` gives no estimate). A crisp blob on the wrong
+    object redraws stably, yet LiteMedSAM rates its mask lower (BENCHMARKS.md, "busi").
+
+    labels: (H, W) final labels (not empty); decode: (N, 4) boxes x0, y0, x1, y1 -> (N, H, W) probabilities, or
+    ((N, H, W) probabilities, (N,) IoU estimates). Returns (stability in [0, 1], quality in [0, 1] or None)."""
     box = box_of(np.asarray(labels) != 0, 0.1)
     size = np.array([box[2] - box[0], box[3] - box[1]] * 2, np.float32)
     rng = np.random.default_rng(seed)
     boxes = [box] + [box + rng.uniform(-JITTER, JITTER, 4).astype(np.float32) * size for _ in range(JITTERED_BOXES)]
-    masks = np.asarray(decode(np.stack(boxes).astype(np.float32))) > 0.5
+    decoded = decode(np.stack(boxes).astype(np.float32))
+    probabilities, estimates = decoded if isinstance(decoded, tuple) else (decoded, None)
+    masks = np.asarray(probabilities) > 0.5
     ious = []
     for other in masks[1:]:
         union = np.count_nonzero(masks[0] | other)
         ious.append(1.0 if union == 0 else np.count_nonzero(masks[0] & other) / union)
-    return float(np.mean(ious))
+    quality = None if estimates is None else float(np.clip(np.asarray(estimates, np.float64).ravel()[0], 0.0, 1.0))
+    return float(np.mean(ious)), quality
 
 
-def _stability(labels: np.ndarray, decode: Decoder, index: int) -> float:
-    """box_stability of image `index`, remembered in `decode.memo` (when the decoder has one) per labels:
+def _stability(labels: np.ndarray, decode: Decoder, index: int) -> tuple[float, float | None]:
+    """box_signs of image `index`, remembered in `decode.memo` (when the decoder has one) per labels:
     re-segmenting after a stroke on another image decodes no box of the images whose labels did not change."""
     memo = getattr(decode, "memo", None)
     key = (index, hashlib.blake2b(np.ascontiguousarray(labels).tobytes(), digest_size=16).digest())
     if memo is not None and key in memo:
         return memo[key]
-    stable = box_stability(labels, partial(decode, index), seed=index)
+    signs = box_signs(labels, partial(decode, index), seed=index)
     if memo is not None:
-        memo[key] = stable
-    return stable
+        memo[key] = signs
+    return signs
 
 
 def refiner_decoder(refiner, stack) -> Decoder:
@@ -178,11 +191,14 @@ def refiner_decoder(refiner, stack) -> Decoder:
     from the refiner's LiteMedSAM service (core/sam_service.py; computed there when refine drew the image)."""
     service = refiner.service
 
-    def decode(index: int, boxes: np.ndarray) -> np.ndarray:
-        return service.decode([(service.embedding_of(stack, index), boxes, None)])[0]
+    def decode(index: int, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # at the decoder's own resolution (bfloat16 where native): the signs compare masks with each other and
+        # read the IoU estimate, no outline is kept; BUSI, 18 predictions: stability within 0.012, quality within
+        # 0.003 of full-size float32's, 0.86 -> 0.68 CPU-s per image (benchmarks/busi_rank_lowres_ab.py)
+        return service.decode_with_quality([(service.embedding_of(stack, index), boxes, None)], low_res=True)[0]
 
-    # Stabilities already measured on this image set with these decoder weights (kept on the refiner, which
-    # lives as long as its segmenter): see _stability.
+    # Stabilities and quality estimates already measured on this image set with these decoder weights (kept on
+    # the refiner, which lives as long as its segmenter): see _stability.
     setting = (stack.signature(), service.decoder_version)
     if refiner.stability_memo[0] != setting:
         refiner.stability_memo = (setting, {})
@@ -192,7 +208,7 @@ def refiner_decoder(refiner, stack) -> Decoder:
 
 
 def image_error(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, scale: float,
-                stability: float | None = None) -> float:
+                stability: float | None = None, quality: float | None = None) -> float:
     """Estimated 1 - Dice of one predicted image of a set, in [0, 1].
 
     scores: (K + 1, h, w) similarity; labels: (H, W) final labels; sizes: the support objects' foreground
@@ -203,7 +219,12 @@ def image_error(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, scale
       from SIZE_FAR (measured: better than the distance to the nearest support object's);
     - boundary: the expected wrong pixels along the label changes (expected_errors) over the predicted area
       plus the median support object's, a Dice-like ratio;
-    - stability (when given, :func:`box_stability`): STABILITY_GAIN x (1 - stability)."""
+    - stability (when given, :func:`box_stability`): STABILITY_GAIN x (1 - stability).
+    With `quality` (LiteMedSAM's IoU estimate of the mask from the prediction's box, :func:`box_signs`), the
+    result is the mean of that estimate and 1 - quality, LiteMedSAM's own estimate of the error: two estimates
+    of 1 - Dice, unweighted. Added, not combined as one more independent chance: the signs above saturate near
+    1 on many images and then cannot order them; 1 - quality puts the crisp misses the stability sign calls safe
+    higher (BENCHMARKS.md, "busi")."""
     area = float(np.count_nonzero(labels)) / labels.size
     if area == 0.0:
         return 1.0
@@ -217,4 +238,5 @@ def image_error(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, scale
     signs.append(float(np.clip(wrong / ((area + typical) * labels.size), 0.0, 1.0)))
     if stability is not None:
         signs.append(float(np.clip(STABILITY_GAIN * (1.0 - stability), 0.0, 1.0)))
-    return float(1.0 - np.prod([1.0 - e for e in signs]))
+    error = float(1.0 - np.prod([1.0 - e for e in signs]))
+    return error if quality is None else 0.5 * (error + 1.0 - float(np.clip(quality, 0.0, 1.0)))
