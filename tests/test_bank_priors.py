@@ -134,3 +134,47 @@ def test_the_plane_boost_helps_only_a_scan_less_like_the_support_than_the_suppor
     assert np.array_equal(boosted[0], scores[0])
     assert gain[4, 2] > 0.03 and gain[4, 2] > gain[4, 7] and gain[0, 2] < gain[4, 2]  # most at its centre
     assert ClassPrior.from_dict(prior.to_dict()) == prior
+
+
+class _Recorder:
+    """A refiner that redraws nothing and keeps the label planes it was handed (slice -> (H, W) copy)."""
+
+    params = None
+
+    def __init__(self):
+        self.seen = {}
+
+    def refine(self, stack, labels, indices, class_ids):
+        self.seen.update({int(i): np.array(labels[i], copy=True) for i in indices})
+        yield from ()
+
+
+@pytest.mark.parametrize("later", [False, True])
+def test_a_bank_refines_only_what_its_coarse_clean_up_keeps(later):
+    from dataclasses import replace
+
+    from napari_fewshot.core import FewShotSegmenter, RefineParams
+
+    volume = body_volume(12)
+    volume[:, 20:32, 10:22] = 200.0   # a bright tube through every slice, painted on slices 5 and 7 only
+    volume[:, 8:56, 4:60] += np.random.default_rng(0).normal(0, 30, (12, 48, 56)).astype(np.float32)
+    support = np.zeros(volume.shape, np.uint8)
+    support[[5, 7], 20:32, 10:22] = 1
+    params = SegmentationParams(device="cpu", input_size=64, local_grid=2)
+    bank = PrototypeBank.build([(volume, support)], params, class_names={1: "organ"})
+    seg = FewShotSegmenter(replace(params, refine=RefineParams(enabled=False)))
+    seg.set_image(volume)
+    coarse = run(bank.segment(seg))
+    priors, bank.priors = bank.priors, None
+    without_priors = run(bank.segment(seg))
+    assert without_priors.labels[0].any() and without_priors.labels[11].any()  # raw labels along the whole scan
+    bank.priors = priors
+    seg.params = replace(params, refine=RefineParams(enabled=True))
+    seg._refiner = recorder = _Recorder()
+    result = run(seg.segment_with(bank.prototypes, priors=bank.priors, refine_later=later))
+    if later:
+        result = run(seg.refine_result(result))
+    handed = np.stack([recorder.seen.get(i, np.zeros_like(coarse.labels[i])) for i in range(len(volume))])
+    assert np.array_equal(handed, coarse.labels)  # LiteMedSAM sees what the coarse path keeps, not the raw labels
+    assert np.array_equal(result.labels, coarse.labels)  # a refiner that redraws nothing changes nothing
+    assert not handed[0].any() and not handed[11].any()

@@ -243,6 +243,29 @@ def boost_weights(coarse: Mapping[int, np.ndarray], ordered: Sequence[ClassPrior
     return out
 
 
+def boosted_labels(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[int, ClassPrior], stack,
+                   coarse: Mapping[int, np.ndarray]) -> np.ndarray:
+    """(S, H, W) labels with the slices of `coarse` (slice -> (K + 1, h, w) class scores) labelled again from
+    their scores raised by :func:`plane_boost` (weighted by :func:`boost_weights`): a new array; slices not in
+    `coarse`, and all of them when no class has a prior or no weight is above 0, are copied as they are."""
+    from .predict import labels_from_scores
+
+    out = np.array(labels, copy=True)
+    ordered = [priors.get(int(c)) for c in class_ids]
+    if not coarse or all(p is None for p in ordered):
+        return out
+    lut = np.array([0] + [int(c) for c in class_ids], out.dtype)
+    boxes = {i: body_box(stack.slice(i)) for i in coarse}
+    weights = boost_weights(coarse, ordered, boxes, out.shape[1:])
+    if not any(weights):
+        return out
+    for i, scores in coarse.items():
+        if boxes[i] is not None:
+            boosted = plane_boost(scores, boxes[i], out.shape[1:], ordered, weights)
+            out[i] = lut[labels_from_scores(torch.from_numpy(boosted), out.shape[1:])[0]]
+    return out
+
+
 def apply_priors(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[int, ClassPrior], stack,
                  segmented: Sequence[int], coarse: Mapping[int, np.ndarray] | None = None) -> np.ndarray:
     """Labels without what lies where the bank's classes were not: a new (S, H, W) array, removed voxels 0.
@@ -256,21 +279,10 @@ def apply_priors(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[i
     was segmented (one prototype set for the whole scan, not a plan of slice ranges, which already says
     where), so is the class on slices outside :func:`z_window`.
     """
-    from .predict import labels_from_scores
-
-    out = np.array(labels, copy=True)
     wanted = [int(c) for c in class_ids if int(c) in priors]
     if not wanted:
-        return out
-    lut = np.array([0] + [int(c) for c in class_ids], out.dtype)
-    ordered = [priors.get(int(c)) for c in class_ids]
-    boxes = {i: body_box(stack.slice(i)) for i in (coarse or {})}
-    weights = boost_weights(coarse, ordered, boxes, out.shape[1:]) if coarse else None
-    for i, scores in (coarse or {}).items():
-        box = boxes[i]
-        if box is not None and any(weights):
-            boosted = plane_boost(scores, box, out.shape[1:], ordered, weights)
-            out[i] = lut[labels_from_scores(torch.from_numpy(boosted), out.shape[1:])[0]]
+        return np.array(labels, copy=True)
+    out = boosted_labels(labels, class_ids, priors, stack, coarse) if coarse else np.array(labels, copy=True)
     along = len(set(int(i) for i in segmented)) == len(out)
     extent = body_extent(stack) if along else (0, len(out) - 1)
     along = along and extent[1] - extent[0] + 1 >= Z_MIN_SLICES
@@ -296,3 +308,20 @@ def apply_priors(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[i
                 if np.hypot(cy - prior.centre[0], cx - prior.centre[1]) > limit:
                     out[i][piece] = 0
     return out
+
+
+def unanchored_cleanup(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[int, ClassPrior] | None,
+                       stack, segmented: Sequence[int], coarse: Mapping[int, np.ndarray] | None,
+                       grow: int = 3) -> np.ndarray:
+    """What the 3D clean-up of a volume segmented with no paint keeps of its coarse (S, H, W) labels: the
+    bank's priors with their plane boost (:func:`apply_priors`; none without priors), then each class's
+    largest 3D component (core/postprocess.postprocess_volume). A new array.
+
+    FewShotSegmenter.segment_with hands LiteMedSAM these labels rather than the raw ones: nothing anchors
+    the clean-up of a bank's result, and refining the raw labels redrew false positives too, whose boxes
+    then won or split the largest component (CHAOS across, cases 5 and 15: spleen on 3 of 7 slices, 0.04;
+    BENCHMARKS.md, "chaos"). After the refinement, the clean-up runs again (core/finishing.py)."""
+    from .postprocess import postprocess_volume
+
+    out = apply_priors(labels, class_ids, priors, stack, segmented, coarse) if priors else np.asarray(labels)
+    return postprocess_volume(out, class_ids, grow=grow)

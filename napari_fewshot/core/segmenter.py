@@ -305,6 +305,14 @@ class FewShotSegmenter:
             result.segmented_slices = sorted(set(result.segmented_slices) | set(piece.segmented_slices))
         result.explainer = Explainer(self.cache, plan, OTHER_SCAN)
         whole = indices is None or not isinstance(prototypes, PrototypeSet)
+        stack = self._require_image().stack
+        if whole and self.params.postprocess and stack.is_volume and len(stack) > 1 \
+                and self.params.refine.enabled_for(stack, self.device):
+            # No paint anchors the clean-up: LiteMedSAM redraws only what the coarse clean-up keeps.
+            from .bank_priors import unanchored_cleanup
+
+            result.labels = unanchored_cleanup(result.labels, class_ids, priors, stack, result.segmented_slices,
+                                               coarse, self.params.postprocess_grow)
         finish = partial(finish_result, self, coarse=coarse, whole=whole, priors=priors)
         yield from self._refine_and_finish(result, finish, refine_later)
         return result
