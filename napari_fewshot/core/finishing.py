@@ -5,6 +5,7 @@ Run on the coarse labels, and again on the refined ones when refinement streams 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ from .support import SupportSet
 
 
 def finish_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndarray], whole: bool,
-                  support_set: SupportSet | None = None, priors=None) -> None:
+                  support_set: SupportSet | None = None, priors=None, rank: bool = True) -> None:
     """The finishing step of `segmenter` (a FewShotSegmenter) `segment` and `segment_with`, in place: clean-up,
     then the ranking.
 
@@ -23,7 +24,7 @@ def finish_result(segmenter, result: SegmentationResult, coarse: dict[int, np.nd
     paint anchoring the 3D clean-up; None (a prototype set) anchors each class on its largest 3D
     component. Slices copied from the paint (result.support_slices) stay exactly as painted, and an
     image the user painted on is never pruned: in scribble mode, the objects they left unpainted on
-    it are exactly what they asked the model to find.
+    it are exactly what they asked the model to find. rank=False: the clean-up only.
     """
     stack = segmenter._require_image().stack
     volume = stack.is_volume and len(stack) > 1
@@ -52,7 +53,16 @@ def finish_result(segmenter, result: SegmentationResult, coarse: dict[int, np.nd
         painted = set(support_set.slice_indices) if support_set is not None else set()
         predicted = [i for i in result.segmented_slices if i not in painted]
         keep_largest_per_image(result.labels, result.class_ids, predicted)
-    rank_result(segmenter, result, coarse, copied)
+    if rank:
+        rank_result(segmenter, result, coarse, copied)
+
+
+def cleaned_labels(result: SegmentationResult, finish) -> np.ndarray:
+    """(S, H, W): what the clean-up of `finish` (finish_result with its arguments bound) would leave of
+    result.labels, on a copy: result is not changed and nothing is ranked."""
+    probe = dataclasses.replace(result, labels=result.labels.copy(), uncertainty={})
+    finish(probe, rank=False)
+    return probe.labels
 
 def rank_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndarray], skip: Sequence[int] = ()) -> None:
     """Fill result.uncertainty for its predicted slices (not `skip`), from the final labels."""

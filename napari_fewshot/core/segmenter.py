@@ -13,7 +13,6 @@ Expensive work (encoder features) is cached per slice; `segment` after a new str
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from functools import partial
 from typing import Generator, Sequence
@@ -30,7 +29,7 @@ from .encoder_weights import EncoderWeights
 from .encoders import Encoder
 from .encoders.litemedsam import shared_build
 from .features import FeatureCache
-from .finishing import finish_result
+from .finishing import cleaned_labels, finish_result
 from .finetune import Adaptation
 from .memory import trim_now
 from .progress import Progress
@@ -373,11 +372,7 @@ class FewShotSegmenter:
         elif later:
             PendingRefinement.finish_coarse(result, stack, finish, predicted, painted)
         else:  # LiteMedSAM redraws each component the clean-up of the coarse labels keeps; the clean-up comes after
-            kept = None
-            if stack.is_volume and len(stack) > 1:
-                probe = dataclasses.replace(result, labels=result.labels.copy(), uncertainty={})
-                finish(probe)
-                kept = probe.labels
+            kept = cleaned_labels(result, finish) if stack.is_volume and len(stack) > 1 else None
             yield from self.refiner.refine(stack, result.labels, predicted, list(result.class_ids), kept)
             finish(result)
 
