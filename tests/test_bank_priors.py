@@ -11,6 +11,7 @@ from napari_fewshot.core.bank import PrototypeBank
 from napari_fewshot.core.bank_format import read_bank, write_bank
 from napari_fewshot.core.bank_priors import ClassPrior, apply_priors, class_priors, z_window
 from napari_fewshot.core.stack import ImageStack
+from napari_fewshot.core.refinement import provisional_plane
 from napari_fewshot.errors import FewShotError
 
 MAIN_BANK = Path(__file__).resolve().parent / "data" / "bank_schema2_main.fewshot"
@@ -144,8 +145,11 @@ class _Recorder:
     def __init__(self):
         self.seen = {}
 
-    def refine(self, stack, labels, indices, class_ids):
-        self.seen.update({int(i): np.array(labels[i], copy=True) for i in indices})
+    def refine(self, stack, labels, indices, class_ids, kept=None):
+        for i in indices:  # as Refiner.refine: a component the coarse clean-up removed whole is not redrawn
+            if kept is not None:
+                labels[i] = provisional_plane(labels[i], kept[i], class_ids)
+            self.seen[int(i)] = np.array(labels[i], copy=True)
         yield from ()
 
 

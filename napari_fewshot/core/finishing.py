@@ -75,3 +75,14 @@ def rank_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndar
     decode = refiner_decoder(segmenter.refiner, stack) if redraw else None
     result.uncertainty = rank_slices(wanted, result.labels, stack.is_volume, segmenter.params.scale,
                                      support=sorted(skip), decode=decode, settle=getattr(coarse, "settle", None))
+
+
+def clean_before_refining(segmenter, result: SegmentationResult, coarse: dict[int, np.ndarray], priors) -> None:
+    """A volume segmented with no paint (a bank), before LiteMedSAM redraws it, when it will: result.labels
+    become what its coarse clean-up keeps (core/bank_priors.unanchored_cleanup), in place."""
+    stack, p = segmenter._require_image().stack, segmenter.params
+    if p.postprocess and stack.is_volume and len(stack) > 1 and p.refine.enabled_for(stack, segmenter.device):
+        from .bank_priors import unanchored_cleanup
+
+        result.labels = unanchored_cleanup(result.labels, result.class_ids, priors, stack, result.segmented_slices,
+                                           coarse, p.postprocess_grow)

@@ -29,7 +29,7 @@ from .encoder_weights import EncoderWeights
 from .encoders import Encoder
 from .encoders.litemedsam import shared_build
 from .features import FeatureCache
-from .finishing import cleaned_labels, finish_result
+from .finishing import clean_before_refining, cleaned_labels, finish_result
 from .finetune import Adaptation
 from .memory import trim_now
 from .progress import Progress
@@ -238,8 +238,7 @@ class FewShotSegmenter:
         support_set = self.parse_support(support, empty_slices)
         yield from cache.compute(support_set.slice_indices)
         copied = support_set.slice_indices if self.params.support_mode == "dense" else []
-        # 3D consistency needs the whole volume: on a slice subset the unsegmented slices would cut
-        # every organ off from the paint. A single slice is a 2D image, not a volume.
+        # The 3D clean-up needs the whole volume (a subset's gaps cut organs off the paint); one slice is 2D.
         whole_volume = indices is None and cache.stack.is_volume and len(cache.stack) > 1
         if indices is None:
             if len(copied) == len(cache.stack):
@@ -248,11 +247,10 @@ class FewShotSegmenter:
                     "or use scribble mode to have painted slices completed."
                 )
             indices = range(len(cache.stack))
-        # Support slices are predicted only when their similarity maps are wanted (heatmaps).
-        skip = set() if similarity else set(copied)
+        skip = set() if similarity else set(copied)  # support slices are predicted only for their heatmaps
         indices = [i for i in indices if i not in skip]
-        if self.params.self_support is not None:
-            groups = self.prototypes(support_set)  # self-support re-matches each query with its own cells
+        if self.params.self_support is not None:  # self-support re-matches each query with its own cells
+            groups = self.prototypes(support_set)
         else:
             groups = self._groups(support_set)
             self._matches.retain([g.key for g in groups if g.key is not None])
@@ -304,14 +302,8 @@ class FewShotSegmenter:
             result.segmented_slices = sorted(set(result.segmented_slices) | set(piece.segmented_slices))
         result.explainer = Explainer(self.cache, plan, OTHER_SCAN)
         whole = indices is None or not isinstance(prototypes, PrototypeSet)
-        stack = self._require_image().stack
-        if whole and self.params.postprocess and stack.is_volume and len(stack) > 1 \
-                and self.params.refine.enabled_for(stack, self.device):
-            # No paint anchors the clean-up: LiteMedSAM redraws only what the coarse clean-up keeps.
-            from .bank_priors import unanchored_cleanup
-
-            result.labels = unanchored_cleanup(result.labels, class_ids, priors, stack, result.segmented_slices,
-                                               coarse, self.params.postprocess_grow)
+        if whole:  # no paint anchors the clean-up: LiteMedSAM redraws only what the coarse clean-up keeps
+            clean_before_refining(self, result, coarse, priors)
         finish = partial(finish_result, self, coarse=coarse, whole=whole, priors=priors)
         yield from self._refine_and_finish(result, finish, refine_later)
         return result
