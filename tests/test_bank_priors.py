@@ -63,14 +63,20 @@ def test_apply_priors_removes_pieces_far_away_in_the_plane_and_along_the_body():
     assert np.array_equal(apply_priors(labels, [1], {}, stack, range(20)), labels)
 
 
-def test_bank_keeps_its_priors_in_the_file_and_uses_them(tmp_path):
+def _tube_bank():
+    """(12, 64, 64) body volume with a bright tube through every slice, painted on slices 5 and 7 only; the
+    SegmentationParams used; the bank built from that paint."""
     volume = body_volume(12)
-    volume[:, 20:32, 10:22] = 200.0   # a bright tube through every slice, painted on slices 5 and 7 only
+    volume[:, 20:32, 10:22] = 200.0
     volume[:, 8:56, 4:60] += np.random.default_rng(0).normal(0, 30, (12, 48, 56)).astype(np.float32)
     support = np.zeros(volume.shape, np.uint8)
     support[[5, 7], 20:32, 10:22] = 1
     params = SegmentationParams(device="cpu", input_size=64, local_grid=2)
-    bank = PrototypeBank.build([(volume, support)], params, class_names={1: "organ"})
+    return volume, params, PrototypeBank.build([(volume, support)], params, class_names={1: "organ"})
+
+
+def test_bank_keeps_its_priors_in_the_file_and_uses_them(tmp_path):
+    volume, params, bank = _tube_bank()
     assert set(bank.priors) == {1} and bank.priors[1].slices == 2
     path = bank.save(tmp_path / "organ")
     meta, _ = read_bank(path)
@@ -159,13 +165,7 @@ def test_a_bank_refines_only_what_its_coarse_clean_up_keeps(later):
 
     from napari_fewshot.core import FewShotSegmenter, RefineParams
 
-    volume = body_volume(12)
-    volume[:, 20:32, 10:22] = 200.0   # a bright tube through every slice, painted on slices 5 and 7 only
-    volume[:, 8:56, 4:60] += np.random.default_rng(0).normal(0, 30, (12, 48, 56)).astype(np.float32)
-    support = np.zeros(volume.shape, np.uint8)
-    support[[5, 7], 20:32, 10:22] = 1
-    params = SegmentationParams(device="cpu", input_size=64, local_grid=2)
-    bank = PrototypeBank.build([(volume, support)], params, class_names={1: "organ"})
+    volume, params, bank = _tube_bank()
     seg = FewShotSegmenter(replace(params, refine=RefineParams(enabled=False)))
     seg.set_image(volume)
     coarse = run(bank.segment(seg))

@@ -28,7 +28,7 @@ from typing import Callable, Hashable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .matching import _ROWS, MatchCache, PrototypeGroup, _Prepared
+from .matching import MatchCache, PrototypeGroup, _Prepared, _row_chunks as _chunks
 
 LOOSE_HIGH = 4.0  # upper bound of an unknown score (a cosine, at most 1 plus bfloat16's rounding)
 LOOSE_LOW = -4.0  # lower bound of an unknown score
@@ -239,17 +239,6 @@ def _open_pixels(low: np.ndarray, high: np.ndarray, size: tuple[int, int]) -> np
     for ys, xs in ((ry0, cx0), (ry0, cx1), (ry1, cx0), (ry1, cx1)):
         out[ys[open_], xs[open_]] = True
     return out.reshape(-1)
-
-
-def _chunks(sizes: Sequence[int]) -> list[list[int]]:
-    chunks, rows = [[]], 0
-    for i, n in enumerate(sizes):
-        if chunks[-1] and rows + n > _ROWS:
-            chunks.append([])
-            rows = 0
-        chunks[-1].append(i)
-        rows += n
-    return [c for c in chunks if c]
 
 
 def bounded_scores(cache: MatchCache, keys: Sequence[Hashable], loads: Sequence[Callable[[], torch.Tensor]],
