@@ -26,6 +26,7 @@ elsewhere: it is a property of this installation, converted once, not of a scan)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -262,21 +263,17 @@ class LiteMedSAMService:
         """:meth:`decode`, with the decoder's IoU estimate of each mask: [((N_i, H_i, W_i), (N_i,))]."""
         with self._lock:
             prompter = self.prompter
-            if not isinstance(prompter, BoxPrompter):  # a prompter of its own (tests) decodes itself
-                if not low_res:
-                    return prompter.decode_batch(list(requests), max_prompts)
-                return prompter.decode_batch(list(requests), min(max_prompts, LOW_RES_PROMPTS), low_res=True)
-            decoder = self.decoder_runtime()
+            own = not isinstance(prompter, BoxPrompter)  # a prompter of its own (tests) decodes itself
+            decoder = {} if own else {"decoder": self.decoder_runtime()}
             if not low_res:
-                return prompter.decode_batch(list(requests), max_prompts, decoder=decoder)
-            if decoder.name.startswith("openvino"):  # float32, and faster than torch's bfloat16 (BENCHMARKS.md, ovdec)
+                return prompter.decode_batch(list(requests), max_prompts, **decoder)
+            # Candidates to score, not outlines to keep: few prompts per call (the decoder is memory-bound). On
+            # torch, bfloat16 where native (28 boxes: 4.6 -> 2.3 CPU-s, masks within Dice 0.96 of float32's);
+            # OpenVINO's float32 is faster than that already (BENCHMARKS.md, ovdec).
+            bf16 = not own and not decoder["decoder"].name.startswith("openvino")
+            with native_autocast(self.device) if bf16 else contextlib.nullcontext():
                 return prompter.decode_batch(list(requests), min(max_prompts, LOW_RES_PROMPTS), low_res=True,
-                                             decoder=decoder)
-            # candidates to score, not outlines to keep: bfloat16 where native, few prompts per call (the decoder
-            # is memory-bound; 28 boxes: 4.6 -> 2.3 CPU-s, masks within Dice 0.96 of float32's, BENCHMARKS.md)
-            with native_autocast(self.device):
-                return prompter.decode_batch(list(requests), min(max_prompts, LOW_RES_PROMPTS), low_res=True,
-                                             decoder=decoder)
+                                             **decoder)
 
     # -- the mask decoder's weights (e.g. tuned by core/decoder_tuning.py) ---------------------------
     @property
