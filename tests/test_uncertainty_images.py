@@ -6,7 +6,7 @@ import numpy as np
 from napari_fewshot.core.segmenter import SegmentationResult
 from napari_fewshot.core.uncertainty import (
     JITTERED_BOXES,
-    box_stability,
+    box_signs,
     foreground_contrast,
     image_error,
     rank_slices,
@@ -81,8 +81,8 @@ def test_a_prediction_litemedsam_redraws_differently_under_a_moved_box_ranks_abo
             out.append((((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1).astype(np.float32))
         return np.stack(out)
 
-    assert box_stability(tidy, lambda b: decode(1, b)) == 1.0
-    assert box_stability(shadow, lambda b: decode(2, b)) < 0.9
+    assert box_signs(tidy, lambda b: decode(1, b))[0] == 1.0
+    assert box_signs(shadow, lambda b: decode(2, b))[0] < 0.9
     plain = rank_slices(coarse, labels, is_volume=False, scale=SCALE, support=[0])
     ranked = rank_slices(coarse, labels, is_volume=False, scale=SCALE, support=[0], decode=decode)
     assert ranked[1] == plain[1]  # a stable redraw adds no sign of a miss

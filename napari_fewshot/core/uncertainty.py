@@ -4,7 +4,7 @@ Volumes: an estimate of how many of a slice's pixels are wrong (below). Images o
 the image's 1 - Dice (:func:`image_error`), since there a confident miss (a tidy blob on the wrong
 structure, or nothing at all) must come first, and the boundary band alone ranks it low. Where LiteMedSAM
 refined the set, the strongest sign is how differently it redraws the prediction when its box moves a little
-(:func:`box_stability`): a lesion comes out the same, a box around shadow or fat does not.
+(:func:`box_signs`): a lesion comes out the same, a box around shadow or fat does not.
 
 Slices of a volume:
 
@@ -90,7 +90,7 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
     objects on the `support` images (indices into labels whose labels are the painted support); with
     `decode` (image index, (N, 4) boxes -> (N, H, W) probabilities, or (probabilities, (N,) LiteMedSAM's IoU
     estimate of each mask): LiteMedSAM's decoder on that image), also how stable the prediction's own box
-    redraws it (:func:`box_stability`) and, when the decoder gives it, LiteMedSAM's own estimate of how good the
+    redraws it (:func:`box_signs`) and, when the decoder gives it, LiteMedSAM's own estimate of how good the
     mask from that box is. Volumes ignore `decode`; settle (volumes): slice -> (h, w) cells -> the scores made
     exact there (core/bounded.BoundedScores.settle)."""
     if not is_volume:
@@ -117,7 +117,7 @@ CONTRAST_GOOD = 1.0  # foreground evidence inside vs around the prediction, in s
 SIZE_NEAR = float(np.log(4.0))  # lesions vary: an area within 4x of the support objects' median is no sign of a miss
 SIZE_FAR = float(np.log(16.0))  # 16x larger or smaller than that: surely wrong
 RING_CELLS = 3  # feature cells around the prediction that count as "around"
-JITTER = 0.1  # box_stability: each side of the prediction's box moved by up to this share of the box's size
+JITTER = 0.1  # box_signs: each side of the prediction's box moved by up to this share of the box's size
 JITTERED_BOXES = 6
 STABILITY_GAIN = 4.0  # the stability sign: STABILITY_GAIN x (1 - stability), clipped to [0, 1]: 0.75 or less is a miss
 
@@ -140,11 +140,6 @@ def foreground_contrast(scores: np.ndarray, labels: np.ndarray) -> float | None:
     evidence = scores[1:].max(0) - scores[0]
     spread = float(evidence.std()) or 1.0
     return ring_contrast(evidence, inside, RING_CELLS) / spread
-
-
-def box_stability(labels: np.ndarray, decode: Callable, seed: int = 0) -> float:
-    """How little LiteMedSAM's mask moves when the prediction's box moves (:func:`box_signs`' first value)."""
-    return box_signs(labels, decode, seed)[0]
 
 
 def box_signs(labels: np.ndarray, decode: Callable, seed: int = 0) -> tuple[float, float | None]:
@@ -219,7 +214,7 @@ def image_error(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, scale
       from SIZE_FAR (measured: better than the distance to the nearest support object's);
     - boundary: the expected wrong pixels along the label changes (expected_errors) over the predicted area
       plus the median support object's, a Dice-like ratio;
-    - stability (when given, :func:`box_stability`): STABILITY_GAIN x (1 - stability).
+    - stability (when given, :func:`box_signs`): STABILITY_GAIN x (1 - stability).
     With `quality` (LiteMedSAM's IoU estimate of the mask from the prediction's box, :func:`box_signs`), the
     result is the mean of that estimate and 1 - quality, LiteMedSAM's own estimate of the error: two estimates
     of 1 - Dice, unweighted. Added, not combined as one more independent chance: the signs above saturate near
