@@ -5,13 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_fewshot.core import SegmentationParams, run
 from napari_fewshot.core.bank import PrototypeBank
 from napari_fewshot.core.bank_format import read_bank, write_bank
 from napari_fewshot.core.bank_priors import ClassPrior, apply_priors, class_priors, z_window
 from napari_fewshot.core.stack import ImageStack
-from napari_fewshot.core.refinement import provisional_plane
 from napari_fewshot.errors import FewShotError
 
 MAIN_BANK = Path(__file__).resolve().parent / "data" / "bank_schema2_main.fewshot"
@@ -144,18 +144,20 @@ def test_the_plane_boost_helps_only_a_scan_less_like_the_support_than_the_suppor
 
 
 class _Recorder:
-    """A refiner that redraws nothing and keeps the label planes it was handed (slice -> (H, W) copy)."""
+    """A refiner that keeps the label planes it was handed (slice -> (H, W) copy) and redraws each class
+    `grow` pixels wider (0: redraws nothing)."""
 
     params = None
 
-    def __init__(self):
-        self.seen = {}
+    def __init__(self, grow=0):
+        self.seen, self.grow = {}, grow
 
-    def refine(self, stack, labels, indices, class_ids, kept=None):
-        for i in indices:  # as Refiner.refine: a component the coarse clean-up removed whole is not redrawn
-            if kept is not None:
-                labels[i] = provisional_plane(labels[i], kept[i], class_ids)
+    def refine(self, stack, labels, indices, class_ids):
+        for i in indices:
             self.seen[int(i)] = np.array(labels[i], copy=True)
+            if self.grow:
+                wider = ndimage.grey_dilation(labels[i], size=2 * self.grow + 1)
+                labels[i] = np.where(labels[i] > 0, labels[i], wider)
         yield from ()
 
 
@@ -182,3 +184,36 @@ def test_a_bank_refines_only_what_its_coarse_clean_up_keeps(later):
     assert np.array_equal(handed, coarse.labels)  # LiteMedSAM sees what the coarse path keeps, not the raw labels
     assert np.array_equal(result.labels, coarse.labels)  # a refiner that redraws nothing changes nothing
     assert not handed[0].any() and not handed[11].any()
+
+
+@pytest.mark.parametrize("later", [False, True])
+def test_painted_refinement_redraws_the_cleaned_labels_and_is_not_clipped_to_the_paint_again(later):
+    """The paint path hands LiteMedSAM what the coarse clean-up keeps (as a bank's does), and the clean-up
+    after refinement keeps the 3D components but does not clip a redrawn slice to its neighbour nearer the
+    paint again (core/finishing.py): an organ may widen away from the painted slices."""
+    from dataclasses import replace
+
+    from napari_fewshot.core import FewShotSegmenter, RefineParams
+
+    volume, params, _ = _tube_bank()
+    support = np.zeros(volume.shape, np.uint8)
+    support[[5, 7], 20:32, 10:22] = 1
+    seg = FewShotSegmenter(replace(params, refine=RefineParams(enabled=False)))
+    seg.set_image(volume)
+    coarse = run(seg.segment(support))
+    seg.params = replace(params, refine=RefineParams(enabled=True))
+
+    def refined_with(refiner):
+        seg._refiner = refiner
+        result = run(seg.segment(support, refine_later=later))
+        return run(seg.refine_result(result)) if later else result
+
+    result = refined_with(recorder := _Recorder())
+    assert sorted(recorder.seen) == [i for i in range(12) if i not in (5, 7)]
+    for i, plane in recorder.seen.items():
+        assert np.array_equal(plane, coarse.labels[i])  # the cleaned coarse labels, not the raw ones
+    assert np.array_equal(result.labels, coarse.labels)  # a refiner that redraws nothing changes nothing
+    assert (coarse.labels[8] == 1).sum() <= 144  # coarse: clipped to the paint of slice 7 (grow 0)
+    wider = refined_with(_Recorder(grow=2)).labels
+    assert (coarse.labels[8] == 1).any() and (wider[8] == 1).sum() > 144  # wider than slice 7's paint: kept
+    assert np.array_equal(wider[[5, 7]], support[[5, 7]])  # the paint stays as painted

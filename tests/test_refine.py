@@ -162,25 +162,6 @@ def test_embeddings_are_computed_once_per_slice_and_never_reused_for_another_ima
     assert fresh.service.computed == 0 and fresh.service.prompter.embedded == []  # read back from cache_dir
 
 
-def test_components_the_clean_up_removed_are_dropped_not_refined():
-    service = LiteMedSAMService("cpu", 1 << 30, prompter_factory=CountingPrompter)
-    refiner = Refiner(SegmentationParams(refine=RefineParams(enabled=True)), service)
-    stack = ImageStack(np.random.default_rng(2).random((3, 32, 32)).astype(np.float32))
-    labels = [np.zeros((32, 32), np.uint8) for _ in range(3)]
-    labels[0][4:14, 4:14] = 1  # removed whole by the clean-up: slice 0 needs no embedding
-    labels[1][4:14, 4:14] = 1  # kept (in part) by the clean-up: refined whole
-    labels[1][20:28, 20:28] = 2  # removed by the clean-up
-    labels[2][10:20, 10:20] = 2  # kept
-    kept = [np.zeros_like(x) for x in labels]
-    kept[1][4:8, 4:14] = 1
-    kept[2] = labels[2].copy()
-    out = [x.copy() for x in labels]
-    list(refiner.refine(stack, out, range(3), [1, 2], kept))
-    assert service.computed == 2 and len(service.prompter.embedded) == 2  # slices 1 and 2 only
-    assert not out[0].any() and not (out[1] == 2).any()
-    assert (out[1][4:14, 4:14] == 1).all() and (out[2][10:20, 10:20] == 2).all()
-
-
 def test_the_embedding_cache_keeps_to_its_budget():
     cache = LiteMedSAMService("cpu", budget_bytes=2 * EMBEDDING_BYTES, prompter_factory=CountingPrompter)
     stack = ImageStack(np.random.default_rng(1).random((3, 16, 16)).astype(np.float32))

@@ -309,19 +309,3 @@ def apply_priors(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[i
                     out[i][piece] = 0
     return out
 
-
-def unanchored_cleanup(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[int, ClassPrior] | None,
-                       stack, segmented: Sequence[int], coarse: Mapping[int, np.ndarray] | None,
-                       grow: int = 3) -> np.ndarray:
-    """What the 3D clean-up of a volume segmented with no paint keeps of its coarse (S, H, W) labels: the
-    bank's priors with their plane boost (:func:`apply_priors`; none without priors), then each class's
-    largest 3D component (core/postprocess.postprocess_volume). A new array.
-
-    FewShotSegmenter.segment_with hands LiteMedSAM these labels rather than the raw ones: nothing anchors
-    the clean-up of a bank's result, and refining the raw labels redrew false positives too, whose boxes
-    then won or split the largest component (CHAOS across, cases 5 and 15: spleen on 3 of 7 slices, 0.04;
-    BENCHMARKS.md, "chaos"). After the refinement, the clean-up runs again (core/finishing.py)."""
-    from .postprocess import postprocess_volume
-
-    out = apply_priors(labels, class_ids, priors, stack, segmented, coarse) if priors else np.asarray(labels)
-    return postprocess_volume(out, class_ids, grow=grow)

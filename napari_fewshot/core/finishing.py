@@ -1,7 +1,13 @@
 """The one finishing step of a segmentation (FewShotSegmenter.segment and segment_with): the 3D clean-up
 of a volume (anchored on the paint, or for a prototype bank on each class's largest component after its
 priors, core/bank_priors.py), the largest object per 2D image, then Check next's ranking (core/uncertainty.py).
-Run on the coarse labels, and again on the refined ones when refinement streams (core/refinement.py)."""
+
+When LiteMedSAM refines a volume, this one clean-up runs twice: on the coarse labels (`cleaned_labels`, what the
+refiner is handed, for paint and for a bank alike), then on the refined labels with `refined=True`. The coarse
+pass decides which objects there are (the beyond-support limit, the 3D components, a bank's priors with their
+plane boost); the refined pass keeps the 3D components and a bank's filter but no longer clips each slice to
+its neighbour nearer the paint: that limit (grow 0, shrink-only) was chosen on coarse labels, and on redrawn
+ones it cut off organs that widen away from the paint (BENCHMARKS.md, issue 21, session 11)."""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from .support import SupportSet
 
 
 def finish_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndarray], whole: bool,
-                  support_set: SupportSet | None = None, priors=None, rank: bool = True) -> None:
+                  support_set: SupportSet | None = None, priors=None, rank: bool = True, refined: bool = False) -> None:
     """The finishing step of `segmenter` (a FewShotSegmenter) `segment` and `segment_with`, in place: clean-up,
     then the ranking.
 
@@ -24,7 +30,9 @@ def finish_result(segmenter, result: SegmentationResult, coarse: dict[int, np.nd
     paint anchoring the 3D clean-up; None (a prototype set) anchors each class on its largest 3D
     component. Slices copied from the paint (result.support_slices) stay exactly as painted, and an
     image the user painted on is never pruned: in scribble mode, the objects they left unpainted on
-    it are exactly what they asked the model to find. rank=False: the clean-up only.
+    it are exactly what they asked the model to find. rank=False: the clean-up only. refined: result.labels
+    are LiteMedSAM's redrawing of labels this clean-up already cleaned: no plane boost of a bank's priors (the
+    scores are the coarse step's) and no beyond-support limit (the coarse pass applied it).
     """
     stack = segmenter._require_image().stack
     volume = stack.is_volume and len(stack) > 1
@@ -39,11 +47,10 @@ def finish_result(segmenter, result: SegmentationResult, coarse: dict[int, np.nd
         if priors and support_set is None:  # a bank's priors: where its classes were (core/bank_priors.py)
             from .bank_priors import apply_priors
 
-            redrawn = segmenter.params.refine.enabled_for(stack, segmenter.device)
             labels = apply_priors(labels, result.class_ids, priors, stack, result.segmented_slices,
-                                  None if redrawn else coarse)
+                                  None if refined else coarse)
         cleaned = postprocess_volume(labels, result.class_ids, painted, seeds,
-                                     segmenter.params.postprocess_grow)
+                                     segmenter.params.postprocess_grow, limit=not refined)
         keep = np.ones(len(cleaned), bool)
         keep[copied] = False
         result.labels[keep] = cleaned[keep]
@@ -58,8 +65,10 @@ def finish_result(segmenter, result: SegmentationResult, coarse: dict[int, np.nd
 
 
 def cleaned_labels(result: SegmentationResult, finish) -> np.ndarray:
-    """(S, H, W): what the clean-up of `finish` (finish_result with its arguments bound) would leave of
-    result.labels, on a copy: result is not changed and nothing is ranked."""
+    """(S, H, W): what the clean-up of `finish` (finish_result with its arguments bound) would leave of the
+    coarse result.labels, on a copy: result is not changed and nothing is ranked. What LiteMedSAM refines of a
+    volume, painted or segmented with a bank: refining the raw labels redrew false positives and the parts the
+    limit removed too, whose boxes then won or split the kept component (CHAOS across, BENCHMARKS.md "chaos")."""
     probe = dataclasses.replace(result, labels=result.labels.copy(), uncertainty={})
     finish(probe, rank=False)
     return probe.labels
@@ -76,13 +85,3 @@ def rank_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndar
     result.uncertainty = rank_slices(wanted, result.labels, stack.is_volume, segmenter.params.scale,
                                      support=sorted(skip), decode=decode, settle=getattr(coarse, "settle", None))
 
-
-def clean_before_refining(segmenter, result: SegmentationResult, coarse: dict[int, np.ndarray], priors) -> None:
-    """A volume segmented with no paint (a bank), before LiteMedSAM redraws it, when it will: result.labels
-    become what its coarse clean-up keeps (core/bank_priors.unanchored_cleanup), in place."""
-    stack, p = segmenter._require_image().stack, segmenter.params
-    if p.postprocess and stack.is_volume and len(stack) > 1 and p.refine.enabled_for(stack, segmenter.device):
-        from .bank_priors import unanchored_cleanup
-
-        result.labels = unanchored_cleanup(result.labels, result.class_ids, priors, stack, result.segmented_slices,
-                                           coarse, p.postprocess_grow)

@@ -13,9 +13,9 @@ shared with the box tool): a slice's embedding is computed once (kept in memory 
 under the feature cache folder, keyed by the windowed pixels), so re-segmenting after a stroke decodes
 boxes only. The prompts of several slices go to the decoder together (one call for up to MAX_PROMPTS), and
 a slice whose coarse labels did not change since its last refinement (same image, classes, settings and
-decoder weights) is not decoded again. On a volume, a component the 3D clean-up of the coarse labels removes
-whole is dropped rather than redrawn (Refiner.refine's `kept`): the clean-up after refinement would remove it
-again, and false-positive slices then cost no embedding. The refiner always uses the original LiteMedSAM image encoder,
+decoder weights) is not decoded again. A volume's refiner is handed the coarse labels after the 3D clean-up
+(core/finishing.py), so what the clean-up removes is never redrawn and false-positive slices cost no
+embedding. The refiner always uses the original LiteMedSAM image encoder,
 whatever encoder (fine-tuned or not) found the objects.
 """
 
@@ -30,7 +30,6 @@ from scipy import ndimage
 
 from .config import RefineParams, SegmentationParams
 from .progress import Progress
-from .refinement import provisional_plane
 from .sam_prompt import box_of, box_region
 from .sam_service import MAX_PROMPTS, LiteMedSAMService
 from .stack import ImageStack
@@ -126,15 +125,10 @@ class Refiner:
         self.stability_memo: tuple[tuple | None, dict] = (None, {})
 
     def refine(self, stack: ImageStack, labels: list[np.ndarray], indices: Sequence[int],
-               class_ids: Sequence[int], kept=None) -> Generator[Progress, None, None]:
+               class_ids: Sequence[int]) -> Generator[Progress, None, None]:
         """Refine labels[i] ((H_i, W_i) label values) in place for every i in `indices`, in that order, a few
         slices per decoder call; yields Progress per slice. Slices without a component to refine cost
-        nothing (no embedding is computed for them).
-
-        kept: the coarse labels after the 3D clean-up (indexable by slice, (H_i, W_i) each), or None. When
-        given, a component the clean-up removed whole is not refined but dropped (the clean-up that follows
-        the refinement would remove it again): on the CT sample most false-positive slices then cost no
-        embedding (BENCHMARKS.md, ovdec)."""
+        nothing (no embedding is computed for them)."""
         indices = list(indices)
         p = self.params
         # On / off / automatic does not change what a refinement gives, so it keeps the refined slices.
@@ -144,8 +138,6 @@ class Refiner:
             self._setting = setting
         batch: list[tuple[int, bytes | None, PlanePrompts | None]] = []  # slices waiting for the decoder
         for n, i in enumerate(indices):
-            if kept is not None:
-                labels[i] = provisional_plane(labels[i], kept[i], class_ids)
             # After a correction most slices come out of matching unchanged: their refinement is reused.
             coarse = hashlib.blake2b(labels[i].tobytes(), digest_size=16).digest()
             done = self._refined.get(i)

@@ -1,15 +1,15 @@
 """Coarse first, refined as it arrives: LiteMedSAM refinement (core/refine.py) after the coarse result.
 
 `FewShotSegmenter.segment(..., refine_later=True)` (and `segment_with`) returns the prototype result at
-once, cleaned up and ranked as without refinement, holding a `PendingRefinement`: the coarse labels as
-they were before the clean-up (what the one-call path refines) and the finishing step. Then
+once, cleaned up and ranked as without refinement, holding a `PendingRefinement`: the cleaned coarse labels
+(what the one-call path refines too) and the finishing step. Then
 `FewShotSegmenter.refine_result(result, first=...)` refines slice by slice in `refine_order` (the slices
 asked for first, then outward from the painted ones), yielding a `RefinedSlice` per slice, and at its end
 runs the clean-up and Check next's ranking on the refined labels: the same labels the one-call path gives.
 
-A refined slice arrives before the 3D clean-up, which needs every slice; `provisional_plane` keeps of it
-only what the clean-up kept of the coarse slice (each class's refined components that overlap it), so a
-false positive the clean-up removed does not come back for the time the refinement runs.
+A refined slice arrives before the 3D clean-up of the refined labels, which needs every slice;
+`provisional_plane` keeps of it only what overlaps the cleaned coarse slice (each class's refined components
+that overlap it), so a stray piece of a decoded mask does not show for the time the refinement runs.
 """
 
 from __future__ import annotations
@@ -28,15 +28,17 @@ from .progress import Progress
 class PendingRefinement:
     """What `refine_result` needs of a coarse result.
 
-    raw:     the coarse labels before the clean-up ((S, H, W) array, or a list of (H_i, W_i)), a copy.
-    cleaned: the coarse labels after the clean-up (what the result shows), a copy, for `provisional_plane`.
+    coarse:  what is refined, a copy: a volume's coarse labels after the clean-up (core/finishing.py), 2D
+             images' before it (the largest object is chosen after refinement), as the one-call path refines.
+    cleaned: the coarse labels after the clean-up (what the result shows; (S, H, W) array, or a list of
+             (H_i, W_i)), a copy, for `provisional_plane`.
     indices: the predicted slices to refine (the copied support slices are not).
     painted: the support slices (refinement spreads out from them).
     finish:  the segmenter's finishing step (clean-up, then ranking) for a result, in place.
     stack:   the core.stack.ImageStack segmented (refine_result refuses another).
     """
 
-    raw: np.ndarray | list[np.ndarray]
+    coarse: np.ndarray | list[np.ndarray]
     cleaned: np.ndarray | list[np.ndarray]
     indices: list[int]
     painted: list[int]
@@ -49,7 +51,9 @@ class PendingRefinement:
         `indices` in result.refinement."""
         raw = copy_labels(result.labels)
         finish(result)
-        result.refinement = cls(raw, copy_labels(result.labels), list(indices), sorted(painted), finish, stack)
+        cleaned = copy_labels(result.labels)
+        coarse = copy_labels(cleaned) if stack.is_volume and len(stack) > 1 else raw
+        result.refinement = cls(coarse, cleaned, list(indices), sorted(painted), finish, stack)
 
 
 @dataclass(frozen=True)
@@ -103,15 +107,14 @@ def refine_stream(refiner, result, first: Sequence[int] = ()):
     core.refine.Refiner) in `refine_order`, yielding a RefinedSlice per slice; returns a new
     SegmentationResult with the refined labels, finished (clean-up and ranking) by the pending step."""
     pending: PendingRefinement = result.refinement
-    labels, class_ids = copy_labels(pending.raw), list(result.class_ids)
+    labels, class_ids = copy_labels(pending.coarse), list(result.class_ids)
     order = refine_order(pending.indices, first, pending.painted)
-    kept = pending.cleaned if pending.stack is not None and pending.stack.is_volume else None
-    for n, report in enumerate(refiner.refine(pending.stack, labels, order, class_ids, kept)):
+    for n, report in enumerate(refiner.refine(pending.stack, labels, order, class_ids)):
         i = order[n]
         yield RefinedSlice(report.done, report.total, report.message, index=i,
                            plane=provisional_plane(labels[i], pending.cleaned[i], class_ids))
     final = dataclasses.replace(result, labels=labels, uncertainty={}, refinement=None)
-    pending.finish(final)
+    pending.finish(final, refined=True)
     return final
 
 

@@ -29,7 +29,7 @@ from .encoder_weights import EncoderWeights
 from .encoders import Encoder
 from .encoders.litemedsam import shared_build
 from .features import FeatureCache
-from .finishing import clean_before_refining, cleaned_labels, finish_result
+from .finishing import cleaned_labels, finish_result
 from .finetune import Adaptation
 from .memory import trim_now
 from .progress import Progress
@@ -302,8 +302,6 @@ class FewShotSegmenter:
             result.segmented_slices = sorted(set(result.segmented_slices) | set(piece.segmented_slices))
         result.explainer = Explainer(self.cache, plan, OTHER_SCAN)
         whole = indices is None or not isinstance(prototypes, PrototypeSet)
-        if whole:  # no paint anchors the clean-up: LiteMedSAM redraws only what the coarse clean-up keeps
-            clean_before_refining(self, result, coarse, priors)
         finish = partial(finish_result, self, coarse=coarse, whole=whole, priors=priors)
         yield from self._refine_and_finish(result, finish, refine_later)
         return result
@@ -363,10 +361,11 @@ class FewShotSegmenter:
             finish(result)
         elif later:
             PendingRefinement.finish_coarse(result, stack, finish, predicted, painted)
-        else:  # LiteMedSAM redraws each component the clean-up of the coarse labels keeps; the clean-up comes after
-            kept = cleaned_labels(result, finish) if stack.is_volume and len(stack) > 1 else None
-            yield from self.refiner.refine(stack, result.labels, predicted, list(result.class_ids), kept)
-            finish(result)
+        else:  # LiteMedSAM redraws what the clean-up of the coarse labels keeps; the clean-up runs again after
+            if stack.is_volume and len(stack) > 1:
+                result.labels = cleaned_labels(result, finish)
+            yield from self.refiner.refine(stack, result.labels, predicted, list(result.class_ids))
+            finish(result, refined=True)
 
     def _selects(self, stack: ImageStack) -> bool:
         """Whether selection (RefineParams.select) draws the unpainted 2D images (one object per class each)."""
