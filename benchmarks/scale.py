@@ -24,7 +24,7 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct_totalseg"
 
 
-def one_size(slices: int, input_size: int, budget_mb: int, refine: str | None = None) -> dict:
+def one_size(slices: int, input_size: int, budget_mb: int, refine: str | None = None, distinct: bool = False) -> dict:
     import numpy as np
     import torch
 
@@ -35,7 +35,8 @@ def one_size(slices: int, input_size: int, budget_mb: int, refine: str | None = 
     ct = read_volume(DATA / "example_ct_dicom")
     labels = read_labels(DATA / "example_seg_dicom.nii.gz", like=ct)
     reps = -(-slices // len(ct.data))
-    volume = np.concatenate([ct.data] * reps)[:slices]
+    # --distinct: each repeat 1 HU brighter, so that no two slices share a LiteMedSAM embedding (named by pixels)
+    volume = np.concatenate([ct.data + r * distinct for r in range(reps)])[:slices]
     support = np.zeros(volume.shape, np.uint8)
     for z in (slices // 6, slices // 2, 5 * slices // 6):
         support[z] = labels[z % len(labels)] == 5  # liver
@@ -76,7 +77,7 @@ def one_size(slices: int, input_size: int, budget_mb: int, refine: str | None = 
         "resegment_one_slice_s": sorted(latencies)[len(latencies) // 2],
         "labelled_voxels": int((result.labels == 1).sum()), "device": str(segmenter.device),
         "refine": refine or "default", "refined": params.refine.enabled_for(segmenter.cache.stack, segmenter.device),
-        "embeddings_computed": embedded[0], "cpu_s": time.process_time(),
+        "embeddings_computed": embedded[0], "cpu_s": time.process_time(), "distinct": distinct,
     }
 
 
@@ -89,15 +90,17 @@ def main() -> None:
     parser.add_argument("--memory-budget-mb", type=int, default=4096)
     parser.add_argument("--json", default=None)
     parser.add_argument("--refine", choices=["on", "off"], default=None)
+    parser.add_argument("--distinct", action="store_true", help="no two slices with the same pixels")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(one_size(args.one, args.input_size, args.memory_budget_mb, args.refine)))
+        print(json.dumps(one_size(args.one, args.input_size, args.memory_budget_mb, args.refine, args.distinct)))
         return
     rows = []
     for n in args.slices:
         out = subprocess.run([sys.executable, __file__, "--one", str(n), "--input-size", str(args.input_size),
-                              "--memory-budget-mb", str(args.memory_budget_mb)] + ["--refine", args.refine] * bool(args.refine),
+                              "--memory-budget-mb", str(args.memory_budget_mb)] + ["--refine", args.refine] * bool(args.refine)
+                             + ["--distinct"] * args.distinct,
                              capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = rows[-1]
