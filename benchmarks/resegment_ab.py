@@ -14,6 +14,11 @@ core/uncertainty.py (Check next), so the difference between A and B is the match
 more organ slice into the support, the whole volume segmented again by A and by B, alternating which goes
 first); prints wall and CPU seconds (both threads) of each, and whether the labels are identical.
 --float32 makes both versions' products float32, as on CPUs without AVX512-BF16/AMX (most laptops).
+--refine: each segmentation is also refined to the end (``refine_result(coarse, first=[corrected slice])``, as
+the widget streams it), timed separately: LiteMedSAM's re-decode of the slices whose coarse labels changed
+(each segmenter has its own LiteMedSAM service, embeddings computed by Segment all, not shared between A and
+B). Prints the slices decoded and the embeddings computed per correction; --check-fresh also refines B's coarse
+result with a fresh refiner (no reuse, same embeddings; not timed) and says whether the labels are identical.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ def main() -> None:
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--cache-dir", default=None, help="persistent feature cache (default: a new folder)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--refine", action="store_true", help="time LiteMedSAM's re-decode too (refine_result)")
+    parser.add_argument("--check-fresh", action="store_true", help="with --refine: compare to a fresh refiner")
+    parser.add_argument("--corrections", type=int, default=4)
     args = parser.parse_args()
     import numpy as np
 
@@ -91,6 +99,46 @@ def main() -> None:
             seg._matches = cache
             seg.bounded = False  # the baseline matches every cell (core/bounded.py is this checkout's)
         segs[name] = seg
+    counts = {"decoded": 0, "embedded": 0, "prompts": 0}
+    if args.refine:
+        import dataclasses
+
+        import napari_fewshot.core.refine as refine_module
+        from napari_fewshot.core import RefineParams
+
+        real_apply = refine_module.apply_decoded
+
+        def counting_apply(*a, **k):
+            counts["decoded"] += 1
+            return real_apply(*a, **k)
+
+        refine_module.apply_decoded = counting_apply
+        old_refine = baseline_matching(args.baseline, "refine")  # A refines with the baseline's core/refine.py
+        old_apply = old_refine.apply_decoded
+
+        def counting_old_apply(*a, **k):
+            counts["decoded"] += 1
+            return old_apply(*a, **k)
+
+        old_refine.apply_decoded = counting_old_apply
+        for name, seg in segs.items():
+            seg.params = dataclasses.replace(seg.params, refine=RefineParams(enabled=True))
+            real_compute = seg.sam._compute
+
+            def counting_compute(*a, real=real_compute, **k):
+                counts["embedded"] += 1
+                return real(*a, **k)
+
+            seg.sam._compute = counting_compute
+            real_decode = seg.sam.decode
+
+            def counting_decode(requests, *a, real=real_decode, **k):
+                counts["prompts"] += sum(len(boxes) for _, boxes, _ in requests)
+                return real(requests, *a, **k)
+
+            seg.sam.decode = counting_decode
+            if name.startswith("A"):
+                seg._refiner = old_refine.Refiner(seg.params, seg.sam)
 
     import napari_fewshot.core.uncertainty as uncertainty
 
@@ -107,17 +155,45 @@ def main() -> None:
             uncertainty.rank_slices = ours
         return round(time.perf_counter() - start, 2), round(time.process_time() - cpu, 2), out
 
-    rows = {name: {"segment_all": timed(seg.segment(support, refine_later=True), name)[:2], "wall": [], "cpu": []}
-            for name, seg in segs.items()}
+    def refined(name, coarse, first):
+        """(wall, cpu, result, slices decoded, embeddings computed, prompts decoded) of refining `coarse` to the end."""
+        before = dict(counts)
+        wall, cpu, final = timed(segs[name].refine_result(coarse, first=first), name)
+        return (wall, cpu, final) + tuple(counts[k] - before[k] for k in ("decoded", "embedded", "prompts"))
+
+    rows = {}
+    for name, seg in segs.items():
+        wall, cpu, coarse = timed(seg.segment(support, refine_later=True), name)
+        rows[name] = {"segment_all": (wall, cpu), "wall": [], "cpu": []}
+        if args.refine:
+            rows[name].update(refine_wall=[], refine_cpu=[], total_wall=[], total_cpu=[], decoded=[], embedded=[],
+                              prompts=[])
+            rwall, rcpu, _, decoded, embedded, prompts = refined(name, coarse, [])
+            rows[name]["segment_all_refine"] = (rwall, rcpu, decoded, embedded, prompts)
+    fresh_identical = []
     candidates = [z for z in organ if z not in painted]
     identical, ranking = [], []
-    for n, z in enumerate(candidates[:: max(1, len(candidates) // 4)][:4]):
+    for n, z in enumerate(candidates[:: max(1, len(candidates) // args.corrections)][:args.corrections]):
         support[z] = truth[z]
         labels, ranks = {}, {}
         for name in (list(segs) if n % 2 == 0 else list(segs)[::-1]):
             wall, cpu, result = timed(segs[name].segment(support, refine_later=True), name)
             rows[name]["wall"].append(wall)
             rows[name]["cpu"].append(cpu)
+            if args.refine:
+                coarse = result
+                rwall, rcpu, result, decoded, embedded, prompts = refined(name, coarse, [z])
+                for key, value in (("refine_wall", rwall), ("refine_cpu", rcpu), ("total_wall", round(wall + rwall, 2)),
+                                   ("total_cpu", round(cpu + rcpu, 2)), ("decoded", decoded), ("embedded", embedded),
+                                   ("prompts", prompts)):
+                    rows[name][key].append(value)
+                if args.check_fresh and name.startswith("B"):
+                    seg = segs[name]
+                    refiner = seg._refiner
+                    seg._refiner = type(refiner)(seg.params, seg.sam)  # refines everything from scratch
+                    fresh = run(seg.refine_result(coarse, first=[z]))
+                    seg._refiner = refiner
+                    fresh_identical.append(bool(np.array_equal(fresh.labels, result.labels)))
             labels[name] = result.labels
             ranks[name] = result.uncertainty
         a, b = labels.values()
@@ -126,12 +202,19 @@ def main() -> None:
         ranking.append({"max_abs_diff": max(abs(ua[i] - ub[i]) for i in ua), "max_pixels": max(ua.values()),
                         "same_order": sorted(ua, key=lambda i: (-ua[i], i)) == sorted(ub, key=lambda i: (-ub[i], i))})
         print(f"correction on slice {z}:", {k: (v["wall"][-1], v["cpu"][-1]) for k, v in rows.items()},
-              "identical labels:", identical[-1], "Check next:", ranking[-1], "load:", round(os.getloadavg()[0], 1), flush=True)
+              "identical labels:", identical[-1], "(total wall, cpu, slices decoded, embedded, prompts):",
+              {k: (v.get("total_wall", [None])[-1], v.get("total_cpu", [None])[-1], v.get("decoded", [None])[-1],
+                   v.get("embedded", [None])[-1], v.get("prompts", [None])[-1]) for k, v in rows.items()} if args.refine else "",
+              "fresh identical:", fresh_identical[-1:], "Check next:", ranking[-1], "load:", round(os.getloadavg()[0], 1), flush=True)
     for row in rows.values():
         row["median_wall_s"] = float(np.median(row["wall"]))
         row["median_cpu_s"] = float(np.median(row["cpu"]))
+        for key in ("refine_wall", "refine_cpu", "total_wall", "total_cpu"):
+            if key in row:
+                row[f"median_{key}_s"] = float(np.median(row[key]))
     out = {"scan": list(volume.shape), "matmul": str(matching.matmul_dtype("cpu")).replace("torch.", ""),
-           "rows": rows, "identical_labels": identical, "ranking": ranking, "load_average": [round(x, 1) for x in os.getloadavg()]}
+           "rows": rows, "identical_labels": identical, "fresh_identical": fresh_identical,
+           "refine": args.refine, "omp": os.environ.get("OMP_NUM_THREADS"), "ranking": ranking, "load_average": [round(x, 1) for x in os.getloadavg()]}
     print(json.dumps(out))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -250,3 +250,42 @@ def test_a_slice_whose_coarse_labels_did_not_change_is_not_decoded_again():
     refiner.params = SegmentationParams(refine=RefineParams(enabled=True, margin=0.3))
     list(refiner.refine(stack, [x.copy() for x in labels], range(3), [1]))
     assert CountingDecodes.decoded == 7  # another setting: every slice again
+
+
+def test_a_component_whose_box_did_not_change_is_not_decoded_again_and_refines_as_a_fresh_decode():
+    """A correction changes most slices' coarse labels by a few pixels inside their components: the box, and so
+    the decode, is the same; its kept probabilities give the labels a fresh decode gives."""
+    class CountingBoxes(CountingPrompter):
+        boxes = 0
+
+        def decode(self, embedding, boxes, masks=None):
+            CountingBoxes.boxes += len(boxes)
+            out = super().decode(embedding, boxes, masks)
+            out[:, ::3] *= 0.4  # stripes: the outcome depends on the probabilities, not only on the box
+            return out
+
+    params = SegmentationParams(refine=RefineParams(enabled=True, max_growth=10.0))
+    refiner = Refiner(params, LiteMedSAMService("cpu", prompter_factory=CountingBoxes))
+    stack = ImageStack(np.random.default_rng(3).random((2, 40, 40)).astype(np.float32))
+    labels = [np.zeros((40, 40), np.uint8) for _ in range(2)]
+    labels[0][5:25, 5:25] = 1
+    labels[0][28:36, 28:36] = 2
+    labels[1][10:30, 10:30] = 1
+    list(refiner.refine(stack, [x.copy() for x in labels], range(2), [1, 2]))
+    assert CountingBoxes.boxes == 3
+    labels[0][10:14, 10:14] = 0  # inside the liver's box: its box stays, the slice's digest changes
+    labels[1][10:31, 10:31] = 1  # slice 1's box grows: decoded again
+    again = [x.copy() for x in labels]
+    list(refiner.refine(stack, again, range(2), [1, 2]))
+    assert CountingBoxes.boxes == 4  # slice 1's new box only; slice 0's two boxes reused
+    fresh = Refiner(params, LiteMedSAMService("cpu", prompter_factory=CountingBoxes))
+    expected = [x.copy() for x in labels]
+    list(fresh.refine(stack, expected, range(2), [1, 2]))
+    assert CountingBoxes.boxes == 7
+    assert all(np.array_equal(a, b) for a, b in zip(again, expected))
+    small = Refiner(params, LiteMedSAMService("cpu", prompter_factory=CountingBoxes))
+    small.boxes.budget = 0  # nothing kept: every changed slice decoded again
+    list(small.refine(stack, [x.copy() for x in labels], range(2), [1, 2]))
+    labels[0][10:14, 10:14] = 1
+    list(small.refine(stack, [x.copy() for x in labels], range(2), [1, 2]))
+    assert CountingBoxes.boxes == 12 and small.boxes.nbytes == 0

@@ -38,8 +38,8 @@ def decodes(monkeypatch):
     """The label planes core/refine.py decodes (not those it reuses because their coarse labels did not change)."""
     from napari_fewshot.core import refine
 
-    seen, real = [], refine.refine_plane
-    monkeypatch.setattr(refine, "refine_plane", lambda labels, *a: seen.append(labels.copy()) or real(labels, *a))
+    seen, real = [], refine.apply_decoded  # where each decoded slice lands (Refiner._decode)
+    monkeypatch.setattr(refine, "apply_decoded", lambda labels, *a: seen.append(labels.copy()) or real(labels, *a))
     return seen
 
 
@@ -91,6 +91,33 @@ def test_segment_with_prototypes_streams_too(crop, one_call, decodes):
     final = run(seg.refine_result(coarse, first=[2]))
     assert len(decodes) == before  # every slice refined by the one-call path just before: reused
     assert np.array_equal(final.labels, one.labels) and final.uncertainty == one.uncertainty
+
+
+def test_after_a_correction_only_changed_slices_are_decoded_and_the_rest_is_a_fresh_run_bit_for_bit(crop, one_call,
+                                                                                                   decodes):
+    """A correction re-decodes exactly the slices whose coarse labels (as refinement sees them) changed; the
+    refined labels, reused slices included, are those of a refiner that decodes every slice from scratch."""
+    volume, reference, support = crop
+    seg, _ = one_call
+    run(seg.segment(support))  # every slice refined for the support before the correction
+    before = {i: digest for i, (digest, _) in seg.refiner._refined.items()}
+    corrected = support.copy()
+    corrected[2] = np.where(np.isin(reference[2], (1, 2)), reference[2], 0)
+    coarse = run(seg.segment(corrected, refine_later=True))
+    assert coarse.refinement.indices == [1, 3, 4]
+    decodes.clear()
+    final = run(seg.refine_result(coarse, first=[3]))
+    changed = [i for i in (1, 3, 4) if seg.refiner._refined[i][0] != before[i]]
+    assert len(decodes) == len(changed)  # nothing else decoded (embeddings: the service's cache)
+    memo, setting = seg.refiner._refined, seg.refiner._setting
+    try:
+        seg.refiner._refined, seg.refiner._setting = {}, None  # a refiner that has refined nothing yet
+        fresh = run(seg.refine_result(coarse, first=[3]))
+    finally:
+        seg.refiner._refined, seg.refiner._setting = memo, setting
+    assert len(decodes) > len(changed)  # the fresh refiner decoded the unchanged slices too
+    assert np.array_equal(final.labels, fresh.labels) and final.uncertainty == fresh.uncertainty
+    assert np.array_equal(final.labels[[0, 2, 5]], corrected[[0, 2, 5]])
 
 
 def test_nothing_pending_without_refinement_or_for_another_image(crop, one_call):

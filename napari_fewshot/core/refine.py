@@ -22,6 +22,7 @@ whatever encoder (fine-tuned or not) found the objects.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable, Generator, Sequence
 
@@ -112,6 +113,50 @@ def apply_decoded(labels: np.ndarray, class_ids: Sequence[int], prompts: PlanePr
     return lut[np.argmax(score, axis=0)]
 
 
+class DecodedBoxes:
+    """Decoded probabilities kept per (slice, box), least recently used dropped beyond `budget` bytes: a
+    box decoded again on the same embedding gives the same probabilities, so it is not decoded again. Only
+    the box's own pixels are kept (apply_decoded reads nothing outside it)."""
+
+    def __init__(self, budget: int):
+        self.budget, self.nbytes = budget, 0
+        self._kept: OrderedDict[tuple, tuple[tuple[slice, slice], np.ndarray]] = OrderedDict()
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self.nbytes = 0
+
+    @staticmethod
+    def key(index: int, box: np.ndarray) -> tuple:
+        return index, np.asarray(box, np.float32).tobytes()
+
+    def get(self, index: int, box: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
+        """(H, W) float32 probabilities of `box` on slice `index` (0 outside the box), or None if not kept."""
+        found = self._kept.get(self.key(index, box))
+        if found is None:
+            return None
+        self._kept.move_to_end(self.key(index, box))
+        (rows, cols), crop = found
+        out = np.zeros(shape, np.float32)
+        out[rows, cols] = crop
+        return out
+
+    def put(self, index: int, box: np.ndarray, probabilities: np.ndarray) -> None:
+        """Keep the (H, W) `probabilities` decoded for `box` on slice `index` (their box's pixels only)."""
+        region = box_region(box, probabilities.shape)
+        rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
+        if not len(rows) or not len(cols):
+            return
+        window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        crop = np.array(probabilities[window], np.float32)
+        key = self.key(index, box)
+        old = self._kept.pop(key, None)
+        self.nbytes += crop.nbytes - (old[1].nbytes if old is not None else 0)
+        self._kept[key] = (window, crop)
+        while self.nbytes > self.budget and self._kept:
+            self.nbytes -= self._kept.popitem(last=False)[1][1].nbytes
+
+
 class Refiner:
     """Refines predicted label planes with the decoder of `service` (a LiteMedSAMService; LiteMedSAM is
     loaded on first use)."""
@@ -121,6 +166,7 @@ class Refiner:
         self.service = service
         self._setting: tuple | None = None  # (stack signature, classes, refine settings, decoder) of `_refined`
         self._refined: dict[int, tuple[bytes, np.ndarray]] = {}  # slice -> (digest of coarse labels, refined)
+        self.boxes = DecodedBoxes(params.memory_budget_mb * 1024**2 // 16)  # same setting as `_refined`
         # Check next's box stability per image (core/uncertainty.refiner_decoder): (stack signature, decoder), memo
         self.stability_memo: tuple[tuple | None, dict] = (None, {})
 
@@ -135,6 +181,7 @@ class Refiner:
         setting = (stack.signature(), tuple(class_ids), replace(p.refine, enabled=None), self.service.decoder_version)
         if setting != self._setting:
             self._refined.clear()
+            self.boxes.clear()
             self._setting = setting
         batch: list[tuple[int, bytes | None, PlanePrompts | None]] = []  # slices waiting for the decoder
         for n, i in enumerate(indices):
@@ -157,9 +204,19 @@ class Refiner:
         """Decode the prompts of every slice of `batch` [(slice, digest of its coarse labels or None when its
         refinement was reused, PlanePrompts or None)] in one go; writes and remembers the refined planes."""
         todo = [(i, q) for i, _, q in batch if q is not None]
-        requests = [(self.service.embedding_of(stack, i), q.boxes, q.masks) for i, q in todo]
-        for (i, q), probabilities in zip(todo, self.service.decode(requests)):
-            labels[i] = apply_decoded(labels[i], class_ids, q, probabilities, self.params.refine)
+        known = {i: [None if q.masks is not None else self.boxes.get(i, box, labels[i].shape) for box in q.boxes]
+                 for i, q in todo}  # probabilities of boxes decoded before (mask prompts: always decoded)
+        new = [(i, q, [n for n, p in enumerate(known[i]) if p is None]) for i, q in todo]
+        new = [(i, q, fresh) for i, q, fresh in new if fresh]
+        requests = [(self.service.embedding_of(stack, i), q.boxes[fresh], None if q.masks is None else q.masks[fresh])
+                    for i, q, fresh in new]
+        for (i, q, fresh), probabilities in zip(new, self.service.decode(requests) if requests else []):
+            for n, p in zip(fresh, probabilities):
+                known[i][n] = p
+                if q.masks is None:
+                    self.boxes.put(i, q.boxes[n], p)
+        for i, q in todo:
+            labels[i] = apply_decoded(labels[i], class_ids, q, np.stack(known[i]), self.params.refine)
         for i, coarse, _ in batch:
             if coarse is not None:
                 self._refined[i] = (coarse, labels[i].copy())
