@@ -3,7 +3,8 @@
     PYTHONPATH=. python benchmarks/fine_tune_compare.py busi N base,adapter,adapter+decoder [SEED]  # BUSI 5-shot
     PYTHONPATH=. python benchmarks/fine_tune_compare.py within-1 CASES base,adapter           # CHAOS within-K
     PYTHONPATH=. python benchmarks/fine_tune_compare.py interactive CASES base,adapter        # 3 corrections
-A variant is base or a FineTuneParams.method, optionally with settings: "adapter:adapter_steps=20;feature_noise=0".
+A variant is base or a FineTuneParams.method, optionally with settings: "adapter:adapter_steps=20;feature_noise=0";
+a trailing "!" lets the tuned decoder also draw the candidates selection chooses among (service.tuned_chooses).
 BUSI's episodes are `evaluate busi --shots 5 --episodes N --seed SEED`'s. Every line prints the running means
 and the load average. Writes /tmp/ft-tune/WHICH-N.json. BENCHMARKS.md, "Fine-tune", has what it gave."""
 import json, os, random, sys, time
@@ -16,18 +17,29 @@ which, n = sys.argv[1], int(sys.argv[2])
 variants = sys.argv[3].split(",")
 out = {v: [] for v in variants}; secs = {v: [] for v in variants}
 
-def tuned(seg, support, v, empty=()):
-    seg.reset_weights()
+def params_of(seg, v):
+    """variant -> FineTuneParams (None: base); sets whether the tuned decoder also draws selection's candidates."""
+    seg.sam.tuned_chooses = v.endswith("!")  # "...!": the tuned decoder also draws selection's candidates
+    v = v.rstrip("!")
     if v == "base":
-        return 0.0
+        return None
     kw = {}
     if ":" in v:
         v, extra = v.split(":")
         for item in extra.split(";"):
             k, val = item.split("=")
-            kw[k] = type(getattr(FineTuneParams(), k))(val)
+            kind = type(getattr(FineTuneParams(), k))
+            kw[k] = val in ("1", "true", "True") if kind is bool else kind(val)
+    return FineTuneParams(method=v, **kw)
+
+
+def tuned(seg, support, v, empty=()):
+    seg.reset_weights()
+    params = params_of(seg, v)
+    if params is None:
+        return 0.0
     t = time.perf_counter()
-    run(seg.fine_tune(support, FineTuneParams(method=v, **kw), empty_slices=empty))
+    run(seg.fine_tune(support, params, empty_slices=empty))
     return time.perf_counter() - t
 
 
@@ -64,7 +76,7 @@ elif which == "interactive":
         initial = spread_slices(*slice_range(labels, cid), 1)
         for v in variants:
             seg.reset_weights()
-            tune = None if v == "base" else FineTuneParams(method=v)
+            tune = params_of(seg, v)
             t = time.perf_counter()
             row = _volume_task(seg, labels == cid, initial, 3, "suggested", tune)
             out[v].append(row["dice_per_round_uncorrected"]); secs[v].append(time.perf_counter() - t)

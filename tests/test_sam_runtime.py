@@ -220,11 +220,15 @@ def test_tuned_hypernetwork_weights_decode_on_openvino(prompter, service, reques
             reference = [p for p, _ in prompter.decode_batch(requests, decoder=TorchDecoder(prompter.model))]
         assert max(float(np.abs(a - b).max()) for a, b in zip(ours, before)) > 0.05  # the tuning shows
         assert max(float(np.abs(a - b).max()) for a, b in zip(ours, reference)) < 1e-3  # and OpenVINO uses it
+        own = service.decode(requests, own_weights=True)  # what selection chooses with: LiteMedSAM's own
+        assert max(float(np.abs(a - b).max()) for a, b in zip(own, before)) < 1e-5
+        assert max(float(np.abs(a - b).max()) for a, b in zip(service.decode(requests), ours)) < 1e-5  # tuned again
         other = dict(tuned)
         name = next(k for k in state if not k.startswith(HYPER) and state[k].dtype.is_floating_point)
         other[name] = state[name] + 0.01
         service.load_decoder_state(other)  # beyond what the converted graph takes: torch decodes
         assert service.decoder_runtime().name == "torch" and "tuned weights" in service.runtime_status
+        assert service.decoder_runtime() is service.decoder_runtime()  # one torch decoder, not one per call
     finally:
         service.reset_decoder()
     assert service.decoder_runtime().name.startswith("openvino")

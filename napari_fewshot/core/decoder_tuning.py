@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from .config import FineTuneParams
 from .feature_adapter import Adam
 from .progress import Progress
+from .sam_decoder import transformer_part
 from .sam_prompt import SIDE, PlaneEmbedding
 
 TUNED = "output_hypernetworks_mlps.0."
@@ -96,14 +97,9 @@ def _frozen_part(decoder, prompt_encoder, features: torch.Tensor, boxes: torch.T
     features: (1, 256, 64, 64); boxes: (B, 4) in the padded 256 frame. Returns ((B, 256) mask token of the
     single-mask output, (B, 32, 256 / POOL, 256 / POOL) upscaled embedding, pooled)."""
     sparse, dense = prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
-    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-    tokens = torch.cat((output_tokens[None].expand(len(boxes), -1, -1), sparse), dim=1)
     src = features.expand(len(boxes), -1, -1, -1) + dense
-    pos = prompt_encoder.get_dense_pe().expand(len(boxes), -1, -1, -1)
-    b, c, h, w = src.shape
-    hs, src = decoder.transformer(src, pos, tokens)
-    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-    return hs[:, 1, :], F.avg_pool2d(upscaled, POOL)
+    _, token, upscaled = transformer_part(decoder, prompt_encoder.get_dense_pe(), src, sparse)
+    return token, F.avg_pool2d(upscaled, POOL)
 
 
 def decoder_activations(prompter, examples: Sequence[tuple[PlaneEmbedding, np.ndarray]], params: FineTuneParams,

@@ -52,6 +52,25 @@ class TorchDecoder:
                                        multimask_output=False)
 
 
+def transformer_part(decoder, image_pe: torch.Tensor, src: torch.Tensor, sparse: torch.Tensor,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mask decoder up to its hypernetwork (MaskDecoder.predict_masks' first half), for M prompts.
+
+    decoder: SAM's MaskDecoder; image_pe (1, 256, 64, 64) the prompt encoder's dense positional encoding;
+    src (M, 256, 64, 64) the image embedding plus the dense prompt; sparse (M, T, 256) the prompt tokens.
+    Returns ((M, 256) IoU token, (M, 256) single-mask token, (M, 32, 256, 256) upscaled embedding). What the
+    converted graph (SingleMaskGraph) and Fine-tune's cached activations (core/decoder_tuning.py) both run.
+    """
+    m = src.shape[0]
+    tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], 0)[None].expand(m, -1, -1)
+    tokens = torch.cat([tokens, sparse], 1)
+    pos = image_pe.expand(m, -1, -1, -1)
+    hs, out = decoder.transformer(src, pos, tokens)
+    c, h, w = src.shape[1:]
+    up = decoder.output_upscaling(out.transpose(1, 2).reshape(m, c, h, w))
+    return hs[:, 0, :], hs[:, 1, :], up
+
+
 class SingleMaskGraph(torch.nn.Module):
     """The mask decoder's single-mask path with the hypernetwork MLP's weights as inputs (what is converted).
 
@@ -69,19 +88,13 @@ class SingleMaskGraph(torch.nn.Module):
     def forward(self, src, sparse, *weights):
         d = self.decoder
         m = src.shape[0]
-        tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight], 0)[None].expand(m, -1, -1)
-        tokens = torch.cat([tokens, sparse], 1)
-        pos = self.image_pe.expand(m, -1, -1, -1)
-        hs, out = d.transformer(src, pos, tokens)
-        c, h, w = src.shape[1:]
-        up = d.output_upscaling(out.transpose(1, 2).reshape(m, c, h, w))  # (M, 32, 256, 256)
-        x = hs[:, 1, :]
+        iou_token, x, up = transformer_part(d, self.image_pe, src, sparse)  # up: (M, 32, 256, 256)
         for i in range(self.layers):
             x = F.linear(x, weights[2 * i], weights[2 * i + 1])
             x = F.relu(x) if i < self.layers - 1 else x
         x = torch.sigmoid(x) if self.sigmoid else x
         logits = torch.bmm(x[:, None, :], up.flatten(2)).reshape(m, 1, up.shape[2], up.shape[3])
-        iou = d.iou_prediction_head(hs[:, 0, :])[:, :1]
+        iou = d.iou_prediction_head(iou_token)[:, :1]
         return logits, iou
 
 

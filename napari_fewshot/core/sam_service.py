@@ -72,6 +72,10 @@ class LiteMedSAMService:
         self._encoder = None  # the image encoder's runtime, made with the model
         self._decoder = None  # the mask decoder's runtime (core/sam_decoder.py), made on the first decode
         self._decoder_exotic = False  # tuned weights outside the hypernetwork MLP: torch decodes
+        self._exotic: TorchDecoder | None = None  # the torch decoder used meanwhile
+        # whether tuned decoder weights also draw the candidates selection chooses among (core/select_objects.py);
+        # False: LiteMedSAM's own weights choose the object, the tuned ones draw it (BENCHMARKS.md, session 11 "ft")
+        self.tuned_chooses = False
         self.runtime_stats: dict[str, int] = {}
         self.capacity = max(1, budget_bytes // EMBEDDING_BYTES)
         self.disk_dir = None if disk_dir is None else Path(disk_dir)
@@ -109,8 +113,11 @@ class LiteMedSAMService:
         runs on it, else torch; torch while the decoder holds tuned weights outside the hypernetwork MLP."""
         with self._lock:
             prompter = self.prompter
-            if self._decoder_exotic:
-                return TorchDecoder(prompter.model, "tuned weights outside the part OpenVINO takes as inputs")
+            if self._decoder_exotic:  # one torch decoder while they are loaded (it reads the model's weights)
+                if self._exotic is None:
+                    self._exotic = TorchDecoder(prompter.model, "tuned weights outside the part OpenVINO takes as "
+                                                "inputs")
+                return self._exotic
             if self._decoder is None:
                 if isinstance(prompter, BoxPrompter):
                     self._decoder = decoder_runtime(self.encoder_runtime().name, prompter.model, self.device,
@@ -247,16 +254,31 @@ class LiteMedSAMService:
 
     # -- decoding ------------------------------------------------------------------------------------
     def decode(self, requests: Sequence[DecodeRequest], max_prompts: int = MAX_PROMPTS,
-               low_res: bool = False) -> list[np.ndarray]:
+               low_res: bool = False, own_weights: bool = False) -> list[np.ndarray]:
         """Probabilities for every box of every request, decoded together (`max_prompts` per decoder call).
 
         requests: [(PlaneEmbedding, (N_i, 4) boxes x0, y0, x1, y1 in that plane's pixels, optional (N_i, H_i, W_i)
                   mask prompts)].
         Returns [(N_i, H_i, W_i) float32 probabilities in [0, 1]] in the order of `requests`; with `low_res`,
         the decoder's output at its own size, (N_i, h_i, w_i) with (h_i, w_i) = embedding.resized (no resize:
-        many candidates cost a fraction, core/select_objects.py).
+        many candidates cost a fraction, core/select_objects.py). `own_weights`: decoded with LiteMedSAM's own
+        decoder weights even while tuned ones are loaded (selection chooses with them, BENCHMARKS.md, session 11 "ft").
         """
-        return [probs for probs, _ in self.decode_with_quality(requests, max_prompts, low_res)]
+        with self._lock, (self._own_weights() if own_weights else contextlib.nullcontext()):
+            return [probs for probs, _ in self.decode_with_quality(requests, max_prompts, low_res)]
+
+    @contextlib.contextmanager
+    def _own_weights(self):
+        """Within: the mask decoder holds LiteMedSAM's own weights (the tuned ones come back after; hold the lock)."""
+        if self._original_decoder is None:
+            yield
+            return
+        tuned = self.decoder_state()
+        self.mask_decoder.load_state_dict(self._original_decoder)
+        try:
+            yield
+        finally:
+            self.mask_decoder.load_state_dict(tuned)
 
     def decode_with_quality(self, requests: Sequence[DecodeRequest], max_prompts: int = MAX_PROMPTS,
                             low_res: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:

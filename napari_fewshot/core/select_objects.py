@@ -176,7 +176,9 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
     from .predict import upsample
 
     service = refiner.service  # core/sam_service.py: one model, one embedding cache
-    setting = (stack.signature(), tuple(class_ids), refiner.params.refine.min_pixels, service.decoder_version)
+    own_choice = not service.tuned_chooses  # Fine-tune's decoder draws the winner; LiteMedSAM's own chooses it
+    setting = (stack.signature(), tuple(class_ids), refiner.params.refine.min_pixels, service.decoder_version,
+               own_choice)
     sizes = b"".join(p.log_area.tobytes() + p.box_shape.tobytes() + (b"" if p.appearance is None else
                                                                       p.appearance.tobytes())
                      for p in profiles.values() if p is not None)
@@ -190,7 +192,8 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
             cached = service.embedding_of(stack, i)
             embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
             scores = upsample(torch.from_numpy(coarse[i])[None], labels[i].shape)[0].numpy()
-            decode = lambda boxes, low, e=embedding: service.decode([(e, boxes, None)], low_res=low)[0]  # noqa: E731
+            decode = lambda boxes, low, e=embedding: service.decode(  # noqa: E731
+                [(e, boxes, None)], low_res=low, own_weights=low and own_choice)[0]
             labels[i] = select_plane(labels[i], scores, class_ids, decode, embedding, profiles,
                                      refiner.params.refine.min_pixels)
             if memo is not None:
