@@ -204,3 +204,32 @@ def test_low_resolution_candidates_match_the_full_size_decode():
         resized = torch.nn.functional.interpolate(torch.from_numpy(small)[None, None], size=(300, 200),
                                                   mode="bilinear")[0, 0].numpy()
         assert (big > 0.5).sum() > 1000 and dice(resized > 0.5, big > 0.5) > 0.9
+
+
+def test_a_box_proposed_twice_is_decoded_once():
+    """A component smaller than the painted objects is its own strongest core: its core boxes (TOP_AREAS) are
+    its 0.1-margin box again; each distinct box is decoded once, in the order proposed."""
+    from napari_fewshot.core.select_objects import candidates
+
+    shape = (128, 128)
+    lesion = _disk(shape, (40, 40), 10)
+    scores = np.zeros((2, *shape), np.float32)
+    scores[1] = np.where(lesion, 0.3, -0.3)
+    margin = scores[1] - scores[0]
+    profile = support_profiles({3: _disk(shape, (70, 70), 16).astype(np.int16)}, 1)[1]
+    decoded = []
+
+    def decode(boxes, low_res):
+        decoded.append(np.asarray(boxes).copy())
+        return _inscribed(shape)(boxes, low_res)
+
+    boxes, masks = candidates(margin, lesion, decode, profile, PlaneEmbedding(None, shape, 2.0).resized)
+    first = decoded[0]
+    assert len(first) == len(np.unique(first, axis=0)) and len(boxes) == len(masks) > 0
+    from napari_fewshot.core.proposals import propose_boxes
+    from napari_fewshot.core.select_objects import MARGINS, PEAK_SIZES, PEAKS, TOP_AREAS
+    proposed = propose_boxes(margin, lesion, profile, peaks=PEAKS, components=3, min_pixels=64, box_margins=MARGINS,
+                             peak_sizes=PEAK_SIZES, top_areas=TOP_AREAS)
+    assert len(np.unique(proposed, axis=0)) < len(proposed)  # the case this test is about: a box proposed twice
+    order = [next(n for n, p in enumerate(proposed) if np.array_equal(p, b)) for b in first]
+    assert order == sorted(order)

@@ -104,6 +104,8 @@ def candidates(margin: np.ndarray, coarse: np.ndarray, decode: Callable, profile
     if share is not None and len(boxes):
         need = MIN_COVER * share.sum()
         boxes = boxes[[share[box_region(b, size)].sum() >= need for b in boxes * shrink]]
+    if len(boxes):  # a box proposed twice (a component smaller than the support's area is its own core) once
+        boxes = boxes[np.sort(np.unique(boxes, axis=0, return_index=True)[1])]
     if not len(boxes):
         return boxes, []
     masks = decoded_masks(boxes * shrink, decode(boxes, True))

@@ -1,0 +1,56 @@
+"""CPU seconds per image of the default 2D path on an image set of ~100 BUSI images (issue 20's cost target:
+<= 2 s per image on the 2-core CPU for a 100-image set, after the first).
+
+    OMP_NUM_THREADS=1 python benchmarks/busi_cost_set.py [--images 100] [--painted 3] [--json OUT]
+
+The images are spread evenly over the folder (benign and malignant); the first `painted` are painted with their
+reference masks. No cache folder: each image's lite0 features and LiteMedSAM embedding are computed as for a new
+set. Each unpainted image is segmented on its own (segment(..., indices=[n]): features, matching, propose and
+select, Check next's signs), its process CPU time and wall time recorded; the first is left out (models loading,
+the painted images' features and embeddings). Load average recorded per image.
+⚠ LiteMedSAM inside: MedSAM's training data included public breast-ultrasound sets, possibly BUSI.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run  # noqa: E402
+from napari_fewshot.evaluation.datasets import load_busi  # noqa: E402
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--images", type=int, default=100)
+parser.add_argument("--painted", type=int, default=3)
+parser.add_argument("--data", default="../shared/data/busi")
+parser.add_argument("--json")
+args = parser.parse_args()
+names, images, masks = load_busi(args.data)
+picked = np.linspace(0, len(images) - 1, min(args.images, len(images))).round().astype(int).tolist()
+support = [masks[i].astype(np.uint8) if n < args.painted else np.zeros(masks[i].shape, np.uint8)
+           for n, i in enumerate(picked)]
+segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
+segmenter.set_image([images[i] for i in picked])
+rows = []
+for n in range(args.painted, len(picked)):
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = run(segmenter.segment(support, indices=[n]))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    rows.append(dict(image=names[picked[n]], cpu_s=cpu, wall_s=wall, load=os.getloadavg()[0],
+                     predicted=bool(np.asarray(result.labels[n]).any())))
+    print(n, rows[-1], flush=True)
+rest = rows[1:]
+cpu = np.array([r["cpu_s"] for r in rest])
+wall = np.array([r["wall_s"] for r in rest])
+summary = dict(images=len(picked), painted=args.painted, measured=len(rest), cpu_mean=float(cpu.mean()),
+               cpu_median=float(np.median(cpu)), cpu_p90=float(np.quantile(cpu, 0.9)), cpu_max=float(cpu.max()),
+               over_2s=int((cpu > 2).sum()), wall_mean=float(wall.mean()),
+               load_min=min(r["load"] for r in rest), load_max=max(r["load"] for r in rest),
+               first_cpu_s=rows[0]["cpu_s"])
+print(json.dumps(summary))
+if args.json:
+    Path(args.json).write_text(json.dumps(dict(summary=summary, rows=rows), indent=1))
