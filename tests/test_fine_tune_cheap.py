@@ -32,6 +32,8 @@ def test_the_method_is_checked():
         FineTuneParams(adapter_form="conv")
     with pytest.raises(FewShotError, match="not 'all'"):
         FineTuneParams(decoder_tuned="all")
+    with pytest.raises(FewShotError, match="not 'slices'"):
+        FineTuneParams(decoder_held_out="slices")
 
 
 @pytest.fixture()
@@ -154,6 +156,17 @@ def test_cached_activations_give_the_decoders_own_logits(busi_set):
         acts = stop.value
     assert len(acts) == 4 and acts.held_out.sum() == 1  # the empty object is skipped; a quarter held out
     assert acts.upscaled.shape == (4, 32, 256 // POOL, 256 // POOL) and 0 < float(acts.target.mean()) < 1
+    other = prompter.embed(ImageStack(images[1:2], "us").slice(0))
+    for held_out, expected in (("objects", [4, 0]), ("boxes", [1, 1])):
+        job = decoder_activations(prompter, [(embedding, masks[0]), (other, masks[1])],
+                                  FineTuneParams(decoder_boxes=4, decoder_held_out=held_out), random.Random(0))
+        try:
+            while True:
+                next(job)
+        except StopIteration as stop:
+            acts = stop.value
+        # "objects": every box of one of the two objects (a quarter, at least one) and none of the other's
+        assert sorted(int(acts.held_out[n * 4:(n + 1) * 4].sum()) for n in range(2))[::-1] == expected
 
 
 def test_adapter_and_decoder_on_an_image_set_and_reset_restores_both(busi_set):

@@ -271,7 +271,8 @@ class FineTuneParams:
     # "ftcache"): 32 weights, the variant that lowered no protocol's mean Dice by more than 0.01 where measured (BUSI
     # 5-shot +0.012, +0.018 and -0.001 on three samples); the last layer (8,224) gained on two BUSI samples and CHAOS
     # within-1 stayed within 0.005, but it lowered BUSI seed 1 by 0.086 (episodes by up to 0.28); the whole encoder lowered CHAOS
-    # within-1 kidney Dice by 0.09-0.11 and the adapter one BUSI episode by 0.27.
+    # within-1 kidney Dice by 0.09-0.11 and the adapter one BUSI episode by 0.27. Session 11 ("ft"): with selection
+    # choosing on LiteMedSAM's own weights, held-out objects or other box jitters, last still lost on BUSI seed 1.
     method: str = setting("decoder", label="Adapt",
                           help="decoder (a few LiteMedSAM decoder weights, where it refines), adapter, "
                                "adapter+decoder or encoder (the whole encoder: slow)")
@@ -314,6 +315,10 @@ class FineTuneParams:
                                       "held out to choose the weights)")
     decoder_decay: float = setting(0.0, label="Decoder decay", minimum=0.0, maximum=100.0,
                                    help="LiteMedSAM decoder: L2 pull of the tuned weights towards LiteMedSAM's own")
+    decoder_held_out: str = setting(
+        "boxes", label="Decoder held out",
+        help="LiteMedSAM decoder: what chooses the kept step: a quarter of each object's boxes (boxes), or every box "
+             "of a quarter of the signed objects, at least one (objects: an unseen object; boxes with one object)")
     box_jitter: float = setting(0.5, label="Box jitter", minimum=0.0, maximum=3.0,
                                 help="LiteMedSAM decoder: each box side moves out by up to this fraction of its size")
 
@@ -328,6 +333,8 @@ class FineTuneParams:
             raise FewShotError(f"The feature adapter is a scale or a projection, not {self.adapter_form!r}.")
         if self.decoder_tuned not in ("bias", "last", "mlp"):
             raise FewShotError(f"Fine-tune tunes the decoder's bias, last or mlp weights, not {self.decoder_tuned!r}.")
+        if self.decoder_held_out not in ("boxes", "objects"):
+            raise FewShotError(f"Fine-tune holds out boxes or objects, not {self.decoder_held_out!r}.")
 
 
 @dataclass

@@ -14,9 +14,11 @@ step is then only the MLP and one matrix product: hundreds of steps take seconds
 
 A box is the object's bounding box grown by a random margin of up to `box_jitter` of its size per side
 (refinement's boxes come from coarse components that are often larger than the object) and shifted by up to a
-tenth of its size. A quarter of each object's boxes is held out: every `CHECK_EVERY` steps their loss (BCE + Dice
-against the signed mask) is measured, and the weights with the lowest held-out loss are kept (the untuned ones
-when no step beats them); training stops after `PATIENCE` checks without a better one.
+tenth of its size. A quarter of each object's boxes is held out (FineTuneParams.decoder_held_out "boxes";
+"objects": every box of a quarter of the signed objects, at least one, so the check is on an object the weights
+never saw, and the other objects' boxes all train): every `CHECK_EVERY` steps their loss (BCE + Dice against the
+signed mask) is measured, and the weights with the lowest held-out loss are kept (the untuned ones when no step
+beats them); training stops after `PATIENCE` checks without a better one.
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ def decoder_activations(prompter, examples: Sequence[tuple[PlaneEmbedding, np.nd
         return None
     n_boxes = max(2, params.decoder_boxes)
     n_held = max(1, round(HELD_OUT * n_boxes))
+    held_objects = set()  # params.decoder_held_out "objects": every box of these examples is held out
+    if params.decoder_held_out == "objects" and len(examples) > 1:
+        held_objects = set(rng.sample(range(len(examples)), max(1, round(HELD_OUT * len(examples)))))
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("tokens", "upscaled", "target", "valid", "held_out")}
     for n, (embedding, mask) in enumerate(examples):
         boxes = np.stack([jittered_box(mask, rng, params.box_jitter) for _ in range(n_boxes)]) * embedding.scale
@@ -125,7 +130,8 @@ def decoder_activations(prompter, examples: Sequence[tuple[PlaneEmbedding, np.nd
         target, valid = _pooled_target(mask, embedding)
         parts["target"].append(target.expand(n_boxes, -1, -1))
         parts["valid"].append(valid.expand(n_boxes, -1, -1))
-        parts["held_out"].append(torch.arange(n_boxes) >= n_boxes - n_held)
+        parts["held_out"].append(torch.full((n_boxes,), True) if n in held_objects else
+                                 torch.arange(n_boxes) >= n_boxes - (0 if held_objects else n_held))
         yield Progress(0, params.decoder_steps, f"LiteMedSAM decoder: boxes of signed object {n + 1} of "
                        f"{len(examples)} decoded")
     return DecoderActivations(**{k: torch.cat(v) for k, v in parts.items()})
