@@ -4,11 +4,12 @@
     logits, iou = runtime(image, sparse, dense)   # image, dense: (M, 256, 64, 64) float32 embedding and
                                                   # dense prompt; sparse: (M, T, 256) prompt tokens
                                                   # -> (M, 1, 256, 256) logits, (M, 1) IoU estimates
-    runtime.name, runtime.status         # "openvino-2026.4.1-f32", one sentence for the user
+    runtime.name, runtime.status         # "openvino-2026.4.1-bf16", one sentence for the user
 
 After OpenVINO took the image encoder (core/sam_runtime.py), the torch mask decoder was a quarter of a refined
 CT sample's time. Here the decoder's single-mask output (what refinement, the box tool and selection read)
-is converted once to OpenVINO (f32, a dynamic number of prompts M) and kept beside the encoder's IR
+is converted once to OpenVINO (a dynamic number of prompts M; f32 weights, run in bf16 where the CPU has it) and
+kept beside the encoder's IR
 (``model_dir/sam/openvino/<weights, openvino, package version, "decoder">/decoder.xml``, manifest, atomic
 save, converted inside ``no_telemetry()``). The prompt encoder stays in torch (a few small layers: boxes to
 two tokens, a coarse mask to a (256, 64, 64) dense prompt, added to the image embedding before the call).
@@ -33,6 +34,10 @@ from .sam_runtime import _intact, _save, ir_folder, no_telemetry, openvino_setup
 LOG = logging.getLogger(__name__)
 HYPER = "output_hypernetworks_mlps.0."  # the decoder's only weights passed at each call (decoder_tuning.TUNED)
 GRAPH = 1  # the converted graph's version (part of the IR's folder name)
+# Unlike the image encoder's (sam_runtime.PRECISION), the decoder's masks keep to float32's in bfloat16: Dice
+# >= 0.99 against torch float32 on every CT and BUSI mask measured, at half the CPU time (BENCHMARKS.md, session
+# 11). A hint only: CPUs without native bfloat16 run it in f32, and the runtime's name says which ran.
+PRECISION = "bf16"
 
 
 class TorchDecoder:
@@ -116,14 +121,15 @@ def usable(state: dict[str, torch.Tensor], original: dict[str, torch.Tensor] | N
 
 
 class OpenVINODecoder:
-    """The single-mask decoder compiled by OpenVINO for the CPU (f32); the hypernetwork weights come from `model`
-    at each call (tuned weights included)."""
+    """The single-mask decoder compiled by OpenVINO for the CPU (bf16 where native, else f32); the hypernetwork
+    weights come from `model` at each call (tuned weights included)."""
 
     def __init__(self, compiled, model, version: str, threads: int, source: str):
         self.compiled = compiled
         self.model = model
-        self.name = f"openvino-{version}-f32"
-        self.status = f"LiteMedSAM mask decoder: OpenVINO {version} on cpu (f32, {threads} threads, {source})"
+        precision = "bf16" if "bfloat16" in str(compiled.get_property("INFERENCE_PRECISION_HINT")) else "f32"
+        self.name = f"openvino-{version}-{precision}"
+        self.status = f"LiteMedSAM mask decoder: OpenVINO {version} on cpu ({precision}, {threads} threads, {source})"
 
     def __call__(self, image: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor,
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +164,7 @@ def decoder_runtime(encoder_name: str, model, device: torch.device, model_dir, w
 def _openvino_decoder(ov, model, model_dir, weights_id: str, stats: dict) -> OpenVINODecoder:
     from .. import __version__
 
-    version, threads, core, config = openvino_setup(ov)
+    version, threads, core, config = openvino_setup(ov, PRECISION)
     folder = None
     if model_dir is not None:
         folder = ir_folder(ov, model_dir, [weights_id, ov.__version__, __version__, "decoder", GRAPH])

@@ -133,10 +133,11 @@ def _openvino_encoder(ov, encoder: torch.nn.Module, model_dir: Path | None, weig
     return OpenVINOEncoder(core.compile_model(model, "CPU", config), version, threads, source)
 
 
-def openvino_setup(ov):
-    """(OpenVINO's version, threads (torch's count), an ov.Core, the CPU compile config: f32, those threads)."""
+def openvino_setup(ov, precision: str = PRECISION):
+    """(OpenVINO's version, threads (torch's count), an ov.Core, the CPU compile config: `precision` (a hint:
+    OpenVINO runs "bf16" only where the CPU has it natively, else f32), those threads)."""
     threads = max(1, torch.get_num_threads())
-    config = {"INFERENCE_PRECISION_HINT": PRECISION, "INFERENCE_NUM_THREADS": threads}
+    config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads}
     return ov.__version__.split("-")[0], threads, ov.Core(), config
 
 
