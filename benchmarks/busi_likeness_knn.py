@@ -21,17 +21,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from busi_select_score import DATA, embedding, image, summary  # noqa: E402
-from napari_fewshot.core.predict import upsample  # noqa: E402
+from busi_select_score import DATA, covering_candidates, decoder_of, image, query_of, summary  # noqa: E402
 from napari_fewshot.core.proposals import decoded_masks  # noqa: E402
 from napari_fewshot.core.sam_service import LiteMedSAMService  # noqa: E402
-from napari_fewshot.core.select_objects import (MIN_COVER, candidates, embedding_contrast, embedding_mean,  # noqa: E402
-                                                low_res, support_profiles)
+from napari_fewshot.core.select_objects import embedding_contrast, embedding_mean, low_res  # noqa: E402
 from napari_fewshot.evaluation.busi import localisation  # noqa: E402
 
 
@@ -51,20 +48,9 @@ RULES = {
 
 
 def episode(ep: dict, service: LiteMedSAMService) -> dict:
-    q = ep["query"]
-    truth, emb = image(q)["mask"], embedding(q)
-    scores = upsample(torch.from_numpy(ep["coarse"])[None], truth.shape)[0].numpy()
-    coarse = scores.argmax(0) == 1
-    margin = scores[1] - np.delete(scores, 1, 0).max(0)
-    profile = support_profiles({i: image(i)["mask"].astype(np.int16) for i in ep["supports"]}, 1, embedding)[1]
-
-    def decode(boxes, low):
-        return service.decode([(emb, boxes, None)], low_res=low)[0]
-
-    boxes, masks = candidates(margin, coarse, decode, profile, emb.resized)
-    share = low_res(coarse, emb.resized)
-    keep = [n for n, m in enumerate(masks) if not coarse.any() or share[m].sum() >= MIN_COVER * share.sum()]
-    boxes, masks = boxes[keep], [masks[n] for n in keep]
+    q, truth, emb, coarse, margin, profile = query_of(ep)
+    decode = decoder_of(service, emb)
+    boxes, masks = covering_candidates(decode, emb, margin, coarse, profile)
     rows, small = [], low_res(truth, emb.resized) > 0.5
     rows_app = profile.appearance / np.linalg.norm(profile.appearance, axis=1, keepdims=True)
     for m in masks:

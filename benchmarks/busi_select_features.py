@@ -23,11 +23,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from busi_select_score import DATA, embedding, image  # noqa: E402
-from napari_fewshot.core.predict import upsample  # noqa: E402
+from busi_select_score import DATA, decoder_of, embedding, image, query_of  # noqa: E402
 from napari_fewshot.core.sam_service import LiteMedSAMService  # noqa: E402
 from napari_fewshot.core.select_objects import (RING, candidates, embedding_contrast, embedding_mean,  # noqa: E402
-                                                low_res, ring_around, support_profiles)
+                                                low_res, ring_around)
 from napari_fewshot.evaluation.busi import localisation  # noqa: E402
 
 
@@ -37,12 +36,7 @@ def vec(emb, mask):
 
 
 def episode(ep: dict, service: LiteMedSAMService) -> dict:
-    q = ep["query"]
-    truth, emb = image(q)["mask"], embedding(q)
-    scores = upsample(torch.from_numpy(ep["coarse"])[None], truth.shape)[0].numpy()
-    coarse = scores.argmax(0) == 1
-    margin = scores[1] - np.delete(scores, 1, 0).max(0)
-    profile = support_profiles({i: image(i)["mask"].astype(np.int16) for i in ep["supports"]}, 1, embedding)[1]
+    q, truth, emb, coarse, margin, profile = query_of(ep)
     sup_bg, sup_ring = [], []
     for i in ep["supports"]:
         m = image(i)["mask"].astype(bool)
@@ -50,10 +44,7 @@ def episode(ep: dict, service: LiteMedSAMService) -> dict:
             sup_bg.append(vec(embedding(i), ~m))
             sup_ring.append(vec(embedding(i), ring_around(m, max(3, int(round(RING * np.sqrt(m.sum())))))))
 
-    def decode(boxes, low):
-        return service.decode([(emb, boxes, None)], low_res=low)[0]
-
-    boxes, masks = candidates(margin, coarse, decode, profile, emb.resized)
+    boxes, masks = candidates(margin, coarse, decoder_of(service, emb), profile, emb.resized)
     share = low_res(coarse, emb.resized)
     margin_low = torch.nn.functional.interpolate(torch.from_numpy(margin)[None, None], size=emb.resized,
                                                  mode="area")[0, 0].numpy()

@@ -47,22 +47,36 @@ def embedding(i: int) -> PlaneEmbedding:
     return PlaneEmbedding(d["sam"].float(), d["shape"], d["scale"])
 
 
-def episode(ep: dict, service: LiteMedSAMService) -> dict:
-    """One episode's candidates with their features and full-size Dice."""
+def query_of(ep: dict) -> tuple:
+    """(query index, (H, W) reference mask, its PlaneEmbedding, (H, W) bool coarse finding, (H, W) lesion margin
+    over the other classes, the supports' lesion profile) of one dumped episode (shared by the BUSI scripts)."""
     q = ep["query"]
     truth, emb = image(q)["mask"], embedding(q)
     scores = upsample(torch.from_numpy(ep["coarse"])[None], truth.shape)[0].numpy()
     coarse = scores.argmax(0) == 1
     margin = scores[1] - np.delete(scores, 1, 0).max(0)
     profile = support_profiles({i: image(i)["mask"].astype(np.int16) for i in ep["supports"]}, 1, embedding)[1]
+    return q, truth, emb, coarse, margin, profile
 
-    def decode(boxes, low):
-        return service.decode([(emb, boxes, None)], low_res=low)[0]
 
+def decoder_of(service: LiteMedSAMService, emb: PlaneEmbedding):
+    """decode(boxes (N, 4), low) -> (N, h, w) probabilities on `emb`, as select_plane's candidates decode."""
+    return lambda boxes, low: service.decode([(emb, boxes, None)], low_res=low)[0]
+
+
+def covering_candidates(decode, emb: PlaneEmbedding, margin, coarse, profile) -> tuple:
+    """select_objects' candidates ((N, 4) boxes, N low-res masks) that cover MIN_COVER of the coarse finding."""
     boxes, masks = candidates(margin, coarse, decode, profile, emb.resized)
     share = low_res(coarse, emb.resized)
     keep = [n for n, m in enumerate(masks) if not coarse.any() or share[m].sum() >= MIN_COVER * share.sum()]
-    boxes, masks = boxes[keep], [masks[n] for n in keep]
+    return boxes[keep], [masks[n] for n in keep]
+
+
+def episode(ep: dict, service: LiteMedSAMService) -> dict:
+    """One episode's candidates with their features and full-size Dice."""
+    q, truth, emb, coarse, margin, profile = query_of(ep)
+    decode = decoder_of(service, emb)
+    boxes, masks = covering_candidates(decode, emb, margin, coarse, profile)
     rows, small = [], low_res(truth, emb.resized) > 0.5
     for m in masks:
         rows.append(dict(contrast=embedding_contrast(emb, m),

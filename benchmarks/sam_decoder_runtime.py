@@ -7,7 +7,8 @@ Planes: those of benchmarks/sam_runtimes.py (the CT sample's largest slice of ea
 boxed; BUSI images, the lesion boxed), each box at three margins (5, 10, 20 %). Embeddings by OpenVINO's encoder,
 once. Each repeat decodes, with every runtime in turn: one box (the first), and every box of every plane in
 calls of 32 (refinement's batching); and every box at low resolution in calls of 4 (selection's candidates; torch
-with bfloat16 autocast where the CPU has it, as the service ran it). Process CPU seconds and wall seconds, medians
+with bfloat16 autocast where the CPU has it, as the service ran it). OpenVINO twice: as the service runs it
+(sam_decoder.PRECISION, bf16 where native) and compiled in f32 (session 10's precision). Process CPU seconds and wall seconds, medians
 over repeats; Dice of the masks against torch float32's, min / mean. The load average is in the report.
 MedSAM's training data may include public breast-ultrasound sets (possibly BUSI) and abdominal CT sets.
 """
@@ -58,6 +59,11 @@ def main() -> None:
         report["openvino_first_start_s"] = round(time.perf_counter() - started, 2)
         report["status"] = service.runtime_status
         torch_decoder = TorchDecoder(prompter.model)
+        ov_f32 = _decoder_in(prompter.model, "f32")  # session 10's precision, beside the service's (bf16 where native)
+        report["f32_status"] = ov_f32.status
+
+        def ov_f32_run(reqs, low):
+            return [p for p, _ in prompter.decode_batch(reqs, 4 if low else 32, low_res=low, decoder=ov_f32)]
 
         def torch_low(reqs):
             with native_autocast("cpu"):
@@ -69,8 +75,10 @@ def main() -> None:
             "one box: openvino": lambda: service.decode(one),
             "all boxes: torch": lambda: [p for p, _ in prompter.decode_batch(requests, 32, decoder=torch_decoder)],
             "all boxes: openvino": lambda: service.decode(requests),
+            "all boxes: openvino f32": lambda: ov_f32_run(requests, False),
             "all boxes low-res: torch (bf16 where native)": lambda: torch_low(requests),
             "all boxes low-res: openvino": lambda: service.decode(requests, low_res=True),
+            "all boxes low-res: openvino f32": lambda: ov_f32_run(requests, True),
         }
         with torch.no_grad():
             reference = [p for p, _ in prompter.decode_batch(requests, 32, decoder=torch_decoder)]
@@ -102,6 +110,17 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+def _decoder_in(model, precision: str):
+    """The service's OpenVINO decoder compiled with another precision hint (converted in memory)."""
+    from napari_fewshot.core import sam_decoder
+
+    kept, sam_decoder.PRECISION = sam_decoder.PRECISION, precision
+    try:
+        return sam_decoder.decoder_runtime("openvino", model, torch.device("cpu"), None, "benchmark")
+    finally:
+        sam_decoder.PRECISION = kept
 
 
 def _grow(box: np.ndarray, shape, factor: float) -> np.ndarray:
