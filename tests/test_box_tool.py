@@ -106,7 +106,12 @@ def test_a_dragged_box_paints_the_lesion_with_the_selected_label_and_one_ctrl_z_
     embedded = widget.boxes._segmenter.embedded
     assert widget.boxes.paint_box((x0, y0, x1, y1), index)
     wait_boxes(qtbot, widget)
-    assert widget.boxes._segmenter.embedded == embedded and "nothing new to paint" in widget.ui.status_label.text()
+    assert widget.boxes._segmenter.embedded == embedded  # no new embedding: only the decoder ran
+    # the same lesion boxed again paints (almost) nothing new: the dragged box's corners are not exactly box_of's,
+    # and the decoder's bfloat16 (where the CPU has it) may then move a pixel or two of the outline
+    status = widget.ui.status_label.text()
+    moved = int((np.asarray(support.data) != after).sum())
+    assert "nothing new to paint" in status or moved <= 0.01 * reference.sum(), status
 
 
 def test_volume_boxes_land_on_the_slice_on_screen_and_bad_input_gets_a_sentence(make_napari_viewer, qtbot,
