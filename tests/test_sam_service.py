@@ -56,7 +56,7 @@ def test_the_prompts_of_several_planes_decode_together_as_they_do_one_by_one():
                 (two, np.array([[8, 6, 40, 44]], np.float32), masks)]
     together = service.decode_with_quality(requests)
     for (probs, quality), request in zip(together, requests):
-        alone, alone_quality = service.prompter.decode_with_quality(*request)
+        (alone, alone_quality), = service.decode_with_quality([request])  # the same runtime, one plane
         assert probs.shape == alone.shape == (len(request[1]), *request[0].shape)
         np.testing.assert_allclose(probs, alone, atol=1e-4)
         np.testing.assert_allclose(quality, alone_quality, atol=1e-4)
