@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from busi_select_score import DATA, covering_candidates, decoder_of, image, query_of, summary  # noqa: E402
+from busi_select_score import DATA, covering_candidates, decoder_of, image, query_of, report  # noqa: E402
 from napari_fewshot.core.proposals import decoded_masks  # noqa: E402
 from napari_fewshot.core.sam_service import LiteMedSAMService  # noqa: E402
 from napari_fewshot.core.select_objects import embedding_contrast, embedding_mean, low_res  # noqa: E402
@@ -62,14 +62,6 @@ def episode(ep: dict, service: LiteMedSAMService) -> dict:
     return dict(query=q, name=image(q)["name"], cands=rows)
 
 
-def report(tag: str, rows: list[dict]) -> None:
-    miss = dict(dice=0.0, hit=False)
-    for name, rule in RULES.items():
-        picks = [max(r["cands"], key=rule) if r["cands"] else miss for r in rows]
-        d, h, dh = summary(picks)
-        print(f"{tag} {name:36s} {d:.3f} (hit rate {h:.2f}, Dice on hits {dh:.3f}) over {len(rows)} episodes")
-
-
 def main() -> None:
     service = LiteMedSAMService("cpu")
     first = int(sys.argv[2]) if len(sys.argv) > 2 else None
@@ -83,7 +75,7 @@ def main() -> None:
             rows.append(episode(ep, service))
             pickle.dump(rows, open(out, "wb"))
             print(tag, len(rows), rows[-1]["name"], f"{time.process_time() - started:.1f} CPU-s", flush=True)
-        report(tag, rows)
+        report(tag, rows, RULES)
     print(f"load average {os.getloadavg()}")
 
 

@@ -102,12 +102,15 @@ RULES = {
 }
 
 
-def report(tag: str, rows: list[dict]) -> None:
+def report(tag: str, rows: list[dict], rules: dict | None = None) -> None:
+    """Mean Dice, hit rate and Dice on hits of each rule's pick (`rules`: name -> candidate score; RULES)."""
     miss = dict(dice=0.0, hit=False)
-    for name, rule in RULES.items():
+    rules = RULES if rules is None else rules
+    width = max(map(len, rules))
+    for name, rule in rules.items():
         picks = [max(r["cands"], key=rule) if r["cands"] else miss for r in rows]
         d, h, dh = summary(picks)
-        print(f"{tag} {name:32s} {d:.3f} (hit rate {h:.2f}, Dice on hits {dh:.3f}) over {len(rows)} episodes")
+        print(f"{tag} {name:{width}s} {d:.3f} (hit rate {h:.2f}, Dice on hits {dh:.3f}) over {len(rows)} episodes")
 
 
 def main() -> None:

@@ -308,4 +308,3 @@ def apply_priors(labels: np.ndarray, class_ids: Sequence[int], priors: Mapping[i
                 if np.hypot(cy - prior.centre[0], cx - prior.centre[1]) > limit:
                     out[i][piece] = 0
     return out
-
