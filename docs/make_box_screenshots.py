@@ -54,7 +54,19 @@ def shoot(viewer, name):
     print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 
 
+def check_arguments() -> None:
+    """One sentence and a non-zero exit for what would otherwise end in a Qt abort halfway through."""
+    if len(sys.argv) > 2 or OUT.suffix.lower() == ".png" or (OUT.exists() and not OUT.is_dir()):
+        sys.exit(f"usage: {Path(sys.argv[0]).name} [OUT_DIR]: give one folder for box_before.png and "
+                 f"box_after.png, not {' '.join(sys.argv[1:])!r}.")
+    if not all(any((BUSI / name.split(" ")[0]).glob(name.replace(".png", "*.png"))) for name in IMAGES):
+        sys.exit(f"{BUSI} does not hold {', '.join(IMAGES)}: this script needs ../shared/data/busi beside the "
+                 "repository.")
+    OUT.mkdir(parents=True, exist_ok=True)
+
+
 def main() -> None:
+    check_arguments()
     os.environ["NAPARI_FEWSHOT_AUTOSAVE_DIR"] = tempfile.mkdtemp(prefix="fewshot-screenshot-")
     folder = Path(tempfile.mkdtemp(prefix="fewshot-box-")) / "ultrasound"
     folder.mkdir()

@@ -66,7 +66,11 @@ def test_a_bank_result_lies_above_its_image_even_when_the_image_was_moved_to_the
 
 def test_heatmap_colour_bar_names_its_class_and_value_and_ticking_heatmaps_computes_them(quick_ct, qtbot):
     viewer, widget, reference = quick_ct
-    paint_support(widget, reference)
+    support = paint_support(widget, reference)
+    data = support.data
+    for z in (90, 100):  # and a second class on two of those slices: two colour bars, two titles
+        data[z][reference[z] == 2] = 2
+    support.data = data
     widget.segment("range", *SLICES)  # Heatmaps not ticked
     wait_idle(qtbot, widget, timeout_s=300)
     assert widget.prediction_layer is not None and not widget.heatmap_layers
@@ -77,8 +81,26 @@ def test_heatmap_colour_bar_names_its_class_and_value_and_ticking_heatmaps_compu
     # (b) the colour bar's corner shows the layer's name: the class and what its numbers are
     assert heat.colorbar.visible and heat.name == "heatmap: class 1 (liver), cosine similarity"
     assert heat.name_overlay.visible and heat.name_overlay.position == heat.colorbar.position
+    assert len(widget.heatmap_layers) >= 2
+    boxes = drawn_overlay_boxes(viewer)  # every class's title and bar on the canvas, none over another
+    assert len(boxes) >= 2 * len(widget.heatmap_layers)
+    width, height = viewer.window._qt_viewer.canvas.size[::-1]
+    assert all(0 <= x0 and x1 <= width and 0 <= y0 and y1 <= height for x0, y0, x1, y1 in boxes), (boxes, width)
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]], boxes
     widget.ui.heatmap_check.setChecked(False)
     assert not heat.visible  # a hidden layer shows neither its colour bar nor its name
+
+
+def drawn_overlay_boxes(viewer) -> list[tuple[float, float, float, float]]:
+    """(x0, y0, x1, y1) in canvas pixels of every visible canvas overlay, where napari's canvas placed it."""
+    canvas = viewer.window._qt_viewer.canvas
+    canvas._update_overlay_canvas_positions()
+    boxes = []
+    for _, visual, _ in canvas._get_ordered_visible_canvas_overlays():
+        x, y = visual.node.transform.translate[:2]
+        boxes.append((float(x), float(y), float(x + visual.x_size), float(y + visual.y_size)))
+    return boxes
 
 
 def test_ticking_heatmaps_without_paint_says_when_they_will_appear(quick_ct, qtbot):

@@ -34,7 +34,7 @@ def show(viewer, session, image, support, result, whole: bool, heatmaps_visible:
                                        session.prediction.data, result.similarity_range)
         session.heatmaps = {c: layers.unwrap(layer) for c, layer in shown.items()}
         for layer in session.heatmaps.values():
-            show_legend(layer)
+            show_legend(layer, viewer)
         for layer in session.heatmaps.values():
             layers.place_below(viewer, layer, session.prediction)
     for layer in (session.prediction, *session.heatmaps.values()):  # the heatmaps end up under the prediction
@@ -44,12 +44,22 @@ def show(viewer, session, image, support, result, whole: bool, heatmaps_visible:
     return result
 
 
-def show_legend(layer) -> None:
-    """Show the heatmap layer's name (its class and what its values are, layers.heatmap_name) beside its colour
-    bar, which has numbers only: napari's layer-name overlay, at the colour bar's corner (tiled with it)."""
+LEGEND_BAR_SIZE = (16, 90)  # colour bar width, height in screen pixels: four classes' bars fit a laptop's canvas
+
+
+def show_legend(layer, viewer) -> None:
+    """Show the heatmap layer's name (its class and what its values are, layers.heatmap_name) as a title above its
+    colour bar, which has numbers only: napari's layer-name overlay, in the colour bar's corner. That corner tiles
+    its overlays top to bottom (title, bar, next title, bar...), where napari can: side by side, four classes'
+    titles ran off the canvas and over each other's bars."""
     legend = layer.name_overlay
     legend.position = layer.colorbar.position
+    legend.order, layer.colorbar.order = 0, 1  # the title above its own bar
+    layer.colorbar.size = LEGEND_BAR_SIZE
     legend.visible = True
+    tiling = getattr(viewer.canvas, "overlay_tiling", None)  # not in older napari: there they stay side by side
+    if tiling is not None:
+        setattr(tiling, str(legend.position), "vertical")
 
 
 def show_heatmaps(widget, visible: bool) -> bool:
