@@ -130,11 +130,18 @@ def decoder_activations(prompter, examples: Sequence[tuple[PlaneEmbedding, np.nd
         target, valid = _pooled_target(mask, embedding)
         parts["target"].append(target.expand(n_boxes, -1, -1))
         parts["valid"].append(valid.expand(n_boxes, -1, -1))
-        parts["held_out"].append(torch.full((n_boxes,), True) if n in held_objects else
-                                 torch.arange(n_boxes) >= n_boxes - (0 if held_objects else n_held))
+        parts["held_out"].append(_held_out_boxes(n_boxes, n_held, n in held_objects, bool(held_objects)))
         yield Progress(0, params.decoder_steps, f"LiteMedSAM decoder: boxes of signed object {n + 1} of "
                        f"{len(examples)} decoded")
     return DecoderActivations(**{k: torch.cat(v) for k, v in parts.items()})
+
+
+def _held_out_boxes(n_boxes: int, n_held: int, object_held: bool, objects_held: bool) -> torch.Tensor:
+    """(n_boxes,) bool: which of one object's boxes are held out. Holding out objects: all boxes of a held object,
+    none of the others. Holding out boxes: the last `n_held` boxes of every object."""
+    if objects_held:
+        return torch.full((n_boxes,), object_held)
+    return torch.arange(n_boxes) >= n_boxes - n_held
 
 
 def _loss(mlp: torch.nn.Module, acts: DecoderActivations, index: torch.Tensor) -> torch.Tensor:
