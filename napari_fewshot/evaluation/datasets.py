@@ -7,6 +7,7 @@ onto the image's grid. BUSI: DIR/benign/NAME.png, DIR/malignant/NAME.png, masks 
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
@@ -78,3 +79,18 @@ def load_busi(folder: str | Path) -> tuple[list[str], list[np.ndarray], list[np.
     if not images:
         raise FewShotError(f"No images were found in {folder}/benign or {folder}/malignant.")
     return names, images, masks
+
+
+def seeded_busi_pool(folder: str | Path, shots: int, images: int, rounds: int, seed: int, left: str
+                     ) -> tuple[list[str], list[int], list[np.ndarray], list[np.ndarray]]:
+    """The interactive protocols' pool: `images` drawn from a BUSI-like folder by `seed`, after checking that
+    `shots` painted and `rounds` corrections fit in it (`left`: what the unpainted images are for, in the
+    message). Returns every name, the drawn indices, their images (H, W) and their masks (H, W) bool."""
+    names, all_images, all_masks = load_busi(folder)
+    if not 1 <= shots < images <= len(all_images):
+        raise FewShotError(f"--shots and --images need 1 <= shots < images <= {len(all_images)} "
+                           f"(got {shots} and {images}).")
+    if rounds > images - shots:
+        raise FewShotError(f"--rounds {rounds} is more than the {images - shots} {left}.")
+    drawn = random.Random(seed).sample(range(len(all_images)), images)
+    return names, drawn, [all_images[i] for i in drawn], [all_masks[i].astype(bool) for i in drawn]

@@ -32,7 +32,6 @@ segmentation practice); `noc_90_mean` averages those.
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Callable, Sequence
 
@@ -41,7 +40,7 @@ import numpy as np
 from ..core import AdaptParams, FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
 from ..errors import FewShotError
 from .adaptation import adapted_state
-from .datasets import find_cases, load_busi, load_case, present_classes, slice_range, spread_slices
+from .datasets import find_cases, load_case, present_classes, seeded_busi_pool, slice_range, spread_slices
 
 PICKS = ("suggested", "worst", "uniform")
 THRESHOLD = 0.90
@@ -244,15 +243,7 @@ def evaluate_busi_interactive(
     _check_options(pick, rounds)
     params = params or SegmentationParams()
     started = time.perf_counter()
-    names, all_images, all_masks = load_busi(folder)
-    if not 1 <= shots < images <= len(all_images):
-        raise FewShotError(f"--shots and --images need 1 <= shots < images <= {len(all_images)} "
-                           f"(got {shots} and {images}).")
-    if rounds > images - shots:
-        raise FewShotError(f"--rounds {rounds} is more than the {images - shots} unpainted images.")
-    drawn = random.Random(seed).sample(range(len(all_images)), images)
-    pool = [all_images[i] for i in drawn]
-    masks = [all_masks[i].astype(bool) for i in drawn]
+    names, drawn, pool, masks = seeded_busi_pool(folder, shots, images, rounds, seed, "unpainted images")
     segmenter = FewShotSegmenter(params)
     segmenter.set_image(pool)
     adapted_state(segmenter, adapt, log)
@@ -294,7 +285,7 @@ def evaluate_busi_interactive(
              "noc_90_reached": noc(per_image[j]) is not None} for j in targets]
     report = _report(rows, rounds, pick, started, params, adapt, folder,
                      {"protocol": "interactive", "shots": shots, "images": images, "seed": seed,
-                      "draw": f"random.Random({seed}).sample(range({len(all_images)}), {images}): the first "
+                      "draw": f"random.Random({seed}).sample(range({len(names)}), {images}): the first "
                               f"{shots} painted, the rest signed; uniform corrects them in draw order",
                       "painted": [names[drawn[j]] for j in range(shots)],
                       "fine_tune": None if fine_tune is None else fine_tune.__dict__})

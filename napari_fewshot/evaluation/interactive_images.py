@@ -35,7 +35,7 @@ from ..core.sam_prompt import box_of
 from ..core.support_gate import GateParams, SupportGate
 from ..errors import FewShotError
 from .adaptation import adapted_state
-from .datasets import load_busi
+from .datasets import seeded_busi_pool
 from .interactive import check_pick, check_rounds, noc, pick_suggested, pick_worst
 
 TARGET = 0.85
@@ -90,16 +90,9 @@ def evaluate_busi_boxes(
     check_rounds(rounds)
     params = params or SegmentationParams()
     started = time.perf_counter()
-    names, all_images, all_masks = load_busi(folder)
-    if not 1 <= shots < images <= len(all_images):
-        raise FewShotError(f"--shots and --images need 1 <= shots < images <= {len(all_images)} "
-                           f"(got {shots} and {images}).")
-    if rounds > images - shots:
-        raise FewShotError(f"--rounds {rounds} is more than the {images - shots} images left to box.")
-    drawn = random.Random(seed).sample(range(len(all_images)), images)
-    masks = [all_masks[i].astype(bool) for i in drawn]
+    names, drawn, pool, masks = seeded_busi_pool(folder, shots, images, rounds, seed, "images left to box")
     segmenter = FewShotSegmenter(params)
-    segmenter.set_image([all_images[i] for i in drawn])
+    segmenter.set_image(pool)
     adapted_state(segmenter, adapt, log)
     gates = SupportGate(gate).install(segmenter) if gate is not None else None
     stack = segmenter.stack
@@ -172,7 +165,7 @@ def evaluate_busi_boxes(
         "config": {"protocol": "interactive", "correct": "box", "pick": pick, "shots": shots, "images": images,
                    "rounds": rounds, "seed": seed, "margin": margin, "jitter": jitter, "target": TARGET,
                    "gate": None if gate is None else gate.__dict__,
-                   "draw": f"random.Random({seed}).sample(range({len(all_images)}), {images}); the first {shots} "
+                   "draw": f"random.Random({seed}).sample(range({len(names)}), {images}); the first {shots} "
                            "boxed first; jitter from random.Random(f'{seed}-jitter')",
                    "images_drawn": [names[i] for i in drawn], "params": params.to_dict(),
                    "adapt": None if adapt is None else adapt.__dict__, "folder": str(folder)},
