@@ -28,7 +28,7 @@ def test_demo_window_shows_every_result_and_the_widget(make_napari_viewer):
     viewer = show_demo(outcome, viewer=make_napari_viewer(), run=False)
     layer_names = [layer.name for layer in viewer.layers]
     assert layer_names[:3] == ["CT abdomen", "support", "prediction"]
-    assert "heatmap: class 1 (liver), cosine similarity" in layer_names
+    assert "liver (1): cosine similarity" in layer_names
     assert np.array_equal(viewer.layers["prediction"].data, result.labels)
     assert np.array_equal(viewer.layers["support"].data, support)
     assert tuple(viewer.layers["support"].scale) == tuple(viewer.layers["CT abdomen"].scale) == (3.0, 3.0, 3.0)

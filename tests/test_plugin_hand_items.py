@@ -79,7 +79,7 @@ def test_heatmap_colour_bar_names_its_class_and_value_and_ticking_heatmaps_compu
     heat = widget.heatmap_layers.get(LIVER)
     assert heat is not None and heat.visible and heat.data[SLICES[0]:SLICES[1] + 1].any()
     # (b) the colour bar's corner shows the layer's name: the class and what its numbers are
-    assert heat.colorbar.visible and heat.name == "heatmap: class 1 (liver), cosine similarity"
+    assert heat.colorbar.visible and heat.name == "liver (1): cosine similarity"
     assert heat.name_overlay.visible and heat.name_overlay.position == heat.colorbar.position
     assert len(widget.heatmap_layers) >= 2
     boxes = drawn_overlay_boxes(viewer)  # every class's title and bar on the canvas, none over another

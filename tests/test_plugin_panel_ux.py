@@ -39,7 +39,7 @@ def test_prediction_outlined_support_filled_heatmap_readable(ct, qtbot):
 
     # item 5: the class name in the layer name, a colour bar, the class colour, the class stands out
     heat = widget.heatmap_layers[LIVER]
-    assert heat.name == "heatmap: class 1 (liver), cosine similarity"
+    assert heat.name == "liver (1): cosine similarity"
     assert heat.colorbar.visible and "liver" in heat.colormap.name
     np.testing.assert_allclose(heat.colormap.colors[-1], support.colormap.map(np.array([LIVER]))[0])
     segmented = heat.data[RANGE[0]:RANGE[1] + 1]
@@ -145,7 +145,7 @@ def test_image_set_wording_class_name_and_device_error(make_napari_viewer, qtbot
     qtbot.mouseClick(widget.ui.segment_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, widget)
     heat = widget.heatmap_layers[1]
-    assert heat.name == "heatmap: class 1 (lesion), cosine similarity"
+    assert heat.name == "lesion (1): cosine similarity"
     lesion = reference[1] == 1
     inside, outside = _shown(heat, heat.data[1][lesion]).mean(), _shown(heat, heat.data[1][~lesion]).mean()
     print(f"ultrasound shown brightness: lesion {inside:.3f}, elsewhere {outside:.3f}, limits {heat.contrast_limits}")

@@ -58,7 +58,7 @@ def test_compute_segment_heatmaps_on_ct_sample(ct, qtbot, notes):
     heatmaps = widget.heatmap_layers
     assert list(heatmaps) == [LIVER]
     heat = heatmaps[LIVER]
-    assert heat.name == "heatmap: class 1 (liver), cosine similarity"
+    assert heat.name == "liver (1): cosine similarity"
     assert heat.data.shape == image.data.shape and heat.data.dtype == np.float32
     low, high = heat.contrast_limits  # per class, the support's own held-out levels (SegmentationResult.similarity_range)
     assert 0.0 < low < high <= 1.0 and heat.blending == "additive"
@@ -172,4 +172,4 @@ def test_single_rgb_image_with_scribbles(make_napari_viewer, qtbot, notes):
     assert (prediction.data[35:65, 85:115] == 1).mean() > 0.8  # the unpainted blob
     assert (prediction.data[80:, :] == 0).mean() > 0.8  # background is 0, not the background label
     assert widget.heatmap_layers[1].data.shape == (96, 128)
-    assert widget.heatmap_layers[1].name == "heatmap: class 1, cosine similarity"
+    assert widget.heatmap_layers[1].name == "class 1: cosine similarity"

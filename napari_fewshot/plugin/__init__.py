@@ -7,7 +7,7 @@ asks for a contribution (see ``napari_fewshot/napari.yaml``):
 - ``widget``:  :class:`~napari_fewshot.plugin.widget.FewShotWidget`, the "Few-shot segmentation" dock widget.
 - ``session``: one segmenter (and its feature cache) per image layer.
 - ``workers``: the core's generators run in napari ``thread_worker`` threads.
-- ``layers``:  result -> ``prediction`` / ``heatmap: ...`` layers, colours, class names.
+- ``layers``:  result -> ``prediction`` / ``NAME (K): cosine similarity`` heatmap layers, colours, class names.
 - ``image_sets``: folders of 2D images of different sizes as one padded layer (crop for the core, pad back).
 - ``readers``, ``writers``, ``samples``: npe2 contributions.
 """

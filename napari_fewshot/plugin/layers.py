@@ -9,7 +9,7 @@
   predicted: the two are told apart at a glance and a class keeps one colour everywhere. (The same
   fill at half opacity, used before, is still the class's colour over the same organ: painted and
   predicted slices looked alike. Outlines also leave the scan visible for judging the boundary.)
-- one ``heatmap: class K (name)`` Image layer per class: best cosine similarity to that class's
+- one ``name (K): cosine similarity`` Image layer per class: best cosine similarity to that class's
   prototypes, mapped black -> the class's label colour and blended additively, with a colour bar.
   Each class gets its own contrast range (:func:`heatmap_limits`): from the similarity most of the
   rest of the image reaches (dark) to what most of the class's own predicted region reaches (full
@@ -162,10 +162,11 @@ HEATMAP_VALUE = "cosine similarity"  # what a heatmap's values (and its colour b
 
 
 def heatmap_name(class_id: int, names: dict[int, str]) -> str:
-    """``heatmap: class 1 (liver), cosine similarity``, or ``heatmap: class 1, cosine similarity`` when the class
-    has no name. The canvas shows it beside the layer's colour bar (results.show_legend), which has numbers only."""
+    """``liver (1): cosine similarity``, or ``class 1: cosine similarity`` when the class has no name: the class
+    first, so the layer list's middle-truncation keeps it. The canvas shows it as the title of the layer's colour
+    bar (results.show_legend), which has numbers only."""
     name = names.get(class_id)
-    return f"heatmap: class {class_id}{f' ({name})' if name else ''}, {HEATMAP_VALUE}"
+    return f"{name} ({class_id}): {HEATMAP_VALUE}" if name else f"class {class_id}: {HEATMAP_VALUE}"
 
 
 def class_colormap(support: Labels, class_id: int, name: str = "") -> Colormap:
