@@ -76,7 +76,7 @@ def detached(plane: np.ndarray, allowed: np.ndarray, ratio: float) -> bool:
     overlap with it (nothing overlaps: False, the limit alone empties the plane)."""
     inside = plane & allowed
     kept = int(inside.sum())
-    if kept == 0:
+    if kept == 0 or int(plane.sum()) <= ratio * kept:  # the components are part of the plane: no labelling needed
         return False
     parts, _ = ndimage.label(plane)
     touched = np.unique(parts[inside])
