@@ -51,6 +51,70 @@ def test_limit_beyond_support_stops_hallucinations_past_the_organ():
     assert np.array_equal(cleaned[8:13], (organ | far)[8:13])  # between painted slices: nothing changes
 
 
+def _organ_ending_against_a_neighbour(shape=(30, 48, 48)):
+    """A kidney-like organ on slices 4..14 (its last slice ~60 px), then, from slice 15 on, a larger neighbour
+    (a spleen the coarse step calls the organ where the organ ends) lying over the organ's footprint."""
+    organ = _ball(shape, (10, 20, 20), 6)
+    organ[15:] = False
+    neighbour = np.zeros(shape, bool)
+    neighbour[15:25, 8:42, 8:42] = True
+    return organ, neighbour
+
+
+def test_a_tail_detached_from_the_organ_ends_it_and_the_organ_stays():
+    organ, neighbour = _organ_ending_against_a_neighbour()
+    raw = organ | neighbour
+    shrink_only = limit_beyond_support(raw, painted=[8, 12], grow=0)
+    assert shrink_only[15:25].sum() > 500  # the limit alone: the neighbour continues the organ's shape as a tube
+    cut = limit_beyond_support(raw, painted=[8, 12], grow=0, detach=3.0)
+    assert not cut[15:].any()
+    assert np.array_equal(cut[:15], organ[:15])  # the organ itself, narrowing to its end, is untouched
+
+
+def test_with_the_defaults_the_finishing_step_ends_an_organ_where_a_larger_neighbour_takes_over():
+    """The clean-up a painted volume's coarse labels go through (core/finishing.py), with SegmentationParams()."""
+    from types import SimpleNamespace
+
+    from napari_fewshot.core.finishing import finish_result
+    from napari_fewshot.core.result import SegmentationResult
+
+    organ, neighbour = _organ_ending_against_a_neighbour()
+    raw = organ | neighbour
+
+    class Volume:  # what finish_result asks of the segmenter's image stack
+        is_volume = True
+
+        def __len__(self):
+            return raw.shape[0]
+
+    image = SimpleNamespace(stack=Volume())
+    segmenter = SimpleNamespace(params=SegmentationParams(), _require_image=lambda: image)
+    support = SimpleNamespace(targets={z: organ[z].astype(np.int16) for z in (8, 12)}, class_ids=[1])
+    labels = raw.astype(np.uint8)
+    labels[[8, 12]] = organ[[8, 12]]  # the painted slices, copied
+    result = SegmentationResult(labels, [1], [8, 12], list(range(raw.shape[0])))
+    finish_result(segmenter, result, coarse={}, whole=True, support_set=support, rank=False)
+    assert np.array_equal(result.labels == 1, organ)
+
+
+def test_a_slice_wider_than_the_last_painted_one_is_not_a_detached_tail():
+    """Under the ratio (here the object is ~2x the part continuing the previous slice) the limit alone decides."""
+    shape = (12, 40, 40)
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    radius = np.array([3, 4, 5, 5, 5, 5, 7, 7, 6, 5, 4, 3])[:, None, None]  # widens past the painted slice 5
+    organ = (y - 20) ** 2 + (x - 20) ** 2 <= radius ** 2
+    assert np.array_equal(limit_beyond_support(organ, [5], 0, detach=3.0), limit_beyond_support(organ, [5], 0))
+    assert limit_beyond_support(organ, [5], 0, detach=3.0)[11].any()
+
+
+def test_the_detached_end_ratio_is_a_setting_and_refuses_a_negative_value():
+    from napari_fewshot.errors import FewShotError
+
+    assert SegmentationParams().postprocess_detach == 3.0
+    with pytest.raises(FewShotError):
+        SegmentationParams(postprocess_detach=-1.0)
+
+
 def test_postprocess_volume_per_class_and_support_hints():
     shape = (12, 20, 20)
     labels = np.zeros(shape, np.uint8)

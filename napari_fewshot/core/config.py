@@ -163,6 +163,10 @@ class SegmentationParams:
     postprocess_grow: int = setting(
         0, label="Growth per slice", affects_features=False, minimum=0, maximum=1000,
         help="pixels a mask may grow per slice beyond the painted range (0: it may only shrink)")
+    postprocess_detach: float = setting(
+        3.0, label="Detached end ratio", affects_features=False, minimum=0.0, maximum=1000.0,
+        help="beyond the painted range, a slice ends the organ when the object predicted there is more than this "
+             "many times its part that continues the previous slice: a larger neighbour took over (0: off)")
     smooth_slices: float = setting(
         0.7, label="Smooth across slices", affects_features=False, minimum=0.0, maximum=100.0, flag="--smooth-slices",
         help="sigma, in slices, of the smoothing of class scores across neighbouring slices of a volume (0: off)")
@@ -195,6 +199,8 @@ class SegmentationParams:
                 raise FewShotError(f"Input size must be at least 32 pixels, not {size}.")
         if self.postprocess_grow < 0 or self.smooth_slices < 0:
             raise FewShotError("postprocess_grow and smooth_slices must be 0 or more.")
+        if self.postprocess_detach < 0:
+            raise FewShotError(f"The detached end ratio must be 0 (off) or more, not {self.postprocess_detach}.")
         if self.batch_size < 1 or self.local_grid < 1:
             raise FewShotError("Batch size and local grid must be at least 1.")
 

@@ -49,8 +49,8 @@ def finish_result(segmenter, result: SegmentationResult, coarse: dict[int, np.nd
 
             labels = apply_priors(labels, result.class_ids, priors, stack, result.segmented_slices,
                                   None if refined else coarse)
-        cleaned = postprocess_volume(labels, result.class_ids, painted, seeds,
-                                     segmenter.params.postprocess_grow, limit=not refined)
+        cleaned = postprocess_volume(labels, result.class_ids, painted, seeds, segmenter.params.postprocess_grow,
+                                     limit=not refined, detach=segmenter.params.postprocess_detach)
         keep = np.ones(len(cleaned), bool)
         keep[copied] = False
         result.labels[keep] = cleaned[keep]

@@ -9,6 +9,10 @@ Three cheap steps, each a function of plain arrays so they are usable (and testa
   painted slice; walking outward, a slice may only keep a class where the previous slice had it
   (dilated by a few pixels). Organs narrow towards their ends, so this stops the class from being
   hallucinated on slices where the organ is absent (the far side of a CT that spans pelvis to chest).
+  Where the organ ends against a larger neighbour (a kidney against the spleen or liver), the prediction
+  there is the neighbour, and its part inside the previous slice would continue as a tube of the organ's
+  shape: a slice whose predicted object is more than `detach` times the part that continues the previous
+  slice ends the walk there (BENCHMARKS.md, issue 21, session 12).
 - :func:`keep_connected`: per class, keep only the 3D connected components that touch what was
   painted for that class, or, with no paint in this volume (prototypes from a bank, from another
   scan), the largest component: the organ is one body, and what a bank confuses with it (a liver
@@ -33,13 +37,16 @@ def _disk(radius: int) -> np.ndarray:
     return (r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius
 
 
-def limit_beyond_support(mask: np.ndarray, painted: Sequence[int], grow: int = 3) -> np.ndarray:
+def limit_beyond_support(mask: np.ndarray, painted: Sequence[int], grow: int = 3, detach: float = 0.0) -> np.ndarray:
     """Keep a class on slices beyond the painted ones only where it continues the previous slice.
 
     mask: (S, H, W) bool prediction of one class; painted: slice indices where the class was painted
     (no painted slice: mask returned unchanged). Walking from the lowest painted slice down to 0
     (and from the highest up to S-1), slice i keeps mask[i] & dilate(kept[i -/+ 1], grow pixels).
-    Slices between the painted ones are not touched.
+    detach (0: off): slice i keeps nothing, and so neither do the slices past it, when the 2D components
+    (face connectivity) of mask[i] that reach into that allowed region are more than `detach` times the
+    part of them inside it: the object predicted there is mostly outside the organ's last cross-section,
+    i.e. another, larger structure. Slices between the painted ones are not touched.
     """
     painted = sorted(int(p) for p in painted)
     if not painted:
@@ -54,11 +61,26 @@ def limit_beyond_support(mask: np.ndarray, painted: Sequence[int], grow: int = 3
                 out[i] = False
                 continue
             allowed = ndimage.binary_dilation(previous, disk) if disk is not None else previous
+            if detach and detached(out[i], allowed, detach):
+                out[i] = False
+                continue
             out[i] &= allowed
 
     walk(painted[0], -1, -1)
     walk(painted[-1], len(mask), 1)
     return out
+
+
+def detached(plane: np.ndarray, allowed: np.ndarray, ratio: float) -> bool:
+    """Whether the (H, W) bool `plane`'s components that overlap `allowed` are more than `ratio` times their
+    overlap with it (nothing overlaps: False, the limit alone empties the plane)."""
+    inside = plane & allowed
+    kept = int(inside.sum())
+    if kept == 0 or int(plane.sum()) <= ratio * kept:  # the components are part of the plane: no labelling needed
+        return False
+    parts, _ = ndimage.label(plane)
+    touched = np.unique(parts[inside])
+    return int(np.isin(parts, touched[touched > 0]).sum()) > ratio * kept
 
 
 def keep_connected(mask: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
@@ -87,12 +109,14 @@ def postprocess_volume(
     grow: int = 3,
     connected: bool = True,
     limit: bool = True,
+    detach: float = 0.0,
 ) -> np.ndarray:
     """3D consistency of a multi-class label volume; removed voxels become background (0).
 
     labels: (S, H, W) integer; class_ids: the label values to clean; painted: class -> painted slice
     indices (for the beyond-support limit); seeds: class -> (S, H, W) bool of painted voxels (for the
-    connected-component choice). Returns a new array of labels' dtype.
+    connected-component choice); grow, detach: of :func:`limit_beyond_support`. Returns a new array of labels'
+    dtype.
     """
     labels = np.asarray(labels)
     out = labels.copy()
@@ -104,7 +128,7 @@ def postprocess_volume(
             continue
         kept = mask
         if limit and painted.get(c):
-            kept = limit_beyond_support(kept, painted[c], grow)
+            kept = limit_beyond_support(kept, painted[c], grow, detach)
         if connected:
             kept = keep_connected(kept, seeds.get(c))
         out[mask & ~kept] = 0
