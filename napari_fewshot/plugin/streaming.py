@@ -22,7 +22,7 @@ from functools import partial
 import numpy as np
 from qtpy.QtCore import QObject, QTimer
 
-from . import image_sets, layers, results
+from . import image_sets, layers, results, warm_up
 
 FLUSH_MS = 100  # refined planes arriving within this time go into the layer with one refresh
 KIND = "Refining"
@@ -31,6 +31,7 @@ KIND = "Refining"
 def refine_job(session, result, first):
     """Worker: refine ``result`` (a coarse SegmentationResult of ``session``'s segmenter), ``first`` slices
     first; yields a core.refinement.RefinedSlice per slice, returns the refined, cleaned-up result."""
+    warm_up.wait()  # LiteMedSAM's libraries are imported by then (plugin/warm_up.py)
     return (yield from session.segmenter.refine_result(result, first))
 
 
