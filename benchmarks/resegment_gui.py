@@ -191,11 +191,16 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
             calls.clear()
             shots = screenshot and n == 0  # the first window correction, step by step, as the user sees it
             if shots:
+                viewer.window._qt_window.resize(1500, 900)  # the same frame in every run
+                viewer.reset_view()
                 viewer.dims.set_current_step(0, z)
                 wait_idle(None, settle_s=0.5)
                 viewer.screenshot(shot(screenshot, "1_stroke"), canvas_only=False)
                 shown = next(v for v in (z + 2, z - 2, z + 3, z - 3) if v not in painted and v not in chosen)
                 viewer.dims.set_current_step(0, shown)  # a predicted slice: its coarse, then refined outline
+                rows, cols = np.nonzero(truth[shown] == 1)
+                viewer.camera.center = (float(np.median(rows)), float(np.median(cols)))  # the liver, 2.5x
+                viewer.camera.zoom *= 2.5
                 wait_idle(None, settle_s=0.3)
             heart = Heartbeat()
             if os.environ.get("STALL_DUMP"):  # faulthandler's dump of every thread at each stall over 100 ms
