@@ -15,7 +15,11 @@ and until the widget is idle: LiteMedSAM's refinement, where on, streams in betw
 ``FewShotSegmenter.segment(..., refine_later=True)`` (the coarse result) on the session's own segmenter. Medians are
 reported. --float32 makes the matching use float32 as on CPUs without AVX512-BF16/AMX (most laptops),
 the same way in both versions. --profile samples the stacks of every thread during the window
-corrections and prints where the time goes.
+corrections and prints where the time goes. Each window correction runs a 10 ms heartbeat on the Qt thread
+(benchmarks/heartbeat.py) from the click until the refinement is in: its gaps are the window's stalls, for the
+coarse phase and the refinement phase apart. --screenshot DIR also keeps the first window correction's steps
+(after the stroke, on the corrected slice: *_1_stroke.png; then two slices away, a predicted one, with the
+coarse result shown: *_2_coarse.png, and with the refinement in: *_3_refined.png).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -100,6 +105,12 @@ class StackSampler:
         return lines
 
 
+def shot(path: str, step: str) -> str:
+    """The screenshot file of one step of the first window correction, beside `path`."""
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}_{step}{p.suffix}"))
+
+
 def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: str | None = None,
             refine: bool = True) -> dict:
     import dataclasses
@@ -115,6 +126,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
 
     sys.path.insert(0, str(ROOT / "tests"))
     from gui_driver import canvas_drag, wait_idle
+    from heartbeat import Heartbeat
 
     if float32:  # as on a CPU without AVX512-BF16 / AMX: the matching's products fall back to float32
         matching._cpu_flags = lambda: set()
@@ -170,21 +182,50 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
     sampler = StackSampler() if profile else None
     candidates = [z for z in organ if z not in painted]
     chosen = candidates[:: max(1, len(candidates) // 6)][:6]
-    window, refined, api, dices, steps = [], [], [], [], []
+    window, refined, api, dices, steps, beats = [], [], [], [], [], []
     for n, z in enumerate(chosen):
         correct(z)
         if n % 2 == 0:
             if sampler:
                 sampler.on = True
             calls.clear()
+            shots = screenshot and n == 0  # the first window correction, step by step, as the user sees it
+            if shots:
+                viewer.window._qt_window.resize(1500, 900)  # the same frame in every run
+                viewer.reset_view()
+                viewer.dims.set_current_step(0, z)
+                wait_idle(None, settle_s=0.5)
+                viewer.screenshot(shot(screenshot, "1_stroke"), canvas_only=False)
+                shown = next(v for v in (z + 2, z - 2, z + 3, z - 3) if v not in painted and v not in chosen)
+                viewer.dims.set_current_step(0, shown)  # a predicted slice: its coarse, then refined outline
+                rows, cols = np.nonzero(truth[shown] == 1)
+                viewer.camera.center = (float(np.median(rows)), float(np.median(cols)))  # the liver, 2.5x
+                viewer.camera.zoom *= 2.5
+                wait_idle(None, settle_s=0.3)
+            heart = Heartbeat()
+            if os.environ.get("STALL_DUMP"):  # faulthandler's dump of every thread at each stall over 100 ms
+                heart.dump_to(f"{os.environ['STALL_DUMP']}.{n}")
+            heart.start()
             click = time.perf_counter()
             widget.ui.segment_button.click()
             while widget.busy and not (widget.streaming.running and session.prediction is not None):
                 app.processEvents()  # until the coarse result is shown (refinement, if on, streams in after it)
                 time.sleep(0.005)
             window.append(time.perf_counter() - click)
+            coarse_at = time.perf_counter() - heart.t0
+            if shots:
+                viewer.screenshot(shot(screenshot, "2_coarse"), canvas_only=False)
             wait_idle(widget, settle_s=0)
             refined.append(time.perf_counter() - click)
+            done_at = time.perf_counter() - heart.t0
+            wait_idle(None, settle_s=0.5)
+            heart.stop()
+            if shots:
+                viewer.screenshot(shot(screenshot, "3_refined"), canvas_only=False)
+            beats.append({"coarse_phase": heart.gaps(0, coarse_at), "refinement_phase": heart.gaps(coarse_at, done_at + 0.5),
+                          "stalls": [{"at_s": st["at_s"], "gap_ms": st["gap_ms"], "main": [m["stack"][:3] for m in st["main"][:1]],
+                                      "threads": st["threads"][:3]} for st in heart.stalls if st["gap_ms"] > 100],
+                          "collections": heart.collections})
             steps.append(list(calls))
             if sampler:
                 sampler.on = False
@@ -196,10 +237,12 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
             api.append(time.perf_counter() - click)
             labels = result.labels
         dices.append(round(float(dice(labels == 1, truth == 1)), 4))
+    status = widget.ui.status_label.text()
     if screenshot:  # the last corrected slice, prediction outlined over the paint, as the user sees it
         viewer.dims.set_current_step(0, chosen[-1])
         wait_idle(None, settle_s=0.5)
         viewer.screenshot(screenshot, canvas_only=False)
+    layer_names = [layer.name for layer in viewer.layers]
     viewer.close()
     row = {
         "scan": list(volume.shape), "matmul": str(matching.matmul_dtype("cpu")).replace("torch.", ""),
@@ -208,7 +251,8 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
         "window_refined_after_correction_s": [round(s, 2) for s in refined],
         "api_after_correction_s": [round(s, 2) for s in api],
         "window_median_s": round(float(np.median(window)), 2), "api_median_s": round(float(np.median(api)), 2),
-        "liver_dice_per_correction": dices, "window_steps": steps, "setup_s": round(time.perf_counter() - started, 1),
+        "liver_dice_per_correction": dices, "window_steps": steps, "window_heartbeat": beats,
+        "layers": layer_names, "status": status, "setup_s": round(time.perf_counter() - started, 1),
     }
     if sampler:
         row["profile"] = sampler.report()

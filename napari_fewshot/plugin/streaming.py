@@ -22,7 +22,7 @@ from functools import partial
 import numpy as np
 from qtpy.QtCore import QObject, QTimer
 
-from . import image_sets, layers, results
+from . import image_sets, layers, results, warm_up
 
 FLUSH_MS = 100  # refined planes arriving within this time go into the layer with one refresh
 KIND = "Refining"
@@ -31,6 +31,7 @@ KIND = "Refining"
 def refine_job(session, result, first):
     """Worker: refine ``result`` (a coarse SegmentationResult of ``session``'s segmenter), ``first`` slices
     first; yields a core.refinement.RefinedSlice per slice, returns the refined, cleaned-up result."""
+    warm_up.wait()  # LiteMedSAM's libraries are imported by then (plugin/warm_up.py)
     return (yield from session.segmenter.refine_result(result, first))
 
 
@@ -45,6 +46,8 @@ class Streaming(QObject):
         self._planes: dict[int, np.ndarray] = {}  # refined planes not yet written
         self._edited: set[int] = set()  # slices the user edited on the prediction layer meanwhile
         self._watched = []  # (event emitter, slot) connected while a refinement runs
+        self._pending = False  # the worker returned its result, which _finished has not taken yet
+        self._took = False  # _finished has taken this worker's result
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(FLUSH_MS)
@@ -70,6 +73,8 @@ class Streaming(QObject):
         if worker is None:
             return None
         self.worker, self._target, self._planes, self._edited = worker, (session, image, support, whole), {}, set()
+        self._pending = self._took = False
+        worker.returned.connect(self._returned)  # direct, so in signal order: before `finished`
         worker.finished.connect(partial(self._ended, worker))
         self._watch(layers.unwrap(support).events.paint, self._support_edited)
         self._watch(layers.unwrap(support).events.set_data, self._support_edited)
@@ -102,11 +107,19 @@ class Streaming(QObject):
                 write_plane(layer.data, i, plane)
         layer.refresh()
 
+    def _returned(self, *_) -> None:
+        self._pending = not self._took  # the runner's slot (connected first) may have delivered it already
+
     def _finished(self, result) -> None:
-        """The refined result: its labels (after the clean-up) replace the layer's; Check next, volumes follow."""
+        """The refined result: its labels (after the clean-up) replace the layer's; Check next, volumes follow.
+        It may come after the worker's `finished` (the runner re-posts a result that arrives while napari's bar
+        is updated): the target is kept for it until then (_ended)."""
         self._timer.stop()
         self.flush()  # slices decoded in the last batch arrive with the end: shown as they came, then the final labels
         layer, target = self._layer(), self._target
+        self._pending, self._took = False, True
+        if self.worker is None:  # the worker has ended already: this was the last thing to do
+            self._forget()
         if layer is None:
             return
         session, image, _, whole = target
@@ -129,7 +142,11 @@ class Streaming(QObject):
     def _ended(self, worker) -> None:
         if worker is self.worker:
             self.flush()
-            self._forget()
+            if self._pending:  # its result has yet to reach _finished: keep the target (and the watched edits)
+                self.worker = None
+                self._timer.stop()
+            else:
+                self._forget()
 
     # -- the user's edits -------------------------------------------------------------------
     def _support_edited(self, *_) -> None:
@@ -146,7 +163,7 @@ class Streaming(QObject):
         for emitter, slot in self._watched:
             emitter.disconnect(slot)
         self._watched = []
-        self.worker, self._target, self._planes = None, None, {}
+        self.worker, self._target, self._planes, self._pending = None, None, {}, False
         self._timer.stop()
 
     def _layer(self):

@@ -23,6 +23,7 @@ import numpy as np
 from napari.qt.threading import GeneratorWorker, create_worker
 
 from ..errors import FewShotError
+from . import warm_up
 from .session import ImagePlanes, ImageSession, painted_slices
 
 
@@ -88,6 +89,7 @@ def features_job(job: Job, current: int):
     current slice's segmentation (when there is paint), then the rest. Returns the number of slices.
     """
     seg = job.session.prepare(job.image, job.params)
+    warm_up.start(job.params, seg.cache.stack)  # LiteMedSAM's libraries, before a refinement streams (warm_up.py)
     support = job.support
     first = [current] + (painted_slices(support) if support is not None else [])
     yield from seg.compute_features(indices=first)
@@ -110,6 +112,8 @@ def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool, curre
     refine_later: a volume's coarse result, its refinement left to plugin/streaming.py (an image set's images
     are refined here, one embedding each)."""
     seg = job.session.prepare(job.image, job.params)
+    if refine_later:
+        warm_up.start(job.params, seg.cache.stack)  # imported while the coarse result is made (warm_up.py)
     painted = seg.parse_support(job.support, job.empty_slices).slice_indices
     wanted = None if indices is None else sorted(set(indices) | set(painted))
     yield from seg.compute_features(wanted, first=painted)  # one features stage, the support's slices first
