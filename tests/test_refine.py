@@ -289,4 +289,3 @@ def test_a_component_whose_box_did_not_change_is_not_decoded_again_and_refines_a
     labels[0][10:14, 10:14] = 1
     list(small.refine(stack, [x.copy() for x in labels], range(2), [1, 2]))
     assert CountingBoxes.boxes == 12 and small.boxes.nbytes == 0
-
