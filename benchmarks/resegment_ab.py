@@ -231,7 +231,7 @@ def main() -> None:
                     fresh_labels = np.asarray(fresh.labels)
             labels[name] = result.labels
             ranks[name] = result.uncertainty
-        a, b = labels.values()
+        a, b = (labels[name] for name in segs)  # A's, B's (whichever ran first)
         identical.append(bool(np.array_equal(a, b)))
         classes = [int(c) for c in np.unique(truth) if c]
         quality.append({"dice_ref": {k: dice_mean(v, truth, classes) for k, v in labels.items()},
@@ -242,7 +242,7 @@ def main() -> None:
                                a_identical_to_this_code_on_a=bool(np.array_equal(a, a_fresh_labels)))
         if args.refine:
             quality[-1]["coarse_identical"] = bool(np.array_equal(*coarses.values()))
-        ua, ub = ranks.values()
+        ua, ub = (ranks[name] for name in segs)
         ranking.append({"max_abs_diff": max(abs(ua[i] - ub[i]) for i in ua), "max_pixels": max(ua.values()),
                         "same_order": sorted(ua, key=lambda i: (-ua[i], i)) == sorted(ub, key=lambda i: (-ub[i], i))})
         print(f"correction on slice {z}:", {k: (v["wall"][-1], v["cpu"][-1]) for k, v in rows.items()},

@@ -62,7 +62,7 @@ def snapped_box_of(grid: float):
 def parse_variant(text: str) -> dict:
     out = {"name": text, "shift": 0.0, "snap": 0.0, "changed": 0.0}
     for part in text.split("+"):
-        if part != "exact":
+        if not part.startswith("exact"):  # exact, or exact#2 for a second exact refiner
             key, value = part.split("=")
             out[key] = float(value)
     return out
