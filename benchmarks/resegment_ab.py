@@ -18,7 +18,12 @@ first); prints wall and CPU seconds (both threads) of each, and whether the labe
 the widget streams it), timed separately: LiteMedSAM's re-decode of the slices whose coarse labels changed
 (each segmenter has its own LiteMedSAM service, embeddings computed by Segment all, not shared between A and
 B). Prints the slices decoded and the embeddings computed per correction; --check-fresh also refines B's coarse
-result with a fresh refiner (no reuse, same embeddings; not timed) and says whether the labels are identical.
+result with a fresh refiner (no reuse at all, every box decoded, same embeddings; not timed) and says whether the
+labels are identical. After each correction: mean Dice over the classes of A's and B's refined labels against the
+reference, of B's against A's, and with --check-fresh of B's against the fresh refinement and whether A's (the
+baseline's core/refine.py, exact reuse) are bit-identical to the fresh one (this checkout's code) and to this
+checkout's code refining A's own coarse result from scratch (exact reuse); whether A's and B's coarse labels are
+identical.
 """
 
 from __future__ import annotations
@@ -53,6 +58,18 @@ def baseline_matching(rev: str, module: str = "matching"):
     return module
 
 
+def dice_mean(a, b, classes) -> float:
+    """Mean over `classes` of the Dice of label volumes a and b (1 where both lack the class)."""
+    import numpy as np
+
+    out = []
+    for c in classes:
+        x, y = np.asarray(a) == c, np.asarray(b) == c
+        total = int(x.sum() + y.sum())
+        out.append(1.0 if total == 0 else 2 * int((x & y).sum()) / total)
+    return round(float(np.mean(out)), 5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="main")
@@ -63,6 +80,7 @@ def main() -> None:
     parser.add_argument("--refine", action="store_true", help="time LiteMedSAM's re-decode too (refine_result)")
     parser.add_argument("--check-fresh", action="store_true", help="with --refine: compare to a fresh refiner")
     parser.add_argument("--corrections", type=int, default=4)
+    parser.add_argument("--b-refine", default="", help="RefineParams fields for B, e.g. 'reuse_changed=0' (exact)")
     args = parser.parse_args()
     import numpy as np
 
@@ -122,7 +140,9 @@ def main() -> None:
 
         old_refine.apply_decoded = counting_old_apply
         for name, seg in segs.items():
-            seg.params = dataclasses.replace(seg.params, refine=RefineParams(enabled=True))
+            extra = {} if name.startswith("A") or not args.b_refine else {
+                k: float(v) for k, v in (f.split("=") for f in args.b_refine.split(";"))}
+            seg.params = dataclasses.replace(seg.params, refine=RefineParams(enabled=True, **extra))
             real_compute = seg.sam._compute
 
             def counting_compute(*a, real=real_compute, **k):
@@ -172,40 +192,64 @@ def main() -> None:
             rows[name]["segment_all_refine"] = (rwall, rcpu, decoded, embedded, prompts)
     fresh_identical = []
     candidates = [z for z in organ if z not in painted]
-    identical, ranking = [], []
+    identical, ranking, quality = [], [], []
     for n, z in enumerate(candidates[:: max(1, len(candidates) // args.corrections)][:args.corrections]):
         support[z] = truth[z]
-        labels, ranks = {}, {}
+        labels, ranks, coarses = {}, {}, {}
         for name in (list(segs) if n % 2 == 0 else list(segs)[::-1]):
             wall, cpu, result = timed(segs[name].segment(support, refine_later=True), name)
             rows[name]["wall"].append(wall)
             rows[name]["cpu"].append(cpu)
             if args.refine:
                 coarse = result
+                coarses[name] = np.asarray(coarse.labels)
                 rwall, rcpu, result, decoded, embedded, prompts = refined(name, coarse, [z])
                 for key, value in (("refine_wall", rwall), ("refine_cpu", rcpu), ("total_wall", round(wall + rwall, 2)),
                                    ("total_cpu", round(cpu + rcpu, 2)), ("decoded", decoded), ("embedded", embedded),
                                    ("prompts", prompts)):
                     rows[name][key].append(value)
+                if args.check_fresh and name.startswith("A"):
+                    # this checkout's core/refine.py, exact reuse, from scratch on A's own coarse result and service:
+                    # must give A's labels bit for bit (A refines with the baseline's core/refine.py)
+                    seg = segs[name]
+                    refiner, params = seg._refiner, seg.params
+                    seg.params = dataclasses.replace(params, refine=dataclasses.replace(
+                        params.refine, reuse_shift=0.0, reuse_changed=0.0))
+                    seg._refiner = refine_module.Refiner(seg.params, seg.sam)
+                    a_fresh_labels = np.asarray(run(seg.refine_result(coarse, first=[z])).labels)
+                    seg._refiner, seg.params = refiner, params
                 if args.check_fresh and name.startswith("B"):
                     seg = segs[name]
-                    refiner = seg._refiner
-                    seg._refiner = type(refiner)(seg.params, seg.sam)  # refines everything from scratch
+                    refiner, params = seg._refiner, seg.params
+                    # refines everything from scratch, every box decoded (no approximate reuse)
+                    seg.params = dataclasses.replace(params, refine=dataclasses.replace(
+                        params.refine, reuse_shift=0.0, reuse_changed=0.0))
+                    seg._refiner = type(refiner)(seg.params, seg.sam)
                     fresh = run(seg.refine_result(coarse, first=[z]))
-                    seg._refiner = refiner
+                    seg._refiner, seg.params = refiner, params
                     fresh_identical.append(bool(np.array_equal(fresh.labels, result.labels)))
+                    fresh_labels = np.asarray(fresh.labels)
             labels[name] = result.labels
             ranks[name] = result.uncertainty
-        a, b = labels.values()
+        a, b = (labels[name] for name in segs)  # A's, B's (whichever ran first)
         identical.append(bool(np.array_equal(a, b)))
-        ua, ub = ranks.values()
+        classes = [int(c) for c in np.unique(truth) if c]
+        quality.append({"dice_ref": {k: dice_mean(v, truth, classes) for k, v in labels.items()},
+                        "dice_b_vs_a": dice_mean(b, a, classes)})
+        if args.refine and args.check_fresh:
+            quality[-1].update(dice_b_vs_fresh=dice_mean(b, fresh_labels, classes),
+                               a_identical_to_fresh=bool(np.array_equal(a, fresh_labels)),
+                               a_identical_to_this_code_on_a=bool(np.array_equal(a, a_fresh_labels)))
+        if args.refine:
+            quality[-1]["coarse_identical"] = bool(np.array_equal(*coarses.values()))
+        ua, ub = (ranks[name] for name in segs)
         ranking.append({"max_abs_diff": max(abs(ua[i] - ub[i]) for i in ua), "max_pixels": max(ua.values()),
                         "same_order": sorted(ua, key=lambda i: (-ua[i], i)) == sorted(ub, key=lambda i: (-ub[i], i))})
         print(f"correction on slice {z}:", {k: (v["wall"][-1], v["cpu"][-1]) for k, v in rows.items()},
               "identical labels:", identical[-1], "(total wall, cpu, slices decoded, embedded, prompts):",
               {k: (v.get("total_wall", [None])[-1], v.get("total_cpu", [None])[-1], v.get("decoded", [None])[-1],
                    v.get("embedded", [None])[-1], v.get("prompts", [None])[-1]) for k, v in rows.items()} if args.refine else "",
-              "fresh identical:", fresh_identical[-1:], "Check next:", ranking[-1], "load:", round(os.getloadavg()[0], 1), flush=True)
+              "fresh identical:", fresh_identical[-1:], "quality:", quality[-1], "Check next:", ranking[-1], "load:", round(os.getloadavg()[0], 1), flush=True)
     for row in rows.values():
         row["median_wall_s"] = float(np.median(row["wall"]))
         row["median_cpu_s"] = float(np.median(row["cpu"]))
@@ -213,7 +257,7 @@ def main() -> None:
             if key in row:
                 row[f"median_{key}_s"] = float(np.median(row[key]))
     out = {"scan": list(volume.shape), "matmul": str(matching.matmul_dtype("cpu")).replace("torch.", ""),
-           "rows": rows, "identical_labels": identical, "fresh_identical": fresh_identical,
+           "rows": rows, "identical_labels": identical, "fresh_identical": fresh_identical, "quality": quality,
            "refine": args.refine, "omp": os.environ.get("OMP_NUM_THREADS"), "ranking": ranking, "load_average": [round(x, 1) for x in os.getloadavg()]}
     print(json.dumps(out))
     if args.json:

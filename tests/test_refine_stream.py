@@ -1,6 +1,8 @@
 """Coarse first, refined as it arrives (core/refinement.py): segment(refine_later=True) + refine_result give the
 one-call path's labels, in the order asked for, and re-decode only what changed."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -95,10 +97,21 @@ def test_segment_with_prototypes_streams_too(crop, one_call, decodes):
 
 def test_after_a_correction_only_changed_slices_are_decoded_and_the_rest_is_a_fresh_run_bit_for_bit(crop, one_call,
                                                                                                    decodes):
-    """A correction re-decodes exactly the slices whose coarse labels (as refinement sees them) changed; the
-    refined labels, reused slices included, are those of a refiner that decodes every slice from scratch."""
+    """A correction re-decodes exactly the slices whose coarse labels (as refinement sees them) changed; with
+    exact reuse only (RefineParams.reuse_changed = 0, reuse_shift = 0) the refined labels, reused slices
+    included, are those of a refiner that decodes every slice from scratch."""
     volume, reference, support = crop
     seg, _ = one_call
+    params = seg.params
+    seg.params = replace(params, refine=replace(params.refine, reuse_changed=0.0, reuse_shift=0.0))
+    try:
+        exact_reuse_is_a_fresh_run(seg, crop, decodes)
+    finally:
+        seg.params = params
+
+
+def exact_reuse_is_a_fresh_run(seg, crop, decodes):
+    volume, reference, support = crop
     run(seg.segment(support))  # every slice refined for the support before the correction
     before = {i: digest for i, (digest, _) in seg.refiner._refined.items()}
     corrected = support.copy()

@@ -61,6 +61,15 @@ class RefineParams:
         3.0, label="Largest growth", minimum=1.01, maximum=1_000.0,
         help="a decoded mask more than this many times larger (or smaller) than its component is implausible: "
              "the component is kept instead (so is an empty one); above 1")
+    reuse_shift: float = setting(
+        0.0, label="Box reuse tolerance (px)", minimum=0.0, maximum=64.0,
+        help="after a correction, a box whose corners moved by at most this many pixels of LiteMedSAM's 256-px "
+             "input reuses the decode of the box it moved from on that slice (0: only the very same box)")
+    reuse_changed: float = setting(
+        0.05, label="Component reuse tolerance", minimum=0.0, maximum=1.0,
+        help="after a correction, a component that differs from one decoded on that slice (same class) by at most "
+             "this share of its pixels reuses that decode instead of decoding its moved box (0: off; 0.05 changed "
+             "Dice by <= 0.0001 on the CT sample and 512x512x100, BENCHMARKS.md)")
     select: bool = setting(
         True, label="Propose and select (2D images)", flag="--select",
         help="on 2D images and image sets, LiteMedSAM draws many candidates per class (boxes of the components, "
@@ -74,9 +83,11 @@ class RefineParams:
         refuse_non_finite(self)
         if self.enabled not in (None, True, False):
             raise FewShotError(f"Refine must be on, off or automatic (None), not {self.enabled!r}.")
-        if not 0 <= self.margin <= 1 or self.min_pixels < 1 or self.max_components < 1 or not self.max_growth > 1:
+        if not (0 <= self.margin <= 1 and self.reuse_shift >= 0 and 0 <= self.reuse_changed <= 1
+                and self.min_pixels >= 1 and self.max_components >= 1 and self.max_growth > 1):
             raise FewShotError("Refine needs a box margin between 0 and 1, a minimum component size of at least "
-                               "1 pixel and a maximum growth above 1.")
+                               "1 pixel, a maximum growth above 1 and reuse tolerances of at least 0 (a share of "
+                               "at most 1).")
 
     def enabled_for(self, stack, device=None) -> bool:
         """Whether segmenting this ImageStack on `device` refines with LiteMedSAM: `enabled` when set; else

@@ -13,7 +13,11 @@ shared with the box tool): a slice's embedding is computed once (kept in memory 
 under the feature cache folder, keyed by the windowed pixels), so re-segmenting after a stroke decodes
 boxes only. The prompts of several slices go to the decoder together (one call for up to MAX_PROMPTS), and
 a slice whose coarse labels did not change since its last refinement (same image, classes, settings and
-decoder weights) is not decoded again. A volume's refiner is handed the coarse labels after the 3D clean-up
+decoder weights) is not decoded again, nor is a box decoded before on its slice (DecodedBoxes); by default a
+component that changed by at most 5 % of its pixels since it was decoded reuses that decode too
+(RefineParams.reuse_changed: after a correction most slices' components change by a few boundary pixels, which
+moves their boxes; BENCHMARKS.md, session 12 "reseg"). A volume's refiner is handed the coarse labels after
+the 3D clean-up
 (core/finishing.py), so what the clean-up removes is never redrawn and false-positive slices cost no
 embedding. The refiner always uses the original LiteMedSAM image encoder,
 whatever encoder (fine-tuned or not) found the objects.
@@ -31,7 +35,7 @@ from scipy import ndimage
 
 from .config import RefineParams, SegmentationParams
 from .progress import Progress
-from .sam_prompt import box_of, box_region
+from .sam_prompt import SIDE, box_of, box_region
 from .sam_service import MAX_PROMPTS, LiteMedSAMService
 from .stack import ImageStack
 
@@ -56,13 +60,25 @@ def components(labels: np.ndarray, class_ids: Sequence[int], min_pixels: int,
     out = []
     for k, class_id in enumerate(class_ids, start=1):
         mask = labels == class_id
-        if not mask.any():
+        window = bounding_window(mask)
+        if window is None:
             continue
-        parts, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        parts, count = ndimage.label(mask[window], structure=np.ones((3, 3), bool))  # the class's window only
         sizes = np.bincount(parts.ravel(), minlength=count + 1)[1:]
         order = [p for p in np.argsort(-sizes, kind="stable") if sizes[p] >= min_pixels][:max_per_class]
-        out.extend((k, parts == p + 1) for p in order)
+        for p in order:
+            part = np.zeros(labels.shape, bool)
+            part[window] = parts == p + 1
+            out.append((k, part))
     return out
+
+
+def bounding_window(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """(rows, cols) slices of the (H, W) bool `mask`'s bounding box, or None when it is empty."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
 def plane_prompts(labels: np.ndarray, class_ids: Sequence[int], params: RefineParams) -> PlanePrompts | None:
@@ -93,56 +109,105 @@ def refine_plane(labels: np.ndarray, class_ids: Sequence[int],
 
 def apply_decoded(labels: np.ndarray, class_ids: Sequence[int], prompts: PlanePrompts,
                   probabilities: np.ndarray, params: RefineParams) -> np.ndarray:
-    """(H, W) labels with each prompted component replaced by its (N, H, W) decoded probabilities."""
+    """(H, W) labels with each prompted component replaced by its (N, H, W) decoded probabilities.
+
+    Only the window around the boxes is scored: outside every box nothing is decoded or replaced, so each
+    pixel keeps its label there (labels hold 0 or class_ids)."""
     parts, boxes = prompts.parts, prompts.boxes
+    out = labels.copy()
+    regions = [box_region(box, labels.shape) for box in boxes]
+    window = bounding_window(np.logical_or.reduce(regions)) if regions else None
+    if window is None:
+        return out
+    crop = labels[window]
     lut = np.array([0] + list(class_ids), labels.dtype)
-    decoded = np.zeros((len(class_ids) + 1, *labels.shape), np.float32)
+    decoded = np.zeros((len(class_ids) + 1, *crop.shape), np.float32)
     replaced = np.zeros(decoded.shape, bool)
-    for (k, mask), box, prob in zip(parts, boxes, probabilities):
-        inside = np.where(box_region(box, labels.shape), prob, 0).astype(np.float32)  # the box bounds the object
+    for (k, mask), region, prob in zip(parts, regions, probabilities):
+        inside = np.where(region[window], prob[window], 0).astype(np.float32)  # the box bounds the object
         area, coarse = int((inside > 0.5).sum()), int(mask.sum())
         if area == 0 or area > params.max_growth * coarse or area * params.max_growth < coarse:
             continue  # implausible: the component stays as it was
-        replaced[k] |= mask
+        replaced[k] |= mask[window]
         np.maximum(decoded[k], inside, out=decoded[k])
     # Kept components (implausible decodes, those too small or too many to prompt) score just above background,
     # so a confident decode of another class wins where they overlap.
-    score = np.where((lut[:, None, None] == labels[None]) & ~replaced, FALLBACK, 0.0).astype(np.float32)
+    score = np.where((lut[:, None, None] == crop[None]) & ~replaced, FALLBACK, 0.0).astype(np.float32)
     score[0] = 0.5
     np.maximum(score, decoded, out=score)
-    return lut[np.argmax(score, axis=0)]
+    out[window] = lut[np.argmax(score, axis=0)]
+    return out
 
 
 class DecodedBoxes:
     """Decoded probabilities kept per (slice, box), least recently used dropped beyond `budget` bytes: a
     box decoded again on the same embedding gives the same probabilities, so it is not decoded again. Only
-    the box's own pixels are kept (apply_decoded reads nothing outside it)."""
+    the box's own pixels are kept (apply_decoded reads nothing outside it).
+
+    Approximate reuse (`get`'s shift and changed: RefineParams.reuse_shift, 0 by default, and reuse_changed,
+    0.05 by default): a box none of whose four
+    coordinates moved by more than `shift` pixels from a box decoded on the same slice, or (`changed` > 0) whose
+    component differs from the component decoded there (same class) by at most that share of its pixels, reuses
+    that decode (the nearest; its probabilities padded with 0 outside the box really decoded). The kept entry
+    stays the box really decoded, so reuse never drifts further than the tolerance from a real decode."""
 
     def __init__(self, budget: int):
         self.budget, self.nbytes = budget, 0
         self._kept: OrderedDict[tuple, tuple[tuple[slice, slice], np.ndarray]] = OrderedDict()
+        self._parts: dict[int, dict[tuple, tuple]] = {}  # slice -> {key of _kept: ((4,) box, class k, mask crop)}
 
     def clear(self) -> None:
         self._kept.clear()
+        self._parts.clear()
         self.nbytes = 0
 
     @staticmethod
     def key(index: int, box: np.ndarray) -> tuple:
         return index, np.asarray(box, np.float32).tobytes()
 
-    def get(self, index: int, box: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
-        """(H, W) float32 probabilities of `box` on slice `index` (0 outside the box), or None if not kept."""
-        found = self._kept.get(self.key(index, box))
-        if found is None:
+    def nearest(self, index: int, box: np.ndarray, shift: float = 0.0, part: tuple | None = None,
+                changed: float = 0.0) -> tuple | None:
+        """The key of the kept decode `box` (on slice `index`) may reuse, or None: the same box; else the kept box
+        with the smallest largest coordinate move, if at most `shift` pixels; else (`part` = (class k, (H, W) bool
+        component), `changed` > 0) the kept component of class k differing from it in the fewest pixels, if at most
+        `changed` times its size."""
+        key = self.key(index, box)
+        if key in self._kept:
+            return key
+        kept = self._parts.get(index, {})
+        if kept and shift > 0:
+            moves = {k: float(np.abs(b - np.asarray(box, np.float32)).max()) for k, (b, _, _) in kept.items()}
+            best = min(moves, key=moves.get)
+            if moves[best] <= shift:
+                return best
+        if kept and part is not None and changed > 0:
+            k, mask = part
+            differ = {}
+            for name, (_, c, crop) in kept.items():
+                if c == k:
+                    window = self._kept[name][0]
+                    differ[name] = int(mask.sum() - mask[window].sum() + (mask[window] ^ crop).sum())
+            best = min(differ, key=differ.get, default=None)
+            if best is not None and differ[best] <= changed * mask.sum():
+                return best
+        return None
+
+    def get(self, index: int, box: np.ndarray, shape: tuple[int, int], shift: float = 0.0,
+            part: tuple | None = None, changed: float = 0.0) -> np.ndarray | None:
+        """(H, W) float32 probabilities `box` reuses on slice `index` (see :meth:`nearest`; 0 outside the box
+        really decoded), or None."""
+        key = self.nearest(index, box, shift, part, changed)
+        if key is None:
             return None
-        self._kept.move_to_end(self.key(index, box))
-        (rows, cols), crop = found
+        self._kept.move_to_end(key)
+        (rows, cols), crop = self._kept[key]
         out = np.zeros(shape, np.float32)
         out[rows, cols] = crop
         return out
 
-    def put(self, index: int, box: np.ndarray, probabilities: np.ndarray) -> None:
-        """Keep the (H, W) `probabilities` decoded for `box` on slice `index` (their box's pixels only)."""
+    def put(self, index: int, box: np.ndarray, probabilities: np.ndarray, part: tuple | None = None) -> None:
+        """Keep the (H, W) `probabilities` decoded for `box` on slice `index` (their box's pixels only), and of
+        `part` (class k, (H, W) bool component prompted by the box) the class and the box's pixels."""
         region = box_region(box, probabilities.shape)
         rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
         if not len(rows) or not len(cols):
@@ -150,11 +215,18 @@ class DecodedBoxes:
         window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
         crop = np.array(probabilities[window], np.float32)
         key = self.key(index, box)
-        old = self._kept.pop(key, None)
-        self.nbytes += crop.nbytes - (old[1].nbytes if old is not None else 0)
+        if key in self._kept:
+            self._drop(key)
+        k, mask = part if part is not None else (None, np.zeros(probabilities.shape, bool))
         self._kept[key] = (window, crop)
+        self._parts.setdefault(index, {})[key] = (np.asarray(box, np.float32).copy(), k, mask[window].copy())
+        self.nbytes += crop.nbytes + self._parts[index][key][2].nbytes
         while self.nbytes > self.budget and self._kept:
-            self.nbytes -= self._kept.popitem(last=False)[1][1].nbytes
+            self._drop(next(iter(self._kept)))  # the least recently used
+
+    def _drop(self, key: tuple) -> None:
+        _, crop = self._kept.pop(key)
+        self.nbytes -= crop.nbytes + self._parts[key[0]].pop(key)[2].nbytes
 
 
 class Refiner:
@@ -200,12 +272,18 @@ class Refiner:
                     yield Progress(m, len(indices), f"refined slice {j + 1} of {len(stack)}")
                 batch = []
 
+    def _shift(self, plane: np.ndarray) -> float:
+        """RefineParams.reuse_shift (pixels of LiteMedSAM's 256-px input) in pixels of the (H, W) `plane`."""
+        return self.params.refine.reuse_shift * max(plane.shape) / SIDE
+
     def _decode(self, stack: ImageStack, labels: list[np.ndarray], batch: list, class_ids: Sequence[int]) -> None:
         """Decode the prompts of every slice of `batch` [(slice, digest of its coarse labels or None when its
         refinement was reused, PlanePrompts or None)] in one go; writes and remembers the refined planes."""
         todo = [(i, q) for i, _, q in batch if q is not None]
-        known = {i: [None if q.masks is not None else self.boxes.get(i, box, labels[i].shape) for box in q.boxes]
-                 for i, q in todo}  # probabilities of boxes decoded before (mask prompts: always decoded)
+        reuse = self.params.refine.reuse_changed
+        known = {i: [None if q.masks is not None else self.boxes.get(i, box, labels[i].shape, self._shift(labels[i]),
+                                                                      part, reuse)
+                     for box, part in zip(q.boxes, q.parts)] for i, q in todo}  # mask prompts: always decoded
         new = [(i, q, [n for n, p in enumerate(known[i]) if p is None]) for i, q in todo]
         new = [(i, q, fresh) for i, q, fresh in new if fresh]
         requests = [(self.service.embedding_of(stack, i), q.boxes[fresh], None if q.masks is None else q.masks[fresh])
@@ -214,7 +292,7 @@ class Refiner:
             for n, p in zip(fresh, probabilities):
                 known[i][n] = p
                 if q.masks is None:
-                    self.boxes.put(i, q.boxes[n], p)
+                    self.boxes.put(i, q.boxes[n], p, q.parts[n])
         for i, q in todo:
             labels[i] = apply_decoded(labels[i], class_ids, q, np.stack(known[i]), self.params.refine)
         for i, coarse, _ in batch:

@@ -96,9 +96,11 @@ def provisional_plane(refined: np.ndarray, cleaned: np.ndarray, class_ids: Seque
         if not kept.any():
             out[mask] = 0
             continue
-        parts, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
-        touching = np.unique(parts[kept & mask])
-        out[mask & ~np.isin(parts, touching[touching > 0])] = 0
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        window = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)  # the class's bounding box
+        parts, count = ndimage.label(mask[window], structure=np.ones((3, 3), bool))
+        touching = np.unique(parts[(kept & mask)[window]])
+        out[window][mask[window] & ~np.isin(parts, touching[touching > 0])] = 0
     return out
 
 

@@ -142,10 +142,10 @@ class BoxPrompter:
 def box_of(mask: np.ndarray, margin: float = 0.1) -> np.ndarray | None:
     """(H, W) bool mask -> (4,) x0, y0, x1, y1 of its bounding box grown by `margin` of its size on each
     side (clipped to the plane), or None when the mask is empty."""
-    ys, xs = np.nonzero(mask)
+    ys, xs = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))  # rows and columns that hold the mask
     if len(ys) == 0:
         return None
-    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    y0, y1, x0, x1 = ys[0], ys[-1], xs[0], xs[-1]
     dy, dx = margin * (y1 - y0 + 1), margin * (x1 - x0 + 1)
     h, w = mask.shape
     return np.array([max(0, x0 - dx), max(0, y0 - dy), min(w - 1, x1 + dx), min(h - 1, y1 + dy)], np.float32)
