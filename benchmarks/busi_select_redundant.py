@@ -74,8 +74,9 @@ def _drop(kind_test):
 
 DROP = {  # rules: which boxes are not decoded
     "all (before session 12)": lambda c: True,
-    "no peak box of 1.4 sizes (adopted)": _drop(lambda k: k[0] == "peak" and k[2] == 1.4),
-    "peak boxes of 1.4 sizes on the strongest peak only": _drop(lambda k: k[0] == "peak" and k[2] == 1.4 and k[1] >= 1),
+    "peak boxes of 1.4 sizes on the strongest peak only (adopted)":
+        _drop(lambda k: k[0] == "peak" and k[2] == 1.4 and k[1] >= 1),
+    "no peak box of 1.4 sizes": _drop(lambda k: k[0] == "peak" and k[2] == 1.4),
     "peak boxes of 1.4 sizes on the 2 strongest peaks": _drop(lambda k: k[0] == "peak" and k[2] == 1.4 and k[1] >= 2),
     "no third component": _drop(lambda k: k[0] == "comp" and k[1] == 2),
     "no peak 1.4, no third component": _drop(lambda k: (k[0] == "peak" and k[2] == 1.4) or (k[0] == "comp" and k[1] == 2)),
@@ -98,7 +99,7 @@ def report(tags):
         base = [max((c for c in r["cands"] if c["kept"]), key=default, default=None) for r in rows]
         for name, keep in DROP.items():
             for score_name, score in SCORES.items():
-                if score_name != "contrast + likeness (default)" and name not in list(DROP)[:2]:
+                if score_name != "contrast + likeness (default)" and name not in list(DROP)[:3]:
                     continue
                 picks = [max((c for c in r["cands"] if c["kept"] and keep(c)), key=score, default=None) for r in rows]
                 decoded = np.mean([sum(keep(c) for c in r["cands"]) for r in rows])
