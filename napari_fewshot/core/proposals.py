@@ -64,13 +64,14 @@ def component_masks(coarse: np.ndarray, min_pixels: int, count: int) -> list[np.
 def propose_boxes(margin: np.ndarray, coarse: np.ndarray, profile: SupportProfile | None, peaks: int = 3,
                   components: int = 3, min_pixels: int = 64, box_margin: float = 0.1,
                   box_margins: Sequence[float] = (), peak_sizes: Sequence[float] = (1.0,),
-                  top_areas: Sequence[float] = ()) -> np.ndarray:
+                  top_areas: Sequence[float] = (), large_peaks: int | None = None) -> np.ndarray:
     """Candidate boxes of one class on one image.
 
     margin: (H, W) class similarity minus the best other class's; coarse: (H, W) bool, where the prototypes
     predict the class. Returns (N, 4) float32 boxes: the components' (grown by `box_margin`, or by each of
     `box_margins` when given), then around each of the `peaks` strongest peaks one box per `peak_sizes`
-    factor of the profile's typical size, then for each of the two largest components and each `top_areas`
+    factor of the profile's typical size (factors above 1 only around the `large_peaks` strongest peaks; None:
+    around all), then for each of the two largest components and each `top_areas`
     factor, the box (+10 %) of its cells of highest margin covering that many times the support objects'
     typical area (the component tightened to a lesion's size; none of the last two without a profile).
     """
@@ -79,7 +80,8 @@ def propose_boxes(margin: np.ndarray, coarse: np.ndarray, profile: SupportProfil
     if profile is not None:
         height, width = profile.typical_box(margin.shape)
         boxes += [centred_box(point, (height * s, width * s), margin.shape)
-                  for point in peak_points(margin, peaks) for s in peak_sizes]
+                  for n, point in enumerate(peak_points(margin, peaks)) for s in peak_sizes
+                  if s <= 1.0 or large_peaks is None or n < large_peaks]
         typical_area = float(np.exp(profile.log_area.mean())) * margin.size
         for part in parts[:2]:
             values = np.sort(margin[part])

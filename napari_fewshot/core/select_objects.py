@@ -4,11 +4,15 @@ most from its surroundings in LiteMedSAM's own embedding *and* looks most like t
 
     labels = select_plane(labels, scores, class_ids, decode, embedding, profiles)
 
-Candidates (core/proposals.py propose_boxes): each predicted component's box at margins 0, 0.1 and 0.25;
-boxes of 0.7, 1 and 1.4 times the support objects' typical size around the 5 strongest peaks of the class's
-margin map; the box of the two largest components' strongest cells covering once and twice the support
-objects' typical area. They are decoded at the decoder's own resolution (the plane's longer side 256, bfloat16
-where native: the service's low_res decode) and scored there; only the winner is decoded again at full size.
+Candidates (core/proposals.py propose_boxes): the three largest predicted components' boxes at margins 0, 0.1
+and 0.25; boxes of 0.7, 1 and 1.4 times the support objects' typical size around the 5 strongest peaks of the
+class's margin map (LARGE_PEAKS can keep the 1.4 ones to the strongest); the box of the two largest components'
+strongest cells covering once and twice the support objects' typical area. They are decoded at the decoder's
+own resolution (the plane's longer side 256, bfloat16 where native: the service's low_res decode) and scored
+there; the winner's decode is resized to full size as the decoder would (:func:`full_size`). A 1.4 box only
+around the strongest peak (LARGE_PEAKS = 1) was tried in session 12: 8 % less CPU per image and +0.011 / +0.003
+at 5 shots (seeds 0 / 1), but -0.010 at 20 shots on seed 1 (held out) and on a 100-image set, so it is off
+(BENCHMARKS.md, session 12 "busi").
 Score (:func:`selection_score`): the embedding contrast (:func:`embedding_contrast`: 1 minus the cosine between
 the mean image embedding inside the candidate and in a ring around it, a quarter of its size wide, at least 3
 pixels) plus its likeness to the support (candidate_score.SupportProfile.likeness: the mean cosine of its mean
@@ -35,7 +39,9 @@ from .proposals import decoded_masks, propose_boxes
 from .sam_prompt import SIDE, PlaneEmbedding, box_region
 
 MARGINS = (0.0, 0.1, 0.25)  # component boxes
+COMPONENTS = 3  # the largest predicted components whose boxes are candidates
 PEAKS, PEAK_SIZES = 5, (0.7, 1.0, 1.4)  # peak boxes, in typical support-object sizes
+LARGE_PEAKS = None  # 1.4 boxes around every peak; 1 (only the strongest) saved 8 % CPU but lost on held-out 20 shots
 TOP_AREAS = (1.0, 2.0)  # a component's strongest cells covering this many typical support-object areas
 RING = 0.25  # ring width, as a share of the candidate's square-root area (at least 3 pixels)
 
@@ -71,12 +77,14 @@ distinct objects than the painted one (an MR slice set lost a liver to one). BUS
 the session-8 candidates: 0.620 / 0.612 (seeds 0 / 1) with it, 0.625 / 0.603 without (BENCHMARKS.md)."""
 
 
-def embedding_contrast(embedding: PlaneEmbedding, mask: np.ndarray, ring: float = RING) -> float:
+def embedding_contrast(embedding: PlaneEmbedding, mask: np.ndarray, ring: float = RING,
+                       inside: torch.Tensor | None = None) -> float:
     """1 - cosine(mean embedding inside the (H, W) bool mask, mean in the ring around it): how much a candidate
-    stands out from its surroundings in LiteMedSAM's embedding; -inf for an empty mask, 0 without a ring."""
+    stands out from its surroundings in LiteMedSAM's embedding; -inf for an empty mask, 0 without a ring.
+    inside: embedding_mean(embedding, mask) when the caller has it."""
     if not mask.any():
         return float("-inf")
-    inside = embedding_mean(embedding, mask)
+    inside = embedding_mean(embedding, mask) if inside is None else inside
     around = embedding_mean(embedding, ring_around(mask, max(3, int(round(ring * np.sqrt(mask.sum()))))))
     if inside is None or around is None:
         return 0.0
@@ -90,15 +98,18 @@ def low_res(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def candidates(margin: np.ndarray, coarse: np.ndarray, decode: Callable, profile: SupportProfile | None,
-               size: tuple[int, int], min_pixels: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
+               size: tuple[int, int], min_pixels: int = 64, with_probabilities: bool = False,
+               large_peaks: int | None = LARGE_PEAKS) -> tuple:
     """One class's candidates on one image (see module doc): (H, W) margin and coarse mask -> their (N, 4) boxes
     in the image's pixels and N (h, w) bool masks at the decoder's own `size` (empty ones dropped). Where the
     class has coarse pixels, only candidates covering at least MIN_COVER of them are kept; a box that cannot
     (a decoded mask lies inside its box) is dropped before it is decoded: a quarter of BUSI's boxes, the same
-    candidates kept, at a quarter less decoder time.
+    candidates kept, at a quarter less decoder time. `with_probabilities`: also their (N, h, w) decoded
+    probabilities (the third item). `large_peaks`: 1.4 boxes only around that many of the strongest peaks.
     decode: (N, 4) boxes, low_res -> (N, h, w) probabilities (low_res True) or (N, H, W)."""
-    boxes = propose_boxes(margin, coarse, profile, peaks=PEAKS, components=3, min_pixels=min_pixels,
-                          box_margins=MARGINS, peak_sizes=PEAK_SIZES, top_areas=TOP_AREAS)
+    boxes = propose_boxes(margin, coarse, profile, peaks=PEAKS, components=COMPONENTS, min_pixels=min_pixels,
+                          box_margins=MARGINS, peak_sizes=PEAK_SIZES, top_areas=TOP_AREAS,
+                          large_peaks=large_peaks)
     shrink = np.array([size[1] / margin.shape[1], size[0] / margin.shape[0]] * 2, np.float32)
     share = low_res(coarse, size) if coarse.any() else None
     if share is not None and len(boxes):
@@ -107,32 +118,48 @@ def candidates(margin: np.ndarray, coarse: np.ndarray, decode: Callable, profile
     if len(boxes):  # a box proposed twice (a component smaller than the support's area is its own core) once
         boxes = boxes[np.sort(np.unique(boxes, axis=0, return_index=True)[1])]
     if not len(boxes):
-        return boxes, []
-    masks = decoded_masks(boxes * shrink, decode(boxes, True))
+        return (boxes, [], np.zeros((0, *size), np.float32)) if with_probabilities else (boxes, [])
+    probabilities = decode(boxes, True)
+    masks = decoded_masks(boxes * shrink, probabilities)
     kept = [n for n, m in enumerate(masks) if m.any() and (share is None or share[m].sum() >= MIN_COVER * share.sum())]
-    return boxes[kept], [masks[n] for n in kept]
+    out = boxes[kept], [masks[n] for n in kept]
+    return (*out, np.asarray(probabilities)[kept]) if with_probabilities else out
+
+
+def full_size(probabilities: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) probabilities at the decoder's own size -> (N, H, W) at the plane's `shape`, as the decoder's
+    full-size output is made (its logits resized bilinearly, then the sigmoid): the logits come back from the
+    probabilities (float32: exact up to |logit| ~ 16, where the mask's outline never lies). BUSI, 40 boxes:
+    the same masks as decoding the box again at full size (Dice 1.0, largest |delta p| 7e-6)."""
+    logits = torch.logit(torch.from_numpy(np.ascontiguousarray(probabilities, np.float32)), eps=1e-7)
+    up = F.interpolate(logits[:, None], size=tuple(shape), mode="bilinear", align_corners=False)[:, 0]
+    return torch.sigmoid(up).numpy()
 
 
 def selection_score(embedding: PlaneEmbedding, mask: np.ndarray, profile: SupportProfile | None) -> float:
     """How well a candidate (an (H, W) or embedding.resized bool mask) fits: its embedding contrast with its
     ring, plus how much it looks like the painted objects (profile.likeness of its mean embedding: 0 without
     an appearance). Both are cosines, added unweighted."""
-    contrast = embedding_contrast(embedding, mask)
-    if profile is None or profile.appearance is None or not np.isfinite(contrast):
+    inside = embedding_mean(embedding, mask) if mask.any() else None
+    contrast = embedding_contrast(embedding, mask, inside=inside)
+    if profile is None or profile.appearance is None or not np.isfinite(contrast) or inside is None:
         return contrast
-    return contrast + profile.likeness(embedding_mean(embedding, mask).cpu().numpy())
+    return contrast + profile.likeness(inside.cpu().numpy())
 
 
 def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int], decode: Callable,
                  embedding: PlaneEmbedding, profiles: dict[int, SupportProfile | None],
-                 min_pixels: int = 64) -> np.ndarray:
+                 min_pixels: int = 64, redraw: bool = False) -> np.ndarray:
     """One image's labels redrawn: per class, the candidate of highest :func:`selection_score`.
 
     labels: (H, W) coarse label values; scores: (K + 1, H, W) class similarity (upsampled, class k of
     class_ids at k); profiles: class position k -> the support's objects of that class (or None).
     decode: (N, 4) boxes, low_res -> probabilities, (N, h, w) at the decoder's own size (embedding.resized)
-    with low_res, else (N, H, W): candidates are drawn and scored at low resolution, the winner redrawn at
-    full size. Classes without a candidate keep their coarse pixels. Returns a new (H, W) array of labels' dtype.
+    with low_res, else (N, H, W): candidates are drawn and scored at low resolution; the winner's full-size mask
+    is its low-resolution decode resized as the decoder resizes (:func:`full_size`, no second decode), or with
+    `redraw` (the full-size decode draws with other weights than the candidates', e.g. a tuned decoder) its
+    box decoded again at full size. Classes without a candidate keep their coarse pixels. Returns a new (H, W)
+    array of labels' dtype.
     """
     out = np.zeros_like(labels)
     chosen = []
@@ -141,13 +168,15 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
         coarse = labels == class_id
         margin = scores[k] - np.delete(scores, k, 0).max(0)
         # the prototypes' own finding anchors the choice: a candidate must cover some of it (MIN_COVER)
-        boxes, masks = candidates(margin, coarse, decode, profiles.get(k), size, min_pixels)
+        boxes, masks, probabilities = candidates(margin, coarse, decode, profiles.get(k), size, min_pixels, True)
         if not masks:
             chosen.append((float("-inf"), class_id, coarse))
             continue
         fit = [selection_score(embedding, m, profiles.get(k)) for m in masks]
         best = int(np.argmax(fit))
-        drawn = decoded_masks(boxes[best:best + 1], decode(boxes[best:best + 1], False))[0]
+        winner = boxes[best:best + 1]
+        drawn = decoded_masks(winner, decode(winner, False) if redraw else
+                              full_size(probabilities[best:best + 1], labels.shape))[0]
         chosen.append((fit[best], class_id, drawn if drawn.any() else coarse))
     for _, class_id, mask in sorted(chosen, key=lambda item: item[0]):  # the best fit wins overlaps
         out[mask] = class_id
@@ -197,7 +226,7 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
             decode = lambda boxes, low, e=embedding: service.decode(  # noqa: E731
                 [(e, boxes, None)], low_res=low, own_weights=low and own_choice)[0]
             labels[i] = select_plane(labels[i], scores, class_ids, decode, embedding, profiles,
-                                     refiner.params.refine.min_pixels)
+                                     refiner.params.refine.min_pixels, redraw=service.decoder_tuned)
             if memo is not None:
                 memo[i] = (digest, labels[i].copy())
         yield Progress(n + 1, len(indices), f"selected objects on image {i + 1} of {len(stack)}")
