@@ -56,15 +56,30 @@ def test_without_spacing_the_size_is_a_pixel_area():
 
 
 @pytest.mark.gui
-def test_widget_shows_volumes_after_segment_and_export_writes_them(ct, qtbot, tmp_path):
+def test_widget_shows_volumes_after_segment_and_export_writes_them(ct, qtbot, tmp_path, monkeypatch):
+    import threading
+
+    from napari_fewshot.core import volumes
+
     viewer, widget, reference = ct
     use_input_size(widget, 128)  # a quick job
     assert widget.ui.volumes_label.text() == ""
+    counted_on = []
+    count = volumes.volume_table
+
+    def counting(*args, **kwargs):
+        counted_on.append(threading.current_thread())
+        return count(*args, **kwargs)
+
+    monkeypatch.setattr(volumes, "volume_table", counting)
     paint_support(widget, reference)
     widget.segment("all")
     wait_idle(qtbot, widget, timeout_s=180)
     prediction = np.asarray(widget.prediction_layer.data)
     ml = class_volumes(prediction, [LIVER], viewer.layers[CT_IMAGE_NAME].metadata["napari_fewshot_volume"].spacing)
+    qtbot.waitUntil(lambda: widget.ui.volumes_label.text().startswith(f"liver: {ml[LIVER][1]:.1f} mL"), timeout=30_000)
+    # counted beside the window, never on the Qt thread (1-3 s on 512 x 512 x 100: a frozen window)
+    assert counted_on and threading.main_thread() not in counted_on, counted_on
     text = widget.ui.volumes_label.text()
     assert text.startswith(f"liver: {ml[LIVER][1]:.1f} mL, slices ") and "(3 painted, 0 corrected, " in text, text
     written = widget.export(str(tmp_path / "ct_mask.nii.gz"))

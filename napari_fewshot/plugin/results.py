@@ -101,21 +101,63 @@ def summary(result, image) -> str:
 def volume_table(image, prediction, support, corrected=()) -> list:
     """The per-class statistics (core.volumes.ClassVolume) of the ``prediction`` layer of ``image``: mL from the
     scan's voxel spacing (NIfTI, DICOM, a TIFF that states one), a pixel area otherwise (image sets, PNG)."""
+    if prediction is None:
+        return []
+    return _table(*_table_inputs(image, prediction, support, corrected))
+
+
+def _table_inputs(image, prediction, support, corrected, copy: bool = False) -> tuple:
+    """What the volume table is computed from, read on the Qt thread: (labels, painted or None, class names,
+    spacing or None, corrected slices); `copy`: the arrays copied, for a thread that runs beside new edits."""
+    import numpy as np
+
+    labels = np.array(prediction.data, copy=copy)
+    painted = None if support is None or support.data.shape != labels.shape else np.array(support.data, copy=copy)
+    volume = image.metadata.get(VOLUME_KEY) if image is not None else None
+    known = volume is not None and image_sets.set_info(image) is None and (
+        getattr(volume, "affine", None) is not None or tuple(volume.spacing) != (1.0, 1.0, 1.0))
+    return labels, painted, layers.class_names(support, image), volume.spacing if known else None, tuple(corrected)
+
+
+def _table(labels, painted, names, spacing, corrected) -> list:
     import numpy as np
 
     from ..core.volumes import volume_table as table
 
-    if prediction is None:
-        return []
-    labels = np.asarray(prediction.data)
-    painted = None if support is None or support.data.shape != labels.shape else np.asarray(support.data)
-    names = layers.class_names(support, image)
     present = {int(c) for c in np.unique(labels) if c} | ({int(c) for c in np.unique(painted) if c}
                                                           if painted is not None else set())
-    volume = image.metadata.get(VOLUME_KEY) if image is not None else None
-    known = volume is not None and image_sets.set_info(image) is None and (
-        getattr(volume, "affine", None) is not None or tuple(volume.spacing) != (1.0, 1.0, 1.0))
-    return table(labels, sorted(present), volume.spacing if known else None, names, painted, corrected)
+    return table(labels, sorted(present), spacing, names, painted, corrected)
+
+
+class VolumesLine:
+    """The per-class volumes under the status line, recounted after each segmentation in a background thread:
+    on a 512 x 512 x 100 prediction the count takes 1-3 s (every class's voxels and slices), which froze the
+    window after every result (BENCHMARKS.md, session 12 "stall"). The arrays are copied first (tens of ms), so
+    strokes made meanwhile do not mix into the count; a newer count supersedes one still running."""
+
+    def __init__(self, widget):
+        self.widget, self.pending = widget, None
+
+    def refresh(self) -> None:
+        from napari.qt.threading import create_worker
+
+        widget = self.widget
+        if widget.prediction_layer is None or widget.image_layer is None:
+            self.pending = None
+            widget.ui.volumes_label.setText("")
+            return
+        support, image = widget.support_layer, widget.image_layer
+        inputs = _table_inputs(image, widget.prediction_layer, support,
+                               widget.corrections.corrected_slices(support), copy=True)
+        worker = self.pending = create_worker(_table, *inputs, _start_thread=False)
+
+        def show(table) -> None:
+            if self.pending is worker and not widget.runner.closed:
+                self.pending = None
+                widget.ui.volumes_label.setText(describe_volumes(table, image))
+
+        worker.returned.connect(show)
+        worker.start()
 
 
 def describe_volumes(table, image) -> str:
@@ -152,8 +194,3 @@ def widget_volumes(widget) -> list:
     support = widget.support_layer
     return volume_table(widget.image_layer, widget.prediction_layer, support,
                         widget.corrections.corrected_slices(support))
-
-
-def refresh_volumes(widget) -> None:
-    """Show the per-class volumes under the status line (after each segmentation)."""
-    widget.ui.volumes_label.setText(describe_volumes(widget_volumes(widget), widget.image_layer))

@@ -22,7 +22,7 @@ from functools import partial
 import numpy as np
 from qtpy.QtCore import QObject, QTimer
 
-from . import image_sets, layers, results, warm_up
+from . import image_sets, layers, warm_up
 
 FLUSH_MS = 100  # refined planes arriving within this time go into the layer with one refresh
 KIND = "Refining"
@@ -133,7 +133,7 @@ class Streaming(QObject):
         layer.refresh()
         self.widget.corrections.remember(session, result, whole)
         self.widget.explain.remember(image, result, whole)
-        results.refresh_volumes(self.widget)
+        self.widget.volumes.refresh()
         n = len(set(result.segmented_slices) - set(result.support_slices))
         seconds = self.widget.runner.elapsed()
         self.widget.ui.status_label.setText(

@@ -67,6 +67,7 @@ class FewShotWidget(QWidget):
         self.boxes = BoxTool(self)  # Box -> paint: rectangles become support paint (LiteMedSAM)
         self.explain = ExplainTool(self)  # which painted slice a prediction looks like (the Explain box)
         self.streaming = streaming.Streaming(self)  # LiteMedSAM refines Segment's coarse result in the background
+        self.volumes = results.VolumesLine(self)  # per-class volumes under the status line, counted in a thread
 
     # -- public state ----------------------------------------------------------------------
     @property
@@ -312,7 +313,7 @@ class FewShotWidget(QWidget):
             return
         result = results.show(self.viewer, session, image, support, result, whole, self.ui.heatmap_check.isChecked())
         self.corrections.remember(session, result, whole)  # a whole-volume result orders Check next
-        results.refresh_volumes(self)
+        self.volumes.refresh()
         self.explain.remember(image, result, whole)
         if not quiet:  # (a quiet result is the visible slice's coarse preview: the whole volume follows)
             self.streaming.follow(session, image, support, whole, result)  # when refinement is to come
