@@ -50,16 +50,22 @@ def test_the_ring_lies_around_the_mask_and_the_lesion_stands_out_from_it():
     assert embedding_contrast(embedding, np.zeros(shape, bool)) == float("-inf")
 
 
+def _blob_around_lesion(shape):
+    """A lesion (disk r 10) inside a predicted blob 6x its area, the map peaking on the lesion; the support's lesions
+    have the lesion's size: (lesion mask, (2, H, W) scores, (H, W) labels, support profiles)."""
+    lesion, blob = _disk(shape, (40, 40), 10), _disk(shape, (44, 44), 25)
+    scores = np.zeros((2, *shape), np.float32)
+    scores[1] = np.where(blob, 0.3, -0.3) + np.where(lesion, 0.2, 0.0)
+    labels = (scores[1] > scores[0]).astype(np.uint8)
+    return lesion, scores, labels, support_profiles({3: _disk(shape, (70, 70), 10).astype(np.int16)}, 1)
+
+
 def test_select_redraws_a_blob_as_the_lesion_inside_it():
     """The prototypes predict a blob 6x the lesion; the support's lesions have the lesion's size: a candidate
     of that size around the map's peak is drawn and kept, since the blob's outline is as much surroundings as
     lesion."""
     shape = (128, 128)
-    lesion, blob = _disk(shape, (40, 40), 10), _disk(shape, (44, 44), 25)
-    scores = np.zeros((2, *shape), np.float32)
-    scores[1] = np.where(blob, 0.3, -0.3) + np.where(lesion, 0.2, 0.0)
-    labels = (scores[1] > scores[0]).astype(np.uint8)
-    profiles = support_profiles({3: _disk(shape, (70, 70), 10).astype(np.int16)}, 1)
+    lesion, scores, labels, profiles = _blob_around_lesion(shape)
     out = select_plane(labels, scores, [1], _inscribed(shape), _embedding(shape, lesion), profiles)
     assert out.dtype == labels.dtype and out.shape == shape
     assert dice(labels == 1, lesion) < 0.4 and dice(out == 1, lesion) > 0.8
@@ -240,11 +246,7 @@ def test_the_winner_is_its_low_resolution_decode_resized_not_a_second_decode():
     decode resized (select_objects.full_size), so no box is decoded at full size, unless `redraw` asks for it
     (a tuned decoder draws the winner with other weights than the candidates were scored with)."""
     shape = (128, 128)
-    lesion, blob = _disk(shape, (40, 40), 10), _disk(shape, (44, 44), 25)
-    scores = np.zeros((2, *shape), np.float32)
-    scores[1] = np.where(blob, 0.3, -0.3) + np.where(lesion, 0.2, 0.0)
-    labels = (scores[1] > scores[0]).astype(np.uint8)
-    profiles = support_profiles({3: _disk(shape, (70, 70), 10).astype(np.int16)}, 1)
+    lesion, scores, labels, profiles = _blob_around_lesion(shape)
     calls = []
 
     def decode(boxes, low_res=False):
