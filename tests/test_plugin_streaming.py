@@ -129,6 +129,25 @@ def test_a_stroke_cancels_the_refinement_and_a_new_segment_restarts_it(crop_view
     np.testing.assert_array_equal(widget.prediction_layer.data[2], support.data[2])  # painted: as painted
 
 
+def test_a_segment_refused_while_the_coarse_job_ends_keeps_its_refinement(crop_viewer, qtbot):
+    """Segment clicked between the coarse result and the end of its job (the refinement is queued behind that job):
+    the click is refused ("still running"), and the queued refinement must not give way to it: before, it was
+    dropped, so it never ran and the widget stayed "refining" for ever."""
+    viewer, widget, support, reference = crop_viewer
+    start, clicked = widget.streaming._start, []
+
+    def start_then_click(*args):
+        worker = start(*args)
+        if not clicked:  # the user clicks Segment again at this very moment
+            clicked.append(widget.segment("all"))
+        return worker
+
+    widget.streaming._start = start_then_click
+    widget.segment("all")
+    until(qtbot, lambda: bool(clicked) and not widget.busy and not widget.streaming.running, timeout_s=120)
+    assert widget.ui.status_label.text().startswith("Refined 6 slices"), widget.ui.status_label.text()
+
+
 def test_load_prototypes_shows_the_coarse_result_and_streams_its_refinement(crop_viewer, qtbot, tmp_path, monkeypatch):
     """Load prototypes refines as Segment does: the bank's coarse labels at once, LiteMedSAM's slices after."""
     from napari_fewshot.plugin import streaming

@@ -97,9 +97,10 @@ class JobRunner:
 
         if self.closed:
             return None
-        if self._waiting is not None and self._waiting[2] and not background:
-            self._waiting = None  # a background job that has not started gives way
-        if self._waiting is not None or (self.worker is not None and not self.background and not background):
+        refused = self.worker is not None and not self.background and not background  # a user job runs already
+        if self._waiting is not None and self._waiting[2] and not background and not refused:
+            self._waiting = None  # a background job that has not started gives way (to a job that will run only)
+        if self._waiting is not None or refused:
             if not background:
                 kind = self._waiting[1] if self._waiting is not None else self.kind
                 show_warning(f"{kind} is still running; wait for it or press Cancel.")
