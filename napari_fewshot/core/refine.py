@@ -208,11 +208,9 @@ class DecodedBoxes:
     def put(self, index: int, box: np.ndarray, probabilities: np.ndarray, part: tuple | None = None) -> None:
         """Keep the (H, W) `probabilities` decoded for `box` on slice `index` (their box's pixels only), and of
         `part` (class k, (H, W) bool component prompted by the box) the class and the box's pixels."""
-        region = box_region(box, probabilities.shape)
-        rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
-        if not len(rows) or not len(cols):
+        window = bounding_window(box_region(box, probabilities.shape))
+        if window is None:
             return
-        window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
         crop = np.array(probabilities[window], np.float32)
         key = self.key(index, box)
         if key in self._kept:

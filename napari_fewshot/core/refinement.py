@@ -87,6 +87,8 @@ def provisional_plane(refined: np.ndarray, cleaned: np.ndarray, class_ids: Seque
     overlap the class on the cleaned coarse slice; the rest becomes background.
 
     refined, cleaned: (H, W) label values of the same slice. Returns a new (H, W) array of refined's dtype."""
+    from .refine import bounding_window  # its caller, the refiner, has loaded refine.py already
+
     out = refined.copy()
     for c in class_ids:
         mask = refined == c
@@ -96,8 +98,7 @@ def provisional_plane(refined: np.ndarray, cleaned: np.ndarray, class_ids: Seque
         if not kept.any():
             out[mask] = 0
             continue
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        window = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)  # the class's bounding box
+        window = bounding_window(mask)  # the class's bounding box
         parts, count = ndimage.label(mask[window], structure=np.ones((3, 3), bool))
         touching = np.unique(parts[(kept & mask)[window]])
         out[window][mask[window] & ~np.isin(parts, touching[touching > 0])] = 0
