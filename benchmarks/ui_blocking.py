@@ -75,6 +75,15 @@ def timed(app, widget, session, image, support, result):
     return t1 - t0, time.perf_counter() - t1
 
 
+def _as_called_today(function):
+    """BASELINE's layer function, called with today's arguments: results.show now also passes arguments that did
+    not exist then (update_heatmaps' prediction and limits), which the old function never used."""
+    import inspect
+
+    accepted = len(inspect.signature(function).parameters)
+    return lambda *args: function(*args[:accepted])
+
+
 def main():
     import os
     import tempfile
@@ -100,7 +109,7 @@ def main():
     print(f"volume {S}x{H}x{W}, {K} classes")
     for label, patch in ((f"before ({BASELINE} layers, per-slice dict)", head), ("after (worker-assembled volumes)", None)):
         for name in ("update_prediction", "update_heatmaps"):
-            setattr(widget_module.layers, name, getattr(patch, name) if patch else current[name])
+            setattr(widget_module.layers, name, _as_called_today(getattr(patch, name)) if patch else current[name])
         for run in ("new layers", "existing layers"):
             if run == "new layers":
                 for layer in [session.prediction, *session.heatmaps.values()]:
