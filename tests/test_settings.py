@@ -171,3 +171,7 @@ def test_cli_options_make_the_config_params(monkeypatch):
         FineTuneParams(method="adapter")
     params, tune = segmentation_params(build_parser().parse_args(["demo"]))
     assert params == SegmentationParams() and tune is None
+    params, _ = segmentation_params(build_parser().parse_args(["segment", "scan.nii.gz", "--support", "s.nii.gz",
+                                                               "--out", "o.nii.gz", "--postprocess-detach", "0",
+                                                               "--postprocess-grow", "2"]))
+    assert (params.postprocess_detach, params.postprocess_grow) == (0.0, 2)  # the clean-up's two rules, off / eased

@@ -172,11 +172,11 @@ class SegmentationParams:
         help="3D consistency of volumes: no organ past where it ends, only the components touching the paint; "
              "2D images: each class's largest component")
     postprocess_grow: int = setting(
-        0, label="Growth per slice", affects_features=False, minimum=0, maximum=1000,
-        help="pixels a mask may grow per slice beyond the painted range (0: it may only shrink)")
+        0, label="Growth per slice (px)", affects_features=False, minimum=0, maximum=1000, flag="--postprocess-grow",
+        metavar="PX", help="pixels a mask may grow per slice beyond the painted range (0: it may only shrink)")
     postprocess_detach: float = setting(
         3.0, label="Detached end ratio", affects_features=False, minimum=0.0, maximum=1000.0,
-        help="beyond the painted range, a slice ends the organ when the object predicted there is more than this "
+        flag="--postprocess-detach", metavar="RATIO", help="beyond the painted range, a slice ends the organ when the object predicted there is more than this "
              "many times its part that continues the previous slice: a larger neighbour took over (0: off)")
     smooth_slices: float = setting(
         0.7, label="Smooth across slices", affects_features=False, minimum=0.0, maximum=100.0, flag="--smooth-slices",

@@ -71,6 +71,11 @@ MORE_ROWS = (
     Row("scale", {"step": 1.0}),
     Row("smooth_slices", {"step": 0.1}),
     Row("postprocess"),
+    Row("postprocess_grow"),
+    Row("postprocess_detach", {"step": 0.5},
+        tooltip="Beyond the painted slices, a slice ends the organ when the object found there is more than\n"
+                "this many times its part that continues the previous slice (a larger neighbour took over).\n"
+                "0: off, e.g. for an organ that widens quickly away from the painted slices."),
     Row("refine.select",
         tooltip="2D images: LiteMedSAM draws many candidate outlines and the most distinct one is kept\n"
                 "(BUSI 5-shot 0.48 -> 0.62). On organ slices saved as images it can pick another organ:\n"
