@@ -80,6 +80,9 @@ def main() -> None:
     parser.add_argument("--refine", action="store_true", help="time LiteMedSAM's re-decode too (refine_result)")
     parser.add_argument("--check-fresh", action="store_true", help="with --refine: compare to a fresh refiner")
     parser.add_argument("--corrections", type=int, default=4)
+    parser.add_argument("--ahead", action="store_true",
+                        help="with --refine: B embeds ahead of need (core/ahead.py) after each refinement, in idle "
+                             "time: timed apart, not in the correction's figures")
     parser.add_argument("--b-refine", default="", help="RefineParams fields for B, e.g. 'reuse_changed=0' (exact)")
     args = parser.parse_args()
     import numpy as np
@@ -181,6 +184,14 @@ def main() -> None:
         wall, cpu, final = timed(segs[name].refine_result(coarse, first=first), name)
         return (wall, cpu, final) + tuple(counts[k] - before[k] for k in ("decoded", "embedded", "prompts"))
 
+    def ahead(name, final):
+        """(wall, cpu, embeddings) of B's embedding ahead after `final` (idle time in the window)."""
+        from napari_fewshot.core.ahead import embed_ahead
+
+        before = counts["embedded"]
+        wall, cpu, _ = timed(embed_ahead(segs[name], final), name)
+        return wall, cpu, counts["embedded"] - before
+
     rows = {}
     for name, seg in segs.items():
         wall, cpu, coarse = timed(seg.segment(support, refine_later=True), name)
@@ -188,8 +199,10 @@ def main() -> None:
         if args.refine:
             rows[name].update(refine_wall=[], refine_cpu=[], total_wall=[], total_cpu=[], decoded=[], embedded=[],
                               prompts=[])
-            rwall, rcpu, _, decoded, embedded, prompts = refined(name, coarse, [])
+            rwall, rcpu, final, decoded, embedded, prompts = refined(name, coarse, [])
             rows[name]["segment_all_refine"] = (rwall, rcpu, decoded, embedded, prompts)
+            if args.ahead and name.startswith("B"):
+                rows[name]["ahead"] = [ahead(name, final)]
     fresh_identical = []
     candidates = [z for z in organ if z not in painted]
     identical, ranking, quality = [], [], []
@@ -204,6 +217,8 @@ def main() -> None:
                 coarse = result
                 coarses[name] = np.asarray(coarse.labels)
                 rwall, rcpu, result, decoded, embedded, prompts = refined(name, coarse, [z])
+                if args.ahead and name.startswith("B"):
+                    rows[name]["ahead"].append(ahead(name, result))
                 for key, value in (("refine_wall", rwall), ("refine_cpu", rcpu), ("total_wall", round(wall + rwall, 2)),
                                    ("total_cpu", round(cpu + rcpu, 2)), ("decoded", decoded), ("embedded", embedded),
                                    ("prompts", prompts)):
@@ -245,7 +260,7 @@ def main() -> None:
         ua, ub = (ranks[name] for name in segs)
         ranking.append({"max_abs_diff": max(abs(ua[i] - ub[i]) for i in ua), "max_pixels": max(ua.values()),
                         "same_order": sorted(ua, key=lambda i: (-ua[i], i)) == sorted(ub, key=lambda i: (-ub[i], i))})
-        print(f"correction on slice {z}:", {k: (v["wall"][-1], v["cpu"][-1]) for k, v in rows.items()},
+        print(f"correction on slice {z}:", "ahead (wall, cpu, n):", rows[list(segs)[1]].get("ahead", [None])[-1], {k: (v["wall"][-1], v["cpu"][-1]) for k, v in rows.items()},
               "identical labels:", identical[-1], "(total wall, cpu, slices decoded, embedded, prompts):",
               {k: (v.get("total_wall", [None])[-1], v.get("total_cpu", [None])[-1], v.get("decoded", [None])[-1],
                    v.get("embedded", [None])[-1], v.get("prompts", [None])[-1]) for k, v in rows.items()} if args.refine else "",
