@@ -8,8 +8,9 @@ in one process so that both share the machine's load, correction after correctio
 Two segmenters of this checkout on the same cached features; A's match cache is the baseline revision's
 core/matching.py (loaded from git; a revision from before batched matching is asked one slice at a time, as
 its segmenter asked it), A matches every cell (no core/bounded.py) and ranks with the baseline's
-core/uncertainty.py (Check next), so the difference between A and B is the matching and the ranking; the rest
-(pooling, clean-up) is this checkout's in both. The labels are compared after every correction. Both time the coarse result
+core/uncertainty.py (Check next) and keeps 3D components with the baseline's postprocess.keep_connected, so the
+difference between A and B is the matching, the ranking and that choice; the rest (pooling, the rest of the clean-up)
+is this checkout's in both. The labels are compared after every correction. Both time the coarse result
 (``segment(..., refine_later=True)``, as the window does; LiteMedSAM's refinement streams in after it). Segment all, then 4 corrections (the reference of one
 more organ slice into the support, the whole volume segmented again by A and by B, alternating which goes
 first); prints wall and CPU seconds (both threads) of each, and whether the labels are identical.
@@ -80,6 +81,12 @@ def main() -> None:
     parser.add_argument("--refine", action="store_true", help="time LiteMedSAM's re-decode too (refine_result)")
     parser.add_argument("--check-fresh", action="store_true", help="with --refine: compare to a fresh refiner")
     parser.add_argument("--corrections", type=int, default=4)
+    parser.add_argument("--a-as-shipped", action="store_true",
+                        help="A as the baseline ships: its bounded matching and its own Check next (only its "
+                             "keep_connected and core/refine.py are swapped in); for a baseline with core/bounded.py")
+    parser.add_argument("--ahead", action="store_true",
+                        help="with --refine: B embeds ahead of need (core/ahead.py) after each refinement, in idle "
+                             "time: timed apart, not in the correction's figures")
     parser.add_argument("--b-refine", default="", help="RefineParams fields for B, e.g. 'reuse_changed=0' (exact)")
     args = parser.parse_args()
     import numpy as np
@@ -115,7 +122,7 @@ def main() -> None:
                 cache.class_similarities = lambda keys, loads, groups, cache=cache: (
                     cache.class_similarity(k, load, groups) for k, load in zip(keys, loads))
             seg._matches = cache
-            seg.bounded = False  # the baseline matches every cell (core/bounded.py is this checkout's)
+            seg.bounded = args.a_as_shipped  # else the baseline matches every cell (core/bounded.py is this checkout's)
         segs[name] = seg
     counts = {"decoded": 0, "embedded": 0, "prompts": 0}
     if args.refine:
@@ -160,19 +167,24 @@ def main() -> None:
             if name.startswith("A"):
                 seg._refiner = old_refine.Refiner(seg.params, seg.sam)
 
+    import napari_fewshot.core.postprocess as postprocess
     import napari_fewshot.core.uncertainty as uncertainty
 
     ours, theirs = uncertainty.rank_slices, baseline_matching(args.baseline, "uncertainty").rank_slices
+    our_keep, their_keep = postprocess.keep_connected, baseline_matching(args.baseline, "postprocess").keep_connected
 
     def timed(job, name=""):
-        # A ranks with the baseline's Check next (its coarse scores are every cell's; it takes no `settle`)
+        # A ranks with the baseline's Check next (its coarse scores are every cell's; it takes no `settle`) and
+        # chooses 3D components with the baseline's keep_connected
         if name.startswith("A"):
-            uncertainty.rank_slices = lambda *a, settle=None, **k: theirs(*a, **k)
+            if not args.a_as_shipped:
+                uncertainty.rank_slices = lambda *a, settle=None, **k: theirs(*a, **k)
+            postprocess.keep_connected = their_keep
         start, cpu = time.perf_counter(), time.process_time()
         try:
             out = run(job)
         finally:
-            uncertainty.rank_slices = ours
+            uncertainty.rank_slices, postprocess.keep_connected = ours, our_keep
         return round(time.perf_counter() - start, 2), round(time.process_time() - cpu, 2), out
 
     def refined(name, coarse, first):
@@ -181,6 +193,14 @@ def main() -> None:
         wall, cpu, final = timed(segs[name].refine_result(coarse, first=first), name)
         return (wall, cpu, final) + tuple(counts[k] - before[k] for k in ("decoded", "embedded", "prompts"))
 
+    def ahead(name, final):
+        """(wall, cpu, embeddings) of B's embedding ahead after `final` (idle time in the window)."""
+        from napari_fewshot.core.ahead import embed_ahead
+
+        before = counts["embedded"]
+        wall, cpu, _ = timed(embed_ahead(segs[name], final), name)
+        return wall, cpu, counts["embedded"] - before
+
     rows = {}
     for name, seg in segs.items():
         wall, cpu, coarse = timed(seg.segment(support, refine_later=True), name)
@@ -188,8 +208,10 @@ def main() -> None:
         if args.refine:
             rows[name].update(refine_wall=[], refine_cpu=[], total_wall=[], total_cpu=[], decoded=[], embedded=[],
                               prompts=[])
-            rwall, rcpu, _, decoded, embedded, prompts = refined(name, coarse, [])
+            rwall, rcpu, final, decoded, embedded, prompts = refined(name, coarse, [])
             rows[name]["segment_all_refine"] = (rwall, rcpu, decoded, embedded, prompts)
+            if args.ahead and name.startswith("B"):
+                rows[name]["ahead"] = [ahead(name, final)]
     fresh_identical = []
     candidates = [z for z in organ if z not in painted]
     identical, ranking, quality = [], [], []
@@ -204,6 +226,8 @@ def main() -> None:
                 coarse = result
                 coarses[name] = np.asarray(coarse.labels)
                 rwall, rcpu, result, decoded, embedded, prompts = refined(name, coarse, [z])
+                if args.ahead and name.startswith("B"):
+                    rows[name]["ahead"].append(ahead(name, result))
                 for key, value in (("refine_wall", rwall), ("refine_cpu", rcpu), ("total_wall", round(wall + rwall, 2)),
                                    ("total_cpu", round(cpu + rcpu, 2)), ("decoded", decoded), ("embedded", embedded),
                                    ("prompts", prompts)):
@@ -245,7 +269,7 @@ def main() -> None:
         ua, ub = (ranks[name] for name in segs)
         ranking.append({"max_abs_diff": max(abs(ua[i] - ub[i]) for i in ua), "max_pixels": max(ua.values()),
                         "same_order": sorted(ua, key=lambda i: (-ua[i], i)) == sorted(ub, key=lambda i: (-ub[i], i))})
-        print(f"correction on slice {z}:", {k: (v["wall"][-1], v["cpu"][-1]) for k, v in rows.items()},
+        print(f"correction on slice {z}:", "ahead (wall, cpu, n):", rows[list(segs)[1]].get("ahead", [None])[-1], {k: (v["wall"][-1], v["cpu"][-1]) for k, v in rows.items()},
               "identical labels:", identical[-1], "(total wall, cpu, slices decoded, embedded, prompts):",
               {k: (v.get("total_wall", [None])[-1], v.get("total_cpu", [None])[-1], v.get("decoded", [None])[-1],
                    v.get("embedded", [None])[-1], v.get("prompts", [None])[-1]) for k, v in rows.items()} if args.refine else "",

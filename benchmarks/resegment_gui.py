@@ -215,9 +215,12 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
             coarse_at = time.perf_counter() - heart.t0
             if shots:
                 viewer.screenshot(shot(screenshot, "2_coarse"), canvas_only=False)
-            wait_idle(widget, settle_s=0)
+            while widget.streaming.running:  # until the refined labels are in (not the embeddings ahead after it)
+                app.processEvents()
+                time.sleep(0.005)
             refined.append(time.perf_counter() - click)
             done_at = time.perf_counter() - heart.t0
+            wait_idle(widget, settle_s=0)  # idle time: the embeddings ahead of need (core/ahead.py) where there are
             wait_idle(None, settle_s=0.5)
             heart.stop()
             if shots:

@@ -237,3 +237,35 @@ def test_the_final_labels_are_shown_when_the_result_comes_after_the_worker_has_e
     assert widget.ui.status_label.text().startswith("Refined 6 slices with LiteMedSAM")
     assert not widget.prediction_layer.data[3].any()  # the final labels, not the streamed (coarse) ones
     assert widget.streaming._target is None and not widget.streaming.running  # and nothing left connected
+
+
+def test_embeddings_ahead_run_quietly_after_the_refinement_and_a_stroke_stops_them(crop_viewer, qtbot, monkeypatch):
+    """After a volume's refinement a quiet background job embeds ahead of need (core/ahead.py): the status line keeps
+    "Refined ...", the controls stay enabled, and the next stroke on the support stops it after its current slice."""
+    from napari_fewshot.plugin import streaming
+
+    viewer, widget, support, reference = crop_viewer
+    steps = []
+    real = streaming.ahead_job
+
+    def ahead_job(session, result):  # the real one (nothing to embed on this 8-slice crop), then a slow stand-in
+        from napari_fewshot.core import Progress
+
+        assert (yield from real(session, result)) == 0
+        for n in range(1, 200):
+            steps.append(n)
+            time.sleep(0.05)
+            yield Progress(n, 200, "embedded")
+        return 200
+
+    monkeypatch.setattr(streaming, "ahead_job", ahead_job)
+    widget.segment("all")
+    until(qtbot, lambda: len(steps) >= 3)  # refinement done, the job embedding ahead runs
+    assert widget.ui.status_label.text().startswith("Refined 6 slices with LiteMedSAM")  # not touched by it
+    assert widget.ui.segment_button.isEnabled() and not widget.ui.cancel_button.isEnabled()
+    support.paint((2, 30, 60), 3, refresh=True)  # a stroke
+    until(qtbot, lambda: widget.streaming.ahead is None and not widget.busy, 60)
+    stopped = len(steps)
+    qtbot.wait(300)
+    assert len(steps) <= stopped + 1 and stopped < 199  # it stopped at the stroke
+    assert widget.ui.status_label.text().startswith("Refined 6 slices")  # no "cancelled" for a job nobody started

@@ -70,6 +70,11 @@ class RefineParams:
         help="after a correction, a component that differs from one decoded on that slice (same class) by at most "
              "this share of its pixels reuses that decode instead of decoding its moved box (0: off; 0.05 changed "
              "Dice by <= 0.0001 on the CT sample and 512x512x100, BENCHMARKS.md)")
+    ahead: int = setting(
+        20, label="Embeddings ahead (slices)", minimum=0, maximum=10_000,
+        help="after a volume's refinement, in idle time, LiteMedSAM embeds the slices up to this many beyond each "
+             "class's first and last refined slice, nearest first, so a correction that extends an organ does not "
+             "wait for them (0: off; the widget stops it when you paint or run a job)")
     select: bool = setting(
         True, label="Propose and select (2D images)", flag="--select",
         help="on 2D images and image sets, LiteMedSAM draws many candidates per class (boxes of the components, "
@@ -83,11 +88,11 @@ class RefineParams:
         refuse_non_finite(self)
         if self.enabled not in (None, True, False):
             raise FewShotError(f"Refine must be on, off or automatic (None), not {self.enabled!r}.")
-        if not (0 <= self.margin <= 1 and self.reuse_shift >= 0 and 0 <= self.reuse_changed <= 1
+        if not (0 <= self.margin <= 1 and self.reuse_shift >= 0 and 0 <= self.reuse_changed <= 1 and self.ahead >= 0
                 and self.min_pixels >= 1 and self.max_components >= 1 and self.max_growth > 1):
             raise FewShotError("Refine needs a box margin between 0 and 1, a minimum component size of at least "
-                               "1 pixel, a maximum growth above 1 and reuse tolerances of at least 0 (a share of "
-                               "at most 1).")
+                               "1 pixel, a maximum growth above 1, reuse tolerances of at least 0 (a share of "
+                               "at most 1) and at least 0 embeddings ahead.")
 
     def enabled_for(self, stack, device=None) -> bool:
         """Whether segmenting this ImageStack on `device` refines with LiteMedSAM: `enabled` when set; else

@@ -88,17 +88,31 @@ def keep_connected(mask: np.ndarray, seeds: np.ndarray | None = None) -> np.ndar
 
     mask, seeds: (S, H, W) bool. Without seeds, or when none touches the mask, the largest component is kept.
     """
-    labelled, n = ndimage.label(mask)
+    if not mask.any():
+        return mask
+    window = tuple(slice(int(a.min()), int(a.max()) + 1) for a in _extent(mask))  # labelled in its bounding box:
+    labelled, n = ndimage.label(mask[window])  # the same components in the same order, on fewer voxels
     if n <= 1:
         return mask
+    keep = None
     if seeds is not None and seeds.any():
-        touched = np.unique(labelled[seeds & mask])
+        touched = np.unique(labelled[seeds[window] & mask[window]])
         touched = touched[touched > 0]
         if len(touched):
-            return np.isin(labelled, touched)
-    sizes = np.bincount(labelled.ravel())
-    sizes[0] = 0
-    return labelled == int(np.argmax(sizes))
+            keep = np.zeros(n + 1, bool)
+            keep[touched] = True
+    if keep is None:
+        sizes = np.bincount(labelled.ravel())
+        sizes[0] = 0
+        keep = np.arange(n + 1) == int(np.argmax(sizes))
+    out = np.zeros(mask.shape, bool)
+    out[window] = keep[labelled]  # a lookup, not np.isin
+    return out
+
+
+def _extent(mask: np.ndarray) -> list[np.ndarray]:
+    """The indices along each axis of the non-empty (S, H, W) bool `mask` where it has a voxel."""
+    return [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis))) for axis in range(mask.ndim)]
 
 
 def postprocess_volume(

@@ -247,8 +247,9 @@ class Refiner:
         nothing (no embedding is computed for them)."""
         indices = list(indices)
         p = self.params
-        # On / off / automatic does not change what a refinement gives, so it keeps the refined slices.
-        setting = (stack.signature(), tuple(class_ids), replace(p.refine, enabled=None), self.service.decoder_version)
+        # On / off / automatic and embedding ahead do not change what a refinement gives: it keeps the refined slices.
+        setting = (stack.signature(), tuple(class_ids), replace(p.refine, enabled=None, ahead=0),
+                   self.service.decoder_version)
         if setting != self._setting:
             self._refined.clear()
             self.boxes.clear()

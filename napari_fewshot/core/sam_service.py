@@ -186,6 +186,13 @@ class LiteMedSAMService:
             return self._embedding(digest, lambda: plane, tuple(plane.shape[:2]))
         return self._embedding(digest, lambda: stack.slice(index), stack.shape_of(index))
 
+    def has_embedding_of(self, stack: ImageStack, index: int) -> bool:
+        """True when slice `index` of `stack` has its embedding in memory or in the cache folder (none computed)."""
+        digest = self._digests.get((stack.signature(), index))
+        if digest is None:
+            digest = self._digests[(stack.signature(), index)] = plane_digest(stack.slice(index))
+        return digest in self._planes or (self.disk_dir is not None and (self._folder() / f"{digest}.npy").is_file())
+
     def is_cached(self, plane: np.ndarray) -> bool:
         """True when `plane`'s embedding is in memory (a box on it runs the decoder only)."""
         return plane_digest(plane) in self._planes

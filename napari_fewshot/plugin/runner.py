@@ -8,7 +8,10 @@ traceback sent to the log, never a dialog). Every job ends with a status line sa
 for explicitly: it runs only when nothing else does, and a job started meanwhile waits for it,
 since both use the same segmenter. A *background* job (the streamed refinement, plugin/streaming.py) shows its
 progress and takes Cancel like a job but leaves the controls enabled: a job launched meanwhile cancels it
-and starts when it has stopped (after its current step), and a live update waits for it.
+and starts when it has stopped (after its current step), and a live update waits for it. A *quiet* background job
+(LiteMedSAM's embeddings ahead of need, plugin/streaming.py) is all that and leaves the status line, the bars and
+Cancel alone, and its failure goes to the log only; queued after a job, it starts once that job's follow-up and the
+idle step have run (behind a follow-up job).
 
 napari's progress bar calls ``QApplication.processEvents()`` whenever it changes, so any worker
 signal can be delivered *inside* an update of it. The runner therefore never touches that bar
@@ -74,7 +77,8 @@ class JobRunner:
         self._returned = False  # the running job returned its result
         self._ended = ""  # "cancelled" or "failed": what the bar says when the job ends without a result
         self.background = False  # the running job is a background job (see the module docstring)
-        self._waiting = None  # (worker, kind): a job launched while a background job was stopping
+        self.quiet = False  # the running job is a quiet background job: no status line, no bars
+        self._waiting = None  # (worker, kind, background, quiet): a job launched while another was running
         self.closed = False
         self._timer = QTimer(ui.progress_bar)  # dies with the bar, after the bar's destroyed (see the docstring)
         self._timer.setInterval(PUSH_INTERVAL_MS)
@@ -89,10 +93,12 @@ class JobRunner:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def launch(self, kind: str, fn, *args, on_return, on_preview=None, on_report=None, background=False):
+    def launch(self, kind: str, fn, *args, on_return, on_preview=None, on_report=None, background=False,
+               quiet=False):
         """Start job ``fn(*args)``; None when one is already running (the user is told). A running background job
         is cancelled and this one starts once it has stopped; a background job waits for any job to finish
-        (None when one is already waiting). ``on_report``: called with each Progress (after the bar shows it)."""
+        (None when one is already waiting). ``on_report``: called with each Progress (after the bar shows it).
+        quiet (a background job only): no status line, bars or Cancel (see the module docstring)."""
         from napari.utils.notifications import show_warning
 
         if self.closed:
@@ -111,31 +117,32 @@ class JobRunner:
         worker.yielded.connect(self._guarded(partial(self._on_yield, worker, on_preview, on_report)))
         worker.aborted.connect(self._guarded(self._on_abort))
         if self.worker is not None:  # starts once the running job has ended (_on_finish); a background one is stopped
-            self._waiting = (worker, kind, background)
+            self._waiting = (worker, kind, background, quiet and background)
             if self.background and not self._returned:
                 self.worker.quit()
             return worker
-        self._begin(worker, kind, background)
+        self._begin(worker, kind, background, quiet and background)
         return worker
 
-    def _begin(self, worker, kind: str, background: bool) -> None:
+    def _begin(self, worker, kind: str, background: bool, quiet: bool = False) -> None:
         self.worker, self.kind, self.started, self.steps_done = worker, kind, time.perf_counter(), 0
-        self.background = background
+        self.background, self.quiet = background, quiet
         self._returned, self._latest, self._ended = False, None, ""
-        self._set_busy(True)
-        self.ui.status_label.setText(f"{kind}...")
-        self._show_bar(0, 0, f"{kind}...")  # busy until the first report: no fraction is known yet
-        self._timer.start()
+        if not quiet:
+            self._set_busy(True)
+            self.ui.status_label.setText(f"{kind}...")
+            self._show_bar(0, 0, f"{kind}...")  # busy until the first report: no fraction is known yet
+            self._timer.start()
         if self.live_worker is not None:
             self._queued = worker
         else:
             worker.start()
 
-    def cancel_background(self) -> None:
-        """Stop a running background job after its current step (nothing else)."""
-        if self._waiting is not None and self._waiting[2]:
+    def cancel_background(self, worker=None) -> None:
+        """Stop a running background job after its current step (nothing else); only ``worker`` when given."""
+        if self._waiting is not None and self._waiting[2] and worker in (None, self._waiting[0]):
             self._waiting = None  # it never started
-        elif self.worker is not None and self.background and not self._returned:
+        elif self.worker is not None and self.background and not self._returned and worker in (None, self.worker):
             self.worker.quit()
 
     def launch_live(self, fn, *args, on_return, on_error, on_finish):
@@ -190,8 +197,8 @@ class JobRunner:
         return call
 
     def _on_yield(self, worker, on_preview, on_report, item) -> None:
-        if worker is not self.worker:
-            return  # a late report of a job that has finished
+        if worker is not self.worker or self.quiet:
+            return  # a late report of a job that has finished, or a quiet job's
         if isinstance(item, Preview):
             if on_preview is not None:
                 on_preview(item.result)
@@ -215,7 +222,8 @@ class JobRunner:
     def _on_return(self, on_return, value) -> None:
         """The job's result: "done" first, then ``on_return`` (which may say more); its failure is the job's."""
         self._returned = True
-        self.ui.status_label.setText(f"{self.kind} done in {self.elapsed():.1f} s.")
+        if not self.quiet:
+            self.ui.status_label.setText(f"{self.kind} done in {self.elapsed():.1f} s.")
         try:
             on_return(value)
         except Exception as exc:  # a bug showing the result must not leave the job looking done
@@ -225,6 +233,10 @@ class JobRunner:
         """Say why the job failed: FewShotError's sentence as it is, anything else with its type (and
         its traceback in the log)."""
         plain = isinstance(exc, FewShotError)
+        if self.quiet:  # nobody asked for it: nothing to show
+            logger.warning("%s failed", self.kind, exc_info=exc)
+            self._ended = "failed"
+            return
         if not plain:
             logger.error("%s failed", self.kind, exc_info=exc)
         message = str(exc) if plain else f"{exc.__class__.__name__}: {exc}"
@@ -235,7 +247,8 @@ class JobRunner:
         show_error(message if plain else f"{self.kind} failed: {message}")
 
     def _on_abort(self) -> None:
-        self.ui.status_label.setText(f"{self.kind}: cancelled.")
+        if not self.quiet:
+            self.ui.status_label.setText(f"{self.kind}: cancelled.")
         self.after = None
         self._ended = "cancelled"
 
@@ -244,21 +257,27 @@ class JobRunner:
         pbar, self._pbar = self._pbar, None
         self._timer.stop()
         self._latest = None
-        self.worker, self.background = None, False
+        quiet, self.worker, self.background, self.quiet = self.quiet, None, False, False
         self._set_busy(False)
-        if self._returned:
+        if self._returned and not quiet:
             self._show_bar(1, 1, "done")
-        else:  # cancelled or failed: the bar says so, never a fraction of work that will not be finished
+        elif not quiet:  # cancelled or failed: the bar says so, never a fraction of work that will not be finished
             self._show_bar(0, 1, self._ended or "stopped")
         self._ended = ""
         after, self.after = self.after, None
         waiting, self._waiting = self._waiting, None
-        if waiting is not None:  # launched while a background job was stopping: its turn now
+        if waiting is not None and not waiting[3]:  # launched while a background job was stopping: its turn now
             self._begin(*waiting)
             if after is not None:
                 self.after = after
-        elif after is None or after() is None:  # a follow-up job calls on_idle when it finishes
-            self._on_idle()
+        else:
+            follow_up = after is not None and after() is not None
+            if not follow_up:  # a follow-up job calls on_idle when it finishes
+                self._on_idle()
+            if waiting is not None and self.worker is None and self._waiting is None and not self.closed:
+                self._begin(*waiting)  # a quiet job queued behind this one: after the idle step
+            elif waiting is not None and self._waiting is None and not self.closed:
+                self._waiting = waiting  # behind the follow-up job
         self._close_bar(pbar)
 
     # -- napari's activity-dock bar -----------------------------------------------------------

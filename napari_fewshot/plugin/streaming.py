@@ -13,6 +13,10 @@ edited on the prediction layer itself keeps its edit, and an edit of the support
 seeding its slice, undo) cancels the refinement and drops every plane still to come. A new Segment (or
 any job) cancels it too and starts once it has stopped (after its current slice); re-segmenting then
 decodes only the slices whose coarse labels changed (core/refine.py reuses the others).
+
+When a volume's refinement has ended, a quiet background job embeds ahead of need the slices just beyond each
+organ (core/ahead.py), so that a correction which extends an organ does not wait for LiteMedSAM's image encoder.
+It shows nothing, and it stops (after its current slice) at the first stroke on the support or when any job starts.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from . import image_sets, layers, warm_up
 
 FLUSH_MS = 100  # refined planes arriving within this time go into the layer with one refresh
 KIND = "Refining"
+AHEAD = "Embedding ahead"
 
 
 def refine_job(session, result, first):
@@ -33,6 +38,14 @@ def refine_job(session, result, first):
     first; yields a core.refinement.RefinedSlice per slice, returns the refined, cleaned-up result."""
     warm_up.wait()  # LiteMedSAM's libraries are imported by then (plugin/warm_up.py)
     return (yield from session.segmenter.refine_result(result, first))
+
+
+def ahead_job(session, result):
+    """Worker: LiteMedSAM's embeddings ahead of need for ``result`` (a refined result of ``session``'s segmenter);
+    yields a Progress per slice (core/ahead.py), returns how many were computed."""
+    from ..core.ahead import embed_ahead
+
+    return (yield from embed_ahead(session.segmenter, result))
 
 
 class Streaming(QObject):
@@ -52,6 +65,8 @@ class Streaming(QObject):
         self._timer.setSingleShot(True)
         self._timer.setInterval(FLUSH_MS)
         self._timer.timeout.connect(self.flush)
+        self.ahead = None  # the worker embedding ahead of need (or waiting to), until it ends
+        self._ahead_watched = []  # (event emitter, slot) connected while it may run
 
     @property
     def running(self) -> bool:
@@ -110,7 +125,7 @@ class Streaming(QObject):
     def _returned(self, *_) -> None:
         self._pending = not self._took  # the runner's slot (connected first) may have delivered it already
 
-    def _finished(self, result) -> None:
+    def _finished(self, refined) -> None:
         """The refined result: its labels (after the clean-up) replace the layer's; Check next, volumes follow.
         It may come after the worker's `finished` (the runner re-posts a result that arrives while napari's bar
         is updated): the target is kept for it until then (_ended)."""
@@ -123,7 +138,7 @@ class Streaming(QObject):
         if layer is None:
             return
         session, image, _, whole = target
-        result = image_sets.padded_result(image, result)
+        result = image_sets.padded_result(image, refined)
         labels = result.labels[0] if layer.data.ndim == 2 else result.labels
         for i in set(result.segmented_slices) - set(result.support_slices) - self._edited:
             if layer.data.ndim == 2:
@@ -138,6 +153,33 @@ class Streaming(QObject):
         seconds = self.widget.runner.elapsed()
         self.widget.ui.status_label.setText(
             f"Refined {n} {image_sets.unit(image)}{'s' * (n != 1)} with LiteMedSAM in {seconds:.1f} s.")
+        if layer.data.ndim == 3 and whole:
+            self._embed_ahead(session, target[2], refined)
+
+    def _embed_ahead(self, session, support, result) -> None:
+        """Queue the quiet job embedding ahead of need for the refined ``result``; a stroke on ``support`` stops it."""
+        self._stop_ahead()
+        worker = self.widget.runner.launch(AHEAD, ahead_job, session, result, on_return=lambda _: None,
+                                           background=True, quiet=True)
+        if worker is None:
+            return
+        self.ahead = worker
+        for emitter in (layers.unwrap(support).events.paint, layers.unwrap(support).events.set_data):
+            emitter.connect(self._stop_ahead)
+            self._ahead_watched.append((emitter, self._stop_ahead))
+        worker.finished.connect(partial(self._ahead_ended, worker))
+
+    def _stop_ahead(self, *_) -> None:
+        if self.ahead is not None:
+            self.widget.runner.cancel_background(self.ahead)
+        self._ahead_ended(self.ahead)
+
+    def _ahead_ended(self, worker) -> None:
+        if worker is not self.ahead:
+            return
+        for emitter, slot in self._ahead_watched:
+            emitter.disconnect(slot)
+        self._ahead_watched, self.ahead = [], None
 
     def _ended(self, worker) -> None:
         if worker is self.worker:
@@ -176,6 +218,7 @@ class Streaming(QObject):
 
     def close(self) -> None:
         self.stop()
+        self._stop_ahead()
 
 
 def write_plane(data: np.ndarray, index: int, plane: np.ndarray) -> None:
