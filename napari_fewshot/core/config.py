@@ -274,7 +274,7 @@ def _check_training(steps: int, learning_rate: float, what: str) -> None:
         raise FewShotError(f"The learning rate must be positive, not {learning_rate}.")
 
 
-FINE_TUNE_METHODS = ("encoder", "adapter+decoder", "adapter", "decoder")
+FINE_TUNE_METHODS = ("encoder", "adapter+decoder", "adapter", "decoder", "calibrate")
 
 
 @dataclass
@@ -338,6 +338,12 @@ class FineTuneParams:
              "of a quarter of the signed objects, at least one (objects: an unseen object; boxes with one object)")
     box_jitter: float = setting(0.5, label="Box jitter", minimum=0.0, maximum=3.0,
                                 help="LiteMedSAM decoder: each box side moves out by up to this fraction of its size")
+    calibrate_range: float = setting(0.05, label="Offset range", minimum=0.0, maximum=1.0,
+                                     help="calibrate: per-class score offsets tried, -range .. range (cosine units)")
+    calibrate_step: float = setting(0.005, label="Offset step", minimum=0.001, maximum=1.0,
+                                    help="calibrate: step of the offsets tried")
+    calibrate_shrink: float = setting(2.0, label="Offset shrink", minimum=0.0, maximum=100.0,
+                                      help="calibrate: the chosen offset times n / (n + shrink), n = signed slices showing the class")
 
     def __post_init__(self) -> None:
         from ..errors import FewShotError
