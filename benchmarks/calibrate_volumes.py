@@ -33,7 +33,8 @@ def _logged(segmenter, support, fine_tune, empty):
 interactive._fine_tuned = _logged
 
 VARIANTS = {"none": None, "shrink2": dict(calibrate_shrink=2.0), "shrink0": dict(calibrate_shrink=0.0),
-            "shrink1": dict(calibrate_shrink=1.0)}
+            "shrink1": dict(calibrate_shrink=1.0), "mean0": dict(calibrate_shrink=0.0, calibrate_objective="mean"),
+            "mean2": dict(calibrate_shrink=2.0, calibrate_objective="mean")}
 
 
 def main() -> None:

@@ -18,10 +18,21 @@ def test_a_known_offset_is_recovered_from_constructed_margins():
     truth = [rng.normal(0, 0.05, 4000) for _ in range(3)]  # the class is where the true margin is > 0
     positives = [t > 0 for t in truth]
     grid = offset_grid(0.06, 0.005)
-    for bias in (-0.03, 0.0, 0.02):  # the class's score is off by `bias` everywhere
-        offset, before, after = choose_offset([t + bias for t in truth], positives, grid)
-        assert offset == pytest.approx(-bias, abs=0.0051)
-        assert after >= before and (after == 1.0 if bias == 0 else after > before)
+    for objective in ("pooled", "mean"):
+        for bias in (-0.03, 0.0, 0.02):  # the class's score is off by `bias` everywhere
+            offset, before, after = choose_offset([t + bias for t in truth], positives, grid, objective)
+            assert offset == pytest.approx(-bias, abs=0.0051)
+            assert after >= before and (after == 1.0 if bias == 0 else after > before)
+
+
+def test_the_mean_objective_weighs_an_empty_slice_like_a_full_one():
+    # slice 1: 11 class pixels, 10 of them just below the decision (-0.04); slice 2: empty, one pixel at -0.02
+    margins = [np.array([-0.04] * 10 + [0.1]), np.array([-0.02])]
+    positives = [np.ones(11, bool), np.zeros(1, bool)]
+    grid = offset_grid(0.05, 0.01)
+    assert choose_offset(margins, positives, grid, "pooled")[0] == pytest.approx(0.05)  # 22/23 pooled
+    offset, before, after = choose_offset(margins, positives, grid, "mean")
+    assert offset == 0.0 and after == pytest.approx((2 / 12 + 1) / 2)  # +0.05 would give the empty slice Dice 0
 
 
 def test_ties_keep_no_offset():

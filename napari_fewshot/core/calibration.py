@@ -52,13 +52,26 @@ def offset_grid(limit: float, step: float) -> np.ndarray:
 
 
 def choose_offset(margins: Sequence[np.ndarray], positives: Sequence[np.ndarray], grid: np.ndarray,
-                  ) -> tuple[float, float, float]:
+                  objective: str = "pooled") -> tuple[float, float, float]:
     """The offset of `grid` (ordered by |offset|, see :func:`offset_grid`) with the best pooled Dice.
 
     margins: per held-out slice, the class's score minus its best rival's at the scored pixels (1-D float);
     positives: per slice, whether the reference has the class there (1-D bool, aligned). A pixel is the class
-    where margin + offset > 0. Returns (offset, Dice at 0, Dice at offset); ties keep the earliest offset in
-    `grid`."""
+    where margin + offset > 0. objective "pooled": one Dice over all the slices' pixels; "mean": the mean of the
+    slices' own Dice (an empty slice: 1 with nothing predicted, else 0). Returns (offset, objective at 0, at
+    offset); ties keep the earliest offset in `grid`."""
+    if objective == "mean":
+        per_slice = [_dice_curve([m], [p], grid) for m, p in zip(margins, positives)]
+        curve = np.mean(per_slice, axis=0) if per_slice else np.ones(len(grid))
+        best = int(np.argmax(curve))
+        return float(grid[best]), float(curve[int(np.argmin(np.abs(grid)))]), float(curve[best])
+    curve = _dice_curve(margins, positives, grid)
+    best = int(np.argmax(curve))  # the first maximum: the smallest |offset| among ties
+    return float(grid[best]), float(curve[int(np.argmin(np.abs(grid)))]), float(curve[best])
+
+
+def _dice_curve(margins, positives, grid: np.ndarray) -> np.ndarray:
+    """Pooled Dice of "margin + offset > 0" against `positives` for each offset of `grid`."""
     m = np.concatenate([np.asarray(a, np.float64).ravel() for a in margins]) if margins else np.zeros(0)
     pos = np.concatenate([np.asarray(a, bool).ravel() for a in positives]) if positives else np.zeros(0, bool)
     all_sorted, pos_sorted = np.sort(m), np.sort(m[pos])
@@ -71,10 +84,7 @@ def choose_offset(margins: Sequence[np.ndarray], positives: Sequence[np.ndarray]
         total = predicted + n_ref
         return 1.0 if total == 0 else 2.0 * hit / total
 
-    scores = np.array([dice_at(float(o)) for o in grid])
-    best = int(np.argmax(scores))  # the first maximum: the smallest |offset| among ties
-    base = dice_at(0.0)
-    return float(grid[best]), float(base), float(scores[best])
+    return np.array([dice_at(float(o)) for o in grid])
 
 
 def held_out_scores(segmenter, support: SupportSet, groups: Sequence[PrototypeGroup]) -> dict[int, np.ndarray]:
@@ -120,7 +130,7 @@ def _global_group(pieces, n_classes: int) -> PrototypeGroup | None:
 
 
 def calibrate(scores: dict[int, np.ndarray], support: SupportSet, limit: float, step: float,
-              shrink: float) -> Calibration:
+              shrink: float, objective: str = "pooled") -> Calibration:
     """Per class, the offset of :func:`choose_offset` on the held-out `scores` (slice -> (K + 1, H, W), see
     :func:`held_out_scores`) against the signed slices' targets, shrunk by n / (n + shrink); 0 for a class shown
     on fewer than 2 signed slices."""
@@ -139,7 +149,7 @@ def calibrate(scores: dict[int, np.ndarray], support: SupportSet, limit: float, 
             rivals = np.delete(sc, k, axis=0).max(0)
             margins.append((sc[k] - rivals)[valid])
             positives.append((target == k)[valid])
-        offset, before, after = choose_offset(margins, positives, grid)
+        offset, before, after = choose_offset(margins, positives, grid, objective)
         result.offsets[int(class_id)] = round(offset * len(shown) / (len(shown) + shrink), 6)
         result.loo_dice[int(class_id)] = (before, after)
     return result
@@ -150,7 +160,8 @@ def run_calibration(segmenter, support: SupportSet, params) -> Calibration:
     with FineTuneParams `params` (calibrate_range, calibrate_step, calibrate_shrink)."""
     groups = segmenter._groups(support)
     scores = held_out_scores(segmenter, support, groups)
-    return calibrate(scores, support, params.calibrate_range, params.calibrate_step, params.calibrate_shrink)
+    return calibrate(scores, support, params.calibrate_range, params.calibrate_step, params.calibrate_shrink,
+                     params.calibrate_objective)
 
 
 def describe(calibration: Calibration, names: dict[int, str] | None = None) -> str:
