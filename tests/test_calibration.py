@@ -94,8 +94,12 @@ def test_an_offset_moves_the_labels_is_saved_like_the_adapter_and_reset_removes_
     other.adaptation.load_arrays(other, arrays, tag="bank")
     assert other.adaptation.calibration.offsets == {1: pytest.approx(0.1)}
     assert "class offsets" in other.adaptation.summary
+    from napari_fewshot.plugin.fine_tuning import reset_message
+
+    assert reset_message(segmenter) == "Reset: the class offsets are removed."
     segmenter.reset_weights()
     assert segmenter.adaptation.calibration is None and not segmenter.is_fine_tuned
+    assert reset_message(segmenter) == "Nothing was fine-tuned."
     assert np.array_equal(run(segmenter.segment(support)).labels, before)
 
 
