@@ -111,3 +111,19 @@ def test_fine_tune_calibrate_runs_in_seconds_and_says_what_it_chose(liver):
     assert summary.startswith("Calibrated label 1 ") and "on 3 signed slices in" in summary
     assert len(losses) == 1 and 0 <= losses[0] <= 1  # the held-out Dice with the chosen offset
     assert segmenter.adaptation.seconds < 30
+
+
+def test_a_bank_file_keeps_the_offsets_and_applying_it_restores_them(liver, tmp_path):
+    from napari_fewshot.core.bank import PrototypeBank
+    from napari_fewshot.core.bank_format import read_bank
+
+    segmenter, support = liver
+    segmenter.adaptation.calibration = Calibration({1: -0.02}, {1: 3})
+    path = PrototypeBank.from_segmenter(segmenter, support).save(tmp_path / "calibrated.fewshot")
+    assert read_bank(path)[1]["calibration/1"].tolist() == pytest.approx([-0.02])
+    loaded = PrototypeBank.load(path)
+    fresh = FewShotSegmenter(loaded.segmentation_params("cpu"))
+    fresh.set_image(np.asarray([segmenter.cache.stack.slice(i) for i in range(len(segmenter.cache.stack))]))
+    loaded.prepare(fresh)
+    assert fresh.adaptation.calibration.offsets == {1: pytest.approx(-0.02)}
+    assert fresh.adaptation.offsets_for([1]).tolist() == pytest.approx([0.0, -0.02])
