@@ -116,4 +116,6 @@ def test_fine_tune_shows_only_the_settings_of_its_method(form):
     assert shown() == {"decoder_tuned", "decoder_steps", "adapter_steps"}
     form["method"].value = "adapter"
     assert shown() == {"adapter_steps"}
-    assert "cached decoder outputs" in form["method"].tooltip
+    form["method"].value = "calibrate"  # class offsets: nothing to set
+    assert shown() == set() and form["method"].native.currentText() == "class offsets (seconds)"
+    assert "cached decoder outputs" in form["method"].tooltip and "needs 2 signed slices" in form["method"].tooltip

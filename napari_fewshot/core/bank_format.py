@@ -45,7 +45,7 @@ from .config import SegmentationParams, grouped_layout
 from .settings import Setting, settings_of
 
 FORMAT_NAME = "napari-fewshot-bank"
-ADAPTED = ("adapter/", "decoder/")  # entries of Fine-tune's cheap methods (core/finetune.Adaptation.arrays)
+ADAPTED = ("adapter/", "decoder/", "calibration/")  # entries of Fine-tune's cheap methods (core/finetune.Adaptation.arrays)
 SCHEMA_VERSION = 3  # 3: priors; 2: params grouped ("refine": {...}); 1: flat refine_* params; all still read
 SUFFIX = ".fewshot"
 METADATA = "metadata.json"

@@ -317,14 +317,18 @@ def bounded_similarity(segmenter, groups: Sequence[PrototypeGroup], indices: Seq
     return out
 
 
-def query_scores(segmenter, groups, indices: Sequence[int], bounded: bool):
+def query_scores(segmenter, groups, indices: Sequence[int], bounded: bool, offsets: np.ndarray | None = None):
     """FewShotSegmenter's coarse scores of `indices` (slice -> (K + 1, h, w)), smoothed across the slices of a volume
-    (SegmentationParams.smooth_slices): :func:`bounded_similarity` when `bounded`, else every cell matched."""
-    if bounded:
+    (SegmentationParams.smooth_slices): :func:`bounded_similarity` when `bounded`, else every cell matched.
+    offsets: (K + 1,) added to each class's scores after the smoothing (Fine-tune "calibrate", core/calibration.py);
+    with offsets every cell is matched (the bounds decide winners without them)."""
+    if bounded and offsets is None:
         return (yield from bounded_similarity(segmenter, groups, indices))
     coarse = yield from segmenter._coarse_similarity(groups, indices)
     if segmenter.params.smooth_slices > 0 and segmenter.cache.stack.is_volume and len(indices) > 1:
         from .postprocess import smooth_similarity
 
         coarse = smooth_similarity(coarse, segmenter.params.smooth_slices)
+    if offsets is not None:
+        coarse = {i: c + offsets[:, None, None].astype(c.dtype) for i, c in coarse.items()}
     return coarse

@@ -279,7 +279,7 @@ def _check_training(steps: int, learning_rate: float, what: str) -> None:
         raise FewShotError(f"The learning rate must be positive, not {learning_rate}.")
 
 
-FINE_TUNE_METHODS = ("encoder", "adapter+decoder", "adapter", "decoder")
+FINE_TUNE_METHODS = ("encoder", "adapter+decoder", "adapter", "decoder", "calibrate")
 
 
 @dataclass
@@ -287,7 +287,9 @@ class FineTuneParams:
     """What Fine-tune adapts on the signed slices or images (core/finetune.py): `method` "adapter" trains a
     residual adapter (a per-channel scale, or a 1x1 projection) on the cached encoder features (core/feature_adapter.py), "decoder" a handful of
     LiteMedSAM mask-decoder weights where refinement runs (core/decoder_tuning.py), "adapter+decoder" both,
-    "encoder" the whole encoder (the original fine-tune: `steps` episodes through its forward and backward)."""
+    "encoder" the whole encoder (the original fine-tune: `steps` episodes through its forward and backward),
+    "calibrate" one offset per class on the coarse prototype scores, chosen leave one out on the signed slices
+    (core/calibration.py; session 13 "ftvol": not the default, it did not win on CHAOS-T2, BENCHMARKS.md)."""
 
     # Default "decoder" with decoder_tuned "bias" (BENCHMARKS.md, "Fine-tune: which variant the button runs" and
     # "ftcache"): 32 weights, the variant that lowered no protocol's mean Dice by more than 0.01 where measured (BUSI
@@ -343,6 +345,14 @@ class FineTuneParams:
              "of a quarter of the signed objects, at least one (objects: an unseen object; boxes with one object)")
     box_jitter: float = setting(0.5, label="Box jitter", minimum=0.0, maximum=3.0,
                                 help="LiteMedSAM decoder: each box side moves out by up to this fraction of its size")
+    calibrate_range: float = setting(0.05, label="Offset range", minimum=0.0, maximum=1.0,
+                                     help="calibrate: per-class score offsets tried, -range .. range (cosine units)")
+    calibrate_step: float = setting(0.005, label="Offset step", minimum=0.001, maximum=1.0,
+                                    help="calibrate: step of the offsets tried")
+    calibrate_shrink: float = setting(2.0, label="Offset shrink", minimum=0.0, maximum=100.0,
+                                      help="calibrate: the chosen offset times n / (n + shrink), n = signed slices showing the class")
+    calibrate_objective: str = setting("pooled", label="Offset objective",
+                                       help="calibrate: pooled (one Dice over the held-out slices) or mean (of their Dice)")
 
     def __post_init__(self) -> None:
         from ..errors import FewShotError
@@ -355,6 +365,8 @@ class FineTuneParams:
             raise FewShotError(f"The feature adapter is a scale or a projection, not {self.adapter_form!r}.")
         if self.decoder_tuned not in ("bias", "last", "mlp"):
             raise FewShotError(f"Fine-tune tunes the decoder's bias, last or mlp weights, not {self.decoder_tuned!r}.")
+        if self.calibrate_objective not in ("pooled", "mean"):
+            raise FewShotError(f"Calibration scores pooled or mean Dice, not {self.calibrate_objective!r}.")
         if self.decoder_held_out not in ("boxes", "objects"):
             raise FewShotError(f"Fine-tune holds out boxes or objects, not {self.decoder_held_out!r}.")
 

@@ -156,13 +156,18 @@ class Adaptation:
     def __init__(self):
         self.adapter = None  # feature_adapter.FeatureAdapter
         self.decoder_state: dict[str, torch.Tensor] | None = None
+        self.calibration = None  # calibration.Calibration: per-class score offsets ("calibrate")
         self.summary: str | None = None
         self.seconds = 0.0  # how long the last run took
         self.tag: str | None = None  # who loaded these weights (load_arrays' `tag`, e.g. a bank); None once they change
 
     @property
     def changed(self) -> bool:
-        return self.adapter is not None or self.decoder_state is not None
+        return self.adapter is not None or self.decoder_state is not None or self.calibration is not None
+
+    def offsets_for(self, class_ids) -> np.ndarray | None:
+        """(K + 1,) score offsets for `class_ids` (core/calibration.py), None when none applies."""
+        return None if self.calibration is None else self.calibration.vector(class_ids)
 
     def attach(self, cache) -> None:
         """A new FeatureCache of the segmenter (set_image): the adapter applies to it too."""
@@ -181,6 +186,8 @@ class Adaptation:
         self.tag = None
         cache, seg = segmenter.cache, segmenter.params
         signed = support.slice_indices
+        if params.method == "calibrate":
+            return (yield from self._calibrate(segmenter, support, params, started))
         # Too few signed slices to hold one out and learn (one matches itself): measured to hurt (BENCHMARKS.md).
         use_adapter = (params.method in ("adapter+decoder", "adapter") and params.adapter_steps > 0
                        and len(signed) >= params.adapter_min_signed)
@@ -233,6 +240,26 @@ class Adaptation:
         self.seconds = time.perf_counter() - started
         return losses
 
+    def _calibrate(self, segmenter, support: SupportSet, params, started: float):
+        """Fine-tune "calibrate" (core/calibration.py): per-class offsets chosen leave one out on the signed slices."""
+        import time
+
+        from .calibration import run_calibration
+
+        yield from segmenter.cache.compute(support.slice_indices)
+        yield Progress(0, 1, "calibrating on the signed slices")
+        chosen = run_calibration(segmenter, support, params)
+        self.calibration = chosen if any(chosen.offsets.values()) else None
+        n = len(support.slice_indices)
+        kind = "slice" if segmenter.cache.stack.is_volume else "image"
+        seconds = time.perf_counter() - started
+        parts = [f"label {c} {o:+.3f}" if o else f"label {c} 0.000" + (" (needs 2 signed)" if chosen.shown[c] < 2 else "")
+                 for c, o in chosen.offsets.items()]
+        self.summary = f"Calibrated {', '.join(parts)} on {n} signed {kind}{'s' if n != 1 else ''} in {seconds:.1f} s"
+        self.seconds = seconds
+        yield Progress(1, 1, self.summary)
+        return [chosen.loo_dice[c][1] for c in chosen.loo_dice]
+
     def load_decoder(self, service, state: dict[str, torch.Tensor] | None) -> None:
         """Decode with tuned weights on `service` (a LiteMedSAMService; None: its original ones). The
         embeddings stay; what was refined with the other weights is decoded again (the service's
@@ -260,6 +287,8 @@ class Adaptation:
                (self.adapter.state_dict() if self.adapter is not None else {}).items()}
         out.update({f"decoder/{k}": v.detach().cpu().float().numpy() for k, v in (self.decoder_state or {}).items()
                     if k.startswith(TUNED)})
+        if self.calibration is not None:
+            out.update({f"calibration/{c}": np.array([o], np.float32) for c, o in self.calibration.offsets.items()})
         return out
 
     def load_arrays(self, segmenter, arrays: dict[str, np.ndarray], tag: str | None = None) -> None:
@@ -269,7 +298,9 @@ class Adaptation:
 
         adapter = {k[len("adapter/"):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("adapter/")}
         decoder = {k[len("decoder/"):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("decoder/")}
+        offsets = {k[len("calibration/"):]: v for k, v in arrays.items() if k.startswith("calibration/")}
         try:
+            self._load_offsets(offsets)
             self.load_adapter(segmenter.cache, adapter or None)
             if decoder:
                 service = segmenter.sam
@@ -277,12 +308,13 @@ class Adaptation:
                 state = service.decoder_state()
                 state.update({k: v.to(state[k].device, state[k].dtype) for k, v in decoder.items()})
                 self.load_decoder(service, state)
-        except (RuntimeError, KeyError) as err:
+        except (RuntimeError, KeyError, ValueError) as err:
             self.reset(segmenter)
             reason = str(err).splitlines()[0]
             raise FewShotError(f"The bank's adapted weights do not fit this model ({reason}).") from err
         self.tag = tag
-        parts = [name for name, there in (("feature adapter", adapter), ("LiteMedSAM decoder", decoder)) if there]
+        parts = [name for name, there in (("feature adapter", adapter), ("LiteMedSAM decoder", decoder),
+                                          ("class offsets", self.calibration)) if there]
         self.summary = f"Loaded the {' and '.join(parts)} a bank adapted" if parts else None
         self.seconds = 0.0
 
@@ -294,8 +326,17 @@ class Adaptation:
         if self.decoder_state is not None and segmenter._sam is not None:
             self.load_decoder(segmenter._sam, None)
         self.decoder_state = None
+        self.calibration = None
         self.summary = None
         self.tag = None
+
+
+    def _load_offsets(self, offsets: dict[str, np.ndarray]) -> None:
+        """A bank's "calibration/<class id>" entries (one float each) as the current calibration (none: no offsets)."""
+        from .calibration import Calibration
+
+        chosen = {int(c): float(np.asarray(v).reshape(-1)[0]) for c, v in offsets.items()}
+        self.calibration = Calibration(chosen, {c: 0 for c in chosen}) if any(chosen.values()) else None
 
 
 def _tuned_count(state: dict[str, torch.Tensor], params) -> int:

@@ -329,7 +329,7 @@ class FewShotSegmenter:
         labels = [np.zeros(cache.stack.shape_of(i), lut.dtype) for i in range(len(cache.stack))]
         sims: dict[int, dict[int, np.ndarray]] = {c: {} for c in class_ids}
         bounded = self.bounded and support_set is not None and not similarity and bounded_applies(cache, groups, indices)
-        coarse = yield from query_scores(self, groups, indices, bounded)  # smoothed across slices
+        coarse = yield from query_scores(self, groups, indices, bounded, self.adaptation.offsets_for(class_ids))
         for n, i in enumerate(indices):
             index, upsampled = predict.labels_from_scores(torch.from_numpy(coarse[i]), cache.stack.shape_of(i),
                                                           keep_scores=similarity)

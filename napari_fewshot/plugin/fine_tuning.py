@@ -47,6 +47,8 @@ def reset_message(segmenter) -> str:
         parts.append("the feature adapter is removed")
     if adaptation is not None and adaptation.decoder_state is not None:
         parts.append("LiteMedSAM's decoder has its original weights again")
+    if adaptation is not None and getattr(adaptation, "calibration", None) is not None:
+        parts.append("the class offsets are removed")
     return ("Reset: " + ", ".join(parts) + ".") if parts else "Nothing was fine-tuned."
 
 

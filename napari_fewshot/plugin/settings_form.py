@@ -85,10 +85,13 @@ _DECODER = ("decoder", "adapter+decoder")
 FINE_TUNE_ROWS = (
     Row("method", {"choices": FINE_TUNE_METHODS},  # decoder (default), adapter+decoder, adapter, encoder
         words={"decoder": "LiteMedSAM decoder (fast)", "adapter": "feature adapter",
-               "adapter+decoder": "feature adapter + decoder", "encoder": "whole encoder (minutes)"},
+               "adapter+decoder": "feature adapter + decoder", "encoder": "whole encoder (minutes)",
+               "calibrate": "class offsets (seconds)"},
         tooltip="What Fine-tune adapts to the signed slices or images. LiteMedSAM decoder: a few of the weights\n"
                 "that draw its outlines, trained on cached decoder outputs (no encoder pass; times in BENCHMARKS.md).\n"
-                "Whole encoder: every encoder weight, with forward and backward passes (minutes)."),
+                "Whole encoder: every encoder weight, with forward and backward passes (minutes).\n"
+                "Class offsets: one offset per class on the prototype scores, chosen by predicting each signed\n"
+                "slice from the others (needs 2 signed slices showing a class; with one it does nothing)."),
     Row("decoder_tuned", {"choices": ("bias", "last", "mlp")}, words={"bias": "bias (32)", "last": "last layer (8,224)", "mlp": "hypernetwork (139,808)"},
         methods=_DECODER),
     Row("decoder_steps", {"min": 1}, methods=_DECODER),
