@@ -263,6 +263,12 @@ def test_embeddings_ahead_run_quietly_after_the_refinement_and_a_stroke_stops_th
     until(qtbot, lambda: len(steps) >= 3)  # refinement done, the job embedding ahead runs
     assert widget.ui.status_label.text().startswith("Refined 6 slices with LiteMedSAM")  # not touched by it
     assert widget.ui.segment_button.isEnabled() and not widget.ui.cancel_button.isEnabled()
+    # the widget looks idle, so what the user asks for does not wait for it: Reset weights, Explain, heatmaps now
+    assert widget.busy and not widget.runner.occupied
+    warnings = []
+    monkeypatch.setattr("napari_fewshot.plugin.widget.show_warning", warnings.append)
+    widget.reset_weights()
+    assert not warnings  # no "Wait for the running job to finish": there is no job the user can see
     support.paint((2, 30, 60), 3, refresh=True)  # a stroke
     until(qtbot, lambda: widget.streaming.ahead is None and not widget.busy, 60)
     stopped = len(steps)

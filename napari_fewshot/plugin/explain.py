@@ -97,7 +97,7 @@ class ExplainTool:
             self._whole = result
             if self.enabled:
                 runner = self.widget.runner
-                if not runner.busy:
+                if not runner.occupied:
                     self.show_provenance()
                 elif runner.after is None:
                     runner.after = self.show_provenance
@@ -134,7 +134,7 @@ class ExplainTool:
     def explain_at(self, z: int, y: int, x: int):
         """Explain pixel (y, x) of slice z of the prediction: say it, mark its origin; the Origin or None."""
         result = self._results.get(z)
-        if result is None or getattr(result, "explainer", None) is None or self.widget.busy:
+        if result is None or getattr(result, "explainer", None) is None or self.widget.runner.occupied:
             return None
         try:
             origin = result.explain(z, y, x)

@@ -74,7 +74,7 @@ def show_heatmaps(widget, visible: bool) -> bool:
     if not visible or shown or widget.prediction_layer is None:
         return False
     support = widget.support_layer
-    if widget.busy or support is None or not np.any(support.data):
+    if widget.runner.occupied or support is None or not np.any(support.data):
         widget.ui.status_label.setText("Heatmaps will be shown with the next Segment (or Load prototypes).")
         return False
     widget.ui.status_label.setText("Computing the heatmaps from the painted support...")

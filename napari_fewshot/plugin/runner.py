@@ -90,6 +90,12 @@ class JobRunner:
         """A job (background ones too) or a live update runs, or a job waits to start."""
         return self.worker is not None or self.live_worker is not None or self._waiting is not None
 
+    @property
+    def occupied(self) -> bool:
+        """Busy, not counting a quiet background job: nobody asked for that one, the widget looks idle, and whatever
+        job the user starts stops it (see the module docstring)."""
+        return self.busy and not (self.quiet and self.live_worker is None and self._waiting is None)
+
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 

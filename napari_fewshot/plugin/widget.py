@@ -186,9 +186,9 @@ class FewShotWidget(QWidget):
     def reset_weights(self):
         """Undo all fine-tuning of the chosen image's segmenter; re-segments an existing prediction."""
         session = self.session
-        if self.busy or session is None:
+        if self.runner.occupied or session is None:  # a quiet job embedding ahead uses none of the tuned weights
             show_warning("Wait for the running job to finish (or Cancel it) before resetting the weights."
-                         if self.busy else "Pick an image layer first.")
+                         if self.runner.occupied else "Pick an image layer first.")
             return None
         if session.segmenter is None or not session.segmenter.is_fine_tuned:
             show_info("The encoder has its original weights already.")
