@@ -288,8 +288,7 @@ class FineTuneParams:
     residual adapter (a per-channel scale, or a 1x1 projection) on the cached encoder features (core/feature_adapter.py), "decoder" a handful of
     LiteMedSAM mask-decoder weights where refinement runs (core/decoder_tuning.py), "adapter+decoder" both,
     "encoder" the whole encoder (the original fine-tune: `steps` episodes through its forward and backward),
-    "calibrate" one offset per class on the coarse prototype scores, chosen leave one out on the signed slices
-    (core/calibration.py; session 13 "ftvol": not the default, it did not win on CHAOS-T2, BENCHMARKS.md)."""
+    "calibrate" per-class offsets on the prototype scores, chosen leave one out (core/calibration.py; no gain)."""
 
     # Default "decoder" with decoder_tuned "bias" (BENCHMARKS.md, "Fine-tune: which variant the button runs" and
     # "ftcache"): 32 weights, the variant that lowered no protocol's mean Dice by more than 0.01 where measured (BUSI
