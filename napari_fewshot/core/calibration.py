@@ -26,6 +26,7 @@ import torch
 
 from .matching import PrototypeGroup
 from .predict import upsample
+from .prototypes import summed_means
 from .support import IGNORE, SupportSet
 
 
@@ -117,12 +118,7 @@ def _global_group(pieces, n_classes: int) -> PrototypeGroup | None:
     a class no piece shows has none. None when there are no pieces."""
     if not pieces:
         return None
-    sums = torch.zeros_like(pieces[0].means)
-    shots = torch.zeros(n_classes + 1, device=sums.device)
-    for piece in pieces:
-        present = piece.mass > 0
-        sums[present] += piece.means[present]
-        shots[present] += 1
+    sums, shots = summed_means(pieces)
     present = torch.nonzero(shots > 0).flatten()
     if not len(present):
         return None

@@ -151,16 +151,22 @@ def pool_slice(features: torch.Tensor, target: torch.Tensor, n_classes: int, mod
     return SlicePrototypes(means, mass, vectors, owner.to(features.device), cells.to(features.device))
 
 
-def global_prototypes(slices: Sequence[SlicePrototypes], class_ids: list[int]) -> torch.Tensor:
-    """PANet's prototypes: for background and each class, the mean over the slices where it is painted of
-    the slice's masked average. Returns (K + 1, C), not normalised; one-sentence errors for a missing class."""
-    n = len(class_ids)
+def summed_means(slices: Sequence[SlicePrototypes]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The slices' masked averages summed per class, (K + 1, C), and how many slices show each class, (K + 1,)."""
     sums = torch.zeros_like(slices[0].means)
-    shots = torch.zeros(n + 1, device=sums.device)
+    shots = torch.zeros(len(sums), device=sums.device)
     for piece in slices:
         present = piece.mass > 0
         sums[present] += piece.means[present]
         shots[present] += 1
+    return sums, shots
+
+
+def global_prototypes(slices: Sequence[SlicePrototypes], class_ids: list[int]) -> torch.Tensor:
+    """PANet's prototypes: for background and each class, the mean over the slices where it is painted of
+    the slice's masked average. Returns (K + 1, C), not normalised; one-sentence errors for a missing class."""
+    n = len(class_ids)
+    sums, shots = summed_means(slices)
     if shots[0] == 0:
         raise FewShotError("No background was painted or implied; leave some of a support slice unpainted "
                            "(dense mode) or paint background (scribble mode).")
