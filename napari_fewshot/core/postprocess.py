@@ -88,10 +88,10 @@ def keep_connected(mask: np.ndarray, seeds: np.ndarray | None = None) -> np.ndar
 
     mask, seeds: (S, H, W) bool. Without seeds, or when none touches the mask, the largest component is kept.
     """
-    if not mask.any():
+    window = bounding_window(mask)
+    if window is None:
         return mask
-    window = tuple(slice(int(a.min()), int(a.max()) + 1) for a in _extent(mask))  # labelled in its bounding box:
-    labelled, n = ndimage.label(mask[window])  # the same components in the same order, on fewer voxels
+    labelled, n = ndimage.label(mask[window])  # its bounding box only: the same components in the same order
     if n <= 1:
         return mask
     keep = None
@@ -110,9 +110,15 @@ def keep_connected(mask: np.ndarray, seeds: np.ndarray | None = None) -> np.ndar
     return out
 
 
-def _extent(mask: np.ndarray) -> list[np.ndarray]:
-    """The indices along each axis of the non-empty (S, H, W) bool `mask` where it has a voxel."""
-    return [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis))) for axis in range(mask.ndim)]
+def bounding_window(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """One slice per axis of the bool `mask` ((H, W) or (S, H, W)) bounding its pixels; None when it is empty."""
+    window = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not len(present):
+            return None
+        window.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(window)
 
 
 def postprocess_volume(

@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from .config import RefineParams, SegmentationParams
+from .postprocess import bounding_window
 from .progress import Progress
 from .sam_prompt import SIDE, box_of, box_region
 from .sam_service import MAX_PROMPTS, LiteMedSAMService
@@ -71,14 +72,6 @@ def components(labels: np.ndarray, class_ids: Sequence[int], min_pixels: int,
             part[window] = parts == p + 1
             out.append((k, part))
     return out
-
-
-def bounding_window(mask: np.ndarray) -> tuple[slice, slice] | None:
-    """(rows, cols) slices of the (H, W) bool `mask`'s bounding box, or None when it is empty."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if not len(rows):
-        return None
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
 def plane_prompts(labels: np.ndarray, class_ids: Sequence[int], params: RefineParams) -> PlanePrompts | None:

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from .postprocess import bounding_window
 from .progress import Progress
 
 
@@ -87,8 +88,6 @@ def provisional_plane(refined: np.ndarray, cleaned: np.ndarray, class_ids: Seque
     overlap the class on the cleaned coarse slice; the rest becomes background.
 
     refined, cleaned: (H, W) label values of the same slice. Returns a new (H, W) array of refined's dtype."""
-    from .refine import bounding_window  # its caller, the refiner, has loaded refine.py already
-
     out = refined.copy()
     for c in class_ids:
         mask = refined == c

@@ -178,20 +178,27 @@ class LiteMedSAMService:
     def embedding_of(self, stack: ImageStack, index: int) -> PlaneEmbedding:
         """The embedding of slice `index` of `stack` (windowed as the features are); the same entry as
         :meth:`embedding` of ``stack.slice(index)``."""
-        key = (stack.signature(), index)
-        digest = self._digests.get(key)
-        if digest is None:
-            plane = stack.slice(index)
-            digest = self._digests[key] = plane_digest(plane)
+        digest, plane = self._digest_of(stack, index)
+        if plane is not None:
             return self._embedding(digest, lambda: plane, tuple(plane.shape[:2]))
         return self._embedding(digest, lambda: stack.slice(index), stack.shape_of(index))
 
     def has_embedding_of(self, stack: ImageStack, index: int) -> bool:
         """True when slice `index` of `stack` has its embedding in memory or in the cache folder (none computed)."""
-        digest = self._digests.get((stack.signature(), index))
-        if digest is None:
-            digest = self._digests[(stack.signature(), index)] = plane_digest(stack.slice(index))
-        return digest in self._planes or (self.disk_dir is not None and (self._folder() / f"{digest}.npy").is_file())
+        digest, _ = self._digest_of(stack, index)
+        path = self._path(digest)
+        return digest in self._planes or (path is not None and path.is_file())
+
+    def _digest_of(self, stack: ImageStack, index: int) -> tuple[str, np.ndarray | None]:
+        """The digest naming slice `index` of `stack`'s embedding, and the slice when it had to be read for it
+        (the first time), else None."""
+        key = (stack.signature(), index)
+        digest = self._digests.get(key)
+        if digest is not None:
+            return digest, None
+        plane = stack.slice(index)
+        digest = self._digests[key] = plane_digest(plane)
+        return digest, plane
 
     def is_cached(self, plane: np.ndarray) -> bool:
         """True when `plane`'s embedding is in memory (a box on it runs the decoder only)."""
@@ -234,11 +241,13 @@ class LiteMedSAMService:
         text = json.dumps([self.weights_id, __version__, self.runtime_name])
         return self.disk_dir / "sam" / hashlib.sha1(text.encode()).hexdigest()[:20]
 
+    def _path(self, digest: str) -> Path | None:
+        """The cache folder's file of the embedding named `digest`; None without a cache folder."""
+        return None if self.disk_dir is None else self._folder() / f"{digest}.npy"
+
     def _read(self, digest: str, shape: tuple[int, int]) -> PlaneEmbedding | None:
-        if self.disk_dir is None:
-            return None
-        path = self._folder() / f"{digest}.npy"
-        if not path.is_file():
+        path = self._path(digest)
+        if path is None or not path.is_file():
             return None
         try:
             array = np.load(path)
@@ -251,7 +260,7 @@ class LiteMedSAMService:
     def _write(self, digest: str, embedding: PlaneEmbedding) -> None:
         from ..io.atomic import atomic_write
 
-        path = self._folder() / f"{digest}.npy"
+        path = self._path(digest)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             array = embedding.features.cpu().numpy()
