@@ -330,7 +330,6 @@ class Adaptation:
         self.summary = None
         self.tag = None
 
-
     def _load_offsets(self, offsets: dict[str, np.ndarray]) -> None:
         """A bank's "calibration/<class id>" entries (one float each) as the current calibration (none: no offsets)."""
         from .calibration import Calibration
