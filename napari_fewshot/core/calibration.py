@@ -64,9 +64,8 @@ def choose_offset(margins: Sequence[np.ndarray], positives: Sequence[np.ndarray]
     if objective == "mean":
         per_slice = [_dice_curve([m], [p], grid) for m, p in zip(margins, positives)]
         curve = np.mean(per_slice, axis=0) if per_slice else np.ones(len(grid))
-        best = int(np.argmax(curve))
-        return float(grid[best]), float(curve[int(np.argmin(np.abs(grid)))]), float(curve[best])
-    curve = _dice_curve(margins, positives, grid)
+    else:
+        curve = _dice_curve(margins, positives, grid)
     best = int(np.argmax(curve))  # the first maximum: the smallest |offset| among ties
     return float(grid[best]), float(curve[int(np.argmin(np.abs(grid)))]), float(curve[best])
 
