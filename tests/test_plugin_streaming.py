@@ -275,3 +275,88 @@ def test_embeddings_ahead_run_quietly_after_the_refinement_and_a_stroke_stops_th
     qtbot.wait(300)
     assert len(steps) <= stopped + 1 and stopped < 199  # it stopped at the stroke
     assert widget.ui.status_label.text().startswith("Refined 6 slices")  # no "cancelled" for a job nobody started
+
+
+def test_streamed_planes_off_screen_are_written_without_a_redraw(crop_viewer, qtbot, monkeypatch):
+    """A refined plane goes into the prediction layer's data as it arrives, but the layer is redrawn only when one
+    of the planes written is the slice on screen (each redraw costs the Qt thread tens of ms under software
+    OpenGL while the refinement runs beside it); a slice shown later shows its refined plane."""
+    from napari.layers import Labels
+
+    from napari_fewshot.core.refinement import RefinedSlice
+    from napari_fewshot.plugin import streaming
+
+    viewer, widget, support, reference = crop_viewer
+    planes = {}
+
+    def stand_in(session, result, first):  # no LiteMedSAM: each predicted slice's coarse plane less its first row
+        labels = result.labels.copy()
+        order = [3, 1, 2, 4, 5, 6]
+        for n, i in enumerate(order):
+            labels[i, :12] = 0
+            planes[i] = labels[i].copy()
+            time.sleep(0.25)  # each plane in a flush of its own
+            yield RefinedSlice(n + 1, len(order), f"refined slice {i + 1}", index=i, plane=planes[i])
+        return dataclasses.replace(result, labels=labels, refinement=None)
+
+    def no_ahead(session, result):
+        return 0
+        yield
+
+    monkeypatch.setattr(streaming, "refine_job", stand_in)
+    monkeypatch.setattr(streaming, "ahead_job", no_ahead)
+    redrawn, unseen = [], []  # the planes written since the last redraw, at each redraw that follows some
+    refresh, write = Labels.refresh, streaming.write_plane
+
+    def counted_refresh(self, *a, **k):
+        if unseen:
+            redrawn.append(sorted(unseen))
+            unseen.clear()
+        return refresh(self, *a, **k)
+
+    monkeypatch.setattr(Labels, "refresh", counted_refresh)
+    monkeypatch.setattr(streaming, "write_plane", lambda data, i, plane: unseen.append(i) or write(data, i, plane))
+    widget.segment("all")
+    until(qtbot, lambda: len(planes) == 6 and not widget.busy, 300)
+    layer = widget.prediction_layer
+    # one redraw while streaming, for the visible slice 3 (a plane arriving with it in the same flush goes along),
+    # the others written without one; then the final labels' redraw (was one redraw per flush: 5-6)
+    assert len(redrawn) == 2 and 3 in redrawn[0] and 3 not in redrawn[1] and len(redrawn[0]) <= 2
+    for i, plane in planes.items():
+        np.testing.assert_array_equal(layer.data[i], plane)
+    viewer.dims.set_current_step(0, 5)  # a slice written off screen shows its refined plane
+    np.testing.assert_array_equal(np.asarray(layer._slice.image.raw), planes[5])
+    widget.streaming.viewer.dims.ndisplay = 3  # in 3D every plane is on screen
+    assert streaming.shows_any(viewer, layer, [1])
+    viewer.dims.ndisplay = 2
+    viewer.dims.order = (1, 0, 2)  # a view across the slices shows every one of them
+    assert streaming.shows_any(viewer, layer, [1])
+    viewer.dims.order = (0, 1, 2)
+    assert not streaming.shows_any(viewer, layer, [1]) and streaming.shows_any(viewer, layer, [5])
+
+
+def test_a_background_jobs_reports_repaint_the_bar_a_few_times_a_second(crop_viewer, qtbot, monkeypatch):
+    """A streamed refinement reports every slice, dozens within a second when their decodes are reused; each report
+    shown repaints the widget's bar at once on the Qt thread. A background job's reports are shown at most every
+    runner.SHOW_S (the newest on the next tick), and the last one always."""
+    from napari_fewshot.core import Progress
+
+    viewer, widget, support, reference = crop_viewer
+    runner = widget.runner
+    shown = []
+    show = runner._show_bar
+    monkeypatch.setattr(runner, "_show_bar", lambda done, total, text: shown.append((done, total)) or show(done, total, text))
+
+    def burst():
+        for n in range(1, 61):
+            time.sleep(0.002)
+            yield Progress(n, 60, f"refined slice {n}")
+        time.sleep(0.4)
+        return n
+
+    reports = []
+    runner.launch("Refining", burst, on_return=lambda _: None, on_report=reports.append, background=True)
+    until(qtbot, lambda: not widget.busy, 60)
+    assert len(reports) == 60  # every report still reaches the job's own slot (the refined planes)
+    progress = [done for done, total in shown if total == 60]
+    assert progress[-1] == 60 and len(progress) <= 6  # was one repaint per report

@@ -44,6 +44,7 @@ from .workers import Preview, start
 logger = logging.getLogger(__name__)
 
 PUSH_INTERVAL_MS = 150  # how often napari's activity-dock bar catches up with the newest report
+SHOW_S = 0.2  # a background job's reports are shown in the widget at most this often (the newest on a tick)
 
 
 def stage_of(p) -> str:
@@ -73,6 +74,8 @@ class JobRunner:
         self._queued = None  # a job waiting for the live update to finish
         self._pbar = None  # napari.utils.progress shown in the activity dock
         self._latest = None  # newest Progress not yet copied into napari's bar
+        self._unshown = None  # newest Progress of a background job not yet shown in the widget (_progress)
+        self._shown_at = 0.0  # when the widget last showed a report
         self._in_napari = False  # inside a call on napari's bar (which processes events)
         self._returned = False  # the running job returned its result
         self._ended = ""  # "cancelled" or "failed": what the bar says when the job ends without a result
@@ -133,7 +136,7 @@ class JobRunner:
     def _begin(self, worker, kind: str, background: bool, quiet: bool = False) -> None:
         self.worker, self.kind, self.started, self.steps_done = worker, kind, time.perf_counter(), 0
         self.background, self.quiet = background, quiet
-        self._returned, self._latest, self._ended = False, None, ""
+        self._returned, self._latest, self._ended, self._unshown = False, None, "", None
         if not quiet:
             self._set_busy(True)
             self.ui.status_label.setText(f"{kind}...")
@@ -214,12 +217,21 @@ class JobRunner:
                 on_report(item)
 
     def _progress(self, p) -> None:
-        """Show report ``p`` in the widget (never processes events); napari's bar gets it on the next tick."""
+        """Show report ``p`` in the widget (never processes events); napari's bar gets it on the next tick. A
+        background job's reports (a streamed refinement: one per slice, dozens within a second) are shown at most
+        every SHOW_S, the newest on the next tick: each shown report repaints the bar at once."""
         if p.loss is not None:
             self.steps_done = p.done
+        self._latest = p
+        if self.background and p.done < p.total and time.perf_counter() - self._shown_at < SHOW_S:
+            self._unshown = p
+            return
+        self._show(p)
+
+    def _show(self, p) -> None:
+        self._unshown, self._shown_at = None, time.perf_counter()
         self.ui.status_label.setText(self._describe(p))
         self._show_bar(p.done, max(p.total, 1), f"{stage_of(p)}: %v of %m")  # a count: stages have their own totals
-        self._latest = p
 
     def _describe(self, p) -> str:
         text = f"{self.kind}: {p.message}"
@@ -227,7 +239,7 @@ class JobRunner:
 
     def _on_return(self, on_return, value) -> None:
         """The job's result: "done" first, then ``on_return`` (which may say more); its failure is the job's."""
-        self._returned = True
+        self._returned, self._unshown = True, None
         if not self.quiet:
             self.ui.status_label.setText(f"{self.kind} done in {self.elapsed():.1f} s.")
         try:
@@ -262,7 +274,7 @@ class JobRunner:
         """Back to idle; then the follow-up job or ``on_idle``; napari's bar is closed last."""
         pbar, self._pbar = self._pbar, None
         self._timer.stop()
-        self._latest = None
+        self._latest = self._unshown = None
         quiet, self.worker, self.background, self.quiet = self.quiet, None, False, False
         self._set_busy(False)
         if self._returned and not quiet:
@@ -289,6 +301,8 @@ class JobRunner:
     # -- napari's activity-dock bar -----------------------------------------------------------
     def _push(self) -> None:
         """Copy the newest report into napari's bar (timer tick); a nested tick returns at once."""
+        if self._unshown is not None and self.worker is not None and not self.closed:
+            self._show(self._unshown)
         if self._latest is None or self._in_napari or self.worker is None or self.closed:
             return
         p, self._latest = self._latest, None

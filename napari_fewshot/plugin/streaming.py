@@ -5,7 +5,8 @@ When that result still has refinement to come (``SegmentationResult.refinement``
 a *background* job (plugin/runner.py: progress in the widget's bar and the activity dock, Cancel stops
 it, the controls stay enabled) runs ``FewShotSegmenter.refine_result``: the visible slice first, then
 outward from the painted slices. Each refined slice replaces its coarse one in the prediction layer; the
-planes that arrive within ``FLUSH_MS`` are written together, with one refresh, on the Qt thread. At its end
+planes that arrive within ``FLUSH_MS`` are written together on the Qt thread, with one refresh when one of them is
+on screen (a plane off screen is read from the layer's data when its slice is shown). At its end
 the 3D clean-up and Check next's ranking of the refined labels take the place of the coarse ones.
 
 Nothing the user drew is overwritten: support slices are not refined (dense mode copies them), a slice
@@ -120,7 +121,8 @@ class Streaming(QObject):
         for i, plane in planes.items():
             if i not in self._edited:
                 write_plane(layer.data, i, plane)
-        layer.refresh()
+        if shows_any(self.viewer, layer, planes):  # a plane off screen is read when its slice is shown: no redraw
+            layer.refresh()
 
     def _returned(self, *_) -> None:
         self._pending = not self._took  # the runner's slot (connected first) may have delivered it already
@@ -219,6 +221,24 @@ class Streaming(QObject):
     def close(self) -> None:
         self.stop()
         self._stop_ahead()
+
+
+def shows_any(viewer, layer, indices) -> bool:
+    """Whether the canvas may show one of slices `indices` (along the first axis) of `layer`'s (S, H, W) data: False
+    only for a 2D view of the viewer's last two axes in which the layer's first axis stays put and shows another
+    slice (what a refreshed plane there would redraw is what is on screen already)."""
+    dims = viewer.dims
+    if layer.data.ndim != 3 or dims.ndisplay != 2 or tuple(dims.displayed) != (dims.ndim - 2, dims.ndim - 1):
+        return True
+    point = np.asarray(dims.point[-3:], float)
+    here = layer.world_to_data(point)
+    for axis in (1, 2):  # moving across the view must not move along the slices (no rotation out of the plane)
+        step = point.copy()
+        step[axis] += 1.0
+        if abs(float(layer.world_to_data(step)[0]) - float(here[0])) > 1e-6:
+            return True
+    shown = int(np.clip(round(float(here[0])), 0, layer.data.shape[0] - 1))
+    return shown in set(int(i) for i in indices)
 
 
 def write_plane(data: np.ndarray, index: int, plane: np.ndarray) -> None:
