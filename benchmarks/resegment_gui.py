@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
+import inspect
 import json
 import os
 import subprocess
@@ -112,7 +114,7 @@ def shot(path: str, step: str) -> str:
 
 
 def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: str | None = None,
-            refine: bool = True) -> dict:
+            refine: bool = True, trace: bool = False, mirror: bool = False) -> dict:
     import dataclasses
 
     import torch  # noqa: F401  (before Qt)
@@ -132,6 +134,11 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
         matching._cpu_flags = lambda: set()
         matching.matmul_dtype.cache_clear()
     volume, truth, painted, organ = scan(kind, slices)
+    tracer = None
+    if trace:  # timestamps of each window correction (benchmarks/correction_trace.py)
+        from correction_trace import count_embeddings, install
+
+        tracer = install()
     viewer = napari.Viewer(show=True)
     image = viewer.add_image(volume, name="scan")
     _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
@@ -150,6 +157,8 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
     first_s = wait_idle(widget, settle_s=0.2)
     session = widget.session
     seg = session.segmenter
+    if tracer is not None and seg._sam is not None:
+        count_embeddings(seg._sam)
 
     def correct(z):
         """The reference of slice z into the support, then a real stroke over its first class on the canvas."""
@@ -179,13 +188,27 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
         calls.append(("show result", round(time.perf_counter() - start, 2)))
 
     type(seg).segment, type(widget)._show_result = timed_segment, timed_show
+    later = {"refine_later": True} if "refine_later" in inspect.signature(original_segment).parameters else {}
     sampler = StackSampler() if profile else None
     candidates = [z for z in organ if z not in painted]
     chosen = candidates[:: max(1, len(candidates) // 6)][:6]
-    window, refined, api, dices, steps, beats = [], [], [], [], [], []
+    window, refined, api, dices, steps, beats, digests = [], [], [], [], [], [], []
     for n, z in enumerate(chosen):
         correct(z)
-        if n % 2 == 0:
+        if n % 2 == 0 and mirror:  # the window's correction through the API instead: coarse, then refined (first=[z])
+            from napari_fewshot.core.ahead import embed_ahead
+
+            click, cpu = time.perf_counter(), time.thread_time()
+            coarse = run(original_segment(seg, np.array(support.data), refine_later=True,
+                                          empty_slices=widget.corrections.empty_slices()))
+            window.append(time.perf_counter() - click)
+            coarse_cpu = time.thread_time() - cpu
+            result = run(seg.refine_result(coarse, first=[z]))
+            refined.append(time.perf_counter() - click)
+            steps.append({"coarse_cpu_s": round(coarse_cpu, 2), "refine_cpu_s": round(time.thread_time() - cpu - coarse_cpu, 2)})
+            run(embed_ahead(seg, result))  # as the window's quiet job does after a refinement (idle time)
+            labels = result.labels
+        elif n % 2 == 0:
             if sampler:
                 sampler.on = True
             calls.clear()
@@ -206,16 +229,19 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
             if os.environ.get("STALL_DUMP"):  # faulthandler's dump of every thread at each stall over 100 ms
                 heart.dump_to(f"{os.environ['STALL_DUMP']}.{n}")
             heart.start()
+            if tracer is not None:
+                tracer.reset()
             click = time.perf_counter()
             widget.ui.segment_button.click()
-            while widget.busy and not (widget.streaming.running and session.prediction is not None):
+            streaming = getattr(widget, "streaming", None)  # None: a revision without streamed refinement
+            while widget.busy and not (streaming is not None and streaming.running and session.prediction is not None):
                 app.processEvents()  # until the coarse result is shown (refinement, if on, streams in after it)
                 time.sleep(0.005)
             window.append(time.perf_counter() - click)
             coarse_at = time.perf_counter() - heart.t0
             if shots:
                 viewer.screenshot(shot(screenshot, "2_coarse"), canvas_only=False)
-            while widget.streaming.running:  # until the refined labels are in (not the embeddings ahead after it)
+            while streaming is not None and streaming.running:  # until the refined labels are in (not the embeddings ahead after it)
                 app.processEvents()
                 time.sleep(0.005)
             refined.append(time.perf_counter() - click)
@@ -229,17 +255,18 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
                           "stalls": [{"at_s": st["at_s"], "gap_ms": st["gap_ms"], "main": [m["stack"][:3] for m in st["main"][:1]],
                                       "threads": st["threads"][:3]} for st in heart.stalls if st["gap_ms"] > 100],
                           "collections": heart.collections})
-            steps.append(list(calls))
+            steps.append(list(calls) + ([tracer.report()] if tracer is not None else []))
             if sampler:
                 sampler.on = False
             labels = np.asarray(session.prediction.data)
         else:
             click = time.perf_counter()
-            result = run(original_segment(seg, np.array(support.data), refine_later=True,
+            result = run(original_segment(seg, np.array(support.data), **later,
                                           empty_slices=widget.corrections.empty_slices()))
             api.append(time.perf_counter() - click)
             labels = result.labels
         dices.append(round(float(dice(labels == 1, truth == 1)), 4))
+        digests.append(hashlib.blake2b(np.ascontiguousarray(labels, np.uint8).tobytes(), digest_size=8).hexdigest())
     status = widget.ui.status_label.text()
     if screenshot:  # the last corrected slice, prediction outlined over the paint, as the user sees it
         viewer.dims.set_current_step(0, chosen[-1])
@@ -254,7 +281,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
         "window_refined_after_correction_s": [round(s, 2) for s in refined],
         "api_after_correction_s": [round(s, 2) for s in api],
         "window_median_s": round(float(np.median(window)), 2), "api_median_s": round(float(np.median(api)), 2),
-        "liver_dice_per_correction": dices, "window_steps": steps, "window_heartbeat": beats,
+        "liver_dice_per_correction": dices, "labels_digest_per_correction": digests, "window_steps": steps, "window_heartbeat": beats,
         "layers": layer_names, "status": status, "setup_s": round(time.perf_counter() - started, 1),
     }
     if sampler:
@@ -273,13 +300,15 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-refine", action="store_true", help="LiteMedSAM's refinement off (coarse results only)")
     parser.add_argument("--screenshot", default=None, help="folder for a screenshot of each version's window")
+    parser.add_argument("--mirror", action="store_true", help="the window's corrections through the API (refined)")
+    parser.add_argument("--trace", action="store_true", help="timestamps of each window correction (correction_trace.py)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         sys.path.insert(0, args.one)
         print(json.dumps(measure(args.scan, args.slices, args.float32, args.profile, args.screenshot,
-                                 not args.no_refine)))
+                                 not args.no_refine, args.trace, args.mirror)))
         return
     trees = {"this checkout": ROOT}
     if args.baseline:
@@ -289,6 +318,7 @@ def main() -> None:
         for name, tree in trees.items():
             command = [sys.executable, __file__, "--one", str(tree), "--scan", args.scan, "--slices", str(args.slices)]
             command += ["--float32"] * args.float32 + ["--profile"] * args.profile + ["--no-refine"] * args.no_refine
+            command += ["--trace"] * args.trace + ["--mirror"] * args.mirror
             if args.screenshot:
                 tag = "baseline" if tree != ROOT else "this"
                 command += ["--screenshot", str(Path(args.screenshot).resolve() / f"resegment_gui_{tag}.png")]
