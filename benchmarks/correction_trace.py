@@ -82,16 +82,16 @@ class Trace:
 def install() -> Trace:
     """Patch this checkout's plugin and core with the trace's events; the Trace."""
     import napari_fewshot.core.refine as refine
-    import napari_fewshot.core.refinement as refinement
     import napari_fewshot.plugin.runner as runner
     import napari_fewshot.plugin.widget as widget
 
     trace = Trace()
     trace.generator(widget, "segment_job", "segment job")
     try:
+        import napari_fewshot.core.refinement as refinement
         import napari_fewshot.plugin.streaming as streaming
-    except ImportError:
-        streaming = None
+    except ImportError:  # a revision without streamed refinement
+        refinement = streaming = None
     if streaming is not None:
         trace.generator(streaming, "refine_job", "refine job")
         trace.around(streaming.Streaming, "follow", "refinement queued (follow)")
@@ -131,7 +131,7 @@ def install() -> Trace:
     refine.Refiner._decode = traced_decode
     trace.generator(refine.Refiner, "refine", "decoding loop")
     trace.around(refinement, "provisional_plane", "provisional_plane (worker)", total=True)
-    pending = getattr(refinement, "PendingRefinement", None)
+    pending = getattr(refinement, "PendingRefinement", None) if refinement is not None else None
     if pending is not None and hasattr(pending, "finish_coarse"):
         original = pending.finish_coarse.__func__
 

@@ -300,6 +300,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-refine", action="store_true", help="LiteMedSAM's refinement off (coarse results only)")
     parser.add_argument("--screenshot", default=None, help="folder for a screenshot of each version's window")
+    parser.add_argument("--baseline-only", action="store_true", help="run the baseline only")
     parser.add_argument("--mirror", action="store_true", help="the window's corrections through the API (refined)")
     parser.add_argument("--trace", action="store_true", help="timestamps of each window correction (correction_trace.py)")
     parser.add_argument("--json", default=None)
@@ -310,7 +311,7 @@ def main() -> None:
         print(json.dumps(measure(args.scan, args.slices, args.float32, args.profile, args.screenshot,
                                  not args.no_refine, args.trace, args.mirror)))
         return
-    trees = {"this checkout": ROOT}
+    trees = {} if args.baseline_only else {"this checkout": ROOT}
     if args.baseline:
         trees[f"baseline {args.baseline}"] = checkout(args.baseline)
     rows = {}

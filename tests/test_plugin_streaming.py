@@ -360,3 +360,24 @@ def test_a_background_jobs_reports_repaint_the_bar_a_few_times_a_second(crop_vie
     assert len(reports) == 60  # every report still reaches the job's own slot (the refined planes)
     progress = [done for done, total in shown if total == 60]
     assert progress[-1] == 60 and len(progress) <= 6  # was one repaint per report
+
+
+def test_the_visible_slices_neighbours_are_refined_right_after_it(crop_viewer, qtbot, monkeypatch):
+    """After a stroke the visible slice is the corrected one: its neighbours (up to streaming.REACH away) are refined
+    first, nearer first, not after those of every other painted slice."""
+    from napari_fewshot.core.refinement import refine_order
+    from napari_fewshot.plugin import streaming
+
+    viewer, widget, support, reference = crop_viewer
+    asked = []
+
+    def stand_in(session, result, first):
+        asked.append(refine_order(result.refinement.indices, first, result.refinement.painted))
+        return dataclasses.replace(result, refinement=None)
+        yield
+
+    monkeypatch.setattr(streaming, "refine_job", stand_in)
+    viewer.dims.set_current_step(0, 2)
+    widget.segment("all")
+    until(qtbot, lambda: bool(asked) and not widget.busy, 300)
+    assert asked == [[2, 1, 3, 4, 5, 6]]  # was [2, 1, 6, 5, 3, 4]: the visible slice, then outward from 0 and 7

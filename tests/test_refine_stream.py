@@ -188,3 +188,25 @@ def test_the_cli_progress_line_draws_a_bar_per_stage_on_a_terminal_only():
     lines = terminal.getvalue().split("\n")
     assert lines[0].endswith("4/4 features of slice 4".ljust(44)) and "[" + "#" * 30 + "]" in lines[0]
     assert lines[1].split("\r")[-1].startswith("[" + "#" * 30 + "] 2/2 refined slice 5 of 9") and lines[2] == ""
+
+
+def test_another_order_and_other_decoder_batches_give_the_same_labels(crop, one_call, monkeypatch):
+    """The window refines the visible (after a stroke: the corrected) slice's neighbours first (plugin/streaming.py
+    `around`): another order, so other slices share a decoder call. LiteMedSAM's decoder gives each box the same
+    probabilities whatever else is in the call, so the labels are the same bit for bit."""
+    from napari_fewshot.core import refine
+
+    volume, _, support = crop
+    seg, _ = one_call
+    monkeypatch.setattr(refine, "SLICES_PER_BATCH", 2)  # decoder calls of two slices: {1, 4}, {2, 3} against {2, 1}, ...
+    coarse = run(seg.segment(support, refine_later=True))
+    kept, out = seg._refiner, {}
+    try:
+        for first in ((), (2, 1, 3, 0, 4)):
+            seg._refiner = type(kept)(seg.params, seg.sam)  # nothing to reuse: every box decoded (embeddings are kept)
+            reports, final = drain(seg.refine_result(coarse, first=first))
+            out[first] = ([r.index for r in reports], final.labels)
+    finally:
+        seg._refiner = kept
+    assert out[()][0] == [1, 4, 2, 3] and out[(2, 1, 3, 0, 4)][0] == [2, 1, 3, 4]
+    assert np.array_equal(out[()][1], out[(2, 1, 3, 0, 4)][1])

@@ -3,8 +3,8 @@
 Segment shows the prototype result as soon as it is there (the core's ``segment(..., refine_later=True)``).
 When that result still has refinement to come (``SegmentationResult.refinement``, see core/refinement.py),
 a *background* job (plugin/runner.py: progress in the widget's bar and the activity dock, Cancel stops
-it, the controls stay enabled) runs ``FewShotSegmenter.refine_result``: the visible slice first, then
-outward from the painted slices. Each refined slice replaces its coarse one in the prediction layer; the
+it, the controls stay enabled) runs ``FewShotSegmenter.refine_result``: the visible slice and its neighbours
+first (after a stroke: the corrected slice's), then outward from the painted slices. Each refined slice replaces its coarse one in the prediction layer; the
 planes that arrive within ``FLUSH_MS`` are written together on the Qt thread, with one refresh when one of them is
 on screen (a plane off screen is read from the layer's data when its slice is shown). At its end
 the 3D clean-up and Check next's ranking of the refined labels take the place of the coarse ones.
@@ -30,6 +30,7 @@ from qtpy.QtCore import QObject, QTimer
 from . import image_sets, layers, warm_up
 
 FLUSH_MS = 100  # refined planes arriving within this time go into the layer with one refresh
+REACH = 3  # the visible slice's neighbours up to this far are refined right after it, nearer first
 KIND = "Refining"
 AHEAD = "Embedding ahead"
 
@@ -84,7 +85,7 @@ class Streaming(QObject):
         runner = self.widget.runner  # the job that made `result` is still running: this one waits for it
         if runner.closed or session.prediction not in self.viewer.layers:
             return None
-        worker = runner.launch(KIND, refine_job, session, result, [self.widget.current_slice()],
+        worker = runner.launch(KIND, refine_job, session, result, around(self.widget.current_slice()),
                                on_return=self._finished, on_report=self._arrived, background=True)
         if worker is None:
             return None
@@ -221,6 +222,14 @@ class Streaming(QObject):
     def close(self) -> None:
         self.stop()
         self._stop_ahead()
+
+
+def around(index: int, reach: int = REACH) -> list[int]:
+    """The slices refined first: `index` (the visible one: after a stroke, the corrected slice), then its neighbours
+    up to `reach` away, nearer first (before, the corrected slice's neighbours waited behind those of every other
+    painted slice). Out-of-range or painted ones are skipped by core.refinement.refine_order. The decoder gives each box
+    the same probabilities whatever else it decodes in the same call, so the order changes no label."""
+    return [index] + [index + s * d for d in range(1, reach + 1) for s in (-1, 1)]
 
 
 def shows_any(viewer, layer, indices) -> bool:
