@@ -205,7 +205,8 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
             coarse_cpu = time.thread_time() - cpu
             result = run(seg.refine_result(coarse, first=[z]))
             refined.append(time.perf_counter() - click)
-            steps.append({"coarse_cpu_s": round(coarse_cpu, 2), "refine_cpu_s": round(time.thread_time() - cpu - coarse_cpu, 2)})
+            steps.append({"coarse_cpu_s": round(coarse_cpu, 2),
+                          "refine_cpu_s": round(time.thread_time() - cpu - coarse_cpu, 2)})
             run(embed_ahead(seg, result))  # as the window's quiet job does after a refinement (idle time)
             labels = result.labels
         elif n % 2 == 0:
@@ -302,7 +303,8 @@ def main() -> None:
     parser.add_argument("--screenshot", default=None, help="folder for a screenshot of each version's window")
     parser.add_argument("--baseline-only", action="store_true", help="run the baseline only")
     parser.add_argument("--mirror", action="store_true", help="the window's corrections through the API (refined)")
-    parser.add_argument("--trace", action="store_true", help="timestamps of each window correction (correction_trace.py)")
+    parser.add_argument("--trace", action="store_true",
+                        help="timestamps of each window correction (correction_trace.py)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -68,7 +68,8 @@ def main() -> None:
     from resegment_gui import scan
 
     old = old_package(args.baseline)
-    volume, truth, painted, organ = scan("ct" if args.scan == "ct" else "tiled", 0 if args.scan == "ct" else int(args.scan))
+    ct = args.scan == "ct"
+    volume, truth, painted, organ = scan("ct" if ct else "tiled", 0 if ct else int(args.scan))
     support = np.zeros(volume.shape, np.uint8)
     support[painted] = truth[painted]
     classes = [int(c) for c in np.unique(truth) if c]

@@ -345,7 +345,8 @@ def test_a_background_jobs_reports_repaint_the_bar_a_few_times_a_second(crop_vie
     runner = widget.runner
     shown = []
     show = runner._show_bar
-    monkeypatch.setattr(runner, "_show_bar", lambda done, total, text: shown.append((done, total)) or show(done, total, text))
+    monkeypatch.setattr(runner, "_show_bar",
+                        lambda done, total, text: shown.append((done, total)) or show(done, total, text))
 
     def burst():
         for n in range(1, 61):

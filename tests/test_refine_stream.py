@@ -198,7 +198,7 @@ def test_another_order_and_other_decoder_batches_give_the_same_labels(crop, one_
 
     volume, _, support = crop
     seg, _ = one_call
-    monkeypatch.setattr(refine, "SLICES_PER_BATCH", 2)  # decoder calls of two slices: {1, 4}, {2, 3} against {2, 1}, ...
+    monkeypatch.setattr(refine, "SLICES_PER_BATCH", 2)  # decoder calls of two slices: {1, 4}, {2, 3} / {2, 1}, {3, 4}
     coarse = run(seg.segment(support, refine_later=True))
     kept, out = seg._refiner, {}
     try:

@@ -4,9 +4,10 @@ Segment shows the prototype result as soon as it is there (the core's ``segment(
 When that result still has refinement to come (``SegmentationResult.refinement``, see core/refinement.py),
 a *background* job (plugin/runner.py: progress in the widget's bar and the activity dock, Cancel stops
 it, the controls stay enabled) runs ``FewShotSegmenter.refine_result``: the visible slice and its neighbours
-first (after a stroke: the corrected slice's), then outward from the painted slices. Each refined slice replaces its coarse one in the prediction layer; the
-planes that arrive within ``FLUSH_MS`` are written together on the Qt thread, with one refresh when one of them is
-on screen (a plane off screen is read from the layer's data when its slice is shown). At its end
+first (after a stroke: the corrected slice's), then outward from the painted slices. Each refined slice
+replaces its coarse one in the prediction layer; the planes that arrive within ``FLUSH_MS`` are written
+together on the Qt thread, with one refresh when one of them is on screen (a plane off screen is read from
+the layer's data when its slice is shown). At its end
 the 3D clean-up and Check next's ranking of the refined labels take the place of the coarse ones.
 
 Nothing the user drew is overwritten: support slices are not refined (dense mode copies them), a slice
