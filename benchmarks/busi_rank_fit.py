@@ -8,7 +8,7 @@ Options: --expected fits the softmax-expected Dice of the pick instead of the pa
 variant in BENCHMARKS.md); --top uses only the best candidate's pairs; --lam fixes the L2 weight (otherwise
 chosen by the nested split); --only-all skips the leave-one-group-out / one-group rows; --within standardises
 each cue over the episode's own candidates; --forward K chooses at most K cue columns greedily inside the
-training half; --extra adds other draws' episodes to training only (never scored); --weights prints the ranker
+training half; --per-shot fits one ranker per shot count; --extra adds other draws' episodes to training only (never scored); --weights prints the ranker
 fitted on all episodes. RANK_DIR: where busi_rank_dump.py wrote (default /tmp/rank).
 
 Score = a * (contrast + likeness) + b . x: today's score plus a linear term in standardised cues x, fitted by
@@ -226,9 +226,25 @@ def held_out(eps: list[dict], cols: list[int], fold_of: dict[str, int], lam: flo
              most: int = 0) -> dict[int, tuple]:
     """episode position -> (Dice, hit) of the ranker fitted on the other half; and the lams (or, with `most`,
     the forward-chosen columns) per half."""
+    if PER_SHOT:  # one ranker per shot count, each fitted on that count's episodes only
+        out, lams = {}, []
+        for shots in sorted({e["tag"].split("_")[1] for e in eps}):
+            mine = [n for n, e in enumerate(eps) if e["tag"].split("_")[1] == shots]
+            keep = [e for e in EXTRA if e["tag"].split("_")[1] == shots]
+            res, got = _held_out([eps[n] for n in mine], cols, fold_of, lam, most, keep)
+            out.update({mine[k]: r for k, r in res.items()})
+            lams.append(got)
+        return out, lams
+    return _held_out(eps, cols, fold_of, lam, most, EXTRA)
+
+
+PER_SHOT = "--per-shot" in sys.argv
+
+
+def _held_out(eps, cols, fold_of, lam, most, extra):
     out, lams = {}, []
     for f in (0, 1):
-        train = [e for e in eps + EXTRA if fold_of[e["name"]] != f]
+        train = [e for e in eps + extra if fold_of[e["name"]] != f]
         if most:
             fold_cols = forward(train, lam, most, cols)
             lams.append([COLUMNS[c] for c in fold_cols])
