@@ -44,11 +44,13 @@ PEAKS, PEAK_SIZES = 5, (0.7, 1.0, 1.4)  # peak boxes, in typical support-object 
 LARGE_PEAKS = None  # 1.4 boxes around every peak; 1 (only the strongest) saved 8 % CPU but lost on held-out 20 shots
 TOP_AREAS = (1.0, 2.0)  # a component's strongest cells covering this many typical support-object areas
 RING = 0.25  # ring width, as a share of the candidate's square-root area (at least 3 pixels)
-KEEP = 0.05
+KEEP = None
 """Hysteresis after the support changed (a new box, a stroke): an image keeps the object it showed before unless
 the new winner's :func:`selection_score` beats that object's, scored under the new support, by more than this
-(None: off, every image chosen afresh). The previous object is the image's last selection in the same set, kept
-by the caller (select_planes' memo, FewShotSegmenter._selected); BENCHMARKS.md, session 14 "loop"."""
+margin (None: off, every image chosen afresh). The previous object is the image's last selection in the same set,
+kept by the caller (select_planes' memo, FewShotSegmenter._selected). Off: on the box loop (BENCHMARKS.md, session
+14 "loop") 0.05 (chosen on seed 1) ended every fall of an untouched image by > 0.1 on seeds 0, 1, 2 and won seeds 1
+and 0 (noc_85 9 vs 10 on 0), but lost held-out seed 2 (noc_85 13 vs 11): a frozen confident miss is never proposed."""
 
 
 def ring_around(mask: np.ndarray, width: int) -> np.ndarray:
