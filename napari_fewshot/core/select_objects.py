@@ -49,8 +49,8 @@ KEEP = None
 the new winner's :func:`selection_score` beats that object's, scored under the new support, by more than this
 margin (None: off, every image chosen afresh). The previous object is the image's last selection in the same set,
 kept by the caller (select_planes' memo, FewShotSegmenter._selected). Off: on the box loop (BENCHMARKS.md, session
-14 "loop") 0.05 (chosen on seed 1) ended every fall of an untouched image by > 0.1 on seeds 0, 1, 2 and won seeds 1
-and 0 (noc_85 9 vs 10 on 0), but lost held-out seed 2 (noc_85 13 vs 11): a frozen confident miss is never proposed."""
+14 "loop") 0.05 (chosen on seed 1) ended every fall of an untouched image by > 0.1 on seeds 0-3 and won seeds 1, 0 and
+3 (noc_85 9 vs 10 on 0, 10 vs never on 3), but lost held-out seed 2 (noc_85 13 vs 11): a frozen miss is never proposed."""
 
 
 def ring_around(mask: np.ndarray, width: int) -> np.ndarray:
