@@ -11,7 +11,8 @@ from shared_data import BUSI, require
 from napari_fewshot.cli import main
 from napari_fewshot.core import RefineParams, SegmentationParams
 from napari_fewshot.core.sam_prompt import box_of
-from napari_fewshot.evaluation.interactive_images import dragged_box, evaluate_busi_boxes, ranking_quality
+from napari_fewshot.evaluation.interactive_images import (dragged_box, evaluate_busi_boxes, ranking_quality,
+                                                          unboxed_changes)
 
 
 def test_a_drag_is_the_lesion_box_with_its_margin_and_a_seeded_jitter_of_at_most_five_pixels():
@@ -36,6 +37,13 @@ def test_ranking_quality_counts_the_worst_among_the_first_proposed():
     assert ranking_quality({0: 1.0}, errors)["spearman"] is None
 
 
+def test_what_a_new_box_did_to_the_images_nobody_boxed():
+    """a boxed first; b boxed after the first segmentation; c and d untouched: c fell by 0.3, d rose by 0.05."""
+    per_image = [{"a": 0.9, "b": 0.1, "c": 0.8, "d": 0.5}, {"a": 0.9, "b": 0.95, "c": 0.5, "d": 0.55}]
+    changes = unboxed_changes(per_image, ["a"], ["b", "c"], [1, 2])
+    assert changes == {"2": {"mean_change": pytest.approx(-0.125), "fell": 1, "rose": 0}}
+
+
 def test_five_busi_images_two_boxed_then_two_rounds_of_check_next_and_a_box():
     busi = require(BUSI)
     params = SegmentationParams(device="cpu", refine=RefineParams(enabled=False))  # quicker; boxes still LiteMedSAM
@@ -53,6 +61,8 @@ def test_five_busi_images_two_boxed_then_two_rounds_of_check_next_and_a_box():
     reached = [int(d) for d, v in curve.items() if v >= 0.85]
     assert report["noc_85"] == (reached[0] if reached else None)
     assert len(report["ranking_per_round"]) == 3 and report["ranking_per_round"][-1]["k"] == 1
+    assert list(report["dice_per_image"]) == ["2", "3", "4"] and list(report["unboxed_changes"]) == ["3", "4"]
+    assert all(np.mean(list(report["dice_per_image"][d].values())) == pytest.approx(curve[d], abs=1e-3) for d in curve)
 
 
 def test_cli_box_correction_and_its_bad_flags(tmp_path, capsys):

@@ -134,6 +134,7 @@ class FewShotSegmenter:
                                   self.params.batch_size, self.params.memory_budget_mb * 1024**2, disk_dir, encoder_id)
         self._pooled.clear()
         self._matches.clear()
+        self._selected.clear()  # each image's last selection belongs to the set it was made on
         self._weights.forget_set_aside()
         self.adaptation.attach(self.cache)
 

@@ -44,6 +44,13 @@ PEAKS, PEAK_SIZES = 5, (0.7, 1.0, 1.4)  # peak boxes, in typical support-object 
 LARGE_PEAKS = None  # 1.4 boxes around every peak; 1 (only the strongest) saved 8 % CPU but lost on held-out 20 shots
 TOP_AREAS = (1.0, 2.0)  # a component's strongest cells covering this many typical support-object areas
 RING = 0.25  # ring width, as a share of the candidate's square-root area (at least 3 pixels)
+KEEP = None
+"""Hysteresis after the support changed (a new box, a stroke): an image keeps the object it showed before unless
+the new winner's :func:`selection_score` beats that object's, scored under the new support, by more than this
+margin (None: off, every image chosen afresh). The previous object is the image's last selection in the same set,
+kept by the caller (select_planes' memo, FewShotSegmenter._selected). Off: on the box loop (BENCHMARKS.md, session
+14 "loop") 0.05 (chosen on seed 1) ended every fall of an untouched image by > 0.1 on seeds 0-3 and won seeds 1, 0 and
+3 (noc_85 9 vs 10 on 0, 10 vs never on 3), but lost held-out seed 2 (noc_85 13 vs 11): a frozen miss is never proposed."""
 
 
 def ring_around(mask: np.ndarray, width: int) -> np.ndarray:
@@ -149,7 +156,8 @@ def selection_score(embedding: PlaneEmbedding, mask: np.ndarray, profile: Suppor
 
 def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int], decode: Callable,
                  embedding: PlaneEmbedding, profiles: dict[int, SupportProfile | None],
-                 min_pixels: int = 64, redraw: bool = False) -> np.ndarray:
+                 min_pixels: int = 64, redraw: bool = False, previous: np.ndarray | None = None,
+                 keep: float | None = None) -> np.ndarray:
     """One image's labels redrawn: per class, the candidate of highest :func:`selection_score`.
 
     labels: (H, W) coarse label values; scores: (K + 1, H, W) class similarity (upsampled, class k of
@@ -158,8 +166,10 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
     with low_res, else (N, H, W): candidates are drawn and scored at low resolution; the winner's full-size mask
     is its low-resolution decode resized as the decoder resizes (:func:`full_size`, no second decode), or with
     `redraw` (the full-size decode draws with other weights than the candidates', e.g. a tuned decoder) its
-    box decoded again at full size. Classes without a candidate keep their coarse pixels. Returns a new (H, W)
-    array of labels' dtype.
+    box decoded again at full size. Classes without a candidate keep their coarse pixels. previous: (H, W) labels
+    this image was given by its last selection (None: none); with `keep` (a margin, :data:`KEEP`), a class keeps
+    its previous object unless the best candidate's score beats that object's, scored now, by more than `keep`.
+    Returns a new (H, W) array of labels' dtype.
     """
     out = np.zeros_like(labels)
     chosen = []
@@ -174,6 +184,12 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
             continue
         fit = [selection_score(embedding, m, profiles.get(k)) for m in masks]
         best = int(np.argmax(fit))
+        before = None if previous is None or keep is None else previous == class_id
+        if before is not None and before.any():
+            held = selection_score(embedding, before, profiles.get(k))
+            if np.isfinite(held) and fit[best] <= held + keep:  # the evidence did not clearly change
+                chosen.append((held, class_id, before))
+                continue
         winner = boxes[best:best + 1]
         drawn = decoded_masks(winner, decode(winner, False) if redraw else
                               full_size(probabilities[best:best + 1], labels.shape))[0]
@@ -202,8 +218,9 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
                   memo: dict | None = None) -> Generator[Progress, None, None]:
     """select_plane for labels[i] (in place), every i in `indices`, with the refiner's LiteMedSAM and its
     embedding cache. coarse: slice -> (K + 1, h, w) scores on the feature grid. Yields Progress per image.
-    memo: image -> (digest of what its selection depends on, labels), kept by the caller: after a stroke,
-    an image whose coarse scores, labels and support sizes did not change is not decoded again."""
+    memo: image -> (digest of what its selection depends on, labels, setting), kept by the caller: after a
+    stroke, an image whose coarse scores, labels and support sizes did not change is not decoded again, and one
+    that changed keeps its last selection's objects unless a candidate beats them by :data:`KEEP`."""
     from .predict import upsample
 
     service = refiner.service  # core/sam_service.py: one model, one embedding cache
@@ -217,6 +234,7 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
         digest = hashlib.blake2b(repr(setting).encode() + sizes + labels[i].tobytes() + coarse[i].tobytes(),
                                  digest_size=16).digest()
         done = None if memo is None else memo.get(i)
+        previous = done[1] if done is not None and done[2] == setting else None  # the same set and decoder
         if done is not None and done[0] == digest:
             labels[i] = done[1].copy()
         elif any((labels[i] == c).any() for c in class_ids):  # nothing predicted: no embedding computed
@@ -226,7 +244,8 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
             decode = lambda boxes, low, e=embedding: service.decode(  # noqa: E731
                 [(e, boxes, None)], low_res=low, own_weights=low and own_choice)[0]
             labels[i] = select_plane(labels[i], scores, class_ids, decode, embedding, profiles,
-                                     refiner.params.refine.min_pixels, redraw=service.decoder_tuned)
+                                     refiner.params.refine.min_pixels, redraw=service.decoder_tuned,
+                                     previous=previous, keep=KEEP)
             if memo is not None:
-                memo[i] = (digest, labels[i].copy())
+                memo[i] = (digest, labels[i].copy(), setting)
         yield Progress(n + 1, len(indices), f"selected objects on image {i + 1} of {len(stack)}")

@@ -39,6 +39,7 @@ from .datasets import seeded_busi_pool
 from .interactive import check_pick, check_rounds, noc, pick_suggested, pick_worst
 
 TARGET = 0.85
+FLIP = 0.1  # an image not boxed "flips" when a new box moves its Dice by more than this
 WORST_K = 3  # ranking quality: the share of the K worst images among the first K proposed
 
 
@@ -68,6 +69,21 @@ def ranking_quality(uncertainty: dict[int, float], errors: dict[int, float], k: 
     worst = sorted(keys, key=lambda i: (-errors[i], i))[:k]
     return {"spearman": None if np.isnan(rho) else float(rho),
             "worst_in_first": len(set(first) & set(worst)) if keys else None, "k": min(k, len(keys))}
+
+
+def unboxed_changes(per_image: list[dict], first: list[str], picked: list[str], drags: list[int],
+                    flip: float = FLIP) -> dict:
+    """What each new box did to the images nobody has boxed: per segmentation after the first, the mean Dice
+    change of the images boxed neither before it nor by the drag just made, and how many of them fell / rose by
+    more than `flip`. per_image: per segmentation, image name -> Dice; first: the images boxed before the first
+    segmentation; picked: the image boxed after each segmentation; drags: the drag count of each segmentation."""
+    out = {}
+    for n in range(min(len(picked), len(per_image) - 1)):
+        untouched = [i for i in per_image[n] if i not in set(first) | set(picked[:n + 1])]
+        delta = [per_image[n + 1][i] - per_image[n][i] for i in untouched]
+        out[str(drags[n + 1])] = {"mean_change": float(np.mean(delta)) if delta else None,
+                                  "fell": int(sum(d < -flip for d in delta)), "rose": int(sum(d > flip for d in delta))}
+    return out
 
 
 def evaluate_busi_boxes(
@@ -106,7 +122,7 @@ def evaluate_busi_boxes(
 
     for j in range(shots):
         drag(j)
-    curve, unboxed, ranking, picked, seconds = [], [], [], [], []
+    curve, unboxed, ranking, picked, seconds, per_image = [], [], [], [], [], []
     for r in range(rounds + 1):
         t0 = time.perf_counter()
         free = [j for j in range(images) if j not in boxed]
@@ -120,6 +136,7 @@ def evaluate_busi_boxes(
         seconds.append(round(time.perf_counter() - t0, 2))
         scores = {j: dice(boxed[j] if j in boxed else labels[j], masks[j]) for j in range(images)}
         curve.append(float(np.mean(list(scores.values()))))
+        per_image.append({names[drawn[j]]: round(float(scores[j]), 4) for j in range(images)})
         unboxed.append(float(np.mean([scores[j] for j in free])) if free else None)
         errors = {j: 1.0 - scores[j] for j in free}
         ranking.append(ranking_quality(uncertainty, errors))
@@ -152,6 +169,9 @@ def evaluate_busi_boxes(
     return {
         "dice_per_drag": dict(zip(map(str, drags), curve)),
         "dice_per_drag_unboxed": dict(zip(map(str, drags), unboxed)),
+        "dice_per_image": dict(zip(map(str, drags), per_image)),
+        "unboxed_changes": unboxed_changes(per_image, [names[drawn[j]] for j in range(shots)],
+                                           [p["image"] for p in picked], drags),
         "noc_85": None if reached is None else drags[reached],
         "noc_rule": f"noc_85: drags (the first {shots} included) after which the mean Dice over the {images} images "
                     "(a boxed image scored by its box's mask) first reaches 0.85; null: never",
