@@ -291,9 +291,9 @@ class FineTuneParams:
     "calibrate" per-class offsets on the prototype scores, chosen leave one out (core/calibration.py; no gain)."""
 
     # Default "decoder", decoder_tuned "bias" (32 weights), on image sets only: the least harmful variant (BENCHMARKS.md
-    # "Fine-tune: which variant the button runs", "ftcache", "ft"); on volumes it lowered CHAOS-T2's interactive protocol
-    # by more than 0.01 (session 14 "ftaudit"), so `decoder_on_volumes` is off. The last layer, the adapter, the whole
-    # encoder and class offsets each lowered some protocol by more (BUSI seed 1 up to -0.13, CHAOS within-1 -0.07).
+    # "Fine-tune: which variant the button runs", "ftcache", "ft"); on volumes it lowered every CHAOS-T2 protocol (the
+    # interactive one by up to 0.01; "ftaudit"), so `decoder_on_volumes` is off. The last layer, the adapter, the
+    # whole encoder and class offsets each lowered some protocol by more (BUSI seed 1 to -0.13, CHAOS within-1 -0.07).
     method: str = setting("decoder", label="Adapt",
                           help="decoder (a few LiteMedSAM decoder weights, where it refines), adapter, "
                                "adapter+decoder or encoder (the whole encoder: slow)")

@@ -238,7 +238,7 @@ class Adaptation:
                            f"there {'is' if len(signed) == 1 else 'are'} {len(signed)}")
             if params.method in ("adapter+decoder", "decoder") and not refines:
                 why.append("the LiteMedSAM decoder is tuned only where refinement runs (off here)")
-            elif params.method in ("adapter+decoder", "decoder"):
+            elif params.method in ("adapter+decoder", "decoder") and volume_off:
                 why.append("the LiteMedSAM decoder is not tuned on volumes unless Decoder on volumes is ticked: "
                            "it lowered CHAOS-T2 Dice")
             self.summary = f"Adapted nothing ({'; '.join(why)})"
