@@ -123,7 +123,7 @@ class Panel:
         self.fine_tune_button = QPushButton("Fine-tune")
         self.fine_tune_button.setToolTip("Adapt to what you signed (painted, corrected, marked empty), then segment "
                                          "again. Default, image sets: 32 weights of LiteMedSAM's mask decoder, trained "
-                                         "on its cached outputs; it gained little (BUSI 5-shot +0.015 and -0.005 on two "
+                                         "on its cached outputs; it gained little (BUSI 5-shot +0.007 and -0.010 on two "
                                          "seeds; LiteMedSAM's training data may include BUSI). "
                                          "Volumes: it adapts nothing unless 'Decoder on volumes' is ticked, as it "
                                          "lowered CHAOS-T2 Dice. The status line says what changed and how long it "
