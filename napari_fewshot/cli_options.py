@@ -67,7 +67,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fine-tune", nargs="?", const=FineTuneParams().method, default=None,
                        choices=FINE_TUNE_METHODS, metavar="WHAT",
                        help="what the Fine-tune button runs, with its default budget, on the signed slices first "
-                            f"(WHAT: {', '.join(FINE_TUNE_METHODS)}; default {FineTuneParams().method})")
+                            f"(WHAT: {', '.join(FINE_TUNE_METHODS)}; default {FineTuneParams().method}, which on a "
+                            "volume adapts nothing: the decoder lowered CHAOS-T2 Dice there)")
     group.add_argument("--adapt-steps", type=int, default=0,
                        help="'Adapt to this scan' first: self-supervised superpixel steps on the scan being "
                             f"segmented, no labels needed (e.g. {AdaptParams().steps}; ~0.5 s per step on a "

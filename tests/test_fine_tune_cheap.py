@@ -214,3 +214,35 @@ def test_too_few_signed_slices_adapt_nothing_and_say_so(liver):
     assert segmenter.adaptation.summary == "Adapted nothing (the feature adapter needs 3 signed slices, there are 2)"
     assert run(segmenter.fine_tune(support, FineTuneParams(method="decoder"))) == []  # a volume on the CPU
     assert segmenter.adaptation.summary.endswith("tuned only where refinement runs (off here))")
+
+
+def test_on_a_volume_the_default_leaves_the_decoder_alone_and_says_why(liver, monkeypatch):
+    """The button's default tunes LiteMedSAM's decoder on image sets only: on CHAOS-T2 volumes it lowered the
+    interactive protocol by more than 0.01 (BENCHMARKS.md, session 14 "ftaudit"); `decoder_on_volumes` asks for it."""
+    from napari_fewshot.core import decoder_tuning, finetune
+
+    monkeypatch.setattr("napari_fewshot.core.config.REFINE_VOLUMES_BY_DEFAULT", True)  # refinement on, as shipped
+    segmenter, support = liver
+    asked = []
+
+    def examples(seg, support_set, signed):
+        asked.append(list(signed))
+        return []
+        yield
+
+    def no_steps(prompter, found, params):
+        return None, [], 0
+        yield
+
+    monkeypatch.setattr(finetune, "_decoder_examples", examples)
+    monkeypatch.setattr(decoder_tuning, "tune_decoder", no_steps)
+    assert not FineTuneParams().decoder_on_volumes
+    assert run(segmenter.fine_tune(support)) == [] and asked == []  # the default: not even the embeddings
+    assert not segmenter.is_fine_tuned
+    assert segmenter.adaptation.summary == ("Adapted nothing (the LiteMedSAM decoder is not tuned on volumes unless "
+                                            "Decoder on volumes is ticked: it lowered CHAOS-T2 Dice)")
+    segmenter._sam = type("NoModel", (), {"prompter": None})()  # the stubbed tuning needs no LiteMedSAM
+    run(segmenter.fine_tune(support, FineTuneParams(decoder_on_volumes=True)))
+    assert asked == [[1, 5]]  # asked for: the decoder stage ran on both signed slices
+    assert segmenter.adaptation.summary == ("Adapted nothing (no signed object was large enough for the LiteMedSAM "
+                                            "decoder, on 2 signed slices)")

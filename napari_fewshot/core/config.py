@@ -290,12 +290,10 @@ class FineTuneParams:
     "encoder" the whole encoder (the original fine-tune: `steps` episodes through its forward and backward),
     "calibrate" per-class offsets on the prototype scores, chosen leave one out (core/calibration.py; no gain)."""
 
-    # Default "decoder" with decoder_tuned "bias" (BENCHMARKS.md, "Fine-tune: which variant the button runs" and
-    # "ftcache"): 32 weights, the variant that lowered no protocol's mean Dice by more than 0.01 where measured (BUSI
-    # 5-shot +0.012, +0.018 and -0.001 on three samples); the last layer (8,224) gained on two BUSI samples and CHAOS
-    # within-1 stayed within 0.005, but it lowered BUSI seed 1 by 0.086 (episodes by up to 0.28); the whole encoder lowered CHAOS
-    # within-1 kidney Dice by 0.09-0.11 and the adapter one BUSI episode by 0.27. Session 11 ("ft"): with selection
-    # choosing on LiteMedSAM's own weights, held-out objects or other box jitters, last still lost on BUSI seed 1.
+    # Default "decoder", decoder_tuned "bias" (32 weights), on image sets only: the least harmful variant (BENCHMARKS.md
+    # "Fine-tune: which variant the button runs", "ftcache", "ft"); on volumes it lowered every CHAOS-T2 protocol (the
+    # interactive one by up to 0.01; "ftaudit"), so `decoder_on_volumes` is off. The last layer, the adapter, the
+    # whole encoder and class offsets each lowered some protocol by more (BUSI seed 1 to -0.13, CHAOS within-1 -0.07).
     method: str = setting("decoder", label="Adapt",
                           help="decoder (a few LiteMedSAM decoder weights, where it refines), adapter, "
                                "adapter+decoder or encoder (the whole encoder: slow)")
@@ -338,6 +336,8 @@ class FineTuneParams:
                                       "held out to choose the weights)")
     decoder_decay: float = setting(0.0, label="Decoder decay", minimum=0.0, maximum=100.0,
                                    help="LiteMedSAM decoder: L2 pull of the tuned weights towards LiteMedSAM's own")
+    decoder_on_volumes: bool = setting(False, label="Decoder on volumes",
+                                       help="LiteMedSAM decoder: tune it on volumes too (off: it lowered CHAOS-T2 Dice)")
     decoder_held_out: str = setting(
         "boxes", label="Decoder held out",
         help="LiteMedSAM decoder: what chooses the kept step: a quarter of each object's boxes (boxes), or every box "

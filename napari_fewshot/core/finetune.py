@@ -191,8 +191,10 @@ class Adaptation:
         # Too few signed slices to hold one out and learn (one matches itself): measured to hurt (BENCHMARKS.md).
         use_adapter = (params.method in ("adapter+decoder", "adapter") and params.adapter_steps > 0
                        and len(signed) >= params.adapter_min_signed)
-        use_decoder = (params.method in ("adapter+decoder", "decoder") and params.decoder_steps > 0
-                       and seg.refine.enabled_for(cache.stack, segmenter.device))
+        refines = seg.refine.enabled_for(cache.stack, segmenter.device)
+        volume_off = cache.stack.is_volume and not params.decoder_on_volumes  # measured to lower Dice there
+        use_decoder = (params.method in ("adapter+decoder", "decoder") and params.decoder_steps > 0 and refines
+                       and not volume_off)
         total = (params.adapter_steps if use_adapter else 0) + (params.decoder_steps if use_decoder else 0)
         losses: list[float] = []
         done = []
@@ -234,8 +236,11 @@ class Adaptation:
             if params.method in ("adapter+decoder", "adapter"):
                 why.append(f"the feature adapter needs {params.adapter_min_signed} signed {kind}s, "
                            f"there {'is' if len(signed) == 1 else 'are'} {len(signed)}")
-            if params.method in ("adapter+decoder", "decoder"):
+            if params.method in ("adapter+decoder", "decoder") and not refines:
                 why.append("the LiteMedSAM decoder is tuned only where refinement runs (off here)")
+            elif params.method in ("adapter+decoder", "decoder") and volume_off:
+                why.append("the LiteMedSAM decoder is not tuned on volumes unless Decoder on volumes is ticked: "
+                           "it lowered CHAOS-T2 Dice")
             self.summary = f"Adapted nothing ({'; '.join(why)})"
         self.seconds = time.perf_counter() - started
         return losses

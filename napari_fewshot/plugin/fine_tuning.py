@@ -2,10 +2,11 @@
 
 What the button runs is core/finetune.py (FewShotSegmenter.fine_tune with the panel's FineTuneParams): by
 default ("decoder") a few weights of LiteMedSAM's mask decoder (the hypernetwork that draws its outlines), trained
-in seconds on cached decoder outputs of every signed image or slice where LiteMedSAM refines (core/decoder_tuning.py).
+in seconds on cached decoder outputs of every signed image where LiteMedSAM refines (core/decoder_tuning.py); on a
+volume only with "Decoder on volumes" ticked (it lowered CHAOS-T2 Dice), else it adapts nothing and says why.
 The status line says what was adapted, on how many signed objects, and how long it took; when no training step
 beat LiteMedSAM's own weights on held-out boxes it says that nothing was adapted.
-BENCHMARKS.md, "Fine-tune: which variant the button runs" and "ftcache", has what each variant measured.
+BENCHMARKS.md, "Fine-tune: which variant the button runs", "ftcache" and "ftaudit", has what each variant measured.
 """
 
 from __future__ import annotations

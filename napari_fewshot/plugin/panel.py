@@ -122,10 +122,12 @@ class Panel:
         column.addWidget(self.settings.fine_tune.native)
         self.fine_tune_button = QPushButton("Fine-tune")
         self.fine_tune_button.setToolTip("Adapt to what you signed (painted, corrected, marked empty), then segment "
-                                         "again. Default: 32 weights of LiteMedSAM's mask decoder (its hypernetwork's "
-                                         "last bias), trained on its cached outputs (no encoder pass); the "
-                                         "status line says what changed and how long it took. What it gained and "
-                                         "cost: BENCHMARKS.md, ftcache")
+                                         "again. Default, image sets: 32 weights of LiteMedSAM's mask decoder, trained "
+                                         "on its cached outputs; it gained little (BUSI 5-shot +0.007 and -0.010 on two "
+                                         "seeds; LiteMedSAM's training data may include BUSI). "
+                                         "Volumes: it adapts nothing unless 'Decoder on volumes' is ticked, as it "
+                                         "lowered CHAOS-T2 Dice. The status line says what changed and how long it "
+                                         "took. BENCHMARKS.md, ftaudit")
         self.reset_button = QPushButton("Reset weights")
         row = QHBoxLayout()
         row.addWidget(self.fine_tune_button)

@@ -95,6 +95,7 @@ FINE_TUNE_ROWS = (
     Row("decoder_tuned", {"choices": ("bias", "last", "mlp")}, words={"bias": "bias (32)", "last": "last layer (8,224)", "mlp": "hypernetwork (139,808)"},
         methods=_DECODER),
     Row("decoder_steps", {"min": 1}, methods=_DECODER),
+    Row("decoder_on_volumes", methods=_DECODER),
     Row("adapter_steps", {"min": 1}, methods=("adapter", "adapter+decoder")),
     Row("steps", {"min": 1}, methods=("encoder",)),  # the button is the switch: 0 steps would do nothing
     Row("learning_rate", {"step": 1e-5}, methods=("encoder",)),
