@@ -33,7 +33,7 @@ def test_fine_tune_adapts_without_an_encoder_pass_then_refreshes_and_reset_is_in
     wait_idle(qtbot, widget, 300)
     assert not seg.is_fine_tuned
     assert any(m.startswith("Adapted nothing (the LiteMedSAM decoder is tuned only where refinement runs (off "
-                            "here)) in ") for _, m in notes), notes
+                            "here)).") for _, m in notes), notes
     assert widget.ui.status_label.text().startswith("Adapted nothing")  # no re-segmentation: nothing changed
     if os.environ.get("TUNE_SHOTS"):
         widget.viewer.screenshot(os.path.join(os.environ["TUNE_SHOTS"], "default_on_cpu_volume.png"), canvas_only=False)

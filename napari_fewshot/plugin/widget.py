@@ -286,18 +286,18 @@ class FewShotWidget(QWidget):
         self.model_status.update()
         self.live.retry_if_dirty()
 
-    def _done(self, what: str) -> None:
-        """Say in the status line and a notification that the job did ``what``, with its time."""
+    def _done(self, what: str, timed: bool = True) -> None:
+        """Say in the status line and a notification that the job did ``what``, with its time unless not `timed`."""
         if self.runner.closed:
             return
-        message = f"{what} in {self.runner.elapsed():.1f} s."
+        message = f"{what} in {self.runner.elapsed():.1f} s." if timed else f"{what}."
         self.ui.status_label.setText(message)
         show_info(message)
 
     def _fine_tuned(self, losses: list[float], session, params) -> None:
         message = fine_tuning.done_message(session.segmenter, params, losses)
-        if message:
-            self._done(message)
+        if message:  # "Adapted nothing (why)" needs no time: nothing ran
+            self._done(message, timed=not message.startswith("Adapted nothing"))
         if session.segmenter is not None and session.segmenter.is_fine_tuned:  # nothing adapted: nothing to redo
             self.runner.after = self._refresh_prediction
 
