@@ -5,12 +5,11 @@ support, by more than the margin; the memory of that selection is the segmenter'
 import numpy as np
 import torch
 
-from napari_fewshot.core import FewShotSegmenter, RefineParams, SegmentationParams, dice, run
+from napari_fewshot.core import dice, run
 from napari_fewshot.core import select_objects
-from napari_fewshot.core.refine import Refiner
 from napari_fewshot.core.sam_prompt import PlaneEmbedding
-from napari_fewshot.core.sam_service import LiteMedSAMService
 from napari_fewshot.core.select_objects import embedding_contrast, select_plane, support_profiles
+from test_select_objects import three_images
 
 SHAPE = (128, 128)
 
@@ -69,55 +68,15 @@ def test_an_image_follows_a_support_that_clearly_prefers_another_object():
     assert dice(out == 1, second) > 0.8
 
 
-class _Prompter:
-    """BoxPrompter's stand-in: the embedding of a bright square, boxes decoded as disks."""
-
-    weights_id = "fake"
-
-    def __init__(self, device="cpu"):
-        self.device = torch.device(device)
-
-    def embed(self, plane):
-        grid = torch.zeros(1, 8, 64, 64)
-        grid[0, 0] = 1.0
-        small = torch.from_numpy((plane > 0.5).astype(np.float32))[None, None]
-        grid[0, 1] = 3 * torch.nn.functional.interpolate(small, size=(64, 64), mode="area")[0, 0]
-        return PlaneEmbedding(grid, plane.shape[:2], 256 / max(plane.shape[:2]))
-
-    def decode(self, embedding, boxes, masks=None, low_res=False):
-        shape = embedding.resized if low_res else embedding.shape
-        sy, sx = shape[0] / embedding.shape[0], shape[1] / embedding.shape[1]
-        return np.stack([_disk(((y0 + y1) / 2 * sy, (x0 + x1) / 2 * sx), min((x1 - x0) * sx, (y1 - y0) * sy) / 2,
-                               shape) for x0, y0, x1, y1 in boxes]).astype(np.float32)
-
-    def decode_batch(self, requests, max_prompts=32, low_res=False):
-        return [(self.decode(e, b, m, low_res), np.ones(len(b), np.float32)) for e, b, m in requests]
-
-
-def _three_images():
-    """Three noisy planes with a bright square each, the first painted: (segmenter with the set, support, planes)."""
-    rng = np.random.default_rng(3)
-    planes = list(rng.random((3, 64, 64)).astype(np.float32) * 0.3)
-    for plane in planes:
-        plane[20:40, 20:40] += 0.6
-    support = [np.zeros((64, 64), np.uint8) for _ in planes]
-    support[0][20:40, 20:40] = 1
-    params = SegmentationParams(refine=RefineParams(enabled=True), input_size=64, image_input_size=64)
-    segmenter = FewShotSegmenter(params)
-    segmenter._refiner = Refiner(params, LiteMedSAMService("cpu", prompter_factory=_Prompter))
-    segmenter.set_image(planes)
-    return segmenter, support, planes
-
-
 def test_the_last_selection_is_remembered_per_set_and_forgotten_with_it(monkeypatch):
     monkeypatch.setattr(select_objects, "KEEP", 0.05)  # off by default (BENCHMARKS.md, session 14 "loop")
-    segmenter, support, planes = _three_images()
+    segmenter, support, planes = three_images(seed=3)
     first = run(segmenter.segment(support)).labels
     assert set(segmenter._selected) == {1, 2}
     assert np.array_equal(segmenter._selected[1][1], first[1])
     support[2][22:38, 22:38] = 1  # a new support: image 1 selected again, its last selection at hand
     again = run(segmenter.segment(support)).labels
-    assert np.array_equal(again[1], first[1])  # chosen afresh (KEEP None, the default), its object moves
+    assert np.array_equal(again[1], first[1])  # kept: no candidate beats its object by KEEP
     segmenter.set_image(planes[:2])  # another set: nothing of the last one is kept
     assert segmenter._selected == {}
 
@@ -125,7 +84,7 @@ def test_the_last_selection_is_remembered_per_set_and_forgotten_with_it(monkeypa
 def test_without_the_margin_the_untouched_image_is_chosen_afresh(monkeypatch):
     """The control of the test above: with KEEP None (the default) the same new support moves image 1's object."""
     monkeypatch.setattr(select_objects, "KEEP", None)
-    segmenter, support, planes = _three_images()
+    segmenter, support, planes = three_images(seed=3)
     first = run(segmenter.segment(support)).labels
     support[2][22:38, 22:38] = 1
     assert not np.array_equal(run(segmenter.segment(support)).labels[1], first[1])

@@ -125,6 +125,22 @@ def test_image_sets_are_selected_and_volumes_keep_refine():
     assert calls == ["refine", "refine"]
 
 
+def three_images(prompter=_Prompter, seed=1):
+    """Three noisy 64 x 64 planes with a bright square each, the first painted, and a segmenter (refinement on,
+    LiteMedSAM's stand-in `prompter`) with the set: (segmenter, support, planes)."""
+    rng = np.random.default_rng(seed)
+    planes = list(rng.random((3, 64, 64)).astype(np.float32) * 0.3)
+    for plane in planes:
+        plane[20:40, 20:40] += 0.6
+    support = [np.zeros((64, 64), np.uint8) for _ in planes]
+    support[0][20:40, 20:40] = 1
+    params = SegmentationParams(refine=RefineParams(enabled=True), input_size=64, image_input_size=64)
+    segmenter = FewShotSegmenter(params)
+    segmenter._refiner = Refiner(params, LiteMedSAMService("cpu", prompter_factory=prompter))
+    segmenter.set_image(planes)
+    return segmenter, support, planes
+
+
 def test_an_image_whose_coarse_scores_did_not_change_is_not_decoded_again():
     decoded = []
 
@@ -133,16 +149,7 @@ def test_an_image_whose_coarse_scores_did_not_change_is_not_decoded_again():
             decoded.append(len(boxes))
             return super().decode(embedding, boxes, masks, low_res)
 
-    rng = np.random.default_rng(1)
-    planes = list(rng.random((3, 64, 64)).astype(np.float32) * 0.3)
-    for plane in planes:
-        plane[20:40, 20:40] += 0.6
-    support = [np.zeros((64, 64), np.uint8) for _ in planes]
-    support[0][20:40, 20:40] = 1
-    params = SegmentationParams(refine=RefineParams(enabled=True), input_size=64, image_input_size=64)
-    segmenter = FewShotSegmenter(params)
-    segmenter._refiner = Refiner(params, LiteMedSAMService("cpu", prompter_factory=Counting))
-    segmenter.set_image(planes)
+    segmenter, support, planes = three_images(Counting)
     first = run(segmenter.segment(support)).labels
     calls = len(decoded)
     assert calls >= 1
