@@ -217,8 +217,8 @@ def test_too_few_signed_slices_adapt_nothing_and_say_so(liver):
 
 
 def test_on_a_volume_the_default_leaves_the_decoder_alone_and_says_why(liver, monkeypatch):
-    """The button's default tunes LiteMedSAM's decoder on image sets only: on CHAOS-T2 volumes it lowered the
-    interactive protocol by more than 0.01 (BENCHMARKS.md, session 14 "ftaudit"); `decoder_on_volumes` asks for it."""
+    """The button's default tunes LiteMedSAM's decoder on image sets only: on CHAOS-T2 volumes it lowered every
+    protocol and gained on none (BENCHMARKS.md, session 14 "ftaudit"); `decoder_on_volumes` asks for it."""
     from napari_fewshot.core import decoder_tuning, finetune
 
     monkeypatch.setattr("napari_fewshot.core.config.REFINE_VOLUMES_BY_DEFAULT", True)  # refinement on, as shipped
