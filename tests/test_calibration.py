@@ -6,6 +6,7 @@ import pytest
 
 from napari_fewshot.core import FewShotSegmenter, FineTuneParams, SegmentationParams, run
 from napari_fewshot.core.calibration import Calibration, calibrate, choose_offset, held_out_scores, offset_grid
+from test_fine_tune_cheap import liver_crop
 
 
 def test_the_grid_puts_zero_first_and_the_smaller_offsets_before_the_larger():
@@ -43,14 +44,7 @@ def test_ties_keep_no_offset():
 
 @pytest.fixture()
 def liver(chaos_case):
-    image, labels = chaos_case
-    lo = int(np.nonzero((labels == 1).any((1, 2)))[0].min())
-    image, labels = image[lo:lo + 10], labels[lo:lo + 10]
-    segmenter = FewShotSegmenter(SegmentationParams(input_size=128))
-    segmenter.set_image(image)
-    support = np.zeros(labels.shape, np.uint8)
-    support[[2, 5, 8]] = labels[[2, 5, 8]] == 1
-    return segmenter, support
+    return liver_crop(chaos_case, 10, [2, 5, 8])
 
 
 def test_the_held_out_calibration_recovers_a_bias_added_to_the_class_scores(liver):

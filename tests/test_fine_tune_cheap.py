@@ -36,16 +36,22 @@ def test_the_method_is_checked():
         FineTuneParams(decoder_held_out="slices")
 
 
-@pytest.fixture()
-def liver(chaos_case):
+def liver_crop(chaos_case, slices: int, painted: list[int]):
+    """The CHAOS case's first `slices` slices from the liver's top, a segmenter (input 128) with them, and the liver
+    painted on slices `painted` of the crop: (segmenter, (S, H, W) uint8 support)."""
     image, labels = chaos_case
     lo = int(np.nonzero((labels == 1).any((1, 2)))[0].min())
-    image, labels = image[lo:lo + 8], labels[lo:lo + 8]
+    image, labels = image[lo:lo + slices], labels[lo:lo + slices]
     segmenter = FewShotSegmenter(SegmentationParams(input_size=128))
     segmenter.set_image(image)
     support = np.zeros(labels.shape, np.uint8)
-    support[[1, 5]] = labels[[1, 5]] == 1
+    support[painted] = labels[painted] == 1
     return segmenter, support
+
+
+@pytest.fixture()
+def liver(chaos_case):
+    return liver_crop(chaos_case, 8, [1, 5])
 
 
 def test_the_adapter_trains_on_cached_features_and_reset_removes_it_without_an_encoder_pass(liver, monkeypatch):
