@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from .core.config import FINE_TUNE_METHODS, AdaptParams, FineTuneParams, SegmentationParams
+from .core.config import SegmentationParams
+from .core.training_config import FINE_TUNE_METHODS, AdaptParams, FineTuneParams
 from .core.settings import Setting, setting_named, settings_of, with_settings
 from .errors import FewShotError
 

@@ -251,7 +251,8 @@ def test_numbers_out_of_range_are_one_sentence(scans, no_compute, capsys, option
 
 
 def test_params_refuse_non_finite_numbers():
-    from napari_fewshot.core.config import AdaptParams, FineTuneParams, RefineParams, SegmentationParams
+    from napari_fewshot.core.config import RefineParams, SegmentationParams
+    from napari_fewshot.core.training_config import AdaptParams, FineTuneParams
     from napari_fewshot.errors import FewShotError
 
     for make in (lambda: SegmentationParams(scale=float("nan")), lambda: SegmentationParams(local_coverage=float("inf")),

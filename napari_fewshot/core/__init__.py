@@ -3,7 +3,8 @@
 Pure torch/numpy; imports no napari and no Qt, so it runs in scripts, notebooks, the CLI and on Dask.
 """
 
-from .config import AdaptParams, FineTuneParams, RefineParams, SegmentationParams
+from .config import RefineParams, SegmentationParams
+from .training_config import AdaptParams, FineTuneParams
 from .encoders import available_encoders, create_encoder
 from .metrics import dice, dice_per_class, hd95
 from .progress import Progress, run

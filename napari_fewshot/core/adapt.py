@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from skimage.segmentation import felzenszwalb
 
-from .config import AdaptParams, SegmentationParams
+from .config import SegmentationParams
+from .training_config import AdaptParams
 from .finetune import Episode, augment
 from .normalization import InputNormalization, to_encoder_input
 from .stack import ImageStack

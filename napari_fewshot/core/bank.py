@@ -42,7 +42,8 @@ import torch
 from ..errors import FewShotError
 from . import bank_format, bank_io
 from .bank_format import FORMAT_NAME, SCHEMA_VERSION, SUFFIX
-from .config import FineTuneParams, SegmentationParams, machine_local_fields
+from .config import SegmentationParams, machine_local_fields
+from .training_config import FineTuneParams
 from .bank_io import normalization_settings
 from .bank_priors import ClassPrior, combine, measure, support_levels, with_levels
 from .encoders import encoder_spec

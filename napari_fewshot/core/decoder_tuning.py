@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import FineTuneParams
+from .training_config import FineTuneParams
 from .feature_adapter import Adam
 from .progress import Progress
 from .sam_decoder import transformer_part

@@ -15,7 +15,8 @@ from typing import Generator, Sequence
 import torch
 
 from ..errors import FewShotError
-from .config import AdaptParams, FineTuneParams, SegmentationParams
+from .config import SegmentationParams
+from .training_config import AdaptParams, FineTuneParams
 from .encoders import Encoder, create_encoder
 from .features import FeatureCache, SetAside
 from .progress import Progress

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import FineTuneParams, SegmentationParams
+from .config import SegmentationParams
+from .training_config import FineTuneParams
 from .predict import class_similarity
 from .progress import Progress
 from .prototypes import build_prototypes

@@ -23,7 +23,8 @@ import torch
 from ..errors import FewShotError
 from . import predict
 from .candidate_score import held_out_range
-from .config import AdaptParams, FineTuneParams, SegmentationParams
+from .config import SegmentationParams
+from .training_config import AdaptParams, FineTuneParams
 from .devices import resolve_device
 from .encoder_weights import EncoderWeights
 from .encoders import Encoder
@@ -228,12 +229,11 @@ class FewShotSegmenter:
         """Segment `indices` (default: every slice that is not a support slice) from the support.
 
         support: label map shaped like the image ((S, H, W) or a list of (H_i, W_i)).
-        Support slices are copied into the result in dense mode (their unpainted pixels are
-        background by definition) and predicted in scribble mode. `empty_slices` are slices checked
-        and found free of every class: support too, all background. Yields Progress per slice.
-        Matching is remembered per support slice, so segmenting again after one slice's paint changed
-        matches only that slice's prototypes again. refine_later: when RefineParams refines this image,
-        return the coarse result (cleaned up and ranked) for `refine_result` to refine (core/refinement.py).
+        Support slices are copied into the result in dense mode (their unpainted pixels are background by definition)
+        and predicted in scribble mode. `empty_slices` are slices checked and found free of every class: support too,
+        all background. Yields Progress per slice. Matching is remembered per support slice, so segmenting again after
+        one slice's paint changed matches only that slice's prototypes again. refine_later: when RefineParams refines
+        this image, return the coarse result (cleaned up and ranked) for `refine_result` (core/refinement.py).
         """
         cache = self._require_image()
         support_set = self.parse_support(support, empty_slices)

@@ -19,7 +19,8 @@ from typing import Any
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, create_widget
 from magicgui.widgets.bases import ValueWidget
 
-from ..core.config import FINE_TUNE_METHODS, FineTuneParams, SegmentationParams
+from ..core.config import SegmentationParams
+from ..core.training_config import FINE_TUNE_METHODS, FineTuneParams
 from ..core.settings import Setting, setting_named, with_settings
 
 DEVICES = ("auto", "cpu", "cuda", "mps")  # config.py's device is any torch device string; these are offered
