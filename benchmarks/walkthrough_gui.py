@@ -12,7 +12,9 @@ correction, Fine-tune, export NIfTI, close and reopen for Restore painting), ``d
 DICOM SEG and read it back), ``us`` (10 BUSI images as a set: 3 boxes, Segment, heatmaps, Check next, a box
 correction, Ctrl+Z, Fine-tune, export masks), ``bad`` (mistakes: Segment with nothing painted, every slice
 painted, a non-image file, a folder that cannot be written, a second Segment, closing while refinement streams).
-The log is written to OUT/log_STORY.json. Autosaves go to OUT/autosave (never the user's cache).
+The stories live in walkthrough_volumes.py (ct, dicom) and walkthrough_images.py (us, bad); ``dicom`` and ``us`` read
+../shared/data. The log is written to OUT/log_STORY.json. Autosaves go to OUT/autosave (never the user's cache).
+Findings of session 15: BENCHMARKS.md, "A clinician's walk through the window on a fresh machine".
 """
 
 from __future__ import annotations
