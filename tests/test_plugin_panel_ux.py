@@ -162,3 +162,53 @@ def test_image_set_wording_class_name_and_device_error(make_napari_viewer, qtbot
     widget.ui.set_scope("all")
     viewer.layers.remove(image)
     qtbot.waitUntil(lambda: widget.ui.scope_combo.itemText(0) == "all slices", timeout=5000)
+
+
+def test_the_image_name_and_the_heatmap_titles_sit_in_opposite_corners(make_napari_viewer, tmp_path, png_set):
+    """Session 15's walkthrough (docs/walkthrough/us_heatmap_title.png): with heatmaps on over an image set, the file
+    name, centred at the top, ran under the first heatmap title (top right) on a canvas narrowed by the dock widgets
+    ("549 x 496 px" over "lesion (1)"). The name now sits at the top left, the titles and colour bars at the right."""
+    import shutil
+
+    from napari_fewshot.plugin import image_sets, results
+
+    folder = tmp_path / "ultrasound"
+    folder.mkdir()
+    for path in sorted((png_set / "mr").glob("mr ([12])*.png")):
+        shutil.copy(path, folder / path.name)
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    viewer.open(str(folder), plugin="napari-fewshot")
+    widget.set_image_layer(viewer.layers["ultrasound"])
+    image_sets.show_image_name(viewer, widget.image_layer)
+    heat = viewer.add_image(np.zeros((2, 8, 8), np.float32), name="lesion (1): cosine similarity", colormap="red")
+    heat.colorbar.visible = True
+    results.show_legend(heat, viewer)  # the title over its colour bar, as a segmentation with heatmaps shows it
+    overlay = image_sets.text_overlay(viewer)
+    assert overlay.visible and overlay.text.startswith("image: mr (")
+    name_row, name_side = str(overlay.position).split("_")
+    title_row, title_side = str(heat.name_overlay.position).split("_")
+    assert name_row == title_row == "top"  # both at the top of the canvas (notifications come up at the bottom)...
+    assert {name_side, title_side} == {"left", "right"}  # ...at opposite sides, never one over the other
+
+
+def test_the_status_line_and_volumes_stay_in_view_on_a_short_screen(make_napari_viewer, qtbot):
+    """Session 15's walkthrough (docs/walkthrough/us_status_hidden.png): in a 1600 x 1000 window the status line was
+    the last thing in the panel's scrolling controls, half cut off, and out of view once the model line grew to four
+    lines after a Fine-tune; the volumes under it were never seen. They now sit under the scrolling controls."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 720)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    ui = widget.ui
+    ui.model_label.setText("Using efficientnet-lite0 on cpu; features cached for 10 images (fine-tuned: the LiteMedSAM "
+                           "mask decoder (32 weights, trained 300 steps on 4 signed objects) on 4 signed images).")
+    ui.status_label.setText("Image benign (5).png: the least sure of 7 left (estimated Dice error 0.42: it may have "
+                            "missed the object); correct it with a box (Box → paint) or a stroke.")
+    ui.volumes_label.setText("lesion: 119471 px, images 0-9 (3 painted, 0 corrected, 7 predicted)")
+    for _ in range(20):
+        QApplication.processEvents()
+    for label in (ui.status_label, ui.volumes_label, ui.cancel_button):
+        seen = label.visibleRegion().boundingRect()
+        assert label.isVisible() and seen.height() == label.height() > 0, label.text()

@@ -41,7 +41,7 @@ from .matching import MatchCache, PrototypeGroup, local_group
 from .bounded import bounded_applies, query_scores
 from .prototypes import PrototypeSet, SlicePrototypes, combine_slices, global_prototypes, pool_slice
 from .stack import ImageStack
-from .support import SupportSet, label_dtype, parse_support
+from .support import SupportSet, label_dtype, parse_support, require_unpainted
 
 
 class FewShotSegmenter:
@@ -237,16 +237,13 @@ class FewShotSegmenter:
         """
         cache = self._require_image()
         support_set = self.parse_support(support, empty_slices)
+        if indices is None:
+            require_unpainted(support_set, len(cache.stack), self.params.support_mode)  # before any features
         yield from cache.compute(support_set.slice_indices)
         copied = support_set.slice_indices if self.params.support_mode == "dense" else []
         # The 3D clean-up needs the whole volume (a subset's gaps cut organs off the paint); one slice is 2D.
         whole_volume = indices is None and cache.stack.is_volume and len(cache.stack) > 1
         if indices is None:
-            if len(copied) == len(cache.stack):
-                raise FewShotError(
-                    "Every slice is painted, so nothing is left to segment; leave some slices unpainted, "
-                    "or use scribble mode to have painted slices completed."
-                )
             indices = range(len(cache.stack))
         skip = set() if similarity else set(copied)  # support slices are predicted only for their heatmaps
         indices = [i for i in indices if i not in skip]

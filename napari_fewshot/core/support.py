@@ -102,6 +102,16 @@ def parse_support(
     return SupportSet(class_ids=values, targets=targets)
 
 
+def require_unpainted(support_set: SupportSet, n_slices: int, support_mode: str) -> None:
+    """Refuse, before any features are computed, to segment every slice of ``n_slices`` when in dense mode each
+    is a support slice already (nothing would be left to predict)."""
+    if support_mode == "dense" and len(support_set.slice_indices) == n_slices:
+        raise FewShotError(
+            "Every slice is painted, so nothing is left to segment; leave some slices unpainted, "
+            "or use scribble mode to have painted slices completed."
+        )
+
+
 def label_dtype(class_ids: Sequence[int]) -> np.dtype:
     """Smallest unsigned dtype that holds every class label value."""
     top = max(class_ids, default=0)

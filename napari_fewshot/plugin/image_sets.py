@@ -146,7 +146,9 @@ def show_image_name(viewer, image_layer) -> None:
     index = min(max(index, 0), len(info) - 1)
     height, width = info.shapes[index]
     overlay.text = f"{_NAME_PREFIX}{info.names[index]} - {index + 1} of {len(info)}, {width} x {height} px"
-    overlay.position = "top_center"  # napari's notifications pile up at the bottom right; colour bars sit top right
+    # Top left: napari's notifications pile up at the bottom right, and the heatmaps' titles and colour bars sit top
+    # right; centred, the name reached under the first title on a canvas narrowed by the dock widgets.
+    overlay.position = "top_left"
     overlay.visible = True
 
 

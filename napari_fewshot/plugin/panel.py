@@ -142,17 +142,22 @@ class Panel:
         self.status_label.setWordWrap(True)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        # Progress, status and volumes stay in view under the scrolling controls: inside them, a 1000-px-high screen
+        # showed half the status line, and none of it once the model line grew (session 15's walkthrough).
+        footer = QVBoxLayout()
+        footer.setContentsMargins(9, 0, 9, 6)
+        parent.layout().addLayout(footer)
         row = QHBoxLayout()
         row.addWidget(self.progress_bar, 1)
         row.addWidget(self.cancel_button)
-        root.addLayout(row)
-        root.addWidget(self.status_label)
+        footer.addLayout(row)
+        footer.addWidget(self.status_label)
         self.volumes_label = QLabel("")  # per-class volume, slice range, painted/corrected/predicted (results.py)
         self.volumes_label.setWordWrap(True)
         self.volumes_label.setToolTip("Per class of the prediction: its volume (mL, from the scan's voxel spacing; "
                                       "a pixel area for images without one), the slices it spans and how many "
                                       "were painted, corrected from a prediction, or predicted.")
-        root.addWidget(self.volumes_label)
+        footer.addWidget(self.volumes_label)
 
         self.export_button = _button("Export mask...", "Save the prediction as NIfTI, TIFF, PNG (one per slice) or NPY.")
         self.export_heatmaps_button = _button("Export heatmaps...", "Save one similarity map per class.")

@@ -111,10 +111,15 @@ def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool, curre
     whole volume then costs no more, and the user sees the slice they look at long before the rest.
     refine_later: a volume's coarse result, its refinement left to plugin/streaming.py (an image set's images
     are refined here, one embedding each)."""
+    from ..core.support import require_unpainted
+
     seg = job.session.prepare(job.image, job.params)
     if refine_later:
         warm_up.start(job.params, seg.cache.stack)  # imported while the coarse result is made (warm_up.py)
-    painted = seg.parse_support(job.support, job.empty_slices).slice_indices
+    support_set = seg.parse_support(job.support, job.empty_slices)
+    if indices is None:
+        require_unpainted(support_set, len(seg.cache.stack), job.params.support_mode)  # before the features
+    painted = support_set.slice_indices
     wanted = None if indices is None else sorted(set(indices) | set(painted))
     yield from seg.compute_features(wanted, first=painted)  # one features stage, the support's slices first
     if indices is None and current is not None and current not in painted and len(seg.cache.stack) > 1 \
