@@ -246,7 +246,7 @@ def test_on_a_volume_the_default_leaves_the_decoder_alone_and_says_why(liver, mo
     assert run(segmenter.fine_tune(support)) == [] and asked == []  # the default: not even the embeddings
     assert not segmenter.is_fine_tuned
     assert segmenter.adaptation.summary == ("Adapted nothing (the LiteMedSAM decoder is not tuned on volumes unless "
-                                            "Decoder on volumes is ticked: it lowered CHAOS-T2 Dice)")
+                                            "Decoder on volumes is ticked: on test MR scans it made the masks worse)")
     segmenter._sam = type("NoModel", (), {"prompter": None})()  # the stubbed tuning needs no LiteMedSAM
     run(segmenter.fine_tune(support, FineTuneParams(decoder_on_volumes=True)))
     assert asked == [[1, 5]]  # asked for: the decoder stage ran on both signed slices

@@ -240,7 +240,7 @@ class Adaptation:
                 why.append("the LiteMedSAM decoder is tuned only where refinement runs (off here)")
             elif params.method in ("adapter+decoder", "decoder") and volume_off:
                 why.append("the LiteMedSAM decoder is not tuned on volumes unless Decoder on volumes is ticked: "
-                           "it lowered CHAOS-T2 Dice")
+                           "on test MR scans it made the masks worse")
             self.summary = f"Adapted nothing ({'; '.join(why)})"
         self.seconds = time.perf_counter() - started
         return losses

@@ -261,7 +261,7 @@ class Refiner:
             if n + 1 == len(indices) or len(batch) >= SLICES_PER_BATCH or prompts >= MAX_PROMPTS:
                 self._decode(stack, labels, batch, class_ids)
                 for m, (j, _, _) in enumerate(batch, start=n + 2 - len(batch)):
-                    yield Progress(m, len(indices), f"refined slice {j + 1} of {len(stack)}")
+                    yield Progress(m, len(indices), f"refined slice {j + 1}")
                 batch = []
 
     def _shift(self, plane: np.ndarray) -> float:

@@ -126,8 +126,8 @@ class Panel:
                                          "on its cached outputs; it gained little (BUSI 5-shot +0.007 and -0.010 on two "
                                          "seeds; LiteMedSAM's training data may include BUSI). "
                                          "Volumes: it adapts nothing unless 'Decoder on volumes' is ticked, as it "
-                                         "lowered CHAOS-T2 Dice. The status line says what changed and how long it "
-                                         "took. BENCHMARKS.md, ftaudit")
+                                         "made the masks worse on test MR scans (CHAOS-T2). The status line says "
+                                         "what changed and how long it took. BENCHMARKS.md, ftaudit")
         self.reset_button = QPushButton("Reset weights")
         row = QHBoxLayout()
         row.addWidget(self.fine_tune_button)
