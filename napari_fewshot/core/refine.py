@@ -139,8 +139,9 @@ class DecodedBoxes:
 
     Approximate reuse (`get`'s shift and changed: RefineParams.reuse_shift, 0 by default, and reuse_changed,
     0.05 by default): a box none of whose four
-    coordinates moved by more than `shift` pixels from a box decoded on the same slice, or (`changed` > 0) whose
-    component differs from the component decoded there (same class) by at most that share of its pixels, reuses
+    coordinates moved by more than `shift` pixels from a box decoded on the same slice, or (`changed` or `pixels` > 0)
+    whose component differs from the component decoded there (same class) by at most that share of its pixels or
+    that many pixels (RefineParams.reuse_pixels, 0 by default: small far components), reuses
     that decode (the nearest; its probabilities padded with 0 outside the box really decoded). The kept entry
     stays the box really decoded, so reuse never drifts further than the tolerance from a real decode."""
 
