@@ -113,6 +113,21 @@ def shot(path: str, step: str) -> str:
     return str(p.with_name(f"{p.stem}_{step}{p.suffix}"))
 
 
+def near_refined(events: list, z: int, painted) -> dict:
+    """From a correction's trace events: seconds from the click until the decoder call that completes the corrected
+    slice z's neighbours up to 2 away (those the refinement reaches, painted ones apart), and the boxes decoded."""
+    decoded = [(t, set(extra["slices"]), extra.get("decoded_boxes", 0)) for t, _, what, _, extra in events
+               if what == "decoded" and extra]
+    reached = set().union(*(s for _, s, _ in decoded)) if decoded else set()
+    need = ({z + d for d in (-2, -1, 1, 2)} - set(painted)) & reached
+    seen, at = set(), None
+    for t, slices, _ in decoded:
+        seen |= slices
+        if at is None and need <= seen:
+            at = t
+    return {"near_refined_s": at, "boxes_decoded": sum(b for _, _, b in decoded)}
+
+
 def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: str | None = None,
             refine: bool = True, trace: bool = False, mirror: bool = False) -> dict:
     import dataclasses
@@ -192,7 +207,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
     sampler = StackSampler() if profile else None
     candidates = [z for z in organ if z not in painted]
     chosen = candidates[:: max(1, len(candidates) // 6)][:6]
-    window, refined, api, dices, steps, beats, digests = [], [], [], [], [], [], []
+    window, refined, api, dices, steps, beats, digests, summary = [], [], [], [], [], [], [], []
     for n, z in enumerate(chosen):
         correct(z)
         if n % 2 == 0 and mirror:  # the window's correction through the API instead: coarse, then refined (first=[z])
@@ -257,6 +272,10 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
                                       "threads": st["threads"][:3]} for st in heart.stalls if st["gap_ms"] > 100],
                           "collections": heart.collections})
             steps.append(list(calls) + ([tracer.report()] if tracer is not None else []))
+            summary.append({"slice": z, "load": round(os.getloadavg()[0], 1), "coarse_shown_s": round(window[-1], 2),
+                            **(near_refined(tracer.events, z, painted) if tracer is not None else {}),
+                            "all_refined_s": round(refined[-1], 2),
+                            "max_gap_refining_ms": beats[-1]["refinement_phase"].get("max_stall_ms")})
             if sampler:
                 sampler.on = False
             labels = np.asarray(session.prediction.data)
@@ -282,7 +301,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
         "window_refined_after_correction_s": [round(s, 2) for s in refined],
         "api_after_correction_s": [round(s, 2) for s in api],
         "window_median_s": round(float(np.median(window)), 2), "api_median_s": round(float(np.median(api)), 2),
-        "liver_dice_per_correction": dices, "labels_digest_per_correction": digests, "window_steps": steps, "window_heartbeat": beats,
+        "window_summary": summary, "liver_dice_per_correction": dices, "labels_digest_per_correction": digests, "window_steps": steps, "window_heartbeat": beats,
         "layers": layer_names, "status": status, "setup_s": round(time.perf_counter() - started, 1),
     }
     if sampler:

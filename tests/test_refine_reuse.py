@@ -147,3 +147,45 @@ def test_apply_decoded_scores_only_the_boxes_window_and_gives_the_whole_plane_la
                                                                              params))
         checked += 1
     assert checked >= 15
+
+
+def test_a_small_component_changed_by_a_few_pixels_reuses_its_decode_and_one_really_changed_is_decoded():
+    """RefineParams.reuse_pixels, in pixels of LiteMedSAM's 256-px input (on a 128 x 128 slice one pixel is 4):
+    a small component (an organ's tip, far from the correction) whose edge moved by one pixel changes by more than
+    reuse_changed's 5 % of its size, yet reuses its decode when that change is within reuse_pixels; a component
+    changed by more than reuse_pixels (and 5 %) is decoded; a large component is still held to the 5 % rule's own
+    tolerance (reuse_pixels only adds)."""
+    boxes = []
+
+    class Boxes(CountingPrompter):
+        def decode(self, embedding, b, masks=None):
+            boxes.extend(np.asarray(b).tolist())
+            return super().decode(embedding, b, masks)
+
+    def plane(width: int, rows: int = 0) -> list[np.ndarray]:
+        out = np.zeros((128, 128), np.uint8)
+        out[10:20, 10:10 + width] = 1  # a small component: 10 rows of `width` pixels
+        out[60:60 + 30 + rows, 60:90] = 1  # a large one: 900 pixels, `rows` more rows of 30
+        return [out]
+
+    stack = ImageStack(np.random.default_rng(8).random((1, 128, 128)).astype(np.float32))
+    params = SegmentationParams(refine=RefineParams(enabled=True, margin=0.0, max_growth=10.0, reuse_pixels=64))
+    refiner = Refiner(params, LiteMedSAMService("cpu", prompter_factory=Boxes))
+    list(refiner.refine(stack, plane(8), [0], [1]))
+    assert sorted(boxes) == [[10, 10, 17, 19], [60, 60, 89, 89]]
+    moved = plane(9)  # 10 of 90 pixels more (11 %, 40 input px <= 64): its box moved by 1 pixel, decode reused
+    list(refiner.refine(stack, moved, [0], [1]))
+    assert len(boxes) == 2
+    assert not moved[0][10:20, 18].any()  # the kept decode's outline: the old box's
+    list(refiner.refine(stack, plane(11), [0], [1]))  # 30 of 110 pixels (120 input px > 64): decoded
+    assert boxes[2:] == [[10, 10, 20, 19]]
+    list(refiner.refine(stack, plane(11, rows=2), [0], [1]))  # the large one: 60 of 960 (6 % > 5 %, 240 px > 64)
+    assert boxes[3:] == [[60, 60, 89, 91]]
+    off = Refiner(SegmentationParams(refine=RefineParams(enabled=True, margin=0.0, max_growth=10.0, reuse_pixels=0)),
+                  LiteMedSAMService("cpu", prompter_factory=Boxes))
+    list(off.refine(stack, plane(8), [0], [1]))
+    list(off.refine(stack, plane(9), [0], [1]))
+    assert sorted(boxes[4:6]) == [[10, 10, 17, 19], [60, 60, 89, 89]]
+    assert boxes[6:] == [[10, 10, 18, 19]]  # 0: the 5 % rule alone decodes it
+    with pytest.raises(FewShotError):
+        RefineParams(reuse_pixels=-1.0)

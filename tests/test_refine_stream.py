@@ -98,12 +98,12 @@ def test_segment_with_prototypes_streams_too(crop, one_call, decodes):
 def test_after_a_correction_only_changed_slices_are_decoded_and_the_rest_is_a_fresh_run_bit_for_bit(crop, one_call,
                                                                                                    decodes):
     """A correction re-decodes exactly the slices whose coarse labels (as refinement sees them) changed; with
-    exact reuse only (RefineParams.reuse_changed = 0, reuse_shift = 0) the refined labels, reused slices
-    included, are those of a refiner that decodes every slice from scratch."""
+    exact reuse only (RefineParams.reuse_changed = 0, reuse_shift = 0, reuse_pixels = 0) the refined labels, reused
+    slices included, are those of a refiner that decodes every slice from scratch."""
     volume, reference, support = crop
     seg, _ = one_call
     params = seg.params
-    seg.params = replace(params, refine=replace(params.refine, reuse_changed=0.0, reuse_shift=0.0))
+    seg.params = replace(params, refine=replace(params.refine, reuse_changed=0.0, reuse_shift=0.0, reuse_pixels=0.0))
     try:
         exact_reuse_is_a_fresh_run(seg, crop, decodes)
     finally:

@@ -91,7 +91,7 @@ def test_the_grouped_layout_round_trips():
     values = params.to_dict()
     assert values["refine"] == {"enabled": False, "margin": 0.05, "min_pixels": 64, "max_components": 3,
                                 "mask_prompt": False, "max_growth": 3.0, "reuse_shift": 0.0, "reuse_changed": 0.05,
-                                "ahead": 20, "select": True}
+                                "reuse_pixels": 0.0, "ahead": 20, "select": True}
     assert not any(key.startswith("refine_") for key in values)
     assert SegmentationParams.from_dict(values) == params
     assert SegmentationParams.from_dict(bank_format.check_params(values, "new.fewshot")) == params

@@ -70,6 +70,10 @@ class RefineParams:
         help="after a correction, a component that differs from one decoded on that slice (same class) by at most "
              "this share of its pixels reuses that decode instead of decoding its moved box (0: off; 0.05 changed "
              "Dice by <= 0.0001 on the CT sample and 512x512x100, BENCHMARKS.md)")
+    reuse_pixels: float = setting(
+        0.0, label="Component reuse tolerance (px)", minimum=0.0, maximum=65536.0,
+        help="after a correction, a component that differs from one decoded on that slice (same class) by at most "
+             "this many pixels of LiteMedSAM's 256-px input reuses that decode too, whatever its size (0: off)")
     ahead: int = setting(
         20, label="Embeddings ahead (slices)", minimum=0, maximum=10_000,
         help="after a volume's refinement, in idle time, LiteMedSAM embeds the slices up to this many beyond each "
@@ -88,8 +92,9 @@ class RefineParams:
         refuse_non_finite(self)
         if self.enabled not in (None, True, False):
             raise FewShotError(f"Refine must be on, off or automatic (None), not {self.enabled!r}.")
-        if not (0 <= self.margin <= 1 and self.reuse_shift >= 0 and 0 <= self.reuse_changed <= 1 and self.ahead >= 0
-                and self.min_pixels >= 1 and self.max_components >= 1 and self.max_growth > 1):
+        if not (0 <= self.margin <= 1 and self.reuse_shift >= 0 and 0 <= self.reuse_changed <= 1
+                and self.reuse_pixels >= 0 and self.ahead >= 0 and self.min_pixels >= 1 and self.max_components >= 1
+                and self.max_growth > 1):
             raise FewShotError("Refine needs a box margin between 0 and 1, a minimum component size of at least "
                                "1 pixel, a maximum growth above 1, reuse tolerances of at least 0 (a share of "
                                "at most 1) and at least 0 embeddings ahead.")

@@ -139,8 +139,9 @@ class DecodedBoxes:
 
     Approximate reuse (`get`'s shift and changed: RefineParams.reuse_shift, 0 by default, and reuse_changed,
     0.05 by default): a box none of whose four
-    coordinates moved by more than `shift` pixels from a box decoded on the same slice, or (`changed` > 0) whose
-    component differs from the component decoded there (same class) by at most that share of its pixels, reuses
+    coordinates moved by more than `shift` pixels from a box decoded on the same slice, or (`changed` or `pixels` > 0)
+    whose component differs from the component decoded there (same class) by at most that share of its pixels or
+    that many pixels (RefineParams.reuse_pixels, 0 by default: small far components), reuses
     that decode (the nearest; its probabilities padded with 0 outside the box really decoded). The kept entry
     stays the box really decoded, so reuse never drifts further than the tolerance from a real decode."""
 
@@ -159,11 +160,11 @@ class DecodedBoxes:
         return index, np.asarray(box, np.float32).tobytes()
 
     def nearest(self, index: int, box: np.ndarray, shift: float = 0.0, part: tuple | None = None,
-                changed: float = 0.0) -> tuple | None:
+                changed: float = 0.0, pixels: float = 0.0) -> tuple | None:
         """The key of the kept decode `box` (on slice `index`) may reuse, or None: the same box; else the kept box
         with the smallest largest coordinate move, if at most `shift` pixels; else (`part` = (class k, (H, W) bool
-        component), `changed` > 0) the kept component of class k differing from it in the fewest pixels, if at most
-        `changed` times its size."""
+        component), `changed` or `pixels` > 0) the kept component of class k differing from it in the fewest
+        pixels, if at most `changed` times its size or at most `pixels` (pixels of the slice)."""
         key = self.key(index, box)
         if key in self._kept:
             return key
@@ -173,7 +174,7 @@ class DecodedBoxes:
             best = min(moves, key=moves.get)
             if moves[best] <= shift:
                 return best
-        if kept and part is not None and changed > 0:
+        if kept and part is not None and (changed > 0 or pixels > 0):
             k, mask = part
             differ = {}
             for name, (_, c, crop) in kept.items():
@@ -181,15 +182,15 @@ class DecodedBoxes:
                     window = self._kept[name][0]
                     differ[name] = int(mask.sum() - mask[window].sum() + (mask[window] ^ crop).sum())
             best = min(differ, key=differ.get, default=None)
-            if best is not None and differ[best] <= changed * mask.sum():
+            if best is not None and differ[best] <= max(changed * mask.sum(), pixels):
                 return best
         return None
 
     def get(self, index: int, box: np.ndarray, shape: tuple[int, int], shift: float = 0.0,
-            part: tuple | None = None, changed: float = 0.0) -> np.ndarray | None:
+            part: tuple | None = None, changed: float = 0.0, pixels: float = 0.0) -> np.ndarray | None:
         """(H, W) float32 probabilities `box` reuses on slice `index` (see :meth:`nearest`; 0 outside the box
         really decoded), or None."""
-        key = self.nearest(index, box, shift, part, changed)
+        key = self.nearest(index, box, shift, part, changed, pixels)
         if key is None:
             return None
         self._kept.move_to_end(key)
@@ -268,13 +269,17 @@ class Refiner:
         """RefineParams.reuse_shift (pixels of LiteMedSAM's 256-px input) in pixels of the (H, W) `plane`."""
         return self.params.refine.reuse_shift * max(plane.shape) / SIDE
 
+    def _pixels(self, plane: np.ndarray) -> float:
+        """RefineParams.reuse_pixels (pixels of LiteMedSAM's 256-px input) in pixels of the (H, W) `plane`."""
+        return self.params.refine.reuse_pixels * (max(plane.shape) / SIDE) ** 2
+
     def _decode(self, stack: ImageStack, labels: list[np.ndarray], batch: list, class_ids: Sequence[int]) -> None:
         """Decode the prompts of every slice of `batch` [(slice, digest of its coarse labels or None when its
         refinement was reused, PlanePrompts or None)] in one go; writes and remembers the refined planes."""
         todo = [(i, q) for i, _, q in batch if q is not None]
         reuse = self.params.refine.reuse_changed
         known = {i: [None if q.masks is not None else self.boxes.get(i, box, labels[i].shape, self._shift(labels[i]),
-                                                                      part, reuse)
+                                                                      part, reuse, self._pixels(labels[i]))
                      for box, part in zip(q.boxes, q.parts)] for i, q in todo}  # mask prompts: always decoded
         new = [(i, q, [n for n, p in enumerate(known[i]) if p is None]) for i, q in todo]
         new = [(i, q, fresh) for i, q, fresh in new if fresh]
