@@ -14,7 +14,9 @@ features: already computed, so it costs ~nothing), as in-context segmentation's 
 
 Volumes (several slices) are never retrieved from: their painted slices are one scan's. With k at least the number
 of painted images nothing changes (a 5-shot episode with k >= 5 is the default by construction).
-Measured on BUSI: BENCHMARKS.md, "BUSI: the painted images most like the query".
+Off by default: on BUSI 20-shot (5 episodes per seed, a loaded CPU) k = 8 gained on seed 0, where it was chosen
+(0.819 -> 0.899), +0.008 on seed 1 and lost 0.21 on seed 2 (a benign lesion missed); BENCHMARKS.md, "BUSI: the
+painted images most like the query" (session 15, helper "busi20").
 """
 
 from __future__ import annotations
@@ -96,15 +98,15 @@ def profiles_for(near: dict[int, list[int]], targets: dict[int, np.ndarray], n_c
     empty; else query -> the profiles of its nearest painted images (per PROFILE), made when a query asks."""
     from .select_objects import support_profiles
 
-    everyone = support_profiles(targets, n_classes, embedding_of)
     if not near or PROFILE == "all":
-        return everyone
+        return support_profiles(targets, n_classes, embedding_of)
+    sizes = support_profiles(targets, n_classes) if PROFILE == "appearance" else None  # every painted image's
 
     def of(query: int):
         mine = support_profiles({i: targets[i] for i in near.get(query, targets)}, n_classes, embedding_of)
-        if PROFILE == "appearance":
-            return {k: p if p is None or everyone[k] is None else
-                    type(p)(everyone[k].log_area, everyone[k].box_shape, p.appearance) for k, p in mine.items()}
+        if sizes is not None:
+            return {k: p if p is None or sizes[k] is None else
+                    type(p)(sizes[k].log_area, sizes[k].box_shape, p.appearance) for k, p in mine.items()}
         return mine
 
     return of
