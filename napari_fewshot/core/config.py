@@ -196,6 +196,11 @@ class SegmentationParams:
         metavar="MARGIN",
         help="a query slice's cells whose best class wins by more than this margin (cosine) become prototypes "
              "for that slice, which is matched again (off by default)")
+    nearest_supports: int = setting(
+        0, label="Nearest painted images", affects_features=False, minimum=0, maximum=10**6,
+        flag="--nearest-supports", metavar="K",
+        help="image sets: each image is matched (and its objects chosen) against the K painted images that look "
+             "most like it as a whole (core/nearest.py); 0: every painted image. Volumes: always every slice")
     refine: RefineParams = setting(factory=RefineParams, label="Refine", affects_features=False,
                                    help="LiteMedSAM redraws each predicted object (core/refine.py)")
 
@@ -222,6 +227,8 @@ class SegmentationParams:
             raise FewShotError("postprocess_grow and smooth_slices must be 0 or more.")
         if self.postprocess_detach < 0:
             raise FewShotError(f"The detached end ratio must be 0 (off) or more, not {self.postprocess_detach}.")
+        if self.nearest_supports < 0:
+            raise FewShotError(f"Nearest painted images must be 0 (every one) or more, not {self.nearest_supports}.")
         if self.batch_size < 1 or self.local_grid < 1:
             raise FewShotError("Batch size and local grid must be at least 1.")
 

@@ -38,7 +38,7 @@ from .provenance import OTHER_SCAN, Explainer
 from .refinement import PendingRefinement, refine_stream
 from .result import SegmentationResult
 from .matching import MatchCache, PrototypeGroup, local_group
-from .bounded import bounded_applies, query_scores
+from .nearest import nearest_scores, profiles_for
 from .prototypes import PrototypeSet, SlicePrototypes, combine_slices, global_prototypes, pool_slice
 from .stack import ImageStack
 from .support import SupportSet, label_dtype, parse_support, require_unpainted
@@ -326,8 +326,7 @@ class FewShotSegmenter:
         lut = np.array([0] + list(class_ids), dtype=label_dtype(class_ids))
         labels = [np.zeros(cache.stack.shape_of(i), lut.dtype) for i in range(len(cache.stack))]
         sims: dict[int, dict[int, np.ndarray]] = {c: {} for c in class_ids}
-        bounded = self.bounded and support_set is not None and not similarity and bounded_applies(cache, groups, indices)
-        coarse = yield from query_scores(self, groups, indices, bounded, self.adaptation.offsets_for(class_ids))
+        coarse, near = yield from nearest_scores(self, groups, indices, similarity, support_set, list(class_ids))
         for n, i in enumerate(indices):
             index, upsampled = predict.labels_from_scores(torch.from_numpy(coarse[i]), cache.stack.shape_of(i),
                                                           keep_scores=similarity)
@@ -339,12 +338,12 @@ class FewShotSegmenter:
             if n % 8 == 7 or n == len(indices) - 1:
                 yield Progress(n + 1, len(indices), f"segmented slice {i + 1} of {len(cache.stack)}")
         if self._selects(cache.stack):  # unpainted 2D images: LiteMedSAM proposes, the most distinct is kept
-            from .select_objects import select_planes, support_profiles
+            from .select_objects import select_planes
 
             sam, targets = partial(self.refiner.service.embedding_of, cache.stack), getattr(support_set, "targets", {})
             chosen = [i for i in indices if support_set is None or i not in support_set.slice_indices]
             yield from select_planes(self.refiner, cache.stack, labels, chosen, list(class_ids), coarse,
-                                     support_profiles(targets, len(class_ids), sam), self._selected)
+                                     profiles_for(near, targets, len(class_ids), sam), self._selected)
         out = np.stack(labels) if cache.stack.is_volume else labels
         return SegmentationResult(out, list(class_ids), [], indices, sims if similarity else {}), coarse
 

@@ -214,10 +214,11 @@ def support_profiles(targets: dict[int, np.ndarray], n_classes: int,
 
 
 def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_ids: Sequence[int],
-                  coarse: dict[int, np.ndarray], profiles: dict[int, SupportProfile | None],
+                  coarse: dict[int, np.ndarray], profiles: dict[int, SupportProfile | None] | Callable,
                   memo: dict | None = None) -> Generator[Progress, None, None]:
     """select_plane for labels[i] (in place), every i in `indices`, with the refiner's LiteMedSAM and its
-    embedding cache. coarse: slice -> (K + 1, h, w) scores on the feature grid. Yields Progress per image.
+    embedding cache. coarse: slice -> (K + 1, h, w) scores on the feature grid; profiles: class position -> profile,
+    or image -> that (core/nearest.py: each image's nearest painted images). Yields Progress per image.
     memo: image -> (digest of what its selection depends on, labels, setting), kept by the caller: after a
     stroke, an image whose coarse scores, labels and support sizes did not change is not decoded again, and one
     that changed keeps its last selection's objects unless a candidate beats them by :data:`KEEP`."""
@@ -227,10 +228,11 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
     own_choice = not service.tuned_chooses  # Fine-tune's decoder draws the winner; LiteMedSAM's own chooses it
     setting = (stack.signature(), tuple(class_ids), refiner.params.refine.min_pixels, service.decoder_version,
                own_choice)
-    sizes = b"".join(p.log_area.tobytes() + p.box_shape.tobytes() + (b"" if p.appearance is None else
-                                                                      p.appearance.tobytes())
-                     for p in profiles.values() if p is not None)
     for n, i in enumerate(indices):
+        mine = profiles(i) if callable(profiles) else profiles  # per image: core/nearest.py profiles_for
+        sizes = b"".join(p.log_area.tobytes() + p.box_shape.tobytes() + (b"" if p.appearance is None else
+                                                                          p.appearance.tobytes())
+                         for p in mine.values() if p is not None)
         digest = hashlib.blake2b(repr(setting).encode() + sizes + labels[i].tobytes() + coarse[i].tobytes(),
                                  digest_size=16).digest()
         done = None if memo is None else memo.get(i)
@@ -243,7 +245,7 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
             scores = upsample(torch.from_numpy(coarse[i])[None], labels[i].shape)[0].numpy()
             decode = lambda boxes, low, e=embedding: service.decode(  # noqa: E731
                 [(e, boxes, None)], low_res=low, own_weights=low and own_choice)[0]
-            labels[i] = select_plane(labels[i], scores, class_ids, decode, embedding, profiles,
+            labels[i] = select_plane(labels[i], scores, class_ids, decode, embedding, mine,
                                      refiner.params.refine.min_pixels, redraw=service.decoder_tuned,
                                      previous=previous, keep=KEEP)
             if memo is not None:
