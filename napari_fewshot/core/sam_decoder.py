@@ -36,7 +36,8 @@ HYPER = "output_hypernetworks_mlps.0."  # the decoder's only weights passed at e
 GRAPH = 1  # the converted graph's version (part of the IR's folder name)
 # Unlike the image encoder's (sam_runtime.PRECISION), the decoder's masks keep to float32's in bfloat16: Dice
 # >= 0.99 against torch float32 on every CT and BUSI mask measured, at half the CPU time (BENCHMARKS.md, session
-# 11). A hint only: CPUs without native bfloat16 run it in f32, and the runtime's name says which ran.
+# 11). Asked for only where the CPU has bfloat16 natively, else f32 (sam_runtime.openvino_setup: OpenVINO would
+# emulate it ~10x slower); the runtime's name says which ran.
 PRECISION = "bf16"
 
 

@@ -134,11 +134,18 @@ def _openvino_encoder(ov, encoder: torch.nn.Module, model_dir: Path | None, weig
 
 
 def openvino_setup(ov, precision: str = PRECISION):
-    """(OpenVINO's version, threads (torch's count), an ov.Core, the CPU compile config: `precision` (a hint:
-    OpenVINO runs "bf16" only where the CPU has it natively, else f32), those threads)."""
+    """(OpenVINO's version, threads (torch's count), an ov.Core, the CPU compile config: `precision`, those threads).
+
+    "bf16" is asked for only where OpenVINO says the CPU computes it natively (BF16 among the CPU's
+    OPTIMIZATION_CAPABILITIES: AVX512-BF16 or AMX), else "f32": without them OpenVINO does not fall back but
+    emulates bfloat16, ~10x slower than f32 (LiteMedSAM's decoder 0.89 against 0.085 CPU-s per box on an AVX-512
+    Xeon without AVX512-BF16, BENCHMARKS.md session 15, the lead), and most laptops lack it."""
     threads = max(1, torch.get_num_threads())
+    core = ov.Core()
+    if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        precision = "f32"
     config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads}
-    return ov.__version__.split("-")[0], threads, ov.Core(), config
+    return ov.__version__.split("-")[0], threads, core, config
 
 
 def ir_folder(ov, model_dir: Path, key: list) -> Path:
