@@ -112,17 +112,17 @@ def test_evaluate_volumes_within_and_across(tmp_path):
 def test_evaluate_busi(tmp_path, busi_layout):
     """The BUSI protocol's workflow on PNG slices in BUSI's layout (conftest.busi_layout); accuracy: test_accuracy."""
     out = tmp_path / "busi.json"
-    assert main(["evaluate", "busi", str(busi_layout), "--shots", "2", "--episodes", "3", "--seed", "1",
+    assert main(["evaluate", "busi", str(busi_layout), "--shots", "2", "--episodes", "2", "--seed", "1",
                  "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert len(report["cases"]) == 3 and all(len(c["supports"]) == 2 for c in report["cases"])
+    assert len(report["cases"]) == 2 and all(len(c["supports"]) == 2 for c in report["cases"])
     assert all(c["query"] not in c["supports"] for c in report["cases"])
     assert 0 <= report["dice_mean"] <= 1 and report["config"]["shots"] == 2
     hits = [c for c in report["cases"] if c["hit"]]  # finding the lesion vs drawing it (evaluation/busi.py)
-    assert report["hit_rate"] == len(hits) / 3 and report["false_positive_px"] >= 0
+    assert report["hit_rate"] == len(hits) / 2 and report["false_positive_px"] >= 0
     assert report["dice_on_hits"] == (pytest.approx(sum(c["dice"] for c in hits) / len(hits)) if hits else None)
     again = tmp_path / "again.json"
-    main(["evaluate", "busi", str(busi_layout), "--shots", "2", "--episodes", "3", "--seed", "1", "--json", str(again)])
+    main(["evaluate", "busi", str(busi_layout), "--shots", "2", "--episodes", "2", "--seed", "1", "--json", str(again)])
     assert json.loads(again.read_text())["cases"] == report["cases"]  # seeded
 
 
@@ -131,7 +131,7 @@ def test_demo_headless_reports_dice_and_writes_outputs(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "mean Dice" in printed
     mean = float(printed.split("mean Dice")[1].split()[0])
-    assert mean > 0.4  # measured 0.51 with the default settings
+    assert mean > 0.9  # README: 0.935 with the defaults (refinement on), 2-core CPUs with and without bfloat16
     written = {p.name for p in tmp_path.iterdir()}
     assert written >= {"prediction.nii.gz", "support.nii.gz", "heatmap_class1_liver.nii.gz"}
 

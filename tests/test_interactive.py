@@ -142,11 +142,11 @@ def test_worst_corrections_on_a_real_chaos_case(chaos_folder):
 def test_cli_interactive_busi_and_bad_flags(tmp_path, busi_layout, capsys):
     """The interactive protocol on PNG slices in BUSI's layout (conftest.busi_layout)."""
     out = tmp_path / "busi.json"
-    assert main(["evaluate", "busi", str(busi_layout), "--protocol", "interactive", "--images", "7", "--shots", "3",
+    assert main(["evaluate", "busi", str(busi_layout), "--protocol", "interactive", "--images", "6", "--shots", "3",
                  "--rounds", "2", "--pick", "uniform", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert REPORT_KEYS <= set(report)
-    assert len(report["dice_per_round"]) == 3 and len(report["cases"]) == 4  # the 4 unpainted of 7
+    assert len(report["dice_per_round"]) == 3 and len(report["cases"]) == 3  # the 3 unpainted of 6
     # uniform corrects the unpainted images in draw order; corrected images are signed as drawn (Dice 1)
     assert report["corrected"] == [c["case"] for c in report["cases"][:2]]
     assert all(c["dice_per_round"][-1] == 1.0 for c in report["cases"][:2])
