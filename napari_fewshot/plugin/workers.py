@@ -96,7 +96,7 @@ def features_job(job: Job, current: int):
     if support is not None and len(first) > 1 and current not in first[1:]:
         try:
             result = yield from seg.segment(support, indices=[current], similarity=False)
-            yield Preview(result)
+            yield preview(seg, result, current, support)
         except FewShotError:
             pass  # the support cannot be used yet (Segment will say why); features are what was asked for
     yield from seg.compute_features()
@@ -124,13 +124,27 @@ def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool, curre
     yield from seg.compute_features(wanted, first=painted)  # one features stage, the support's slices first
     if indices is None and current is not None and current not in painted and len(seg.cache.stack) > 1 \
             and seg.cache.stack.is_volume:
-        yield Preview((yield from seg.segment(job.support, indices=[current], empty_slices=job.empty_slices,
-                                              refine_later=refine_later)))
+        result = yield from seg.segment(job.support, indices=[current], empty_slices=job.empty_slices,
+                                        refine_later=refine_later)
+        yield preview(seg, result, current, job.support, job.empty_slices)
     result = yield from thinned(seg.segment(job.support, indices=indices, similarity=similarity,
                                             empty_slices=job.empty_slices,
                                             refine_later=refine_later and seg.cache.stack.is_volume
                                             and len(seg.cache.stack) > 1))
     return assemble(result) if indices is None else result
+
+
+def preview(seg, result, current: int, support, empty_slices: Sequence[int] = ()) -> Preview:
+    """The visible slice's coarse result as a :class:`Preview`, showing only the classes painted near it
+    (core/postprocess.near_paint: far from the paint, the slice alone draws what the 3D clean-up then removes)."""
+    from ..core.postprocess import near_paint
+
+    stack = seg.cache.stack
+    if not (stack.is_volume and len(stack) > 1):
+        return Preview(result)  # an image set's images are independent: each shows what was found on it
+    support_set = seg.parse_support(support, empty_slices)
+    result.labels[current] = near_paint(result.labels[current], current, support_set.targets, support_set.class_ids)
+    return Preview(result)
 
 
 def thinned(job: Generator, seconds: float = PROGRESS_S):
