@@ -137,8 +137,9 @@ estimate of the prediction's box (7 boxes decoded; until session 16); "estimate"
 box); "selection": 1 - the IoU estimate propose and select read when it decoded the kept object
 (:func:`remember_selection`; no box; where it has none, "estimate"). BUSI, the box loop's first segmentation,
 Spearman with 1 - Dice on seeds 1 / 2 (chosen on) / 0: signs 0.58 / 0.70 / 0.80, estimate 0.58 / 0.70 / 0.82,
-selection 0.61 / 0.71 / 0.59 (chosen on 1 / 2, lost held-out seed 0); the box loop, seed 1, mean Dice of the 20
-after 4-13 drags 0.754 (signs) / 0.773 (estimate), noc_85 never either way (BENCHMARKS.md, session 16 "cost")."""
+selection 0.61 / 0.71 / 0.59 (chosen on 1 / 2, lost held-out seed 0); the box loop, mean Dice of the 20 after 4-13
+drags, signs / estimate: seed 1 0.754 / 0.773 (noc_85 never either way), seed 2 0.777 / 0.799 (noc_85 13 / 12)
+(BENCHMARKS.md, session 16 "cost")."""
 STABILITY_GAIN = 4.0  # the stability sign: STABILITY_GAIN x (1 - stability), clipped to [0, 1]: 0.75 or less is a miss
 
 
