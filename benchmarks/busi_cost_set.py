@@ -1,7 +1,7 @@
 """CPU seconds per image of the default 2D path on an image set of ~100 BUSI images (issue 20's cost target:
 <= 2 s per image on the 2-core CPU for a 100-image set, after the first).
 
-    OMP_NUM_THREADS=1 python benchmarks/busi_cost_set.py [--images 100] [--painted 3] [--json OUT]
+    OMP_NUM_THREADS=1 python benchmarks/busi_cost_set.py [--images 100] [--painted 3] [--json OUT] [--check-next MODE]
 
 The images are spread evenly over the folder (benign and malignant); the first `painted` are painted with their
 reference masks. No cache folder: each image's lite0 features and LiteMedSAM embedding are computed as for a new
@@ -28,7 +28,12 @@ parser.add_argument("--images", type=int, default=100)
 parser.add_argument("--painted", type=int, default=3)
 parser.add_argument("--data", default="../shared/data/busi")
 parser.add_argument("--json")
+parser.add_argument("--check-next", help="core/uncertainty.CHECK_NEXT for this run (default: the code's)")
 args = parser.parse_args()
+if args.check_next:
+    from napari_fewshot.core import uncertainty
+
+    uncertainty.CHECK_NEXT = args.check_next
 names, images, masks = load_busi(args.data)
 picked = np.linspace(0, len(images) - 1, min(args.images, len(images))).round().astype(int).tolist()
 support = [masks[i].astype(np.uint8) if n < args.painted else np.zeros(masks[i].shape, np.uint8)
@@ -50,7 +55,7 @@ summary = dict(images=len(picked), painted=args.painted, measured=len(rest), cpu
                cpu_median=float(np.median(cpu)), cpu_p90=float(np.quantile(cpu, 0.9)), cpu_max=float(cpu.max()),
                over_2s=int((cpu > 2).sum()), wall_mean=float(wall.mean()),
                load_min=min(r["load"] for r in rest), load_max=max(r["load"] for r in rest),
-               first_cpu_s=rows[0]["cpu_s"])
+               first_cpu_s=rows[0]["cpu_s"], check_next=args.check_next)
 print(json.dumps(summary))
 if args.json:
     Path(args.json).write_text(json.dumps(dict(summary=summary, rows=rows), indent=1))

@@ -2,7 +2,9 @@
 wrong size where nothing looks like the support's objects) comes before a good prediction."""
 
 import numpy as np
+import pytest
 
+from napari_fewshot.core import uncertainty
 from napari_fewshot.core.segmenter import SegmentationResult
 from napari_fewshot.core.uncertainty import (
     JITTERED_BOXES,
@@ -14,6 +16,13 @@ from napari_fewshot.core.uncertainty import (
 )
 
 SIZE, GRID, SCALE = 64, 8, 20.0  # 64 x 64 px images, an 8 x 8 feature grid (stride 8)
+
+
+@pytest.fixture(autouse=True)
+def _all_signs(monkeypatch):
+    """These tests are about the signs with the stability of moved boxes (CHECK_NEXT "signs"; the default ranks by
+    LiteMedSAM's estimate alone, tests/test_check_next_selected.py)."""
+    monkeypatch.setattr(uncertainty, "CHECK_NEXT", "signs")
 
 
 def disc(centre, radius, size=SIZE):

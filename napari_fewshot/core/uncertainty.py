@@ -4,7 +4,9 @@ Volumes: an estimate of how many of a slice's pixels are wrong (below). Images o
 the image's 1 - Dice (:func:`image_error`), since there a confident miss (a tidy blob on the wrong
 structure, or nothing at all) must come first, and the boundary band alone ranks it low. Where LiteMedSAM
 refined the set, the strongest sign is how differently it redraws the prediction when its box moves a little
-(:func:`box_signs`): a lesion comes out the same, a box around shadow or fat does not.
+(:func:`box_signs`): a lesion comes out the same, a box around shadow or fat does not. That sign decodes 7 boxes
+per image; by default (:data:`CHECK_NEXT` "estimate") an image LiteMedSAM drew ranks by LiteMedSAM's own IoU
+estimate of the mask from the prediction's box alone, one box, which ranked as well (BENCHMARKS.md, session 16).
 
 Slices of a volume:
 
@@ -91,14 +93,23 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
     `decode` (image index, (N, 4) boxes -> (N, H, W) probabilities, or (probabilities, (N,) LiteMedSAM's IoU
     estimate of each mask): LiteMedSAM's decoder on that image), also how stable the prediction's own box
     redraws it (:func:`box_signs`) and, when the decoder gives it, LiteMedSAM's own estimate of how good the
-    mask from that box is. Volumes ignore `decode`; settle (volumes): slice -> (h, w) cells -> the scores made
-    exact there (core/bounded.BoundedScores.settle)."""
+    mask from that box is; which of them, and how many boxes are decoded, :data:`CHECK_NEXT` says (by default
+    1 - that estimate alone, one box per image). Volumes ignore `decode`; settle (volumes): slice -> (h, w)
+    cells -> the scores made exact there (core/bounded.BoundedScores.settle)."""
     if not is_volume:
         sizes = support_sizes([labels[i] for i in support])
         out = {}
         for i, scores in coarse.items():
             drawn = decode is not None and np.any(labels[i])  # nothing found: 1 whatever the decoder says
-            stable, quality = _stability(labels[i], decode, i) if drawn else (None, None)
+            rated = _selected_quality(labels[i], decode, i) if drawn and CHECK_NEXT == "selection" else None
+            if rated is not None:  # propose and select rated the object it kept: nothing to decode
+                out[i] = 1.0 - float(np.clip(rated, 0.0, 1.0))
+                continue
+            jittered = JITTERED_BOXES if CHECK_NEXT == "signs" else 0
+            stable, quality = _stability(labels[i], decode, i, jittered) if drawn else (None, None)
+            if jittered == 0 and quality is not None:  # LiteMedSAM's estimate of its own box's mask alone
+                out[i] = 1.0 - float(np.clip(quality, 0.0, 1.0))
+                continue
             out[i] = image_error(scores, labels[i], sizes, scale, stable, quality)
         return out
     near = {i: [labels[j] for j in (i - 1, i + 1) if 0 <= j < len(labels)] for i in coarse}
@@ -119,6 +130,16 @@ SIZE_FAR = float(np.log(16.0))  # 16x larger or smaller than that: surely wrong
 RING_CELLS = 3  # feature cells around the prediction that count as "around"
 JITTER = 0.1  # box_signs: each side of the prediction's box moved by up to this share of the box's size
 JITTERED_BOXES = 6
+CHECK_NEXT = "estimate"
+"""How an image of a set that LiteMedSAM drew ranks (issue 20's cost: each decoded box ~0.085 CPU-s in f32):
+"signs": :func:`image_error` with the stability of JITTERED_BOXES moved boxes, averaged with 1 - LiteMedSAM's IoU
+estimate of the prediction's box (7 boxes decoded; until session 16); "estimate": 1 - that IoU estimate alone (1
+box); "selection": 1 - the IoU estimate propose and select read when it decoded the kept object
+(:func:`remember_selection`; no box; where it has none, "estimate"). BUSI, the box loop's first segmentation,
+Spearman with 1 - Dice on seeds 1 / 2 (chosen on) / 0: signs 0.58 / 0.70 / 0.80, estimate 0.58 / 0.70 / 0.82,
+selection 0.61 / 0.71 / 0.59 (chosen on 1 / 2, lost held-out seed 0); the box loop, mean Dice of the 20 after 4-13
+drags, signs / estimate: seed 1 0.754 / 0.773 (noc_85 never either way), seed 2 0.777 / 0.799 (noc_85 13 / 12)
+(BENCHMARKS.md, session 16 "cost")."""
 STABILITY_GAIN = 4.0  # the stability sign: STABILITY_GAIN x (1 - stability), clipped to [0, 1]: 0.75 or less is a miss
 
 
@@ -142,7 +163,8 @@ def foreground_contrast(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return ring_contrast(evidence, inside, RING_CELLS) / spread
 
 
-def box_signs(labels: np.ndarray, decode: Callable, seed: int = 0) -> tuple[float, float | None]:
+def box_signs(labels: np.ndarray, decode: Callable, seed: int = 0,
+              jittered: int | None = None) -> tuple[float | None, float | None]:
     """Two signs from LiteMedSAM on the prediction's own box (its bounding box + 10 %, as refine draws it).
 
     Stability: the mean IoU between the mask decoded from that box and those decoded from JITTERED_BOXES boxes
@@ -152,11 +174,14 @@ def box_signs(labels: np.ndarray, decode: Callable, seed: int = 0) -> tuple[floa
     object redraws stably, yet LiteMedSAM rates its mask lower (BENCHMARKS.md, "busi").
 
     labels: (H, W) final labels (not empty); decode: (N, 4) boxes x0, y0, x1, y1 -> (N, H, W) probabilities, or
-    ((N, H, W) probabilities, (N,) IoU estimates). Returns (stability in [0, 1], quality in [0, 1] or None)."""
+    ((N, H, W) probabilities, (N,) IoU estimates); jittered: how many moved boxes (None: JITTERED_BOXES; the
+    first k of them are the same for any count). Returns (stability in [0, 1], or None without moved boxes,
+    quality in [0, 1] or None)."""
+    jittered = JITTERED_BOXES if jittered is None else jittered
     box = box_of(np.asarray(labels) != 0, 0.1)
     size = np.array([box[2] - box[0], box[3] - box[1]] * 2, np.float32)
     rng = np.random.default_rng(seed)
-    boxes = [box] + [box + rng.uniform(-JITTER, JITTER, 4).astype(np.float32) * size for _ in range(JITTERED_BOXES)]
+    boxes = [box] + [box + rng.uniform(-JITTER, JITTER, 4).astype(np.float32) * size for _ in range(jittered)]
     decoded = decode(np.stack(boxes).astype(np.float32))
     probabilities, estimates = decoded if isinstance(decoded, tuple) else (decoded, None)
     masks = np.asarray(probabilities) > 0.5
@@ -165,17 +190,22 @@ def box_signs(labels: np.ndarray, decode: Callable, seed: int = 0) -> tuple[floa
         union = np.count_nonzero(masks[0] | other)
         ious.append(1.0 if union == 0 else np.count_nonzero(masks[0] & other) / union)
     quality = None if estimates is None else float(np.clip(np.asarray(estimates, np.float64).ravel()[0], 0.0, 1.0))
-    return float(np.mean(ious)), quality
+    return (float(np.mean(ious)) if ious else None), quality
 
 
-def _stability(labels: np.ndarray, decode: Decoder, index: int) -> tuple[float, float | None]:
+def _digest(labels: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(labels).tobytes(), digest_size=16).digest()
+
+
+def _stability(labels: np.ndarray, decode: Decoder, index: int,
+               jittered: int = JITTERED_BOXES) -> tuple[float | None, float | None]:
     """box_signs of image `index`, remembered in `decode.memo` (when the decoder has one) per labels:
     re-segmenting after a stroke on another image decodes no box of the images whose labels did not change."""
     memo = getattr(decode, "memo", None)
-    key = (index, hashlib.blake2b(np.ascontiguousarray(labels).tobytes(), digest_size=16).digest())
+    key = (index, _digest(labels), jittered)
     if memo is not None and key in memo:
         return memo[key]
-    signs = box_signs(labels, partial(decode, index), seed=index)
+    signs = box_signs(labels, partial(decode, index), seed=index, jittered=jittered)
     if memo is not None:
         memo[key] = signs
     return signs
@@ -193,13 +223,43 @@ def refiner_decoder(refiner, stack) -> Decoder:
         return service.decode_with_quality([(service.embedding_of(stack, index), boxes, None)], low_res=True)[0]
 
     # Stabilities and quality estimates already measured on this image set with these decoder weights (kept on
-    # the refiner, which lives as long as its segmenter): see _stability.
-    setting = (stack.signature(), service.decoder_version)
+    # the refiner, which lives as long as its segmenter): see _stability; and propose and select's ratings.
+    decode.memo = _memo(refiner, stack)
+    return decode
+
+
+def _memo(refiner, stack) -> dict:
+    """The refiner's memo of Check next's signs on `stack` with its service's decoder weights (emptied when
+    either changed)."""
+    setting = (stack.signature(), refiner.service.decoder_version)
     if refiner.stability_memo[0] != setting:
         refiner.stability_memo = (setting, {})
-    decode.memo = refiner.stability_memo[1]
+    return refiner.stability_memo[1]
 
-    return decode
+
+def remember_selection(refiner, stack, index: int, labels: np.ndarray, class_ids: Sequence[int],
+                       estimates: dict[int, float]) -> None:
+    """Keep for Check next what propose and select knows of image `index`: LiteMedSAM's IoU estimate of each
+    kept object's mask (class_id -> estimate, select_objects.select_plane), under the digest of the labels
+    the finishing step will leave ((H, W) `labels` with the largest object per class, postprocess.py); an
+    image ranks by 1 - the lowest of them (:func:`rank_slices`). Nothing is kept when a class in `labels` has
+    no estimate (kept from before, or drawn by a tuned decoder): that image's own box is then decoded. Only with
+    CHECK_NEXT "selection" (nothing is read otherwise)."""
+    from .postprocess import keep_largest_per_image
+
+    if CHECK_NEXT != "selection":
+        return
+    present = [c for c in class_ids if np.any(labels == c)]
+    if not present or any(c not in estimates for c in present):
+        return
+    final = keep_largest_per_image([np.array(labels, copy=True)], present, [0])[0]
+    _memo(refiner, stack)[("selected", index, _digest(final))] = min(estimates[c] for c in present)
+
+
+def _selected_quality(labels: np.ndarray, decode: Decoder, index: int) -> float | None:
+    """The estimate remember_selection kept for image `index` with exactly these (H, W) labels, else None."""
+    memo = getattr(decode, "memo", None)
+    return None if memo is None else memo.get(("selected", index, _digest(labels)))
 
 
 def image_error(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, scale: float,
