@@ -40,8 +40,9 @@ def measure(slices: int, cache_dir: str, float32: bool = False) -> dict:
     import napari_fewshot.core.matching as matching
 
     if float32:
-        matching._cpu_flags = lambda: set()
-        matching.matmul_dtype.cache_clear()
+        from resegment_gui import force_float32
+
+        force_float32(matching)
 
     from napari_fewshot.core import FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
     from napari_fewshot.io import read_labels, read_volume

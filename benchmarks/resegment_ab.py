@@ -97,9 +97,10 @@ def main() -> None:
 
     old = baseline_matching(args.baseline)
     if args.float32:
+        from resegment_gui import force_float32
+
         for module in (matching, old):
-            module._cpu_flags = lambda: set()
-            module.matmul_dtype.cache_clear()
+            force_float32(module)
     volume, truth, painted, organ = scan("ct" if args.scan == "ct" else "tiled", 0 if args.scan == "ct" else int(args.scan))
     support = np.zeros(volume.shape, np.uint8)
     support[painted] = truth[painted]

@@ -3,7 +3,8 @@ brush stroke on a corrected slice, a click on Segment; the same correction throu
 same process; this checkout against another (e.g. the last release) side by side, in one run.
 
     xvfb-run -a python benchmarks/resegment_gui.py [--baseline GIT_REV] [--scan ct|tiled] [--slices 100]
-                                                   [--float32] [--profile] [--no-refine] [--json OUT]
+                                                   [--float32] [--precision float32,int8] [--profile]
+                                                   [--no-refine] [--json OUT]
 
 --scan ct: the CT sample (112 x 101 x 122; liver and spleen painted on 2 slices from its reference);
 --scan tiled: the 20-slice 512 x 512 DICOM CT of ../shared/data tiled to --slices slices (liver on 3 slices).
@@ -14,7 +15,8 @@ segmented again, by clicking Segment (timed from the click until the prediction 
 and until the widget is idle: LiteMedSAM's refinement, where on, streams in between) or by
 ``FewShotSegmenter.segment(..., refine_later=True)`` (the coarse result) on the session's own segmenter. Medians are
 reported. --float32 makes the matching use float32 as on CPUs without AVX512-BF16/AMX (most laptops),
-the same way in both versions. --profile samples the stacks of every thread during the window
+the same way in both versions; --precision float32,int8 runs this checkout once per matching precision
+(core/precision.py, NAPARI_FEWSHOT_MATMUL), each in its own process, one after the other. --profile samples the stacks of every thread during the window
 corrections and prints where the time goes. Each window correction runs a 10 ms heartbeat on the Qt thread
 (benchmarks/heartbeat.py) from the click until the refinement is in: its gaps are the window's stalls, for the
 coarse phase and the refinement phase apart. --screenshot DIR also keeps the first window correction's steps
@@ -63,6 +65,15 @@ def scan(kind: str, slices: int):
     truth = (np.concatenate([ref] * reps)[:slices] == 5).astype(np.uint8)
     organ = [z for z in range(slices) if truth[z].any()]
     return volume, truth, [slices // 6, slices // 2, 5 * slices // 6], organ
+
+
+def force_float32(matching) -> None:
+    """Make the matching's products float32 (core/precision.py's NAPARI_FEWSHOT_MATMUL; an older checkout read the
+    CPU's flags in core/matching.py)."""
+    os.environ["NAPARI_FEWSHOT_MATMUL"] = "float32"
+    if hasattr(matching, "_cpu_flags"):
+        matching._cpu_flags = lambda: set()
+        matching.matmul_dtype.cache_clear()
 
 
 class StackSampler:
@@ -145,9 +156,8 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
     from gui_driver import canvas_drag, wait_idle
     from heartbeat import Heartbeat
 
-    if float32:  # as on a CPU without AVX512-BF16 / AMX: the matching's products fall back to float32
-        matching._cpu_flags = lambda: set()
-        matching.matmul_dtype.cache_clear()
+    if float32:  # as on a CPU without AVX512-BF16 / AMX / VNNI: the matching's products fall back to float32
+        force_float32(matching)
     volume, truth, painted, organ = scan(kind, slices)
     tracer = None
     if trace:  # timestamps of each window correction (benchmarks/correction_trace.py)
@@ -317,6 +327,9 @@ def main() -> None:
     parser.add_argument("--scan", choices=("ct", "tiled"), default="ct")
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--float32", action="store_true")
+    parser.add_argument("--precision", default=None,
+                        help="comma-separated matching precisions for this checkout, each in its own process, "
+                             "e.g. float32,int8 (NAPARI_FEWSHOT_MATMUL)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-refine", action="store_true", help="LiteMedSAM's refinement off (coarse results only)")
     parser.add_argument("--screenshot", default=None, help="folder for a screenshot of each version's window")
@@ -333,6 +346,10 @@ def main() -> None:
                                  not args.no_refine, args.trace, args.mirror)))
         return
     trees = {} if args.baseline_only else {"this checkout": ROOT}
+    precisions = {"this checkout": None}
+    if args.precision and not args.baseline_only:
+        trees = {f"this checkout, {p}": ROOT for p in args.precision.split(",")}
+        precisions = {name: name.split(", ")[1] for name in trees}
     if args.baseline:
         trees[f"baseline {args.baseline}"] = checkout(args.baseline)
     rows = {}
@@ -342,10 +359,12 @@ def main() -> None:
             command += ["--float32"] * args.float32 + ["--profile"] * args.profile + ["--no-refine"] * args.no_refine
             command += ["--trace"] * args.trace + ["--mirror"] * args.mirror
             if args.screenshot:
-                tag = "baseline" if tree != ROOT else "this"
+                tag = "baseline" if tree != ROOT else "this" + (f"_{precisions[name]}" if precisions.get(name) else "")
                 command += ["--screenshot", str(Path(args.screenshot).resolve() / f"resegment_gui_{tag}.png")]
             with tempfile.TemporaryDirectory() as tmp:  # the benchmark's paint is not the user's: own autosaves
                 env = {**__import__("os").environ, "NAPARI_FEWSHOT_AUTOSAVE_DIR": tmp}
+                if precisions.get(name):
+                    env["NAPARI_FEWSHOT_MATMUL"] = precisions[name]
                 out = subprocess.run(command, capture_output=True, text=True, cwd=tree, env=env)
             if out.returncode != 0:
                 raise SystemExit(out.stderr)

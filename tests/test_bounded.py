@@ -7,7 +7,7 @@ import pytest
 
 from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run
 from napari_fewshot.core.bounded import Partial
-from napari_fewshot.core.matching import MatchCache
+from napari_fewshot.core.matching import MatchCache, matmul_dtype
 from napari_fewshot.io import read_labels, read_volume
 from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
 
@@ -28,8 +28,12 @@ def ct_organs():
     return segmenter, truth, both
 
 
-def test_corrections_give_the_labels_and_ranking_of_matching_every_cell(ct_organs):
+@pytest.mark.parametrize("precision", ["native", "float32", "int8"])  # forced: the test runs on every CPU
+def test_corrections_give_the_labels_and_ranking_of_matching_every_cell(ct_organs, precision, monkeypatch):
     segmenter, truth, both = ct_organs
+    if precision != "native":  # core/precision.py: int8 products are exact, so bounded = full bit for bit there too
+        monkeypatch.setenv("NAPARI_FEWSHOT_MATMUL", precision)
+    segmenter._matches = MatchCache()  # no query cells of another precision
     support = np.zeros_like(truth)
     painted = [both[len(both) // 3], both[2 * len(both) // 3]]
     support[painted] = truth[painted]
@@ -48,6 +52,8 @@ def test_corrections_give_the_labels_and_ranking_of_matching_every_cell(ct_organ
         segmenter.bounded, segmenter._matches = True, kept
         assert np.array_equal(bounded.labels, full.labels)
         assert (bounded.labels == 1).any() and (bounded.labels == 2).any()
+        cells = next(iter(segmenter._matches._queries.values()))[0]
+        assert cells.dtype == matmul_dtype("cpu")
         assert bounded.uncertainty.keys() == full.uncertainty.keys()
         # the same cells summed; a product of a few rows may round its last bit otherwise (seen: 1e-8 of 600 pixels)
         assert all(bounded.uncertainty[i] == pytest.approx(full.uncertainty[i], rel=1e-9, abs=1e-6)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_fewshot.core import FewShotSegmenter, FineTuneParams, SegmentationParams, dice, run
-from napari_fewshot.core.matching import MatchCache, PrototypeGroup, group_similarity, query_cells
+from napari_fewshot.core.matching import MatchCache, PrototypeGroup, group_similarity, matmul_dtype, query_cells
 from napari_fewshot.core.predict import class_similarity, labels_from_scores, upsample
 from napari_fewshot.core.prototypes import build_prototypes
 from napari_fewshot.evaluation.datasets import slice_range
@@ -48,7 +48,8 @@ def test_grouped_matching_equals_matching_the_combined_prototypes():
     expected = class_similarity(features[2][None], combined)[0]
     groups = [PrototypeGroup.make(("all",), combined.vectors, combined.owner, 1)]
     got = MatchCache().class_similarity("query", lambda: features[2], groups)
-    assert torch.allclose(got, expected, atol=5e-3)  # bfloat16 products (centred) on CPUs that have them
+    # bfloat16 products (centred) on CPUs that have them; int8 (core/precision.py) on random 32-d cells: 5.5e-3
+    assert torch.allclose(got, expected, atol=1e-2 if matmul_dtype("cpu") == torch.int8 else 5e-3)
     assert (got.argmax(0) == expected.argmax(0)).float().mean() > 0.99
     query = query_cells(features[2], torch.float32)
     exact = group_similarity(query, groups[0]).reshape(2, 12, 12)

@@ -18,6 +18,19 @@ from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
 # prototypes moves a similarity by at most ~4e-3 (asserted below), so only cells whose two best classes are
 # closer than that can flip; on this slice none or a handful of its 1,920 cells are (99.9 % agree or more).
 AGREEMENT = 0.995
+# The matching's precisions these tests run in, forced (core/precision.py NAPARI_FEWSHOT_MATMUL) so that they run on
+# every CPU, with or without VNNI; "native" is the machine's own choice (bfloat16, int8 or float32).
+PRECISIONS = ("native", "float32", "int8")
+TOLERANCE = {torch.bfloat16: 4e-3, torch.int8: 6e-3, torch.float32: 1e-5}  # int8: 3.8e-3 on the slice below
+
+
+@pytest.fixture(params=PRECISIONS)
+def precision(request, monkeypatch):
+    if request.param == "native":
+        monkeypatch.delenv("NAPARI_FEWSHOT_MATMUL", raising=False)
+    else:
+        monkeypatch.setenv("NAPARI_FEWSHOT_MATMUL", request.param)
+    return matmul_dtype("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +48,7 @@ def ct_sample():
     return segmenter, support, painted, query
 
 
-def test_grouped_matching_gives_the_labels_of_exhaustive_matching(ct_sample):
+def test_grouped_matching_gives_the_labels_of_exhaustive_matching(ct_sample, precision):
     segmenter, support, painted, query = ct_sample
     support_set = segmenter.parse_support(support)
     groups = segmenter._groups(support_set)
@@ -43,8 +56,7 @@ def test_grouped_matching_gives_the_labels_of_exhaustive_matching(ct_sample):
     grouped = MatchCache().class_similarity(("ct", query), lambda: features, groups)
     exhaustive = class_similarity(features[None], segmenter.prototypes(support_set))[0]
     assert grouped.shape == exhaustive.shape == (3, *features.shape[-2:])
-    tolerance = 4e-3 if matmul_dtype("cpu") == torch.bfloat16 else 1e-5
-    assert (grouped - exhaustive).abs().max() <= tolerance
+    assert (grouped - exhaustive).abs().max() <= TOLERANCE[precision]
     same = (grouped.argmax(0) == exhaustive.argmax(0)).float().mean().item()
     assert same >= AGREEMENT, f"only {same:.4f} of the cells have the exhaustive label"
     assert (exhaustive.argmax(0) > 0).any()  # the slice shows an organ, so the agreement is not all background
@@ -70,7 +82,7 @@ def test_origins_point_to_painted_cells_of_their_class(ct_sample):
     assert set(combined.origins[~combined.is_global, 0].tolist()) == set(painted)
 
 
-def test_batched_matching_equals_slice_by_slice_and_matches_only_what_changed(ct_sample, monkeypatch):
+def test_batched_matching_equals_slice_by_slice_and_matches_only_what_changed(ct_sample, monkeypatch, precision):
     import napari_fewshot.core.matching as matching
 
     segmenter, support, painted, query = ct_sample

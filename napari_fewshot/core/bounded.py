@@ -30,7 +30,7 @@ import torch
 
 from .matching import MatchCache, PrototypeGroup, _Prepared, _row_chunks as _chunks
 
-LOOSE_HIGH = 4.0  # upper bound of an unknown score (a cosine, at most 1 plus bfloat16's rounding)
+LOOSE_HIGH = 4.0  # upper bound of an unknown score (a cosine, at most 1 plus bfloat16's or int8's rounding)
 LOOSE_LOW = -4.0  # lower bound of an unknown score
 
 
@@ -53,7 +53,7 @@ def deferred_class(group: PrototypeGroup) -> int:
 
 def _rows(parts: Sequence[torch.Tensor], picks: Sequence[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Query cells (N_i, C) of several slices (rows `picks[i]` of each, or all) stacked -> (cells, their float32
-    copy or None for float32 cells). Moved by numpy: on a busy 2-core machine torch's gathers and concatenations
+    copy or None for float32 cells and int8's packed (N_i, C + 4) rows, whose scales move with them). Moved by numpy: on a busy 2-core machine torch's gathers and concatenations
     of bfloat16 wait for both threads at every call (18 ms against numpy's 0.02 ms for one slice's rows)."""
     bf16 = parts[0].dtype == torch.bfloat16
     arrays = [p.view(torch.int16).numpy() if bf16 else p.numpy() for p in parts]
@@ -68,17 +68,20 @@ def _rows(parts: Sequence[torch.Tensor], picks: Sequence[np.ndarray] | None = No
 
 
 def _subset(prepared: _Prepared, classes: Sequence[int]) -> _Prepared:
-    """`prepared` restricted to the prototypes of `classes` (same centring; the other classes score -1)."""
+    """`prepared` restricted to the prototypes of `classes` (same centring, same int8 scale: the same products
+    bit for bit; the other classes score -1)."""
     out = _Prepared.__new__(_Prepared)
-    out.mean = prepared.mean
+    out.__dict__.update(prepared.__dict__)  # mean, scale
+    columns = prepared.scale is not None  # int8: (C, P) columns, else (P, C) rows
     blocks = [(prepared.bounds[k], prepared.bounds[k + 1]) for k in range(len(prepared.bounds) - 1)]
     bounds, parts, at = [0], [], 0
     for k, (lo, hi) in enumerate(blocks):
         if k in classes:
-            parts.append(prepared.vectors[lo:hi])
+            parts.append(prepared.vectors[:, lo:hi] if columns else prepared.vectors[lo:hi])
             at += hi - lo
         bounds.append(at)
-    out.vectors = torch.cat(parts) if parts else prepared.vectors[:0]
+    empty = prepared.vectors[:, :0] if columns else prepared.vectors[:0]
+    out.vectors = torch.cat(parts, 1 if columns else 0).contiguous() if parts else empty
     out.bounds = tuple(bounds)
     return out
 

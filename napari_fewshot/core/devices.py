@@ -33,13 +33,12 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def native_autocast(device: torch.device | str):
     """A context manager: bfloat16 autocast on `device` where the hardware does it natively (CUDA; x86 CPUs
-    with AVX512-BF16 or AMX: core.matching.matmul_dtype, decided from the CPU's flags), else nothing (float32).
+    with AVX512-BF16 or AMX: core.precision.native_bfloat16, decided from the CPU's flags), else nothing (float32).
 
         with native_autocast("cpu"):
             out = module(x)      # bfloat16 matmuls and convolutions only where they are native
     """
-    from .matching import matmul_dtype  # the one place the CPU's flags are read (and cached)
+    from .precision import native_bfloat16  # the one place the CPU's flags are read (and cached)
 
     device_type = torch.device(device).type
-    dtype = matmul_dtype(device_type)
-    return torch.autocast(device_type, dtype=dtype, enabled=dtype == torch.bfloat16)
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=native_bfloat16(device_type))

@@ -8,14 +8,13 @@ only the changed group is matched again. A group whose key is None (the global p
 vectors averaged over all support slices, so they change with every stroke) is matched every time,
 which is cheap.
 
-The matrix products run in bfloat16 where the processor does that natively (see
-:func:`matmul_dtype`), else in float32, on prototypes centred so that bfloat16 keeps the differences
-between classes (see :func:`group_similarity`); maps are kept in float32.
+The matrix products run in bfloat16 where the processor does that natively, else in int8 where it has VNNI,
+else in float32 (core/precision.py :func:`matmul_dtype`); in bfloat16 on prototypes centred so that bfloat16
+keeps the differences between classes (see :func:`group_similarity`); maps are kept in float32.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,7 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .precision import int8_products, matmul_dtype, quantise_group, quantise_rows, unpack_rows
 from .prototypes import SlicePrototypes, capped_local
+
+__all__ = ["matmul_dtype"]  # re-exported: core/precision.py decides it
 
 _COLUMNS = 4096  # prototypes per matrix product: bounds the (h*w, _COLUMNS) temporary
 _ROWS = 16384  # query cells (of several slices) per matrix product: with _COLUMNS, ~128 MB of bfloat16
@@ -70,34 +72,12 @@ def local_group(key: Hashable, piece: SlicePrototypes, n_classes: int, max_local
     return PrototypeGroup.make(key, vectors, owner, n_classes, origins) if len(vectors) else None
 
 
-@functools.lru_cache(maxsize=4)
-def matmul_dtype(device_type: str) -> torch.dtype:
-    """bfloat16 where the hardware does it natively (CUDA; x86 CPUs with AVX512-BF16 or AMX, several times
-    faster than float32 there), else float32. Decided from the CPU's flags, never from a timing, so the
-    same machine always gives the same labels."""
-    if device_type == "cuda":
-        return torch.bfloat16
-    if device_type == "cpu" and _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
-        return torch.bfloat16
-    return torch.float32
-
-
-def _cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS, Windows)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def query_cells(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(C, h, w) features -> (h * w, C) L2-normalised rows in `dtype`, row-major (contiguous)."""
+    """(C, h, w) features -> (h * w, C) L2-normalised rows in `dtype`, row-major (contiguous); for torch.int8
+    (h * w, C + 4) packed rows (core/precision.py quantise_rows: each row's values, then its float32 scale)."""
     c = features.shape[0]
-    return F.normalize(features.float().reshape(c, -1).T, dim=1).to(dtype).contiguous()
+    rows = F.normalize(features.float().reshape(c, -1).T, dim=1)
+    return quantise_rows(rows) if dtype == torch.int8 else rows.to(dtype).contiguous()
 
 
 def group_similarity(query: torch.Tensor, group: PrototypeGroup) -> torch.Tensor:
@@ -142,8 +122,8 @@ class _Stacked:
         self._float = None
 
     def as_float(self) -> torch.Tensor | None:
-        """(sum N_i, C) float32, or None when the cells are float32 already (no centring then)."""
-        if self.cells.dtype == torch.float32:
+        """(sum N_i, C) float32, or None when the cells are float32 or int8 (no centring then)."""
+        if self.cells.dtype in (torch.float32, torch.int8):
             return None
         if self._float is None:
             self._float = self.cells.float()
@@ -172,7 +152,10 @@ class _Prepared:
 
     def __init__(self, group: PrototypeGroup, device: torch.device, dtype: torch.dtype):
         self.bounds = group.bounds
-        vectors, self.mean = group.vectors.to(device), None
+        vectors, self.mean, self.scale = group.vectors.to(device), None, None
+        if dtype == torch.int8:  # (C, P) int8 columns and their one scale (core/precision.py)
+            self.vectors, self.scale = quantise_group(vectors)
+            return
         if dtype != torch.float32:
             self.mean = vectors.mean(0)
             vectors = vectors - self.mean
@@ -184,19 +167,25 @@ class _Prepared:
         n_classes = len(self.bounds) - 2
         best = torch.full((n_classes + 1, query.shape[0]), -1.0, device=query.device) if query.device.type != "cpu" else \
             torch.from_numpy(np.full((n_classes + 1, query.shape[0]), -1.0, np.float32))  # torch's waits for threads
-        offset = None
+        offset, row_scale = None, None
         if self.mean is not None:
             offset = (query.float() if query_float is None else query_float) @ self.mean
+        if self.scale is not None:  # int8: exact int32 products, each class's maximum scaled once per row
+            query, row_scale = unpack_rows(query)
+            row_scale = row_scale * self.scale
         # One product per block of at most _COLUMNS prototypes (usually one for the whole group), each class's
         # maximum taken from its columns: few, large operations (on a busy 2-core machine every small one
         # waits for both threads to be scheduled, and a class-by-class loop cost more than the products).
-        for start in range(0, len(self.vectors), _COLUMNS):
-            stop = min(len(self.vectors), start + _COLUMNS)
-            sims = query @ self.vectors[start:stop].T
+        total = self.bounds[-1]
+        for start in range(0, total, _COLUMNS):
+            stop = min(total, start + _COLUMNS)
+            sims = query @ self.vectors[start:stop].T if row_scale is None else \
+                int8_products(query, self.vectors[:, start:stop])
             for k in range(n_classes + 1):
                 lo, hi = max(self.bounds[k], start), min(self.bounds[k + 1], stop)
                 if hi > lo:
                     found = sims[:, lo - start:hi - start].amax(1).float()
+                    found = found if row_scale is None else found * row_scale
                     best[k] = torch.maximum(best[k], found if offset is None else found + offset)
         return best
 
