@@ -10,12 +10,12 @@ pytestmark = pytest.mark.gui
 SHAPE = (8, 48, 48)
 
 
-def test_segment_all_previews_the_visible_slice_before_the_volume(make_napari_viewer, qtbot, monkeypatch):
-    from napari_fewshot.plugin import widget as widget_module
+def painted_column(make_napari_viewer, slices: int, current: int):
+    """A viewer and widget on a noisy volume with one bright column through every slice, painted on slice 1,
+    slice `current` visible. Returns (viewer, widget)."""
     from napari_fewshot.plugin.widget import FewShotWidget
-    from napari_fewshot.plugin.workers import Preview
 
-    volume = np.random.default_rng(0).normal(20, 5, SHAPE).astype(np.float32)
+    volume = np.random.default_rng(0).normal(20, 5, (slices, *SHAPE[1:])).astype(np.float32)
     volume[:, 10:30, 12:30] += 100
     viewer = make_napari_viewer()
     image = viewer.add_image(volume, name="scan")
@@ -27,22 +27,37 @@ def test_segment_all_previews_the_visible_slice_before_the_volume(make_napari_vi
     data = support.data
     data[1, 12:28, 14:28] = 1
     support.data = data
-    viewer.dims.set_current_step(0, 5)
+    viewer.dims.set_current_step(0, current)
+    return viewer, widget
+
+
+def recording(monkeypatch, index: int) -> list:
+    """Records what the widget's segment job yields: ("preview" or "result", segmented slices, labels of slice
+    `index`), in order."""
+    from napari_fewshot.plugin import widget as widget_module
+    from napari_fewshot.plugin.workers import Preview
+
     yielded, original = [], widget_module.segment_job
 
-    def recording(job, *args):
-        generator = original(job, *args)
+    def job(*args):
+        generator = original(*args)
         try:
             while True:
                 item = next(generator)
                 if isinstance(item, Preview):
-                    yielded.append(("preview", item.result.segmented_slices, np.array(item.result.labels[5])))
+                    yielded.append(("preview", item.result.segmented_slices, np.array(item.result.labels[index])))
                 yield item
         except StopIteration as stop:
-            yielded.append(("result", stop.value.segmented_slices, np.array(stop.value.labels[5])))
+            yielded.append(("result", stop.value.segmented_slices, np.array(stop.value.labels[index])))
             return stop.value
 
-    monkeypatch.setattr(widget_module, "segment_job", recording)
+    monkeypatch.setattr(widget_module, "segment_job", job)
+    return yielded
+
+
+def test_segment_all_previews_the_visible_slice_before_the_volume(make_napari_viewer, qtbot, monkeypatch):
+    viewer, widget = painted_column(make_napari_viewer, SHAPE[0], 5)
+    yielded = recording(monkeypatch, 5)
     widget.segment("all")
     wait_idle(qtbot, widget)
     assert [kind for kind, *_ in yielded] == ["preview", "result"]
@@ -59,43 +74,17 @@ def test_the_preview_shows_only_classes_painted_near_the_visible_slice(make_napa
     """Far from the paint the slice alone draws what the 3D clean-up removes (core/postprocess.near_paint): the
     preview leaves it out, the whole volume's result still has what connects to the paint."""
     from napari_fewshot.core.postprocess import PREVIEW_REACH
-    from napari_fewshot.plugin import widget as widget_module
-    from napari_fewshot.plugin.widget import FewShotWidget
-    from napari_fewshot.plugin.workers import Preview
 
     slices = PREVIEW_REACH + 8
-    volume = np.random.default_rng(0).normal(20, 5, (slices, 48, 48)).astype(np.float32)
-    volume[:, 10:30, 12:30] += 100  # one bright column through every slice: connected to the paint
-    viewer = make_napari_viewer()
-    image = viewer.add_image(volume, name="scan")
-    widget = FewShotWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.ui.settings["device"].value = "cpu"
-    widget.set_image_layer(image)
-    support = widget.create_support_layer()
-    data = support.data
-    data[1, 12:28, 14:28] = 1
-    support.data = data
-    far = slices - 1  # PREVIEW_REACH + 6 slices from the paint
-    viewer.dims.set_current_step(0, far)
-    previews, original = [], widget_module.segment_job
-
-    def recording(job, *args):
-        generator = original(job, *args)
-        try:
-            while True:
-                item = next(generator)
-                if isinstance(item, Preview):
-                    previews.append(np.array(item.result.labels[far]))
-                yield item
-        except StopIteration as stop:
-            return stop.value
-
-    monkeypatch.setattr(widget_module, "segment_job", recording)
+    far = slices - 1  # PREVIEW_REACH + 6 slices from the paint on slice 1
+    viewer, widget = painted_column(make_napari_viewer, slices, far)
+    yielded = recording(monkeypatch, far)
     widget.segment("all")
     wait_idle(qtbot, widget)
-    assert len(previews) == 1 and not previews[0].any()  # nothing drawn this far from the paint
-    assert np.asarray(widget.session.prediction.data)[far, 12:28, 14:28].mean() > 0.5  # the result has it
+    assert [kind for kind, *_ in yielded] == ["preview", "result"]
+    assert not yielded[0][2].any()  # nothing drawn this far from the paint
+    assert yielded[1][2][12:28, 14:28].mean() > 0.5  # the whole volume's result has the column there
+    assert np.asarray(widget.session.prediction.data)[far, 12:28, 14:28].mean() > 0.5
 
 
 def test_near_paint_keeps_each_class_painted_within_reach():
