@@ -53,8 +53,9 @@ def deferred_class(group: PrototypeGroup) -> int:
 
 def _rows(parts: Sequence[torch.Tensor], picks: Sequence[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Query cells (N_i, C) of several slices (rows `picks[i]` of each, or all) stacked -> (cells, their float32
-    copy or None for float32 cells and int8's packed (N_i, C + 4) rows, whose scales move with them). Moved by numpy: on a busy 2-core machine torch's gathers and concatenations
-    of bfloat16 wait for both threads at every call (18 ms against numpy's 0.02 ms for one slice's rows)."""
+    copy or None for float32 cells and for int8's packed (N_i, C + 4) rows, whose scales move with them). Moved
+    by numpy: on a busy 2-core machine torch's gathers and concatenations of bfloat16 wait for both threads at
+    every call (18 ms against numpy's 0.02 ms for one slice's rows)."""
     bf16 = parts[0].dtype == torch.bfloat16
     arrays = [p.view(torch.int16).numpy() if bf16 else p.numpy() for p in parts]
     if picks is not None:

@@ -218,12 +218,12 @@ def near_paint(plane: np.ndarray, index: int, targets: Mapping[int, np.ndarray],
 
     Slice by slice the coarse matching draws organ-like tissue everywhere; the 3D clean-up keeps only what
     connects to the paint. On the CT sample (liver and spleen painted on slices 92 and 102) the per-slice preview
-    of slices 0-72 drew 270-1,500 liver pixels where the whole volume's result has none, while within 5 slices of
-    the paint 80-99 % of what it drew is in the result (benchmarks/results/s16_lead/preview_near_paint.txt). targets: SupportSet.targets (slice -> (H, W) class
-    indices 1..K, 0 background, -1 ignore); class_ids: label value of class index k at k - 1."""
+    of slices 0-72 drew 226-1,490 liver pixels where the whole volume's result has none, while within 5 slices of
+    the paint 80-99 % of what it drew is in the result (benchmarks/results/s16_lead/preview_near_paint.txt).
+    targets: SupportSet.targets (slice -> (H, W) class indices 1..K, 0 background, -1 ignore); class_ids: label
+    value of class index k at k - 1."""
     keep = {0}
     for z, target in targets.items():
         if abs(z - index) <= reach:
             keep.update(class_ids[k - 1] for k in np.unique(target) if k > 0)
     return np.where(np.isin(plane, sorted(keep)), plane, 0).astype(plane.dtype, copy=False)
-

@@ -96,7 +96,7 @@ def features_job(job: Job, current: int):
     if support is not None and len(first) > 1 and current not in first[1:]:
         try:
             result = yield from seg.segment(support, indices=[current], similarity=False)
-            yield preview(seg, result, current, support)
+            yield preview(seg, result, current, seg.parse_support(support))
         except FewShotError:
             pass  # the support cannot be used yet (Segment will say why); features are what was asked for
     yield from seg.compute_features()
@@ -126,7 +126,7 @@ def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool, curre
             and seg.cache.stack.is_volume:
         result = yield from seg.segment(job.support, indices=[current], empty_slices=job.empty_slices,
                                         refine_later=refine_later)
-        yield preview(seg, result, current, job.support, job.empty_slices)
+        yield preview(seg, result, current, support_set)  # the support parsed above
     result = yield from thinned(seg.segment(job.support, indices=indices, similarity=similarity,
                                             empty_slices=job.empty_slices,
                                             refine_later=refine_later and seg.cache.stack.is_volume
@@ -134,15 +134,15 @@ def segment_job(job: Job, indices: Sequence[int] | None, similarity: bool, curre
     return assemble(result) if indices is None else result
 
 
-def preview(seg, result, current: int, support, empty_slices: Sequence[int] = ()) -> Preview:
-    """The visible slice's coarse result as a :class:`Preview`, showing only the classes painted near it
-    (core/postprocess.near_paint: far from the paint, the slice alone draws what the 3D clean-up then removes)."""
+def preview(seg, result, current: int, support_set) -> Preview:
+    """The visible slice's coarse result as a :class:`Preview`, showing only the classes `support_set` (the parsed
+    support) paints near it (core/postprocess.near_paint: far from the paint, the slice alone draws what the 3D
+    clean-up then removes)."""
     from ..core.postprocess import near_paint
 
     stack = seg.cache.stack
     if not (stack.is_volume and len(stack) > 1):
         return Preview(result)  # an image set's images are independent: each shows what was found on it
-    support_set = seg.parse_support(support, empty_slices)
     result.labels[current] = near_paint(result.labels[current], current, support_set.targets, support_set.class_ids)
     return Preview(result)
 
