@@ -2,6 +2,7 @@
 <= 2 s per image on the 2-core CPU for a 100-image set, after the first).
 
     OMP_NUM_THREADS=1 python benchmarks/busi_cost_set.py [--images 100] [--painted 3] [--json OUT] [--check-next MODE]
+                                                          [--labels OUT.npz]
 
 The images are spread evenly over the folder (benign and malignant); the first `painted` are painted with their
 reference masks. No cache folder: each image's lite0 features and LiteMedSAM embedding are computed as for a new
@@ -29,6 +30,7 @@ parser.add_argument("--painted", type=int, default=3)
 parser.add_argument("--data", default="../shared/data/busi")
 parser.add_argument("--json")
 parser.add_argument("--check-next", help="core/uncertainty.CHECK_NEXT for this run (default: the code's)")
+parser.add_argument("--labels", help="an .npz to save each measured image's labels in (to compare two runs)")
 args = parser.parse_args()
 if args.check_next:
     from napari_fewshot.core import uncertainty
@@ -40,13 +42,14 @@ support = [masks[i].astype(np.uint8) if n < args.painted else np.zeros(masks[i].
            for n, i in enumerate(picked)]
 segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
 segmenter.set_image([images[i] for i in picked])
-rows = []
+rows, labels = [], {}
 for n in range(args.painted, len(picked)):
     cpu, wall = time.process_time(), time.perf_counter()
     result = run(segmenter.segment(support, indices=[n]))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     rows.append(dict(image=names[picked[n]], cpu_s=cpu, wall_s=wall, load=os.getloadavg()[0],
                      predicted=bool(np.asarray(result.labels[n]).any())))
+    labels[names[picked[n]]] = np.asarray(result.labels[n])
     print(n, rows[-1], flush=True)
 rest = rows[1:]
 cpu = np.array([r["cpu_s"] for r in rest])
@@ -57,5 +60,7 @@ summary = dict(images=len(picked), painted=args.painted, measured=len(rest), cpu
                load_min=min(r["load"] for r in rest), load_max=max(r["load"] for r in rest),
                first_cpu_s=rows[0]["cpu_s"], check_next=args.check_next)
 print(json.dumps(summary))
+if args.labels:
+    np.savez_compressed(args.labels, **labels)
 if args.json:
     Path(args.json).write_text(json.dumps(dict(summary=summary, rows=rows), indent=1))

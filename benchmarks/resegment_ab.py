@@ -18,7 +18,8 @@ first); prints wall and CPU seconds (both threads) of each, and whether the labe
 --refine: each segmentation is also refined to the end (``refine_result(coarse, first=[corrected slice])``, as
 the widget streams it), timed separately: LiteMedSAM's re-decode of the slices whose coarse labels changed
 (each segmenter has its own LiteMedSAM service, embeddings computed by Segment all, not shared between A and
-B). Prints the slices decoded and the embeddings computed per correction; --check-fresh also refines B's coarse
+B). Prints the slices decoded and the embeddings computed per correction; --a-decoder-graph 1: A's LiteMedSAM decoder is the converted graph 1 (a copy of the image per box, before session 17),
+B's this checkout's (with --a-as-shipped A and B then differ only there). --check-fresh also refines B's coarse
 result with a fresh refiner (no reuse at all, every box decoded, same embeddings; not timed) and says whether the
 labels are identical. After each correction: mean Dice over the classes of A's and B's refined labels against the
 reference, of B's against A's, and with --check-fresh of B's against the fresh refinement and whether A's (the
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--refine", action="store_true", help="time LiteMedSAM's re-decode too (refine_result)")
     parser.add_argument("--check-fresh", action="store_true", help="with --refine: compare to a fresh refiner")
     parser.add_argument("--corrections", type=int, default=4)
+    parser.add_argument("--a-decoder-graph", type=int, default=None,
+                        help="A's converted LiteMedSAM decoder graph (core/sam_decoder.py GRAPH; 1: before session 17)")
     parser.add_argument("--a-as-shipped", action="store_true",
                         help="A as the baseline ships: its bounded matching and its own Check next (only its "
                              "keep_connected and core/refine.py are swapped in); for a baseline with core/bounded.py")
@@ -167,6 +170,12 @@ def main() -> None:
             seg.sam.decode = counting_decode
             if name.startswith("A"):
                 seg._refiner = old_refine.Refiner(seg.params, seg.sam)
+            if name.startswith("A") and args.a_decoder_graph is not None:
+                from napari_fewshot.core import sam_decoder
+
+                os.environ[sam_decoder.SPLIT_ENV] = "0" if args.a_decoder_graph == 1 else "1"
+                print(name, getattr(seg.sam.decoder_runtime(), "graph", None), seg.sam.runtime_status, flush=True)
+                os.environ.pop(sam_decoder.SPLIT_ENV)
 
     import napari_fewshot.core.postprocess as postprocess
     import napari_fewshot.core.uncertainty as uncertainty

@@ -267,7 +267,7 @@ def test_the_decoder_falls_back_to_torch_when_its_conversion_fails(prompter, ser
                                                                              monkeypatch):
     from napari_fewshot.core import sam_decoder
 
-    monkeypatch.setattr(sam_decoder, "_convert", lambda ov, model: (_ for _ in ()).throw(RuntimeError("no")))
+    monkeypatch.setattr(sam_decoder, "_convert", lambda ov, model, *graph: (_ for _ in ()).throw(RuntimeError("no")))
     monkeypatch.setattr(sam_decoder, "_intact", lambda folder, stem: False)  # as if nothing were cached
     third = LiteMedSAMService("cpu", 1 << 28, prompter_factory=lambda device: prompter, runtime="openvino",
                               model_dir=service._model_dir)  # the encoder's IR is cached; the decoder fails

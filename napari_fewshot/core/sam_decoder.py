@@ -1,8 +1,10 @@
 """Which runtime runs LiteMedSAM's mask decoder: OpenVINO on the CPU beside OpenVINO's image encoder, else torch.
 
     runtime = decoder_runtime(encoder_name, model, device, model_dir, weights_id)
-    logits, iou = runtime(image, sparse, dense)   # image, dense: (M, 256, 64, 64) float32 embedding and
-                                                  # dense prompt; sparse: (M, T, 256) prompt tokens
+    logits, iou = runtime(image, sparse, dense, index)  # image, dense: (P, 256, 64, 64) float32 embeddings and
+                                                  # dense prompts, one row per distinct (plane, dense prompt);
+                                                  # sparse: (M, T, 256) prompt tokens; index: (M,) int64, the
+                                                  # row of each prompt (None: P == M, row m for prompt m)
                                                   # -> (M, 1, 256, 256) logits, (M, 1) IoU estimates
     runtime.name, runtime.status         # "openvino-2026.4.1-bf16", one sentence for the user
 
@@ -14,6 +16,14 @@ kept beside the encoder's IR
 save, converted inside ``no_telemetry()``). The prompt encoder stays in torch (a few small layers: boxes to
 two tokens, a coarse mask to a (256, 64, 64) dense prompt, added to the image embedding before the call).
 
+The graph takes each image once (SharedImageGraph, graph 2; session 17): a box-only prompt's dense prompt is the
+constant ``no_mask_embed``, so ``src = image + dense`` is the same for every box of a plane, and the first
+transformer block's projections of the 4096 image tokens (token-to-image keys and values, image-to-token
+queries: ~23 % of one box's multiply-adds) depend on the image only. They are computed once per row of `image`
+and gathered for the prompts by `index`; the rest runs per prompt as before. A prompt with a mask prompt has a
+row of its own (today's cost). ``NAPARI_FEWSHOT_DECODER_SPLIT=0`` converts graph 1 (SingleMaskGraph: a copy
+of ``src`` per prompt, what ran before; for A/B benchmarks).
+
 The hypernetwork MLP of the single mask (``output_hypernetworks_mlps.0``: what Fine-tune's decoder tuning
 trains, core/decoder_tuning.py) is an input of the converted graph, not a constant: every call passes the
 module's current weights, so tuned weights decode on OpenVINO too, exactly. Tuned weights elsewhere in the
@@ -24,6 +34,8 @@ Any failure leaves torch decoding (float32), with a status sentence saying why.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import warnings
 
 import torch
@@ -33,7 +45,8 @@ from .sam_runtime import _intact, _save, ir_folder, no_telemetry, openvino_setup
 
 LOG = logging.getLogger(__name__)
 HYPER = "output_hypernetworks_mlps.0."  # the decoder's only weights passed at each call (decoder_tuning.TUNED)
-GRAPH = 1  # the converted graph's version (part of the IR's folder name)
+GRAPH = 2  # the converted graph's version (part of the IR's folder name): 2 SharedImageGraph, 1 SingleMaskGraph
+SPLIT_ENV = "NAPARI_FEWSHOT_DECODER_SPLIT"  # "0": graph 1 (a copy of the image per prompt), for A/B benchmarks
 # Unlike the image encoder's (sam_runtime.PRECISION), the decoder's masks keep to float32's in bfloat16: Dice
 # >= 0.99 against torch float32 on every CT and BUSI mask measured, at half the CPU time (BENCHMARKS.md, session
 # 11). Asked for only where the CPU has bfloat16 natively, else f32 (sam_runtime.openvino_setup: OpenVINO would
@@ -51,8 +64,11 @@ class TorchDecoder:
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image, dense (M, 256, 64, 64), sparse (M, T, 256) -> logits (M, 1, 256, 256), iou (M, 1)."""
+                 index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """image, dense (P, 256, 64, 64), sparse (M, T, 256), index (M,) row of each prompt (None: P == M)
+        -> logits (M, 1, 256, 256), iou (M, 1)."""
+        if index is not None:
+            image, dense = image[index], dense[index]
         return self.model.mask_decoder(image_embeddings=image, image_pe=self.model.prompt_encoder.get_dense_pe(),
                                        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                        multimask_output=False)
@@ -92,16 +108,69 @@ class SingleMaskGraph(torch.nn.Module):
         self.layers, self.sigmoid = len(mlp.layers), bool(getattr(mlp, "sigmoid_output", False))
 
     def forward(self, src, sparse, *weights):
-        d = self.decoder
-        m = src.shape[0]
-        iou_token, x, up = transformer_part(d, self.image_pe, src, sparse)  # up: (M, 32, 256, 256)
+        iou_token, x, up = transformer_part(self.decoder, self.image_pe, src, sparse)  # up: (M, 32, 256, 256)
+        return self._head(iou_token, x, up, weights)
+
+    def _head(self, iou_token, x, up, weights):
+        """The hypernetwork MLP (`weights`), its product with `up` and the IoU head -> logits, iou."""
+        m = x.shape[0]
         for i in range(self.layers):
             x = F.linear(x, weights[2 * i], weights[2 * i + 1])
             x = F.relu(x) if i < self.layers - 1 else x
         x = torch.sigmoid(x) if self.sigmoid else x
         logits = torch.bmm(x[:, None, :], up.flatten(2)).reshape(m, 1, up.shape[2], up.shape[3])
-        iou = d.iou_prediction_head(iou_token)[:, :1]
+        iou = self.decoder.iou_prediction_head(iou_token)[:, :1]
         return logits, iou
+
+
+def _attend(attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SAM's Attention.forward after its input projections: q (M, Nq, D), k and v (M, Nk, D) -> (M, Nq, 256)."""
+    heads = attention.num_heads
+    q, k, v = (attention._separate_heads(x, heads) for x in (q, k, v))
+    attn = torch.softmax(q @ k.permute(0, 1, 3, 2) / math.sqrt(q.shape[-1]), dim=-1)
+    return attention.out_proj(attention._recombine_heads(attn @ v))
+
+
+def shared_transformer_part(decoder, image_pe: torch.Tensor, src: torch.Tensor, index: torch.Tensor,
+                            sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`transformer_part` of ``src[index]``, with the image-only work done once per row of `src`.
+
+    src (P, 256, 64, 64) image embedding plus dense prompt, one row per distinct pair; index (M,) int64, the row of
+    each prompt; sparse (M, T, 256). The first TwoWayAttentionBlock's projections of the image tokens (its
+    token-to-image keys and values, its image-to-token queries: (P, 4096, 128) each) are computed per row and
+    gathered; the rest is SAM's TwoWayTransformer.forward, per prompt. Returns what transformer_part returns.
+    """
+    m = sparse.shape[0]
+    tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], 0)[None].expand(m, -1, -1)
+    tokens = torch.cat([tokens, sparse], 1)  # (M, T + 2, 256): the queries' positional encoding too
+    transformer, (c, h, w) = decoder.transformer, src.shape[1:]
+    image = src.flatten(2).permute(0, 2, 1)  # (P, 4096, 256)
+    pe = image_pe.flatten(2).permute(0, 2, 1)  # (1, 4096, 256)
+    first = transformer.layers[0]  # skip_first_layer_pe: its self-attention has no residual
+    to_image, to_token = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+    keyed = image + pe
+    k1, v1 = to_image.k_proj(keyed)[index], to_image.v_proj(image)[index]  # (M, 4096, 128)
+    q2 = to_token.q_proj(keyed)[index]
+    queries = first.norm1(first.self_attn(q=tokens, k=tokens, v=tokens))
+    queries = first.norm2(queries + _attend(to_image, to_image.q_proj(queries + tokens), k1, v1))
+    queries = first.norm3(queries + first.mlp(queries))
+    update = _attend(to_token, q2, to_token.k_proj(queries + tokens), to_token.v_proj(queries))
+    keys = first.norm4(image[index] + update)  # (M, 4096, 256)
+    for layer in transformer.layers[1:]:
+        queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=pe)
+    attn_out = transformer.final_attn_token_to_image(q=queries + tokens, k=keys + pe, v=keys)
+    hs = transformer.norm_final_attn(queries + attn_out)
+    up = decoder.output_upscaling(keys.transpose(1, 2).reshape(m, c, h, w))
+    return hs[:, 0, :], hs[:, 1, :], up
+
+
+class SharedImageGraph(SingleMaskGraph):
+    """SingleMaskGraph with each image once: forward(src (P, 256, 64, 64), index (M,) int64, sparse (M, T, 256),
+    w0, b0, w1, b1, ...) -> (M, 1, 256, 256) logits, (M, 1) iou of prompt m on row index[m] of src."""
+
+    def forward(self, src, index, sparse, *weights):
+        iou_token, x, up = shared_transformer_part(self.decoder, self.image_pe, src, index, sparse)
+        return self._head(iou_token, x, up, weights)
 
 
 def hyper_weights(model) -> list[torch.Tensor]:
@@ -125,18 +194,26 @@ class OpenVINODecoder:
     """The single-mask decoder compiled by OpenVINO for the CPU (bf16 where native, else f32); the hypernetwork
     weights come from `model` at each call (tuned weights included)."""
 
-    def __init__(self, compiled, model, version: str, threads: int, source: str):
+    def __init__(self, compiled, model, version: str, threads: int, source: str, graph: int = GRAPH):
         self.compiled = compiled
         self.model = model
+        self.graph = graph  # 2: each image once (SharedImageGraph), 1: a copy per prompt (SingleMaskGraph)
         precision = "bf16" if "bfloat16" in str(compiled.get_property("INFERENCE_PRECISION_HINT")) else "f32"
         self.name = f"openvino-{version}-{precision}"
         self.status = f"LiteMedSAM mask decoder: OpenVINO {version} on cpu ({precision}, {threads} threads, {source})"
 
     def __call__(self, image: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image, dense (M, 256, 64, 64), sparse (M, T, 256) float32 CPU -> logits (M, 1, 256, 256), iou (M, 1)."""
+                 index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """image, dense (P, 256, 64, 64), sparse (M, T, 256) float32 CPU, index (M,) row of each prompt (None:
+        P == M) -> logits (M, 1, 256, 256), iou (M, 1)."""
         src = image.detach().float() + dense.detach().float()  # as the torch decoder adds them
-        inputs = [src.contiguous().numpy(), sparse.detach().float().contiguous().numpy()]
+        if index is None:
+            index = torch.arange(len(src))
+        if self.graph == 1:
+            src, index = src[index], None
+        inputs = [src.contiguous().numpy()]
+        inputs += [] if index is None else [index.to(torch.int64).contiguous().numpy()]
+        inputs += [sparse.detach().float().contiguous().numpy()]
         inputs += [w.numpy() for w in hyper_weights(self.model)]
         out = self.compiled(inputs)
         return torch.from_numpy(out[0]), torch.from_numpy(out[1])
@@ -166,34 +243,41 @@ def _openvino_decoder(ov, model, model_dir, weights_id: str, stats: dict) -> Ope
     from .. import __version__
 
     version, threads, core, config = openvino_setup(ov, PRECISION)
+    graph = 1 if os.environ.get(SPLIT_ENV, "1") == "0" else GRAPH
     folder = None
     if model_dir is not None:
-        folder = ir_folder(ov, model_dir, [weights_id, ov.__version__, __version__, "decoder", GRAPH])
+        folder = ir_folder(ov, model_dir, [weights_id, ov.__version__, __version__, "decoder", graph])
         try:
             if _intact(folder, "decoder"):
                 compiled = core.compile_model(str(folder / "decoder.xml"), "CPU", config)
-                return OpenVINODecoder(compiled, model, version, threads, "cached IR")
+                return OpenVINODecoder(compiled, model, version, threads, "cached IR", graph)
         except Exception:  # unreadable despite its manifest: converted again below
             LOG.debug("cached OpenVINO decoder IR unusable", exc_info=True)
-    converted = _convert(ov, model)
+    converted = _convert(ov, model, graph)
     stats["decoder_conversions"] = stats.get("decoder_conversions", 0) + 1
     if folder is not None:
         _save(ov, converted, folder, "decoder")
     return OpenVINODecoder(core.compile_model(converted, "CPU", config), model, version, threads,
-                           "converted from torch")
+                           "converted from torch", graph)
 
 
-def _convert(ov, model):
-    """ov.Model of SingleMaskGraph with a dynamic number of prompts (and of prompt tokens)."""
-    graph = SingleMaskGraph(model).eval()
+def _convert(ov, model, graph: int = GRAPH):
+    """ov.Model of SharedImageGraph (graph 2; SingleMaskGraph: 1) with dynamic numbers of images, prompts and
+    prompt tokens."""
     weights = hyper_weights(model)
-    example = (torch.zeros(2, 256, 64, 64), torch.zeros(2, 2, 256), *weights)
-    shapes = [[-1, 256, 64, 64], [-1, -1, 256]] + [list(w.shape) for w in weights]
+    if graph == 1:
+        module = SingleMaskGraph(model).eval()
+        example = (torch.zeros(2, 256, 64, 64), torch.zeros(2, 2, 256), *weights)
+        shapes = [[-1, 256, 64, 64], [-1, -1, 256]] + [list(w.shape) for w in weights]
+    else:
+        module = SharedImageGraph(model).eval()
+        example = (torch.zeros(2, 256, 64, 64), torch.tensor([0, 1, 1]), torch.zeros(3, 2, 256), *weights)
+        shapes = [[-1, 256, 64, 64], [-1], [-1, -1, 256]] + [list(w.shape) for w in weights]
     was_training = model.mask_decoder.training
     model.mask_decoder.eval()
     try:
         with warnings.catch_warnings(), no_telemetry(), torch.no_grad():
             warnings.simplefilter("ignore")  # the tracer's warnings: not the user's
-            return ov.convert_model(graph, example_input=example, input=shapes)
+            return ov.convert_model(module, example_input=example, input=shapes)
     finally:
         model.mask_decoder.train(was_training)

@@ -85,8 +85,9 @@ class BoxPrompter:
         requests: [(PlaneEmbedding, (N_i, 4) boxes, optional (N_i, H_i, W_i) masks)]; embeddings may be float16.
         Returns [((N_i, H_i, W_i) probabilities, (N_i,) IoU estimates)] in the order of `requests`; with
         `low_res`, the decoder's own output, not resized: (N_i, h_i, w_i), (h_i, w_i) = embedding.resized.
-        decoder: the mask decoder's runtime (core/sam_decoder.py: (M, 256, 64, 64) embeddings, (M, T, 256) sparse
-                 and (M, 256, 64, 64) dense prompts -> (M, 1, 256, 256) logits, (M, 1) IoU); None: torch's.
+        decoder: the mask decoder's runtime (core/sam_decoder.py: (P, 256, 64, 64) embeddings and dense prompts,
+                 (M, T, 256) sparse prompts, (M,) row of each prompt -> (M, 1, 256, 256) logits, (M, 1) IoU);
+                 None: torch's.
         """
         decoder = decoder if decoder is not None else TorchDecoder(self.model)
         prompts = []  # (request, box (4,), mask (H, W) or None), flattened
@@ -109,17 +110,27 @@ class BoxPrompter:
 
     def _decode_chunk(self, requests: list, chunk: list, low_res: bool, decoder,
                       ) -> tuple[list[np.ndarray], list[float]]:
-        """One decoder call for `chunk` [(request index, (4,) box, (H, W) mask or None)]."""
-        features, sparse, dense = [], [], []
+        """One decoder call for `chunk` [(request index, (4,) box, (H, W) mask or None)]: the box-only prompts on
+        one embedding share its row of the decoder's image input (computed once, core/sam_decoder.py), each prompt
+        with a mask has a row of its own."""
+        features, sparse, dense, index = [], [], [], []
+        rows: dict[int, int] = {}  # id(embedding) -> its row, box-only prompts
         for r, box, mask in chunk:
             embedding = requests[r][0]
-            features.append(embedding.features.float())
             prompt = torch.from_numpy(box[None] * embedding.scale).to(self.device)[:, None, :]
             m = None if mask is None else self._mask_prompt(mask[None], embedding)
-            s, d = self.model.prompt_encoder(points=None, boxes=prompt, masks=m)
+            s, d = self.model.prompt_encoder(points=None, boxes=prompt, masks=m)  # d: (1, 256, 64, 64)
             sparse.append(s)
-            dense.append(d)
-        logits, iou = decoder(torch.cat(features), torch.cat(sparse), torch.cat(dense))  # (M, 1, 256, 256), (M, 1)
+            row = rows.get(id(embedding)) if m is None else None
+            if row is None:
+                row = len(features)
+                features.append(embedding.features.float())
+                dense.append(d)
+                if m is None:
+                    rows[id(embedding)] = row
+            index.append(row)
+        index = torch.tensor(index, dtype=torch.int64, device=self.device)
+        logits, iou = decoder(torch.cat(features), torch.cat(sparse), torch.cat(dense), index)  # (M, 1, 256, 256)
         probs = []
         for (r, _, _), logit in zip(chunk, logits):
             embedding = requests[r][0]
