@@ -49,7 +49,18 @@ def child(mode: str, seed: int) -> None:
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
+    from napari_fewshot.plugin import workers
+
     rng = random.Random(seed)
+
+    if hasattr(workers, "stop_at_exit"):  # how long Python's exit waits for the workers (absent before session 17)
+        def timed(real=workers.stop_at_exit):
+            t0 = time.perf_counter()
+            ended = real()
+            print(json.dumps({"exit_wait_s": round(time.perf_counter() - t0, 3), "all_ended": ended}), flush=True)
+            return ended
+
+        workers.stop_at_exit = timed
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
     viewer.window._qt_window.resize(1600, 1000)
@@ -129,8 +140,10 @@ def parent(args) -> None:
             done = subprocess.run([sys.executable, __file__, "--child", mode, "--seed", str(run)], env=env,
                                   capture_output=True, text=True, timeout=1800)
             exited = time.time()
-            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            info = json.loads(lines[-1]) if lines else {}
+            info = {}
+            for line in done.stdout.splitlines():  # the run's facts, then (after) how long the exit waited
+                if line.startswith("{"):
+                    info.update(json.loads(line))
             row = {"run": run, "code": name, **info, "rc": done.returncode,
                    "warnings": done.stderr.count(WARNING), "tracebacks": done.stderr.count("Traceback"),
                    "close_to_exit_s": round(exited - info["close_at"], 2) if "close_at" in info else None,
