@@ -4,8 +4,9 @@ and LiteMedSAM embeddings for every variant, run one after the other per episode
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/busi_nearest_ab.py SEED SHOTS EPISODES VARIANTS [--json F]
 
-VARIANTS: comma-separated, each K[/option=value...] with options of core/nearest.py (bg=all|near,
-profile=near|appearance|all, global=near|all), e.g. "0,3,5,8/profile=all". K = 0 is the default path.
+VARIANTS: comma-separated values of K, e.g. "0,3,5,8". K = 0 is the default path. (Session 15's variants
+"K/bg=near", "K/profile=appearance|all", "K/global=all" set module switches of core/nearest.py that session 17
+removed: run them at commit b2b1b32.)
 Prints per variant mean Dice, hit rate, Dice on hits and CPU-s per segment() call (process time).
 ⚠ LiteMedSAM inside: MedSAM's training data included public breast-ultrasound sets, possibly BUSI.
 """
@@ -21,17 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run  # noqa: E402
-from napari_fewshot.core import nearest  # noqa: E402
 from napari_fewshot.evaluation.busi import localisation, localisation_summary  # noqa: E402
 from napari_fewshot.evaluation.datasets import load_busi  # noqa: E402
-
-OPTIONS = {"bg": "BACKGROUND", "profile": "PROFILE", "global": "GLOBAL"}
-
-
-def parse(spec):
-    k, *opts = spec.split("/")
-    return int(k), {OPTIONS[o.split("=")[0]]: o.split("=")[1] for o in opts}
-
 
 def main():
     ap = argparse.ArgumentParser()
@@ -50,7 +42,6 @@ def main():
     if not a.rank:
         import napari_fewshot.core.finishing as finishing
         finishing.rank_result = lambda *args, **kwargs: None
-    defaults = {name: getattr(nearest, name) for name in OPTIONS.values()}
     names, images, masks = load_busi("../shared/data/busi")
     params = SegmentationParams(cache_dir=a.cache)
     seg = FewShotSegmenter(params)
@@ -70,9 +61,7 @@ def main():
             support[i] = masks[i].astype(np.uint8)
         line = []
         for v in (variants if n % 2 == 0 else variants[::-1]):
-            k, opts = parse(v)
-            for name, value in {**defaults, **opts}.items():
-                setattr(nearest, name, value)
+            k = int(v)
             seg.params = dataclasses.replace(params, nearest_supports=k)
             t = time.process_time()
             result = run(seg.segment(support, indices=[query]))

@@ -1,6 +1,7 @@
 """The box-correction loop (`evaluate busi --protocol interactive --correct box --images 20 --shots 3`, the CLI
-itself) with Check next's ranking rule set per run (core/uncertainty.CHECK_NEXT: signs, estimate, selection), and
-the decoder boxes Check next decoded counted (issue 20 cost; session 16, helper "cost").
+itself) with Check next's ranking rule set per run (core/uncertainty.CHECK_NEXT: signs, estimate), and
+the decoder boxes Check next decoded counted (issue 20 cost; session 16, helper "cost"). The third rule measured in
+session 16, "selection", was removed in session 17: run this script at commit b2b1b32 for it.
 
     OMP_NUM_THREADS=1 [LOOP_CACHE=DIR] python benchmarks/loop_check_next.py SEED MODE OUT.json [ROUNDS]
 
@@ -16,7 +17,7 @@ from napari_fewshot.core import uncertainty as U
 
 seed, mode, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 rounds = sys.argv[4] if len(sys.argv) > 4 else "10"
-assert mode in ("signs", "estimate", "selection"), mode
+assert mode in ("signs", "estimate"), mode
 U.CHECK_NEXT = mode
 boxes = {"n": 0}
 plain = U.box_signs

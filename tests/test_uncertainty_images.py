@@ -21,7 +21,7 @@ SIZE, GRID, SCALE = 64, 8, 20.0  # 64 x 64 px images, an 8 x 8 feature grid (str
 @pytest.fixture(autouse=True)
 def _all_signs(monkeypatch):
     """These tests are about the signs with the stability of moved boxes (CHECK_NEXT "signs"; the default ranks by
-    LiteMedSAM's estimate alone, tests/test_check_next_selected.py)."""
+    LiteMedSAM's estimate alone, tests/test_check_next_cost.py)."""
     monkeypatch.setattr(uncertainty, "CHECK_NEXT", "signs")
 
 

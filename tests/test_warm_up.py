@@ -64,7 +64,7 @@ def test_the_refinement_waits_for_the_warm_up_before_its_own_imports(monkeypatch
     assert warm_up.start(params(True), stack()) is not None
     seen = []
 
-    def refine_result(result, first):
+    def refine_result(result, first, stop=None):
         seen.append(done.is_set())
         return "refined"
         yield  # a generator, as the core's
@@ -74,6 +74,26 @@ def test_the_refinement_waits_for_the_warm_up_before_its_own_imports(monkeypatch
     with pytest.raises(StopIteration) as stop:
         next(job)
     assert stop.value.value == "refined" and seen == [True]
+
+
+def test_a_stopped_refinement_does_not_wait_for_the_warm_up_to_end(monkeypatch):
+    """Cancel or a close while the libraries still import: the refinement's worker ends within 0.1 s (main: it
+    waited for the whole import, seconds on a loaded machine)."""
+    from napari_fewshot.core.progress import Stopped
+
+    release = threading.Event()
+    monkeypatch.setattr(warm_up, "LIBRARIES", ("a_module_that_is_not_there",))
+    monkeypatch.setattr(warm_up, "_import", lambda: release.wait(30))
+    assert warm_up.start(params(True), stack()) is not None
+    asked = threading.Event()
+    threading.Timer(0.2, asked.set).start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(Stopped):
+            warm_up.wait(asked.is_set)
+        assert time.perf_counter() - t0 < 1.5
+    finally:
+        release.set()
 
 
 def test_segment_starts_the_warm_up_of_a_volume_it_leaves_to_be_refined(monkeypatch):

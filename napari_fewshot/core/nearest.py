@@ -6,8 +6,8 @@ is matched against the k painted images whose whole image looks most like it (co
 features: already computed, so it costs ~nothing), as in-context segmentation's prompt retrieval:
 
 - the class maps (not background) come from those k images' local prototypes and their mean (global) prototypes;
-  the background map stays the best match over every painted image (BACKGROUND = "all");
-- propose and select's support profile (the painted objects' sizes and appearance) is theirs (PROFILE).
+  the background map stays the best match over every painted image;
+- propose and select's support profile (the painted objects' sizes and appearance) is theirs.
 
     coarse, near = yield from nearest_scores(segmenter, groups, indices, similarity, support_set, class_ids)
     profiles = profiles_for(near, targets, n_classes, embedding_of)   # a dict, or query -> dict
@@ -16,7 +16,9 @@ Volumes (several slices) are never retrieved from: their painted slices are one 
 of painted images nothing changes (a 5-shot episode with k >= 5 is the default by construction).
 Off by default: on BUSI 20-shot (5 episodes per seed, a loaded CPU) k = 8 gained on seed 0, where it was chosen
 (0.819 -> 0.899), +0.008 on seed 1 and lost 0.21 on seed 2 (a benign lesion missed); BENCHMARKS.md, "BUSI: the
-painted images most like the query" (session 15, helper "busi20").
+painted images most like the query" (session 15, helper "busi20"). The variants measured there (background from the
+k nearest too, their appearance only or no profile of theirs, the global prototypes from every painted image) were
+module switches until session 17; they are in commit b2b1b32.
 """
 
 from __future__ import annotations
@@ -29,11 +31,6 @@ import torch.nn.functional as F
 
 from .matching import PrototypeGroup
 from .prototypes import global_prototypes
-
-BACKGROUND = "all"  # "all": background from every painted image; "near": from the k nearest too
-PROFILE = "near"  # "near": sizes and appearance of the k nearest; "appearance": their appearance only; "all": off
-GLOBAL = "near"  # the mean (global) prototypes: "near" from the k nearest, "all" from every painted image
-
 
 def descriptor(features: torch.Tensor) -> torch.Tensor:
     """(C, h, w) encoder features -> (C,) L2-normalised mean over the cells: the whole image in one vector."""
@@ -59,7 +56,7 @@ def applies(segmenter, support_set, indices: Sequence[int]) -> bool:
 def nearest_scores(segmenter, groups, indices: Sequence[int], similarity: bool, support_set, class_ids: list[int]):
     """The segmenter's coarse scores (bounded.query_scores: slice -> (K + 1, h, w); bounded where it applies and no
     heatmaps are asked for, `similarity`) and, where :func:`applies`, each
-    query's class maps from its k nearest painted images (background per BACKGROUND). Returns (coarse, near:
+    query's class maps from its k nearest painted images (background from every painted image). Returns (coarse, near:
     query -> its nearest support slices; {} when off). A generator (Progress), like the matching."""
     from .bounded import bounded_applies, query_scores
 
@@ -80,14 +77,12 @@ def nearest_scores(segmenter, groups, indices: Sequence[int], similarity: bool, 
         chosen = [g for g in groups[1:] if g.key[2] in set(near[i])]
         painted = [k for k in range(1, len(class_ids) + 1) if any((support_set.targets[s] == k).any() for s in near[i])]
         top = groups[0]
-        if GLOBAL == "near" and len(painted) == len(class_ids):
+        if len(painted) == len(class_ids):
             means = global_prototypes([p for key, p in pieces.items() if key[2] in set(near[i])], support_set.class_ids)
             top = PrototypeGroup.make(None, means, torch.arange(len(class_ids) + 1, device=means.device), len(class_ids))
         mine = yield from query_scores(segmenter, [top] + chosen, [i], False, offsets)
         scores = coarse[i].copy()  # a class none of the nearest holds keeps its map from every painted image
         scores[painted] = mine[i][painted]
-        if BACKGROUND == "near":
-            scores[0] = mine[i][0]
         coarse[i] = scores
     return coarse, near
 
@@ -95,18 +90,9 @@ def nearest_scores(segmenter, groups, indices: Sequence[int], similarity: bool, 
 def profiles_for(near: dict[int, list[int]], targets: dict[int, np.ndarray], n_classes: int,
                  embedding_of: Callable | None = None):
     """select_objects.support_profiles of every painted image (a dict: class position -> profile) when `near` is
-    empty; else query -> the profiles of its nearest painted images (per PROFILE), made when a query asks."""
+    empty; else query -> the profiles (sizes and appearance) of its nearest painted images, made when a query asks."""
     from .select_objects import support_profiles
 
-    if not near or PROFILE == "all":
+    if not near:
         return support_profiles(targets, n_classes, embedding_of)
-    sizes = support_profiles(targets, n_classes) if PROFILE == "appearance" else None  # every painted image's
-
-    def of(query: int):
-        mine = support_profiles({i: targets[i] for i in near.get(query, targets)}, n_classes, embedding_of)
-        if sizes is not None:
-            return {k: p if p is None or sizes[k] is None else
-                    type(p)(sizes[k].log_area, sizes[k].box_shape, p.appearance) for k, p in mine.items()}
-        return mine
-
-    return of
+    return lambda query: support_profiles({i: targets[i] for i in near.get(query, targets)}, n_classes, embedding_of)

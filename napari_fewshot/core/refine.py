@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from .config import RefineParams, SegmentationParams
 from .postprocess import bounding_window
-from .progress import Progress
+from .progress import Progress, Stop, check_stop
 from .sam_prompt import SIDE, box_of, box_region
 from .sam_service import MAX_PROMPTS, LiteMedSAMService
 from .stack import ImageStack
@@ -235,10 +235,12 @@ class Refiner:
         self.stability_memo: tuple[tuple | None, dict] = (None, {})
 
     def refine(self, stack: ImageStack, labels: list[np.ndarray], indices: Sequence[int],
-               class_ids: Sequence[int]) -> Generator[Progress, None, None]:
+               class_ids: Sequence[int], stop: Stop | None = None) -> Generator[Progress, None, None]:
         """Refine labels[i] ((H_i, W_i) label values) in place for every i in `indices`, in that order, a few
         slices per decoder call; yields Progress per slice. Slices without a component to refine cost
-        nothing (no embedding is computed for them)."""
+        nothing (no embedding is computed for them). `stop` (core.progress.check_stop) is checked before each
+        slice's embedding and before the decoder call: a batch stopped midway raises Stopped and writes nothing
+        (the embeddings it computed are kept)."""
         indices = list(indices)
         p = self.params
         # On / off / automatic and embedding ahead do not change what a refinement gives: it keeps the refined slices.
@@ -260,7 +262,7 @@ class Refiner:
                 batch.append((i, coarse, plane_prompts(labels[i], class_ids, p.refine)))
             prompts = sum(len(q.boxes) for _, _, q in batch if q is not None)
             if n + 1 == len(indices) or len(batch) >= SLICES_PER_BATCH or prompts >= MAX_PROMPTS:
-                self._decode(stack, labels, batch, class_ids)
+                self._decode(stack, labels, batch, class_ids, stop)
                 for m, (j, _, _) in enumerate(batch, start=n + 2 - len(batch)):
                     yield Progress(m, len(indices), f"refined slice {j + 1}")
                 batch = []
@@ -273,7 +275,8 @@ class Refiner:
         """RefineParams.reuse_pixels (pixels of LiteMedSAM's 256-px input) in pixels of the (H, W) `plane`."""
         return self.params.refine.reuse_pixels * (max(plane.shape) / SIDE) ** 2
 
-    def _decode(self, stack: ImageStack, labels: list[np.ndarray], batch: list, class_ids: Sequence[int]) -> None:
+    def _decode(self, stack: ImageStack, labels: list[np.ndarray], batch: list, class_ids: Sequence[int],
+                stop: Stop | None = None) -> None:
         """Decode the prompts of every slice of `batch` [(slice, digest of its coarse labels or None when its
         refinement was reused, PlanePrompts or None)] in one go; writes and remembers the refined planes."""
         todo = [(i, q) for i, _, q in batch if q is not None]
@@ -283,8 +286,12 @@ class Refiner:
                      for box, part in zip(q.boxes, q.parts)] for i, q in todo}  # mask prompts: always decoded
         new = [(i, q, [n for n, p in enumerate(known[i]) if p is None]) for i, q in todo]
         new = [(i, q, fresh) for i, q, fresh in new if fresh]
-        requests = [(self.service.embedding_of(stack, i), q.boxes[fresh], None if q.masks is None else q.masks[fresh])
-                    for i, q, fresh in new]
+        requests = []
+        for i, q, fresh in new:  # an embedding is the step's long part (~0.8 CPU-s each): a stop is checked before each
+            check_stop(stop)
+            requests.append((self.service.embedding_of(stack, i), q.boxes[fresh],
+                             None if q.masks is None else q.masks[fresh]))
+        check_stop(stop)
         for (i, q, fresh), probabilities in zip(new, self.service.decode(requests) if requests else []):
             for n, p in zip(fresh, probabilities):
                 known[i][n] = p

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from .postprocess import bounding_window
-from .progress import Progress
+from .progress import Progress, Stop, check_stop
 
 
 @dataclass
@@ -104,17 +104,20 @@ def provisional_plane(refined: np.ndarray, cleaned: np.ndarray, class_ids: Seque
     return out
 
 
-def refine_stream(refiner, result, first: Sequence[int] = ()):
+def refine_stream(refiner, result, first: Sequence[int] = (), stop: Stop | None = None):
     """The work of `FewShotSegmenter.refine_result`: refine result.refinement's slices with `refiner` (a
     core.refine.Refiner) in `refine_order`, yielding a RefinedSlice per slice; returns a new
-    SegmentationResult with the refined labels, finished (clean-up and ranking) by the pending step."""
+    SegmentationResult with the refined labels, finished (clean-up and ranking) by the pending step.
+    `stop` (core.progress.check_stop): checked inside each step (Refiner.refine) and before the finishing step;
+    raises Stopped."""
     pending: PendingRefinement = result.refinement
     labels, class_ids = copy_labels(pending.coarse), list(result.class_ids)
     order = refine_order(pending.indices, first, pending.painted)
-    for n, report in enumerate(refiner.refine(pending.stack, labels, order, class_ids)):
+    for n, report in enumerate(refiner.refine(pending.stack, labels, order, class_ids, stop)):
         i = order[n]
         yield RefinedSlice(report.done, report.total, report.message, index=i,
                            plane=provisional_plane(labels[i], pending.cleaned[i], class_ids))
+    check_stop(stop)
     final = dataclasses.replace(result, labels=labels, uncertainty={}, refinement=None)
     pending.finish(final, refined=True)
     return final

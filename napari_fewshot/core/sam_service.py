@@ -270,7 +270,7 @@ class LiteMedSAMService:
 
     # -- decoding ------------------------------------------------------------------------------------
     def decode(self, requests: Sequence[DecodeRequest], max_prompts: int = MAX_PROMPTS,
-               low_res: bool = False, own_weights: bool = False, with_quality: bool = False) -> list:
+               low_res: bool = False, own_weights: bool = False) -> list[np.ndarray]:
         """Probabilities for every box of every request, decoded together (`max_prompts` per decoder call).
 
         requests: [(PlaneEmbedding, (N_i, 4) boxes x0, y0, x1, y1 in that plane's pixels, optional (N_i, H_i, W_i)
@@ -279,11 +279,9 @@ class LiteMedSAMService:
         the decoder's output at its own size, (N_i, h_i, w_i) with (h_i, w_i) = embedding.resized (no resize:
         many candidates cost a fraction, core/select_objects.py). `own_weights`: decoded with LiteMedSAM's own
         decoder weights even while tuned ones are loaded (selection chooses with them, BENCHMARKS.md, session 11 "ft").
-        `with_quality`: [(probabilities, (N_i,) the decoder's IoU estimates)] instead (:meth:`decode_with_quality`).
         """
         with self._lock, (self._own_weights() if own_weights else contextlib.nullcontext()):
-            decoded = self.decode_with_quality(requests, max_prompts, low_res)
-            return decoded if with_quality else [probs for probs, _ in decoded]
+            return [probs for probs, _ in self.decode_with_quality(requests, max_prompts, low_res)]
 
     @contextlib.contextmanager
     def _own_weights(self):

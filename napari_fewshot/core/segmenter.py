@@ -369,13 +369,13 @@ class FewShotSegmenter:
         p, images = self.params, not (stack.is_volume and len(stack) > 1)
         return images and p.refine.select and p.postprocess and p.refine.enabled_for(stack, self.device)
 
-    def refine_result(self, result: SegmentationResult, first: Sequence[int] = (),
+    def refine_result(self, result: SegmentationResult, first: Sequence[int] = (), stop=None,
                       ) -> Generator[Progress, None, SegmentationResult]:
-        """Refine a `refine_later` result: `first` first, then outward from the paint; yields a RefinedSlice per
-        slice, returns a new result refined, cleaned up and ranked, as without refine_later (core/refinement.py)."""
+        """Refine a `refine_later` result: `first` first, then outward from the paint; yields a RefinedSlice per slice,
+        returns it refined, cleaned up, ranked, as without refine_later (core/refinement.py; `stop`: check_stop's)."""
         if result.refinement is not None and result.refinement.stack is not self._require_image().stack:
             raise FewShotError("This result is of another image than the one set; segment it again to refine it.")
-        return (yield from refine_stream(self.refiner, result, first)) if result.refinement else result
+        return (yield from refine_stream(self.refiner, result, first, stop)) if result.refinement else result
 
     def _coarse_similarity(self, groups, indices: Sequence[int]):
         """Slice index -> (K + 1, h, w) float32 best similarity per class on the feature grid."""

@@ -106,16 +106,14 @@ def low_res(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def candidates(margin: np.ndarray, coarse: np.ndarray, decode: Callable, profile: SupportProfile | None,
                size: tuple[int, int], min_pixels: int = 64, with_probabilities: bool = False,
-               large_peaks: int | None = LARGE_PEAKS, with_estimates: bool = False) -> tuple:
+               large_peaks: int | None = LARGE_PEAKS) -> tuple:
     """One class's candidates on one image (see module doc): (H, W) margin and coarse mask -> their (N, 4) boxes
     in the image's pixels and N (h, w) bool masks at the decoder's own `size` (empty ones dropped). Where the
     class has coarse pixels, only candidates covering at least MIN_COVER of them are kept; a box that cannot
     (a decoded mask lies inside its box) is dropped before it is decoded: a quarter of BUSI's boxes, the same
     candidates kept, at a quarter less decoder time. `with_probabilities`: also their (N, h, w) decoded
     probabilities (the third item). `large_peaks`: 1.4 boxes only around that many of the strongest peaks.
-    `with_estimates`: also (last item) the decoder's (N,) IoU estimates of the kept masks, None when `decode`
-    gives none. decode: (N, 4) boxes, low_res -> (N, h, w) probabilities (low_res True) or (N, H, W), or
-    (probabilities, (N,) IoU estimates)."""
+    decode: (N, 4) boxes, low_res -> (N, h, w) probabilities (low_res True) or (N, H, W)."""
     boxes = propose_boxes(margin, coarse, profile, peaks=PEAKS, components=COMPONENTS, min_pixels=min_pixels,
                           box_margins=MARGINS, peak_sizes=PEAK_SIZES, top_areas=TOP_AREAS,
                           large_peaks=large_peaks)
@@ -127,16 +125,12 @@ def candidates(margin: np.ndarray, coarse: np.ndarray, decode: Callable, profile
     if len(boxes):  # a box proposed twice (a component smaller than the support's area is its own core) once
         boxes = boxes[np.sort(np.unique(boxes, axis=0, return_index=True)[1])]
     if not len(boxes):
-        out = (boxes, [], np.zeros((0, *size), np.float32)) if with_probabilities else (boxes, [])
-        return (*out, None) if with_estimates else out
-    decoded = decode(boxes, True)
-    probabilities, estimates = decoded if isinstance(decoded, tuple) else (decoded, None)
+        return (boxes, [], np.zeros((0, *size), np.float32)) if with_probabilities else (boxes, [])
+    probabilities = decode(boxes, True)
     masks = decoded_masks(boxes * shrink, probabilities)
     kept = [n for n, m in enumerate(masks) if m.any() and (share is None or share[m].sum() >= MIN_COVER * share.sum())]
     out = boxes[kept], [masks[n] for n in kept]
-    out = (*out, np.asarray(probabilities)[kept]) if with_probabilities else out
-    return (*out, None if estimates is None else np.asarray(estimates, np.float32).ravel()[kept]) \
-        if with_estimates else out
+    return (*out, np.asarray(probabilities)[kept]) if with_probabilities else out
 
 
 def full_size(probabilities: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -163,7 +157,7 @@ def selection_score(embedding: PlaneEmbedding, mask: np.ndarray, profile: Suppor
 def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int], decode: Callable,
                  embedding: PlaneEmbedding, profiles: dict[int, SupportProfile | None],
                  min_pixels: int = 64, redraw: bool = False, previous: np.ndarray | None = None,
-                 keep: float | None = None, estimates: dict | None = None) -> np.ndarray:
+                 keep: float | None = None) -> np.ndarray:
     """One image's labels redrawn: per class, the candidate of highest :func:`selection_score`.
 
     labels: (H, W) coarse label values; scores: (K + 1, H, W) class similarity (upsampled, class k of
@@ -175,10 +169,7 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
     box decoded again at full size. Classes without a candidate keep their coarse pixels. previous: (H, W) labels
     this image was given by its last selection (None: none); with `keep` (a margin, :data:`KEEP`), a class keeps
     its previous object unless the best candidate's score beats that object's, scored now, by more than `keep`.
-    estimates: a dict filled with class_id -> the decoder's IoU estimate of its winner's mask, for each class
-    whose winner is drawn from its low-resolution decode (not with `redraw`, not a kept previous object), when
-    `decode` gives estimates (Check next ranks by it, core/uncertainty.py). Returns a new (H, W) array of
-    labels' dtype.
+    Returns a new (H, W) array of labels' dtype.
     """
     out = np.zeros_like(labels)
     chosen = []
@@ -187,8 +178,7 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
         coarse = labels == class_id
         margin = scores[k] - np.delete(scores, k, 0).max(0)
         # the prototypes' own finding anchors the choice: a candidate must cover some of it (MIN_COVER)
-        boxes, masks, probabilities, rated = candidates(margin, coarse, decode, profiles.get(k), size, min_pixels,
-                                                         True, with_estimates=True)
+        boxes, masks, probabilities = candidates(margin, coarse, decode, profiles.get(k), size, min_pixels, True)
         if not masks:
             chosen.append((float("-inf"), class_id, coarse))
             continue
@@ -204,8 +194,6 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
         drawn = decoded_masks(winner, decode(winner, False) if redraw else
                               full_size(probabilities[best:best + 1], labels.shape))[0]
         chosen.append((fit[best], class_id, drawn if drawn.any() else coarse))
-        if estimates is not None and rated is not None and not redraw and drawn.any():
-            estimates[class_id] = float(rated[best])
     for _, class_id, mask in sorted(chosen, key=lambda item: item[0]):  # the best fit wins overlaps
         out[mask] = class_id
     return out
@@ -235,7 +223,6 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
     stroke, an image whose coarse scores, labels and support sizes did not change is not decoded again, and one
     that changed keeps its last selection's objects unless a candidate beats them by :data:`KEEP`."""
     from .predict import upsample
-    from .uncertainty import remember_selection
 
     service = refiner.service  # core/sam_service.py: one model, one embedding cache
     own_choice = not service.tuned_chooses  # Fine-tune's decoder draws the winner; LiteMedSAM's own chooses it
@@ -257,12 +244,10 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
             embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
             scores = upsample(torch.from_numpy(coarse[i])[None], labels[i].shape)[0].numpy()
             decode = lambda boxes, low, e=embedding: service.decode(  # noqa: E731
-                [(e, boxes, None)], low_res=low, own_weights=low and own_choice, with_quality=low)[0]
-            rated = {}
+                [(e, boxes, None)], low_res=low, own_weights=low and own_choice)[0]
             labels[i] = select_plane(labels[i], scores, class_ids, decode, embedding, mine,
                                      refiner.params.refine.min_pixels, redraw=service.decoder_tuned,
-                                     previous=previous, keep=KEEP, estimates=rated)
-            remember_selection(refiner, stack, i, labels[i], class_ids, rated)
+                                     previous=previous, keep=KEEP)
             if memo is not None:
                 memo[i] = (digest, labels[i].copy(), setting)
         yield Progress(n + 1, len(indices), f"selected objects on image {i + 1} of {len(stack)}")

@@ -101,10 +101,6 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
         out = {}
         for i, scores in coarse.items():
             drawn = decode is not None and np.any(labels[i])  # nothing found: 1 whatever the decoder says
-            rated = _selected_quality(labels[i], decode, i) if drawn and CHECK_NEXT == "selection" else None
-            if rated is not None:  # propose and select rated the object it kept: nothing to decode
-                out[i] = 1.0 - float(np.clip(rated, 0.0, 1.0))
-                continue
             jittered = JITTERED_BOXES if CHECK_NEXT == "signs" else 0
             stable, quality = _stability(labels[i], decode, i, jittered) if drawn else (None, None)
             if jittered == 0 and quality is not None:  # LiteMedSAM's estimate of its own box's mask alone
@@ -134,12 +130,11 @@ CHECK_NEXT = "estimate"
 """How an image of a set that LiteMedSAM drew ranks (issue 20's cost: each decoded box ~0.085 CPU-s in f32):
 "signs": :func:`image_error` with the stability of JITTERED_BOXES moved boxes, averaged with 1 - LiteMedSAM's IoU
 estimate of the prediction's box (7 boxes decoded; until session 16); "estimate": 1 - that IoU estimate alone (1
-box); "selection": 1 - the IoU estimate propose and select read when it decoded the kept object
-(:func:`remember_selection`; no box; where it has none, "estimate"). BUSI, the box loop's first segmentation,
-Spearman with 1 - Dice on seeds 1 / 2 (chosen on) / 0: signs 0.58 / 0.70 / 0.80, estimate 0.58 / 0.70 / 0.82,
-selection 0.61 / 0.71 / 0.59 (chosen on 1 / 2, lost held-out seed 0); the box loop, mean Dice of the 20 after 4-13
-drags, signs / estimate: seed 1 0.754 / 0.773 (noc_85 never either way), seed 2 0.777 / 0.799 (noc_85 13 / 12)
-(BENCHMARKS.md, session 16 "cost")."""
+box). BUSI, the box loop's first segmentation, Spearman with 1 - Dice on seeds 1 / 2 (chosen on) / 0: signs
+0.58 / 0.70 / 0.80, estimate 0.58 / 0.70 / 0.82; the box loop, mean Dice of the 20 after 4-13 drags, signs /
+estimate: seed 1 0.754 / 0.773 (noc_85 never either way), seed 2 0.777 / 0.799 (noc_85 13 / 12) (BENCHMARKS.md,
+session 16 "cost"). A third rule, 1 - the IoU estimate propose and select read when it decoded the kept object (no
+box), gave 0.61 / 0.71 / 0.59 and lost held-out seed 0: removed in session 17 (commit b2b1b32 still has it)."""
 STABILITY_GAIN = 4.0  # the stability sign: STABILITY_GAIN x (1 - stability), clipped to [0, 1]: 0.75 or less is a miss
 
 
@@ -193,16 +188,12 @@ def box_signs(labels: np.ndarray, decode: Callable, seed: int = 0,
     return (float(np.mean(ious)) if ious else None), quality
 
 
-def _digest(labels: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(labels).tobytes(), digest_size=16).digest()
-
-
 def _stability(labels: np.ndarray, decode: Decoder, index: int,
                jittered: int = JITTERED_BOXES) -> tuple[float | None, float | None]:
     """box_signs of image `index`, remembered in `decode.memo` (when the decoder has one) per labels:
     re-segmenting after a stroke on another image decodes no box of the images whose labels did not change."""
     memo = getattr(decode, "memo", None)
-    key = (index, _digest(labels), jittered)
+    key = (index, hashlib.blake2b(np.ascontiguousarray(labels).tobytes(), digest_size=16).digest(), jittered)
     if memo is not None and key in memo:
         return memo[key]
     signs = box_signs(labels, partial(decode, index), seed=index, jittered=jittered)
@@ -223,43 +214,12 @@ def refiner_decoder(refiner, stack) -> Decoder:
         return service.decode_with_quality([(service.embedding_of(stack, index), boxes, None)], low_res=True)[0]
 
     # Stabilities and quality estimates already measured on this image set with these decoder weights (kept on
-    # the refiner, which lives as long as its segmenter): see _stability; and propose and select's ratings.
-    decode.memo = _memo(refiner, stack)
-    return decode
-
-
-def _memo(refiner, stack) -> dict:
-    """The refiner's memo of Check next's signs on `stack` with its service's decoder weights (emptied when
-    either changed)."""
-    setting = (stack.signature(), refiner.service.decoder_version)
+    # the refiner, which lives as long as its segmenter): see _stability.
+    setting = (stack.signature(), service.decoder_version)
     if refiner.stability_memo[0] != setting:
         refiner.stability_memo = (setting, {})
-    return refiner.stability_memo[1]
-
-
-def remember_selection(refiner, stack, index: int, labels: np.ndarray, class_ids: Sequence[int],
-                       estimates: dict[int, float]) -> None:
-    """Keep for Check next what propose and select knows of image `index`: LiteMedSAM's IoU estimate of each
-    kept object's mask (class_id -> estimate, select_objects.select_plane), under the digest of the labels
-    the finishing step will leave ((H, W) `labels` with the largest object per class, postprocess.py); an
-    image ranks by 1 - the lowest of them (:func:`rank_slices`). Nothing is kept when a class in `labels` has
-    no estimate (kept from before, or drawn by a tuned decoder): that image's own box is then decoded. Only with
-    CHECK_NEXT "selection" (nothing is read otherwise)."""
-    from .postprocess import keep_largest_per_image
-
-    if CHECK_NEXT != "selection":
-        return
-    present = [c for c in class_ids if np.any(labels == c)]
-    if not present or any(c not in estimates for c in present):
-        return
-    final = keep_largest_per_image([np.array(labels, copy=True)], present, [0])[0]
-    _memo(refiner, stack)[("selected", index, _digest(final))] = min(estimates[c] for c in present)
-
-
-def _selected_quality(labels: np.ndarray, decode: Decoder, index: int) -> float | None:
-    """The estimate remember_selection kept for image `index` with exactly these (H, W) labels, else None."""
-    memo = getattr(decode, "memo", None)
-    return None if memo is None else memo.get(("selected", index, _digest(labels)))
+    decode.memo = refiner.stability_memo[1]
+    return decode
 
 
 def image_error(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, scale: float,

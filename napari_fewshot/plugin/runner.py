@@ -25,6 +25,12 @@ progress bar, whose ``destroyed`` signal stops everything: a parentless timer be
 when the window outlives ``viewer.close()`` until the interpreter exits, Python's clean-up destroys its
 objects in no set order, so that timer could be gone before the bar (a RuntimeError in a Qt slot:
 SIGABRT). A child is deleted only after its parent's ``destroyed`` has been handled.
+
+A stopped worker ends at its next yield, or inside its step where the job checks its ``stop`` (the streamed
+refinement: within one LiteMedSAM embedding or decoder call, plugin/workers.py). Closing waits for nothing: the
+window closes at once. When Python then exits, plugin/workers.stop_at_exit waits (at most STOP_WAIT_S) for any
+worker still running, so that none emits into Qt objects deleted at exit (superqt's "RuntimeError in aborted
+thread" warning on stderr).
 """
 
 from __future__ import annotations

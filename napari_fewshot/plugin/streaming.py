@@ -13,8 +13,9 @@ the 3D clean-up and Check next's ranking of the refined labels take the place of
 Nothing the user drew is overwritten: support slices are not refined (dense mode copies them), a slice
 edited on the prediction layer itself keeps its edit, and an edit of the support (a stroke, a correction
 seeding its slice, undo) cancels the refinement and drops every plane still to come. A new Segment (or
-any job) cancels it too and starts once it has stopped (after its current slice); re-segmenting then
-decodes only the slices whose coarse labels changed (core/refine.py reuses the others).
+any job) cancels it too and starts once it has stopped (within the LiteMedSAM embedding or decoder call under
+way: refine_job's ``stop``); re-segmenting then decodes only the slices whose coarse labels changed (core/refine.py
+reuses the others).
 
 When a volume's refinement has ended, a quiet background job embeds ahead of need the slices just beyond each
 organ (core/ahead.py), so that a correction which extends an organ does not wait for LiteMedSAM's image encoder.
@@ -36,11 +37,13 @@ KIND = "Refining"
 AHEAD = "Embedding ahead"
 
 
-def refine_job(session, result, first):
+def refine_job(session, result, first, stop=None):
     """Worker: refine ``result`` (a coarse SegmentationResult of ``session``'s segmenter), ``first`` slices
-    first; yields a core.refinement.RefinedSlice per slice, returns the refined, cleaned-up result."""
-    warm_up.wait()  # LiteMedSAM's libraries are imported by then (plugin/warm_up.py)
-    return (yield from session.segmenter.refine_result(result, first))
+    first; yields a core.refinement.RefinedSlice per slice, returns the refined, cleaned-up result. ``stop``
+    (plugin/workers.py hands it the worker's stop request) is checked inside each slice's step, so Cancel or a
+    close ends the job within one LiteMedSAM embedding or decoder call instead of a whole batch of slices."""
+    warm_up.wait(stop)  # LiteMedSAM's libraries are imported by then (plugin/warm_up.py)
+    return (yield from session.segmenter.refine_result(result, first, stop))
 
 
 def ahead_job(session, result):
@@ -100,7 +103,7 @@ class Streaming(QObject):
         return worker
 
     def stop(self) -> None:
-        """Cancel the running refinement (after its current slice) and write nothing more of it."""
+        """Cancel the running refinement (within its current embedding or decoder call) and write nothing more of it."""
         if self.worker is not None:
             self.widget.runner.cancel_background()
         self._forget()
@@ -186,6 +189,8 @@ class Streaming(QObject):
         self._ahead_watched, self.ahead = [], None
 
     def _ended(self, worker) -> None:
+        if self.widget.runner.closed:  # the window has gone (its timer with it): a worker that ended after the close
+            return
         if worker is self.worker:
             self.flush()
             if self._pending:  # its result has yet to reach _finished: keep the target (and the watched edits)

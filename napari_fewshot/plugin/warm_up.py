@@ -35,11 +35,16 @@ def start(params, stack) -> threading.Thread | None:
     return thread
 
 
-def wait() -> None:
-    """Block until a warm-up thread still importing has finished (the refinement's worker, before its imports)."""
+def wait(stop=None) -> None:
+    """Block until a warm-up thread still importing has finished (the refinement's worker, before its imports), or
+    raise core.progress.Stopped once ``stop()`` (None: never) is true, checked every 0.1 s."""
+    from ..core.progress import check_stop
+
     thread = _running()
-    if thread is not None and thread is not threading.current_thread():
-        thread.join()
+    while thread is not None and thread is not threading.current_thread() and thread.is_alive():
+        check_stop(stop)
+        thread.join(0.1)
+    check_stop(stop)
 
 
 def _running() -> threading.Thread | None:

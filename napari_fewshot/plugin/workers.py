@@ -4,7 +4,12 @@ Each job is a generator function: it yields :class:`~napari_fewshot.core.Progres
 for a quick preview, a :class:`Preview`), and returns its result. :func:`start` wraps it in a
 :class:`ClosingWorker`: ``worker.quit()`` stops it between two yields and then *closes* the
 generator in the worker thread, so the core's clean-up (``finally`` blocks: fine-tuning puts the
-encoder back in eval mode and drops stale features) runs before ``finished`` is emitted.
+encoder back in eval mode and drops stale features) runs before ``finished`` is emitted. A job function with a
+``stop`` parameter gets a callable true once ``quit()`` was called, to stop *inside* a long step (LiteMedSAM's
+refinement, core.progress.check_stop): its Stopped ends the worker as a stop at a yield does. :func:`wait_ended`
+waits, bounded, for stopped workers to end: a worker still running when Python exits emits into deleted Qt objects
+(superqt's "RuntimeError in aborted thread" warning on stderr), so when Python exits (``atexit``, which runs before
+Qt's objects are deleted) every worker still running is stopped and waited for, up to STOP_WAIT_S.
 
 A :class:`Job` is built on the Qt thread and carries everything its worker needs: the image's planes as
 the core segments them (:class:`~.session.ImagePlanes`, views of the layer's data), a copy of the
@@ -13,8 +18,12 @@ support and the settings. No job reads a napari layer.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import inspect
+import threading
 import time
+import weakref
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +31,13 @@ from typing import Any
 import numpy as np
 from napari.qt.threading import GeneratorWorker, create_worker
 
+from ..core.progress import Stopped
 from ..errors import FewShotError
 from . import warm_up
 from .session import ImagePlanes, ImageSession, painted_slices
 
 
+STOP_WAIT_S = 5.0  # at most this long for stopped workers to end (the rest of a step: one LiteMedSAM embedding)
 PROGRESS_S = 0.25  # at most one progress report per this many seconds from a segmentation (see thinned)
 
 
@@ -61,14 +72,60 @@ class Job:
 
 
 class ClosingWorker(GeneratorWorker):
-    """A GeneratorWorker that closes its generator when aborted (runs the core's clean-up)."""
+    """A GeneratorWorker that closes its generator when aborted (runs the core's clean-up), hands a job function
+    with a ``stop`` parameter its stop request, and sets ``ended`` once it has run (its last signal emitted)."""
+
+    def __init__(self, func, *args, **kwargs):
+        if "stop" in inspect.signature(func).parameters:
+            kwargs["stop"] = lambda: self.abort_requested
+        super().__init__(func, *args, **kwargs)
+        self.ended = threading.Event()
+
+    def start(self):
+        global _AT_EXIT
+        if not _AT_EXIT:
+            atexit.register(stop_at_exit)
+            _AT_EXIT = True
+        _STARTED.add(self)
+        super().start()
+
+    def run(self):
+        try:
+            super().run()
+        finally:
+            self.ended.set()
 
     def work(self):
         try:
             return super().work()
+        except Stopped:  # quit() was called and the job stopped inside its step: as if at its next yield
+            self.aborted.emit()
+            return None
         finally:
             if self.abort_requested:
                 self._gen.close()
+
+
+_STARTED: weakref.WeakSet = weakref.WeakSet()  # the ClosingWorkers started (those not yet ended matter at exit)
+_AT_EXIT = False  # stop_at_exit is registered
+
+
+def stop_at_exit(seconds: float = STOP_WAIT_S) -> bool:
+    """Python exits: stop every worker still running and wait for them, at most `seconds`; whether all ended."""
+    running = [w for w in list(_STARTED) if not w.ended.is_set()]
+    for worker in running:
+        worker.quit()
+    return wait_ended(running, seconds)
+
+
+def wait_ended(workers, seconds: float) -> bool:
+    """Wait until every started worker of `workers` (ClosingWorkers, None skipped) has ended, at most `seconds` in
+    all; whether they all have. Blocks the calling (Qt) thread: call it once the window is hidden."""
+    deadline = time.monotonic() + seconds
+    for worker in workers:
+        if worker is not None and worker.is_running and not worker.ended.wait(max(0.0, deadline - time.monotonic())):
+            return False
+    return True
 
 
 def start(job: Callable[..., Generator], *args, on_yield=None, on_return=None, on_error=None,
