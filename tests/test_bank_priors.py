@@ -152,7 +152,7 @@ class _Recorder:
     def __init__(self, grow=0):
         self.seen, self.grow = {}, grow
 
-    def refine(self, stack, labels, indices, class_ids):
+    def refine(self, stack, labels, indices, class_ids, stop=None):
         for i in indices:
             self.seen[int(i)] = np.array(labels[i], copy=True)
             if self.grow:

@@ -113,7 +113,7 @@ def refine_stream(refiner, result, first: Sequence[int] = (), stop: Stop | None 
     pending: PendingRefinement = result.refinement
     labels, class_ids = copy_labels(pending.coarse), list(result.class_ids)
     order = refine_order(pending.indices, first, pending.painted)
-    for n, report in enumerate(refiner.refine(pending.stack, labels, order, class_ids, stop)):
+    for n, report in enumerate(refiner.refine(pending.stack, labels, order, class_ids, stop=stop)):
         i = order[n]
         yield RefinedSlice(report.done, report.total, report.message, index=i,
                            plane=provisional_plane(labels[i], pending.cleaned[i], class_ids))
