@@ -118,11 +118,11 @@ def install() -> Trace:
     runner.JobRunner._begin = traced_begin
     decode = refine.Refiner._decode
 
-    def traced_decode(self, stack, labels, batch, class_ids):
+    def traced_decode(self, stack, labels, batch, class_ids, *rest, **named):  # (a `stop` since session 17)
         boxes = sum(len(q.boxes) for _, _, q in batch if q is not None)
         before, fresh = _embedded(self), getattr(self.service, "_trace_boxes", 0)
         start = time.perf_counter()
-        decode(self, stack, labels, batch, class_ids)
+        decode(self, stack, labels, batch, class_ids, *rest, **named)
         trace.add("decode (worker)", time.perf_counter() - start)
         trace.mark("decoded", slices=[i for i, _, _ in batch], prompted_boxes=boxes,
                    decoded_boxes=getattr(self.service, "_trace_boxes", 0) - fresh,

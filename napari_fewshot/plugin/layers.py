@@ -114,14 +114,17 @@ def update_prediction(viewer, image: Image, support: Labels, layer: Labels | Non
     """Write ``labels`` into the prediction layer (created when missing or of the wrong shape/dtype).
 
     labels: (S, H, W) (or (H, W) for a 2D image). slices: which slices of ``labels`` are new
-    (None: all, and the layer takes ``labels`` itself, no copy, when its dtype fits). The prediction
-    takes the support's colormap, so a class has one colour everywhere, drawn as contours
-    (:func:`contour_width`) so it is not mistaken for paint.
+    (None: all; a new layer takes ``labels`` itself, no copy, when its dtype fits; an existing one has them
+    written into its own array). The prediction takes the support's colormap, so a class has one colour
+    everywhere, drawn as contours (:func:`contour_width`) so it is not mistaken for paint. One refresh of the
+    shown slice: replacing the data and setting the colormap redrew it twice more, ~40 ms of the Qt thread on a
+    512 x 512 x 100 scan when a correction's coarse result arrived (BENCHMARKS.md, session 17 "draw").
     """
     shape = spatial_shape(image)
     fresh = layer is None or layer not in viewer.layers or layer.data.shape != shape or not _fits(labels, layer.data)
     dtype = np.promote_types(labels.dtype, support.data.dtype) if fresh else layer.data.dtype
     whole = slices is None and labels.shape == shape
+    placed = fresh and whole  # the new layer holds `labels` already
     if fresh:
         names = class_names(support, image)
         metadata = {ROLE_KEY: PREDICTION_NAME, CLASS_NAMES_KEY: names, **source_metadata(image)}
@@ -129,13 +132,18 @@ def update_prediction(viewer, image: Image, support: Labels, layer: Labels | Non
         layer = viewer.add_labels(data, name=PREDICTION_NAME, metadata=metadata, opacity=1.0,
                                   features=label_features(names), **spatial_kwargs(image))
         layer.contour = contour_width(shape)
-    elif whole:
-        layer.data = labels.astype(dtype, copy=False)
-    if not whole:
+    elif whole and not _writable(layer.data):  # (not a writable array: replaced, as before)
+        layer.data, placed = labels.astype(dtype, copy=False), True
+    if not placed:  # in place, even the whole volume: replacing the data redrew the slice once more
         _write_slices(layer.data, labels, slices)
-    copy_colormap(support, layer)
-    layer.refresh()
+    if fresh or unwrap(layer.colormap) != unwrap(support.colormap):  # setting it redraws: only when it differs
+        copy_colormap(support, layer)
+    layer.refresh()  # the one redraw of the slice shown
     return layer
+
+
+def _writable(data) -> bool:
+    return isinstance(data, np.ndarray) and data.flags.writeable
 
 
 def _write_slices(data: np.ndarray, labels: np.ndarray, slices: Iterable[int] | None) -> None:

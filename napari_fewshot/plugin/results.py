@@ -138,6 +138,13 @@ class VolumesLine:
     def __init__(self, widget):
         self.widget, self.pending = widget, None
 
+    def later(self) -> None:
+        """:meth:`refresh` on a later turn of Qt's event loop: its copies (~10 ms of the Qt thread on 512 x 512 x
+        100) are not added to the turn that shows a result (BENCHMARKS.md, session 17 "draw")."""
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, lambda: None if self.widget.runner.closed else self.refresh())
+
     def refresh(self) -> None:
         from napari.qt.threading import create_worker
 

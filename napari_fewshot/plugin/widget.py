@@ -313,7 +313,7 @@ class FewShotWidget(QWidget):
             return
         result = results.show(self.viewer, session, image, support, result, whole, self.ui.heatmap_check.isChecked())
         self.corrections.remember(session, result, whole)  # a whole-volume result orders Check next
-        self.volumes.refresh()
+        self.volumes.later()  # (the next turn: not in the one that shows the result)
         self.explain.remember(image, result, whole)
         if not quiet:  # (a quiet result is the visible slice's coarse preview: the whole volume follows)
             self.streaming.follow(session, image, support, whole, result)  # when refinement is to come
