@@ -132,6 +132,27 @@ def paint_support(widget, reference, label=LIVER, slices=LIVER_SUPPORT_SLICES):
     return support
 
 
+def ct_crop(make_napari_viewer, first: int, stop: int, refine: bool, painted, shown: int):
+    """A viewer with slices `first`..`stop - 1` of the CT sample, the widget docked (cpu, 128 px features, LiteMedSAM's
+    refinement on or off), the liver painted from the reference on the crop's slices `painted`, slice `shown` in view.
+    Returns (viewer, widget, support layer, the crop's reference liver (S, H, W))."""
+    from napari_fewshot.core import RefineParams
+    from napari_fewshot.io import read_labels, read_volume
+    from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
+
+    volume = read_volume(CT_IMAGE)
+    reference = np.where(read_labels(CT_LABELS, like=volume)[first:stop] == LIVER, LIVER, 0).astype(np.uint8)
+    viewer = make_napari_viewer()
+    viewer.add_image(volume.data[first:stop], name="CT crop", contrast_limits=(-200, 300))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    widget.ui.settings["device"].value = "cpu"
+    params = widget.params
+    widget.params = lambda: dataclasses.replace(params(), input_size=128, refine=RefineParams(enabled=refine))
+    support = paint_support(widget, reference, slices=painted)
+    viewer.dims.set_current_step(0, shown)
+    return viewer, widget, support, reference
+
+
 def use_input_size(widget, pixels: int) -> None:
     """Feed the widget's encoder `pixels`-px slices from now on (whatever the form says), so a job takes seconds."""
     params = widget.params

@@ -3,13 +3,9 @@
 the support's differs, and the slice shown is refreshed once. Replacing the data and setting the colormap redrew
 it twice more (~40 ms of the Qt thread on a 512 x 512 x 100 scan, each time a correction's coarse result came)."""
 
-import dataclasses
-
 import numpy as np
 import pytest
-from conftest import LIVER
-
-from napari_fewshot.core import RefineParams
+from conftest import LIVER, ct_crop
 
 pytestmark = pytest.mark.gui
 
@@ -62,23 +58,7 @@ def test_a_new_result_is_written_in_place_with_one_redraw(make_napari_viewer):
 def crop(make_napari_viewer):
     """The widget over 6 slices of the CT sample (refinement off: the coarse result is the result), the liver
     painted on slices 0 and 5. Returns (viewer, widget, support, reference liver (6, H, W))."""
-    from napari_fewshot.io import read_labels, read_volume
-    from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
-
-    volume = read_volume(CT_IMAGE)
-    reference = np.where(read_labels(CT_LABELS, like=volume)[78:84] == LIVER, LIVER, 0).astype(np.uint8)
-    viewer = make_napari_viewer()
-    viewer.add_image(volume.data[78:84], name="CT crop", contrast_limits=(-200, 300))
-    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.settings["device"].value = "cpu"
-    params = widget.params
-    widget.params = lambda: dataclasses.replace(params(), input_size=128, refine=RefineParams(enabled=False))
-    support = widget.create_support_layer()
-    data = support.data
-    data[[0, 5]] = reference[[0, 5]]
-    support.data = data
-    viewer.dims.set_current_step(0, 2)
-    return viewer, widget, support, reference
+    return ct_crop(make_napari_viewer, 78, 84, False, (0, 5), 2)
 
 
 def test_after_a_correction_the_prediction_holds_the_results_labels_and_undo_still_works(crop, qtbot, monkeypatch):

@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import LIVER
+from conftest import LIVER, ct_crop
 
-from napari_fewshot.core import RefineParams, dice
+from napari_fewshot.core import dice
 
 pytestmark = pytest.mark.gui
 
@@ -22,24 +22,7 @@ PAINTED = (0, 7)  # of the 8-slice crop, slices 77-84 of the CT sample: liver on
 def crop_viewer(make_napari_viewer):
     """A viewer with 8 slices of the CT sample, the widget docked (refine on, 128 px features), the liver
     painted on the first and last slice. Returns (viewer, widget, support layer, reference (8, H, W))."""
-    from napari_fewshot.io import read_labels, read_volume
-    from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
-
-    volume = read_volume(CT_IMAGE)
-    reference = read_labels(CT_LABELS, like=volume)[77:85]
-    viewer = make_napari_viewer()
-    viewer.add_image(volume.data[77:85], name="CT crop", contrast_limits=(-200, 300))
-    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-    widget.ui.settings["device"].value = "cpu"
-    params = widget.params
-    widget.params = lambda: dataclasses.replace(params(), input_size=128, refine=RefineParams(enabled=True))
-    support = widget.create_support_layer()
-    data = support.data
-    for z in PAINTED:
-        data[z][reference[z] == LIVER] = LIVER
-    support.data = data
-    viewer.dims.set_current_step(0, 3)
-    return viewer, widget, support, np.where(reference == LIVER, LIVER, 0)
+    return ct_crop(make_napari_viewer, 77, 85, True, PAINTED, 3)
 
 
 def until(qtbot, condition, timeout_s=600):
