@@ -32,6 +32,29 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def release_closed_napari_windows():
+    """Let each test's closed napari windows be freed, with their layers and our dock widget.
+
+    napari 0.9.2's Window._connect_theme connects a lambda to every theme's `canvas` event and _disconnect_theme
+    disconnects a new lambda, which never matches, so every window stays reachable from the global themes. Over the
+    suite that kept every viewer of every test (and each LiteMedSAM service in their widgets): one pytest process grew
+    to ~18 GB. After the test (make_napari_viewer has closed its viewers by then) the lambdas of closed windows go."""
+    yield
+    import sys
+
+    theme = sys.modules.get("napari.utils.theme")
+    if theme is None:
+        return
+    for each in list(theme._themes.values()):
+        emitter = each.events.canvas
+        for callback in emitter.callbacks:
+            if getattr(callback, "__qualname__", "") == "Window._connect_theme.<locals>.<lambda>":
+                window = callback.__closure__[0].cell_contents
+                if not hasattr(window, "_qt_window"):  # closed (napari's Window.close deletes it)
+                    emitter.disconnect(callback)
+
+
+@pytest.fixture(autouse=True)
 def autosave_dir(tmp_path, monkeypatch):
     """Each test autosaves painting into its own folder (never the user's cache)."""
     folder = tmp_path / "autosave"
