@@ -124,6 +124,10 @@ class BoxTool(QObject):
         if self.worker is not None:
             self.worker.quit()
 
+    def release(self) -> None:
+        """Let go of LiteMedSAM (the widget or its window is closed; see FewShotWidget.release)."""
+        self._segmenter = None
+
     def _on_data(self, event) -> None:
         if str(getattr(event, "action", "")) not in ("added", "ActionType.ADDED") or self.closed:
             return

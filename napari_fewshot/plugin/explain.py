@@ -73,6 +73,10 @@ class ExplainTool:
         self._unhook()
         self.viewer.events.status.disconnect(self._keep_in_status)
 
+    def forget(self) -> None:
+        """Let go of the results kept to explain (they hold their segmenter): the widget is gone."""
+        self._image, self._results, self._whole, self.bank = None, {}, None, None
+
     def _unhook(self) -> None:
         for callbacks, callback in ((self.viewer.mouse_move_callbacks, self._on_move),
                                     (self.viewer.mouse_drag_callbacks, self._on_press)):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from napari.utils.notifications import show_info, show_warning
+
 from ..core import FineTuneParams
 
 
@@ -36,6 +38,24 @@ def done_message(segmenter, params: FineTuneParams, losses: list[float]) -> str 
     if not losses:
         return None
     return f"Fine-tuned the whole encoder {len(losses)} steps (loss {losses[0]:.3f} -> {losses[-1]:.3f})"
+
+
+def reset_weights(widget) -> bool:
+    """The Reset button: undo all fine-tuning of the widget's chosen image (its segmenter's weights) and say so, or
+    say why not; whether weights were reset (the widget then re-segments an existing prediction)."""
+    session = widget.session
+    if widget.runner.occupied or session is None:  # a quiet job embedding ahead uses none of the tuned weights
+        show_warning("Wait for the running job to finish (or Cancel it) before resetting the weights."
+                     if widget.runner.occupied else "Pick an image layer first.")
+        return False
+    if session.segmenter is None or not session.segmenter.is_fine_tuned:
+        show_info("The encoder has its original weights already.")
+        return False
+    message = reset_message(session.segmenter)
+    session.segmenter.reset_weights()
+    widget.model_status.update()
+    show_info(message)
+    return True
 
 
 def reset_message(segmenter) -> str:

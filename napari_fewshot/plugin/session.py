@@ -42,6 +42,13 @@ class ImageSession:
     def disconnect(self) -> None:
         self.layer.events.data.disconnect(self.mark_stale)
 
+    def release(self) -> None:
+        """The widget is gone: stop listening and let go of the segmenter (features, LiteMedSAM) and the last result.
+        A finished worker's signals may keep this session itself alive (napari keeps the workers of its windows)."""
+        self.disconnect()
+        self.segmenter = self.image_ref = self.last_result = None
+        self.stale = True
+
     def reuses_features(self, params) -> bool:
         """True when the segmenter's features stay valid under ``params``: only settings that change how features
         are used differ (core/config.py feature_settings)."""

@@ -16,6 +16,7 @@ anything else too, with the traceback going to the log rather than a dialog.
 
 from __future__ import annotations
 
+import weakref
 from functools import partial
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class FewShotWidget(QWidget):
         self.viewer = viewer
         self.ui = Panel(self, available_encoders())
         self._sessions: dict[int, ImageSession] = {}  # id(image layer) -> its segmenter and results
+        self._forgotten: list[weakref.ref] = []  # sessions of removed layers (jobs may still hold them)
         self.runner = JobRunner(self.ui, self._on_idle)
         self._last_scope: tuple[str, int | None, int | None] = ("all", None, None)
         self._closed = False
@@ -185,19 +187,7 @@ class FewShotWidget(QWidget):
 
     def reset_weights(self):
         """Undo all fine-tuning of the chosen image's segmenter; re-segments an existing prediction."""
-        session = self.session
-        if self.runner.occupied or session is None:  # a quiet job embedding ahead uses none of the tuned weights
-            show_warning("Wait for the running job to finish (or Cancel it) before resetting the weights."
-                         if self.runner.occupied else "Pick an image layer first.")
-            return None
-        if session.segmenter is None or not session.segmenter.is_fine_tuned:
-            show_info("The encoder has its original weights already.")
-            return None
-        message = fine_tuning.reset_message(session.segmenter)
-        session.segmenter.reset_weights()
-        self.model_status.update()
-        show_info(message)
-        return self._refresh_prediction()
+        return self._refresh_prediction() if fine_tuning.reset_weights(self) else None
 
     def cancel(self) -> None:
         """Stop the running job after its current step (fine-tuning keeps the steps taken)."""
@@ -339,13 +329,18 @@ class FewShotWidget(QWidget):
                                 on_finish=self.live.retry_if_dirty)
 
     # -- plumbing --------------------------------------------------------------------------
+    def _viewer_events(self) -> list:
+        """[(viewer event, the widget's slot)]: connected with the widget, disconnected when it closes."""
+        events, step = self.viewer.layers.events, self.viewer.dims.events.current_step
+        return [(event, self._refresh_layer_choices) for event in (events.inserted, events.removed, events.moved,
+                events.reordered)] + [(events.removed, self._forget_removed), (step, self.live.schedule),
+                                      (step, self._show_image_name)]
+
     def _connect(self) -> None:
-        ui, events = self.ui, self.viewer.layers.events
-        for event in (events.inserted, events.removed, events.moved, events.reordered):
-            event.connect(self._refresh_layer_choices)
-        events.removed.connect(self._forget_removed)
-        self.viewer.dims.events.current_step.connect(self.live.schedule)
-        self.viewer.dims.events.current_step.connect(self._show_image_name)
+        ui = self.ui
+        for emitter, slot in self._viewer_events():
+            emitter.connect(slot)
+        ui.progress_bar.destroyed.connect(lambda *_: self.release())  # napari closed the window with the widget
         ui.support_combo.currentTextChanged.connect(lambda *_: self.live.watch(layers.unwrap(self.support_layer)))
         ui.image_combo.currentTextChanged.connect(self._show_image_name)
         ui.new_support_button.clicked.connect(self.create_support_layer)
@@ -363,24 +358,27 @@ class FewShotWidget(QWidget):
 
     def closeEvent(self, event) -> None:
         """Stop jobs and let go of the viewer's events when the dock widget is closed."""
-        if self._closed:
-            return super().closeEvent(event)
-        self._closed = True
-        self.runner.quit_all()
-        self.autosave.close()  # writes pending strokes
-        self.corrections.close()
-        self.guidance.close()
-        self.boxes.close()
-        self.explain.close()
-        self.streaming.close()
-        events = self.viewer.layers.events
-        for event_ in (events.inserted, events.removed, events.moved, events.reordered):
-            event_.disconnect(self._refresh_layer_choices)
-        events.removed.disconnect(self._forget_removed)
-        self.viewer.dims.events.current_step.disconnect(self.live.schedule)
-        self.viewer.dims.events.current_step.disconnect(self._show_image_name)
-        self.live.watch(None)
+        if not self._closed:
+            self._closed = True
+            self.runner.quit_all()
+            self.autosave.close()  # writes pending strokes
+            for part in (self.corrections, self.guidance, self.boxes, self.explain, self.streaming):
+                part.close()
+            for emitter, slot in self._viewer_events():
+                emitter.disconnect(slot)
+            self.live.watch(None)
+            self.release()
         super().closeEvent(event)
+
+    def release(self) -> None:
+        """Let go of the segmenters (features, embeddings, LiteMedSAM: GBs) once the widget or its window is closed:
+        napari 0.9.2 never frees a closed window, so what the widget holds would stay as long as the process."""
+        for session in [*self._sessions.values(), *(ref() for ref in self._forgotten)]:
+            if session is not None:
+                session.release()
+        self._sessions.clear()
+        self.boxes.release()
+        self.explain.forget()
 
     def _refresh_layer_choices(self, *_) -> None:
         self.pickers.refresh()
@@ -392,8 +390,9 @@ class FewShotWidget(QWidget):
     def _forget_removed(self, event) -> None:
         self.pickers.forget(event.value)
         session = self._sessions.pop(id(layers.unwrap(event.value)), None)
-        if session is not None:
+        if session is not None:  # a job may still run on it: released only once the widget is (see release)
             session.disconnect()
+            self._forgotten.append(weakref.ref(session))
 
     def _layer_named(self, name: str, kind):
         layer = self.viewer.layers[name] if name and name in self.viewer.layers else None
