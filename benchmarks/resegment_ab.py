@@ -18,7 +18,7 @@ first); prints wall and CPU seconds (both threads) of each, and whether the labe
 --refine: each segmentation is also refined to the end (``refine_result(coarse, first=[corrected slice])``, as
 the widget streams it), timed separately: LiteMedSAM's re-decode of the slices whose coarse labels changed
 (each segmenter has its own LiteMedSAM service, embeddings computed by Segment all, not shared between A and
-B). Prints the slices decoded and the embeddings computed per correction; --a-decoder-graph 1: A's LiteMedSAM decoder is the converted graph 1 (a copy of the image per box, before session 17),
+B). Prints the slices decoded and the embeddings computed per correction; --a-decoder-graph 1|2: A's LiteMedSAM decoder is the converted graph 1 (a copy of the image per box, before session 17) or 2 (before session 18),
 B's this checkout's (with --a-as-shipped A and B then differ only there). --check-fresh also refines B's coarse
 result with a fresh refiner (no reuse at all, every box decoded, same embeddings; not timed) and says whether the
 labels are identical. After each correction: mean Dice over the classes of A's and B's refined labels against the
@@ -173,7 +173,7 @@ def main() -> None:
             if name.startswith("A") and args.a_decoder_graph is not None:
                 from napari_fewshot.core import sam_decoder
 
-                os.environ[sam_decoder.SPLIT_ENV] = "0" if args.a_decoder_graph == 1 else "1"
+                os.environ[sam_decoder.SPLIT_ENV] = {1: "0", 2: "2"}.get(args.a_decoder_graph, "1")
                 print(name, getattr(seg.sam.decoder_runtime(), "graph", None), seg.sam.runtime_status, flush=True)
                 os.environ.pop(sam_decoder.SPLIT_ENV)
 

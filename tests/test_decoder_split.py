@@ -24,17 +24,17 @@ def prompter():
 
 @pytest.fixture(scope="module")
 def graphs(prompter):
-    """{1: graph 1, 2: graph 2}, converted in memory, compiled in f32."""
+    """{1: graph 1, 2: graph 2, 3: graph 3}, converted in memory, compiled in f32."""
     kept, sam_decoder.PRECISION = sam_decoder.PRECISION, "f32"
     out = {}
     try:
-        for graph in (1, 2):
-            os.environ[sam_decoder.SPLIT_ENV] = "0" if graph == 1 else "1"
+        for graph in (1, 2, 3):
+            os.environ[sam_decoder.SPLIT_ENV] = {1: "0", 2: "2", 3: "1"}[graph]
             out[graph] = sam_decoder._openvino_decoder(openvino, prompter.model, None, "test", {})
     finally:
         sam_decoder.PRECISION = kept
         os.environ.pop(sam_decoder.SPLIT_ENV, None)
-    assert (out[1].graph, out[2].graph) == (1, 2) and out[2].name.endswith("-f32")
+    assert (out[1].graph, out[2].graph, out[3].graph) == (1, 2, 3) and out[2].name.endswith("-f32")
     return out
 
 
@@ -75,11 +75,12 @@ class Capture:
     def __init__(self, runtime):
         self.runtime, self.logits, self.iou, self.rows = runtime, [], [], []
 
-    def __call__(self, image, sparse, dense, index=None):
-        logits, iou = self.runtime(image, sparse, dense, index)
+    def __call__(self, image, sparse, dense, index=None, window=None):
+        logits, iou = self.runtime(image, sparse, dense, index, window)
         self.logits.append(logits)
         self.iou.append(iou)
         self.rows.append((len(image), len(sparse)))
+        self.windows = getattr(self, "windows", []) + [window]
         return logits, iou
 
 

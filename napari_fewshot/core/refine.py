@@ -11,7 +11,9 @@ FewShotSegmenter.segment.
 LiteMedSAM, its embeddings and its decoder belong to the segmenter's LiteMedSAMService (core/sam_service.py,
 shared with the box tool): a slice's embedding is computed once (kept in memory within a byte budget and
 under the feature cache folder, keyed by the windowed pixels), so re-segmenting after a stroke decodes
-boxes only. The prompts of several slices go to the decoder together (one call for up to MAX_PROMPTS), and
+boxes only, and each box is decoded for its own pixels only (the decoder upscales the cells of its token grid
+they read, LiteMedSAMService.decode's `inside`). The prompts of several slices go to the decoder together (up to
+MAX_PROMPTS; one decoder call per slice), and
 a slice whose coarse labels did not change since its last refinement (same image, classes, settings and
 decoder weights) is not decoded again, nor is a box decoded before on its slice (DecodedBoxes); by default a
 component that changed by at most 5 % of its pixels since it was decoded reuses that decode too
@@ -292,7 +294,7 @@ class Refiner:
             requests.append((self.service.embedding_of(stack, i), q.boxes[fresh],
                              None if q.masks is None else q.masks[fresh]))
         check_stop(stop)
-        for (i, q, fresh), probabilities in zip(new, self.service.decode(requests) if requests else []):
+        for (i, q, fresh), probabilities in zip(new, self.service.decode(requests, inside=True) if requests else []):
             for n, p in zip(fresh, probabilities):
                 known[i][n] = p
                 if q.masks is None:

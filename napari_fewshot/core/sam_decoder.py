@@ -1,11 +1,13 @@
 """Which runtime runs LiteMedSAM's mask decoder: OpenVINO on the CPU beside OpenVINO's image encoder, else torch.
 
     runtime = decoder_runtime(encoder_name, model, device, model_dir, weights_id)
-    logits, iou = runtime(image, sparse, dense, index)  # image, dense: (P, 256, 64, 64) float32 embeddings and
-                                                  # dense prompts, one row per distinct (plane, dense prompt);
-                                                  # sparse: (M, T, 256) prompt tokens; index: (M,) int64, the
-                                                  # row of each prompt (None: P == M, row m for prompt m)
-                                                  # -> (M, 1, 256, 256) logits, (M, 1) IoU estimates
+    logits, iou = runtime(image, sparse, dense, index, window)  # image, dense: (P, 256, 64, 64) float32
+                                                  # embeddings and dense prompts, one row per distinct (plane,
+                                                  # dense prompt); sparse: (M, T, 256) prompt tokens; index: (M,)
+                                                  # int64, the row of each prompt (None: P == M, row m for prompt
+                                                  # m); window: (r0, r1, c0, c1) cells of the 64 x 64 token grid
+                                                  # (None: all) -> (M, 1, 4 (r1 - r0), 4 (c1 - c0)) logits
+                                                  # (256 x 256 without a window), (M, 1) IoU estimates
     runtime.name, runtime.status         # "openvino-2026.4.1-bf16", one sentence for the user
 
 After OpenVINO took the image encoder (core/sam_runtime.py), the torch mask decoder was a quarter of a refined
@@ -22,7 +24,13 @@ transformer block's projections of the 4096 image tokens (token-to-image keys an
 queries: ~23 % of one box's multiply-adds) depend on the image only. They are computed once per row of `image`
 and gathered for the prompts by `index`; the rest runs per prompt as before. A prompt with a mask prompt has a
 row of its own (today's cost). ``NAPARI_FEWSHOT_DECODER_SPLIT=0`` converts graph 1 (SingleMaskGraph: a copy
-of ``src`` per prompt, what ran before; for A/B benchmarks).
+of ``src`` per prompt, what ran before; for A/B benchmarks), ``=2`` graph 2.
+
+Graph 3 (WindowGraph; session 18) is graph 2 whose output upscaling (two 2x2 stride-2 transposed convolutions,
+per-pixel LayerNorm, GELUs: a quarter of a decode) and mask product run on a window of the token grid only: both
+are per cell, so the window's logits are the whole grid's, cut out. Refinement reads a decode inside its box only
+(core/refine.py), so it asks for the cells its boxes need (sam_prompt.box_cells); everyone else gets the planes'
+resized part (the same logits as graph 2).
 
 The hypernetwork MLP of the single mask (``output_hypernetworks_mlps.0``: what Fine-tune's decoder tuning
 trains, core/decoder_tuning.py) is an input of the converted graph, not a constant: every call passes the
@@ -38,6 +46,7 @@ import math
 import os
 import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,8 +54,9 @@ from .sam_runtime import _intact, _save, ir_folder, no_telemetry, openvino_setup
 
 LOG = logging.getLogger(__name__)
 HYPER = "output_hypernetworks_mlps.0."  # the decoder's only weights passed at each call (decoder_tuning.TUNED)
-GRAPH = 2  # the converted graph's version (part of the IR's folder name): 2 SharedImageGraph, 1 SingleMaskGraph
-SPLIT_ENV = "NAPARI_FEWSHOT_DECODER_SPLIT"  # "0": graph 1 (a copy of the image per prompt), for A/B benchmarks
+GRAPH = 3  # the converted graph's version (part of the IR's folder name): 3 WindowGraph, 2 SharedImageGraph, 1 SingleMaskGraph
+GRID = 64  # the decoder's token grid (64 x 64 cells, 4 x 4 pixels of the 256 x 256 frame each)
+SPLIT_ENV = "NAPARI_FEWSHOT_DECODER_SPLIT"  # "0": graph 1 (a copy of the image per prompt), "2": graph 2 (A/B benchmarks)
 # Unlike the image encoder's (sam_runtime.PRECISION), the decoder's masks keep to float32's in bfloat16: Dice
 # >= 0.99 against torch float32 on every CT and BUSI mask measured, at half the CPU time (BENCHMARKS.md, session
 # 11). Asked for only where the CPU has bfloat16 natively, else f32 (sam_runtime.openvino_setup: OpenVINO would
@@ -64,14 +74,25 @@ class TorchDecoder:
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor,
-                 index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """image, dense (P, 256, 64, 64), sparse (M, T, 256), index (M,) row of each prompt (None: P == M)
-        -> logits (M, 1, 256, 256), iou (M, 1)."""
+                 index: torch.Tensor | None = None, window: tuple[int, int, int, int] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image, dense (P, 256, 64, 64), sparse (M, T, 256), index (M,) row of each prompt (None: P == M),
+        window (r0, r1, c0, c1) cells of the 64 x 64 grid (None: all) -> logits (M, 1, 4 (r1 - r0), 4 (c1 - c0))
+        of that window (256 x 256 without one), iou (M, 1)."""
         if index is not None:
             image, dense = image[index], dense[index]
-        return self.model.mask_decoder(image_embeddings=image, image_pe=self.model.prompt_encoder.get_dense_pe(),
-                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                       multimask_output=False)
+        logits, iou = self.model.mask_decoder(image_embeddings=image, image_pe=self.model.prompt_encoder.get_dense_pe(),
+                                              sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                              multimask_output=False)
+        return cut(logits, window), iou
+
+
+def cut(logits: torch.Tensor, window: tuple[int, int, int, int] | None) -> torch.Tensor:
+    """(M, 1, 256, 256) logits -> those of `window` (r0, r1, c0, c1) cells of the 64 x 64 grid (None: all)."""
+    if window is None:
+        return logits
+    r0, r1, c0, c1 = window
+    return logits[:, :, 4 * r0:4 * r1, 4 * c0:4 * c1]
 
 
 def transformer_part(decoder, image_pe: torch.Tensor, src: torch.Tensor, sparse: torch.Tensor,
@@ -140,6 +161,14 @@ def shared_transformer_part(decoder, image_pe: torch.Tensor, src: torch.Tensor, 
     token-to-image keys and values, its image-to-token queries: (P, 4096, 128) each) are computed per row and
     gathered; the rest is SAM's TwoWayTransformer.forward, per prompt. Returns what transformer_part returns.
     """
+    iou_token, mask_token, keys = shared_tokens_and_keys(decoder, image_pe, src, index, sparse)
+    return iou_token, mask_token, decoder.output_upscaling(keys)
+
+
+def shared_tokens_and_keys(decoder, image_pe: torch.Tensor, src: torch.Tensor, index: torch.Tensor,
+                           sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`shared_transformer_part` before the output upscaling: ((M, 256) IoU token, (M, 256) single-mask token,
+    (M, 256, 64, 64) image tokens after the transformer)."""
     m = sparse.shape[0]
     tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], 0)[None].expand(m, -1, -1)
     tokens = torch.cat([tokens, sparse], 1)  # (M, T + 2, 256): the queries' positional encoding too
@@ -160,8 +189,7 @@ def shared_transformer_part(decoder, image_pe: torch.Tensor, src: torch.Tensor, 
         queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=pe)
     attn_out = transformer.final_attn_token_to_image(q=queries + tokens, k=keys + pe, v=keys)
     hs = transformer.norm_final_attn(queries + attn_out)
-    up = decoder.output_upscaling(keys.transpose(1, 2).reshape(m, c, h, w))
-    return hs[:, 0, :], hs[:, 1, :], up
+    return hs[:, 0, :], hs[:, 1, :], keys.transpose(1, 2).reshape(m, c, h, w)
 
 
 class SharedImageGraph(SingleMaskGraph):
@@ -171,6 +199,20 @@ class SharedImageGraph(SingleMaskGraph):
     def forward(self, src, index, sparse, *weights):
         iou_token, x, up = shared_transformer_part(self.decoder, self.image_pe, src, index, sparse)
         return self._head(iou_token, x, up, weights)
+
+
+class WindowGraph(SingleMaskGraph):
+    """SharedImageGraph whose upscaling and mask product run on a window of the 64 x 64 token grid only:
+    forward(src (P, 256, 64, 64), index (M,), sparse (M, T, 256), rows (R,) int64, cols (C,) int64 consecutive
+    cells, w0, b0, ...) -> (M, 1, 4R, 4C) logits of the 256 x 256 frame's rows 4 rows[0] .. 4 rows[-1] + 3 (and
+    columns alike), (M, 1) iou. Exact: the upscaling (two 2x2 stride-2 transposed convolutions, a per-pixel
+    LayerNorm, GELUs) and the product with the mask token are per cell, so a window's logits are the whole
+    grid's, cut out. All 64 rows and columns: SharedImageGraph's output (graph 3; session 18)."""
+
+    def forward(self, src, index, sparse, rows, cols, *weights):
+        iou_token, x, keys = shared_tokens_and_keys(self.decoder, self.image_pe, src, index, sparse)
+        keys = keys.index_select(2, rows).index_select(3, cols)
+        return self._head(iou_token, x, self.decoder.output_upscaling(keys), weights)
 
 
 def hyper_weights(model) -> list[torch.Tensor]:
@@ -197,15 +239,17 @@ class OpenVINODecoder:
     def __init__(self, compiled, model, version: str, threads: int, source: str, graph: int = GRAPH):
         self.compiled = compiled
         self.model = model
-        self.graph = graph  # 2: each image once (SharedImageGraph), 1: a copy per prompt (SingleMaskGraph)
+        self.graph = graph  # 3: 2 with a window, 2: each image once (SharedImageGraph), 1: a copy per prompt
         precision = "bf16" if "bfloat16" in str(compiled.get_property("INFERENCE_PRECISION_HINT")) else "f32"
         self.name = f"openvino-{version}-{precision}"
         self.status = f"LiteMedSAM mask decoder: OpenVINO {version} on cpu ({precision}, {threads} threads, {source})"
 
     def __call__(self, image: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor,
-                 index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 index: torch.Tensor | None = None, window: tuple[int, int, int, int] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """image, dense (P, 256, 64, 64), sparse (M, T, 256) float32 CPU, index (M,) row of each prompt (None:
-        P == M) -> logits (M, 1, 256, 256), iou (M, 1)."""
+        P == M), window (r0, r1, c0, c1) cells of the 64 x 64 grid (None: all) -> logits (M, 1, 4 (r1 - r0),
+        4 (c1 - c0)) of that window (256 x 256 without one), iou (M, 1); graph 3 upscales the window only."""
         src = image.detach().float() + dense.detach().float()  # as the torch decoder adds them
         if index is None:
             index = torch.arange(len(src))
@@ -214,9 +258,13 @@ class OpenVINODecoder:
         inputs = [src.contiguous().numpy()]
         inputs += [] if index is None else [index.to(torch.int64).contiguous().numpy()]
         inputs += [sparse.detach().float().contiguous().numpy()]
+        if self.graph == 3:
+            r0, r1, c0, c1 = window if window is not None else (0, GRID, 0, GRID)
+            inputs += [np.arange(r0, r1, dtype=np.int64), np.arange(c0, c1, dtype=np.int64)]
         inputs += [w.numpy() for w in hyper_weights(self.model)]
         out = self.compiled(inputs)
-        return torch.from_numpy(out[0]), torch.from_numpy(out[1])
+        logits = torch.from_numpy(out[0])
+        return (logits if self.graph == 3 else cut(logits, window)), torch.from_numpy(out[1])
 
 
 def decoder_runtime(encoder_name: str, model, device: torch.device, model_dir, weights_id: str,
@@ -243,7 +291,7 @@ def _openvino_decoder(ov, model, model_dir, weights_id: str, stats: dict) -> Ope
     from .. import __version__
 
     version, threads, core, config = openvino_setup(ov, PRECISION)
-    graph = 1 if os.environ.get(SPLIT_ENV, "1") == "0" else GRAPH
+    graph = {"0": 1, "2": 2}.get(os.environ.get(SPLIT_ENV, ""), GRAPH)
     folder = None
     if model_dir is not None:
         folder = ir_folder(ov, model_dir, [weights_id, ov.__version__, __version__, "decoder", graph])
@@ -262,17 +310,22 @@ def _openvino_decoder(ov, model, model_dir, weights_id: str, stats: dict) -> Ope
 
 
 def _convert(ov, model, graph: int = GRAPH):
-    """ov.Model of SharedImageGraph (graph 2; SingleMaskGraph: 1) with dynamic numbers of images, prompts and
-    prompt tokens."""
+    """ov.Model of WindowGraph (graph 3; SharedImageGraph: 2; SingleMaskGraph: 1) with dynamic numbers of images,
+    prompts, prompt tokens and window cells."""
     weights = hyper_weights(model)
     if graph == 1:
         module = SingleMaskGraph(model).eval()
         example = (torch.zeros(2, 256, 64, 64), torch.zeros(2, 2, 256), *weights)
         shapes = [[-1, 256, 64, 64], [-1, -1, 256]] + [list(w.shape) for w in weights]
-    else:
+    elif graph == 2:
         module = SharedImageGraph(model).eval()
         example = (torch.zeros(2, 256, 64, 64), torch.tensor([0, 1, 1]), torch.zeros(3, 2, 256), *weights)
         shapes = [[-1, 256, 64, 64], [-1], [-1, -1, 256]] + [list(w.shape) for w in weights]
+    else:
+        module = WindowGraph(model).eval()
+        example = (torch.zeros(2, 256, 64, 64), torch.tensor([0, 1, 1]), torch.zeros(3, 2, 256),
+                   torch.arange(3, 9), torch.arange(5, 12), *weights)
+        shapes = [[-1, 256, 64, 64], [-1], [-1, -1, 256], [-1], [-1]] + [list(w.shape) for w in weights]
     was_training = model.mask_decoder.training
     model.mask_decoder.eval()
     try:

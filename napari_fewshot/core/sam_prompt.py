@@ -79,15 +79,18 @@ class BoxPrompter:
 
     @torch.no_grad()
     def decode_batch(self, requests: list, max_prompts: int = 32, low_res: bool = False, decoder=None,
-                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+                     inside: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`decode_with_quality` of several planes' boxes, `max_prompts` boxes per decoder call.
 
         requests: [(PlaneEmbedding, (N_i, 4) boxes, optional (N_i, H_i, W_i) masks)]; embeddings may be float16.
         Returns [((N_i, H_i, W_i) probabilities, (N_i,) IoU estimates)] in the order of `requests`; with
         `low_res`, the decoder's own output, not resized: (N_i, h_i, w_i), (h_i, w_i) = embedding.resized.
+        inside: only each box's pixels are wanted (box_region; refinement reads nothing else): the decoder
+                upscales only the cells of the token grid they need (one call per plane), probabilities are exact
+                there and 0 outside the box (not with `low_res`).
         decoder: the mask decoder's runtime (core/sam_decoder.py: (P, 256, 64, 64) embeddings and dense prompts,
-                 (M, T, 256) sparse prompts, (M,) row of each prompt -> (M, 1, 256, 256) logits, (M, 1) IoU);
-                 None: torch's.
+                 (M, T, 256) sparse prompts, (M,) row of each prompt, window of the 64 x 64 grid -> (M, 1, 4R, 4C)
+                 logits of the window, (M, 1) IoU); None: torch's.
         """
         decoder = decoder if decoder is not None else TorchDecoder(self.model)
         prompts = []  # (request, box (4,), mask (H, W) or None), flattened
@@ -99,20 +102,29 @@ class BoxPrompter:
         quality: list[list[float]] = [[] for _ in requests]
         for start in range(0, len(prompts), max_prompts):
             chunk = prompts[start:start + max_prompts]
-            for (r, _, _), p, q in zip(chunk, *self._decode_chunk(requests, chunk, low_res, decoder)):
-                probs[r].append(p)
-                quality[r].append(q)
+            calls = [chunk]
+            if inside and not low_res:  # one call per plane, each with the window its boxes need
+                planes: dict[int, list] = {}
+                for prompt in chunk:
+                    planes.setdefault(id(requests[prompt[0]][0]), []).append(prompt)
+                calls = list(planes.values())
+            for call in calls:
+                for (r, _, _), p, q in zip(call, *self._decode_chunk(requests, call, low_res, decoder,
+                                                                     inside and not low_res)):
+                    probs[r].append(p)
+                    quality[r].append(q)
         out = []
         for (embedding, _, _), p, q in zip(requests, probs, quality):
             empty = np.zeros((0, *(embedding.resized if low_res else embedding.shape)), np.float32)
             out.append((np.stack(p) if p else empty, np.asarray(q, np.float32)))
         return out
 
-    def _decode_chunk(self, requests: list, chunk: list, low_res: bool, decoder,
+    def _decode_chunk(self, requests: list, chunk: list, low_res: bool, decoder, inside: bool = False,
                       ) -> tuple[list[np.ndarray], list[float]]:
         """One decoder call for `chunk` [(request index, (4,) box, (H, W) mask or None)]: the box-only prompts on
         one embedding share its row of the decoder's image input (computed once, core/sam_decoder.py), each prompt
-        with a mask has a row of its own."""
+        with a mask has a row of its own. The decoder upscales the window of the token grid read: the planes'
+        resized part, or (`inside`, one plane) the cells its boxes' pixels read."""
         features, sparse, dense, index = [], [], [], []
         rows: dict[int, int] = {}  # id(embedding) -> its row, box-only prompts
         for r, box, mask in chunk:
@@ -130,15 +142,26 @@ class BoxPrompter:
                     rows[id(embedding)] = row
             index.append(row)
         index = torch.tensor(index, dtype=torch.int64, device=self.device)
-        logits, iou = decoder(torch.cat(features), torch.cat(sparse), torch.cat(dense), index)  # (M, 1, 256, 256)
+        if inside:
+            window = box_cells([box for _, box, _ in chunk], requests[chunk[0][0]][0])
+        else:
+            cells = [(-(-h // 4), -(-w // 4)) for h, w in (requests[r][0].resized for r, _, _ in chunk)]
+            window = (0, max(c[0] for c in cells), 0, max(c[1] for c in cells))
+        logits, iou = decoder(torch.cat(features), torch.cat(sparse), torch.cat(dense), index, window)
         probs = []
-        for (r, _, _), logit in zip(chunk, logits):
+        for (r, box, _), logit in zip(chunk, logits):  # logit: (1, 4R, 4C) of the window
             embedding = requests[r][0]
             h, w = embedding.resized
+            if inside:
+                r0, c0 = 4 * window[0], 4 * window[2]
+                frame = torch.full((1, h, w), -1e4, dtype=logit.dtype, device=logit.device)
+                frame[:, r0:r0 + logit.shape[1], c0:c0 + logit.shape[2]] = logit[:, :h - r0, :w - c0]
+                logit = frame
             up = logit[None, :, :h, :w]
             if not low_res:
                 up = F.interpolate(up, size=embedding.shape, mode="bilinear", align_corners=False)
-            probs.append(torch.sigmoid(up[0, 0]).float().cpu().numpy())
+            p = torch.sigmoid(up[0, 0]).float().cpu().numpy()
+            probs.append(np.where(box_region(box, p.shape), p, 0).astype(np.float32) if inside else p)
         return probs, iou.reshape(-1).float().cpu().tolist()
 
     def _mask_prompt(self, masks: np.ndarray, embedding: PlaneEmbedding) -> torch.Tensor:
@@ -169,3 +192,19 @@ def box_region(box, shape: tuple[int, int]) -> np.ndarray:
     inside_rows = (rows >= np.floor(y0)) & (rows <= np.ceil(y1))
     inside_cols = (cols >= np.floor(x0)) & (cols <= np.ceil(x1))
     return inside_rows[:, None] & inside_cols[None, :]
+
+
+def box_cells(boxes: list, embedding: PlaneEmbedding) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): the cells of the decoder's 64 x 64 token grid whose upscaled logits the plane pixels of
+    `boxes` ((4,) x0, y0, x1, y1 each, box_region's pixels) read through the bilinear resize to the plane (4 x 4
+    pixels of the 256 x 256 frame per cell), with one cell to spare on each side."""
+    (height, width), (h, w) = embedding.shape, embedding.resized
+    out = []
+    for low, high, size, resized in ((min(b[1] for b in boxes), max(b[3] for b in boxes), height, h),
+                                     (min(b[0] for b in boxes), max(b[2] for b in boxes), width, w)):
+        ratio = resized / size  # F.interpolate's source coordinate: (y + 0.5) * ratio - 0.5, clamped at 0
+        first = max(0.0, (np.floor(low) + 0.5) * ratio - 0.5)
+        last = max(0.0, (np.ceil(high) + 0.5) * ratio - 0.5)
+        cells = -(-resized // 4)
+        out += [max(0, int(np.floor(first)) // 4 - 1), min(cells, (int(np.floor(last)) + 1) // 4 + 2)]
+    return out[0], out[1], out[2], out[3]

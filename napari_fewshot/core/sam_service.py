@@ -270,7 +270,7 @@ class LiteMedSAMService:
 
     # -- decoding ------------------------------------------------------------------------------------
     def decode(self, requests: Sequence[DecodeRequest], max_prompts: int = MAX_PROMPTS,
-               low_res: bool = False, own_weights: bool = False) -> list[np.ndarray]:
+               low_res: bool = False, own_weights: bool = False, inside: bool = False) -> list[np.ndarray]:
         """Probabilities for every box of every request, decoded together (`max_prompts` per decoder call).
 
         requests: [(PlaneEmbedding, (N_i, 4) boxes x0, y0, x1, y1 in that plane's pixels, optional (N_i, H_i, W_i)
@@ -279,9 +279,11 @@ class LiteMedSAMService:
         the decoder's output at its own size, (N_i, h_i, w_i) with (h_i, w_i) = embedding.resized (no resize:
         many candidates cost a fraction, core/select_objects.py). `own_weights`: decoded with LiteMedSAM's own
         decoder weights even while tuned ones are loaded (selection chooses with them, BENCHMARKS.md, session 11 "ft").
+        `inside`: only each box's own pixels are read (refinement): 0 outside the box, and the decoder upscales only
+        the part of its token grid they need (sam_prompt.BoxPrompter.decode_batch; ~25 % of a decode saved).
         """
         with self._lock, (self._own_weights() if own_weights else contextlib.nullcontext()):
-            return [probs for probs, _ in self.decode_with_quality(requests, max_prompts, low_res)]
+            return [probs for probs, _ in self.decode_with_quality(requests, max_prompts, low_res, inside)]
 
     @contextlib.contextmanager
     def _own_weights(self):
@@ -297,12 +299,12 @@ class LiteMedSAMService:
             self.mask_decoder.load_state_dict(tuned)
 
     def decode_with_quality(self, requests: Sequence[DecodeRequest], max_prompts: int = MAX_PROMPTS,
-                            low_res: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+                            low_res: bool = False, inside: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`decode`, with the decoder's IoU estimate of each mask: [((N_i, H_i, W_i), (N_i,))]."""
         with self._lock:
             prompter = self.prompter
             own = not isinstance(prompter, BoxPrompter)  # a prompter of its own (tests) decodes itself
-            decoder = {} if own else {"decoder": self.decoder_runtime()}
+            decoder = {} if own else {"decoder": self.decoder_runtime(), "inside": inside}
             if not low_res:
                 return prompter.decode_batch(list(requests), max_prompts, **decoder)
             # Candidates to score, not outlines to keep: few prompts per call (the decoder is memory-bound). On
