@@ -3,6 +3,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/busi_cost_set.py [--images 100] [--painted 3] [--json OUT] [--check-next MODE]
                                                           [--labels OUT.npz]
+                                                          [--refit on|off]
 
 The images are spread evenly over the folder (benign and malignant); the first `painted` are painted with their
 reference masks. No cache folder: each image's lite0 features and LiteMedSAM embedding are computed as for a new
@@ -30,12 +31,17 @@ parser.add_argument("--painted", type=int, default=3)
 parser.add_argument("--data", default="../shared/data/busi")
 parser.add_argument("--json")
 parser.add_argument("--check-next", help="core/uncertainty.CHECK_NEXT for this run (default: the code's)")
+parser.add_argument("--refit", choices=("on", "off"), help="core/select_objects.REFIT: off = () (default: the code's)")
 parser.add_argument("--labels", help="an .npz to save each measured image's labels in (to compare two runs)")
 args = parser.parse_args()
 if args.check_next:
     from napari_fewshot.core import uncertainty
 
     uncertainty.CHECK_NEXT = args.check_next
+if args.refit == "off":
+    from napari_fewshot.core import select_objects
+
+    select_objects.REFIT = ()
 names, images, masks = load_busi(args.data)
 picked = np.linspace(0, len(images) - 1, min(args.images, len(images))).round().astype(int).tolist()
 support = [masks[i].astype(np.uint8) if n < args.painted else np.zeros(masks[i].shape, np.uint8)
