@@ -11,6 +11,9 @@ assert [c["query"] for c in ca] == [c["query"] for c in cb]
 d = np.array([y["dice"] - x["dice"] for x, y in zip(ca, cb)])
 same = sum(abs(v) < 1e-3 for v in d)
 hitchange = sum(x["hit"] != y["hit"] for x, y in zip(ca, cb))
-print(f"base {a['dice_mean']:.4f} (hit {a['hit_rate']:.2f}, on hits {a['dice_on_hits']:.3f})  new {b['dice_mean']:.4f} (hit {b['hit_rate']:.2f}, on hits {b['dice_on_hits']:.3f})  delta {b['dice_mean']-a['dice_mean']:+.4f}  better/worse>0.01 {(d>0.01).sum()}/{(d<-0.01).sum()}  unchanged {same}  hit changed {hitchange}")
+print(f"base {a['dice_mean']:.4f} (hit {a['hit_rate']:.2f}, on hits {a['dice_on_hits']:.3f})  "
+      f"new {b['dice_mean']:.4f} (hit {b['hit_rate']:.2f}, on hits {b['dice_on_hits']:.3f})  "
+      f"delta {b['dice_mean'] - a['dice_mean']:+.4f}  better/worse>0.01 {(d > 0.01).sum()}/{(d < -0.01).sum()}  "
+      f"unchanged {same}  hit changed {hitchange}")
 for v, x in sorted(zip(d, ca), key=lambda t: t[0])[:3]:
     print(f"   worst {x['query']} {v:+.3f}")

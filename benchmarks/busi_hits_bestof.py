@@ -25,5 +25,6 @@ for S in sets:
             d.append(r[best][0])
         d = np.array(d)
         hits = np.array([r["hit"] for r in rows])
-        line.append(f"{k[-2:]}: {d.mean():.4f} ({d.mean()-base.mean():+.4f}, {(d>base+.01).sum()}/{(d<base-.01).sum()}, hits {d[hits].mean():.3f})")
+        line.append(f"{k[-2:]}: {d.mean():.4f} ({d.mean() - base.mean():+.4f}, {(d > base + .01).sum()}/"
+                    f"{(d < base - .01).sum()}, hits {d[hits].mean():.3f})")
     print(f"{' | '.join(S):55s}", "  ".join(line))

@@ -11,9 +11,9 @@ strongest cells covering once and twice the support objects' typical area. They 
 own resolution (the plane's longer side 256, bfloat16 where native: the service's low_res decode) and scored
 there; the winner's own mask then gives boxes that fit it (:data:`REFIT`, :func:`refit`), decoded once more,
 and the best-scoring of the winner and these is resized to full size as the decoder would (:func:`full_size`).
-A 1.4 box only around the strongest peak (LARGE_PEAKS = 1) was tried in session 12: 8 % less CPU per image and +0.011 / +0.003
-at 5 shots (seeds 0 / 1), but -0.010 at 20 shots on seed 1 (held out) and on a 100-image set, so it is off
-(BENCHMARKS.md, session 12 "busi").
+A 1.4 box only around the strongest peak (LARGE_PEAKS = 1) was tried in session 12: 8 % less CPU per image and
++0.011 / +0.003 at 5 shots (seeds 0 / 1), but -0.010 at 20 shots on seed 1 (held out) and on a 100-image set, so
+it is off (BENCHMARKS.md, session 12 "busi").
 Score (:func:`selection_score`): the embedding contrast (:func:`embedding_contrast`: 1 minus the cosine between
 the mean image embedding inside the candidate and in a ring around it, a quarter of its size wide, at least 3
 pixels) plus its likeness to the support (candidate_score.SupportProfile.likeness: the mean cosine of its mean
