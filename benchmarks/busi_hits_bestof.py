@@ -14,10 +14,13 @@ sets = [["rebox 0.1"], ["rebox 0.05"], ["rebox 0.2"], ["rebox 0.1 + mask"], ["ma
         ["rebox 0.1", "rebox 0.1 + mask"], ["rebox 0.05", "rebox 0.1", "rebox 0.2"],
         ["rebox 0.1", "rebox 0.1 x2"], ["rebox 0.05", "rebox 0.2"], ["rebox 0.1", "rebox 0.2"],
         ["rebox 0.1", "mask"], ["rebox 0.1", "rebox 0.1 + mask", "mask"],
-        ["rebox 0.05", "rebox 0.1", "rebox 0.2", "rebox 0.1 + mask"]]
+        ["rebox 0.05", "rebox 0.1", "rebox 0.2", "rebox 0.1 + mask"],
+        ["core 0.9"], ["core 0.97"], ["rebox 0.05", "rebox 0.2", "core 0.9"], ["rebox 0.05", "rebox 0.2", "core 0.97"]]
 for S in sets:
     line = []
     for k, rows in rows_by.items():
+        if any(n not in rows[0] for n in S):
+            continue
         base = np.array([r["today"][0] for r in rows])
         d = []
         for r in rows:

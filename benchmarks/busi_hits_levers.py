@@ -7,7 +7,8 @@ by the real `evaluate busi` run) is drawn again by each lever with the same serv
 (OpenVINO f32 here), at the decoder's own resolution and resized as core/select_objects.full_size does; Dice
 against the reference. The selection itself is not changed: only the outline of the object it chose.
 Levers: "rebox m" (the winner's mask's own box, grown by m, decoded again), "mask" (the winner's box with its
-own decode as the dense prompt, SAM's second pass), "points" (the winner's box plus a positive point at the
+own decode as the dense prompt, SAM's second pass), "core p" (the box of the winner's cells above probability p,
++5 %), "points" (the winner's box plus a positive point at the
 strongest class-margin cell inside the winner's mask and a negative point at the weakest inside the box),
 combinations. CPU seconds per episode (process time) of each lever's extra decodes.
 """
@@ -85,6 +86,14 @@ def levers(service, z) -> dict:
         timed(f"rebox {m}", lambda m=m: rebox(m))
     timed("rebox 0.1 x2", lambda: rebox(0.1, rebox(0.1)[0]))
     timed("rebox 0.05 x2", lambda: rebox(0.05, rebox(0.05)[0]))
+
+    def core(level, margin=0.05):  # the box of the winner's most confident part (the decoder's p > level)
+        p_full = full_size(prob[None], shape)[0]
+        part = (p_full > level) & first
+        return rebox(margin, part if part.sum() >= 16 else first)
+
+    timed("core 0.9", lambda: core(0.9))
+    timed("core 0.97", lambda: core(0.97))
 
     def masked():
         p, q = decode(service, embedding, box[None], full_size(prob[None], shape))
