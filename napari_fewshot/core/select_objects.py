@@ -9,10 +9,11 @@ and 0.25; boxes of 0.7, 1 and 1.4 times the support objects' typical size around
 class's margin map (LARGE_PEAKS can keep the 1.4 ones to the strongest); the box of the two largest components'
 strongest cells covering once and twice the support objects' typical area. They are decoded at the decoder's
 own resolution (the plane's longer side 256, bfloat16 where native: the service's low_res decode) and scored
-there; the winner's decode is resized to full size as the decoder would (:func:`full_size`). A 1.4 box only
-around the strongest peak (LARGE_PEAKS = 1) was tried in session 12: 8 % less CPU per image and +0.011 / +0.003
-at 5 shots (seeds 0 / 1), but -0.010 at 20 shots on seed 1 (held out) and on a 100-image set, so it is off
-(BENCHMARKS.md, session 12 "busi").
+there; the winner's own mask then gives boxes that fit it (:data:`REFIT`, :func:`refit`), decoded once more,
+and the best-scoring of the winner and these is resized to full size as the decoder would (:func:`full_size`).
+A 1.4 box only around the strongest peak (LARGE_PEAKS = 1) was tried in session 12: 8 % less CPU per image and
++0.011 / +0.003 at 5 shots (seeds 0 / 1), but -0.010 at 20 shots on seed 1 (held out) and on a 100-image set, so
+it is off (BENCHMARKS.md, session 12 "busi").
 Score (:func:`selection_score`): the embedding contrast (:func:`embedding_contrast`: 1 minus the cosine between
 the mean image embedding inside the candidate and in a ring around it, a quarter of its size wide, at least 3
 pixels) plus its likeness to the support (candidate_score.SupportProfile.likeness: the mean cosine of its mean
@@ -36,7 +37,7 @@ from scipy import ndimage
 from .candidate_score import SupportProfile
 from .progress import Progress
 from .proposals import decoded_masks, propose_boxes
-from .sam_prompt import SIDE, PlaneEmbedding, box_region
+from .sam_prompt import SIDE, PlaneEmbedding, box_of, box_region
 
 MARGINS = (0.0, 0.1, 0.25)  # component boxes
 COMPONENTS = 3  # the largest predicted components whose boxes are candidates
@@ -154,6 +155,35 @@ def selection_score(embedding: PlaneEmbedding, mask: np.ndarray, profile: Suppor
     return contrast + profile.likeness(inside.cpu().numpy())
 
 
+REFIT = (0.05, 0.2)
+"""Margins of the boxes the winner's own decoded mask gives (its bounding box grown by each share of its size),
+decoded in one call as a second round; the best of the winner and these by :func:`selection_score` is drawn
+(() : off). The selected candidate's box is one of a few fixed shapes (a component's box, a typical-size box
+around a peak), often too large for a small cyst or cutting a large lesion; the mask it gives fits the lesion
+better than the box did. BUSI 5-shot, 50 episodes, offline on the dumped winners (benchmarks/busi_hits_levers.py,
+BENCHMARKS.md session 18 "hits"): +0.025 / +0.022 (seeds 2 / 3) for two more prompts per image."""
+
+
+def refit(drawn: np.ndarray, box: np.ndarray, probabilities: np.ndarray, score: float, decode: Callable,
+          embedding: PlaneEmbedding, profile: SupportProfile | None, margins: Sequence[float] | None = None,
+          ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The winner drawn again from boxes that fit its own mask: drawn (H, W) bool, its (1, 4) box and (1, h, w)
+    low-resolution probabilities, its score -> the (1, 4) box, (1, h, w) probabilities and score of the best by
+    :func:`selection_score` among it and the boxes of `drawn` grown by each of `margins` (default :data:`REFIT`),
+    decoded at low resolution in one call and scored there as the candidates were."""
+    margins = REFIT if margins is None else margins
+    boxes = np.stack([box_of(drawn, m) for m in margins]).astype(np.float32)
+    size = embedding.resized
+    shrink = np.array([size[1] / drawn.shape[1], size[0] / drawn.shape[0]] * 2, np.float32)
+    decoded = np.asarray(decode(boxes, True))
+    masks = decoded_masks(boxes * shrink, decoded)
+    for n, mask in enumerate(masks):
+        value = selection_score(embedding, mask, profile) if mask.any() else float("-inf")
+        if value > score:
+            box, probabilities, score = boxes[n:n + 1], decoded[n:n + 1], value
+    return box, probabilities, score
+
+
 def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int], decode: Callable,
                  embedding: PlaneEmbedding, profiles: dict[int, SupportProfile | None],
                  min_pixels: int = 64, redraw: bool = False, previous: np.ndarray | None = None,
@@ -190,9 +220,13 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
             if np.isfinite(held) and fit[best] <= held + keep:  # the evidence did not clearly change
                 chosen.append((held, class_id, before))
                 continue
-        winner = boxes[best:best + 1]
-        drawn = decoded_masks(winner, decode(winner, False) if redraw else
-                              full_size(probabilities[best:best + 1], labels.shape))[0]
+        winner, won = boxes[best:best + 1], probabilities[best:best + 1]
+        drawn = decoded_masks(winner, full_size(won, labels.shape))[0]
+        if REFIT and drawn.any():  # the winner's own outline gives a box that fits it: drawn again, kept if better
+            winner, won, fit[best] = refit(drawn, winner, won, fit[best], decode, embedding, profiles.get(k))
+            drawn = decoded_masks(winner, full_size(won, labels.shape))[0]
+        if redraw:
+            drawn = decoded_masks(winner, decode(winner, False))[0]
         chosen.append((fit[best], class_id, drawn if drawn.any() else coarse))
     for _, class_id, mask in sorted(chosen, key=lambda item: item[0]):  # the best fit wins overlaps
         out[mask] = class_id

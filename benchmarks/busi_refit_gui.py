@@ -1,0 +1,121 @@
+"""What a sonographer sees of select_objects.REFIT (session 18, "hits"): a folder of BUSI images in a real viewer,
+three painted from their masks, Segment (the widget's button), once with REFIT off and once on (a fresh viewer
+each, so no selection is remembered between them); screenshots of the images that changed, and each image's Dice.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/busi_refit_gui.py OUT_DIR [--show NAME ...]
+
+Prints per image the Dice of the prediction layer against the reference, off and on; writes OUT_DIR/{off,on}_NAME.png
+(the whole window on that image) and OUT_DIR/side_NAME.png (off | on, the canvas only).
+⚠ LiteMedSAM inside: MedSAM's training data included public breast-ultrasound sets, possibly BUSI.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401  (before Qt)
+
+# isort: split
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+DATA = ROOT.parent / "shared" / "data" / "busi" / "benign"
+PAINTED = ("benign (3)", "benign (8)", "benign (5)")
+SEGMENTED = ("benign (11)", "benign (2)", "benign (34)", "benign (30)", "benign (50)", "benign (12)")
+
+
+def pump(seconds: float) -> None:
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def segment(folder: Path, refit: bool, out: Path, show: list[str]) -> dict:
+    import napari
+
+    from napari_fewshot.core import dice, select_objects
+    from napari_fewshot.io import read_busi_mask
+    from napari_fewshot.plugin import IMAGE_SET_KEY
+
+    from gui_driver import wait_idle
+
+    select_objects.REFIT = (0.05, 0.2) if refit else ()
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.open(str(folder), plugin="napari-fewshot")
+    info = viewer.layers[folder.name].metadata[IMAGE_SET_KEY]
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    widget.ui.settings["device"].value = "cpu"
+    pump(0.5)
+    widget.ui.new_support_button.click()
+    support = widget.support_layer
+    data = np.array(support.data)
+    masks = [read_busi_mask(folder / name) for name in info.names]
+    for i, name in enumerate(info.names):
+        if Path(name).stem in PAINTED:
+            data[i, : masks[i].shape[0], : masks[i].shape[1]][masks[i]] = 1
+    support.data = data
+    widget.ui.segment_button.click()
+    wait_idle(widget, settle_s=0)
+    pump(0.5)
+    prediction = np.asarray(widget.prediction_layer.data)
+    scores = {}
+    for i, name in enumerate(info.names):
+        stem = Path(name).stem
+        if stem in PAINTED:
+            continue
+        h, w = masks[i].shape
+        scores[stem] = dice(prediction[i, :h, :w] != 0, masks[i])
+        if stem in show:
+            viewer.dims.set_current_step(0, i)
+            viewer.reset_view()
+            pump(0.5)
+            tag = "on" if refit else "off"
+            viewer.screenshot(str(out / f"{tag}_{stem}.png"), canvas_only=False)
+            viewer.screenshot(str(out / f"canvas_{tag}_{stem}.png"), canvas_only=True)
+    viewer.close()
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--show", nargs="*", default=["benign (11)", "benign (34)", "benign (2)"])
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["NAPARI_FEWSHOT_AUTOSAVE_DIR"] = os.path.join(tmp, "autosave")
+        folder = Path(tmp) / "busi_refit"
+        folder.mkdir()
+        for stem in PAINTED + SEGMENTED:
+            for f in DATA.glob(f"{stem}*.png"):
+                if f.stem == stem or f.stem.startswith(f"{stem}_mask"):
+                    shutil.copy(f, folder / f.name)
+        off = segment(folder, False, args.out, args.show)
+        on = segment(folder, True, args.out, args.show)
+    from PIL import Image
+
+    for stem in args.show:
+        a, b = (Image.open(args.out / f"canvas_{t}_{stem}.png").convert("RGB") for t in ("off", "on"))
+        side = Image.new("RGB", (a.width + b.width + 8, max(a.height, b.height)), (255, 255, 255))
+        side.paste(a, (0, 0))
+        side.paste(b, (a.width + 8, 0))
+        side.save(args.out / f"side_{stem}.png")
+    for stem in off:
+        print(f"{stem:14s} Dice off {off[stem]:.3f}  on {on[stem]:.3f}")
+    print(f"mean of {len(off)}: off {np.mean(list(off.values())):.3f}  on {np.mean(list(on.values())):.3f}")
+
+
+if __name__ == "__main__":
+    main()
