@@ -187,3 +187,27 @@ def wait_idle(qtbot, widget, timeout_s: float = 90.0) -> float:
     t0 = time.perf_counter()
     qtbot.waitUntil(lambda: not widget.busy, timeout=int(timeout_s * 1000))
     return time.perf_counter() - t0
+
+
+SPLIT_SETTING = {1: "0", 2: "2", 3: "1"}  # core/sam_decoder.SPLIT_ENV's value that converts each decoder graph
+
+
+def convert_decoder_graphs(model, graphs) -> dict:
+    """{graph: LiteMedSAM's mask decoder converted to OpenVINO as that graph (core/sam_decoder.py), compiled in f32}
+    for each of `graphs` (1 SingleMaskGraph, 2 SharedImageGraph, 3 WindowGraph), in memory; `model` the LiteMedSAM
+    torch module (BoxPrompter().model)."""
+    import openvino
+
+    from napari_fewshot.core import sam_decoder
+
+    kept, sam_decoder.PRECISION = sam_decoder.PRECISION, "f32"
+    out = {}
+    try:
+        for graph in graphs:
+            os.environ[sam_decoder.SPLIT_ENV] = SPLIT_SETTING[graph]
+            out[graph] = sam_decoder._openvino_decoder(openvino, model, None, "test", {})
+    finally:
+        sam_decoder.PRECISION = kept
+        os.environ.pop(sam_decoder.SPLIT_ENV, None)
+    assert tuple(out[g].graph for g in graphs) == tuple(graphs)
+    return out

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import convert_decoder_graphs
 
 from napari_fewshot.core import sam_decoder
 from napari_fewshot.core.sam_prompt import BoxPrompter, box_of
@@ -25,16 +26,8 @@ def prompter():
 @pytest.fixture(scope="module")
 def graphs(prompter):
     """{1: graph 1, 2: graph 2, 3: graph 3}, converted in memory, compiled in f32."""
-    kept, sam_decoder.PRECISION = sam_decoder.PRECISION, "f32"
-    out = {}
-    try:
-        for graph in (1, 2, 3):
-            os.environ[sam_decoder.SPLIT_ENV] = {1: "0", 2: "2", 3: "1"}[graph]
-            out[graph] = sam_decoder._openvino_decoder(openvino, prompter.model, None, "test", {})
-    finally:
-        sam_decoder.PRECISION = kept
-        os.environ.pop(sam_decoder.SPLIT_ENV, None)
-    assert (out[1].graph, out[2].graph, out[3].graph) == (1, 2, 3) and out[2].name.endswith("-f32")
+    out = convert_decoder_graphs(prompter.model, (1, 2, 3))
+    assert out[2].name.endswith("-f32")
     return out
 
 

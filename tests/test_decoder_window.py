@@ -5,13 +5,11 @@ GELUs) and its mask product are per cell of the 64 x 64 token grid, so decoding 
 the window of cells its boxes read) must give the whole grid's probabilities inside every box, 0 outside, on real
 CT-sample slices, mask prompts included; with the whole grid, graph 3 is graph 2. Compiled in f32."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
+from conftest import convert_decoder_graphs
 
-from napari_fewshot.core import sam_decoder
 from napari_fewshot.core.sam_prompt import BoxPrompter, box_cells, box_of, box_region
 
 openvino = pytest.importorskip("openvino", reason="openvino is not installed: the torch decoder is the only one")
@@ -25,17 +23,7 @@ def prompter():
 @pytest.fixture(scope="module")
 def graphs(prompter):
     """{2: graph 2, 3: graph 3}, converted in memory, compiled in f32."""
-    kept, sam_decoder.PRECISION = sam_decoder.PRECISION, "f32"
-    out = {}
-    try:
-        for graph, env in ((2, "2"), (3, "1")):
-            os.environ[sam_decoder.SPLIT_ENV] = env
-            out[graph] = sam_decoder._openvino_decoder(openvino, prompter.model, None, "test", {})
-    finally:
-        sam_decoder.PRECISION = kept
-        os.environ.pop(sam_decoder.SPLIT_ENV, None)
-    assert (out[2].graph, out[3].graph) == (2, 3)
-    return out
+    return convert_decoder_graphs(prompter.model, (2, 3))
 
 
 @pytest.fixture(scope="module")
