@@ -3,7 +3,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/busi_cost_set.py [--images 100] [--painted 3] [--json OUT] [--check-next MODE]
                                                           [--labels OUT.npz]
-                                                          [--refit on|off]
+                                                          [--refit on|off] [--low-res-prompts N]
 
 The images are spread evenly over the folder (benign and malignant); the first `painted` are painted with their
 reference masks. No cache folder: each image's lite0 features and LiteMedSAM embedding are computed as for a new
@@ -32,6 +32,8 @@ parser.add_argument("--data", default="../shared/data/busi")
 parser.add_argument("--json")
 parser.add_argument("--check-next", help="core/uncertainty.CHECK_NEXT for this run (default: the code's)")
 parser.add_argument("--refit", choices=("on", "off"), help="core/select_objects.REFIT: off = () (default: the code's)")
+parser.add_argument("--low-res-prompts", type=int,
+                    help="core/sam_service.LOW_RES_PROMPTS: candidates per decoder call (default: the code's)")
 parser.add_argument("--labels", help="an .npz to save each measured image's labels in (to compare two runs)")
 args = parser.parse_args()
 if args.check_next:
@@ -42,6 +44,10 @@ from napari_fewshot.core import select_objects  # noqa: E402
 
 if args.refit == "off":
     select_objects.REFIT = ()
+if args.low_res_prompts:
+    from napari_fewshot.core import sam_service
+
+    sam_service.LOW_RES_PROMPTS = args.low_res_prompts
 refit_cpu = [0.0]  # CPU seconds inside select_objects.refit (the second round of propose and select), this image
 _refit = select_objects.refit
 
