@@ -266,10 +266,17 @@ def test_segment_checks_its_outputs_before_reading_or_computing(tmp_path, monkey
 
 
 # -- 7 / 8. a killed batch, Ctrl-C ----------------------------------------------------------------
+# The batch as a terminal starts it: Ctrl-C raises KeyboardInterrupt. A test run started as a background job of a
+# non-interactive shell (`pytest ... &`, nohup) has SIGINT ignored, every child inherits that, and Python then
+# installs no Ctrl-C handler: the batch would rightly ignore the test's Ctrl-C and finish (exit 0).
+_AS_FROM_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                       "from napari_fewshot.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
 def start_batch(bank_path: Path, inputs: Path, out: Path) -> subprocess.Popen:
     """The CLI's batch with one real worker process, in its own process group (like a terminal job)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "napari_fewshot.cli", "batch", str(bank_path), str(inputs), str(out),
+    return subprocess.Popen([sys.executable, "-c", _AS_FROM_A_TERMINAL, "batch", str(bank_path), str(inputs), str(out),
                              "--workers", "1", "--device", "cpu", "--torch-threads", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
