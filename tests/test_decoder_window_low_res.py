@@ -138,3 +138,20 @@ def test_the_image_set_gives_the_same_labels_and_check_next_with_fewer_cells_ups
     upscaled = {side: sum((r1 - r0) * (c1 - c0) * m for (r0, r1, c0, c1), m in zip(spy.windows, spy.prompts))
                 for side, spy in (("off", spy_off), ("on", spy_on))}
     assert upscaled["on"] < 0.6 * upscaled["off"]
+
+
+def test_the_torch_decoder_cuts_the_same_windows(prompter, requests_):
+    """Where OpenVINO is not used (a GPU, torch's runtime) the torch decoder decodes the whole grid and cuts the
+    window: the same probabilities in and around every box."""
+    from napari_fewshot.core.sam_decoder import TorchDecoder
+
+    request = requests_[:1]
+    whole = prompter.decode_batch(request, 4, low_res=True, decoder=TorchDecoder(prompter.model))
+    window = prompter.decode_batch(request, 4, low_res=True, decoder=TorchDecoder(prompter.model), inside=True)
+    (embedding, boxes, _), (pw, qw), (pi, qi) = request[0], whole[0], window[0]
+    shrink = np.array([pw.shape[2] / embedding.shape[1], pw.shape[1] / embedding.shape[0]] * 2, np.float32)
+    assert float(np.abs(qw - qi).max()) < 1e-5
+    for box, a, b in zip(boxes, pw, pi):
+        read = box_region(box * shrink + np.array([-3, -3, 3, 3], np.float32), a.shape)
+        assert float(np.abs(a[read] - b[read]).max()) < 1e-5
+    assert (pi == 0).sum() > (pw == 0).sum()  # beyond each call's window: 0 (not upscaled)
