@@ -34,10 +34,15 @@ def test_by_default_check_next_decodes_one_box_per_image_and_ranks_by_litemedsam
     assert result.uncertainty == {1: pytest.approx(0.2), 2: pytest.approx(0.2)}
 
 
+class Decoded(list):
+    """Boxes per decode call; .inside: whether each call asked for its boxes' cells only."""
+
+
 def _fake_refiner(decoded):
     """A refiner whose LiteMedSAM service records what Check next decodes (masks: the box's inner half)."""
-    def decode_with_quality(requests, low_res=False):
+    def decode_with_quality(requests, low_res=False, inside=False):
         decoded.append(sum(len(b) for _, b, _ in requests))
+        decoded.inside = getattr(decoded, "inside", []) + [inside]
         out = []
         for _, boxes, _ in requests:
             masks = np.zeros((len(boxes), 64, 64), np.float32)
@@ -55,7 +60,7 @@ def test_the_estimate_rule_decodes_the_predictions_own_box_only(monkeypatch):
     """CHECK_NEXT = "estimate": one box per image (the prediction's box + 10 %), ranked 1 - LiteMedSAM's estimate;
     "signs" decodes 1 + JITTERED_BOXES and combines the signs."""
     stack = SimpleNamespace(signature=lambda: "set")
-    decoded = []
+    decoded = Decoded()
     refiner = _fake_refiner(decoded)
     labels = np.zeros((64, 64), np.uint8)
     labels[10:30, 12:40] = 1
@@ -66,3 +71,5 @@ def test_the_estimate_rule_decodes_the_predictions_own_box_only(monkeypatch):
     monkeypatch.setattr(uncertainty, "CHECK_NEXT", "signs")
     signs = rank_slices({1: scores}, [labels, labels], False, 20.0, [0], decode=refiner_decoder(refiner, stack))
     assert decoded == [1, 1 + uncertainty.JITTERED_BOXES] and signs[1] != ranked[1]
+    # one box: only its estimate is read, so its cells alone are upscaled; seven boxes' masks are compared: no window
+    assert decoded.inside == [True, False]

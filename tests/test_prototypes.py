@@ -152,3 +152,14 @@ def test_class_volumes_in_millilitres():
     labels = np.zeros((2, 4, 4), np.uint8)
     labels[0, :2, :2] = 3  # 4 voxels of 2 x 1.5 x 1.5 mm = 18 mm^3
     assert class_volumes(labels, [3, 7], (2.0, 1.5, 1.5)) == {3: (4, 0.018), 7: (0, 0.0)}
+
+
+def test_label_values_are_np_uniques_small_or_large():
+    from napari_fewshot.core.support import label_values
+
+    rng = np.random.default_rng(0)
+    for plane in (np.zeros((50, 70), np.int64), rng.integers(0, 5, (50, 70)), np.array([[0, 70000, 3]]),
+                  np.array([[2 ** 40, 0]]), np.zeros((0, 3), np.int64)):
+        assert np.array_equal(label_values(plane), np.unique(plane))
+    support = parse_support([np.array([[0, 7], [0, 0]]), np.zeros((2, 2), int), np.array([[70000, 0], [3, 0]])])
+    assert support.class_ids == [3, 7, 70000]

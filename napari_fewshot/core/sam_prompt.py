@@ -87,7 +87,9 @@ class BoxPrompter:
         `low_res`, the decoder's own output, not resized: (N_i, h_i, w_i), (h_i, w_i) = embedding.resized.
         inside: only each box's pixels are wanted (box_region; refinement reads nothing else): the decoder
                 upscales only the cells of the token grid they need (one call per plane), probabilities are exact
-                there and 0 outside the box (not with `low_res`).
+                there and 0 outside the box. With `low_res` (selection's candidates, read inside their boxes and,
+                resized to the plane, one pixel around them): exact in each box's cells grown by LOW_RES_SPARE
+                pixels, 0 beyond; a plane's boxes are grouped into calls whose windows overlap most (low_res_calls).
         decoder: the mask decoder's runtime (core/sam_decoder.py: (P, 256, 64, 64) embeddings and dense prompts,
                  (M, T, 256) sparse prompts, (M,) row of each prompt, window of the 64 x 64 grid -> (M, 1, 4R, 4C)
                  logits of the window, (M, 1) IoU); None: torch's.
@@ -100,6 +102,9 @@ class BoxPrompter:
                 prompts.append((r, box, None if masks is None else np.asarray(masks[n], np.float32)))
         probs: list[list[np.ndarray]] = [[] for _ in requests]
         quality: list[list[float]] = [[] for _ in requests]
+        if inside and low_res:
+            probs, quality = self._decode_windows(requests, prompts, max_prompts, decoder)
+            prompts = []
         for start in range(0, len(prompts), max_prompts):
             chunk = prompts[start:start + max_prompts]
             calls = [chunk]
@@ -119,12 +124,32 @@ class BoxPrompter:
             out.append((np.stack(p) if p else empty, np.asarray(q, np.float32)))
         return out
 
+    def _decode_windows(self, requests: list, prompts: list, max_prompts: int, decoder
+                        ) -> tuple[list[list[np.ndarray]], list[list[float]]]:
+        """decode_batch's `low_res` with `inside`: each plane's prompts in calls of <= `max_prompts` grouped by
+        low_res_calls, each call upscaling its boxes' low_res_cells only. prompts: [(request, (4,) box, mask)]."""
+        probs: list[dict[int, np.ndarray]] = [{} for _ in requests]
+        quality: list[dict[int, float]] = [{} for _ in requests]
+        planes: dict[int, list] = {}
+        for n, prompt in enumerate(prompts):
+            planes.setdefault(id(requests[prompt[0]][0]), []).append((n, prompt))
+        for members in planes.values():
+            embedding = requests[members[0][1][0]][0]
+            for group in low_res_calls([box for _, (_, box, _) in members], embedding, max_prompts):
+                call = [members[g][1] for g in group]
+                window = low_res_cells([box for _, box, _ in call], embedding)
+                for g, p, q in zip(group, *self._decode_chunk(requests, call, True, decoder, window=window)):
+                    n, (r, _, _) = members[g]
+                    probs[r][n], quality[r][n] = p, q
+        return ([[d[n] for n in sorted(d)] for d in probs], [[d[n] for n in sorted(d)] for d in quality])
+
     def _decode_chunk(self, requests: list, chunk: list, low_res: bool, decoder, inside: bool = False,
-                      ) -> tuple[list[np.ndarray], list[float]]:
+                      window: tuple[int, int, int, int] | None = None) -> tuple[list[np.ndarray], list[float]]:
         """One decoder call for `chunk` [(request index, (4,) box, (H, W) mask or None)]: the box-only prompts on
         one embedding share its row of the decoder's image input (computed once, core/sam_decoder.py), each prompt
         with a mask has a row of its own. The decoder upscales the window of the token grid read: the planes'
-        resized part, or (`inside`, one plane) the cells its boxes' pixels read."""
+        resized part, or (`inside`, one plane) the cells its boxes' pixels read, or the given `window` (one plane,
+        r0, r1, c0, c1 cells; logits outside it are -1e4, probabilities 0)."""
         features, sparse, dense, index = [], [], [], []
         rows: dict[int, int] = {}  # id(embedding) -> its row, box-only prompts
         for r, box, mask in chunk:
@@ -142,9 +167,10 @@ class BoxPrompter:
                     rows[id(embedding)] = row
             index.append(row)
         index = torch.tensor(index, dtype=torch.int64, device=self.device)
+        framed = inside or window is not None
         if inside:
             window = box_cells([box for _, box, _ in chunk], requests[chunk[0][0]][0])
-        else:
+        elif window is None:
             cells = [(-(-h // 4), -(-w // 4)) for h, w in (requests[r][0].resized for r, _, _ in chunk)]
             window = (0, max(c[0] for c in cells), 0, max(c[1] for c in cells))
         logits, iou = decoder(torch.cat(features), torch.cat(sparse), torch.cat(dense), index, window)
@@ -152,7 +178,7 @@ class BoxPrompter:
         for (r, box, _), logit in zip(chunk, logits):  # logit: (1, 4R, 4C) of the window
             embedding = requests[r][0]
             h, w = embedding.resized
-            if inside:
+            if framed:
                 r0, c0 = 4 * window[0], 4 * window[2]
                 frame = torch.full((1, h, w), -1e4, dtype=logit.dtype, device=logit.device)
                 frame[:, r0:r0 + logit.shape[1], c0:c0 + logit.shape[2]] = logit[:, :h - r0, :w - c0]
@@ -208,3 +234,43 @@ def box_cells(boxes: list, embedding: PlaneEmbedding) -> tuple[int, int, int, in
         cells = -(-resized // 4)
         out += [max(0, int(np.floor(first)) // 4 - 1), min(cells, (int(np.floor(last)) + 1) // 4 + 2)]
     return out[0], out[1], out[2], out[3]
+
+
+LOW_RES_SPARE = 3  # low-resolution pixels around a box whose probabilities low_res_cells keeps exact
+
+
+def low_res_cells(boxes: list, embedding: PlaneEmbedding) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): the cells of the decoder's 64 x 64 token grid (4 x 4 pixels of its low-resolution
+    output each) holding every pixel of `boxes` ((4,) x0, y0, x1, y1 in the plane's pixels) at the decoder's own
+    size, grown by LOW_RES_SPARE pixels: what selection reads of a low-resolution candidate (its box; resized to
+    the plane, the pixels one beyond it), with the rounding of the plane's scale to spare."""
+    h, w = embedding.resized
+    out = []
+    for low, high, resized in ((min(b[1] for b in boxes), max(b[3] for b in boxes), h),
+                               (min(b[0] for b in boxes), max(b[2] for b in boxes), w)):
+        first = int(np.floor(low * embedding.scale)) - LOW_RES_SPARE
+        last = int(np.ceil(high * embedding.scale)) + LOW_RES_SPARE
+        out += [max(0, first // 4), min(-(-resized // 4), last // 4 + 1)]
+    return out[0], out[1], out[2], out[3]
+
+
+def low_res_calls(boxes: list, embedding: PlaneEmbedding, size: int) -> list[list[int]]:
+    """Indices of `boxes` ((4,) each, one plane) in groups of <= `size`, one decoder call each, whose shared
+    windows (low_res_cells) stay small: the largest box left opens a group, which takes the boxes that grow its
+    window least (a component's boxes at three margins, a peak's three sizes are nested: one window)."""
+    cells = [low_res_cells([b], embedding) for b in boxes]
+    area = [(c[1] - c[0]) * (c[3] - c[2]) for c in cells]
+    left = sorted(range(len(boxes)), key=lambda n: (-area[n], n))
+    groups = []
+    while left:
+        group = [left.pop(0)]
+        window = cells[group[0]]
+        while left and len(group) < size:
+            grown = [(max(window[1], cells[n][1]) - min(window[0], cells[n][0]))
+                     * (max(window[3], cells[n][3]) - min(window[2], cells[n][2])) for n in left]
+            n = left.pop(int(np.argmin(grown)))
+            group.append(n)
+            window = (min(window[0], cells[n][0]), max(window[1], cells[n][1]),
+                      min(window[2], cells[n][2]), max(window[3], cells[n][3]))
+        groups.append(sorted(group))
+    return groups

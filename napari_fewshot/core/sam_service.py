@@ -48,6 +48,10 @@ from .stack import ImageStack
 EMBEDDING_BYTES = 256 * 64 * 64 * 2  # one plane's (1, 256, 64, 64) float16 embedding
 MAX_PROMPTS = 32  # prompts per decoder call (each needs ~10 MB of activations)
 LOW_RES_PROMPTS = 4  # per call at low resolution
+LOW_RES_INSIDE = True
+"""`inside` at low resolution (selection's candidates, Check next's one box): each call upscales only its boxes'
+cells (sam_prompt.low_res_cells), a plane's boxes grouped by overlap; False: the planes' whole resized part, as
+before session 19 (A/B benchmarks). The same masks: what is read is exact (BENCHMARKS.md, session 19 "cost")."""
 
 LOG = logging.getLogger(__name__)
 DecodeRequest = tuple  # (PlaneEmbedding, (N, 4) boxes, optional (N, H, W) mask prompts)
@@ -280,7 +284,8 @@ class LiteMedSAMService:
         many candidates cost a fraction, core/select_objects.py). `own_weights`: decoded with LiteMedSAM's own
         decoder weights even while tuned ones are loaded (selection chooses with them, BENCHMARKS.md, session 11 "ft").
         `inside`: only each box's own pixels are read (refinement): 0 outside the box, and the decoder upscales only
-        the part of its token grid they need (sam_prompt.BoxPrompter.decode_batch; ~25 % of a decode saved).
+        the part of its token grid they need (sam_prompt.BoxPrompter.decode_batch; ~25 % of a decode saved). With
+        `low_res` (:data:`LOW_RES_INSIDE`): exact in the box's cells and a few pixels around it, 0 beyond.
         """
         with self._lock, (self._own_weights() if own_weights else contextlib.nullcontext()):
             return [probs for probs, _ in self.decode_with_quality(requests, max_prompts, low_res, inside)]
@@ -312,6 +317,8 @@ class LiteMedSAMService:
             # OpenVINO's float32 is faster than that already (BENCHMARKS.md, ovdec).
             bf16 = not own and not decoder["decoder"].name.startswith("openvino")
             with native_autocast(self.device) if bf16 else contextlib.nullcontext():
+                if not own:
+                    decoder["inside"] = inside and LOW_RES_INSIDE
                 return prompter.decode_batch(list(requests), min(max_prompts, LOW_RES_PROMPTS), low_res=True,
                                              **decoder)
 

@@ -278,7 +278,7 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
             embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
             scores = upsample(torch.from_numpy(coarse[i])[None], labels[i].shape)[0].numpy()
             decode = lambda boxes, low, e=embedding: service.decode(  # noqa: E731
-                [(e, boxes, None)], low_res=low, own_weights=low and own_choice)[0]
+                [(e, boxes, None)], low_res=low, own_weights=low and own_choice, inside=low)[0]  # read in the box
             labels[i] = select_plane(labels[i], scores, class_ids, decode, embedding, mine,
                                      refiner.params.refine.min_pixels, redraw=service.decoder_tuned,
                                      previous=previous, keep=KEEP)

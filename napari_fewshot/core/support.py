@@ -49,6 +49,13 @@ def as_label_array(labels: np.ndarray, what: str = "The support") -> np.ndarray:
     return labels.astype(np.int64, copy=False)
 
 
+def label_values(plane: np.ndarray) -> np.ndarray:
+    """The distinct values of a non-negative integer label map, ascending (np.unique's): counted by np.bincount
+    where they are small (~10x faster on an image: parse_support runs at every segment), else np.unique."""
+    top = int(plane.max()) if plane.size else 0
+    return np.flatnonzero(np.bincount(plane.ravel(), minlength=1)) if top < 1 << 16 else np.unique(plane)
+
+
 def parse_support(
     labels: Sequence[np.ndarray],
     mode: str = "dense",
@@ -76,7 +83,7 @@ def parse_support(
             painted[index] = plane
     if not painted:
         raise FewShotError("The support has no painted pixels; paint at least one class on one slice.")
-    values = sorted({int(v) for plane in painted.values() for v in np.unique(plane)} - {0})
+    values = sorted({int(v) for plane in painted.values() for v in label_values(plane)} - {0})
     if mode == "scribble":
         if background_label not in values:
             raise FewShotError(

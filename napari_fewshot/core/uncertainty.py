@@ -211,7 +211,10 @@ def refiner_decoder(refiner, stack) -> Decoder:
         # at the decoder's own resolution (bfloat16 where native): the signs compare masks with each other and
         # read the IoU estimate, no outline is kept; BUSI, 18 predictions: stability within 0.012, quality within
         # 0.003 of full-size float32's, 0.86 -> 0.68 CPU-s per image (benchmarks/busi_rank_lowres_ab.py)
-        return service.decode_with_quality([(service.embedding_of(stack, index), boxes, None)], low_res=True)[0]
+        # one box (Check next's "estimate"): no other mask to compare with, its estimate alone is read: the decoder
+        # upscales only the box's cells (sam_service.LOW_RES_INSIDE)
+        return service.decode_with_quality([(service.embedding_of(stack, index), boxes, None)], low_res=True,
+                                           inside=len(boxes) == 1)[0]
 
     # Stabilities and quality estimates already measured on this image set with these decoder weights (kept on
     # the refiner, which lives as long as its segmenter): see _stability.
