@@ -4,7 +4,7 @@
 
 For each set of box names (and "top side": the side of the given growth whose added strip has the highest mean
 class margin), each episode keeps today's outline unless the best-scoring box of the set scores higher by more
-than delta; prints the mean Dice change per dump folder, episodes better / worse by > 0.01, and prompts per image.
+than delta; prints the mean Dice change per dump folder and the episodes better / worse by > 0.01.
 """
 import json
 import sys
@@ -51,7 +51,7 @@ def main() -> None:
                         d.append(best[0] if best is not None and best[1] > r["today"][1] + delta else r["today"][0])
                     d = np.array(d)
                     print(f"  {label:28s} delta {delta:.2f}: {d.mean() - base.mean():+.4f}  better/worse "
-                          f"{(d > base + 0.01).sum():2d}/{(d < base - 0.01).sum():2d}  prompts {len(names) if 'top2' not in str(names) else len(names) + 1}")
+                          f"{(d > base + 0.01).sum():2d}/{(d < base - 0.01).sum():2d}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """BUSI: pictures of lesions the growing round (core/select_objects.grow, session 19 "grow") changed.
 
-    PYTHONPATH=$PWD python benchmarks/busi_grow_pictures.py DUMP_DIR OUT_DIR EP [EP ...] [--margins 0.3] [--rounds 2]
+    PYTHONPATH=$PWD python benchmarks/busi_grow_pictures.py DUMP_DIR OUT_DIR EP [EP ...]
 
 DUMP_DIR: busi_hits_dump.py's episodes (queries.json + epNN.npz). For each episode: the image | the reference
-(green) and the outline drawn today (main's refit, red) | the reference and the outline after growing (red), with
-the box LiteMedSAM was given (yellow) and the Dice in the title. Same decoder and code path as busi_hits_levers.py.
+(green) and the outline drawn today (main's refit, red) | the reference and the outline after growing (red, grow
+with the code's defaults and the dumped class margin), with the box LiteMedSAM was given (yellow), Dice and score.
+Same decoder and code path as busi_hits_levers.py.
 """
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ def main() -> None:
     parser.add_argument("dump", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("episodes", nargs="+", type=int)
-    parser.add_argument("--margins", type=float, nargs="*", default=[0.3])
-    parser.add_argument("--sides", type=float, nargs="*", default=[])
-    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     names = json.loads((args.dump / "queries.json").read_text())
@@ -54,8 +52,7 @@ def main() -> None:
         box, prob, score = refit(decoded_masks(box, full_size(prob, shape))[0], box, prob, score, low, embedding,
                                  profile)
         before = decoded_masks(box, full_size(prob, shape))[0]
-        gbox, gprob, gscore = grow(before, box, prob, score, low, embedding, profile, margins=tuple(args.margins),
-                                   sides=tuple(args.sides), rounds=args.rounds)
+        gbox, gprob, gscore = grow(before, box, prob, score, low, embedding, profile, z["margin"].astype(np.float32))
         after = decoded_masks(gbox, full_size(gprob, shape))[0]
         image, truth = image_of(names[n]), z["truth"]
         left = picture(image, [(truth, (0, 255, 0)), (before, (255, 0, 0))], box[0],

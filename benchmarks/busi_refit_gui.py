@@ -4,8 +4,9 @@ each, so no selection is remembered between them); screenshots of the images tha
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/busi_refit_gui.py OUT_DIR [--show NAME ...]
 
-Session 19 ("grow"): `--switch grow` compares the growing round instead (select_objects.GROW off / on, REFIT on in
-both); `--painted` / `--segmented` name other images (e.g. "malignant (12)": the class folder from the name).
+Session 19 ("grow"): `--switch grow` compares the growing round instead (select_objects.grow off: GROW and
+GROW_SIDES () and GROW_CORE None; on: the code's defaults; REFIT on in both); `--painted` / `--segmented` name
+other images (e.g. "malignant (12)": the class folder from the name).
 
 Prints per image the Dice of the prediction layer against the reference, off and on; writes OUT_DIR/{off,on}_NAME.png
 (the whole window on that image) and OUT_DIR/side_NAME.png (off | on, the canvas only).
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 DATA = ROOT.parent / "shared" / "data" / "busi"
 PAINTED = ("benign (3)", "benign (8)", "benign (5)")
+GROW_DEFAULTS: dict = {}  # the code's grow settings, kept before the "off" run changes them
 SEGMENTED = ("benign (11)", "benign (2)", "benign (34)", "benign (30)", "benign (50)", "benign (12)")
 
 
@@ -44,8 +46,7 @@ def pump(seconds: float) -> None:
         time.sleep(0.02)
 
 
-def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINTED, switch: str = "refit",
-            grow=(0.3,)) -> dict:
+def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINTED, switch: str = "refit") -> dict:
     import napari
 
     from napari_fewshot.core import dice, select_objects
@@ -54,8 +55,11 @@ def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINT
 
     from gui_driver import wait_idle
 
-    if switch == "grow":
-        select_objects.REFIT, select_objects.GROW = (0.05, 0.2), (tuple(grow) if refit else ())
+    if switch == "grow":  # "refit" is the switch, on / off
+        select_objects.REFIT = (0.05, 0.2)
+        defaults = GROW_DEFAULTS.setdefault("grow", (select_objects.GROW, select_objects.GROW_SIDES,
+                                                     select_objects.GROW_CORE))
+        select_objects.GROW, select_objects.GROW_SIDES, select_objects.GROW_CORE = defaults if refit else ((), (), None)
     else:
         select_objects.REFIT = (0.05, 0.2) if refit else ()
     viewer = napari.Viewer(show=True)
@@ -100,7 +104,6 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--show", nargs="*", default=["benign (11)", "benign (34)", "benign (2)"])
     parser.add_argument("--switch", choices=("refit", "grow"), default="refit")
-    parser.add_argument("--grow", type=float, nargs="*", default=[0.3], help="GROW's margins when on")
     parser.add_argument("--painted", nargs="*", default=list(PAINTED))
     parser.add_argument("--segmented", nargs="*", default=list(SEGMENTED))
     args = parser.parse_args()
@@ -113,8 +116,8 @@ def main() -> None:
             for f in (DATA / stem.split(" (")[0]).glob(f"{stem}*.png"):
                 if f.stem == stem or f.stem.startswith(f"{stem}_mask"):
                     shutil.copy(f, folder / f.name)
-        off = segment(folder, False, args.out, args.show, args.painted, args.switch, args.grow)
-        on = segment(folder, True, args.out, args.show, args.painted, args.switch, args.grow)
+        off = segment(folder, False, args.out, args.show, args.painted, args.switch)
+        on = segment(folder, True, args.out, args.show, args.painted, args.switch)
     from PIL import Image
 
     for stem in args.show:

@@ -10,7 +10,9 @@ class's margin map (LARGE_PEAKS can keep the 1.4 ones to the strongest); the box
 strongest cells covering once and twice the support objects' typical area. They are decoded at the decoder's
 own resolution (the plane's longer side 256, bfloat16 where native: the service's low_res decode) and scored
 there; the winner's own mask then gives boxes that fit it (:data:`REFIT`, :func:`refit`), decoded once more,
-and the best-scoring of the winner and these is resized to full size as the decoder would (:func:`full_size`).
+and the best-scoring of the winner and these is kept; a growing round (:func:`grow`: its box grown on the sides
+where the class margin stays high, and the box of its confident core, one decoder call) replaces it only where the
+score rises; the result is resized to full size as the decoder would (:func:`full_size`).
 A 1.4 box only around the strongest peak (LARGE_PEAKS = 1) was tried in session 12: 8 % less CPU per image and
 +0.011 / +0.003 at 5 shots (seeds 0 / 1), but -0.010 at 20 shots on seed 1 (held out) and on a 100-image set, so
 it is off (BENCHMARKS.md, session 12 "busi").
