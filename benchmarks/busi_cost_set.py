@@ -3,7 +3,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/busi_cost_set.py [--images 100] [--painted 3] [--json OUT] [--check-next MODE]
                                                           [--labels OUT.npz]
-                                                          [--refit on|off] [--low-res-prompts N] [--grow off]
+                                                          [--refit on|off] [--low-res-prompts N] [--grow on|off]
 
 The images are spread evenly over the folder (benign and malignant); the first `painted` are painted with their
 reference masks. No cache folder: each image's lite0 features and LiteMedSAM embedding are computed as for a new
@@ -33,7 +33,7 @@ parser.add_argument("--json")
 parser.add_argument("--check-next", help="core/uncertainty.CHECK_NEXT for this run (default: the code's)")
 parser.add_argument("--refit", choices=("on", "off"), help="core/select_objects.REFIT: off = () (default: the code's)")
 parser.add_argument("--grow", choices=("on", "off"),
-                    help="core/select_objects.grow (session 19): off = GROW, GROW_SIDES () and GROW_CORE None")
+                    help="core/select_objects.GROWING (session 19's growing round) for this run (default: the code's)")
 parser.add_argument("--low-res-prompts", type=int,
                     help="core/sam_service.LOW_RES_PROMPTS: candidates per decoder call (default: the code's)")
 parser.add_argument("--labels", help="an .npz to save each measured image's labels in (to compare two runs)")
@@ -46,8 +46,8 @@ from napari_fewshot.core import select_objects  # noqa: E402
 
 if args.refit == "off":
     select_objects.REFIT = ()
-if args.grow == "off":
-    select_objects.GROW, select_objects.GROW_SIDES, select_objects.GROW_CORE = (), (), None
+if args.grow:
+    select_objects.GROWING = args.grow == "on"
 if args.low_res_prompts:
     from napari_fewshot.core import sam_service
 
@@ -105,7 +105,7 @@ summary = dict(images=len(picked), painted=args.painted, measured=len(rest), cpu
                first_cpu_s=rows[0]["cpu_s"], check_next=args.check_next,
                refit_cpu_mean=float(np.mean([r["refit_cpu_s"] for r in rest])),
                grow_cpu_mean=float(np.mean([r["grow_cpu_s"] for r in rest])),
-               grow=dict(GROW=select_objects.GROW, GROW_SIDES=select_objects.GROW_SIDES,
+               grow=dict(GROWING=select_objects.GROWING, GROW=select_objects.GROW, GROW_SIDES=select_objects.GROW_SIDES,
                          GROW_CORE=select_objects.GROW_CORE, GROW_ROUNDS=select_objects.GROW_ROUNDS))
 print(json.dumps(summary))
 if args.labels:

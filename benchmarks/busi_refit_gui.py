@@ -4,8 +4,8 @@ each, so no selection is remembered between them); screenshots of the images tha
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/busi_refit_gui.py OUT_DIR [--show NAME ...]
 
-Session 19 ("grow"): `--switch grow` compares the growing round instead (select_objects.grow off: GROW and
-GROW_SIDES () and GROW_CORE None; on: the code's defaults; REFIT on in both); `--painted` / `--segmented` name
+Session 19 ("grow"): `--switch grow` compares the growing round instead (select_objects.GROWING off / on, with the
+code's GROW_* settings; REFIT on in both); `--painted` / `--segmented` name
 other images (e.g. "malignant (12)": the class folder from the name).
 
 Prints per image the Dice of the prediction layer against the reference, off and on; writes OUT_DIR/{off,on}_NAME.png
@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 DATA = ROOT.parent / "shared" / "data" / "busi"
 PAINTED = ("benign (3)", "benign (8)", "benign (5)")
-GROW_DEFAULTS: dict = {}  # the code's grow settings, kept before the "off" run changes them
 SEGMENTED = ("benign (11)", "benign (2)", "benign (34)", "benign (30)", "benign (50)", "benign (12)")
 
 
@@ -57,9 +56,7 @@ def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINT
 
     if switch == "grow":  # "refit" is the switch, on / off
         select_objects.REFIT = (0.05, 0.2)
-        defaults = GROW_DEFAULTS.setdefault("grow", (select_objects.GROW, select_objects.GROW_SIDES,
-                                                     select_objects.GROW_CORE))
-        select_objects.GROW, select_objects.GROW_SIDES, select_objects.GROW_CORE = defaults if refit else ((), (), None)
+        select_objects.GROWING = refit
     else:
         select_objects.REFIT = (0.05, 0.2) if refit else ()
     viewer = napari.Viewer(show=True)

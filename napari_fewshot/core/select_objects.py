@@ -10,9 +10,9 @@ class's margin map (LARGE_PEAKS can keep the 1.4 ones to the strongest); the box
 strongest cells covering once and twice the support objects' typical area. They are decoded at the decoder's
 own resolution (the plane's longer side 256, bfloat16 where native: the service's low_res decode) and scored
 there; the winner's own mask then gives boxes that fit it (:data:`REFIT`, :func:`refit`), decoded once more,
-and the best-scoring of the winner and these is kept; a growing round (:func:`grow`: its box grown on the sides
-where the class margin stays high, and the box of its confident core, one decoder call) replaces it only where the
-score rises; the result is resized to full size as the decoder would (:func:`full_size`).
+and the best-scoring of the winner and these is kept (a growing round, :func:`grow`, its box grown on the sides
+where the class margin stays high and the box of its confident core, is built but off: :data:`GROWING`); the
+result is resized to full size as the decoder would (:func:`full_size`).
 A 1.4 box only around the strongest peak (LARGE_PEAKS = 1) was tried in session 12: 8 % less CPU per image and
 +0.011 / +0.003 at 5 shots (seeds 0 / 1), but -0.010 at 20 shots on seed 1 (held out) and on a 100-image set, so
 it is off (BENCHMARKS.md, session 12 "busi").
@@ -186,6 +186,11 @@ def refit(drawn: np.ndarray, box: np.ndarray, probabilities: np.ndarray, score: 
     return box, probabilities, score
 
 
+GROWING = False
+"""The growing round (:func:`grow`) after :func:`refit`: off. With the settings below (the 2 margin-chosen sides by
+50 % and the confident core, 3 prompts) it won all four development sets offline (BUSI seeds 2 / 3, 5 and 20 shots:
++0.011 / +0.014 / +0.017 / +0.014) and 5-shot seeds 0 / 1 through the CLI (+0.018 / +0.007), but lost 20-shot seed 0
+(-0.003) and costs 3 decoder prompts per image (BENCHMARKS.md, session 19 "grow")."""
 GROW = ()
 """A growing round after :func:`refit` (issue 20, session 19 "grow"): the chosen mask's box grown by each of these
 shares of its size on every side. Grown on all sides (1.6x, 2x) it lost on one development seed: the decoder then
@@ -312,7 +317,7 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
         if REFIT and drawn.any():  # the winner's own outline gives a box that fits it: drawn again, kept if better
             winner, won, fit[best] = refit(drawn, winner, won, fit[best], decode, embedding, profiles.get(k))
             drawn = decoded_masks(winner, full_size(won, labels.shape))[0]
-        if (GROW or GROW_SIDES or GROW_CORE) and drawn.any():  # part of a larger lesion, or a loose box: grown
+        if GROWING and drawn.any():  # part of a larger lesion, or a loose box: grown (off, see GROWING)
             winner, won, fit[best] = grow(drawn, winner, won, fit[best], decode, embedding, profiles.get(k), margin)
             drawn = decoded_masks(winner, full_size(won, labels.shape))[0]
         if redraw:
