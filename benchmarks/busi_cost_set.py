@@ -3,7 +3,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/busi_cost_set.py [--images 100] [--painted 3] [--json OUT] [--check-next MODE]
                                                           [--labels OUT.npz]
-                                                          [--refit on|off] [--low-res-prompts N]
+                                                          [--refit on|off] [--low-res-prompts N] [--grow on|off]
 
 The images are spread evenly over the folder (benign and malignant); the first `painted` are painted with their
 reference masks. No cache folder: each image's lite0 features and LiteMedSAM embedding are computed as for a new
@@ -32,6 +32,8 @@ parser.add_argument("--data", default="../shared/data/busi")
 parser.add_argument("--json")
 parser.add_argument("--check-next", help="core/uncertainty.CHECK_NEXT for this run (default: the code's)")
 parser.add_argument("--refit", choices=("on", "off"), help="core/select_objects.REFIT: off = () (default: the code's)")
+parser.add_argument("--grow", choices=("on", "off"),
+                    help="core/select_objects.GROWING (session 19's growing round) for this run (default: the code's)")
 parser.add_argument("--low-res-prompts", type=int,
                     help="core/sam_service.LOW_RES_PROMPTS: candidates per decoder call (default: the code's)")
 parser.add_argument("--labels", help="an .npz to save each measured image's labels in (to compare two runs)")
@@ -44,6 +46,8 @@ from napari_fewshot.core import select_objects  # noqa: E402
 
 if args.refit == "off":
     select_objects.REFIT = ()
+if args.grow:
+    select_objects.GROWING = args.grow == "on"
 if args.low_res_prompts:
     from napari_fewshot.core import sam_service
 
@@ -61,6 +65,19 @@ def timed_refit(*a, **k):
 
 
 select_objects.refit = timed_refit
+grow_cpu = [0.0]  # CPU seconds inside select_objects.grow (the growing rounds), this image
+_grow = select_objects.grow
+
+
+def timed_grow(*a, **k):
+    start = time.process_time()
+    try:
+        return _grow(*a, **k)
+    finally:
+        grow_cpu[0] += time.process_time() - start
+
+
+select_objects.grow = timed_grow
 names, images, masks = load_busi(args.data)
 picked = np.linspace(0, len(images) - 1, min(args.images, len(images))).round().astype(int).tolist()
 support = [masks[i].astype(np.uint8) if n < args.painted else np.zeros(masks[i].shape, np.uint8)
@@ -69,11 +86,12 @@ segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
 segmenter.set_image([images[i] for i in picked])
 rows, labels = [], {}
 for n in range(args.painted, len(picked)):
-    refit_cpu[0] = 0.0
+    refit_cpu[0] = grow_cpu[0] = 0.0
     cpu, wall = time.process_time(), time.perf_counter()
     result = run(segmenter.segment(support, indices=[n]))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    rows.append(dict(image=names[picked[n]], cpu_s=cpu, wall_s=wall, refit_cpu_s=refit_cpu[0], load=os.getloadavg()[0],
+    rows.append(dict(image=names[picked[n]], cpu_s=cpu, wall_s=wall, refit_cpu_s=refit_cpu[0], grow_cpu_s=grow_cpu[0],
+                     load=os.getloadavg()[0],
                      predicted=bool(np.asarray(result.labels[n]).any())))
     labels[names[picked[n]]] = np.asarray(result.labels[n])
     print(n, rows[-1], flush=True)
@@ -85,7 +103,10 @@ summary = dict(images=len(picked), painted=args.painted, measured=len(rest), cpu
                over_2s=int((cpu > 2).sum()), wall_mean=float(wall.mean()),
                load_min=min(r["load"] for r in rest), load_max=max(r["load"] for r in rest),
                first_cpu_s=rows[0]["cpu_s"], check_next=args.check_next,
-               refit_cpu_mean=float(np.mean([r["refit_cpu_s"] for r in rest])))
+               refit_cpu_mean=float(np.mean([r["refit_cpu_s"] for r in rest])),
+               grow_cpu_mean=float(np.mean([r["grow_cpu_s"] for r in rest])),
+               grow=dict(GROWING=select_objects.GROWING, GROW=select_objects.GROW, GROW_SIDES=select_objects.GROW_SIDES,
+                         GROW_CORE=select_objects.GROW_CORE, GROW_ROUNDS=select_objects.GROW_ROUNDS))
 print(json.dumps(summary))
 if args.labels:
     np.savez_compressed(args.labels, **labels)

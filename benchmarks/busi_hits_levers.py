@@ -118,13 +118,112 @@ def levers(service, z) -> dict:
             for name, (mask, seconds, q) in out.items()}
 
 
+GROWS = {  # name -> keyword arguments of core/select_objects.grow (session 19 "grow"), margin map passed
+    "built (defaults)": dict(),
+    "grow 0.3 r1": dict(margins=(0.3,), sides=(), rounds=1),
+    "grow 0.3 r2": dict(margins=(0.3,), sides=(), rounds=2),
+    "grow 0.5 r2": dict(margins=(0.5,), sides=(), rounds=2),
+    "grow 0.3+0.5 r2": dict(margins=(0.3, 0.5), sides=(), rounds=2),
+    "grow 0.2 r2": dict(margins=(0.2,), sides=(), rounds=2),
+    "refit again r1": dict(margins=(0.05, 0.2), sides=(), rounds=1),
+    "sides 0.5 r1": dict(margins=(), sides=(0.5,), rounds=1),
+    "sides 0.5 r2": dict(margins=(), sides=(0.5,), rounds=2),
+    "grow 0.3 + sides 0.5 r2": dict(margins=(0.3,), sides=(0.5,), rounds=2),
+    "core 0.97 r1": dict(margins=(), sides=(), rounds=1, core=0.97),
+    "grow 0.3 + core r2": dict(margins=(0.3,), sides=(), rounds=2, core=0.97),
+    "grow 0.3+0.5 + core r2": dict(margins=(0.3, 0.5), sides=(), rounds=2, core=0.97),
+    "grow 0.5 r1": dict(margins=(0.5,), sides=(), rounds=1),
+    "grow 0.3+0.5 r1": dict(margins=(0.3, 0.5), sides=(), rounds=1),
+    "grow 0.3+0.5 r3": dict(margins=(0.3, 0.5), sides=(), rounds=3),
+    "grow 0.4 r2": dict(margins=(0.4,), sides=(), rounds=2),
+    "grow 0.3+0.6 r2": dict(margins=(0.3, 0.6), sides=(), rounds=2),
+    "grow 0.5 + core r2": dict(margins=(0.5,), sides=(), rounds=2, core=0.97),
+    "grow 0.2+0.5 r2": dict(margins=(0.2, 0.5), sides=(), rounds=2),
+}
+
+
+def grow_levers(service, z, grows=None) -> dict:
+    """name -> (Dice, CPU-s, score) of the growing round after main's refit, each configuration of GROWS run
+    from the same refit result through core/select_objects.grow with the service's decoder ("today": refit)."""
+    from napari_fewshot.core.candidate_score import SupportProfile
+    from napari_fewshot.core.select_objects import grow, refit, selection_score
+
+    shape = tuple(int(v) for v in z["shape"])
+    embedding = PlaneEmbedding(torch.from_numpy(z["embedding"].astype(np.float32)), shape, float(z["scale"]))
+    profile = SupportProfile(z["log_area"], z["box_shape"], z["appearance"] if z["appearance"].size else None)
+    box, prob = z["winner"].astype(np.float32)[None], z["winner_prob"].astype(np.float32)[None]
+    size = embedding.resized
+    shrink = np.array([size[1] / shape[1], size[0] / shape[0]] * 2, np.float32)
+    low = lambda boxes, _low=True: decode(service, embedding, boxes)[0]  # noqa: E731
+    score = selection_score(embedding, decoded_masks(box * shrink, prob)[0], profile)
+    first = decoded_masks(box, full_size(prob, shape))[0]
+    start = time.process_time()
+    box, prob, score = refit(first, box, prob, score, low, embedding, profile)
+    refit_s = time.process_time() - start
+    base = decoded_masks(box, full_size(prob, shape))[0]
+    out = {"today": (dice(base, z["truth"]), refit_s, score)}
+    for name, kwargs in (grows or GROWS).items():
+        start = time.process_time()
+        kwargs = {"margins": (), "sides": (), "core": 0.0, "top_sides": 0, **kwargs} if kwargs else kwargs
+        b, p, s = grow(base, box, prob, score, low, embedding, profile, z["margin"].astype(np.float32), **kwargs)
+        seconds = time.process_time() - start
+        out[name] = (dice(decoded_masks(b, full_size(p, shape))[0], z["truth"]), seconds, s)
+    return out
+
+
+def box_bank(service, z) -> dict:
+    """One round's boxes from main's refit result, each decoded alone: name -> (Dice, selection_score), plus
+    "today" and, per side box, "strip NAME": the mean class margin in the part it adds (for offline subsets)."""
+    from napari_fewshot.core.candidate_score import SupportProfile
+    from napari_fewshot.core.select_objects import grown_boxes, refit, selection_score
+
+    shape = tuple(int(v) for v in z["shape"])
+    embedding = PlaneEmbedding(torch.from_numpy(z["embedding"].astype(np.float32)), shape, float(z["scale"]))
+    profile = SupportProfile(z["log_area"], z["box_shape"], z["appearance"] if z["appearance"].size else None)
+    box, prob = z["winner"].astype(np.float32)[None], z["winner_prob"].astype(np.float32)[None]
+    size = embedding.resized
+    shrink = np.array([size[1] / shape[1], size[0] / shape[0]] * 2, np.float32)
+    low = lambda boxes, _low=True: decode(service, embedding, boxes)[0]  # noqa: E731
+    score = selection_score(embedding, decoded_masks(box * shrink, prob)[0], profile)
+    box, prob, score = refit(decoded_masks(box, full_size(prob, shape))[0], box, prob, score, low, embedding, profile)
+    base = decoded_masks(box, full_size(prob, shape))[0]
+    out = {"today": (dice(base, z["truth"]), score)}
+    if not base.any():
+        return out
+    names, boxes = ["m0.3", "m0.5", "r0.05", "r0.2"], list(grown_boxes(base, (0.3, 0.5, 0.05, 0.2)))
+    for s in (0.3, 0.5):
+        names += [f"{side}{s}" for side in ("L", "T", "R", "B")]
+        boxes += list(grown_boxes(base, (), (s,)))
+    p_full = full_size(prob, shape)[0]
+    for level in (0.9, 0.97):
+        part = base & (p_full > level)
+        if part.sum() >= 16:
+            names.append(f"core{level}")
+            boxes.append(box_of(part, 0.05))
+    boxes = np.asarray(boxes, np.float32)
+    decoded = low(boxes)
+    margin = z["margin"].astype(np.float32)
+    inner = box_region(box_of(base, 0.0), shape)
+    for name, b, p, m in zip(names, boxes, decoded, decoded_masks(boxes * shrink, decoded)):
+        value = selection_score(embedding, m, profile) if m.any() else float("-inf")
+        out[name] = (dice(decoded_masks(b[None], full_size(p[None], shape))[0], z["truth"]), value)
+        if name[0] in "LTRB":
+            strip = box_region(b, shape) & ~inner
+            out[f"strip {name}"] = (float(margin[strip].mean()) if strip.any() else -99.0, 0.0)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("dirs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--grow", action="store_true", help="the growing rounds after refit (session 19)")
+    parser.add_argument("--only", nargs="*", help="with --grow: only these GROWS configurations")
+    parser.add_argument("--bank", action="store_true", help="one round's boxes each scored (session 19)")
     args = parser.parse_args()
     service = LiteMedSAMService()
     report = {}
+    only = {name: GROWS[name] for name in args.only} if args.only else None
     for folder in args.dirs:
         rows = []
         for path in sorted(folder.glob("ep*.npz")):
@@ -132,8 +231,13 @@ def main() -> None:
                 if int(z["best"]) < 0:
                     continue
                 row = {"episode": path.stem, "hit": bool(z["hit"]), "final": float(z["dice"]),
-                       "selected": dice(z["selected"], z["truth"]), **{k: v for k, v in levers(service, z).items()}}
+                       "selected": dice(z["selected"], z["truth"]),
+                       **(box_bank(service, z) if args.bank else grow_levers(service, z, only) if args.grow
+                          else levers(service, z))}
                 rows.append(row)
+        report[str(folder)] = rows
+        if args.bank:
+            continue
         names = [k for k in rows[0] if isinstance(rows[0][k], tuple)]
         print(f"\n{folder}: {len(rows)} episodes with a winner; final (CLI) {np.mean([r['final'] for r in rows]):.4f}, "
               f"selection's output {np.mean([r['selected'] for r in rows]):.4f}")
@@ -145,7 +249,7 @@ def main() -> None:
             print(f"  {name:18s} mean {d.mean():.4f} (hits {dh:.4f})  vs today {d.mean() - base.mean():+.4f}  "
                   f"better/worse >0.01: {(d > base + 0.01).sum()}/{(d < base - 0.01).sum()}  "
                   f"CPU-s {np.mean([r[name][1] for r in rows]):.3f}")
-        for name in [n for n in names if n != "today"]:  # the lever only where it scores higher than today
+        for name in [] if args.grow else [n for n in names if n != "today"]:  # only where it scores higher
             for key, label in ((3, "score"), (2, "IoU est.")):
                 d = np.array([r[name][0] if r[name][key] > r["today"][key] else r["today"][0] for r in rows])
                 used = sum(r[name][key] > r["today"][key] for r in rows)

@@ -4,6 +4,10 @@ each, so no selection is remembered between them); screenshots of the images tha
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/busi_refit_gui.py OUT_DIR [--show NAME ...]
 
+Session 19 ("grow"): `--switch grow` compares the growing round instead (select_objects.GROWING off / on, with the
+code's GROW_* settings; REFIT on in both); `--painted` / `--segmented` name
+other images (e.g. "malignant (12)": the class folder from the name).
+
 Prints per image the Dice of the prediction layer against the reference, off and on; writes OUT_DIR/{off,on}_NAME.png
 (the whole window on that image) and OUT_DIR/side_NAME.png (off | on, the canvas only).
 ⚠ LiteMedSAM inside: MedSAM's training data included public breast-ultrasound sets, possibly BUSI.
@@ -25,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-DATA = ROOT.parent / "shared" / "data" / "busi" / "benign"
+DATA = ROOT.parent / "shared" / "data" / "busi"
 PAINTED = ("benign (3)", "benign (8)", "benign (5)")
 SEGMENTED = ("benign (11)", "benign (2)", "benign (34)", "benign (30)", "benign (50)", "benign (12)")
 
@@ -41,7 +45,7 @@ def pump(seconds: float) -> None:
         time.sleep(0.02)
 
 
-def segment(folder: Path, refit: bool, out: Path, show: list[str]) -> dict:
+def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINTED, switch: str = "refit") -> dict:
     import napari
 
     from napari_fewshot.core import dice, select_objects
@@ -50,7 +54,11 @@ def segment(folder: Path, refit: bool, out: Path, show: list[str]) -> dict:
 
     from gui_driver import wait_idle
 
-    select_objects.REFIT = (0.05, 0.2) if refit else ()
+    if switch == "grow":  # "refit" is the switch, on / off
+        select_objects.REFIT = (0.05, 0.2)
+        select_objects.GROWING = refit
+    else:
+        select_objects.REFIT = (0.05, 0.2) if refit else ()
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
     viewer.open(str(folder), plugin="napari-fewshot")
@@ -63,7 +71,7 @@ def segment(folder: Path, refit: bool, out: Path, show: list[str]) -> dict:
     data = np.array(support.data)
     masks = [read_busi_mask(folder / name) for name in info.names]
     for i, name in enumerate(info.names):
-        if Path(name).stem in PAINTED:
+        if Path(name).stem in painted:
             data[i, : masks[i].shape[0], : masks[i].shape[1]][masks[i]] = 1
     support.data = data
     widget.ui.segment_button.click()
@@ -73,7 +81,7 @@ def segment(folder: Path, refit: bool, out: Path, show: list[str]) -> dict:
     scores = {}
     for i, name in enumerate(info.names):
         stem = Path(name).stem
-        if stem in PAINTED:
+        if stem in painted:
             continue
         h, w = masks[i].shape
         scores[stem] = dice(prediction[i, :h, :w] != 0, masks[i])
@@ -92,18 +100,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--show", nargs="*", default=["benign (11)", "benign (34)", "benign (2)"])
+    parser.add_argument("--switch", choices=("refit", "grow"), default="refit")
+    parser.add_argument("--painted", nargs="*", default=list(PAINTED))
+    parser.add_argument("--segmented", nargs="*", default=list(SEGMENTED))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["NAPARI_FEWSHOT_AUTOSAVE_DIR"] = os.path.join(tmp, "autosave")
         folder = Path(tmp) / "busi_refit"
         folder.mkdir()
-        for stem in PAINTED + SEGMENTED:
-            for f in DATA.glob(f"{stem}*.png"):
+        for stem in args.painted + args.segmented:
+            for f in (DATA / stem.split(" (")[0]).glob(f"{stem}*.png"):
                 if f.stem == stem or f.stem.startswith(f"{stem}_mask"):
                     shutil.copy(f, folder / f.name)
-        off = segment(folder, False, args.out, args.show)
-        on = segment(folder, True, args.out, args.show)
+        off = segment(folder, False, args.out, args.show, args.painted, args.switch)
+        on = segment(folder, True, args.out, args.show, args.painted, args.switch)
     from PIL import Image
 
     for stem in args.show:

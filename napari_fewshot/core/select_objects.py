@@ -10,7 +10,9 @@ class's margin map (LARGE_PEAKS can keep the 1.4 ones to the strongest); the box
 strongest cells covering once and twice the support objects' typical area. They are decoded at the decoder's
 own resolution (the plane's longer side 256, bfloat16 where native: the service's low_res decode) and scored
 there; the winner's own mask then gives boxes that fit it (:data:`REFIT`, :func:`refit`), decoded once more,
-and the best-scoring of the winner and these is resized to full size as the decoder would (:func:`full_size`).
+and the best-scoring of the winner and these is kept (a growing round, :func:`grow`, its box grown on the sides
+where the class margin stays high and the box of its confident core, is built but off: :data:`GROWING`); the
+result is resized to full size as the decoder would (:func:`full_size`).
 A 1.4 box only around the strongest peak (LARGE_PEAKS = 1) was tried in session 12: 8 % less CPU per image and
 +0.011 / +0.003 at 5 shots (seeds 0 / 1), but -0.010 at 20 shots on seed 1 (held out) and on a 100-image set, so
 it is off (BENCHMARKS.md, session 12 "busi").
@@ -184,6 +186,96 @@ def refit(drawn: np.ndarray, box: np.ndarray, probabilities: np.ndarray, score: 
     return box, probabilities, score
 
 
+GROWING = False
+"""The growing round (:func:`grow`) after :func:`refit`: off. With the settings below (the 2 margin-chosen sides by
+50 % and the confident core, 3 prompts) it won all four development sets offline (BUSI seeds 2 / 3, 5 and 20 shots:
++0.011 / +0.014 / +0.017 / +0.014) and 5-shot seeds 0 / 1 through the CLI (+0.018 / +0.007), but lost 20-shot seed 0
+(-0.003) and costs 3 decoder prompts per image (BENCHMARKS.md, session 19 "grow")."""
+GROW = ()
+"""A growing round after :func:`refit` (issue 20, session 19 "grow"): the chosen mask's box grown by each of these
+shares of its size on every side. Grown on all sides (1.6x, 2x) it lost on one development seed: the decoder then
+takes in tissue around the lesion that scores higher (BENCHMARKS.md, session 19 "grow"); off."""
+GROW_SIDES = (0.5,)
+"""Boxes of the chosen mask grown on one side only, by this share of its size, towards the :data:`GROW_TOP_SIDES`
+sides whose added strip has the highest mean class margin (where the prototypes still see the lesion)."""
+GROW_TOP_SIDES = 2
+GROW_CORE = 0.97
+"""The box of the chosen mask's confident core (its pixels above this probability, grown by 5 %): a loose box
+around a small cyst drawn again from the cyst (None: off)."""
+GROW_ROUNDS = 1
+"""Rounds of :func:`grow` (each from the last round's mask, while the score rises); 2 gave no more offline."""
+
+
+def grown_boxes(drawn: np.ndarray, margins: Sequence[float], sides: Sequence[float] = ()) -> np.ndarray:
+    """(H, W) bool, non-empty -> (N, 4) float32 boxes: its bounding box grown by each of `margins` on every side,
+    then grown on one side (left, top, right, bottom) by each of `sides` (boxes clipped to the plane)."""
+    h, w = drawn.shape
+    out = [box_of(drawn, m) for m in margins]
+    x0, y0, x1, y1 = box_of(drawn, 0.0)
+    bw, bh = x1 - x0 + 1, y1 - y0 + 1
+    for s in sides:
+        out += [[max(0.0, x0 - s * bw), y0, x1, y1], [x0, max(0.0, y0 - s * bh), x1, y1],
+                [x0, y0, min(w - 1.0, x1 + s * bw), y1], [x0, y0, x1, min(h - 1.0, y1 + s * bh)]]
+    return np.asarray(out, np.float32).reshape(-1, 4)
+
+
+def growing_boxes(drawn: np.ndarray, probabilities: np.ndarray, margin: np.ndarray | None,
+                  margins: Sequence[float], sides: Sequence[float], top_sides: int | None,
+                  core: float | None) -> np.ndarray:
+    """One round's (N, 4) boxes from the (H, W) bool mask `drawn` and its (1, h, w) low-resolution probabilities:
+    :func:`grown_boxes` (the side boxes only towards the `top_sides` sides whose added strip has the highest mean
+    of the (H, W) class `margin`, all four without a margin map or with None), and the core box (`core`)."""
+    boxes = list(grown_boxes(drawn, margins))
+    inner = box_region(box_of(drawn, 0.0), drawn.shape)
+    for s in sides:
+        side = grown_boxes(drawn, (), (s,))
+        if margin is not None and top_sides:
+            strips = [box_region(b, drawn.shape) & ~inner for b in side]
+            means = [float(margin[m].mean()) if m.any() else float("-inf") for m in strips]
+            side = side[np.argsort(means, kind="stable")[::-1][:top_sides]]
+        boxes += list(side)
+    if core:
+        part = drawn & (full_size(probabilities, drawn.shape)[0] > core)
+        if part.sum() >= 16:
+            boxes.append(box_of(part, 0.05))
+    return np.asarray(boxes, np.float32).reshape(-1, 4)
+
+
+def grow(drawn: np.ndarray, box: np.ndarray, probabilities: np.ndarray, score: float, decode: Callable,
+         embedding: PlaneEmbedding, profile: SupportProfile | None, margin: np.ndarray | None = None,
+         margins: Sequence[float] | None = None, sides: Sequence[float] | None = None,
+         top_sides: int | None = None, core: float | None = None, rounds: int | None = None,
+         ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The chosen object drawn again from boxes grown from it, kept while its score rises: drawn (H, W) bool (its
+    full-size mask), its (1, 4) box, (1, h, w) low-resolution probabilities and score, the (H, W) class margin map
+    (or None) -> those of the best by :func:`selection_score` after up to `rounds` rounds. Each round decodes
+    :func:`growing_boxes` of the current mask at low resolution in ONE call and keeps the best only if it scores
+    higher than the current; a round that finds none ends it. Defaults: :data:`GROW`, :data:`GROW_SIDES`,
+    :data:`GROW_TOP_SIDES`, :data:`GROW_CORE`, :data:`GROW_ROUNDS` (the core box in the first round only)."""
+    margins = GROW if margins is None else margins
+    sides = GROW_SIDES if sides is None else sides
+    top_sides = GROW_TOP_SIDES if top_sides is None else top_sides
+    core = GROW_CORE if core is None else core
+    size = embedding.resized
+    shrink = np.array([size[1] / drawn.shape[1], size[0] / drawn.shape[0]] * 2, np.float32)
+    for round_ in range(GROW_ROUNDS if rounds is None else rounds):
+        if not drawn.any():
+            break
+        boxes = growing_boxes(drawn, probabilities, margin, margins, sides, top_sides, core if round_ == 0 else None)
+        if not len(boxes):
+            break
+        decoded = np.asarray(decode(boxes, True))
+        grew = False
+        for n, mask in enumerate(decoded_masks(boxes * shrink, decoded)):
+            value = selection_score(embedding, mask, profile) if mask.any() else float("-inf")
+            if value > score:
+                box, probabilities, score, grew = boxes[n:n + 1], decoded[n:n + 1], value, True
+        if not grew:
+            break
+        drawn = decoded_masks(box, full_size(probabilities, drawn.shape))[0]
+    return box, probabilities, score
+
+
 def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int], decode: Callable,
                  embedding: PlaneEmbedding, profiles: dict[int, SupportProfile | None],
                  min_pixels: int = 64, redraw: bool = False, previous: np.ndarray | None = None,
@@ -224,6 +316,9 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
         drawn = decoded_masks(winner, full_size(won, labels.shape))[0]
         if REFIT and drawn.any():  # the winner's own outline gives a box that fits it: drawn again, kept if better
             winner, won, fit[best] = refit(drawn, winner, won, fit[best], decode, embedding, profiles.get(k))
+            drawn = decoded_masks(winner, full_size(won, labels.shape))[0]
+        if GROWING and drawn.any():  # part of a larger lesion, or a loose box: grown (off, see GROWING)
+            winner, won, fit[best] = grow(drawn, winner, won, fit[best], decode, embedding, profiles.get(k), margin)
             drawn = decoded_masks(winner, full_size(won, labels.shape))[0]
         if redraw:
             drawn = decoded_masks(winner, decode(winner, False))[0]
