@@ -5,10 +5,12 @@ each, so no selection is remembered between them); screenshots of the images tha
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/busi_refit_gui.py OUT_DIR [--show NAME ...]
 
 Session 19 ("grow"): `--switch grow` compares the growing round instead (select_objects.GROWING off / on, with the
-code's GROW_* settings; REFIT on in both); `--painted` / `--segmented` name
+code's GROW_* settings; REFIT on in both); `--switch window` the low-resolution windows of helper "cost"
+(sam_service.LOW_RES_INSIDE off / on: the prediction layers should be equal); `--painted` / `--segmented` name
 other images (e.g. "malignant (12)": the class folder from the name).
 
-Prints per image the Dice of the prediction layer against the reference, off and on; writes OUT_DIR/{off,on}_NAME.png
+Prints per image the Dice of the prediction layer against the reference, off and on, whether the two prediction
+layers are equal and Segment's wall seconds; writes OUT_DIR/{off,on}_NAME.png
 (the whole window on that image) and OUT_DIR/side_NAME.png (off | on, the canvas only).
 ⚠ LiteMedSAM inside: MedSAM's training data included public breast-ultrasound sets, possibly BUSI.
 """
@@ -45,20 +47,23 @@ def pump(seconds: float) -> None:
         time.sleep(0.02)
 
 
-def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINTED, switch: str = "refit") -> dict:
+def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINTED, switch: str = "refit",
+            ) -> tuple[dict, np.ndarray, float]:
+    """Per segmented image its Dice, the (N, H, W) prediction layer and Segment's wall seconds, `switch` off or on."""
+    import time
+
     import napari
 
-    from napari_fewshot.core import dice, select_objects
+    from napari_fewshot.core import dice, sam_service, select_objects
     from napari_fewshot.io import read_busi_mask
     from napari_fewshot.plugin import IMAGE_SET_KEY
 
     from gui_driver import wait_idle
 
-    if switch == "grow":  # "refit" is the switch, on / off
-        select_objects.REFIT = (0.05, 0.2)
-        select_objects.GROWING = refit
-    else:
-        select_objects.REFIT = (0.05, 0.2) if refit else ()
+    # `refit`: the switch, on / off; the others at the code's defaults
+    select_objects.REFIT = (0.05, 0.2) if refit or switch != "refit" else ()
+    select_objects.GROWING = refit and switch == "grow"
+    sam_service.LOW_RES_INSIDE = refit or switch != "window"
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
     viewer.open(str(folder), plugin="napari-fewshot")
@@ -74,10 +79,12 @@ def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINT
         if Path(name).stem in painted:
             data[i, : masks[i].shape[0], : masks[i].shape[1]][masks[i]] = 1
     support.data = data
+    start = time.perf_counter()
     widget.ui.segment_button.click()
     wait_idle(widget, settle_s=0)
+    seconds = time.perf_counter() - start
     pump(0.5)
-    prediction = np.asarray(widget.prediction_layer.data)
+    prediction = np.asarray(widget.prediction_layer.data).copy()
     scores = {}
     for i, name in enumerate(info.names):
         stem = Path(name).stem
@@ -93,14 +100,14 @@ def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINT
             viewer.screenshot(str(out / f"{tag}_{stem}.png"), canvas_only=False)
             viewer.screenshot(str(out / f"canvas_{tag}_{stem}.png"), canvas_only=True)
     viewer.close()
-    return scores
+    return scores, prediction, seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--show", nargs="*", default=["benign (11)", "benign (34)", "benign (2)"])
-    parser.add_argument("--switch", choices=("refit", "grow"), default="refit")
+    parser.add_argument("--switch", choices=("refit", "grow", "window"), default="refit")
     parser.add_argument("--painted", nargs="*", default=list(PAINTED))
     parser.add_argument("--segmented", nargs="*", default=list(SEGMENTED))
     args = parser.parse_args()
@@ -113,8 +120,8 @@ def main() -> None:
             for f in (DATA / stem.split(" (")[0]).glob(f"{stem}*.png"):
                 if f.stem == stem or f.stem.startswith(f"{stem}_mask"):
                     shutil.copy(f, folder / f.name)
-        off = segment(folder, False, args.out, args.show, args.painted, args.switch)
-        on = segment(folder, True, args.out, args.show, args.painted, args.switch)
+        off, p_off, s_off = segment(folder, False, args.out, args.show, args.painted, args.switch)
+        on, p_on, s_on = segment(folder, True, args.out, args.show, args.painted, args.switch)
     from PIL import Image
 
     for stem in args.show:
@@ -126,6 +133,8 @@ def main() -> None:
     for stem in off:
         print(f"{stem:14s} Dice off {off[stem]:.3f}  on {on[stem]:.3f}")
     print(f"mean of {len(off)}: off {np.mean(list(off.values())):.3f}  on {np.mean(list(on.values())):.3f}")
+    print(f"prediction layers equal: {np.array_equal(p_off, p_on)}; Segment wall s: off {s_off:.1f}  on {s_on:.1f}"
+          " (the first includes loading the models)")
 
 
 if __name__ == "__main__":
