@@ -1,0 +1,100 @@
+"""What Check next could rank by in the BUSI box loop (issue 20 item 3; session 19, the lead): the CLI's own
+`evaluate busi --protocol interactive --correct box` loop, run with wrappers that record, every round and for every
+image not yet boxed, its error (1 - Dice), Check next's sign (`result.uncertainty`: today 1 - LiteMedSAM's IoU
+estimate) and the selection score of the object propose and select kept (select_objects.refit's result: embedding
+contrast with its ring + likeness to the painted lesions). Nothing is copied: the loop, the selection and Check next
+are the product's code; the wrappers only read.
+
+    OMP_NUM_THREADS=1 python benchmarks/loop_signals.py SEED OUT.json
+    python benchmarks/loop_signals.py --report OUT.json [OUT2.json ...]
+
+--report: per round the Spearman correlation of each sign with the error, and the worst image's rank under each
+(1 = suggested first), for: today's estimate, minus the selection score, and their rank average.
+⚠ LiteMedSAM inside: MedSAM's training data included public breast-ultrasound sets, possibly BUSI.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def run(seed: int, out: Path) -> None:
+    from napari_fewshot.core import select_objects
+    from napari_fewshot.evaluation import interactive_images  # imported by the CLI's loop at its call
+
+    kept: dict[int, float] = {}  # image index -> the kept object's selection score (its last selection)
+    current: list[int] = []
+    rounds: list[dict] = []
+    real_select, real_refit, real_rank = select_objects.select_plane, select_objects.refit, \
+        interactive_images.ranking_quality
+
+    def select_plane(*args, **kwargs):
+        current[:] = [inspect.currentframe().f_back.f_locals.get("i", -1)]  # select_planes' image index
+        kept[current[0]] = float("nan")  # no winner drawn: no score
+        return real_select(*args, **kwargs)
+
+    def refit(*args, **kwargs):
+        box, probabilities, score = real_refit(*args, **kwargs)
+        kept[current[0]] = float(score)
+        return box, probabilities, score
+
+    def ranking_quality(uncertainty, errors, *args, **kwargs):
+        rounds.append({"errors": {int(j): float(e) for j, e in errors.items()},
+                       "estimate": {int(j): float(uncertainty.get(j, np.nan)) for j in errors},
+                       "score": {int(j): kept.get(j, float("nan")) for j in errors}})
+        return real_rank(uncertainty, errors, *args, **kwargs)
+
+    select_objects.select_plane, select_objects.refit = select_plane, refit
+    interactive_images.ranking_quality = ranking_quality
+    from napari_fewshot.cli import main
+
+    loop = out.with_name(out.stem + "_loop.json")  # the CLI's own report (its defaults, as a user runs it)
+    main(["evaluate", "busi", str(ROOT.parent / "shared" / "data" / "busi"), "--protocol", "interactive", "--correct",
+          "box", "--images", "20", "--shots", "3", "--rounds", "10", "--seed", str(seed), "--json", str(loop)])
+    report = json.loads(loop.read_text())
+    out.write_text(json.dumps({"seed": seed, "rounds": rounds, "dice_per_drag": report["dice_per_drag"],
+                               "picked": report["picked"]}, indent=1))
+
+
+def ranks(values: dict[int, float]) -> dict[int, float]:
+    """Image -> rank of its value, 0 = highest (NaN last)."""
+    order = sorted(values, key=lambda j: (np.isnan(values[j]), -values[j] if not np.isnan(values[j]) else 0))
+    return {j: float(n) for n, j in enumerate(order)}
+
+
+def report(paths: list[str]) -> None:
+    from scipy.stats import spearmanr
+
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        print(f"seed {data['seed']}: per round Spearman with the error / rank of the worst image (1 = first)")
+        table = {"estimate": [], "-score": [], "rank mean": []}
+        for r in data["rounds"]:
+            errors = {int(j): e for j, e in r["errors"].items()}
+            est = {int(j): v for j, v in r["estimate"].items()}
+            neg = {int(j): -v if not np.isnan(v) else 1e9 for j, v in r["score"].items()}  # no object: first
+            a, b = ranks(est), ranks(neg)
+            mean = {j: -(a[j] + b[j]) / 2 for j in errors}
+            worst = max(errors, key=errors.get)
+            for name, sign in (("estimate", est), ("-score", neg), ("rank mean", mean)):
+                js = sorted(errors)
+                rho = spearmanr([sign[j] for j in js], [errors[j] for j in js]).correlation if len(js) > 2 else None
+                table[name].append((rho, 1 + ranks(sign)[worst]))
+        for name, rows in table.items():
+            rhos = [x for x, _ in rows if x is not None and not np.isnan(x)]
+            print(f"  {name:9s} mean rho {np.mean(rhos):+.2f}; worst image's rank per round "
+                  f"{[int(k) for _, k in rows]}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--report":
+        report(sys.argv[2:])
+    else:
+        run(int(sys.argv[1]), Path(sys.argv[2]))
