@@ -4,41 +4,13 @@ part's size on one side draws the whole mass and scores higher; a lesion already
 the side boxes go where the class margin stays high."""
 
 import numpy as np
-import pytest
-from PIL import Image
 
-from shared_data import BUSI, require
+from busi_select_case import busi_case
 
 from napari_fewshot.core import dice
 from napari_fewshot.core.proposals import decoded_masks
-from napari_fewshot.core.sam_prompt import PlaneEmbedding, box_of
-from napari_fewshot.core.select_objects import full_size, growing_boxes, selection_score, support_profiles
-
-
-def _busi(name):
-    folder = require(BUSI)
-    image = np.asarray(Image.open(folder / f"{name}.png").convert("L"), np.float32) / 255
-    return image, np.asarray(Image.open(folder / f"{name}_mask.png").convert("L")) > 0
-
-
-def _case(name, support):
-    """name's (reference, embedding, decode(boxes, low_res), profile of the `support` images' lesions)."""
-    from napari_fewshot.core.sam_service import LiteMedSAMService
-
-    service = LiteMedSAMService("cpu")
-    image, reference = _busi(name)
-    cached = service.embedding(image)
-    embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
-    supports = [_busi(s) for s in support]
-    embedded = [service.embedding(image) for image, _ in supports]
-    profile = support_profiles({n: mask.astype(np.int16) for n, (_, mask) in enumerate(supports)}, 1,
-                               lambda n: PlaneEmbedding(embedded[n].features.float(), embedded[n].shape,
-                                                        embedded[n].scale))[1]
-
-    def decode(boxes, low_res):
-        return service.decode([(embedding, boxes, None)], low_res=low_res)[0]
-
-    return reference, embedding, decode, profile
+from napari_fewshot.core.sam_prompt import box_of
+from napari_fewshot.core.select_objects import full_size, growing_boxes, selection_score
 
 
 def _start(case, box):
@@ -59,7 +31,7 @@ def test_a_mass_boxed_in_part_is_grown_to_the_whole_mass_with_a_higher_score():
     map) draws the whole mass (Dice > 0.82) and is kept because it scores higher. Fails on main (no grow)."""
     from napari_fewshot.core.select_objects import grow
 
-    case = _case("malignant/malignant (58)", ["malignant/malignant (3)", "malignant/malignant (8)"])
+    case = busi_case("malignant/malignant (58)", ["malignant/malignant (3)", "malignant/malignant (8)"])
     reference, embedding, decode, profile = case
     x0, y0, x1, y1 = box_of(reference, 0.0)
     drawn, box, low, score = _start(case, [x0, y0, x1, y0 + 0.55 * (y1 - y0)])
@@ -76,7 +48,7 @@ def test_a_well_drawn_cyst_keeps_its_outline():
     unchanged (the same objects)."""
     from napari_fewshot.core.select_objects import grow
 
-    case = _case("benign/benign (21)", ["benign/benign (3)", "benign/benign (8)"])
+    case = busi_case("benign/benign (21)", ["benign/benign (3)", "benign/benign (8)"])
     reference, embedding, decode, profile = case
     drawn, box, low, score = _start(case, box_of(reference, 0.05))
     assert dice(drawn, reference) > 0.85

@@ -5,41 +5,20 @@ box of that outline, decoded again, draws the cyst, and is kept because it score
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from shared_data import BUSI, require
+from busi_select_case import busi_case
 
 from napari_fewshot.core import dice
 from napari_fewshot.core.proposals import decoded_masks
-from napari_fewshot.core.sam_prompt import PlaneEmbedding, box_of
-from napari_fewshot.core.sam_service import LiteMedSAMService
-from napari_fewshot.core.select_objects import full_size, selection_score, support_profiles
-
-
-def _busi(name):
-    folder = require(BUSI)
-    image = np.asarray(Image.open(folder / f"{name}.png").convert("L"), np.float32) / 255
-    return image, np.asarray(Image.open(folder / f"{name}_mask.png").convert("L")) > 0
+from napari_fewshot.core.sam_prompt import box_of
+from napari_fewshot.core.select_objects import full_size, selection_score
 
 
 @pytest.fixture(scope="module")
 def cyst():
     """benign (21), a dark cyst, embedded; two other benign lesions as the support: (image's reference, embedding,
     decode(boxes, low_res), support profile)."""
-    service = LiteMedSAMService("cpu")
-    image, reference = _busi("benign/benign (21)")
-    cached = service.embedding(image)
-    embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
-    supports = [_busi(f"benign/benign ({n})") for n in (3, 8)]
-    embedded = [service.embedding(image) for image, _ in supports]
-    profile = support_profiles({n: mask.astype(np.int16) for n, (_, mask) in enumerate(supports)}, 1,
-                               lambda n: PlaneEmbedding(embedded[n].features.float(), embedded[n].shape,
-                                                        embedded[n].scale))[1]
-
-    def decode(boxes, low_res):
-        return service.decode([(embedding, boxes, None)], low_res=low_res)[0]
-
-    return reference, embedding, decode, profile
+    return busi_case("benign/benign (21)", ["benign/benign (3)", "benign/benign (8)"])
 
 
 def _drawn(box, low, shape):
