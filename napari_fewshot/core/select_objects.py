@@ -175,11 +175,19 @@ def refit(drawn: np.ndarray, box: np.ndarray, probabilities: np.ndarray, score: 
     decoded at low resolution in one call and scored there as the candidates were."""
     margins = REFIT if margins is None else margins
     boxes = np.stack([box_of(drawn, m) for m in margins]).astype(np.float32)
+    return best_by_score(boxes, drawn.shape, box, probabilities, score, decode, embedding, profile)
+
+
+def best_by_score(boxes: np.ndarray, shape: tuple[int, int], box: np.ndarray, probabilities: np.ndarray,
+                  score: float, decode: Callable, embedding: PlaneEmbedding, profile: SupportProfile | None,
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(N, 4) `boxes` in the (H, W) = `shape` plane's pixels decoded at low resolution in ONE call and scored there
+    by :func:`selection_score` as the candidates were: the (1, 4) box, (1, h, w) probabilities and score of the
+    best of them that scores higher than `score`, else the given `box`, `probabilities` and `score`."""
     size = embedding.resized
-    shrink = np.array([size[1] / drawn.shape[1], size[0] / drawn.shape[0]] * 2, np.float32)
+    shrink = np.array([size[1] / shape[1], size[0] / shape[0]] * 2, np.float32)
     decoded = np.asarray(decode(boxes, True))
-    masks = decoded_masks(boxes * shrink, decoded)
-    for n, mask in enumerate(masks):
+    for n, mask in enumerate(decoded_masks(boxes * shrink, decoded)):
         value = selection_score(embedding, mask, profile) if mask.any() else float("-inf")
         if value > score:
             box, probabilities, score = boxes[n:n + 1], decoded[n:n + 1], value
@@ -256,21 +264,16 @@ def grow(drawn: np.ndarray, box: np.ndarray, probabilities: np.ndarray, score: f
     sides = GROW_SIDES if sides is None else sides
     top_sides = GROW_TOP_SIDES if top_sides is None else top_sides
     core = GROW_CORE if core is None else core
-    size = embedding.resized
-    shrink = np.array([size[1] / drawn.shape[1], size[0] / drawn.shape[0]] * 2, np.float32)
     for round_ in range(GROW_ROUNDS if rounds is None else rounds):
         if not drawn.any():
             break
         boxes = growing_boxes(drawn, probabilities, margin, margins, sides, top_sides, core if round_ == 0 else None)
         if not len(boxes):
             break
-        decoded = np.asarray(decode(boxes, True))
-        grew = False
-        for n, mask in enumerate(decoded_masks(boxes * shrink, decoded)):
-            value = selection_score(embedding, mask, profile) if mask.any() else float("-inf")
-            if value > score:
-                box, probabilities, score, grew = boxes[n:n + 1], decoded[n:n + 1], value, True
-        if not grew:
+        before = score
+        box, probabilities, score = best_by_score(boxes, drawn.shape, box, probabilities, score, decode, embedding,
+                                                  profile)
+        if not score > before:  # nothing scored higher: the round found none
             break
         drawn = decoded_masks(box, full_size(probabilities, drawn.shape))[0]
     return box, probabilities, score
