@@ -109,10 +109,7 @@ class BoxPrompter:
             chunk = prompts[start:start + max_prompts]
             calls = [chunk]
             if inside and not low_res:  # one call per plane, each with the window its boxes need
-                planes: dict[int, list] = {}
-                for prompt in chunk:
-                    planes.setdefault(id(requests[prompt[0]][0]), []).append(prompt)
-                calls = list(planes.values())
+                calls = [[chunk[k] for k in plane] for plane in by_plane(requests, chunk)]
             for call in calls:
                 for (r, _, _), p, q in zip(call, *self._decode_chunk(requests, call, low_res, decoder,
                                                                      inside and not low_res)):
@@ -130,10 +127,8 @@ class BoxPrompter:
         low_res_calls, each call upscaling its boxes' low_res_cells only. prompts: [(request, (4,) box, mask)]."""
         probs: list[dict[int, np.ndarray]] = [{} for _ in requests]
         quality: list[dict[int, float]] = [{} for _ in requests]
-        planes: dict[int, list] = {}
-        for n, prompt in enumerate(prompts):
-            planes.setdefault(id(requests[prompt[0]][0]), []).append((n, prompt))
-        for members in planes.values():
+        for plane in by_plane(requests, prompts):
+            members = [(n, prompts[n]) for n in plane]
             embedding = requests[members[0][1][0]][0]
             for group in low_res_calls([box for _, (_, box, _) in members], embedding, max_prompts):
                 call = [members[g][1] for g in group]
@@ -209,6 +204,15 @@ def box_of(mask: np.ndarray, margin: float = 0.1) -> np.ndarray | None:
     dy, dx = margin * (y1 - y0 + 1), margin * (x1 - x0 + 1)
     h, w = mask.shape
     return np.array([max(0, x0 - dx), max(0, y0 - dy), min(w - 1, x1 + dx), min(h - 1, y1 + dy)], np.float32)
+
+
+def by_plane(requests: list, prompts: list) -> list[list[int]]:
+    """Indices of `prompts` [(request index, box, mask)] grouped by the plane (PlaneEmbedding) of their request,
+    planes in order of first appearance, each group in the prompts' order."""
+    planes: dict[int, list[int]] = {}
+    for n, prompt in enumerate(prompts):
+        planes.setdefault(id(requests[prompt[0]][0]), []).append(n)
+    return list(planes.values())
 
 
 def box_region(box, shape: tuple[int, int]) -> np.ndarray:
