@@ -15,17 +15,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from busi_hits_dump import image_of, picture
-from busi_hits_levers import decode
+from busi_hits_levers import refit_dumped
 
-from napari_fewshot.core.candidate_score import SupportProfile
 from napari_fewshot.core.metrics import dice
 from napari_fewshot.core.proposals import decoded_masks
-from napari_fewshot.core.sam_prompt import PlaneEmbedding
 from napari_fewshot.core.sam_service import LiteMedSAMService
-from napari_fewshot.core.select_objects import full_size, grow, refit, selection_score
+from napari_fewshot.core.select_objects import full_size, grow
 
 
 def main() -> None:
@@ -41,19 +38,11 @@ def main() -> None:
     service = LiteMedSAMService()
     for n in args.episodes:
         z = np.load(args.dump / f"ep{n:02d}.npz")
-        shape = tuple(int(v) for v in z["shape"])
-        embedding = PlaneEmbedding(torch.from_numpy(z["embedding"].astype(np.float32)), shape, float(z["scale"]))
-        profile = SupportProfile(z["log_area"], z["box_shape"], z["appearance"] if z["appearance"].size else None)
-        box, prob = z["winner"].astype(np.float32)[None], z["winner_prob"].astype(np.float32)[None]
-        size = embedding.resized
-        shrink = np.array([size[1] / shape[1], size[0] / shape[0]] * 2, np.float32)
-        low = lambda boxes, _low=True, e=embedding: decode(service, e, boxes)[0]  # noqa: E731
-        score = selection_score(embedding, decoded_masks(box * shrink, prob)[0], profile)
-        box, prob, score = refit(decoded_masks(box, full_size(prob, shape))[0], box, prob, score, low, embedding,
-                                 profile)
-        before = decoded_masks(box, full_size(prob, shape))[0]
-        gbox, gprob, gscore = grow(before, box, prob, score, low, embedding, profile, z["margin"].astype(np.float32))
-        after = decoded_masks(gbox, full_size(gprob, shape))[0]
+        e = refit_dumped(service, z)
+        box, score, before = e.box, e.score, e.base
+        gbox, gprob, gscore = grow(before, box, e.prob, score, e.low, e.embedding, e.profile,
+                                   z["margin"].astype(np.float32))
+        after = decoded_masks(gbox, full_size(gprob, e.shape))[0]
         image, truth = image_of(names[n]), z["truth"]
         left = picture(image, [(truth, (0, 255, 0)), (before, (255, 0, 0))], box[0],
                        f"ep{n:02d} {names[n]} today (refit): Dice {dice(before, truth):.2f} score {score:.3f}")

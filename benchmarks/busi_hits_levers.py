@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,42 @@ def decode(service, embedding, boxes, masks=None, points=None):
             out.append(torch.sigmoid(logits[0, 0, :h, :w]).float().numpy())
             quality.append(float(iou.reshape(-1)[0]))
     return np.stack(out), np.asarray(quality)
+
+
+@dataclass
+class Dumped:
+    """One dumped episode's winner, redrawn as main's refit does (the starting point of grow_levers, box_bank and
+    busi_grow_pictures.py). Masks are (H, W) bool at the image's size; `prob` (1, h, w) low-res probabilities."""
+    shape: tuple
+    embedding: PlaneEmbedding
+    profile: object  # candidate_score.SupportProfile
+    low: object  # (N, 4) boxes -> (N, h, w) low-res probabilities: the service's decoder
+    box: np.ndarray  # (1, 4) after refit
+    prob: np.ndarray
+    score: float
+    refit_s: float  # CPU seconds of refit
+    base: np.ndarray  # the mask refit draws
+
+
+def refit_dumped(service, z) -> Dumped:
+    """Load a dumped episode `z` (busi_hits_dump.py's npz) and redraw its winner through core/select_objects.refit."""
+    from napari_fewshot.core.candidate_score import SupportProfile
+    from napari_fewshot.core.select_objects import refit, selection_score
+
+    shape = tuple(int(v) for v in z["shape"])
+    embedding = PlaneEmbedding(torch.from_numpy(z["embedding"].astype(np.float32)), shape, float(z["scale"]))
+    profile = SupportProfile(z["log_area"], z["box_shape"], z["appearance"] if z["appearance"].size else None)
+    box, prob = z["winner"].astype(np.float32)[None], z["winner_prob"].astype(np.float32)[None]
+    size = embedding.resized
+    shrink = np.array([size[1] / shape[1], size[0] / shape[0]] * 2, np.float32)
+    low = lambda boxes, _low=True: decode(service, embedding, boxes)[0]  # noqa: E731
+    score = selection_score(embedding, decoded_masks(box * shrink, prob)[0], profile)
+    first = decoded_masks(box, full_size(prob, shape))[0]
+    start = time.process_time()
+    box, prob, score = refit(first, box, prob, score, low, embedding, profile)
+    refit_s = time.process_time() - start
+    base = decoded_masks(box, full_size(prob, shape))[0]
+    return Dumped(shape, embedding, profile, low, box, prob, score, refit_s, base)
 
 
 def drawn(box, probabilities, shape):
@@ -145,48 +182,28 @@ GROWS = {  # name -> keyword arguments of core/select_objects.grow (session 19 "
 def grow_levers(service, z, grows=None) -> dict:
     """name -> (Dice, CPU-s, score) of the growing round after main's refit, each configuration of GROWS run
     from the same refit result through core/select_objects.grow with the service's decoder ("today": refit)."""
-    from napari_fewshot.core.candidate_score import SupportProfile
-    from napari_fewshot.core.select_objects import grow, refit, selection_score
+    from napari_fewshot.core.select_objects import grow
 
-    shape = tuple(int(v) for v in z["shape"])
-    embedding = PlaneEmbedding(torch.from_numpy(z["embedding"].astype(np.float32)), shape, float(z["scale"]))
-    profile = SupportProfile(z["log_area"], z["box_shape"], z["appearance"] if z["appearance"].size else None)
-    box, prob = z["winner"].astype(np.float32)[None], z["winner_prob"].astype(np.float32)[None]
-    size = embedding.resized
-    shrink = np.array([size[1] / shape[1], size[0] / shape[0]] * 2, np.float32)
-    low = lambda boxes, _low=True: decode(service, embedding, boxes)[0]  # noqa: E731
-    score = selection_score(embedding, decoded_masks(box * shrink, prob)[0], profile)
-    first = decoded_masks(box, full_size(prob, shape))[0]
-    start = time.process_time()
-    box, prob, score = refit(first, box, prob, score, low, embedding, profile)
-    refit_s = time.process_time() - start
-    base = decoded_masks(box, full_size(prob, shape))[0]
-    out = {"today": (dice(base, z["truth"]), refit_s, score)}
+    e = refit_dumped(service, z)
+    out = {"today": (dice(e.base, z["truth"]), e.refit_s, e.score)}
     for name, kwargs in (grows or GROWS).items():
         start = time.process_time()
         kwargs = {"margins": (), "sides": (), "core": 0.0, "top_sides": 0, **kwargs} if kwargs else kwargs
-        b, p, s = grow(base, box, prob, score, low, embedding, profile, z["margin"].astype(np.float32), **kwargs)
+        b, p, s = grow(e.base, e.box, e.prob, e.score, e.low, e.embedding, e.profile, z["margin"].astype(np.float32),
+                       **kwargs)
         seconds = time.process_time() - start
-        out[name] = (dice(decoded_masks(b, full_size(p, shape))[0], z["truth"]), seconds, s)
+        out[name] = (dice(decoded_masks(b, full_size(p, e.shape))[0], z["truth"]), seconds, s)
     return out
 
 
 def box_bank(service, z) -> dict:
     """One round's boxes from main's refit result, each decoded alone: name -> (Dice, selection_score), plus
     "today" and, per side box, "strip NAME": the mean class margin in the part it adds (for offline subsets)."""
-    from napari_fewshot.core.candidate_score import SupportProfile
-    from napari_fewshot.core.select_objects import grown_boxes, refit, selection_score
+    from napari_fewshot.core.select_objects import grown_boxes, selection_score
 
-    shape = tuple(int(v) for v in z["shape"])
-    embedding = PlaneEmbedding(torch.from_numpy(z["embedding"].astype(np.float32)), shape, float(z["scale"]))
-    profile = SupportProfile(z["log_area"], z["box_shape"], z["appearance"] if z["appearance"].size else None)
-    box, prob = z["winner"].astype(np.float32)[None], z["winner_prob"].astype(np.float32)[None]
-    size = embedding.resized
-    shrink = np.array([size[1] / shape[1], size[0] / shape[0]] * 2, np.float32)
-    low = lambda boxes, _low=True: decode(service, embedding, boxes)[0]  # noqa: E731
-    score = selection_score(embedding, decoded_masks(box * shrink, prob)[0], profile)
-    box, prob, score = refit(decoded_masks(box, full_size(prob, shape))[0], box, prob, score, low, embedding, profile)
-    base = decoded_masks(box, full_size(prob, shape))[0]
+    e = refit_dumped(service, z)
+    shape, embedding, profile, low, prob, score, base = e.shape, e.embedding, e.profile, e.low, e.prob, e.score, e.base
+    shrink = np.array([embedding.resized[1] / shape[1], embedding.resized[0] / shape[0]] * 2, np.float32)
     out = {"today": (dice(base, z["truth"]), score)}
     if not base.any():
         return out

@@ -134,12 +134,12 @@ def parent(args) -> None:
     for run in range(args.runs):
         mode = ("close_run", "close_script")[run % 2]
         for name, code in (list(codes.items()) if run % 2 == 0 else list(codes.items())[::-1]):  # alternate who is first
-            env = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": "1",
-                   "NAPARI_FEWSHOT_AUTOSAVE_DIR": tempfile.mkdtemp(prefix="exit_refining_autosave_")}
-            started = time.time()
-            done = subprocess.run([sys.executable, __file__, "--child", mode, "--seed", str(run)], env=env,
-                                  capture_output=True, text=True, timeout=1800)
-            exited = time.time()
+            with tempfile.TemporaryDirectory(prefix="exit_refining_autosave_") as autosave:  # removed after the run
+                env = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": "1", "NAPARI_FEWSHOT_AUTOSAVE_DIR": autosave}
+                started = time.time()
+                done = subprocess.run([sys.executable, __file__, "--child", mode, "--seed", str(run)], env=env,
+                                      capture_output=True, text=True, timeout=1800)
+                exited = time.time()
             info = {}
             for line in done.stdout.splitlines():  # the run's facts, then (after) how long the exit waited
                 if line.startswith("{"):
