@@ -1,8 +1,11 @@
 """LiteMedSAM's image encoder quantized to int8 by nncf (post-training, activations and weights) on OpenVINO's CPU,
 against today's OpenVINO f32: speed, embedding agreement and box-prompted mask Dice against torch float32.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=$PWD:/work/nncf_pkgs python benchmarks/sam_int8.py [--busi 20]
-        [--variants 't,m,t:patch_embed+layers\.0,...'] [--runs 10] [--out FILE]
+    OMP_NUM_THREADS=1 python benchmarks/sam_int8.py [--busi 20] [--variants 't,m,t:patch_embed+layers\.0,...']
+        [--runs 10] [--out FILE]
+
+Needs nncf (3.4 was measured), which is not a dependency of the tool: install it beside the tool, e.g. into a
+folder of its own on PYTHONPATH (`pip install --target DIR nncf`), as session 20 did.
 
 Calibration: CT sample slices (package data, what a fresh installation has) every CAL_STEP-th slice
 (calibration_planes: slices 0, 6, .., 108), none of them a scored slice (the script checks; 78 and 108 are
@@ -184,7 +187,11 @@ def main() -> None:
     args = parser.parse_args()
     import logging
 
-    import nncf
+    try:
+        import nncf
+    except ImportError:
+        sys.exit("This benchmark needs nncf, which the tool does not install: pip install --target DIR nncf, "
+                 "then PYTHONPATH=DIR.")
     import openvino as ov
 
     nncf.set_log_level(logging.ERROR)
