@@ -7,7 +7,7 @@ the other candidates' scores and their overlap with the kept object (core/ambigu
 select_plane itself from the scores it computed). Nothing is copied: the loop, the selection and Check next
 are the product's code; the wrappers only read.
 
-    OMP_NUM_THREADS=1 python benchmarks/loop_signals.py SEED OUT.json [--weight W]
+    OMP_NUM_THREADS=1 python benchmarks/loop_signals.py SEED OUT.json [--weight W] [--rule ratio|share]
     python benchmarks/loop_signals.py --report OUT.json [OUT2.json ...]
 
 --report: per round the Spearman correlation of each sign with the error, and the worst image's rank under each
@@ -91,7 +91,7 @@ def signs_of(r: dict) -> dict[str, dict[int, float]]:
     neg = {int(j): -v if not np.isnan(v) else 1e9 for j, v in r["score"].items()}  # no object: first
     out = {"estimate": est, "-score": neg}
     for overlap in (0.0, 0.1, 0.3):
-        out[f"amb{overlap}"] = {j: ambiguity(rec.get(j), overlap) for j in errors}
+        out[f"amb{overlap}"] = {j: ambiguity(rec.get(j), overlap, "ratio") for j in errors}
 
     def margin(j):  # -(kept - runner-up elsewhere); none elsewhere: -2 (the scores' range); no record: first
         if rec.get(j) is None:
@@ -146,4 +146,8 @@ if __name__ == "__main__":
             from napari_fewshot.core import uncertainty
 
             uncertainty.AMBIGUITY_WEIGHT = float(sys.argv[sys.argv.index("--weight") + 1])
+        if "--rule" in sys.argv:  # core/ambiguity.py RULE: "ratio" or "share"
+            from napari_fewshot.core import ambiguity
+
+            ambiguity.RULE = sys.argv[sys.argv.index("--rule") + 1]
         run(int(sys.argv[1]), Path(sys.argv[2]))

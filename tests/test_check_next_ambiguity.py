@@ -27,7 +27,8 @@ def test_the_sign_is_the_best_score_elsewhere_over_the_kept_score():
     masks = [_square(2, 2), _square(3, 3), _square(20, 20)]
     record = rival_record(masks, [1.0, 0.98, 0.9], 0, kept)
     assert record[0] == 1.0 and record[1][0] == (0.98, pytest.approx(49 / 64)) and record[1][1] == (0.9, 0.0)
-    assert ambiguity(record) == pytest.approx(0.9)
+    assert ambiguity(record, rule="ratio") == pytest.approx(0.9)
+    assert ambiguity(record, rule="share") == pytest.approx(1 / 3)  # the other rule: 1 of 3 candidates elsewhere
     assert ambiguity(rival_record(masks[:2], [1.0, 0.98], 0, kept)) == 0.0
     assert ambiguity(None) == 1.0
     memo = {4: (b"", None, None, {1: record}), 5: (b"", None, None, {}), 6: (b"", None, None),

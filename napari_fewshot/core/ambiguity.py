@@ -43,11 +43,20 @@ def runner_up(record: tuple[float, list[tuple[float, float]]], overlap: float = 
     return max(scores) if scores else None
 
 
-def ambiguity(record: tuple[float, list[tuple[float, float]]] | None, overlap: float = OVERLAP) -> float:
+RULE = "ratio"
+"""What :func:`ambiguity` measures: "ratio", the best score elsewhere / the kept object's; "share", the share of the
+image's candidates that lie elsewhere (how split the prototypes' evidence is; tried in session 20, BENCHMARKS.md)."""
+
+
+def ambiguity(record: tuple[float, list[tuple[float, float]]] | None, overlap: float = OVERLAP,
+              rule: str | None = None) -> float:
     """Runner-up elsewhere / kept object's score, clipped to [0, 1]: 1 when something elsewhere scores as well
-    as the kept object, 0 when nothing elsewhere was proposed. No record (no candidate, nothing drawn): 1."""
+    as the kept object, 0 when nothing elsewhere was proposed (`rule` "share", default :data:`RULE`: the share of
+    candidates elsewhere). No record (no candidate, nothing drawn): 1."""
     if record is None:
         return 1.0
+    if (RULE if rule is None else rule) == "share":
+        return sum(share <= overlap for _, share in record[1]) / (1 + len(record[1]))
     other = runner_up(record, overlap)
     if other is None or not record[0] > 0:
         return 0.0 if other is None else 1.0
