@@ -75,13 +75,18 @@ def cleaned_labels(result: SegmentationResult, finish) -> np.ndarray:
 
 def rank_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndarray], skip: Sequence[int] = ()) -> None:
     """Fill result.uncertainty for its predicted slices (not `skip`), from the final labels."""
-    from .uncertainty import rank_slices, refiner_decoder
+    from .ambiguity import selection_ambiguity
+    from .uncertainty import AMBIGUITY_WEIGHT, rank_slices, refiner_decoder
 
     skip = set(skip)
     wanted = {i: m for i, m in coarse.items() if i not in skip}
     stack = segmenter._require_image().stack  # an image set refined by LiteMedSAM: its stability ranks too
     redraw = not stack.is_volume and segmenter.params.refine.enabled_for(stack, segmenter.device)
     decode = refiner_decoder(segmenter.refiner, stack) if redraw else None
+    rivals = None  # images the selection drew: how close another object scored (core/ambiguity.py)
+    if redraw and AMBIGUITY_WEIGHT:
+        rivals = result.ambiguity = selection_ambiguity(getattr(segmenter, "_selected", {}), wanted)
     result.uncertainty = rank_slices(wanted, result.labels, stack.is_volume, segmenter.params.scale,
-                                     support=sorted(skip), decode=decode, settle=getattr(coarse, "settle", None))
+                                     support=sorted(skip), decode=decode, settle=getattr(coarse, "settle", None),
+                                     ambiguity=rivals)
 

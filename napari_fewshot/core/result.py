@@ -19,6 +19,8 @@ class SegmentationResult(Explainable):
         matching's confidence along the final labels' boundaries (see core/uncertainty.py): what to check first.
     similarity_range: image sets: class label value -> (low, high), the heatmaps' one colour range on every
         image, from the support's own similarity levels (candidate_score.py); empty for a volume.
+    ambiguity: images of a set the selection drew -> how close another object in it scored to the kept one, in
+        [0, 1] (core/ambiguity.py), where Check next ranks by it (uncertainty.AMBIGUITY_WEIGHT); else empty.
     refinement: set when LiteMedSAM refinement is still to come (FewShotSegmenter.refine_result), else None.
     """
 
@@ -29,6 +31,7 @@ class SegmentationResult(Explainable):
     similarity: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     uncertainty: dict[int, float] = field(default_factory=dict)
     similarity_range: dict[int, tuple[float, float]] = field(default_factory=dict)
+    ambiguity: dict[int, float] = field(default_factory=dict)
     explainer: Explainer | None = field(default=None, repr=False)  # for explain(z, y, x): core/provenance.py
     # a coarse result of segment(..., refine_later=True) still to refine: core/refinement.PendingRefinement
     refinement: object | None = field(default=None, repr=False)

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from .ambiguity import rival_record
 from .candidate_score import SupportProfile
 from .progress import Progress
 from .proposals import decoded_masks, propose_boxes
@@ -282,7 +283,7 @@ def grow(drawn: np.ndarray, box: np.ndarray, probabilities: np.ndarray, score: f
 def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int], decode: Callable,
                  embedding: PlaneEmbedding, profiles: dict[int, SupportProfile | None],
                  min_pixels: int = 64, redraw: bool = False, previous: np.ndarray | None = None,
-                 keep: float | None = None) -> np.ndarray:
+                 keep: float | None = None, rivals: dict | None = None) -> np.ndarray:
     """One image's labels redrawn: per class, the candidate of highest :func:`selection_score`.
 
     labels: (H, W) coarse label values; scores: (K + 1, H, W) class similarity (upsampled, class k of
@@ -294,6 +295,7 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
     box decoded again at full size. Classes without a candidate keep their coarse pixels. previous: (H, W) labels
     this image was given by its last selection (None: none); with `keep` (a margin, :data:`KEEP`), a class keeps
     its previous object unless the best candidate's score beats that object's, scored now, by more than `keep`.
+    rivals: filled with class_id -> ambiguity.rival_record of the kept object (Check next's ambiguity sign).
     Returns a new (H, W) array of labels' dtype.
     """
     out = np.zeros_like(labels)
@@ -325,6 +327,8 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
             drawn = decoded_masks(winner, full_size(won, labels.shape))[0]
         if redraw:
             drawn = decoded_masks(winner, decode(winner, False))[0]
+        if rivals is not None:  # how close another object scored (core/ambiguity.py), from the scores above
+            rivals[class_id] = rival_record(masks, fit, best, low_res(drawn, size) > 0.5)
         chosen.append((fit[best], class_id, drawn if drawn.any() else coarse))
     for _, class_id, mask in sorted(chosen, key=lambda item: item[0]):  # the best fit wins overlaps
         out[mask] = class_id
@@ -351,9 +355,10 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
     """select_plane for labels[i] (in place), every i in `indices`, with the refiner's LiteMedSAM and its
     embedding cache. coarse: slice -> (K + 1, h, w) scores on the feature grid; profiles: class position -> profile,
     or image -> that (core/nearest.py: each image's nearest painted images). Yields Progress per image.
-    memo: image -> (digest of what its selection depends on, labels, setting), kept by the caller: after a
-    stroke, an image whose coarse scores, labels and support sizes did not change is not decoded again, and one
-    that changed keeps its last selection's objects unless a candidate beats them by :data:`KEEP`."""
+    memo: image -> (digest of what its selection depends on, labels, setting, select_plane's rivals), kept by the
+    caller: after a stroke, an image whose coarse scores, labels and support sizes did not change is not decoded
+    again, and one that changed keeps its last selection's objects unless a candidate beats them by :data:`KEEP`."""
+    from . import uncertainty
     from .predict import upsample
 
     service = refiner.service  # core/sam_service.py: one model, one embedding cache
@@ -377,9 +382,10 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
             scores = upsample(torch.from_numpy(coarse[i])[None], labels[i].shape)[0].numpy()
             decode = lambda boxes, low, e=embedding: service.decode(  # noqa: E731
                 [(e, boxes, None)], low_res=low, own_weights=low and own_choice, inside=low)[0]  # read in the box
+            rivals = {} if uncertainty.AMBIGUITY_WEIGHT else None  # Check next's ambiguity sign, when on
             labels[i] = select_plane(labels[i], scores, class_ids, decode, embedding, mine,
                                      refiner.params.refine.min_pixels, redraw=service.decoder_tuned,
-                                     previous=previous, keep=KEEP)
+                                     previous=previous, keep=KEEP, rivals=rivals)
             if memo is not None:
-                memo[i] = (digest, labels[i].copy(), setting)
+                memo[i] = (digest, labels[i].copy(), setting, rivals)
         yield Progress(n + 1, len(indices), f"selected objects on image {i + 1} of {len(stack)}")

@@ -84,7 +84,8 @@ def slice_band(grid: tuple[int, int], labels: np.ndarray, neighbours: list[np.nd
 
 
 def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: float,
-                support: Sequence[int] = (), decode: Decoder | None = None, settle=None) -> dict[int, float]:
+                support: Sequence[int] = (), decode: Decoder | None = None, settle=None,
+                ambiguity: dict[int, float] | None = None) -> dict[int, float]:
     """What to check first, for every slice in `coarse` (slice -> (K + 1, h, w) scores), higher first.
 
     labels: (S, H, W) array or list of (H_i, W_i) final labels. A volume: expected wrong pixels per slice
@@ -94,8 +95,10 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
     estimate of each mask): LiteMedSAM's decoder on that image), also how stable the prediction's own box
     redraws it (:func:`box_signs`) and, when the decoder gives it, LiteMedSAM's own estimate of how good the
     mask from that box is; which of them, and how many boxes are decoded, :data:`CHECK_NEXT` says (by default
-    1 - that estimate alone, one box per image). Volumes ignore `decode`; settle (volumes): slice -> (h, w)
-    cells -> the scores made exact there (core/bounded.BoundedScores.settle)."""
+    1 - that estimate alone, one box per image). ambiguity: image -> core/ambiguity.py's sign of its selection
+    (how close another object scored), added to 1 - that estimate with :data:`AMBIGUITY_WEIGHT`. Volumes ignore
+    `decode` and `ambiguity`; settle (volumes): slice -> (h, w) cells -> the scores made exact there
+    (core/bounded.BoundedScores.settle)."""
     if not is_volume:
         sizes = support_sizes([labels[i] for i in support])
         out = {}
@@ -105,6 +108,8 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
             stable, quality = _stability(labels[i], decode, i, jittered) if drawn else (None, None)
             if jittered == 0 and quality is not None:  # LiteMedSAM's estimate of its own box's mask alone
                 out[i] = 1.0 - float(np.clip(quality, 0.0, 1.0))
+                if ambiguity and AMBIGUITY_WEIGHT:  # a rival object elsewhere scored nearly as well
+                    out[i] += AMBIGUITY_WEIGHT * ambiguity.get(i, 0.0)
                 continue
             out[i] = image_error(scores, labels[i], sizes, scale, stable, quality)
         return out
@@ -135,6 +140,13 @@ box). BUSI, the box loop's first segmentation, Spearman with 1 - Dice on seeds 1
 estimate: seed 1 0.754 / 0.773 (noc_85 never either way), seed 2 0.777 / 0.799 (noc_85 13 / 12) (BENCHMARKS.md,
 session 16 "cost"). A third rule, 1 - the IoU estimate propose and select read when it decoded the kept object (no
 box), gave 0.61 / 0.71 / 0.59 and lost held-out seed 0: removed in session 17 (commit b2b1b32 still has it)."""
+AMBIGUITY_WEIGHT = 0.0
+"""Images of a set that propose and select drew: Check next's sign is 1 - LiteMedSAM's IoU estimate plus this
+times core/ambiguity.py's sign (the best candidate elsewhere in the image / the kept object's selection score; 0:
+off, and the selection records no rivals). Off: on the BUSI box loop (session 20 "ambig") 0.1 reached 0.85 on seed 2
+(12 drags, never before; final 0.895 vs 0.833) but one drag later on seeds 1 and 3 (9 vs 8, 11 vs 10; 0.05 also 9 on
+seed 1), 9 as before on seed 0; its Spearman with the error fell on both development seeds (0.77 -> 0.55, 0.56 ->
+0.29)."""
 STABILITY_GAIN = 4.0  # the stability sign: STABILITY_GAIN x (1 - stability), clipped to [0, 1]: 0.75 or less is a miss
 
 

@@ -327,8 +327,12 @@ class Corrections(QObject):
         index = int(order[0])
         session.checked.add(index)
         self._go_to(index)
+        from ..core import uncertainty
+        from ..core.ambiguity import check_next_reason
+
         wrong = float(result.uncertainty.get(index, 0.0))
-        estimate = (f"estimated Dice error {wrong:.2f}: it may have missed the object" if self._noun() == "image"
+        rival = getattr(result, "ambiguity", {}).get(index)  # images: how close another object scored
+        estimate = (check_next_reason(wrong, rival, uncertainty.AMBIGUITY_WEIGHT) if self._noun() == "image"
                     else f"about {wrong:.0f} pixels may be wrong")  # core/uncertainty.py: 1 - Dice for images
         fix = "a box (Box → paint) or a stroke" if self._noun() == "image" else "a stroke"
         self.ui.status_label.setText(

@@ -1,0 +1,100 @@
+"""Where Check next goes on a BUSI folder, as a sonographer sees it (issue 20 item 3; session 20, helper "ambig"):
+the box loop's seed-S set of 20 images in a real viewer, its first 3 painted from their reference masks, Segment
+(the widget's button), then Check next clicked `--checks` times, a screenshot of the window after each click, the
+status line and the shown image's Dice printed. `--weight W` sets uncertainty.AMBIGUITY_WEIGHT (Check next's
+ambiguity sign; the code's default without it).
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/busi_check_next_gui.py OUT_DIR [--seed 2] [--weight W]
+
+⚠ LiteMedSAM inside: MedSAM's training data included public breast-ultrasound sets, possibly BUSI.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401  (before Qt)
+
+# isort: split
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+DATA = ROOT.parent / "shared" / "data" / "busi"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--weight", type=float, default=None)
+    parser.add_argument("--checks", type=int, default=3)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    import napari
+
+    from busi_refit_gui import pump
+    from gui_driver import wait_idle
+    from napari_fewshot.core import dice, uncertainty
+    from napari_fewshot.evaluation.datasets import seeded_busi_pool
+    from napari_fewshot.io import read_busi_mask
+    from napari_fewshot.plugin import IMAGE_SET_KEY
+
+    if args.weight is not None:
+        uncertainty.AMBIGUITY_WEIGHT = args.weight
+    names, drawn, _, _ = seeded_busi_pool(DATA, 3, 20, 10, args.seed, "images")
+    chosen = [names[d] for d in drawn]  # "malignant/malignant (18)"; the first 3 are painted
+    tag = f"w{uncertainty.AMBIGUITY_WEIGHT:g}"
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["NAPARI_FEWSHOT_AUTOSAVE_DIR"] = os.path.join(tmp, "autosave")
+        folder = Path(tmp) / f"busi_seed{args.seed}"
+        folder.mkdir()
+        for name in chosen:
+            for f in (DATA / name.split("/")[0]).glob(f"{Path(name).name}*.png"):
+                if f.stem == Path(name).name or f.stem.startswith(f"{Path(name).name}_mask"):
+                    shutil.copy(f, folder / f.name)
+        viewer = napari.Viewer(show=True)
+        viewer.window._qt_window.resize(1600, 1000)
+        viewer.open(str(folder), plugin="napari-fewshot")
+        info = viewer.layers[folder.name].metadata[IMAGE_SET_KEY]
+        _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+        widget.ui.settings["device"].value = "cpu"
+        pump(0.5)
+        widget.ui.new_support_button.click()
+        data = np.array(widget.support_layer.data)
+        masks = [read_busi_mask(folder / name) for name in info.names]
+        painted = {Path(n).name for n in chosen[:3]}
+        for i, name in enumerate(info.names):
+            if Path(name).stem in painted:
+                data[i, : masks[i].shape[0], : masks[i].shape[1]][masks[i]] = 1
+        widget.support_layer.data = data
+        widget.ui.segment_button.click()
+        wait_idle(widget, settle_s=0)
+        pump(0.5)
+        viewer.screenshot(str(args.out / f"{tag}_0_segment.png"), canvas_only=False)
+        print(f"[{tag}] after Segment: {widget.ui.status_label.text()}")
+        prediction = np.asarray(widget.prediction_layer.data)
+        result = widget.session.last_result
+        for i in result.check_order():
+            h, w = masks[i].shape
+            print(f"  {Path(info.names[i]).stem:16s} Dice {dice(prediction[i, :h, :w] != 0, masks[i]):.3f} "
+                  f"sign {result.uncertainty[i]:.3f} ambiguity {result.ambiguity.get(i, float('nan')):.3f}")
+        for n in range(1, args.checks + 1):
+            widget.ui.check_next_button.click()
+            pump(0.5)
+            i = int(viewer.dims.current_step[0])
+            h, w = masks[i].shape
+            viewer.screenshot(str(args.out / f"{tag}_{n}_check.png"), canvas_only=False)
+            print(f"[{tag}] Check next {n}: image {Path(info.names[i]).stem} (Dice "
+                  f"{dice(prediction[i, :h, :w] != 0, masks[i]):.3f}): {widget.ui.status_label.text()}")
+        viewer.close()
+
+
+if __name__ == "__main__":
+    main()
