@@ -353,6 +353,8 @@ def main() -> None:
     if args.baseline:
         trees[f"baseline {args.baseline}"] = checkout(args.baseline)
     rows = {}
+    if args.screenshot:
+        Path(args.screenshot).mkdir(parents=True, exist_ok=True)
     try:
         for name, tree in trees.items():
             command = [sys.executable, __file__, "--one", str(tree), "--scan", args.scan, "--slices", str(args.slices)]
