@@ -37,14 +37,11 @@ def main() -> None:
     parser.add_argument("--checks", type=int, default=3)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    import napari
 
-    from busi_refit_gui import pump
+    from busi_refit_gui import open_painted, pump
     from gui_driver import wait_idle
     from napari_fewshot.core import dice, uncertainty
     from napari_fewshot.evaluation.datasets import seeded_busi_pool
-    from napari_fewshot.io import read_busi_mask
-    from napari_fewshot.plugin import IMAGE_SET_KEY
 
     if args.weight is not None:
         uncertainty.AMBIGUITY_WEIGHT = args.weight
@@ -59,21 +56,7 @@ def main() -> None:
             for f in (DATA / name.split("/")[0]).glob(f"{Path(name).name}*.png"):
                 if f.stem == Path(name).name or f.stem.startswith(f"{Path(name).name}_mask"):
                     shutil.copy(f, folder / f.name)
-        viewer = napari.Viewer(show=True)
-        viewer.window._qt_window.resize(1600, 1000)
-        viewer.open(str(folder), plugin="napari-fewshot")
-        info = viewer.layers[folder.name].metadata[IMAGE_SET_KEY]
-        _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
-        widget.ui.settings["device"].value = "cpu"
-        pump(0.5)
-        widget.ui.new_support_button.click()
-        data = np.array(widget.support_layer.data)
-        masks = [read_busi_mask(folder / name) for name in info.names]
-        painted = {Path(n).name for n in chosen[:3]}
-        for i, name in enumerate(info.names):
-            if Path(name).stem in painted:
-                data[i, : masks[i].shape[0], : masks[i].shape[1]][masks[i]] = 1
-        widget.support_layer.data = data
+        viewer, widget, info, masks = open_painted(folder, {Path(n).name for n in chosen[:3]})
         widget.ui.segment_button.click()
         wait_idle(widget, settle_s=0)
         pump(0.5)

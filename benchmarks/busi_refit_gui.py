@@ -47,23 +47,15 @@ def pump(seconds: float) -> None:
         time.sleep(0.02)
 
 
-def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINTED, switch: str = "refit",
-            ) -> tuple[dict, np.ndarray, float]:
-    """Per segmented image its Dice, the (N, H, W) prediction layer and Segment's wall seconds, `switch` off or on."""
-    import time
-
+def open_painted(folder: Path, painted) -> tuple:
+    """A napari window (1600 x 1000) with `folder` (BUSI images and their *_mask files) opened as an image set, the
+    dock widget on the CPU, a new support layer with the images whose stems are in `painted` painted from their
+    masks -> (viewer, widget, the set's info, every image's (H, W) bool mask)."""
     import napari
 
-    from napari_fewshot.core import dice, sam_service, select_objects
     from napari_fewshot.io import read_busi_mask
     from napari_fewshot.plugin import IMAGE_SET_KEY
 
-    from gui_driver import wait_idle
-
-    # `refit`: the switch, on / off; the others at the code's defaults
-    select_objects.REFIT = (0.05, 0.2) if refit or switch != "refit" else ()
-    select_objects.GROWING = refit and switch == "grow"
-    sam_service.LOW_RES_INSIDE = refit or switch != "window"
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
     viewer.open(str(folder), plugin="napari-fewshot")
@@ -72,13 +64,29 @@ def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINT
     widget.ui.settings["device"].value = "cpu"
     pump(0.5)
     widget.ui.new_support_button.click()
-    support = widget.support_layer
-    data = np.array(support.data)
+    data = np.array(widget.support_layer.data)
     masks = [read_busi_mask(folder / name) for name in info.names]
     for i, name in enumerate(info.names):
         if Path(name).stem in painted:
             data[i, : masks[i].shape[0], : masks[i].shape[1]][masks[i]] = 1
-    support.data = data
+    widget.support_layer.data = data
+    return viewer, widget, info, masks
+
+
+def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINTED, switch: str = "refit",
+            ) -> tuple[dict, np.ndarray, float]:
+    """Per segmented image its Dice, the (N, H, W) prediction layer and Segment's wall seconds, `switch` off or on."""
+    import time
+
+    from napari_fewshot.core import dice, sam_service, select_objects
+
+    from gui_driver import wait_idle
+
+    # `refit`: the switch, on / off; the others at the code's defaults
+    select_objects.REFIT = (0.05, 0.2) if refit or switch != "refit" else ()
+    select_objects.GROWING = refit and switch == "grow"
+    sam_service.LOW_RES_INSIDE = refit or switch != "window"
+    viewer, widget, info, masks = open_painted(folder, painted)
     start = time.perf_counter()
     widget.ui.segment_button.click()
     wait_idle(widget, settle_s=0)
