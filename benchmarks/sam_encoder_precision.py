@@ -162,6 +162,30 @@ class Neck(torch.nn.Module):
         return self.neck(x.view(x.shape[0], 64, 64, x.shape[2]).permute(0, 3, 1, 2))
 
 
+def reference_and_ir(prompter, names: list[str], inputs: list, reference: str) -> tuple[dict, object, str]:
+    """The torch float32 reference and today's OpenVINO f32 encoder (also sam_int8.py's): name -> (1, 256, 64, 64)
+    embedding of each of `inputs` ((1, 3, 256, 256) input, scale) by the torch encoder (kept in the file `reference`
+    between runs), the service's encoder runtime (converted into the user's cache folder if need be) and the path
+    of its IR (encoder.xml)."""
+    import openvino as ov
+
+    from napari_fewshot import __version__
+    from napari_fewshot.core.features import default_cache_dir
+    from napari_fewshot.core.sam_runtime import SIDE, encoder_runtime, ir_folder
+
+    encoder = prompter.model.image_encoder.eval()
+    cached = torch.load(reference) if Path(reference).is_file() else {}
+    with torch.no_grad():
+        for name, (x, _) in zip(names, inputs):
+            if name not in cached:
+                cached[name] = encoder(x)
+                print("reference", name, flush=True)
+    torch.save(cached, reference)
+    runtime = encoder_runtime("openvino", encoder, torch.device("cpu"), default_cache_dir(), prompter.weights_id, {})
+    folder = ir_folder(ov, default_cache_dir(), [prompter.weights_id, ov.__version__, __version__, SIDE])
+    return cached, runtime, str(folder / "encoder.xml")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--busi", type=int, default=20)
@@ -173,11 +197,9 @@ def main() -> None:
     args = parser.parse_args()
     import openvino as ov
 
+    from napari_fewshot.core.features import default_cache_dir
     from napari_fewshot.core.sam_decoder import decoder_runtime
     from napari_fewshot.core.sam_prompt import BoxPrompter, PlaneEmbedding
-    from napari_fewshot import __version__
-    from napari_fewshot.core.features import default_cache_dir
-    from napari_fewshot.core.sam_runtime import SIDE, encoder_runtime, ir_folder
 
     report = {"load_before": load(), "threads": torch.get_num_threads()}
     prompter = BoxPrompter()
@@ -185,15 +207,7 @@ def main() -> None:
     todo = planes(args.busi, args.chaos)
     inputs = [prompter.to_input(plane) for _, plane, _ in todo]
     names = [name for name, _, _ in todo]
-    cached = torch.load(args.reference) if Path(args.reference).is_file() else {}
-    with torch.no_grad():
-        for name, (x, _) in zip(names, inputs):
-            if name not in cached:
-                cached[name] = encoder(x)
-                print("reference", name, flush=True)
-    torch.save(cached, args.reference)
-    runtime = encoder_runtime("openvino", encoder, torch.device("cpu"), default_cache_dir(), prompter.weights_id, {})
-    xml = str(ir_folder(ov, default_cache_dir(), [prompter.weights_id, ov.__version__, __version__, SIDE]) / "encoder.xml")
+    cached, runtime, xml = reference_and_ir(prompter, names, inputs, args.reference)
     decoders = {"adopted": decoder_runtime(runtime.name, prompter.model, torch.device("cpu"), default_cache_dir(),
                                            prompter.weights_id), "torch f32": None}
     report["decoder"] = decoders["adopted"].status

@@ -196,15 +196,14 @@ def main() -> None:
 
     nncf.set_log_level(logging.ERROR)
 
-    from napari_fewshot import __version__
+    from sam_encoder_precision import reference_and_ir
+
     from napari_fewshot.core.features import default_cache_dir
     from napari_fewshot.core.sam_decoder import decoder_runtime
     from napari_fewshot.core.sam_prompt import BoxPrompter, PlaneEmbedding
-    from napari_fewshot.core.sam_runtime import SIDE, encoder_runtime, ir_folder
 
     report = {"load_before": load(), "threads": torch.get_num_threads(), "cal_step": CAL_STEP}
     prompter = BoxPrompter()
-    encoder = prompter.model.image_encoder.eval()
     todo = planes(args.busi)
     cal_indices, cal_planes = calibration_planes()
     scored_ct = {int(name.split()[-1]) for d, name, _, _ in todo if d == "ct"}
@@ -222,14 +221,7 @@ def main() -> None:
     report["calibration"] = {"ct_slices": cal_indices, "scored_ct_slices": sorted(scored_ct)}
     inputs = [prompter.to_input(plane) for _, _, plane, _ in todo]
     names = [name for _, name, _, _ in todo]
-    cached = torch.load(args.reference) if Path(args.reference).is_file() else {}
-    with torch.no_grad():
-        for name, (x, _) in zip(names, inputs):
-            if name not in cached:
-                cached[name] = encoder(x)
-    torch.save(cached, args.reference)
-    runtime = encoder_runtime("openvino", encoder, torch.device("cpu"), default_cache_dir(), prompter.weights_id, {})
-    xml = str(ir_folder(ov, default_cache_dir(), [prompter.weights_id, ov.__version__, __version__, SIDE]) / "encoder.xml")
+    cached, runtime, xml = reference_and_ir(prompter, names, inputs, args.reference)
     decoders = {"service": decoder_runtime(runtime.name, prompter.model, torch.device("cpu"), default_cache_dir(),
                                            prompter.weights_id), "torch_f32": None}
     report["decoder"] = decoders["service"].status
