@@ -44,29 +44,45 @@ def load() -> float:
     return float(open("/proc/loadavg").read().split()[0])
 
 
-def planes(busi: int, chaos: int) -> list[tuple[str, np.ndarray, list]]:
-    """[(name, (H, W) plane, [(4,) boxes])]."""
+def largest_slices(prefix: str, image, labels, organs=None) -> list[tuple[str, np.ndarray, list]]:
+    """A labelled volume's planes to box (also sam_int8.py's): per organ (every label value, or `organs`) the slice
+    where it is largest -> [(f"{prefix} slice {index}", (H, W) plane, [(4,) box + 10 % of every organ on it])]."""
     from napari_fewshot.core.sam_prompt import box_of
     from napari_fewshot.core.stack import ImageStack
-    from napari_fewshot.io import read_busi_mask, read_labels, read_volume
+    from napari_fewshot.io import read_labels, read_volume
+
+    volume = read_volume(image)
+    label = read_labels(labels, like=volume)
+    stack = ImageStack(volume.data)
+    out = []
+    for organ in organs or np.unique(label)[1:]:
+        index = int(np.argmax((label == organ).sum((1, 2))))
+        boxes = [box_of(label[index] == c, 0.1) for c in np.unique(label[index])[1:]]
+        out.append((f"{prefix} slice {index}", stack.slice(index), boxes))
+    return out
+
+
+def busi_plane(path) -> tuple[np.ndarray, list]:
+    """A BUSI image -> ((H, W) grey plane, [its lesion's (4,) box + 10 %])."""
+    from napari_fewshot.core.sam_prompt import box_of
+    from napari_fewshot.io import read_busi_mask, read_volume
+
+    image = read_volume(path).data[0]
+    return image.mean(-1) if image.ndim == 3 else image, [box_of(read_busi_mask(path), 0.1)]
+
+
+def planes(busi: int, chaos: int) -> list[tuple[str, np.ndarray, list]]:
+    """[(name, (H, W) plane, [(4,) boxes])]."""
     from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
 
     out = []
     chaos_files = sorted((DATA / "chaos_t2").glob("image_*.nii.gz"), key=lambda p: int(p.name[6:-7]))[:chaos]
     for name, image, labels, organs in [("ct", CT_IMAGE, CT_LABELS, None)] + [
             (f"chaos{p.name[6:-7]}", p, p.with_name(p.name.replace("image", "label")), (1, 2)) for p in chaos_files]:
-        volume = read_volume(image)
-        label = read_labels(labels, like=volume)
-        stack = ImageStack(volume.data)
-        for organ in organs or np.unique(label)[1:]:
-            index = int(np.argmax((label == organ).sum((1, 2))))
-            boxes = [box_of(label[index] == c, 0.1) for c in np.unique(label[index])[1:]]
-            out.append((f"{name} slice {index}", stack.slice(index), boxes))
+        out += largest_slices(name, image, labels, organs)
     for kind in ("benign", "malignant"):
         for n in range(1, busi + 1):
-            path = DATA / "busi" / kind / f"{kind} ({n}).png"
-            image = read_volume(path).data[0]
-            out.append((f"{kind} {n}", image.mean(-1) if image.ndim == 3 else image, [box_of(read_busi_mask(path), 0.1)]))
+            out.append((f"{kind} {n}", *busi_plane(DATA / "busi" / kind / f"{kind} ({n}).png")))
     return out
 
 

@@ -69,28 +69,19 @@ def load() -> float:
 
 def planes(busi: int) -> list[tuple[str, str, np.ndarray, list]]:
     """[(dataset, name, (H, W) plane, [(4,) boxes])]."""
-    from napari_fewshot.core.sam_prompt import box_of
-    from napari_fewshot.core.stack import ImageStack
-    from napari_fewshot.io import read_busi_mask, read_labels, read_volume
+    from sam_encoder_precision import busi_plane, largest_slices
+
     from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
 
     out = []
     for dataset, image, labels, organs in [("ct", CT_IMAGE, CT_LABELS, None)] + [
             ("chaos", CHAOS / f"image_{n}.nii.gz", CHAOS / f"label_{n}.nii.gz", (1, 2)) for n in (1, 5)]:
-        volume = read_volume(image)
-        label = read_labels(labels, like=volume)
-        stack = ImageStack(volume.data)
-        for organ in organs or np.unique(label)[1:]:
-            index = int(np.argmax((label == organ).sum((1, 2))))
-            boxes = [box_of(label[index] == c, 0.1) for c in np.unique(label[index])[1:]]
-            out.append((dataset, f"{Path(image).name} slice {index}", stack.slice(index), boxes))
+        out += [(dataset, *row) for row in largest_slices(Path(image).name, image, labels, organs)]
     for kind in ("benign", "malignant"):
         for n in range(1, busi + 1):
             path = BUSI / kind / f"{kind} ({n}).png"
             if path.is_file():
-                image = read_volume(path).data[0]
-                out.append(("busi", f"{kind} {n}", image.mean(-1) if image.ndim == 3 else image,
-                            [box_of(read_busi_mask(path), 0.1)]))
+                out.append(("busi", f"{kind} {n}", *busi_plane(path)))
     return out
 
 
