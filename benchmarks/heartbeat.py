@@ -51,6 +51,23 @@ def _delta(before: dict, after: dict, names: dict) -> list[dict]:
     return sorted(rows, key=lambda r: -r["cpu_ms"])
 
 
+def thread_times() -> dict:
+    """A snapshot for ``thread_use``: {native thread id: (name, ns on a CPU, ns waiting for one)}, with the
+    Python names of the threads that have one ("main" for the main thread)."""
+    names = {t.native_id: ("main" if t is threading.main_thread() else t.name) for t in threading.enumerate()}
+    return {tid: (names.get(tid, name), run, wait) for tid, (name, run, wait) in _threads().items()}
+
+
+def thread_use(before: dict, after: dict, wall_s: float) -> list[dict]:
+    """Per thread that ran ≥ 5 ms between two ``thread_times`` snapshots `wall_s` apart: ms on a CPU, ms waiting
+    for a CPU (run queue), and ms doing neither ("off_ms": asleep, blocked on a lock, the GIL or a condition).
+    A thread that started in between counts from its start, so its off_ms is an upper bound."""
+    rows = _delta(before, after, {tid: name for tid, (name, _, _) in after.items()})
+    for row in rows:
+        row["off_ms"] = round(wall_s * 1000 - row["cpu_ms"] - row["runqueue_ms"], 1)
+    return rows
+
+
 def _stack(frame, depth: int = 14) -> tuple[str, ...]:
     """Innermost first: 'file.py:line function' of up to `depth` frames."""
     out = []

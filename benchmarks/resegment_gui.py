@@ -21,7 +21,10 @@ corrections and prints where the time goes. Each window correction runs a 10 ms 
 (benchmarks/heartbeat.py) from the click until the refinement is in: its gaps are the window's stalls, for the
 coarse phase and the refinement phase apart. --screenshot DIR also keeps the first window correction's steps
 (after the stroke, on the corrected slice: *_1_stroke.png; then two slices away, a predicted one, with the
-coarse result shown: *_2_coarse.png, and with the refinement in: *_3_refined.png).
+coarse result shown: *_2_coarse.png, and with the refinement in: *_3_refined.png). Each window correction also
+says how every thread spent the coarse phase and the refinement phase (``coarse_phase_threads``,
+``refinement_phase_threads``: ms on a CPU, waiting for one, and neither; heartbeat.thread_use), and each API
+correction the same (``api_threads``): software OpenGL's threads (llvmpipe-N) are the window's drawing.
 """
 
 from __future__ import annotations
@@ -154,7 +157,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
 
     sys.path.insert(0, str(ROOT / "tests"))
     from gui_driver import canvas_drag, wait_idle
-    from heartbeat import Heartbeat
+    from heartbeat import Heartbeat, thread_times, thread_use
 
     if float32:  # as on a CPU without AVX512-BF16 / AMX / VNNI: the matching's products fall back to float32
         force_float32(matching)
@@ -218,6 +221,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
     candidates = [z for z in organ if z not in painted]
     chosen = candidates[:: max(1, len(candidates) // 6)][:6]
     window, refined, api, dices, steps, beats, digests, summary = [], [], [], [], [], [], [], []
+    api_threads = []  # per API correction: each thread's CPU / run-queue / off ms (heartbeat.thread_use)
     for n, z in enumerate(chosen):
         correct(z)
         if n % 2 == 0 and mirror:  # the window's correction through the API instead: coarse, then refined (first=[z])
@@ -257,6 +261,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
             heart.start()
             if tracer is not None:
                 tracer.reset()
+            threads_before = thread_times()
             click = time.perf_counter()
             widget.ui.segment_button.click()
             streaming = getattr(widget, "streaming", None)  # None: a revision without streamed refinement
@@ -264,6 +269,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
                 app.processEvents()  # until the coarse result is shown (refinement, if on, streams in after it)
                 time.sleep(0.005)
             window.append(time.perf_counter() - click)
+            coarse_threads = thread_times()
             coarse_at = time.perf_counter() - heart.t0
             if shots:
                 viewer.screenshot(shot(screenshot, "2_coarse"), canvas_only=False)
@@ -271,6 +277,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
                 app.processEvents()
                 time.sleep(0.005)
             refined.append(time.perf_counter() - click)
+            refined_threads = thread_times()
             done_at = time.perf_counter() - heart.t0
             wait_idle(widget, settle_s=0)  # idle time: the embeddings ahead of need (core/ahead.py) where there are
             wait_idle(None, settle_s=0.5)
@@ -285,15 +292,19 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
             summary.append({"slice": z, "load": round(os.getloadavg()[0], 1), "coarse_shown_s": round(window[-1], 2),
                             **(near_refined(tracer.events, z, painted) if tracer is not None else {}),
                             "all_refined_s": round(refined[-1], 2),
-                            "max_gap_refining_ms": beats[-1]["refinement_phase"].get("max_stall_ms")})
+                            "max_gap_refining_ms": beats[-1]["refinement_phase"].get("max_stall_ms"),
+                            "coarse_phase_threads": thread_use(threads_before, coarse_threads, window[-1]),
+                            "refinement_phase_threads": thread_use(coarse_threads, refined_threads,
+                                                                   refined[-1] - window[-1])})
             if sampler:
                 sampler.on = False
             labels = np.asarray(session.prediction.data)
         else:
-            click = time.perf_counter()
+            threads_before, click = thread_times(), time.perf_counter()
             result = run(original_segment(seg, np.array(support.data), **later,
                                           empty_slices=widget.corrections.empty_slices()))
             api.append(time.perf_counter() - click)
+            api_threads.append(thread_use(threads_before, thread_times(), api[-1]))
             labels = result.labels
         dices.append(round(float(dice(labels == 1, truth == 1)), 4))
         digests.append(hashlib.blake2b(np.ascontiguousarray(labels, np.uint8).tobytes(), digest_size=8).hexdigest())
@@ -309,7 +320,7 @@ def measure(kind: str, slices: int, float32: bool, profile: bool, screenshot: st
         "first_segment_all_with_features_s": round(first_s, 1),
         "window_after_correction_s": [round(s, 2) for s in window],
         "window_refined_after_correction_s": [round(s, 2) for s in refined],
-        "api_after_correction_s": [round(s, 2) for s in api],
+        "api_after_correction_s": [round(s, 2) for s in api], "api_threads": api_threads,
         "window_median_s": round(float(np.median(window)), 2), "api_median_s": round(float(np.median(api)), 2),
         "window_summary": summary, "liver_dice_per_correction": dices, "labels_digest_per_correction": digests, "window_steps": steps, "window_heartbeat": beats,
         "layers": layer_names, "status": status, "setup_s": round(time.perf_counter() - started, 1),

@@ -159,3 +159,40 @@ def test_closing_the_viewer_touches_no_deleted_qt_object(fast_ct, qtbot, when):
 
     assert raised == [], [str(e[1]) for e in raised]
     assert runner.closed and runner._pbar is None  # stopped, napari's bar closed
+
+
+def test_a_job_leaves_the_window_still(fast_ct, qtbot, monkeypatch):
+    """Session 21: every animation frame recomposes the whole window in OpenGL (software OpenGL: ~40 % of a core),
+    so the widget's bar is never in its busy state, and napari's activity indicator turns at a tenth of its speed
+    while our job has a bar in the dock, at its own speed again after."""
+    from qtpy.QtGui import QMovie
+
+    from napari_fewshot.plugin.activity import SPEED_PERCENT, activity_movies
+
+    viewer, widget, reference = fast_ct
+    runner = widget.runner
+    paint_support(widget, reference)
+    totals, speeds = [], []
+    show_bar, push = runner._show_bar, runner._push
+    monkeypatch.setattr(runner, "_show_bar", lambda done, total, text: totals.append(total) or show_bar(done, total, text))
+
+    def pushed():
+        push()
+        if runner._pbar is not None:
+            speeds.append([(m.speed(), m.state()) for m in activity_movies()])
+
+    monkeypatch.setattr(runner, "_push", pushed)
+    runner._timer.timeout.disconnect()
+    runner._timer.timeout.connect(runner._push)
+    assert activity_movies(), "napari's activity indicator (loading.gif) was not found"
+
+    widget.segment("all")
+    assert widget.ui.progress_bar.maximum() > 0  # not busy from the click on
+    wait_idle(qtbot, widget, timeout_s=120)
+    qtbot.wait(300)
+
+    assert totals and min(totals) > 0, "the widget's bar was put in its busy (animated) state"
+    running = [s for s in speeds if s]
+    assert running and all(speed == SPEED_PERCENT for s in running for speed, _ in s)
+    assert any(state == QMovie.MovieState.Running for s in running for _, state in s)  # turning, slowly
+    assert [m.speed() for m in activity_movies()] == [100] * len(activity_movies())  # its own speed again

@@ -44,6 +44,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
 from ..errors import FewShotError
+from .activity import slow_activity_indicator
 from .panel import Panel
 from .workers import Preview, start
 
@@ -146,7 +147,7 @@ class JobRunner:
         if not quiet:
             self._set_busy(True)
             self.ui.status_label.setText(f"{kind}...")
-            self._show_bar(0, 0, f"{kind}...")  # busy until the first report: no fraction is known yet
+            self._show_bar(0, 1, f"{kind}...")  # still until the first report: a busy bar animates (activity.py)
             self._timer.start()
         if self.live_worker is not None:
             self._queued = worker
@@ -327,7 +328,9 @@ class JobRunner:
     def _new_bar(self, p):
         from napari.utils import progress
 
-        return progress(total=p.total, desc=self.kind)
+        bar = progress(total=p.total, desc=self.kind)
+        slow_activity_indicator(True)
+        return bar
 
     def _close_bar(self, pbar) -> None:
         """Close napari's bar ``pbar``, after the update of it in progress if there is one."""
@@ -339,11 +342,12 @@ class JobRunner:
         self._in_napari = True
         try:
             pbar.close()
+            slow_activity_indicator(False)
         finally:
             self._in_napari = False
 
     def _show_bar(self, done: int, total: int, text: str) -> None:
-        """The widget's bar at ``done`` of ``total`` (0 of 0: busy) with ``text`` (Qt's ``%v`` / ``%m``: the value / total)."""
+        """The widget's bar at ``done`` of ``total`` with ``text`` (Qt's ``%v`` / ``%m``: the value / total)."""
         bar = self.ui.progress_bar
         bar.setUpdatesEnabled(False)  # QProgressBar repaints at once on a new value or range (the window with it):
         try:  # ~5-50 ms of the Qt thread each time, on a result's arrival; painted with the next frame instead
