@@ -318,10 +318,12 @@ def test_streamed_planes_off_screen_are_written_without_a_redraw(crop_viewer, qt
     assert not streaming.shows_any(viewer, layer, [1]) and streaming.shows_any(viewer, layer, [5])
 
 
-def test_a_background_jobs_reports_repaint_the_bar_a_few_times_a_second(crop_viewer, qtbot, monkeypatch):
-    """A streamed refinement reports every slice, dozens within a second when their decodes are reused; each report
-    shown repaints the widget's bar at once on the Qt thread. A background job's reports are shown at most every
-    runner.SHOW_S (the newest on the next tick), and the last one always."""
+@pytest.mark.parametrize("background", [True, False])
+def test_a_jobs_reports_repaint_the_bar_a_few_times_a_second(crop_viewer, qtbot, monkeypatch, background):
+    """A streamed refinement reports every slice, dozens within a second when their decodes are reused, and so does
+    a segmentation; each report shown repaints the window on the Qt thread (in OpenGL: plugin/activity.py). A job's
+    reports are shown at most every runner.SHOW_S (the newest on the next tick), and the last one always (session
+    21: also a foreground job's)."""
     from napari_fewshot.core import Progress
 
     viewer, widget, support, reference = crop_viewer
@@ -339,7 +341,7 @@ def test_a_background_jobs_reports_repaint_the_bar_a_few_times_a_second(crop_vie
         return n
 
     reports = []
-    runner.launch("Refining", burst, on_return=lambda _: None, on_report=reports.append, background=True)
+    runner.launch("Refining", burst, on_return=lambda _: None, on_report=reports.append, background=background)
     until(qtbot, lambda: not widget.busy, 60)
     assert len(reports) == 60  # every report still reaches the job's own slot (the refined planes)
     progress = [done for done, total in shown if total == 60]

@@ -51,7 +51,7 @@ from .workers import Preview, start
 logger = logging.getLogger(__name__)
 
 PUSH_INTERVAL_MS = 150  # how often napari's activity-dock bar catches up with the newest report
-SHOW_S = 0.2  # a background job's reports are shown in the widget at most this often (the newest on a tick)
+SHOW_S = 0.25  # a job's reports are shown in the widget at most this often (the newest on a tick; activity.py)
 
 
 def stage_of(p) -> str:
@@ -225,12 +225,13 @@ class JobRunner:
 
     def _progress(self, p) -> None:
         """Show report ``p`` in the widget (never processes events); napari's bar gets it on the next tick. A
-        background job's reports (a streamed refinement: one per slice, dozens within a second) are shown at most
-        every SHOW_S, the newest on the next tick: each shown report repaints the bar at once."""
+        job's reports (a segmentation or a streamed refinement: one per slice, dozens within a second) are shown at
+        most every SHOW_S, the newest on the next tick, a stage's last at once: each shown report repaints the
+        window (activity.py)."""
         if p.loss is not None:
             self.steps_done = p.done
         self._latest = p
-        if self.background and p.done < p.total and time.perf_counter() - self._shown_at < SHOW_S:
+        if p.done < p.total and time.perf_counter() - self._shown_at < SHOW_S:
             self._unshown = p
             return
         self._show(p)
