@@ -62,6 +62,7 @@ def thread_use(before: dict, after: dict, wall_s: float) -> list[dict]:
     """Per thread that ran ≥ 5 ms between two ``thread_times`` snapshots `wall_s` apart: ms on a CPU, ms waiting
     for a CPU (run queue), and ms doing neither ("off_ms": asleep, blocked on a lock, the GIL or a condition).
     A thread that started in between counts from its start, so its off_ms is an upper bound."""
+    before = {tid: before.get(tid, (name, 0, 0)) for tid, (name, _, _) in after.items()}
     rows = _delta(before, after, {tid: name for tid, (name, _, _) in after.items()})
     for row in rows:
         row["off_ms"] = round(wall_s * 1000 - row["cpu_ms"] - row["runqueue_ms"], 1)
