@@ -6,7 +6,7 @@
 Each variant is `evaluate_busi` (what `napari-fewshot evaluate busi DIR --shots K --episodes E --seed S` runs) with
 the defaults plus the variant's settings:  none (today's defaults), flip / scale / flip+scale (support_augment),
 qflip (query_flip), and NAME+qflip (both). The variants share one feature cache folder (params.cache_dir, a
-temporary folder), so LiteMedSAM's embeddings and lite0's features of the seed's images are computed once: they are
+temporary folder, or --cache-dir), so LiteMedSAM's embeddings and lite0's features of the seed's images are computed once: they are
 float16 in memory and on disk alike, so every figure equals the plain command's. Writes busi_{shots}shot_seed{S}_{variant}.json
 (the evaluate report, plus cpu_s and the load) per variant.
 """
@@ -41,10 +41,12 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--variants", nargs="+", default=["none", "flip", "qflip"])
     parser.add_argument("--out", default="benchmarks/results/s21_tta")
+    parser.add_argument("--cache-dir", default=None, help="a feature cache folder to keep (default: a temporary one)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="busi-tta-") as cache_dir:
+    with tempfile.TemporaryDirectory(prefix="busi-tta-") as temporary:
+        cache_dir = args.cache_dir or temporary
         for name in args.variants:
             started, wall = time.process_time(), time.perf_counter()
             report = evaluate_busi(args.dir, args.shots, args.episodes, args.seed, variant_params(name, cache_dir))
