@@ -14,6 +14,11 @@ Two cheap views add some (image sets and 2D images only; a volume's slices are n
 Each view's features live in their own FeatureCache (memory only, nothing persisted), made on first use and
 forgotten with the image or its features (a new image, fine-tuned weights: the main cache's generation).
 
+Both off by default (BENCHMARKS.md, "Flipped and rescaled views", session 21): BUSI 5-shot, 50 episodes, the query
+flip gained on both development seeds (+0.031 / +0.022) but +0.005 / -0.003 on the held-out ones (pooled over the four,
++0.013 +- 0.014 per episode), for +0.15 CPU-s per image; the support views were measured on the development seeds
+only (flip -0.007 / +0.027, scale +0.033 / +0.008; 2x / 3x the local prototypes, +0.03 / +0.06 CPU-s of matching).
+
     views = Views()
     extra = views.support_pieces(segmenter, support_set)            # key + (view,) -> SlicePrototypes
     coarse = yield from views.query_flip(segmenter, groups, indices, coarse, class_ids)
@@ -123,6 +128,8 @@ class Views:
             return {}
         cache, memo = segmenter.cache, {}
         for view in VIEWS[p.support_augment]:
+            if view in SCALES and cache.input_size is None:
+                continue  # native size: no input size to rescale
             views = self.cache(segmenter, view)
             for i in support_set.slice_indices:
                 target = support_set.targets[i]
