@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=1 python benchmarks/busi_cost_set.py [--images 100] [--painted 3] [--json OUT] [--check-next MODE]
                                                           [--labels OUT.npz]
                                                           [--refit on|off] [--low-res-prompts N] [--grow on|off]
+                                                          [--support-augment flip|scale|flip+scale] [--query-flip]
 
 The images are spread evenly over the folder (benign and malignant); the first `painted` are painted with their
 reference masks. No cache folder: each image's lite0 features and LiteMedSAM embedding are computed as for a new
@@ -36,6 +37,8 @@ parser.add_argument("--grow", choices=("on", "off"),
                     help="core/select_objects.GROWING (session 19's growing round) for this run (default: the code's)")
 parser.add_argument("--low-res-prompts", type=int,
                     help="core/sam_service.LOW_RES_PROMPTS: candidates per decoder call (default: the code's)")
+parser.add_argument("--support-augment", default="none", help="SegmentationParams.support_augment (core/augment.py)")
+parser.add_argument("--query-flip", action="store_true", help="SegmentationParams.query_flip (core/augment.py)")
 parser.add_argument("--labels", help="an .npz to save each measured image's labels in (to compare two runs)")
 args = parser.parse_args()
 if args.check_next:
@@ -82,7 +85,8 @@ names, images, masks = load_busi(args.data)
 picked = np.linspace(0, len(images) - 1, min(args.images, len(images))).round().astype(int).tolist()
 support = [masks[i].astype(np.uint8) if n < args.painted else np.zeros(masks[i].shape, np.uint8)
            for n, i in enumerate(picked)]
-segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
+segmenter = FewShotSegmenter(SegmentationParams(device="cpu", support_augment=args.support_augment,
+                                                query_flip=args.query_flip))
 segmenter.set_image([images[i] for i in picked])
 rows, labels = [], {}
 for n in range(args.painted, len(picked)):
@@ -103,6 +107,7 @@ summary = dict(images=len(picked), painted=args.painted, measured=len(rest), cpu
                over_2s=int((cpu > 2).sum()), wall_mean=float(wall.mean()),
                load_min=min(r["load"] for r in rest), load_max=max(r["load"] for r in rest),
                first_cpu_s=rows[0]["cpu_s"], check_next=args.check_next,
+               support_augment=args.support_augment, query_flip=args.query_flip,
                refit_cpu_mean=float(np.mean([r["refit_cpu_s"] for r in rest])),
                grow_cpu_mean=float(np.mean([r["grow_cpu_s"] for r in rest])),
                grow=dict(GROWING=select_objects.GROWING, GROW=select_objects.GROW, GROW_SIDES=select_objects.GROW_SIDES,

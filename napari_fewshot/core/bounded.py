@@ -328,11 +328,36 @@ def query_scores(segmenter, groups, indices: Sequence[int], bounded: bool, offse
     with offsets every cell is matched (the bounds decide winners without them)."""
     if bounded and offsets is None:
         return (yield from bounded_similarity(segmenter, groups, indices))
-    coarse = yield from segmenter._coarse_similarity(groups, indices)
+    coarse = yield from coarse_similarity(segmenter, groups, indices)
     if segmenter.params.smooth_slices > 0 and segmenter.cache.stack.is_volume and len(indices) > 1:
         from .postprocess import smooth_similarity
 
         coarse = smooth_similarity(coarse, segmenter.params.smooth_slices)
     if offsets is not None:
         coarse = {i: c + offsets[:, None, None].astype(c.dtype) for i, c in coarse.items()}
+    return coarse
+
+
+def coarse_similarity(segmenter, groups, indices: Sequence[int]):
+    """FewShotSegmenter's slice index -> (K + 1, h, w) float32 best similarity per class on the feature grid, every
+    cell matched: a few slices per matrix product (matching.MatchCache.class_similarities), or, for one
+    PrototypeSet (self-support), predict.query_similarity. A generator (Progress per 8 slices)."""
+    from .memory import trim_now
+    from .predict import query_similarity
+    from .progress import Progress
+    from .prototypes import PrototypeSet
+
+    cache = segmenter._require_image()
+    coarse = {}
+    with torch.no_grad():
+        if isinstance(groups, PrototypeSet):
+            sims = (query_similarity(cache.get(i)[None], groups, segmenter.params.self_support)[0] for i in indices)
+        else:
+            sims = segmenter._matches.class_similarities([(id(cache), cache.generation, i) for i in indices],
+                                                         [partial(cache.get, i) for i in indices], groups)
+        for n, (i, sim) in enumerate(zip(indices, sims)):
+            coarse[i] = sim.cpu().numpy()
+            trim_now(n + 1)
+            if n % 8 == 7:
+                yield Progress(n + 1, len(indices), f"matched slice {i + 1} of {len(cache.stack)}")
     return coarse

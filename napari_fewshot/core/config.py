@@ -19,6 +19,7 @@ from .settings import params_from_dict, setting, setting_values, settings_of
 PrototypeMode = Literal["local", "global"]
 SupportMode = Literal["dense", "scribble"]
 Modality = Literal["auto", "ct", "mr", "us", "none"]
+SupportAugment = Literal["none", "flip", "scale", "flip+scale"]  # core/augment.py VIEWS
 # The measured defaults of RefineParams.enabled=None (see RefineParams.enabled_for; figures in BENCHMARKS.md).
 REFINE_IMAGES_BY_DEFAULT = True
 REFINE_VOLUMES_BY_DEFAULT = True  # on every device: the widget streams it in after the coarse result
@@ -201,6 +202,14 @@ class SegmentationParams:
         flag="--nearest-supports", metavar="K",
         help="image sets: each image is matched (and its objects chosen) against the K painted images that look "
              "most like it as a whole (core/nearest.py); 0: every painted image. Volumes: always every slice")
+    support_augment: SupportAugment = setting(
+        "none", label="Support views (2D images)", affects_features=False, flag="--support-augment",
+        help="2D images and image sets: prototypes also from the painted images flipped left-right (flip), rescaled "
+             "x0.8 and x1.25 (scale) or both (core/augment.py); volumes never")
+    query_flip: bool = setting(
+        False, label="Flipped query (2D images)", affects_features=False, flag="--query-flip",
+        help="2D images and image sets: average each image's class maps with those of its left-right mirror "
+             "(one more encoder pass and matching per image, core/augment.py); volumes never")
     refine: RefineParams = setting(factory=RefineParams, label="Refine", affects_features=False,
                                    help="LiteMedSAM redraws each predicted object (core/refine.py)")
 
@@ -227,6 +236,8 @@ class SegmentationParams:
             raise FewShotError("postprocess_grow and smooth_slices must be 0 or more.")
         if self.postprocess_detach < 0:
             raise FewShotError(f"The detached end ratio must be 0 (off) or more, not {self.postprocess_detach}.")
+        if self.support_augment not in ("none", "flip", "scale", "flip+scale"):
+            raise FewShotError(f"Support views must be none, flip, scale or flip+scale, not {self.support_augment!r}.")
         if self.nearest_supports < 0:
             raise FewShotError(f"Nearest painted images must be 0 (every one) or more, not {self.nearest_supports}.")
         if self.batch_size < 1 or self.local_grid < 1:

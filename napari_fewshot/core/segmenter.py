@@ -37,6 +37,8 @@ from .progress import Progress
 from .provenance import OTHER_SCAN, Explainer
 from .refinement import PendingRefinement, refine_stream
 from .result import SegmentationResult
+from .augment import Views
+from .bounded import coarse_similarity
 from .matching import MatchCache, PrototypeGroup, local_group
 from .nearest import nearest_scores, profiles_for
 from .prototypes import PrototypeSet, SlicePrototypes, combine_slices, global_prototypes, pool_slice
@@ -56,6 +58,7 @@ class FewShotSegmenter:
         self._selected: dict = {}  # image -> its last selection (core/select_objects.py select_planes)
         self.adaptation = Adaptation()  # Fine-tune's feature adapter and decoder weights (core/finetune.py)
         self._pooled: dict[tuple, SlicePrototypes] = {}  # per-slice pooled prototypes, see _pieces()
+        self._views = Views()  # flipped / rescaled views of 2D images (core/augment.py)
         budget = self.params.memory_budget_mb * 1024**2
         self._matches = MatchCache(budget // 4, budget // 8)  # per (query slice, support slice) similarity
         self.bounded = True  # match a volume only where labels need it (core/bounded.py); False: every cell
@@ -212,7 +215,7 @@ class FewShotSegmenter:
     def _groups(self, support_set: SupportSet) -> list[PrototypeGroup]:
         """The support as prototype groups: the global prototypes (never cached), then each support slice's
         local prototypes keyed like its pooled piece (cached per query slice, see matching.MatchCache)."""
-        pieces = self._pieces(support_set)
+        pieces = {**self._pieces(support_set), **self._views.support_pieces(self, support_set)}
         n = support_set.n_classes
         means = global_prototypes(list(pieces.values()), support_set.class_ids)
         groups = [PrototypeGroup.make(None, means, torch.arange(n + 1, device=means.device), n)]
@@ -327,6 +330,7 @@ class FewShotSegmenter:
         labels = [np.zeros(cache.stack.shape_of(i), lut.dtype) for i in range(len(cache.stack))]
         sims: dict[int, dict[int, np.ndarray]] = {c: {} for c in class_ids}
         coarse, near = yield from nearest_scores(self, groups, indices, similarity, support_set, list(class_ids))
+        coarse = yield from self._views.query_flip(self, groups, indices, coarse, list(class_ids))
         for n, i in enumerate(indices):
             index, upsampled = predict.labels_from_scores(torch.from_numpy(coarse[i]), cache.stack.shape_of(i),
                                                           keep_scores=similarity)
@@ -378,19 +382,5 @@ class FewShotSegmenter:
         return (yield from refine_stream(self.refiner, result, first, stop)) if result.refinement else result
 
     def _coarse_similarity(self, groups, indices: Sequence[int]):
-        """Slice index -> (K + 1, h, w) float32 best similarity per class on the feature grid."""
-        cache = self._require_image()
-        coarse = {}
-        with torch.no_grad():
-            if isinstance(groups, PrototypeSet):
-                sims = (predict.query_similarity(cache.get(i)[None], groups, self.params.self_support)[0]
-                        for i in indices)
-            else:  # a few slices per matrix product (matching.MatchCache.class_similarities)
-                sims = self._matches.class_similarities([(id(cache), cache.generation, i) for i in indices],
-                                                        [partial(cache.get, i) for i in indices], groups)
-            for n, (i, sim) in enumerate(zip(indices, sims)):
-                coarse[i] = sim.cpu().numpy()
-                trim_now(n + 1)
-                if n % 8 == 7:
-                    yield Progress(n + 1, len(indices), f"matched slice {i + 1} of {len(cache.stack)}")
-        return coarse
+        """Slice index -> (K + 1, h, w) float32 best similarity per class on the feature grid (bounded.py)."""
+        return (yield from coarse_similarity(self, groups, indices))

@@ -63,6 +63,15 @@ class ImageStack:
             self._signature = digest.hexdigest()
         return self._signature
 
+    def flipped(self) -> "ImageStack":
+        """The same slices mirrored left-right (each (H_i, W_i[, 3]) plane's columns reversed), with this stack's
+        intensity window (not one estimated again): a view for core/augment.py."""
+        mirror = object.__new__(ImageStack)
+        mirror.__dict__.update(self.__dict__)
+        mirror._slices = [plane[:, ::-1] for plane in self._slices]
+        mirror._signature = None
+        return mirror
+
 
 def _split_array(image: np.ndarray, rgb: bool | None) -> list[np.ndarray]:
     if image.size == 0:
