@@ -47,6 +47,24 @@ def test_volume_table_of_the_ct_reference(ct_reference, tmp_path):
     assert float(rows[0]["volume_ml"]) == pytest.approx(liver.ml, abs=1e-4) and int(rows[0]["slices"]) == len(z)
 
 
+def test_every_class_predicted_or_painted_is_reported_counted_slice_by_slice(ct_reference):
+    """class_ids=None (the widget's table): every class in the prediction or the paint, absent ones not listed; the
+    counts, slice by slice (session 21: a whole-volume count held the GIL and stalled the window), are the volume's."""
+    from napari_fewshot.core.volumes import slice_counts
+
+    volume, labels = ct_reference
+    support = np.zeros_like(labels)
+    support[40, :3, :3] = 9  # a class only painted
+    table = volume_table(labels, None, volume.spacing, None, support)
+    assert [e.class_id for e in table] == sorted({int(c) for c in np.unique(labels) if c} | {9})
+    assert [e.voxels for e in table] == [int((labels == e.class_id).sum()) for e in table]
+    painted_only = table[-1]
+    assert (painted_only.voxels, painted_only.painted, painted_only.first_slice) == (0, 1, 40)
+    counts = slice_counts(labels)
+    assert counts.shape == (len(labels), int(labels.max()) + 1)
+    assert (counts == np.stack([np.bincount(p.ravel(), minlength=counts.shape[1]) for p in labels])).all()
+
+
 def test_without_spacing_the_size_is_a_pixel_area():
     labels = np.zeros((2, 10, 12), np.uint8)
     labels[1, 2:5, 3:7] = 2

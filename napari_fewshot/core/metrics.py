@@ -20,11 +20,15 @@ def dice_per_class(prediction: np.ndarray, truth: np.ndarray, class_ids) -> dict
     return {int(c): dice(prediction == c, truth == c) for c in class_ids}
 
 
+def millilitres(voxels: int, spacing) -> float:
+    """The volume in mL of `voxels` voxels of `spacing` (mm along each axis)."""
+    return float(voxels) * (float(np.prod(spacing)) / 1000.0)
+
+
 def class_volumes(labels: np.ndarray, class_ids, spacing) -> dict[int, tuple[int, float]]:
     """Voxel count and volume in mL of each label value: (S, H, W) labels, spacing in mm."""
-    voxel_ml = float(np.prod(spacing)) / 1000.0
     counts = np.bincount(np.asarray(labels).ravel().astype(np.int64), minlength=max(class_ids, default=0) + 1)
-    return {int(c): (int(counts[c]), float(counts[c]) * voxel_ml) for c in class_ids}
+    return {int(c): (int(counts[c]), millilitres(counts[c], spacing)) for c in class_ids}
 
 
 def hd95(prediction: np.ndarray, truth: np.ndarray, spacing=None) -> float:

@@ -1,6 +1,6 @@
 """Per-class volume statistics of a label map: the widget's "Volumes" table and the CSV written beside an
-exported mask. The voxel counts and millilitres come from :func:`core.metrics.class_volumes`, the same
-function batch uses for its ``<class>_ml`` columns (``pipeline.segment_file``), so both agree.
+exported mask. The millilitres come from :func:`core.metrics.millilitres`, which batch's ``<class>_ml`` columns
+(``pipeline.segment_file``, through :func:`core.metrics.class_volumes`) use too, so both agree.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import class_volumes
+from .metrics import millilitres
 
 CSV_COLUMNS = ("class", "name", "voxels", "volume_ml", "first_slice", "last_slice", "slices",
                "painted_slices", "corrected_slices", "predicted_slices")
@@ -59,30 +59,50 @@ class ClassVolume:
                 f"{self.predicted} predicted)")
 
 
-def volume_table(labels, class_ids, spacing=None, names: dict[int, str] | None = None, support=None,
+def slice_counts(labels) -> np.ndarray:
+    """(S, K) int64: how many pixels of each label value 0..K-1 each slice of ``labels`` holds; labels: ``(S, H, W)``
+    (or ``(H, W)``) non-negative integers. Counted one slice at a time: a count over the whole volume at once
+    (np.unique, np.bincount) holds the GIL for its whole run, ~100 ms on 512 x 512 x 100, and the widget counts in a
+    worker beside the Qt thread, whose window then stalled that long (session 21); between slices other threads run."""
+    labels = np.asarray(labels)
+    labels = labels[None] if labels.ndim == 2 else labels
+    rows = [np.bincount(plane.ravel()) if plane.size else np.zeros(1, np.int64) for plane in labels]
+    counts = np.zeros((len(rows), max((len(r) for r in rows), default=1)), np.int64)
+    for z, row in enumerate(rows):
+        counts[z, :len(row)] = row
+    return counts
+
+
+def volume_table(labels, class_ids=None, spacing=None, names: dict[int, str] | None = None, support=None,
                  corrected=()) -> list[ClassVolume]:
     """Statistics of each class of ``labels``.
 
-    labels: ``(S, H, W)`` integer label map (a 2D image: ``(1, H, W)`` or ``(H, W)``); class_ids: the classes
-    to report (absent ones get zeros); spacing: voxel size in mm along (slice, row, col), None when unknown
-    (then ``ml`` is None); names: class id -> name (``class C`` otherwise); support: the painted ``(S, H, W)``
-    labels (None: nothing painted), a slice where the class is painted counts as painted, or as corrected
-    when its index is in ``corrected``; the other slices holding the class count as predicted.
+    labels: ``(S, H, W)`` non-negative integer label map (a 2D image: ``(1, H, W)`` or ``(H, W)``); class_ids: the
+    classes to report (absent ones get zeros; None: every class predicted or painted); spacing: voxel size in mm
+    along (slice, row, col), None when unknown (then ``ml`` is None); names: class id -> name (``class C``
+    otherwise); support: the painted ``(S, H, W)`` labels (None: nothing painted), a slice where the class is
+    painted counts as painted, or as corrected when its index is in ``corrected``; the other slices holding the
+    class count as predicted.
     """
     labels = np.asarray(labels)
     labels = labels[None] if labels.ndim == 2 else labels
-    support = None if support is None else np.asarray(support).reshape(labels.shape)
-    counts = class_volumes(labels, class_ids, spacing if spacing is not None else (1.0, 1.0, 1.0))
+    counts = slice_counts(labels)
+    paint = None if support is None else slice_counts(np.asarray(support).reshape(labels.shape))
+    if class_ids is None:
+        class_ids = [c for c in range(1, counts.shape[1]) if counts[:, c].any()]
+        class_ids = sorted(set(class_ids) | (set() if paint is None else
+                                             {c for c in range(1, paint.shape[1]) if paint[:, c].any()}))
     corrected = set(int(z) for z in corrected)
     table = []
     for c in class_ids:
         c = int(c)
-        present = np.flatnonzero((labels == c).any(axis=(1, 2)))
-        painted = set() if support is None else set(np.flatnonzero((support == c).any(axis=(1, 2))).tolist())
-        shown = set(present.tolist()) | painted
+        per_slice = counts[:, c] if c < counts.shape[1] else np.zeros(len(counts), np.int64)
+        voxels = int(per_slice.sum())
+        painted = set() if paint is None or c >= paint.shape[1] else set(np.flatnonzero(paint[:, c]).tolist())
+        shown = set(np.flatnonzero(per_slice).tolist()) | painted
         table.append(ClassVolume(
-            class_id=c, name=(names or {}).get(c) or f"class {c}", voxels=counts[c][0],
-            ml=counts[c][1] if spacing is not None else None,
+            class_id=c, name=(names or {}).get(c) or f"class {c}", voxels=voxels,
+            ml=millilitres(voxels, spacing) if spacing is not None else None,
             first_slice=min(shown) if shown else None, last_slice=max(shown) if shown else None,
             painted=len(painted - corrected), corrected=len(painted & corrected), predicted=len(shown - painted)))
     return table

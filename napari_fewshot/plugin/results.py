@@ -120,13 +120,9 @@ def _table_inputs(image, prediction, support, corrected, copy: bool = False) -> 
 
 
 def _table(labels, painted, names, spacing, corrected) -> list:
-    import numpy as np
-
     from ..core.volumes import volume_table as table
 
-    present = {int(c) for c in np.unique(labels) if c} | ({int(c) for c in np.unique(painted) if c}
-                                                          if painted is not None else set())
-    return table(labels, sorted(present), spacing, names, painted, corrected)
+    return table(labels, None, spacing, names, painted, corrected)  # every class predicted or painted
 
 
 class VolumesLine:
