@@ -51,9 +51,10 @@ RING = 0.25  # ring width, as a share of the candidate's square-root area (at le
 KEEP = None
 """Hysteresis after the support changed (a new box, a stroke): an image keeps the object it showed before unless
 the new winner (after :func:`refit`) beats that object's :func:`selection_score`, both scored now at the decoder's
-resolution, by more than this margin (None: off, every image chosen afresh). The previous object is the image's last
-selection in the same set (select_planes' memo, FewShotSegmenter._selected). BENCHMARKS.md session 14 "loop" (0.05,
-then compared before refit existed: lost seed 2) and session 21 "flips" (compared after refit)."""
+resolution, by more than this margin (None: off; negative: the previous object must be clearly better). The previous
+object is the image's last selection in the same set (select_planes' memo, FewShotSegmenter._selected). Off: on the
+box loop -0.03 gave noc_85 9 / 9 / 7 / 10 on seeds 1 / 2 / 0 / 3 against 8 / never / 9 / 10, one drag later on seed 1
+(BENCHMARKS.md session 21 "flips"; 0 froze the set: never on seed 1; session 14 "loop": 0.05 lost seed 2)."""
 
 
 def ring_around(mask: np.ndarray, width: int) -> np.ndarray:
