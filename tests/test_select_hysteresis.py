@@ -70,7 +70,7 @@ def test_an_image_follows_a_support_that_clearly_prefers_another_object():
 
 
 def test_the_last_selection_is_remembered_per_set_and_forgotten_with_it(monkeypatch):
-    monkeypatch.setattr(select_objects, "KEEP", 0.05)  # off by default (BENCHMARKS.md, session 14 "loop")
+    monkeypatch.setattr(select_objects, "KEEP", 0.05)  # a wider margin than the default, on synthetic disks
     segmenter, support, planes = three_images(seed=3)
     first = run(segmenter.segment(support)).labels
     assert set(segmenter._selected) == {1, 2}
@@ -83,7 +83,7 @@ def test_the_last_selection_is_remembered_per_set_and_forgotten_with_it(monkeypa
 
 
 def test_without_the_margin_the_untouched_image_is_chosen_afresh(monkeypatch):
-    """The control of the test above: with KEEP None (the default) the same new support moves image 1's object."""
+    """The control of the test above: with KEEP None (off) the same new support moves image 1's object."""
     monkeypatch.setattr(select_objects, "KEEP", None)
     segmenter, support, planes = three_images(seed=3)
     first = run(segmenter.segment(support)).labels

@@ -48,13 +48,16 @@ PEAKS, PEAK_SIZES = 5, (0.7, 1.0, 1.4)  # peak boxes, in typical support-object 
 LARGE_PEAKS = None  # 1.4 boxes around every peak; 1 (only the strongest) saved 8 % CPU but lost on held-out 20 shots
 TOP_AREAS = (1.0, 2.0)  # a component's strongest cells covering this many typical support-object areas
 RING = 0.25  # ring width, as a share of the candidate's square-root area (at least 3 pixels)
-KEEP = None
+KEEP = -0.03
 """Hysteresis after the support changed (a new box, a stroke): an image keeps the object it showed before unless
 the new winner (after :func:`refit`) beats that object's :func:`selection_score`, both scored now at the decoder's
-resolution, by more than this margin (None: off; negative: the previous object must be clearly better). The previous
-object is the image's last selection in the same set (select_planes' memo, FewShotSegmenter._selected). Off: on the
-box loop -0.03 gave noc_85 9 / 9 / 7 / 10 on seeds 1 / 2 / 0 / 3 against 8 / never / 9 / 10, one drag later on seed 1
-(BENCHMARKS.md session 21 "flips"; 0 froze the set: never on seed 1; session 14 "loop": 0.05 lost seed 2)."""
+resolution, by more than this margin (None: off, every image chosen afresh; negative: the previous object must be
+clearly better to stay). The previous object is the image's last selection in the same set (select_planes' memo,
+FewShotSegmenter._selected); a first Segment has none and is unchanged. On since session 21 ("flips"): on the box
+loop -0.03 reached mean Dice 0.85 in 9 / 9 / 7 / 10 boxes on seeds 1 / 2 / 0 / 3, against 8 / never / 9 / 10
+chosen afresh, ended higher on all four (0.868 / 0.905 / 0.899 / 0.885 against 0.858 / 0.833 / 0.892 / 0.883) and
+cut the untouched images that fell by > 0.1 after a box (seeds 1 / 2 / 3: 12 / 12 / 9 -> 6 / 1 / 5); 0 froze the set
+(never on seed 1); session 14's 0.05, compared before refit, lost seed 2."""
 
 
 def ring_around(mask: np.ndarray, width: int) -> np.ndarray:

@@ -81,9 +81,6 @@ MORE_ROWS = (
         tooltip="2D images: LiteMedSAM draws many candidate outlines and the most distinct one is kept\n"
                 "(BUSI 5-shot 0.48 -> 0.62). On organ slices saved as images it can pick another organ:\n"
                 "untick it there."),
-    Row("support_augment", words={"none": "as painted", "flip": "also mirrored left-right",
-                                  "scale": "also rescaled x0.8 and x1.25", "flip+scale": "mirrored and rescaled"}),
-    Row("query_flip"),
 )
 _DECODER = ("decoder", "adapter+decoder")
 FINE_TUNE_ROWS = (
