@@ -115,14 +115,16 @@ def test_ticking_heatmaps_without_paint_says_when_they_will_appear(quick_ct, qtb
     assert "next Segment" in widget.ui.status_label.text()
 
 
-def test_progress_bar_is_busy_first_counts_each_stage_and_says_cancelled(quick_ct, qtbot):
+def test_progress_bar_names_the_job_first_counts_each_stage_and_says_cancelled(quick_ct, qtbot):
+    """The bar starts still at 0 with the job's name (a busy bar animates, and every frame redraws the window:
+    plugin/activity.py), never at the last job's 100 %; then each stage's count, then how the job ended."""
     viewer, widget, reference = quick_ct
     paint_support(widget, reference)
     seen = bar_states(qtbot, widget)
     widget.segment("range", *SLICES)
     wait_idle(qtbot, widget, timeout_s=300)
     qtbot.waitUntil(lambda: seen[-1] == (1, 1, "done"), timeout=5_000)  # the sampler's next tick sees the end
-    assert seen[0][1] == 0  # busy (no fraction) until the first report, never the last job's 100 %
+    assert seen[0] == (0, 1, "Segmenting...")  # the job's name until the first report, never the last job's 100 %
     reports = [s for s in seen[1:-1] if s[1] > 0]
     assert reports and all(": " in text and " of " in text for _, _, text in reports), reports
     first_stage = reports[0][2].split(":")[0]
