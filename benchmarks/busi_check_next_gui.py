@@ -16,7 +16,6 @@ import torch  # noqa: F401  (before Qt)
 # isort: split
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -38,24 +37,16 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from busi_refit_gui import open_painted, pump
+    from busi_refit_gui import open_painted, pump, seeded_set
     from gui_driver import wait_idle
     from napari_fewshot.core import dice, uncertainty
-    from napari_fewshot.evaluation.datasets import seeded_busi_pool
 
     if args.weight is not None:
         uncertainty.AMBIGUITY_WEIGHT = args.weight
-    names, drawn, _, _ = seeded_busi_pool(DATA, 3, 20, 10, args.seed, "images")
-    chosen = [names[d] for d in drawn]  # "malignant/malignant (18)"; the first 3 are painted
     tag = f"w{uncertainty.AMBIGUITY_WEIGHT:g}"
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["NAPARI_FEWSHOT_AUTOSAVE_DIR"] = os.path.join(tmp, "autosave")
-        folder = Path(tmp) / f"busi_seed{args.seed}"
-        folder.mkdir()
-        for name in chosen:
-            for f in (DATA / name.split("/")[0]).glob(f"{Path(name).name}*.png"):
-                if f.stem == Path(name).name or f.stem.startswith(f"{Path(name).name}_mask"):
-                    shutil.copy(f, folder / f.name)
+        folder, chosen = seeded_set(tmp, args.seed)  # "malignant/malignant (18)"; the first 3 are painted
         viewer, widget, info, masks = open_painted(folder, {Path(n).name for n in chosen[:3]})
         widget.ui.segment_button.click()
         wait_idle(widget, settle_s=0)

@@ -21,7 +21,6 @@ import torch  # noqa: F401  (before Qt)
 # isort: split
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -82,23 +81,15 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from busi_refit_gui import open_painted
+    from busi_refit_gui import open_painted, seeded_set
     from napari_fewshot.core import dice, select_objects
-    from napari_fewshot.evaluation.datasets import seeded_busi_pool
 
-    names, drawn, _, _ = seeded_busi_pool(DATA, 3, 20, 10, args.seed, "images")
-    chosen = [names[d] for d in drawn]
-    first = args.first or [Path(n).name for n in chosen[:3]]
-    target = args.box or Path(chosen[3]).name
     shown: set[str] = set(args.show or [])  # stems shot in every run after the one they moved in
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["NAPARI_FEWSHOT_AUTOSAVE_DIR"] = os.path.join(tmp, "autosave")
-        folder = Path(tmp) / f"busi_seed{args.seed}"
-        folder.mkdir()
-        for name in chosen:
-            for f in (DATA / name.split("/")[0]).glob(f"{Path(name).name}*.png"):
-                if f.stem == Path(name).name or f.stem.startswith(f"{Path(name).name}_mask"):
-                    shutil.copy(f, folder / f.name)
+        folder, chosen = seeded_set(tmp, args.seed)
+        first = args.first or [Path(n).name for n in chosen[:3]]
+        target = args.box or Path(chosen[3]).name
         for keep in args.keep:
             select_objects.KEEP = None if keep == "none" else float(keep)
             viewer, widget, info, masks = open_painted(folder, set())  # a new support layer, nothing painted

@@ -73,12 +73,73 @@ def open_painted(folder: Path, painted) -> tuple:
     return viewer, widget, info, masks
 
 
+def copy_stems(tmp, name: str, stems) -> Path:
+    """The BUSI images of `stems` ("benign (3)") with their mask files copied into the folder `tmp`/`name`."""
+    folder = Path(tmp) / name
+    folder.mkdir()
+    for stem in stems:
+        for f in (DATA / stem.split(" (")[0]).glob(f"{stem}*.png"):
+            if f.stem == stem or f.stem.startswith(f"{stem}_mask"):
+                shutil.copy(f, folder / f.name)
+    return folder
+
+
+def side_by_side(out: Path, stems) -> None:
+    """OUT/side_STEM.png: OUT/canvas_off_STEM.png | OUT/canvas_on_STEM.png, for each of `stems`."""
+    from PIL import Image
+
+    for stem in stems:
+        a, b = (Image.open(out / f"canvas_{t}_{stem}.png").convert("RGB") for t in ("off", "on"))
+        side = Image.new("RGB", (a.width + b.width + 8, max(a.height, b.height)), (255, 255, 255))
+        side.paste(a, (0, 0))
+        side.paste(b, (a.width + 8, 0))
+        side.save(out / f"side_{stem}.png")
+
+
+def seeded_set(tmp, seed: int) -> tuple[Path, list[str]]:
+    """The box loop's seed-`seed` set of 20 BUSI images (`evaluate busi --protocol interactive`), each with its mask
+    files, copied into a folder under `tmp` -> (the folder, the names as the loop draws them: "benign/benign (8)")."""
+    from napari_fewshot.evaluation.datasets import seeded_busi_pool
+
+    names, drawn, _, _ = seeded_busi_pool(DATA, 3, 20, 10, seed, "images")
+    chosen = [names[d] for d in drawn]
+    folder = Path(tmp) / f"busi_seed{seed}"
+    folder.mkdir()
+    for name in chosen:
+        for f in (DATA / name.split("/")[0]).glob(f"{Path(name).name}*.png"):
+            if f.stem == Path(name).name or f.stem.startswith(f"{Path(name).name}_mask"):
+                shutil.copy(f, folder / f.name)
+    return folder, chosen
+
+
+def scores_and_shots(viewer, widget, info, masks, painted, show, out: Path, tag: str) -> tuple[dict, np.ndarray]:
+    """After a Segment: each unpainted image's Dice against its mask, and screenshots (OUT/TAG_STEM.png the window,
+    OUT/canvas_TAG_STEM.png the canvas) of the stems in `show` -> (stem -> Dice, the (N, H, W) prediction)."""
+    from napari_fewshot.core import dice
+
+    prediction = np.asarray(widget.prediction_layer.data).copy()
+    scores = {}
+    for i, name in enumerate(info.names):
+        stem = Path(name).stem
+        if stem in painted:
+            continue
+        h, w = masks[i].shape
+        scores[stem] = dice(prediction[i, :h, :w] != 0, masks[i])
+        if stem in show:
+            viewer.dims.set_current_step(0, i)
+            viewer.reset_view()
+            pump(0.5)
+            viewer.screenshot(str(out / f"{tag}_{stem}.png"), canvas_only=False)
+            viewer.screenshot(str(out / f"canvas_{tag}_{stem}.png"), canvas_only=True)
+    return scores, prediction
+
+
 def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINTED, switch: str = "refit",
             ) -> tuple[dict, np.ndarray, float]:
     """Per segmented image its Dice, the (N, H, W) prediction layer and Segment's wall seconds, `switch` off or on."""
     import time
 
-    from napari_fewshot.core import dice, sam_service, select_objects
+    from napari_fewshot.core import sam_service, select_objects
 
     from gui_driver import wait_idle
 
@@ -92,21 +153,7 @@ def segment(folder: Path, refit: bool, out: Path, show: list[str], painted=PAINT
     wait_idle(widget, settle_s=0)
     seconds = time.perf_counter() - start
     pump(0.5)
-    prediction = np.asarray(widget.prediction_layer.data).copy()
-    scores = {}
-    for i, name in enumerate(info.names):
-        stem = Path(name).stem
-        if stem in painted:
-            continue
-        h, w = masks[i].shape
-        scores[stem] = dice(prediction[i, :h, :w] != 0, masks[i])
-        if stem in show:
-            viewer.dims.set_current_step(0, i)
-            viewer.reset_view()
-            pump(0.5)
-            tag = "on" if refit else "off"
-            viewer.screenshot(str(out / f"{tag}_{stem}.png"), canvas_only=False)
-            viewer.screenshot(str(out / f"canvas_{tag}_{stem}.png"), canvas_only=True)
+    scores, prediction = scores_and_shots(viewer, widget, info, masks, painted, show, out, "on" if refit else "off")
     viewer.close()
     return scores, prediction, seconds
 
@@ -122,22 +169,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["NAPARI_FEWSHOT_AUTOSAVE_DIR"] = os.path.join(tmp, "autosave")
-        folder = Path(tmp) / "busi_refit"
-        folder.mkdir()
-        for stem in args.painted + args.segmented:
-            for f in (DATA / stem.split(" (")[0]).glob(f"{stem}*.png"):
-                if f.stem == stem or f.stem.startswith(f"{stem}_mask"):
-                    shutil.copy(f, folder / f.name)
+        folder = copy_stems(tmp, "busi_refit", args.painted + args.segmented)
         off, p_off, s_off = segment(folder, False, args.out, args.show, args.painted, args.switch)
         on, p_on, s_on = segment(folder, True, args.out, args.show, args.painted, args.switch)
-    from PIL import Image
-
-    for stem in args.show:
-        a, b = (Image.open(args.out / f"canvas_{t}_{stem}.png").convert("RGB") for t in ("off", "on"))
-        side = Image.new("RGB", (a.width + b.width + 8, max(a.height, b.height)), (255, 255, 255))
-        side.paste(a, (0, 0))
-        side.paste(b, (a.width + 8, 0))
-        side.save(args.out / f"side_{stem}.png")
+    side_by_side(args.out, args.show)
     for stem in off:
         print(f"{stem:14s} Dice off {off[stem]:.3f}  on {on[stem]:.3f}")
     print(f"mean of {len(off)}: off {np.mean(list(off.values())):.3f}  on {np.mean(list(on.values())):.3f}")

@@ -1,6 +1,6 @@
 """What a sonographer sees of the flipped / rescaled views (core/augment.py, session 21 "tta"): a folder of BUSI
-images in a real viewer, three painted from their masks, Segment (the widget's button) with the panel's
-"Support views" and "Flipped query" at their defaults, then in a fresh viewer with the variant chosen in the panel;
+images in a real viewer, three painted from their masks, Segment (the widget's button) with the views
+off (the defaults), then in a fresh viewer with the variant set on the widget's parameters (not in the panel);
 screenshots of the images asked for, and each image's Dice.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/busi_tta_gui.py OUT_DIR [--support flip] [--query-flip]
@@ -16,45 +16,31 @@ import torch  # noqa: F401  (before Qt)
 
 # isort: split
 import argparse
+import dataclasses
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from busi_refit_gui import DATA, open_painted, pump
+from busi_refit_gui import copy_stems, open_painted, pump, scores_and_shots, side_by_side
 
 
 def segment(folder: Path, views: dict, tag: str, out: Path, show: list[str], painted) -> tuple[dict, np.ndarray]:
     from gui_driver import wait_idle
 
-    from napari_fewshot.core import dice
 
     viewer, widget, info, masks = open_painted(folder, painted)
-    for name, value in views.items():
-        widget.ui.settings[name].value = value
+    params = widget.params  # the views are not in the panel (session 21): the widget's params with them set
+    widget.params = lambda: dataclasses.replace(params(), **views)
     pump(0.3)
     start = time.perf_counter()
     widget.ui.segment_button.click()
     wait_idle(widget, settle_s=0)
     print(f"{tag}: Segment {time.perf_counter() - start:.1f} s wall", flush=True)
     pump(0.5)
-    prediction = np.asarray(widget.prediction_layer.data).copy()
-    scores = {}
-    for i, name in enumerate(info.names):
-        stem = Path(name).stem
-        if stem in painted:
-            continue
-        h, w = masks[i].shape
-        scores[stem] = dice(prediction[i, :h, :w] != 0, masks[i])
-        if stem in show:
-            viewer.dims.set_current_step(0, i)
-            viewer.reset_view()
-            pump(0.5)
-            viewer.screenshot(str(out / f"{tag}_{stem}.png"), canvas_only=False)
-            viewer.screenshot(str(out / f"canvas_{tag}_{stem}.png"), canvas_only=True)
+    scores, prediction = scores_and_shots(viewer, widget, info, masks, painted, show, out, tag)
     viewer.close()
     return scores, prediction
 
@@ -62,8 +48,8 @@ def segment(folder: Path, views: dict, tag: str, out: Path, show: list[str], pai
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
-    parser.add_argument("--support", default="none", help="the panel's Support views for the 'on' run")
-    parser.add_argument("--query-flip", action="store_true", help="tick Flipped query for the 'on' run")
+    parser.add_argument("--support", default="none", help="support_augment for the 'on' run")
+    parser.add_argument("--query-flip", action="store_true", help="query_flip on for the 'on' run")
     parser.add_argument("--painted", nargs="*", default=["benign (3)", "benign (8)", "malignant (5)"])
     parser.add_argument("--segmented", nargs="*", default=["benign (11)", "benign (2)", "benign (34)", "benign (30)",
                                                            "malignant (12)", "malignant (21)", "malignant (58)"])
@@ -72,24 +58,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["NAPARI_FEWSHOT_AUTOSAVE_DIR"] = os.path.join(tmp, "autosave")
-        folder = Path(tmp) / "busi_tta"
-        folder.mkdir()
-        for stem in args.painted + args.segmented:
-            for f in (DATA / stem.split(" (")[0]).glob(f"{stem}*.png"):
-                if f.stem == stem or f.stem.startswith(f"{stem}_mask"):
-                    shutil.copy(f, folder / f.name)
+        folder = copy_stems(tmp, "busi_tta", args.painted + args.segmented)
         show = args.show if args.show is not None else args.segmented
         off, _ = segment(folder, {}, "off", args.out, show, args.painted)
         on, _ = segment(folder, {"support_augment": args.support, "query_flip": args.query_flip}, "on", args.out,
                         show, args.painted)
-    from PIL import Image
-
-    for stem in show:
-        a, b = (Image.open(args.out / f"canvas_{t}_{stem}.png").convert("RGB") for t in ("off", "on"))
-        side = Image.new("RGB", (a.width + b.width + 8, max(a.height, b.height)), (255, 255, 255))
-        side.paste(a, (0, 0))
-        side.paste(b, (a.width + 8, 0))
-        side.save(args.out / f"side_{stem}.png")
+    side_by_side(args.out, show)
     for stem in off:
         print(f"{stem:16s} Dice off {off[stem]:.3f}  on {on[stem]:.3f}{'  <- changed' if abs(off[stem] - on[stem]) > 0.01 else ''}")
     print(f"mean of {len(off)}: off {np.mean(list(off.values())):.3f}  on {np.mean(list(on.values())):.3f}")
