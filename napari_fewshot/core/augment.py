@@ -20,13 +20,12 @@ flip gained on both development seeds (+0.031 / +0.022) but +0.005 / -0.003 on t
 only (flip -0.007 / +0.027, scale +0.033 / +0.008; 2x / 3x the local prototypes, +0.03 / +0.06 CPU-s of matching).
 
     views = Views()
-    extra = views.support_pieces(segmenter, support_set)            # key + (view,) -> SlicePrototypes
+    extra = views.support_pieces(segmenter, support_set, pieces)    # key + (view,) -> SlicePrototypes
     coarse = yield from views.query_flip(segmenter, groups, indices, coarse, class_ids)
 """
 
 from __future__ import annotations
 
-import hashlib
 from functools import partial
 from typing import Sequence
 
@@ -119,10 +118,11 @@ class Views:
         views.adapter = main.adapter
         return views
 
-    def support_pieces(self, segmenter, support_set) -> dict[tuple, SlicePrototypes]:
-        """The painted images' extra pieces under SegmentationParams.support_augment: key (as the segmenter's
-        _pieces keys it: id, generation, slice, paint digest, class ids) + (view,) -> the view's pooled slice, its
-        local cells on the original image's grid where it can say (mirrored; a rescaled grid's cells rescaled)."""
+    def support_pieces(self, segmenter, support_set, pieces: dict) -> dict[tuple, SlicePrototypes]:
+        """The painted images' extra pieces under SegmentationParams.support_augment. pieces: the segmenter's own
+        (FewShotSegmenter._pieces: key (id, generation, slice, paint digest, class ids) -> pooled slice); each view's
+        key is that key + (view,) -> the view's pooled slice, its local cells on the original image's grid where it
+        can say (mirrored; a rescaled grid's cells rescaled)."""
         p = segmenter.params
         if not applies(segmenter) or not VIEWS[p.support_augment] or p.prototype_mode != "local":
             return {}
@@ -131,14 +131,13 @@ class Views:
             if view in SCALES and cache.input_size is None:
                 continue  # native size: no input size to rescale
             views = self.cache(segmenter, view)
-            for i in support_set.slice_indices:
-                target = support_set.targets[i]
-                paint = hashlib.blake2b(target.tobytes(), digest_size=16).hexdigest()
-                key = (id(cache), cache.generation, i, paint, tuple(support_set.class_ids), view)
-                piece = self._pooled.get(key)
+            for key in pieces:
+                i = key[2]
+                piece = self._pooled.get(key + (view,))
                 if piece is None:
-                    piece = self._pool(views, view, i, target, support_set.n_classes, p, cache.get(i).shape[-2:])
-                memo[key] = piece
+                    piece = self._pool(views, view, i, support_set.targets[i], support_set.n_classes, p,
+                                       cache.get(i).shape[-2:])
+                memo[key + (view,)] = piece
         self._pooled = memo
         return memo
 

@@ -215,7 +215,8 @@ class FewShotSegmenter:
     def _groups(self, support_set: SupportSet) -> list[PrototypeGroup]:
         """The support as prototype groups: the global prototypes (never cached), then each support slice's
         local prototypes keyed like its pooled piece (cached per query slice, see matching.MatchCache)."""
-        pieces = {**self._pieces(support_set), **self._views.support_pieces(self, support_set)}
+        pieces = self._pieces(support_set)
+        pieces = {**pieces, **self._views.support_pieces(self, support_set, pieces)}
         n = support_set.n_classes
         means = global_prototypes(list(pieces.values()), support_set.class_ids)
         groups = [PrototypeGroup.make(None, means, torch.arange(n + 1, device=means.device), n)]
