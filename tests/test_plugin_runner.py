@@ -67,6 +67,7 @@ def test_segment_without_features_never_nests_progress(fast_ct, qtbot, notes, un
     assert widget.ui.status_label.text().startswith("Segmented 109 slices from 3 support slices in ")
     assert widget.heatmap_layers and widget.prediction_layer is not None
     assert len(bars) == 1 and bars[0].n > 0 and bars[0].desc.startswith("Segmenting: ")  # the dock saw progress
+    qtbot.waitUntil(lambda: runner._spare is None, timeout=5_000)  # kept runner.LINGER_MS for a next job
     assert runner._pbar is None and bars[0] not in type(bars[0])._all_instances  # and the bar was closed
 
     # The next job's bar starts from 0, not from the previous job's 100 %.
@@ -189,10 +190,43 @@ def test_a_job_leaves_the_window_still(fast_ct, qtbot, monkeypatch):
     widget.segment("all")
     assert widget.ui.progress_bar.maximum() > 0  # not busy from the click on
     wait_idle(qtbot, widget, timeout_s=120)
-    qtbot.wait(300)
+    qtbot.waitUntil(lambda: runner._spare is None, timeout=5_000)  # its bar closed (runner.LINGER_MS)
 
     assert totals and min(totals) > 0, "the widget's bar was put in its busy (animated) state"
     running = [s for s in speeds if s]
     assert running and all(speed == SPEED_PERCENT for s in running for speed, _ in s)
     assert any(state == QMovie.MovieState.Running for s in running for _, state in s)  # turning, slowly
     assert [m.speed() for m in activity_movies()] == [100] * len(activity_movies())  # its own speed again
+
+
+def test_a_job_right_after_another_takes_over_its_bar(fast_ct, qtbot, monkeypatch):
+    """Session 22: a volume's refinement starts as its coarse result arrives. A new bar in napari's dock repaints the
+    window twice as long as an update of one (software OpenGL), and it was part of the window's one > 100 ms stall
+    there; so a finished job's bar stays runner.LINGER_MS, a job starting meanwhile takes it over (from 0, with its
+    own name), and it is closed LINGER_MS after the last job, with napari's indicator at its own speed again."""
+    from napari_fewshot.core import Progress
+    from napari_fewshot.plugin import runner as runner_module
+    from napari_fewshot.plugin.activity import SPEED_PERCENT, activity_movies
+
+    viewer, widget, reference = fast_ct
+    runner = widget.runner
+    bars = []
+    new_bar = runner._new_bar
+    monkeypatch.setattr(runner, "_new_bar", lambda p: bars.append(new_bar(p)) or bars[-1])
+
+    def job(steps):
+        for n in range(1, steps + 1):
+            time.sleep(0.1)
+            yield Progress(n, steps, f"step {n}")
+        return steps
+
+    runner.launch("First", job, 5, on_return=lambda _: None)
+    runner.after = lambda: runner.launch("Second", job, 4, on_return=lambda _: None)
+    qtbot.waitUntil(lambda: not runner.busy and runner._spare is not None, timeout=30_000)
+    assert len(bars) == 1  # one bar for both jobs
+    bar = bars[0]
+    assert bar.total == 4 and bar.n <= 4 and bar.desc.startswith("Second: ")  # the second job's own count and name
+    assert [m.speed() for m in activity_movies()] == [SPEED_PERCENT] * len(activity_movies())
+    qtbot.waitUntil(lambda: runner._spare is None, timeout=runner_module.LINGER_MS + 3_000)
+    assert bar not in type(bar)._all_instances  # closed once nothing took it over
+    assert [m.speed() for m in activity_movies()] == [100] * len(activity_movies())
