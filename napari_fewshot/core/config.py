@@ -163,7 +163,7 @@ class SegmentationParams:
         512, label="Local prototypes per image", minimum=0, maximum=10**6,
         help="the same for 2D images and image sets")
     image_local_sampling: LocalSampling = setting(
-        "random", label="Local prototype sampling (2D images)", flag="--image-local-sampling",
+        "random", label="Local prototype sampling (2D images)", affects_features=False, flag="--image-local-sampling",
         help="which cells a 2D image keeps past the cap: random (seeded), grid, fps or kmeans (core/subsample.py)")
     scale: float = setting(20.0, label="Similarity scale", minimum=1e-3, maximum=1e4, flag="--scale",
                            help="cosine similarity multiplier before the softmax, as in PANet")
