@@ -195,7 +195,8 @@ class PrototypeBank:
                 targets.append(torch.from_numpy(np.where(target < 0, -1, remap[np.clip(target, 0, None)])))
         p = segmenter.params
         prototypes = build_prototypes(features, targets, class_ids, p.prototype_mode, p.local_grid,
-                                      p.local_coverage, segmenter.max_local(), p.seed)
+                                      p.local_coverage, segmenter.max_local(), p.seed,
+                                      p.local_sampling_for(segmenter.cache.stack))
         levels = support_levels(features, [t.numpy() for t in targets], range(len(features)), prototypes)
         if own:
             segmenter.release_image()  # free the features

@@ -20,6 +20,7 @@ PrototypeMode = Literal["local", "global"]
 SupportMode = Literal["dense", "scribble"]
 Modality = Literal["auto", "ct", "mr", "us", "none"]
 SupportAugment = Literal["none", "flip", "scale", "flip+scale"]  # core/augment.py VIEWS
+LocalSampling = Literal["random", "grid", "fps", "kmeans"]  # core/subsample.py SAMPLINGS
 # The measured defaults of RefineParams.enabled=None (see RefineParams.enabled_for; figures in BENCHMARKS.md).
 REFINE_IMAGES_BY_DEFAULT = True
 REFINE_VOLUMES_BY_DEFAULT = True  # on every device: the widget streams it in after the coarse result
@@ -161,6 +162,9 @@ class SegmentationParams:
     image_max_local_prototypes: int = setting(
         512, label="Local prototypes per image", minimum=0, maximum=10**6,
         help="the same for 2D images and image sets")
+    image_local_sampling: LocalSampling = setting(
+        "random", label="Local prototype sampling (2D images)", affects_features=False, flag="--image-local-sampling",
+        help="which cells a 2D image keeps past the cap: random (seeded), grid, fps or kmeans (core/subsample.py)")
     scale: float = setting(20.0, label="Similarity scale", minimum=1e-3, maximum=1e4, flag="--scale",
                            help="cosine similarity multiplier before the softmax, as in PANet")
     support_mode: SupportMode = setting(
@@ -238,6 +242,9 @@ class SegmentationParams:
             raise FewShotError(f"The detached end ratio must be 0 (off) or more, not {self.postprocess_detach}.")
         if self.support_augment not in ("none", "flip", "scale", "flip+scale"):
             raise FewShotError(f"Support views must be none, flip, scale or flip+scale, not {self.support_augment!r}.")
+        if self.image_local_sampling not in ("random", "grid", "fps", "kmeans"):
+            raise FewShotError("Local prototype sampling must be random, grid, fps or kmeans, "
+                               f"not {self.image_local_sampling!r}.")
         if self.nearest_supports < 0:
             raise FewShotError(f"Nearest painted images must be 0 (every one) or more, not {self.nearest_supports}.")
         if self.batch_size < 1 or self.local_grid < 1:
@@ -251,6 +258,14 @@ class SegmentationParams:
     def max_local_for(self, stack) -> int:
         """The per-slice cap of local prototypes for an ImageStack (volume or 2D images, as input_size_for)."""
         return self.max_local_prototypes if stack.is_volume and len(stack) > 1 else self.image_max_local_prototypes
+
+    def local_sampling_for(self, stack) -> str:
+        """How the cap picks local prototypes for an ImageStack: always "random" (seeded) for a volume."""
+        return "random" if stack.is_volume and len(stack) > 1 else self.image_local_sampling
+
+    def local_cap_for(self, stack) -> tuple[int, int, str]:
+        """(cap, seed, sampling) of each support slice's local prototypes (core/subsample.py) for an ImageStack."""
+        return self.max_local_for(stack), self.seed, self.local_sampling_for(stack)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values, groups as nested dicts ({"refine": {"enabled": ..., ...}})."""

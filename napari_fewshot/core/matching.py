@@ -66,9 +66,9 @@ class PrototypeGroup:
 
 
 def local_group(key: Hashable, piece: SlicePrototypes, n_classes: int, max_local: int, seed: int,
-                slice_index: int) -> PrototypeGroup | None:
+                slice_index: int, sampling: str = "random") -> PrototypeGroup | None:
     """One support slice's local prototypes (prototypes.capped_local) as a group keyed `key`; None if it has none."""
-    vectors, owner, origins = capped_local(piece, n_classes, max_local, seed, slice_index)
+    vectors, owner, origins = capped_local(piece, n_classes, max_local, seed, slice_index, sampling)
     return PrototypeGroup.make(key, vectors, owner, n_classes, origins) if len(vectors) else None
 
 

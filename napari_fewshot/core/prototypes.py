@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FewShotError
+from .subsample import subsample
 
 
 @dataclass
@@ -176,22 +177,23 @@ def global_prototypes(slices: Sequence[SlicePrototypes], class_ids: list[int]) -
     return sums / shots[:, None]
 
 
-def capped_local(piece: SlicePrototypes, n_classes: int, max_local: int, seed: int = 0, slice_index: int = -1):
-    """One slice's local prototypes, at most `max_local` per class (seeded subsample):
+def capped_local(piece: SlicePrototypes, n_classes: int, max_local: int, seed: int = 0, slice_index: int = -1,
+                 sampling: str = "random"):
+    """One slice's local prototypes, at most `max_local` per class (core/subsample.py: `sampling` "random" is a
+    subsample seeded by `seed`; "grid", "fps" and "kmeans" do not use it):
     (vectors (L, C), owner (L,), origins (L, 3) long: (slice_index, y, x))."""
-    index = torch.arange(len(piece.local_owner), device=piece.local_owner.device)
-    if len(index):
-        index = _cap_per_class(index, piece.local_owner, n_classes, max_local, seed)
-    cells = piece.cells()[index]
-    origins = torch.cat([torch.full((len(index), 1), slice_index, dtype=torch.long, device=cells.device), cells], 1)
-    return piece.local_vectors[index], piece.local_owner[index], origins
+    vectors, owner, cells = subsample(piece.local_vectors, piece.local_owner, piece.cells(), n_classes, max_local,
+                                      seed, sampling)
+    origins = torch.cat([torch.full((len(owner), 1), slice_index, dtype=torch.long, device=cells.device), cells], 1)
+    return vectors, owner, origins
 
 
 def combine_slices(slices: Sequence[SlicePrototypes], class_ids: list[int], max_local: int = 4096,
-                   seed: int = 0, slice_indices: Sequence[int] | None = None) -> PrototypeSet:
+                   seed: int = 0, slice_indices: Sequence[int] | None = None, sampling: str = "random") -> PrototypeSet:
     """Global prototypes (see :func:`global_prototypes`) plus the local prototypes of every slice, at most
     `max_local` per class from each slice (so adding a slice never changes what another contributes).
-    slice_indices: each piece's support slice, for the prototypes' origins (-1 when not given)."""
+    slice_indices: each piece's support slice, for the prototypes' origins (-1 when not given); sampling: see
+    :func:`capped_local`."""
     n = len(class_ids)
     means = global_prototypes(slices, class_ids)
     vectors = [means]
@@ -200,7 +202,7 @@ def combine_slices(slices: Sequence[SlicePrototypes], class_ids: list[int], max_
     origins = [torch.full((n + 1, 3), -1, dtype=torch.long)]
     for j, piece in enumerate(slices):
         where = -1 if slice_indices is None else int(slice_indices[j])
-        lv, lo, lorigin = capped_local(piece, n, max_local, seed, where)
+        lv, lo, lorigin = capped_local(piece, n, max_local, seed, where, sampling)
         if len(lv):
             vectors.append(lv)
             owner.append(lo.to(means.device))
@@ -221,21 +223,10 @@ def build_prototypes(
     coverage: float = 0.5,
     max_local: int = 4096,
     seed: int = 0,
+    sampling: str = "random",
 ) -> PrototypeSet:
     """Prototypes from support slices: features per slice (C, h, w), targets per slice (H, W) long
     (0 bg, 1..K, -1 ignore); origins name the slices by their position in `features`.
     See :func:`pool_slice` and :func:`combine_slices`."""
     pieces = [pool_slice(f, t, len(class_ids), mode, grid, coverage) for f, t in zip(features, targets)]
-    return combine_slices(pieces, class_ids, max_local, seed, range(len(pieces)))
-
-
-def _cap_per_class(index, owner, n_classes, cap, seed):
-    """index (L,), owner (L,): at most `cap` of each class's entries of `index` (seeded), class by class."""
-    generator = torch.Generator().manual_seed(seed)
-    keep = []
-    for k in range(n_classes + 1):
-        mine = (owner == k).nonzero(as_tuple=True)[0]
-        if len(mine) > cap:
-            mine = mine[torch.randperm(len(mine), generator=generator)[:cap].to(mine.device)]
-        keep.append(mine)
-    return index[torch.cat(keep)]
+    return combine_slices(pieces, class_ids, max_local, seed, range(len(pieces)), sampling)

@@ -210,7 +210,7 @@ class FewShotSegmenter:
         p = self.params
         pieces = self._pieces(support_set)
         return combine_slices(list(pieces.values()), support_set.class_ids, p.max_local_for(self.cache.stack),
-                              p.seed, [key[2] for key in pieces])
+                              p.seed, [key[2] for key in pieces], p.local_sampling_for(self.cache.stack))
 
     def _groups(self, support_set: SupportSet) -> list[PrototypeGroup]:
         """The support as prototype groups: the global prototypes (never cached), then each support slice's
@@ -220,10 +220,10 @@ class FewShotSegmenter:
         n = support_set.n_classes
         means = global_prototypes(list(pieces.values()), support_set.class_ids)
         groups = [PrototypeGroup.make(None, means, torch.arange(n + 1, device=means.device), n)]
-        cap, seed = self.params.max_local_for(self.cache.stack), self.params.seed
+        cap, seed, how = self.params.local_cap_for(self.cache.stack)
         for key, piece in pieces.items():  # each made once, then remembered (matching.MatchCache.group)
-            mine = key + (cap, seed)
-            group = self._matches.group(mine, partial(local_group, mine, piece, n, cap, seed, key[2]))
+            mine = key + (cap, seed if how == "random" else how)  # the seed picks only a random subsample
+            group = self._matches.group(mine, partial(local_group, mine, piece, n, cap, seed, key[2], how))
             groups += [group] if group is not None else []
         return groups
 

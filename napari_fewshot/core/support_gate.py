@@ -58,11 +58,12 @@ class LeaveOneOut:
     """Per-support coarse scores on the other supports, computed once; scores any gate set cheaply.
 
     pieces: support slice -> its pooled prototypes; features: slice -> (C, h, w) tensor getter;
-    targets: slice -> (H, W) int target (0 bg, 1..K, -1 ignore); max_local / seed as the segmenter's.
+    targets: slice -> (H, W) int target (0 bg, 1..K, -1 ignore); max_local / seed / sampling as the segmenter's.
     """
 
     def __init__(self, pieces: Mapping[int, SlicePrototypes], features: Callable[[int], torch.Tensor],
-                 targets: Mapping[int, np.ndarray], n_classes: int, max_local: int, seed: int = 0):
+                 targets: Mapping[int, np.ndarray], n_classes: int, max_local: int, seed: int = 0,
+                 sampling: str = "random"):
         self.n = n_classes
         self.slices = sorted(pieces)
         self.pieces = pieces
@@ -76,7 +77,7 @@ class LeaveOneOut:
             self.grids[i] = tuple(feat.shape[-2:])
             self.refs[i] = cell_labels(np.asarray(targets[i]), self.grids[i])
         for k in self.slices:
-            vectors, owner, _ = capped_local(pieces[k], n_classes, max_local, seed, k)
+            vectors, owner, _ = capped_local(pieces[k], n_classes, max_local, seed, k, sampling)
             if not len(vectors):
                 continue
             group = PrototypeGroup.make(None, vectors, owner, n_classes)
@@ -161,7 +162,7 @@ def gate_support(segmenter, support_set: SupportSet, params: GateParams | None =
     by_slice = {key[2]: piece for key, piece in pieces.items()}
     stack = segmenter.cache.stack
     loo = LeaveOneOut(by_slice, segmenter.cache.get, support_set.targets, support_set.n_classes,
-                      segmenter.params.max_local_for(stack), segmenter.params.seed)
+                      *segmenter.params.local_cap_for(stack))
     return choose_gates(loo, params)
 
 
@@ -172,7 +173,7 @@ def gated_groups(segmenter, support_set: SupportSet, gated: frozenset) -> list[P
     n = support_set.n_classes
     sums, shots = None, torch.zeros(n + 1)
     groups = []
-    cap, seed = segmenter.params.max_local_for(segmenter.cache.stack), segmenter.params.seed
+    cap, seed, how = segmenter.params.local_cap_for(segmenter.cache.stack)
     for key, piece in pieces.items():
         present = (piece.mass > 0).cpu()
         if key[2] in gated:
@@ -181,14 +182,15 @@ def gated_groups(segmenter, support_set: SupportSet, gated: frozenset) -> list[P
             sums = torch.zeros_like(piece.means)
         sums[present.to(sums.device)] += piece.means[present.to(sums.device)]
         shots[present] += 1
-        mine = key + (cap, seed)  # the segmenter's own key (segmenter._groups): ungated groups are shared
+        # the segmenter's own key (segmenter._groups): ungated groups are shared
+        mine = key + (cap, seed if how == "random" else how)
         if key[2] in gated:
-            vectors, owner, origins = capped_local(piece, n, cap, seed, key[2])
+            vectors, owner, origins = capped_local(piece, n, cap, seed, key[2], how)
             keep = owner == 0
             vectors, owner, origins = vectors[keep], owner[keep], origins[keep.to(origins.device)]
             group = PrototypeGroup.make((*mine, "gated"), vectors, owner, n, origins) if len(vectors) else None
         else:
-            group = segmenter._matches.group(mine, partial(local_group, mine, piece, n, cap, seed, key[2]))
+            group = segmenter._matches.group(mine, partial(local_group, mine, piece, n, cap, seed, key[2], how))
         if group is not None:
             groups.append(group)
     means = sums / shots.clamp(min=1).to(sums.device)[:, None]
