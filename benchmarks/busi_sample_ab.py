@@ -14,16 +14,11 @@ plain command's). Writes busi_{shots}shot_seed{S}_{variant}.json (the report plu
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import tempfile
-import time
 from dataclasses import fields, replace
-from pathlib import Path
+
+from busi_tta_ab import run_variants  # (benchmarks/ is the script's folder)
 
 from napari_fewshot.core import SegmentationParams
-from napari_fewshot.evaluation.busi import evaluate_busi
 
 
 def variant_params(name: str, seed: int, cache_dir: str) -> SegmentationParams:
@@ -40,31 +35,7 @@ def variant_params(name: str, seed: int, cache_dir: str) -> SegmentationParams:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dir")
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--shots", type=int, default=5)
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--variants", nargs="+", default=["default"])
-    parser.add_argument("--out", default="benchmarks/results/s22_sample")
-    parser.add_argument("--cache-dir", default=None, help="a feature cache folder to keep (default: a temporary one)")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="busi-sample-") as temporary:
-        cache_dir = args.cache_dir or temporary
-        for name in args.variants:
-            started, wall = time.process_time(), time.perf_counter()
-            report = evaluate_busi(args.dir, args.shots, args.episodes, args.seed, variant_params(name, args.seed, cache_dir))
-            report["cpu_s"] = round(time.process_time() - started, 1)
-            report["wall_s"] = round(time.perf_counter() - wall, 1)
-            report["load_after"] = os.getloadavg()[0]
-            report["variant"] = name
-            tag = name.replace("=", "-").replace(",", "_")
-            (out / f"busi_{args.shots}shot_seed{args.seed}_{tag}.json").write_text(json.dumps(report, indent=1))
-            print(f"seed {args.seed} {args.shots}-shot {name:40s} Dice {report['dice_mean']:.3f} hit "
-                  f"{report['hit_rate']:.2f} on hits {report['dice_on_hits']:.3f}  cpu {report['cpu_s']} s "
-                  f"wall {report['wall_s']} s load {report['load_after']:.1f}", flush=True)
+    run_variants(__doc__, ["default"], "benchmarks/results/s22_sample", variant_params)
 
 
 if __name__ == "__main__":
