@@ -194,9 +194,9 @@ class PrototypeBank:
                 target = support_set.targets[i].astype(np.int64)
                 targets.append(torch.from_numpy(np.where(target < 0, -1, remap[np.clip(target, 0, None)])))
         p = segmenter.params
+        cap, seed, how = p.local_cap_for(segmenter.cache.stack)
         prototypes = build_prototypes(features, targets, class_ids, p.prototype_mode, p.local_grid,
-                                      p.local_coverage, segmenter.max_local(), p.seed,
-                                      p.local_sampling_for(segmenter.cache.stack))
+                                      p.local_coverage, cap, seed, how)
         levels = support_levels(features, [t.numpy() for t in targets], range(len(features)), prototypes)
         if own:
             segmenter.release_image()  # free the features

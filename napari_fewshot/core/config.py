@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .settings import params_from_dict, setting, setting_values, settings_of
 
@@ -20,7 +20,8 @@ PrototypeMode = Literal["local", "global"]
 SupportMode = Literal["dense", "scribble"]
 Modality = Literal["auto", "ct", "mr", "us", "none"]
 SupportAugment = Literal["none", "flip", "scale", "flip+scale"]  # core/augment.py VIEWS
-LocalSampling = Literal["random", "grid", "fps", "kmeans"]  # core/subsample.py SAMPLINGS
+LocalSampling = Literal["random", "grid", "fps", "kmeans"]  # core/subsample.py
+LOCAL_SAMPLINGS = get_args(LocalSampling)
 # The measured defaults of RefineParams.enabled=None (see RefineParams.enabled_for; figures in BENCHMARKS.md).
 REFINE_IMAGES_BY_DEFAULT = True
 REFINE_VOLUMES_BY_DEFAULT = True  # on every device: the widget streams it in after the coarse result
@@ -242,8 +243,8 @@ class SegmentationParams:
             raise FewShotError(f"The detached end ratio must be 0 (off) or more, not {self.postprocess_detach}.")
         if self.support_augment not in ("none", "flip", "scale", "flip+scale"):
             raise FewShotError(f"Support views must be none, flip, scale or flip+scale, not {self.support_augment!r}.")
-        if self.image_local_sampling not in ("random", "grid", "fps", "kmeans"):
-            raise FewShotError("Local prototype sampling must be random, grid, fps or kmeans, "
+        if self.image_local_sampling not in LOCAL_SAMPLINGS:
+            raise FewShotError(f"Local prototype sampling must be one of {', '.join(LOCAL_SAMPLINGS)}, "
                                f"not {self.image_local_sampling!r}.")
         if self.nearest_supports < 0:
             raise FewShotError(f"Nearest painted images must be 0 (every one) or more, not {self.nearest_supports}.")

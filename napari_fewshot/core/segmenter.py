@@ -159,10 +159,6 @@ class FewShotSegmenter:
         cache = self._require_image()
         return [cache.get(i) for i in indices]
 
-    def max_local(self) -> int:
-        """The per-slice cap of local prototypes for the current image (volume or 2D images)."""
-        return self.params.max_local_for(self._require_image().stack)
-
     def _require_image(self) -> FeatureCache:
         if self.cache is None:
             raise FewShotError("No image is set; call set_image first.")
@@ -209,8 +205,8 @@ class FewShotSegmenter:
         """Prototypes from the (cached) features of the support slices, as one set (for banks and scripts)."""
         p = self.params
         pieces = self._pieces(support_set)
-        return combine_slices(list(pieces.values()), support_set.class_ids, p.max_local_for(self.cache.stack),
-                              p.seed, [key[2] for key in pieces], p.local_sampling_for(self.cache.stack))
+        cap, seed, how = p.local_cap_for(self.cache.stack)
+        return combine_slices(list(pieces.values()), support_set.class_ids, cap, seed, [key[2] for key in pieces], how)
 
     def _groups(self, support_set: SupportSet) -> list[PrototypeGroup]:
         """The support as prototype groups: the global prototypes (never cached), then each support slice's

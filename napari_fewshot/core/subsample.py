@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FewShotError
-
-SAMPLINGS = ("random", "grid", "fps", "kmeans")
+from .config import LOCAL_SAMPLINGS as SAMPLINGS
 KMEANS_STEPS = 5
 
 
