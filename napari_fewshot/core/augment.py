@@ -68,9 +68,9 @@ def shifted(maps: torch.Tensor, offset: float) -> torch.Tensor:
 def mirror_offset(own: torch.Tensor, mirrored: torch.Tensor) -> float:
     """How far (in whole cells, 0..MAX_OFFSET) a mirrored image's features, reversed, sit left of the image's own.
 
-    own, mirrored: (C, h, w) features of the image and of its mirror. Reversing the columns is not the whole inverse:
-    with symmetric padding each stride-2 layer centres its output i on input 2i, so a mirrored grid is off by a
-    fraction of a cell per layer, and the coarser scales, upsampled to stride 8, by more (lite0: ~2 cells at 384 px).
+    own, mirrored: (C, h, w) features of the image and of its mirror. Reversing the columns is the whole inverse only
+    for a grid centred where the code assumes: the network's own maps were ~2 cells off (lite0 at 384 px) before
+    core/encoders/efficientnet_lite.py centred them, and an encoder with a native grid may still be.
     The offset kept is the one whose shifted reversed features best match the image's own (mean cosine over the
     columns every shift covers): measured, so it holds for any encoder and input width. A fractional shift scores a
     mix of its two neighbours' scores, so the best is always a whole cell. ~5 ms for a 48-column lite0 grid."""

@@ -21,6 +21,7 @@ SupportMode = Literal["dense", "scribble"]
 Modality = Literal["auto", "ct", "mr", "us", "none"]
 SupportAugment = Literal["none", "flip", "scale", "flip+scale"]  # core/augment.py VIEWS
 LocalSampling = Literal["random", "grid", "fps", "kmeans"]  # core/subsample.py
+FeatureGrid = Literal["native", "centred"]  # core/encoders/efficientnet_lite.py
 LOCAL_SAMPLINGS = get_args(LocalSampling)
 # The measured defaults of RefineParams.enabled=None (see RefineParams.enabled_for; figures in BENCHMARKS.md).
 REFINE_IMAGES_BY_DEFAULT = True
@@ -136,6 +137,10 @@ class SegmentationParams:
 
     encoder: str = setting("efficientnet-lite0", label="Encoder", flag="--encoder",
                            help="registry name, see napari_fewshot.core.encoders.available_encoders")
+    feature_grid: FeatureGrid = setting(
+        "native", label="Feature grid", flag="--feature-grid",
+        help="native: the encoder's cells where the network puts them; centred (EfficientNet-Lite): moved onto "
+             "the pixels they are drawn on (better coarse masks across patients; see BENCHMARKS.md, session 23)")
     device: str = setting("auto", label="Device", machine_local=True, flag="--device",
                           help="auto (a GPU when there is one), cpu, cuda or mps")
     modality: Modality = setting(

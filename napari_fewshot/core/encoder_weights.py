@@ -33,10 +33,10 @@ class EncoderWeights:
     """
 
     def __init__(self, name: str, device: torch.device, weights_path=None, encoder: Encoder | None = None,
-                 build=None):
+                 build=None, grid: str = "native"):
         self._name, self._device, self._weights_path = name, device, weights_path
         self._encoder = encoder.to(device).eval() if encoder is not None else None
-        self._build = build or (lambda: create_encoder(name, weights_path=weights_path))  # () -> Encoder
+        self._build = build or (lambda: create_encoder(name, weights_path=weights_path, grid=grid))  # () -> Encoder
         self._initial_state: dict[str, torch.Tensor] | None = None
         self._original_features: SetAside | None = None
         self.tag: str | None = None
@@ -58,7 +58,7 @@ class EncoderWeights:
         (features of changed weights are never persisted)."""
         if self.changed:
             return None, None
-        return cache_dir, f"{self.encoder.name}:{self.encoder.weights_id}"
+        return cache_dir, self.encoder.signature()
 
     def forget_set_aside(self) -> None:
         """The image changed: features set aside from the previous one can never come back."""

@@ -87,7 +87,7 @@ class FeatureCache:
         self._on_disk: set[int] = set()
         self._spill: tempfile.TemporaryDirectory | None = None
         self._persist_dir: Path | None = None
-        self.set_persistence(disk_dir, encoder_id or f"{encoder.name}:{encoder.weights_id}")
+        self.set_persistence(disk_dir, encoder_id or encoder.signature())
 
     # -- bookkeeping -------------------------------------------------------------------------
     def __contains__(self, index: int) -> bool:

@@ -27,7 +27,7 @@ from .config import SegmentationParams
 from .training_config import AdaptParams, FineTuneParams
 from .devices import resolve_device
 from .encoder_weights import EncoderWeights
-from .encoders import Encoder
+from .encoders import Encoder, encoder_spec
 from .encoders.litemedsam import shared_build
 from .features import FeatureCache
 from .finishing import cleaned_labels, finish_result
@@ -50,8 +50,16 @@ class FewShotSegmenter:
     def __init__(self, params: SegmentationParams | None = None, encoder: Encoder | None = None, weights_path=None):
         self.params = params or SegmentationParams()
         self._device = resolve_device(self.params.device)
+        grid = self.params.feature_grid
+        if grid != "native" and grid not in encoder_spec(self.params.encoder).grids:
+            raise FewShotError(f"The encoder {self.params.encoder} has no {grid!r} feature grid; use --feature-grid "
+                               "native with it.")
+        if encoder is not None and encoder.grid != grid:
+            raise FewShotError(f"This encoder places its cells on the {encoder.grid!r} grid, but the settings ask for "
+                               f"{grid!r}.")
         build = shared_build(self.params.encoder, weights_path, lambda: self.sam)  # litemedsam: on the service's
-        self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder, build)
+        self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder, build,
+                                       self.params.feature_grid)
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
         self._refiner = self._sam = None  # core.refine.Refiner, core.sam_service.LiteMedSAMService: made on first use

