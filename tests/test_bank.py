@@ -155,6 +155,10 @@ def test_a_bank_keeps_its_feature_grid_and_an_older_bank_reads_as_native(cases, 
     assert loaded.params.feature_grid == "centred" and loaded.make_segmenter("cpu").encoder.grid == "centred"
     with pytest.raises(FewShotError, match="'centred' feature grid"):
         loaded.check_encoder(create_encoder("efficientnet-lite0"))
+    native = FewShotSegmenter(PARAMS)  # an unchanged encoder is no reason to skip the check
+    native.set_image(volume.data)
+    with pytest.raises(FewShotError, match="'centred' feature grid"):
+        run(loaded.segment(native))
     old = _rewrite(bank_a.save(tmp_path / "a.fewshot"), tmp_path / "old.fewshot", lambda m: m["params"].pop("feature_grid"))
     assert PrototypeBank.load(old).params.feature_grid == "native" == bank_a.params.feature_grid
 

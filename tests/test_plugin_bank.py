@@ -74,3 +74,27 @@ def test_load_prototypes_on_a_second_scan_of_another_shape(ct, qtbot, tmp_path, 
     centre = second.extent.world.mean(axis=0)[-2:]
     assert np.allclose(viewer.camera.center[-2:], centre, atol=float(np.max(second.scale[-2:])) * 2), \
         (viewer.camera.center, centre)
+
+
+def test_a_bank_pooled_on_the_centred_grid_segments_on_it_in_the_window(ct, qtbot, tmp_path, notes):
+    """The panel has no control for the feature grid (SegmentationParams.feature_grid): Load prototypes segments
+    with the grid the bank was pooled on, not the panel's default, and says nothing went wrong."""
+    from napari_fewshot.core import SegmentationParams
+
+    viewer, widget, reference = ct
+    support = paint_support(widget, reference)
+    image = viewer.layers[CT_IMAGE_NAME]
+    params = SegmentationParams(device="cpu", feature_grid="centred")
+    target = PrototypeBank.build([(np.asarray(image.data), np.asarray(support.data))], params).save(tmp_path / "c")
+    scan = tmp_path / "second.nii.gz"  # 20 slices at half size: quick
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(np.array(image.data[70:90, ::2, ::2]).T), np.diag([2.0, 2.0, 3.0, 1])),
+             scan)
+    (second,) = viewer.open(str(scan), plugin="napari-fewshot")
+    widget.set_image_layer(second)
+    notes.clear()
+    widget.load_prototypes(str(target))
+    wait_idle(qtbot, widget)
+    assert not [m for severity, m in notes if "error" in severity], notes
+    assert widget.session.segmenter.encoder.grid == "centred"
+    prediction = widget.prediction_layer
+    assert prediction is not None and (prediction.data == LIVER).any()

@@ -278,7 +278,10 @@ class PrototypeBank:
         return segmenter
 
     def is_prepared(self, segmenter) -> bool:
-        """Whether `segmenter`'s encoder weights are the bank's (nothing to load or undo)."""
+        """Whether `segmenter`'s encoder weights are the bank's (nothing to load or undo) and its grid is the
+        bank's (else :meth:`prepare` refuses the encoder)."""
+        if segmenter.params.feature_grid != self.params.feature_grid:
+            return False
         adapted = segmenter.adaptation.tag == self._token if self.adapted else not segmenter.adaptation.changed
         if self.encoder_state is not None:
             return segmenter.weights_tag == self._token and adapted

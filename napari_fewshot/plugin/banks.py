@@ -17,6 +17,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ..core.bank import PrototypeBank
+from ..core.settings import with_settings
 from ..errors import FewShotError
 from . import CLASS_NAMES_KEY, layers
 from .exporting import confirm_replace
@@ -104,7 +105,8 @@ def apply_job(job, bank: PrototypeBank, similarity: bool):
     Segment's is (the widget streams it in when it shows the result); an image set's images are refined here."""
     from .workers import assemble
 
-    seg = job.session.prepare(job.image, job.params)
+    # the grid the bank's prototypes were pooled on (SegmentationParams.feature_grid; the panel has no control for it)
+    seg = job.session.prepare(job.image, with_settings(job.params, {"feature_grid": bank.params.feature_grid}))
     if not bank.is_prepared(seg):  # as PrototypeBank.segment does: the bank's encoder weights
         bank.prepare(seg)
     stack = seg.cache.stack
