@@ -18,6 +18,7 @@ from ..errors import FewShotError
 from .config import SegmentationParams
 from .training_config import AdaptParams, FineTuneParams
 from .encoders import Encoder, create_encoder
+from .encoders.base import encoder_signature
 from .features import FeatureCache, SetAside
 from .progress import Progress
 from .support import SupportSet
@@ -58,7 +59,7 @@ class EncoderWeights:
         (features of changed weights are never persisted)."""
         if self.changed:
             return None, None
-        return cache_dir, self.encoder.signature()
+        return cache_dir, encoder_signature(self.encoder)
 
     def forget_set_aside(self) -> None:
         """The image changed: features set aside from the previous one can never come back."""

@@ -30,6 +30,7 @@ from .. import __version__
 from ..io.atomic import atomic_write
 from ..paths import cache_folder
 from .encoders import Encoder
+from .encoders.base import encoder_signature
 from .memory import release_free_memory
 from .normalization import to_encoder_input
 from .progress import Progress
@@ -87,7 +88,7 @@ class FeatureCache:
         self._on_disk: set[int] = set()
         self._spill: tempfile.TemporaryDirectory | None = None
         self._persist_dir: Path | None = None
-        self.set_persistence(disk_dir, encoder_id or encoder.signature())
+        self.set_persistence(disk_dir, encoder_id or encoder_signature(encoder))
 
     # -- bookkeeping -------------------------------------------------------------------------
     def __contains__(self, index: int) -> bool:

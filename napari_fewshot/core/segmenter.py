@@ -54,8 +54,8 @@ class FewShotSegmenter:
         if grid != "native" and grid not in encoder_spec(self.params.encoder).grids:
             raise FewShotError(f"The encoder {self.params.encoder} has no {grid!r} feature grid; use --feature-grid "
                                "native with it.")
-        if encoder is not None and encoder.grid != grid:
-            raise FewShotError(f"This encoder places its cells on the {encoder.grid!r} grid, but the settings ask for "
+        if encoder is not None and getattr(encoder, "grid", "native") != grid:
+            raise FewShotError(f"This encoder places its cells on the {getattr(encoder, 'grid', 'native')!r} grid, but the settings ask for "
                                f"{grid!r}.")
         build = shared_build(self.params.encoder, weights_path, lambda: self.sam)  # litemedsam: on the service's
         self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder, build,

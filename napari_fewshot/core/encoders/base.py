@@ -18,7 +18,7 @@ class Encoder(nn.Module):
     keys feature caches, so features from other weights are never reused. `grid` names where the cells sit
     on the input: "native" (as the network gives them; VGG's unpadded pooling already centres cell i on 8i + 3.5)
     or "centred" (moved so that cell i describes input pixel 8i + 3.5, as downstream code assumes;
-    core/encoders/efficientnet_lite.py). It keys feature caches too (:meth:`signature`).
+    core/encoders/efficientnet_lite.py). It keys feature caches too (:func:`encoder_signature`).
     """
 
     name: str = "encoder"
@@ -28,13 +28,15 @@ class Encoder(nn.Module):
     normalization: InputNormalization = IMAGENET
     grid: str = "native"
 
-    def signature(self) -> str:
-        """What features of this encoder are keyed by: name, weights and grid."""
-        suffix = "" if self.grid == "native" else f":{self.grid}"
-        return f"{self.name}:{self.weights_id}{suffix}"
-
     def feature_size(self, height: int, width: int) -> tuple[int, int]:
         return -(-height // self.stride), -(-width // self.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def encoder_signature(encoder) -> str:
+    """What features of `encoder` are keyed by (feature caches, on disk too): name, weights and grid; an encoder on
+    the native grid (or one that does not say) keeps the key it had before grids existed."""
+    grid = getattr(encoder, "grid", "native")
+    return f"{encoder.name}:{encoder.weights_id}" + ("" if grid == "native" else f":{grid}")
