@@ -224,9 +224,10 @@ class PrototypeBank:
             raise FewShotError(f"This prototype bank was made with {self.encoder_name} weights "
                                f"{self.encoder_weights_id!r} but this machine has {encoder.weights_id!r}; "
                                "rebuild the bank here.")
-        if getattr(encoder, "grid", "native") != self.params.feature_grid:
+        grid = getattr(encoder, "grid", "native")
+        if grid != self.params.feature_grid:
             raise FewShotError(f"This prototype bank was pooled on the {self.params.feature_grid!r} feature grid but this "
-                               f"encoder gives the {encoder.grid!r} one; segment with the bank's own settings.")
+                               f"encoder gives the {grid!r} one; segment with the bank's own settings.")
         if int(encoder.feature_dim) != self.feature_dim:
             raise FewShotError(f"This prototype bank's prototypes have {self.feature_dim} features but the encoder "
                                f"{encoder.name} gives {encoder.feature_dim}, so they were not made with it.")

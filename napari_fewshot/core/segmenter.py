@@ -27,7 +27,7 @@ from .config import SegmentationParams
 from .training_config import AdaptParams, FineTuneParams
 from .devices import resolve_device
 from .encoder_weights import EncoderWeights
-from .encoders import Encoder, encoder_spec
+from .encoders import Encoder, require_grid
 from .encoders.litemedsam import shared_build
 from .features import FeatureCache
 from .finishing import cleaned_labels, finish_result
@@ -50,13 +50,11 @@ class FewShotSegmenter:
     def __init__(self, params: SegmentationParams | None = None, encoder: Encoder | None = None, weights_path=None):
         self.params = params or SegmentationParams()
         self._device = resolve_device(self.params.device)
-        grid = self.params.feature_grid
-        if grid != "native" and grid not in encoder_spec(self.params.encoder).grids:
-            raise FewShotError(f"The encoder {self.params.encoder} has no {grid!r} feature grid; use --feature-grid "
-                               "native with it.")
-        if encoder is not None and getattr(encoder, "grid", "native") != grid:
-            raise FewShotError(f"This encoder places its cells on the {getattr(encoder, 'grid', 'native')!r} grid, but the settings ask for "
-                               f"{grid!r}.")
+        grid, given = self.params.feature_grid, getattr(encoder, "grid", "native")
+        if grid != "native":  # litemedsam's builder is not the registry's: checked here, before anything is built
+            require_grid(self.params.encoder, grid)
+        if encoder is not None and given != grid:
+            raise FewShotError(f"This encoder places its cells on the {given!r} grid, but the settings ask for {grid!r}.")
         build = shared_build(self.params.encoder, weights_path, lambda: self.sam)  # litemedsam: on the service's
         self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder, build,
                                        self.params.feature_grid)

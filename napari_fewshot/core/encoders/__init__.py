@@ -107,12 +107,19 @@ def available_encoders() -> list[str]:
     return list(ENCODERS)
 
 
+def require_grid(name: str, grid: str) -> None:
+    """FewShotError, one sentence, when the encoder `name` cannot place its cells as `grid` says (Encoder.grid)."""
+    grids = encoder_spec(name).grids
+    if grid not in grids:
+        raise FewShotError(f"The encoder {name} has no {grid!r} feature grid (it has {', '.join(grids)}); "
+                           "choose --feature-grid native with it.")
+
+
 def create_encoder(name: str, pretrained: bool = True, weights_path=None, grid: str = "native") -> Encoder:
     """Build the encoder called `name` in eval mode, with its trained weights unless pretrained=False, its cells
-    placed as `grid` says (Encoder.grid; FewShotError when the encoder has no such grid)."""
+    placed as `grid` says (Encoder.grid; :func:`require_grid`)."""
+    require_grid(name, grid)
     spec = encoder_spec(name)
-    if grid not in spec.grids:
-        raise FewShotError(f"The encoder {name} has no {grid!r} feature grid (it has {', '.join(spec.grids)}).")
     extra = {"grid": grid} if grid != "native" else {}
     encoder = spec.build(pretrained=pretrained, weights_path=weights_path, **extra).eval()
     if encoder.normalization != spec.normalization:
@@ -127,4 +134,4 @@ def create_encoder(name: str, pretrained: bool = True, weights_path=None, grid: 
 
 
 __all__ = ["ENCODERS", "Encoder", "EncoderSpec", "InputNormalization", "available_encoders", "create_encoder",
-           "encoder_spec", "register_encoder", "unregister_encoder"]
+           "encoder_spec", "register_encoder", "require_grid", "unregister_encoder"]
