@@ -56,8 +56,7 @@ class FewShotSegmenter:
         if encoder is not None and given != grid:
             raise FewShotError(f"This encoder places its cells on the {given!r} grid, but the settings ask for {grid!r}.")
         build = shared_build(self.params.encoder, weights_path, lambda: self.sam)  # litemedsam: on the service's
-        self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder, build,
-                                       self.params.feature_grid)
+        self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder, build, grid)
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
         self._refiner = self._sam = None  # core.refine.Refiner, core.sam_service.LiteMedSAMService: made on first use
