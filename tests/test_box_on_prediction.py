@@ -3,6 +3,7 @@ prediction is replaced by the box's mask, the image counts as support, and one C
 prediction and the unpainted (unsigned) image; Shift+Ctrl+Z signs it again. Run on three BUSI images
 (../shared/data) and on four slices of the CT sample saved as PNG files (runs on a fresh clone)."""
 
+import re
 import shutil
 
 import numpy as np
@@ -60,6 +61,12 @@ def _ct_folder(tmp_path, make_napari_viewer):
     return viewer, folder, {f"slice_{z:03d}.png": reference[z] == LIVER for z in CT_SLICES}
 
 
+def signed_count(widget) -> int | None:
+    """Painted + corrected images of the first class on the line under the status (results.describe_volumes)."""
+    found = re.search(r"\((\d+) painted, (\d+) corrected", widget.ui.volumes_label.text())
+    return None if found is None else int(found[1]) + int(found[2])
+
+
 @pytest.mark.parametrize("data", ["ct_png", "busi"])
 def test_a_box_on_a_predicted_image_replaces_its_prediction_and_one_ctrl_z_restores_it(
         data, make_napari_viewer, tmp_path, qtbot):
@@ -92,6 +99,7 @@ def test_a_box_on_a_predicted_image_replaces_its_prediction_and_one_ctrl_z_resto
     assert proposed == max(uncertainty, key=lambda i: (uncertainty[i], -i))
     assert "estimated Dice error" in widget.ui.status_label.text() and "Box → paint" in widget.ui.status_label.text()
 
+    qtbot.waitUntil(lambda: signed_count(widget) == 1, timeout=10_000)  # the line under the status: 1 painted
     support.selected_label = 1
     boxes = widget.boxes.start()
     x0, y0, x1, y1 = box_of(references[target], 0.1)
@@ -106,11 +114,13 @@ def test_a_box_on_a_predicted_image_replaces_its_prediction_and_one_ctrl_z_resto
     assert dice(signed[crop[target]] == 1, references[target]) > scores[target]
     others = [i for i in range(len(references)) if i != target]
     assert not support.data[[i for i in others if i != 0]].any()  # only the boxed image was signed
+    qtbot.waitUntil(lambda: signed_count(widget) == 2, timeout=10_000)  # the counts follow the box
 
     press_key(viewer, "Control-Z")  # the boxes layer is active: one Ctrl+Z takes back paint and prediction
     assert not support.data[target].any()
     np.testing.assert_array_equal(prediction.data[target], predicted)
     assert "no longer signed and shows its prediction again" in widget.ui.status_label.text()
+    qtbot.waitUntil(lambda: signed_count(widget) == 1, timeout=10_000)  # ... and its undo
     press_key(viewer, "Control-Shift-Z")
     np.testing.assert_array_equal(support.data[target], signed)
     np.testing.assert_array_equal(prediction.data[target], signed)

@@ -60,6 +60,7 @@ def test_read_folder_skips_masks_and_junk_and_says_why(tmp_path):
     _png(tmp_path / "scan (10)_mask_1.png", np.pad(mask[:, :35], ((0, 0), (5, 0))))  # a second lesion: OR-merged
     tifffile.imwrite(tmp_path / "third.tif", grey[:, :20])
     tifffile.imwrite(tmp_path / "cine.tif", np.stack([grey] * 4), photometric="minisblack")  # a cine loop
+    _png(tmp_path / "icon.png", grey[:1, :1])  # a 1 x 1 icon would stop Segment for the whole set
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (tmp_path / "notes.txt").write_text("not an image")
 
@@ -71,7 +72,8 @@ def test_read_folder_skips_masks_and_junk_and_says_why(tmp_path):
     assert "grey" in info.channel_note()
     assert image_set.masks[0] is None and image_set.masks[2] is None
     assert image_set.masks[1].sum() == 100 + 50  # the union of both mask files
-    assert len(image_set.skipped) == 2
+    assert len(image_set.skipped) == 3
+    assert any("icon.png" in s and "1 x 1 pixels" in s for s in image_set.skipped)
     assert any("broken.png" in s and "not a readable PNG" in s for s in image_set.skipped)
     assert any("cine.tif" in s and "4 frames" in s for s in image_set.skipped)
     padded = image_set.padded_masks()

@@ -112,6 +112,33 @@ def test_a_stroke_cancels_the_refinement_and_a_new_segment_restarts_it(crop_view
     np.testing.assert_array_equal(widget.prediction_layer.data[2], support.data[2])  # painted: as painted
 
 
+def test_moving_through_the_slices_keeps_the_refinement_and_an_undo_cancels_it(crop_viewer, qtbot, monkeypatch):
+    """napari emits the support's set_data when it shows another slice as well as on an undo: a clinician who
+    scrolls while the refinement streams must not lose it (it did: "Refining: cancelled."); an undo is an edit."""
+    from napari_fewshot.plugin import streaming
+
+    viewer, widget, support, reference = crop_viewer
+    monkeypatch.setattr(streaming, "refine_job", slowed(streaming.refine_job))
+    arrived = []
+    widget.streaming._arrived = (lambda real: lambda report: arrived.append(report.index) or real(report))(
+        widget.streaming._arrived)
+    support.paint((0, 5, 5), 1, refresh=True)  # a stroke on a painted slice: something to undo later
+    widget.segment("all")
+    until(qtbot, lambda: len(arrived) >= 1)
+    emitted = []
+    support.events.set_data.connect(emitted.append)
+    for z in (5, 1, 6, 2):
+        viewer.dims.set_current_step(0, z)
+        qtbot.wait(20)
+    support.events.set_data.disconnect(emitted.append)
+    assert emitted  # napari did re-slice the support (what used to cancel the refinement)
+    assert widget.streaming.running and "cancelled" not in widget.ui.status_label.text()
+    support.undo()
+    assert not widget.streaming.running  # the undo cancelled it at once
+    until(qtbot, lambda: not widget.busy)
+    assert "cancelled" in widget.ui.status_label.text() and len(arrived) < 6
+
+
 def test_a_segment_refused_while_the_coarse_job_ends_keeps_its_refinement(crop_viewer, qtbot):
     """Segment clicked between the coarse result and the end of its job (the refinement is queued behind that job):
     the click is refused ("still running"), and the queued refinement must not give way to it: before, it was

@@ -14,9 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import FewShotError
+from ..io._arrays import MIN_SIDE
 from .normalization import IntensityWindow, intensity_window
-
-MIN_SIDE = 8  # below this there is nothing for a stride-8 encoder to see
 
 
 class ImageStack:

@@ -15,6 +15,7 @@ from ..errors import ReadError
 # 2**30 voxels is a 512 x 512 x 4096 CT, 2 GiB as int16 and 4 GiB once normalised to float32.
 MAX_SLICE_PIXELS = 1 << 25
 MAX_VOXELS = 1 << 30
+MIN_SIDE = 8  # the smallest side of a slice that can be segmented: below it a stride-8 encoder sees nothing
 
 
 def read_error(path: str | os.PathLike, reason: str) -> ReadError:

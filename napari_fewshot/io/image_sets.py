@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ReadError, WriteError
-from ._arrays import read_error
+from ._arrays import MIN_SIDE, read_error
 from .folders import busi_mask_paths, list_images, read_busi_mask
 from .formats import format_named
 from .naming import heatmap_name, heatmap_prefix, mask_file_name
@@ -148,8 +148,8 @@ def read_image_set(folder: str | os.PathLike, with_masks: bool = True) -> ImageS
 
     BUSI-style mask files (``*_mask*``) are not images; with ``with_masks`` each image's masks
     (``NAME_mask.png``, ``NAME_mask_1.png`` ...) are read as its reference mask. Files that cannot be
-    read, and multi-frame TIFFs (a cine loop is opened on its own), are skipped with one sentence
-    each in ``skipped``. Raises ReadError when no image is left.
+    read, multi-frame TIFFs (a cine loop is opened on its own) and images too small to segment (an icon
+    in an export folder) are skipped with one sentence each in ``skipped``. Raises ReadError when no image is left.
     """
     folder = Path(folder)
     paths = list_images(folder)
@@ -162,6 +162,11 @@ def read_image_set(folder: str | os.PathLike, with_masks: bool = True) -> ImageS
             continue
         if volume.n_slices > 1:
             skipped.append(f"Skipped '{path}': it holds {volume.n_slices} frames; open a cine loop on its own.")
+            continue
+        if min(volume.data.shape[1:3]) < MIN_SIDE:  # an icon or thumbnail: it would stop Segment for the whole set
+            rows, columns = volume.data.shape[1:3]
+            skipped.append(f"Skipped '{path}': it is {rows} x {columns} pixels; an image needs at least {MIN_SIDE} "
+                           "on each side.")
             continue
         planes.append(volume.data[0])
         names.append(path.name)

@@ -252,6 +252,7 @@ class BoxTool(QObject):
         stack, mask = value
         self._stack = (*key, stack)
         self._finish(request, self._write(request, mask))
+        self.widget.volumes.later()  # painted / predicted counts under the status line
 
     def _on_error(self, request: BoxRequest, exc: Exception) -> None:
         if isinstance(exc, FewShotError):
@@ -335,6 +336,7 @@ class BoxTool(QObject):
             self._say(f"Undone: {self._unit_of(where)} is no longer signed and shows its prediction again.")
         for where in signed:
             self._say(f"Redone: {self._unit_of(where)} is signed again and shows the box's mask.")
+        self.widget.volumes.later()
 
     def _unit_of(self, where: tuple) -> str:
         image = layers.unwrap(self.widget.image_layer)

@@ -12,7 +12,8 @@ the 3D clean-up and Check next's ranking of the refined labels take the place of
 
 Nothing the user drew is overwritten: support slices are not refined (dense mode copies them), a slice
 edited on the prediction layer itself keeps its edit, and an edit of the support (a stroke, a correction
-seeding its slice, undo) cancels the refinement and drops every plane still to come. A new Segment (or
+seeding its slice, undo) cancels the refinement and drops every plane still to come; moving through the slices
+does not (napari re-slicing a layer emits the same ``set_data`` event as an undo: undo_history.edit_events). A new Segment (or
 any job) cancels it too and starts once it has stopped (within the LiteMedSAM embedding or decoder call under
 way: refine_job's ``stop``); re-segmenting then decodes only the slices whose coarse labels changed (core/refine.py
 reuses the others).
@@ -29,7 +30,7 @@ from functools import partial
 import numpy as np
 from qtpy.QtCore import QObject, QTimer
 
-from . import image_sets, layers, warm_up
+from . import image_sets, layers, undo_history, warm_up
 
 FLUSH_MS = 100  # refined planes arriving within this time go into the layer with one refresh
 REACH = 3  # the visible slice's neighbours up to this far are refined right after it, nearer first
@@ -97,8 +98,8 @@ class Streaming(QObject):
         self._pending = self._took = False
         worker.returned.connect(self._returned)  # direct, so in signal order: before `finished`
         worker.finished.connect(partial(self._ended, worker))
-        self._watch(layers.unwrap(support).events.paint, self._support_edited)
-        self._watch(layers.unwrap(support).events.set_data, self._support_edited)
+        for emitter, slot in undo_history.edit_events(layers.unwrap(support), self._support_edited):
+            self._watch(emitter, slot)
         self._watch(session.prediction.events.paint, self._prediction_edited)
         return worker
 
@@ -171,9 +172,9 @@ class Streaming(QObject):
         if worker is None:
             return
         self.ahead = worker
-        for emitter in (layers.unwrap(support).events.paint, layers.unwrap(support).events.set_data):
-            emitter.connect(self._stop_ahead)
-            self._ahead_watched.append((emitter, self._stop_ahead))
+        for emitter, slot in undo_history.edit_events(layers.unwrap(support), self._stop_ahead):
+            emitter.connect(slot)
+            self._ahead_watched.append((emitter, slot))
         worker.finished.connect(partial(self._ahead_ended, worker))
 
     def _stop_ahead(self, *_) -> None:

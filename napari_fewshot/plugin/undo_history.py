@@ -1,7 +1,8 @@
 """A Labels layer's undo history, read and merged through napari's private ``_undo_history`` /
 ``_redo_history`` (guarded: where they are missing or look different, each function answers "unknown" or
 changes nothing). The correction loop (corrections.py) uses it to make a seeding and the stroke after it one
-undo step, and to know whether a stroke that emptied a slice was undone."""
+undo step, and to know whether a stroke that emptied a slice was undone; :func:`edit_events` tells an undo or redo
+from napari re-slicing the layer (both emit ``set_data``)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,32 @@ def atom_slices(atom) -> set[int] | None:
     if isinstance(atom, tuple) and len(atom) == 3:
         return {int(i) for i in np.unique(np.asarray(atom[0][0]))}
     return None
+
+
+def history_mark(layer) -> tuple | None:
+    """Changes whenever an edit, an undo or a redo changes a Labels layer's history: (undo items, redo items, the
+    newest undo item's identity); None when napari's history is not reachable."""
+    undo, redo = getattr(layer, "_undo_history", None), getattr(layer, "_redo_history", None)
+    try:
+        return len(undo), len(redo), id(undo[-1]) if undo else None
+    except TypeError:
+        return None
+
+
+def edit_events(layer, slot) -> list[tuple]:
+    """(emitter, callback) pairs to connect so that ``slot()`` runs when the user edits the Labels ``layer``: a
+    stroke, fill or erase (``paint``), a replaced array (``data``), an undo or a redo. napari emits ``set_data`` for
+    an undo or redo but also every time it re-slices the layer (the slice slider moved, a refresh): that counts only
+    when the history changed with it (always, where the history is not reachable)."""
+    mark = [history_mark(layer)]
+
+    def edited(*_) -> None:
+        mark[0] = history_mark(layer)
+        slot()
+
+    def refreshed(*_) -> None:
+        now = history_mark(layer)
+        if now is None or now != mark[0]:
+            edited()
+
+    return [(layer.events.paint, edited), (layer.events.data, edited), (layer.events.set_data, refreshed)]
