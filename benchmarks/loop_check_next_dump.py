@@ -31,7 +31,8 @@ def run(seed: int, grid: str, out: Path) -> None:
         return real(result, free, boxed)
 
     loop.pick_suggested = pick
-    report = loop.evaluate_busi_boxes(DATA, rounds=10, seed=seed, params=SegmentationParams(seed=seed, feature_grid=grid))
+    params = SegmentationParams(seed=seed, feature_grid=grid)
+    report = loop.evaluate_busi_boxes(DATA, rounds=10, seed=seed, params=params)
     out.write_text(json.dumps({"report": report, "rounds": rounds}))
     print(f"noc_85 {report['noc_85']}")
 

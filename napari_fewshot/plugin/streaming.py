@@ -13,10 +13,10 @@ the 3D clean-up and Check next's ranking of the refined labels take the place of
 Nothing the user drew is overwritten: support slices are not refined (dense mode copies them), a slice
 edited on the prediction layer itself keeps its edit, and an edit of the support (a stroke, a correction
 seeding its slice, undo) cancels the refinement and drops every plane still to come; moving through the slices
-does not (napari re-slicing a layer emits the same ``set_data`` event as an undo: undo_history.edit_events). A new Segment (or
-any job) cancels it too and starts once it has stopped (within the LiteMedSAM embedding or decoder call under
-way: refine_job's ``stop``); re-segmenting then decodes only the slices whose coarse labels changed (core/refine.py
-reuses the others).
+does not (napari re-slicing a layer emits the same ``set_data`` event as an undo: undo_history.edit_events).
+A new Segment (or any job) cancels it too and starts once it has stopped (within the LiteMedSAM embedding or
+decoder call under way: refine_job's ``stop``); re-segmenting then decodes only the slices whose coarse labels
+changed (core/refine.py reuses the others).
 
 When a volume's refinement has ended, a quiet background job embeds ahead of need the slices just beyond each
 organ (core/ahead.py), so that a correction which extends an organ does not wait for LiteMedSAM's image encoder.
