@@ -36,18 +36,24 @@ def summary(path: Path) -> tuple[int | None, float, float]:
 
 
 def main() -> None:
-    table = {grid: [summary(run_of(grid, s)) for s in range(8)] for grid in ("native", "centred")}
-    print("| seed | native: noc_85 / after 3 / after 13 | centred: noc_85 / after 3 / after 13 |")
-    print("|---|---|---|")
+    print_table({grid: [summary(run_of(grid, s)) for s in range(8)] for grid in ("native", "centred")})
+
+
+def print_table(arms: dict[str, list[tuple[int | None, float, float]]]) -> None:
+    """Arm name -> its summary per seed 0-7 -> a markdown table, one column per arm, and the means."""
+    print(f"| seed | {' | '.join(f'{arm}: noc_85 / after 3 / after 13' for arm in arms)} |")
+    print(f"|---|{'---|' * len(arms)}")
     for s in range(8):
-        cells = [f"{'never' if n is None else n} / {a:.3f} / {b:.3f}" for n, a, b in (table[g][s] for g in table)]
-        print(f"| {s} | {cells[0]} | {cells[1]} |")
-    means = []
-    for grid, rows in table.items():
-        nocs = [NEVER if n is None else n for n, _, _ in rows]
-        means.append(f"{sum(nocs) / len(nocs):.2f} ({sum(n > 10 for n in nocs)} seeds over 10) / "
-                     f"{sum(r[1] for r in rows) / len(rows):.3f} / {sum(r[2] for r in rows) / len(rows):.3f}")
-    print(f"| mean | {means[0]} | {means[1]} |")
+        cells = [f"{'never' if n is None else n} / {a:.3f} / {b:.3f}" for n, a, b in (rows[s] for rows in arms.values())]
+        print(f"| {s} | {' | '.join(cells)} |")
+    print(f"| mean | {' | '.join(mean_cell(rows) for rows in arms.values())} |")
+
+
+def mean_cell(rows: list[tuple[int | None, float, float]]) -> str:
+    """One arm's summaries over the seeds -> "mean noc_85 (seeds over 10) / mean after 3 / mean after 13"."""
+    nocs = [NEVER if n is None else n for n, _, _ in rows]
+    return (f"{sum(nocs) / len(nocs):.2f} ({sum(n > 10 for n in nocs)} seeds over 10) / "
+            f"{sum(r[1] for r in rows) / len(rows):.3f} / {sum(r[2] for r in rows) / len(rows):.3f}")
 
 
 if __name__ == "__main__":

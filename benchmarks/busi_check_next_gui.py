@@ -2,9 +2,10 @@
 the box loop's seed-S set of 20 images in a real viewer, its first 3 painted from their reference masks, Segment
 (the widget's button), then Check next clicked `--checks` times, a screenshot of the window after each click, the
 status line and the shown image's Dice printed. `--weight W` sets uncertainty.AMBIGUITY_WEIGHT (Check next's
-ambiguity sign; the code's default without it).
+ambiguity sign), `--standout W` uncertainty.STANDOUT_WEIGHT (its standout sign, session 25); the code's defaults
+without them.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/busi_check_next_gui.py OUT_DIR [--seed 2] [--weight W]
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/busi_check_next_gui.py OUT_DIR [--seed 2] [--weight W] [--standout W]
 
 ⚠ LiteMedSAM inside: MedSAM's training data included public breast-ultrasound sets, possibly BUSI.
 """
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--weight", type=float, default=None)
+    parser.add_argument("--standout", type=float, default=None)
     parser.add_argument("--checks", type=int, default=3)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -43,7 +45,9 @@ def main() -> None:
 
     if args.weight is not None:
         uncertainty.AMBIGUITY_WEIGHT = args.weight
-    tag = f"w{uncertainty.AMBIGUITY_WEIGHT:g}"
+    if args.standout is not None:
+        uncertainty.STANDOUT_WEIGHT = args.standout
+    tag = f"w{uncertainty.AMBIGUITY_WEIGHT:g}_s{uncertainty.STANDOUT_WEIGHT:g}"
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["NAPARI_FEWSHOT_AUTOSAVE_DIR"] = os.path.join(tmp, "autosave")
         folder, chosen = seeded_set(tmp, args.seed)  # "malignant/malignant (18)"; the first 3 are painted
@@ -58,7 +62,8 @@ def main() -> None:
         for i in result.check_order():
             h, w = masks[i].shape
             print(f"  {Path(info.names[i]).stem:16s} Dice {dice(prediction[i, :h, :w] != 0, masks[i]):.3f} "
-                  f"sign {result.uncertainty[i]:.3f} ambiguity {result.ambiguity.get(i, float('nan')):.3f}")
+                  f"sign {result.uncertainty[i]:.3f} ambiguity {result.ambiguity.get(i, float('nan')):.3f} "
+                  f"standout {result.standout.get(i) or float('nan'):.3f}")
         for n in range(1, args.checks + 1):
             widget.ui.check_next_button.click()
             pump(0.5)

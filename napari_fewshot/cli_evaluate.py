@@ -46,6 +46,9 @@ def add_evaluate_parser(commands) -> None:
                            "drag around the lesion, +10%% and +-5 px seeded jitter, through LiteMedSAM as the box "
                            "tool does; the first --shots images are boxed too; default 20 images, 3 shots, "
                            "10 rounds; evaluation/interactive_images.py)")
+    busi.add_argument("--accept-above", type=float, default=None, metavar="DICE",
+                      help="--correct box: a proposed image whose prediction already reaches this Dice is signed as "
+                           "it is (Accept slice, one click, not a drag) instead of boxed")
     _add_seed(busi)
     busi.add_argument("--json", required=True)
     add_model_options(busi)
@@ -74,6 +77,8 @@ def _only_with(args, flags: dict[str, str], protocol: str) -> None:
 
 def cmd_evaluate(args) -> None:
     params, tune = segmentation_params(args)
+    if getattr(args, "accept_above", None) is not None and getattr(args, "correct", None) != "box":
+        raise FewShotError("--accept-above only applies to --protocol interactive --correct box.")
     if args.dataset == "busi" and args.correct == "box":
         _evaluate_busi_boxes(args, params, tune)
         return
@@ -128,9 +133,10 @@ def _evaluate_busi_boxes(args, params, tune) -> None:
         raise FewShotError("--fine-tune-steps is not available with --protocol interactive.")
     report = evaluate_busi_boxes(args.dir, 10 if args.rounds is None else args.rounds, args.pick or "suggested",
                                  3 if args.shots is None else args.shots, 20 if args.images is None else args.images,
-                                 args.seed, params, adapt_params(args), log=print)
+                                 args.seed, params, adapt_params(args), log=print, accept_above=args.accept_above)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=1))
     curve = " ".join(f"{d}:{v:.3f}" for d, v in report["dice_per_drag"].items())
-    print(f"mean Dice per drag ({report['config']['pick']}): {curve}; NoC@0.85 {report['noc_85']} drags; every image "
-          f"boxed: {report['box_every_image']:.3f} in {report['seconds']:.0f} s -> {args.json}")
+    accepted = "" if report["accepts"] is None else f" and {report['accepts']} accepted"
+    print(f"mean Dice per drag ({report['config']['pick']}): {curve}; NoC@0.85 {report['noc_85']} drags{accepted}; "
+          f"every image boxed: {report['box_every_image']:.3f} in {report['seconds']:.0f} s -> {args.json}")

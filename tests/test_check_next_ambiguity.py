@@ -43,14 +43,16 @@ def test_the_status_line_names_the_rival_only_when_it_ranked_the_image():
     assert "another object" not in check_next_reason(0.12 + WEIGHT * 0.5, 0.5, WEIGHT)
 
 
-def test_a_volume_ranks_by_its_boundary_pixels_whatever_the_ambiguity():
-    """Volumes ignore the sign (rank_slices' `ambiguity`), so the CT/MR Check next order is unchanged."""
+@pytest.mark.parametrize("sign", ["ambiguity", "standout"])
+def test_a_volume_ranks_by_its_boundary_pixels_whatever_the_image_set_signs(sign):
+    """Volumes ignore the image sets' signs (rank_slices' `ambiguity`, and `standout`, core/standout.py), so the
+    CT/MR Check next order is unchanged."""
     labels = np.zeros((3, 32, 32), np.uint8)
     labels[:2, 8:24, 8:24] = 1
     rng = np.random.default_rng(0)
     coarse = {i: rng.random((2, 4, 4)).astype(np.float32) for i in (1, 2)}
     plain = rank_slices(coarse, labels, True, 20.0, support=[0])
-    assert rank_slices(coarse, labels, True, 20.0, support=[0], ambiguity={1: 1.0, 2: 0.0}) == plain
+    assert rank_slices(coarse, labels, True, 20.0, support=[0], **{sign: {1: 1.0, 2: 0.0}}) == plain
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,7 @@ def test_a_confident_miss_with_a_rival_object_is_checked_before_a_half_right_ima
     segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
     segmenter.set_image(images)
     support = [m.astype(np.uint8) if i < 3 else np.zeros(m.shape, np.uint8) for i, m in enumerate(masks)]
+    monkeypatch.setattr(uncertainty, "STANDOUT_WEIGHT", 0.0)  # this sign alone (core/standout.py's: its own test)
     monkeypatch.setattr(uncertainty, "AMBIGUITY_WEIGHT", WEIGHT)
     result = run(segmenter.segment(support))
     monkeypatch.setattr(uncertainty, "AMBIGUITY_WEIGHT", 0.0)

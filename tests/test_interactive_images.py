@@ -65,8 +65,29 @@ def test_five_busi_images_two_boxed_then_two_rounds_of_check_next_and_a_box():
     assert all(np.mean(list(report["dice_per_image"][d].values())) == pytest.approx(curve[d], abs=1e-3) for d in curve)
 
 
+def test_a_proposed_image_already_right_is_accepted_with_a_click_not_a_drag():
+    """accept_above 0: every image Check next proposes is signed as predicted (Shift+A). The drag count stays at
+    the two first boxes, each segmentation is keyed "2+Na", the accepted image keeps its predicted Dice, and
+    noc_85 counts drags only."""
+    busi = require(BUSI)
+    params = SegmentationParams(device="cpu", refine=RefineParams(enabled=False))
+    report = evaluate_busi_boxes(busi, rounds=2, shots=2, images=5, seed=3, params=params, accept_above=0.0)
+    assert list(report["dice_per_drag"]) == ["2", "2+1a", "2+2a"]
+    assert [p["accepted"] for p in report["picked"]] == [True, True]
+    for n, pick in enumerate(report["picked"]):  # signed as it was predicted: its Dice does not move
+        key = list(report["dice_per_image"])[n + 1]
+        assert report["dice_per_image"][key][pick["image"]] == pytest.approx(pick["dice_before"], abs=1e-4)
+    reached = [n for n, v in enumerate(report["dice_per_drag"].values()) if v >= 0.85]
+    assert report["noc_85"] == (2 if reached else None)  # drags only: the two first boxes
+    assert report["accepts"] == (reached[0] if reached else None)  # round n has accepted n images
+    assert report["config"]["accept_above"] == 0.0 and 0.8 <= report["box_every_image"] <= 1.0
+
+
 def test_cli_box_correction_and_its_bad_flags(tmp_path, capsys):
     busi = require(BUSI)
+    assert main(["evaluate", "busi", str(busi), "--protocol", "episodes", "--shots", "2", "--accept-above", "0.9",
+                 "--json", str(tmp_path / "x.json")]) == 2
+    assert "--accept-above only applies to --protocol interactive --correct box" in capsys.readouterr().err
     assert main(["evaluate", "busi", str(busi), "--protocol", "episodes", "--shots", "2", "--correct", "box",
                  "--json", str(tmp_path / "x.json")]) == 2
     assert "--correct box only applies to --protocol interactive" in capsys.readouterr().err

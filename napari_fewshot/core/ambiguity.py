@@ -80,11 +80,24 @@ RIVAL_SAYS = 0.8
 kept object's score."""
 
 
-def check_next_reason(sign: float, rival: float | None, weight: float) -> str:
+STANDOUT_SAYS = 0.5
+"""Check next says the drawn object barely stands out when core/standout.py's sign reaches this (its contrast is at
+most half of what a painted lesion shows)."""
+
+
+def check_next_reason(sign: float, rival: float | None, weight: float, contrast: float | None = None,
+                      standout_weight: float = 0.0) -> str:
     """Why Check next suggests an image of a set, for its status line: its sign (result.uncertainty: 1 - LiteMedSAM's
-    IoU estimate + `weight` x the ambiguity `rival`, None: not measured) -> a clause naming what ranked it."""
-    estimate = sign - weight * (rival or 0.0)  # LiteMedSAM's own estimate of the Dice error
+    IoU estimate + `weight` x the ambiguity `rival` + `standout_weight` x core/standout.py's sign of `contrast`;
+    None: not measured) -> a clause naming what ranked it."""
+    from .standout import standout_sign
+
+    plain = standout_sign(contrast)
+    estimate = sign - weight * (rival or 0.0) - standout_weight * plain  # LiteMedSAM's own estimate of the Dice error
     if rival is not None and weight and rival >= RIVAL_SAYS:
         return (f"another object in it scores almost as well as the one drawn ({rival:.0%} of its score), so it "
                 f"may show the wrong one; estimated Dice error {estimate:.2f}")
+    if standout_weight and plain >= STANDOUT_SAYS:
+        return (f"it may show the wrong structure: what is drawn barely stands out from the tissue around it, though "
+                f"LiteMedSAM rates its outline well, estimated Dice error {estimate:.2f}")
     return f"estimated Dice error {estimate:.2f}: it may have missed the object"

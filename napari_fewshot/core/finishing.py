@@ -76,7 +76,8 @@ def cleaned_labels(result: SegmentationResult, finish) -> np.ndarray:
 def rank_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndarray], skip: Sequence[int] = ()) -> None:
     """Fill result.uncertainty for its predicted slices (not `skip`), from the final labels."""
     from .ambiguity import selection_ambiguity
-    from .uncertainty import AMBIGUITY_WEIGHT, rank_slices, refiner_decoder
+    from .standout import image_standout
+    from .uncertainty import AMBIGUITY_WEIGHT, STANDOUT_WEIGHT, rank_slices, refiner_decoder
 
     skip = set(skip)
     wanted = {i: m for i, m in coarse.items() if i not in skip}
@@ -86,7 +87,13 @@ def rank_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndar
     rivals = None  # images the selection drew: how close another object scored (core/ambiguity.py)
     if redraw and AMBIGUITY_WEIGHT:
         rivals = result.ambiguity = selection_ambiguity(getattr(segmenter, "_selected", {}), wanted)
+    contrasts = None  # images LiteMedSAM drew: how much the drawn object stands out from its ring (core/standout.py)
+    if redraw and STANDOUT_WEIGHT:
+        service = segmenter.refiner.service
+        memo = getattr(decode, "memo", None)  # the refiner's, per image set and decoder (uncertainty.refiner_decoder)
+        contrasts = result.standout = {i: image_standout(service, stack, result.labels[i], i, result.class_ids, memo)
+                                       for i in wanted}
     result.uncertainty = rank_slices(wanted, result.labels, stack.is_volume, segmenter.params.scale,
                                      support=sorted(skip), decode=decode, settle=getattr(coarse, "settle", None),
-                                     ambiguity=rivals)
+                                     ambiguity=rivals, standout=contrasts)
 

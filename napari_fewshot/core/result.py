@@ -21,6 +21,9 @@ class SegmentationResult(Explainable):
         image, from the support's own similarity levels (candidate_score.py); empty for a volume.
     ambiguity: images of a set the selection drew -> how close another object in it scored to the kept one, in
         [0, 1] (core/ambiguity.py), where Check next ranks by it (uncertainty.AMBIGUITY_WEIGHT); else empty.
+    standout: images of a set LiteMedSAM drew -> how much the drawn object stands out from its surroundings in
+        LiteMedSAM's embedding (core/standout.py; None: nothing drawn), where Check next ranks by it
+        (uncertainty.STANDOUT_WEIGHT); else empty.
     refinement: set when LiteMedSAM refinement is still to come (FewShotSegmenter.refine_result), else None.
     """
 
@@ -32,6 +35,7 @@ class SegmentationResult(Explainable):
     uncertainty: dict[int, float] = field(default_factory=dict)
     similarity_range: dict[int, tuple[float, float]] = field(default_factory=dict)
     ambiguity: dict[int, float] = field(default_factory=dict)
+    standout: dict[int, float | None] = field(default_factory=dict)
     explainer: Explainer | None = field(default=None, repr=False)  # for explain(z, y, x): core/provenance.py
     # a coarse result of segment(..., refine_later=True) still to refine: core/refinement.PendingRefinement
     refinement: object | None = field(default=None, repr=False)

@@ -36,6 +36,7 @@ Decoder = Callable[[int, np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray
 
 from .candidate_score import ring_contrast
 from .sam_prompt import box_of
+from .standout import standout_sign
 
 
 def cell_labels(labels: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -85,7 +86,8 @@ def slice_band(grid: tuple[int, int], labels: np.ndarray, neighbours: list[np.nd
 
 def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: float,
                 support: Sequence[int] = (), decode: Decoder | None = None, settle=None,
-                ambiguity: dict[int, float] | None = None) -> dict[int, float]:
+                ambiguity: dict[int, float] | None = None,
+                standout: dict[int, float | None] | None = None) -> dict[int, float]:
     """What to check first, for every slice in `coarse` (slice -> (K + 1, h, w) scores), higher first.
 
     labels: (S, H, W) array or list of (H_i, W_i) final labels. A volume: expected wrong pixels per slice
@@ -96,8 +98,9 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
     redraws it (:func:`box_signs`) and, when the decoder gives it, LiteMedSAM's own estimate of how good the
     mask from that box is; which of them, and how many boxes are decoded, :data:`CHECK_NEXT` says (by default
     1 - that estimate alone, one box per image). ambiguity: image -> core/ambiguity.py's sign of its selection
-    (how close another object scored), added to 1 - that estimate with :data:`AMBIGUITY_WEIGHT`. Volumes ignore
-    `decode` and `ambiguity`; settle (volumes): slice -> (h, w) cells -> the scores made exact there
+    (how close another object scored), added to 1 - that estimate with :data:`AMBIGUITY_WEIGHT`; standout: image ->
+    the embedding contrast of its drawn object with its ring (core/standout.py), whose standout_sign is added with
+    :data:`STANDOUT_WEIGHT`. Volumes ignore `decode`, `ambiguity` and `standout`; settle (volumes): slice -> (h, w) cells -> the scores made exact there
     (core/bounded.BoundedScores.settle)."""
     if not is_volume:
         sizes = support_sizes([labels[i] for i in support])
@@ -110,6 +113,8 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
                 out[i] = 1.0 - float(np.clip(quality, 0.0, 1.0))
                 if ambiguity and AMBIGUITY_WEIGHT:  # a rival object elsewhere scored nearly as well
                     out[i] += AMBIGUITY_WEIGHT * ambiguity.get(i, 0.0)
+                if standout and STANDOUT_WEIGHT:  # a crisp outline of something that looks like its surroundings
+                    out[i] += STANDOUT_WEIGHT * standout_sign(standout.get(i))
                 continue
             out[i] = image_error(scores, labels[i], sizes, scale, stable, quality)
         return out
@@ -147,6 +152,9 @@ off, and the selection records no rivals). Off: on the BUSI box loop (session 20
 (12 drags, never before; final 0.895 vs 0.833) but one drag later on seeds 1 and 3 (9 vs 8, 11 vs 10; 0.05 also 9 on
 seed 1), 9 as before on seed 0; its Spearman with the error fell on both development seeds (0.77 -> 0.55, 0.56 ->
 0.29)."""
+STANDOUT_WEIGHT = 0.2
+"""Images of a set that LiteMedSAM drew: Check next's sign is 1 - its IoU estimate plus this times core/standout.py's
+sign (how little the drawn object differs from the tissue around it in LiteMedSAM's embedding; 0: off)."""
 STABILITY_GAIN = 4.0  # the stability sign: STABILITY_GAIN x (1 - stability), clipped to [0, 1]: 0.75 or less is a miss
 
 

@@ -17,6 +17,10 @@ of drags (the first `shots` included) after which that mean first reaches 0.85 (
 `shots + rounds` drags). The baseline a user has without the model: every image boxed, `images` drags;
 its mean Dice is reported as `box_every_image`.
 
+With `accept_above` (a Dice), the simulated clinician signs a proposed image whose prediction already reaches it
+as it is (Accept slice, Shift+A: the prediction becomes support) instead of boxing it: one click, not a drag.
+`noc_85` still counts drags; `accepts` says how many images were accepted by then, and a round is one action.
+
 Check next's ranking is also scored each round: the Spearman correlation of `result.uncertainty` with
 1 - Dice over the images not boxed yet, and how many of the 3 worst are among the first 3 it proposes.
 """
@@ -71,12 +75,13 @@ def ranking_quality(uncertainty: dict[int, float], errors: dict[int, float], k: 
             "worst_in_first": len(set(first) & set(worst)) if keys else None, "k": min(k, len(keys))}
 
 
-def unboxed_changes(per_image: list[dict], first: list[str], picked: list[str], drags: list[int],
+def unboxed_changes(per_image: list[dict], first: list[str], picked: list[str], drags: list[str],
                     flip: float = FLIP) -> dict:
     """What each new box did to the images nobody has boxed: per segmentation after the first, the mean Dice
     change of the images boxed neither before it nor by the drag just made, and how many of them fell / rose by
     more than `flip`. per_image: per segmentation, image name -> Dice; first: the images boxed before the first
-    segmentation; picked: the image boxed after each segmentation; drags: the drag count of each segmentation."""
+    segmentation; picked: the image boxed after each segmentation; drags: the key of each segmentation (its drag
+    count)."""
     out = {}
     for n in range(min(len(picked), len(per_image) - 1)):
         untouched = [i for i in per_image[n] if i not in set(first) | set(picked[:n + 1])]
@@ -100,6 +105,7 @@ def evaluate_busi_boxes(
     jitter: int = 5,
     box_every_image: bool = True,
     gate: GateParams | None = None,
+    accept_above: float | None = None,
 ) -> dict:
     """The simulated box-correction loop on a BUSI-like folder; returns the JSON-able report (module docstring)."""
     check_pick(pick)
@@ -114,7 +120,8 @@ def evaluate_busi_boxes(
     stack = segmenter.stack
     boxes = BoxSegmenter(BoxParams(cached_planes=images), device=params.device)
     jitter_rng = random.Random(f"{seed}-jitter")
-    boxed: dict[int, np.ndarray] = {}  # image -> its box's mask, in the order boxed
+    boxed: dict[int, np.ndarray] = {}  # image -> its box's mask (or its accepted prediction), in the order signed
+    accepted: set[int] = set()  # images signed as predicted (accept_above)
 
     def drag(j: int) -> None:
         boxed[j] = box_mask(boxes, stack, j, dragged_box(masks[j], jitter_rng, margin, jitter))
@@ -122,7 +129,7 @@ def evaluate_busi_boxes(
 
     for j in range(shots):
         drag(j)
-    curve, unboxed, ranking, picked, seconds, per_image = [], [], [], [], [], []
+    curve, unboxed, ranking, picked, seconds, per_image, drag_counts = [], [], [], [], [], [], []
     for r in range(rounds + 1):
         t0 = time.perf_counter()
         free = [j for j in range(images) if j not in boxed]
@@ -136,6 +143,7 @@ def evaluate_busi_boxes(
         seconds.append(round(time.perf_counter() - t0, 2))
         scores = {j: dice(boxed[j] if j in boxed else labels[j], masks[j]) for j in range(images)}
         curve.append(float(np.mean(list(scores.values()))))
+        drag_counts.append(len(boxed) - len(accepted))
         per_image.append({names[drawn[j]]: round(float(scores[j]), 4) for j in range(images)})
         unboxed.append(float(np.mean([scores[j] for j in free])) if free else None)
         errors = {j: 1.0 - scores[j] for j in free}
@@ -154,25 +162,33 @@ def evaluate_busi_boxes(
             j = pick_worst(error_array, free)
         else:
             j = free[0]  # the next in draw order
-        picked.append({"image": names[drawn[j]], "dice_before": scores[j],
+        accept = accept_above is not None and scores[j] >= accept_above
+        picked.append({"image": names[drawn[j]], "dice_before": scores[j], "accepted": accept,
                        "rank_of_error": 1 + sorted(free, key=lambda i: -errors[i]).index(j)})
-        drag(j)
+        if accept:  # right as predicted: signed with one click (Shift+A), its prediction becomes support
+            boxed[j] = labels[j].copy()
+            accepted.add(j)
+            log(f"accepted {names[drawn[j]]} as predicted (Dice {scores[j]:.3f})")
+        else:
+            drag(j)
     every = None
     if box_every_image:
         for j in range(images):
-            if j not in boxed:
+            if j not in boxed or j in accepted:  # the baseline boxes every image, the accepted ones too
                 boxed[j] = box_mask(boxes, stack, j, dragged_box(masks[j], jitter_rng, margin, jitter))
         every = float(np.mean([dice(boxed[j], masks[j]) for j in range(images)]))
-    drags = list(range(shots, shots + len(curve)))
+    # each segmentation's key: its drag count, and "+Na" after N accepted images (accept_above)
+    drags = [str(d) if shots + r == d else f"{d}+{shots + r - d}a" for r, d in enumerate(drag_counts)]
     reached = noc(curve, TARGET)
     rhos = [q["spearman"] for q in ranking if q["spearman"] is not None]
     return {
-        "dice_per_drag": dict(zip(map(str, drags), curve)),
-        "dice_per_drag_unboxed": dict(zip(map(str, drags), unboxed)),
+        "dice_per_drag": dict(zip(drags, curve)),
+        "dice_per_drag_unboxed": dict(zip(drags, unboxed)),
         "dice_per_image": dict(zip(map(str, drags), per_image)),
         "unboxed_changes": unboxed_changes(per_image, [names[drawn[j]] for j in range(shots)],
                                            [p["image"] for p in picked], drags),
-        "noc_85": None if reached is None else drags[reached],
+        "noc_85": None if reached is None else drag_counts[reached],
+        "accepts": None if accept_above is None or reached is None else shots + reached - drag_counts[reached],
         "noc_rule": f"noc_85: drags (the first {shots} included) after which the mean Dice over the {images} images "
                     "(a boxed image scored by its box's mask) first reaches 0.85; null: never",
         "box_every_image": every,
@@ -184,6 +200,7 @@ def evaluate_busi_boxes(
         "seconds": round(time.perf_counter() - started, 2),
         "config": {"protocol": "interactive", "correct": "box", "pick": pick, "shots": shots, "images": images,
                    "rounds": rounds, "seed": seed, "margin": margin, "jitter": jitter, "target": TARGET,
+                   "accept_above": accept_above,
                    "gate": None if gate is None else gate.__dict__,
                    "draw": f"random.Random({seed}).sample(range({len(names)}), {images}); the first {shots} "
                            "boxed first; jitter from random.Random(f'{seed}-jitter')",

@@ -332,8 +332,9 @@ class Corrections(QObject):
 
         wrong = float(result.uncertainty.get(index, 0.0))
         rival = getattr(result, "ambiguity", {}).get(index)  # images: how close another object scored
-        estimate = (check_next_reason(wrong, rival, uncertainty.AMBIGUITY_WEIGHT) if self._noun() == "image"
-                    else f"about {wrong:.0f} pixels may be wrong")  # core/uncertainty.py: 1 - Dice for images
+        contrast = getattr(result, "standout", {}).get(index)  # images: how much the drawn object stands out
+        estimate = (check_next_reason(wrong, rival, uncertainty.AMBIGUITY_WEIGHT, contrast, uncertainty.STANDOUT_WEIGHT)
+                    if self._noun() == "image" else f"about {wrong:.0f} pixels may be wrong")  # 1 - Dice for images
         fix = "a box (Box → paint) or a stroke" if self._noun() == "image" else "a stroke"
         self.ui.status_label.setText(
             f"{self._unit(index, capital=True)}: the least sure of {len(order)} left ({estimate}); correct it with "
