@@ -44,7 +44,8 @@ def print_table(arms: dict[str, list[tuple[int | None, float, float]]]) -> None:
     print(f"| seed | {' | '.join(f'{arm}: noc_85 / after 3 / after 13' for arm in arms)} |")
     print(f"|---|{'---|' * len(arms)}")
     for s in range(8):
-        cells = [f"{'never' if n is None else n} / {a:.3f} / {b:.3f}" for n, a, b in (rows[s] for rows in arms.values())]
+        cells = [f"{'never' if n is None else n} / {a:.3f} / {b:.3f}"
+                 for n, a, b in (rows[s] for rows in arms.values())]
         print(f"| {s} | {' | '.join(cells)} |")
     print(f"| mean | {' | '.join(mean_cell(rows) for rows in arms.values())} |")
 

@@ -9,8 +9,8 @@ seeds: drags to mean Dice 0.85 over the 20 images (noc_85), mean Dice after the 
 "without": seeds 0-3 `s25_lead/loop_nostandout_sS.json`, the same command run on the same tree with
 uncertainty.STANDOUT_WEIGHT set to 0 (`python -c "...; uncertainty.STANDOUT_WEIGHT = 0.0; cli.main(argv)"`), seeds 4-7
 session 24's native-grid runs (`s24_lead/loop_native_sS.json`, main before this change). All sixteen ran on the
-2-core AMD EPYC kind (AVX2, float32 matching). A run that never reaches 0.85 counts as 14 drags. ⚠ LiteMedSAM inside: MedSAM's training data included public
-breast-ultrasound sets (possibly BUSI), so these figures may be optimistic.
+2-core AMD EPYC kind (AVX2, float32 matching). A run that never reaches 0.85 counts as 14 drags. ⚠ LiteMedSAM inside:
+MedSAM's training data included public breast-ultrasound sets (possibly BUSI), so these figures may be optimistic.
 """
 from __future__ import annotations
 

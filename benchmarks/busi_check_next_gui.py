@@ -5,7 +5,8 @@ status line and the shown image's Dice printed. `--weight W` sets uncertainty.AM
 ambiguity sign), `--standout W` uncertainty.STANDOUT_WEIGHT (its standout sign, session 25); the code's defaults
 without them.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/busi_check_next_gui.py OUT_DIR [--seed 2] [--weight W] [--standout W]
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/busi_check_next_gui.py OUT_DIR [--seed 2] [--weight W]
+        [--standout W]
 
 ⚠ LiteMedSAM inside: MedSAM's training data included public breast-ultrasound sets, possibly BUSI.
 """

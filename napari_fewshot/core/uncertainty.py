@@ -6,7 +6,9 @@ structure, or nothing at all) must come first, and the boundary band alone ranks
 refined the set, the strongest sign is how differently it redraws the prediction when its box moves a little
 (:func:`box_signs`): a lesion comes out the same, a box around shadow or fat does not. That sign decodes 7 boxes
 per image; by default (:data:`CHECK_NEXT` "estimate") an image LiteMedSAM drew ranks by LiteMedSAM's own IoU
-estimate of the mask from the prediction's box alone, one box, which ranked as well (BENCHMARKS.md, session 16).
+estimate of the mask from the prediction's box alone, one box, which ranked as well (BENCHMARKS.md, session 16),
+raised where the drawn object barely stands out from its surroundings in LiteMedSAM's embedding (core/standout.py:
+a crisp outline of tissue around a small lesion, which that estimate rates well; session 25).
 
 Slices of a volume:
 
@@ -100,8 +102,8 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
     1 - that estimate alone, one box per image). ambiguity: image -> core/ambiguity.py's sign of its selection
     (how close another object scored), added to 1 - that estimate with :data:`AMBIGUITY_WEIGHT`; standout: image ->
     the embedding contrast of its drawn object with its ring (core/standout.py), whose standout_sign is added with
-    :data:`STANDOUT_WEIGHT`. Volumes ignore `decode`, `ambiguity` and `standout`; settle (volumes): slice -> (h, w) cells -> the scores made exact there
-    (core/bounded.BoundedScores.settle)."""
+    :data:`STANDOUT_WEIGHT`. Volumes ignore `decode`, `ambiguity` and `standout`; settle (volumes): slice -> (h, w)
+    cells -> the scores made exact there (core/bounded.BoundedScores.settle)."""
     if not is_volume:
         sizes = support_sizes([labels[i] for i in support])
         out = {}
