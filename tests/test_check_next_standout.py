@@ -54,11 +54,11 @@ def test_an_image_whose_labels_did_not_change_is_not_measured_again():
 
 
 def test_the_status_line_says_so_only_when_the_sign_ranked_it():
-    said = check_next_reason(0.10 + 0.2 * 0.8, None, 0.0, 0.2 * STANDOUT_GOOD, 0.2)
+    said = check_next_reason(0.10 + 0.2 * 0.8, None, 0.0, standout_sign(0.2 * STANDOUT_GOOD), 0.2)
     assert "barely stands out" in said and "0.10" in said
-    assert check_next_reason(0.10, None, 0.0, 0.2 * STANDOUT_GOOD, 0.0) == (
+    assert check_next_reason(0.10, None, 0.0, standout_sign(0.2 * STANDOUT_GOOD), 0.0) == (
         "estimated Dice error 0.10: it may have missed the object")
-    assert "barely" not in check_next_reason(0.10 + 0.2 * 0.2, None, 0.0, 0.8 * STANDOUT_GOOD, 0.2)
+    assert "barely" not in check_next_reason(0.10 + 0.2 * 0.2, None, 0.0, standout_sign(0.8 * STANDOUT_GOOD), 0.2)
 
 
 def test_confident_misses_on_blobs_come_before_a_right_image(monkeypatch):

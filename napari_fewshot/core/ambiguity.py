@@ -85,14 +85,11 @@ STANDOUT_SAYS = 0.5
 most half of what a painted lesion shows)."""
 
 
-def check_next_reason(sign: float, rival: float | None, weight: float, contrast: float | None = None,
+def check_next_reason(sign: float, rival: float | None, weight: float, plain: float = 0.0,
                       standout_weight: float = 0.0) -> str:
     """Why Check next suggests an image of a set, for its status line: its sign (result.uncertainty: 1 - LiteMedSAM's
-    IoU estimate + `weight` x the ambiguity `rival` + `standout_weight` x core/standout.py's sign of `contrast`;
-    None: not measured) -> a clause naming what ranked it."""
-    from .standout import standout_sign
-
-    plain = standout_sign(contrast)
+    IoU estimate + `weight` x the ambiguity `rival` (None: not measured) + `standout_weight` x `plain`,
+    core/standout.py's sign of how little the drawn object stands out) -> a clause naming what ranked it."""
     estimate = sign - weight * (rival or 0.0) - standout_weight * plain  # LiteMedSAM's own estimate of the Dice error
     if rival is not None and weight and rival >= RIVAL_SAYS:
         return (f"another object in it scores almost as well as the one drawn ({rival:.0%} of its score), so it "

@@ -76,7 +76,7 @@ def cleaned_labels(result: SegmentationResult, finish) -> np.ndarray:
 def rank_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndarray], skip: Sequence[int] = ()) -> None:
     """Fill result.uncertainty for its predicted slices (not `skip`), from the final labels."""
     from .ambiguity import selection_ambiguity
-    from .standout import image_standout
+    from .standout import image_standout, standout_sign
     from .uncertainty import AMBIGUITY_WEIGHT, STANDOUT_WEIGHT, rank_slices, refiner_decoder
 
     skip = set(skip)
@@ -87,13 +87,14 @@ def rank_result(segmenter, result: SegmentationResult, coarse: dict[int, np.ndar
     rivals = None  # images the selection drew: how close another object scored (core/ambiguity.py)
     if redraw and AMBIGUITY_WEIGHT:
         rivals = result.ambiguity = selection_ambiguity(getattr(segmenter, "_selected", {}), wanted)
-    contrasts = None  # images LiteMedSAM drew: how much the drawn object stands out from its ring (core/standout.py)
+    plain = None  # images LiteMedSAM drew: how little the drawn object stands out from its ring (core/standout.py)
     if redraw and STANDOUT_WEIGHT:
         service = segmenter.refiner.service
         memo = getattr(decode, "memo", None)  # the refiner's, per image set and decoder (uncertainty.refiner_decoder)
-        contrasts = result.standout = {i: image_standout(service, stack, result.labels[i], i, result.class_ids, memo)
-                                       for i in wanted}
+        result.standout = {i: image_standout(service, stack, result.labels[i], i, result.class_ids, memo)
+                           for i in wanted}
+        plain = {i: standout_sign(contrast) for i, contrast in result.standout.items()}
     result.uncertainty = rank_slices(wanted, result.labels, stack.is_volume, segmenter.params.scale,
                                      support=sorted(skip), decode=decode, settle=getattr(coarse, "settle", None),
-                                     ambiguity=rivals, standout=contrasts)
+                                     ambiguity=rivals, standout=plain)
 

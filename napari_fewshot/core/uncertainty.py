@@ -38,7 +38,6 @@ Decoder = Callable[[int, np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray
 
 from .candidate_score import ring_contrast
 from .sam_prompt import box_of
-from .standout import standout_sign
 
 
 def cell_labels(labels: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -89,7 +88,7 @@ def slice_band(grid: tuple[int, int], labels: np.ndarray, neighbours: list[np.nd
 def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: float,
                 support: Sequence[int] = (), decode: Decoder | None = None, settle=None,
                 ambiguity: dict[int, float] | None = None,
-                standout: dict[int, float | None] | None = None) -> dict[int, float]:
+                standout: dict[int, float] | None = None) -> dict[int, float]:
     """What to check first, for every slice in `coarse` (slice -> (K + 1, h, w) scores), higher first.
 
     labels: (S, H, W) array or list of (H_i, W_i) final labels. A volume: expected wrong pixels per slice
@@ -101,7 +100,7 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
     mask from that box is; which of them, and how many boxes are decoded, :data:`CHECK_NEXT` says (by default
     1 - that estimate alone, one box per image). ambiguity: image -> core/ambiguity.py's sign of its selection
     (how close another object scored), added to 1 - that estimate with :data:`AMBIGUITY_WEIGHT`; standout: image ->
-    the embedding contrast of its drawn object with its ring (core/standout.py), whose standout_sign is added with
+    core/standout.py's sign in [0, 1] (how little its drawn object stands out from its ring), added with
     :data:`STANDOUT_WEIGHT`. Volumes ignore `decode`, `ambiguity` and `standout`; settle (volumes): slice -> (h, w)
     cells -> the scores made exact there (core/bounded.BoundedScores.settle)."""
     if not is_volume:
@@ -116,7 +115,7 @@ def rank_slices(coarse: dict[int, np.ndarray], labels, is_volume: bool, scale: f
                 if ambiguity and AMBIGUITY_WEIGHT:  # a rival object elsewhere scored nearly as well
                     out[i] += AMBIGUITY_WEIGHT * ambiguity.get(i, 0.0)
                 if standout and STANDOUT_WEIGHT:  # a crisp outline of something that looks like its surroundings
-                    out[i] += STANDOUT_WEIGHT * standout_sign(standout.get(i))
+                    out[i] += STANDOUT_WEIGHT * standout.get(i, 0.0)
                 continue
             out[i] = image_error(scores, labels[i], sizes, scale, stable, quality)
         return out

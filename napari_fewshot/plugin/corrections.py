@@ -329,11 +329,12 @@ class Corrections(QObject):
         self._go_to(index)
         from ..core import uncertainty
         from ..core.ambiguity import check_next_reason
+        from ..core.standout import standout_sign
 
         wrong = float(result.uncertainty.get(index, 0.0))
         rival = getattr(result, "ambiguity", {}).get(index)  # images: how close another object scored
-        contrast = getattr(result, "standout", {}).get(index)  # images: how much the drawn object stands out
-        estimate = (check_next_reason(wrong, rival, uncertainty.AMBIGUITY_WEIGHT, contrast, uncertainty.STANDOUT_WEIGHT)
+        plain = standout_sign(getattr(result, "standout", {}).get(index))  # images: the drawn object barely stands out
+        estimate = (check_next_reason(wrong, rival, uncertainty.AMBIGUITY_WEIGHT, plain, uncertainty.STANDOUT_WEIGHT)
                     if self._noun() == "image" else f"about {wrong:.0f} pixels may be wrong")  # 1 - Dice for images
         fix = "a box (Box → paint) or a stroke" if self._noun() == "image" else "a stroke"
         self.ui.status_label.setText(
