@@ -17,12 +17,30 @@ from __future__ import annotations
 from box_loop_grids import RESULTS, print_table, run_of, summary
 
 
+def accepting() -> None:
+    """The same loops with the simulated clinician accepting (Shift+A) a proposed image already at Dice 0.85
+    (`... --accept-above 0.85`, `s25_lead/loop_accept_sS.json`): drags to 0.85 and the images accepted by then."""
+    import json
+
+    cells = []
+    for s in range(8):
+        path = RESULTS / "s25_lead" / f"loop_accept_s{s}.json"
+        if not path.is_file():  # seeds 3 and 7 were stopped unfinished (session 25: CPU for the CI run)
+            continue
+        report = json.loads(path.read_text())
+        accepted = sum(p["accepted"] for p in report["picked"])
+        cells.append(f"seed {s}: {'never' if report['noc_85'] is None else report['noc_85']}"
+                     f" (+{report['accepts'] or 0} accepted; {accepted} in all)")
+    print("accepting right images: " + " / ".join(cells))
+
+
 def main() -> None:
     without = [RESULTS / "s25_lead" / f"loop_nostandout_s{s}.json" for s in range(4)] + [run_of("native", s)
                                                                                           for s in range(4, 8)]
     print_table({"without": [summary(path) for path in without],
                  "with the standout sign": [summary(RESULTS / "s25_lead" / f"loop_standout_s{s}.json")
                                             for s in range(8)]})
+    accepting()
 
 
 if __name__ == "__main__":
