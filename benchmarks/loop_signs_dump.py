@@ -35,13 +35,11 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi"
 def _signs(segmenter, result, j: int, boxed: dict) -> dict:
     from napari_fewshot.core.select_objects import (embedding_contrast, embedding_mean, low_res,
                                                     support_profiles)
-    from napari_fewshot.core.sam_prompt import PlaneEmbedding
 
     service, stack = segmenter.refiner.service, segmenter.stack
 
     def embedding(i):
-        cached = service.embedding_of(stack, i)
-        return PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
+        return service.embedding_of(stack, i).in_float32()
 
     kept = np.asarray(result.labels[j]) == 1
     supports = {i: m.astype(np.uint8) for i, m in boxed.items() if m.any()}

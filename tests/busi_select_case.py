@@ -7,7 +7,6 @@ from PIL import Image
 
 from shared_data import BUSI, require
 
-from napari_fewshot.core.sam_prompt import PlaneEmbedding
 from napari_fewshot.core.select_objects import support_profiles
 
 
@@ -25,13 +24,11 @@ def busi_case(name: str, support: list[str]):
 
     service = LiteMedSAMService("cpu")
     image, reference = busi_image(name)
-    cached = service.embedding(image)
-    embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
+    embedding = service.embedding(image).in_float32()
     supports = [busi_image(s) for s in support]
     embedded = [service.embedding(image) for image, _ in supports]
     profile = support_profiles({n: mask.astype(np.int16) for n, (_, mask) in enumerate(supports)}, 1,
-                               lambda n: PlaneEmbedding(embedded[n].features.float(), embedded[n].shape,
-                                                        embedded[n].scale))[1]
+                               lambda n: embedded[n].in_float32())[1]
 
     def decode(boxes, low_res):
         return service.decode([(embedding, boxes, None)], low_res=low_res)[0]

@@ -364,7 +364,6 @@ def _decoder_examples(segmenter, support: SupportSet, signed):
     """(PlaneEmbedding, (H, W) bool component) for every class component of the signed slices (refinement's
     own components, core/refine.components), their LiteMedSAM embeddings from the segmenter's service."""
     from .refine import components
-    from .sam_prompt import PlaneEmbedding
 
     service, stack, p = segmenter.sam, segmenter.cache.stack, segmenter.params.refine
     examples = []
@@ -372,8 +371,7 @@ def _decoder_examples(segmenter, support: SupportSet, signed):
         target = support.targets[i]
         parts = components(target, list(range(1, support.n_classes + 1)), p.min_pixels, p.max_components)
         if parts:
-            cached = service.embedding_of(stack, i)
-            embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
+            embedding = service.embedding_of(stack, i).in_float32()
             examples += [(embedding, mask) for _, mask in parts]
         yield Progress(n + 1, len(signed), f"LiteMedSAM embedding of signed slice {i + 1}")
     return examples

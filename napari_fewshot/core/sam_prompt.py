@@ -35,6 +35,10 @@ class PlaneEmbedding:
         """(h, w) of the plane inside the padded 256 x 256 input."""
         return max(1, round(self.shape[0] * self.scale)), max(1, round(self.shape[1] * self.scale))
 
+    def in_float32(self) -> "PlaneEmbedding":
+        """This embedding with float32 features (the cache keeps float16): what scoring and decoding read."""
+        return PlaneEmbedding(self.features.float(), self.shape, self.scale)
+
 
 class BoxPrompter:
     """LiteMedSAM's image encoder, prompt encoder and mask decoder, for box prompts. Not thread-safe."""

@@ -380,8 +380,7 @@ def select_planes(refiner, stack, labels: list, indices: Sequence[int], class_id
         if done is not None and done[0] == digest:
             labels[i] = done[1].copy()
         elif any((labels[i] == c).any() for c in class_ids):  # nothing predicted: no embedding computed
-            cached = service.embedding_of(stack, i)
-            embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
+            embedding = service.embedding_of(stack, i).in_float32()
             scores = upsample(torch.from_numpy(coarse[i])[None], labels[i].shape)[0].numpy()
             decode = lambda boxes, low, e=embedding: service.decode(  # noqa: E731
                 [(e, boxes, None)], low_res=low, own_weights=low and own_choice, inside=low)[0]  # read in the box

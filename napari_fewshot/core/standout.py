@@ -19,7 +19,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .sam_prompt import PlaneEmbedding
 from .select_objects import embedding_contrast, low_res
 
 STANDOUT_GOOD = 0.3
@@ -55,11 +54,10 @@ def image_standout(service, stack, labels: np.ndarray, index: int, class_ids: Se
 
 
 def _weakest_contrast(service, stack, labels: np.ndarray, index: int, class_ids: Sequence[int]) -> float | None:
-    drawn = [labels == c for c in class_ids if np.any(labels == c)]
+    drawn = [mask for mask in (labels == c for c in class_ids) if mask.any()]
     if not drawn:
         return None
-    cached = service.embedding_of(stack, index)
-    embedding = PlaneEmbedding(cached.features.float(), cached.shape, cached.scale)
+    embedding = service.embedding_of(stack, index).in_float32()
     contrasts = []
     for mask in drawn:
         small = low_res(mask, embedding.resized) > 0.5

@@ -184,7 +184,7 @@ def evaluate_busi_boxes(
     return {
         "dice_per_drag": dict(zip(drags, curve)),
         "dice_per_drag_unboxed": dict(zip(drags, unboxed)),
-        "dice_per_image": dict(zip(map(str, drags), per_image)),
+        "dice_per_image": dict(zip(drags, per_image)),
         "unboxed_changes": unboxed_changes(per_image, [names[drawn[j]] for j in range(shots)],
                                            [p["image"] for p in picked], drags),
         "noc_85": None if reached is None else drag_counts[reached],
