@@ -6,6 +6,7 @@
                                                           [--refit on|off] [--low-res-prompts N] [--grow on|off]
                                                           [--support-augment flip|scale|flip+scale] [--query-flip]
                                                           [--image-local-sampling random|grid|fps|kmeans]
+                                                          [--encoder NAME]
 
 The images are spread evenly over the folder (benign and malignant); the first `painted` are painted with their
 reference masks. No cache folder: each image's lite0 features and LiteMedSAM embedding are computed as for a new
@@ -42,6 +43,7 @@ parser.add_argument("--support-augment", default="none", help="SegmentationParam
 parser.add_argument("--query-flip", action="store_true", help="SegmentationParams.query_flip (core/augment.py)")
 parser.add_argument("--image-local-sampling", default="random",
                     help="SegmentationParams.image_local_sampling (core/subsample.py)")
+parser.add_argument("--encoder", default="efficientnet-lite0", help="SegmentationParams.encoder (registry name)")
 parser.add_argument("--labels", help="an .npz to save each measured image's labels in (to compare two runs)")
 args = parser.parse_args()
 if args.check_next:
@@ -88,8 +90,8 @@ names, images, masks = load_busi(args.data)
 picked = np.linspace(0, len(images) - 1, min(args.images, len(images))).round().astype(int).tolist()
 support = [masks[i].astype(np.uint8) if n < args.painted else np.zeros(masks[i].shape, np.uint8)
            for n, i in enumerate(picked)]
-segmenter = FewShotSegmenter(SegmentationParams(device="cpu", support_augment=args.support_augment,
-                                                query_flip=args.query_flip,
+segmenter = FewShotSegmenter(SegmentationParams(device="cpu", encoder=args.encoder,
+                                                support_augment=args.support_augment, query_flip=args.query_flip,
                                                 image_local_sampling=args.image_local_sampling))
 segmenter.set_image([images[i] for i in picked])
 rows, labels = [], {}
@@ -112,7 +114,7 @@ summary = dict(images=len(picked), painted=args.painted, measured=len(rest), cpu
                load_min=min(r["load"] for r in rest), load_max=max(r["load"] for r in rest),
                first_cpu_s=rows[0]["cpu_s"], check_next=args.check_next,
                support_augment=args.support_augment, query_flip=args.query_flip,
-               image_local_sampling=args.image_local_sampling,
+               image_local_sampling=args.image_local_sampling, encoder=args.encoder,
                refit_cpu_mean=float(np.mean([r["refit_cpu_s"] for r in rest])),
                grow_cpu_mean=float(np.mean([r["grow_cpu_s"] for r in rest])),
                grow=dict(GROWING=select_objects.GROWING, GROW=select_objects.GROW, GROW_SIDES=select_objects.GROW_SIDES,

@@ -82,7 +82,8 @@ def test_vgg_weights_load_from_a_local_file(tmp_path):
 def test_unknown_encoder_names_the_choices():
     with pytest.raises(FewShotError, match="efficientnet-lite0"):
         create_encoder("resnet-9000")
-    assert set(available_encoders()) == {"efficientnet-lite0", "efficientnet-lite2", "vgg16-panet", "litemedsam"}
+    assert set(available_encoders()) == {"efficientnet-lite0", "efficientnet-lite2", "vgg16-panet", "litemedsam",
+                                        "efficientnet-lite0+litemedsam"}
 
 
 def test_features_are_finite_for_constant_and_nan_images():

@@ -27,8 +27,7 @@ from .config import SegmentationParams
 from .training_config import AdaptParams, FineTuneParams
 from .devices import resolve_device
 from .encoder_weights import EncoderWeights
-from .encoders import Encoder, require_grid
-from .encoders.litemedsam import shared_build
+from .encoders import Encoder, require_grid, service_build
 from .features import FeatureCache
 from .finishing import cleaned_labels, finish_result
 from .finetune import Adaptation
@@ -51,11 +50,11 @@ class FewShotSegmenter:
         self.params = params or SegmentationParams()
         self._device = resolve_device(self.params.device)
         grid, given = self.params.feature_grid, getattr(encoder, "grid", "native")
-        if grid != "native":  # litemedsam's builder is not the registry's: checked here, before anything is built
+        if grid != "native":  # a LiteMedSAM encoder's builder is not the registry's: checked before anything is built
             require_grid(self.params.encoder, grid)
         if encoder is not None and given != grid:
             raise FewShotError(f"This encoder places its cells on the {given!r} grid, but the settings ask for {grid!r}.")
-        build = shared_build(self.params.encoder, weights_path, lambda: self.sam)  # litemedsam: on the service's
+        build = service_build(self.params.encoder, weights_path, lambda: self.sam)  # LiteMedSAM read once
         self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder, build, grid)
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None

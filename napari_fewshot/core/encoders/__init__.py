@@ -10,7 +10,7 @@ from typing import Callable
 
 from ...errors import FewShotError
 from ..normalization import InputNormalization
-from . import efficientnet_lite, litemedsam, vgg_panet
+from . import combined, efficientnet_lite, litemedsam, vgg_panet
 from .base import Encoder
 
 
@@ -26,6 +26,9 @@ class EncoderSpec:
     weights_available: () -> None when the weights are on this machine, else one sentence saying what is
                        missing and how to get it; never downloads (a bank must not start a download).
     grids:             the Encoder.grid values `build` accepts (its `grid` keyword; "native" needs none).
+    on_service:        for encoders built on LiteMedSAM: (a LiteMedSAMService) -> Encoder with copies of the
+                       service's loaded weights, so a FewShotSegmenter reads LiteMedSAM once for features,
+                       refinement and boxes (:func:`service_build`); None: the encoder does not use LiteMedSAM.
     feature_dim:       C of the features it gives (the built encoder's `feature_dim` must be it), so a bank's
                        prototypes are checked against it when the bank is read, before any encoder is built;
                        None: known only once built (a bank is then checked when it is applied).
@@ -38,6 +41,7 @@ class EncoderSpec:
     weights_available: Callable[[], str | None]
     feature_dim: int | None = None
     grids: tuple[str, ...] = ("native",)
+    on_service: Callable[..., Encoder] | None = None
 
 
 def _lite(variant: str) -> Callable[..., Encoder]:
@@ -59,6 +63,15 @@ def _litemedsam(pretrained: bool = True, weights_path=None) -> Encoder:
     return litemedsam.LiteMedSAMEncoder(pretrained=pretrained)
 
 
+def _lite0_litemedsam(pretrained: bool = True, weights_path=None, service=None) -> Encoder:
+    if weights_path is not None:
+        raise FewShotError(f"{combined.LITE0_LITEMEDSAM} loads its weights from its packages; "
+                           "--weights is not used for it.")
+    parts = [efficientnet_lite.EfficientNetLiteEncoder("efficientnet-lite0", pretrained=pretrained),
+             litemedsam.LiteMedSAMEncoder(pretrained=pretrained, service=service)]
+    return combined.CombinedEncoder(parts, (0.5, 0.5), combined.LITE0_LITEMEDSAM)
+
+
 ENCODERS: dict[str, EncoderSpec] = {
     spec.name: spec
     for spec in (
@@ -77,7 +90,14 @@ ENCODERS: dict[str, EncoderSpec] = {
                     vgg_panet.VGG16PANetEncoder.normalization, vgg_panet.weights_available, feature_dim=512),
         EncoderSpec("litemedsam", _litemedsam,
                     "LiteMedSAM's TinyViT (MedSAM distilled; CT, MR, ultrasound), stage 3 at half size (320 channels)",
-                    litemedsam.LiteMedSAMEncoder.normalization, litemedsam.weights_available, feature_dim=320),
+                    litemedsam.LiteMedSAMEncoder.normalization, litemedsam.weights_available, feature_dim=320,
+                    on_service=lambda service: litemedsam.LiteMedSAMEncoder(service=service)),
+        EncoderSpec(combined.LITE0_LITEMEDSAM, _lite0_litemedsam,
+                    "EfficientNet-Lite0 and LiteMedSAM side by side, each cell's cosine the mean of theirs "
+                    "(792 channels); ~13x lite0's feature time on a CPU",
+                    combined.CombinedEncoder.normalization,
+                    lambda: efficientnet_lite.weights_available("efficientnet-lite0") or litemedsam.weights_available(),
+                    feature_dim=792, on_service=lambda service: _lite0_litemedsam(service=service)),
     )
 }
 """The registry: change it only through register_encoder / unregister_encoder."""
@@ -115,6 +135,16 @@ def require_grid(name: str, grid: str) -> None:
                            "choose --feature-grid native with it.")
 
 
+def service_build(name: str, weights_path, service) -> Callable[[], Encoder] | None:
+    """How a FewShotSegmenter builds the encoder `name` on its LiteMedSAM `service` (a zero-argument callable giving
+    the LiteMedSAMService): a builder when the encoder uses LiteMedSAM and no weights file is given, else None (the
+    registry's own build). An unknown name gives None here and its one-sentence error where it is built."""
+    spec = ENCODERS.get(name)
+    if spec is None or spec.on_service is None or weights_path is not None:
+        return None
+    return lambda: spec.on_service(service()).eval()
+
+
 def create_encoder(name: str, pretrained: bool = True, weights_path=None, grid: str = "native") -> Encoder:
     """Build the encoder called `name` in eval mode, with its trained weights unless pretrained=False, its cells
     placed as `grid` says (Encoder.grid; :func:`require_grid`)."""
@@ -134,4 +164,4 @@ def create_encoder(name: str, pretrained: bool = True, weights_path=None, grid: 
 
 
 __all__ = ["ENCODERS", "Encoder", "EncoderSpec", "InputNormalization", "available_encoders", "create_encoder",
-           "encoder_spec", "register_encoder", "require_grid", "unregister_encoder"]
+           "encoder_spec", "register_encoder", "require_grid", "service_build", "unregister_encoder"]

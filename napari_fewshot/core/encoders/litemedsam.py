@@ -132,11 +132,3 @@ class LiteMedSAMEncoder(Encoder):
         x = x.transpose(1, 2).reshape(b, c, *size)
         return F.normalize(x, dim=1)
 
-
-def shared_build(name: str, weights_path, service):
-    """How a FewShotSegmenter builds its feature encoder `name` on its LiteMedSAM `service` (a zero-argument
-    callable giving the LiteMedSAMService): a builder for the ``litemedsam`` encoder with its own weights, None
-    (the registry's) otherwise."""
-    if name != LiteMedSAMEncoder.name or weights_path is not None:
-        return None
-    return lambda: LiteMedSAMEncoder(service=service()).eval()
