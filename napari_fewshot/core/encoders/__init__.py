@@ -142,16 +142,21 @@ def service_build(name: str, weights_path, service) -> Callable[[], Encoder] | N
     spec = ENCODERS.get(name)
     if spec is None or spec.on_service is None or weights_path is not None:
         return None
-    return lambda: spec.on_service(service()).eval()
+    return lambda: create_encoder(name, service=service())
 
 
-def create_encoder(name: str, pretrained: bool = True, weights_path=None, grid: str = "native") -> Encoder:
+def create_encoder(name: str, pretrained: bool = True, weights_path=None, grid: str = "native",
+                   service=None) -> Encoder:
     """Build the encoder called `name` in eval mode, with its trained weights unless pretrained=False, its cells
-    placed as `grid` says (Encoder.grid; :func:`require_grid`)."""
+    placed as `grid` says (Encoder.grid; :func:`require_grid`). service: a LiteMedSAMService whose loaded weights an
+    encoder built on LiteMedSAM copies (EncoderSpec.on_service; ignored by the others)."""
     require_grid(name, grid)
     spec = encoder_spec(name)
     extra = {"grid": grid} if grid != "native" else {}
-    encoder = spec.build(pretrained=pretrained, weights_path=weights_path, **extra).eval()
+    if service is not None and spec.on_service is not None:
+        encoder = spec.on_service(service).eval()
+    else:
+        encoder = spec.build(pretrained=pretrained, weights_path=weights_path, **extra).eval()
     if encoder.normalization != spec.normalization:
         raise ValueError(f"The encoder {name} was built with the input normalisation {encoder.normalization}, "
                          f"but its registry entry says {spec.normalization}.")
