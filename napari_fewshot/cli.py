@@ -174,6 +174,7 @@ def _check_segment_outputs(args) -> None:
 def _segment_with_bank(args) -> None:
     from .pipeline import ProgressLine, segment_file
     from .core.bank import PrototypeBank
+    from .core.encoders import AUTO
 
     if args.fine_tune_steps or args.adapt_steps or getattr(args, "fine_tune", None):
         raise FewShotError("--fine-tune(-steps) and --adapt-steps need a painted support; fine-tune when building "
@@ -181,7 +182,7 @@ def _segment_with_bank(args) -> None:
     if getattr(args, "scribble", False) or getattr(args, "background_label", None) is not None:
         raise FewShotError("--scribble and --background-label describe a painted support; a bank needs neither.")
     bank = PrototypeBank.load(args.bank)
-    if args.encoder is not None and args.encoder != bank.encoder_name:
+    if args.encoder not in (None, AUTO, bank.encoder_name):
         raise FewShotError(f"The bank {args.bank} was made with the encoder {bank.encoder_name}; it cannot run "
                            f"with {args.encoder} (leave out --encoder or rebuild the bank).")
     started = time.perf_counter()

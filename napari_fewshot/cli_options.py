@@ -44,13 +44,14 @@ def add_setting(group, setting: Setting, help: str | None = None) -> None:
 
 
 def encoder_help() -> str:
-    """The registered encoders with their descriptions, the default first, for --encoder."""
-    from .core.encoders import ENCODERS
+    """The encoder choices with their descriptions, the default first, for --encoder."""
+    from .core.encoders import AUTO, AUTO_FOR_IMAGES, AUTO_FOR_VOLUMES, ENCODERS
 
+    described = {AUTO: f"{AUTO_FOR_VOLUMES} for volumes, {AUTO_FOR_IMAGES} for 2D images and image sets"}
+    described |= {name: spec.description for name, spec in ENCODERS.items()}
     default = setting_named(SegmentationParams, "encoder").default
-    names = [default] + [name for name in ENCODERS if name != default]
-    return "; ".join(f"{name}{' (default)' if name == default else ''}: {ENCODERS[name].description}"
-                     for name in names)
+    names = [default] + [name for name in described if name != default]
+    return "; ".join(f"{name}{' (default)' if name == default else ''}: {described[name]}" for name in names)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -83,6 +83,7 @@ def test_with_the_defaults_the_finishing_step_ends_an_organ_where_a_larger_neigh
 
     class Volume:  # what finish_result asks of the segmenter's image stack
         is_volume = True
+        is_3d = raw.shape[0] > 1
 
         def __len__(self):
             return raw.shape[0]

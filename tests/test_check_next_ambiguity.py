@@ -75,7 +75,8 @@ def test_a_confident_miss_with_a_rival_object_is_checked_before_a_half_right_ima
     from napari_fewshot.core.segmenter import FewShotSegmenter
 
     names, images, masks = busi_set
-    segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
+    # a case of lite0's maps: with lite0+LiteMedSAM (the default on images) benign (12) is drawn at Dice 0.90
+    segmenter = FewShotSegmenter(SegmentationParams(device="cpu", encoder="efficientnet-lite0"))
     segmenter.set_image(images)
     support = [m.astype(np.uint8) if i < 3 else np.zeros(m.shape, np.uint8) for i, m in enumerate(masks)]
     monkeypatch.setattr(uncertainty, "STANDOUT_WEIGHT", 0.0)  # this sign alone (core/standout.py's: its own test)

@@ -7,7 +7,7 @@ from typing import Literal
 import pytest
 from magicgui.widgets import CheckBox, ComboBox
 
-from napari_fewshot.core import FineTuneParams, RefineParams, SegmentationParams, available_encoders
+from napari_fewshot.core import FineTuneParams, RefineParams, SegmentationParams, encoder_choices
 from napari_fewshot.core.settings import setting, setting_named
 from napari_fewshot.plugin.settings_form import Row, SettingsForm, setting_widget
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.gui  # Qt widgets: needs a display (xvfb-run)
 
 @pytest.fixture
 def form(qapp):
-    return SettingsForm(available_encoders())
+    return SettingsForm(encoder_choices())
 
 
 def _other_value(widget):

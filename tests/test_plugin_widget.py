@@ -25,7 +25,7 @@ def test_compute_segment_heatmaps_on_ct_sample(ct, qtbot, notes):
     viewer, widget, reference = ct
     image = viewer.layers[CT_IMAGE_NAME]
     assert widget.image_layer.name == CT_IMAGE_NAME
-    assert widget.ui.model_label.text().startswith("Using efficientnet-lite0 on cpu")
+    assert widget.ui.model_label.text().startswith("Using efficientnet-lite0 (auto) on cpu")
     support = paint_support(widget, reference)
     assert widget.support_layer.name == "support"
     assert support.data.shape == image.data.shape and np.allclose(support.scale, image.scale)

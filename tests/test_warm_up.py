@@ -20,6 +20,7 @@ class Stack:
 
     def __init__(self, volume, n):
         self.is_volume, self.n = volume, n
+        self.is_3d = volume and n > 1
 
     def __len__(self):
         return self.n

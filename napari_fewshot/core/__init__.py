@@ -5,7 +5,7 @@ Pure torch/numpy; imports no napari and no Qt, so it runs in scripts, notebooks,
 
 from .config import RefineParams, SegmentationParams
 from .training_config import AdaptParams, FineTuneParams
-from .encoders import available_encoders, create_encoder
+from .encoders import available_encoders, create_encoder, encoder_choices
 from .metrics import dice, dice_per_class, hd95
 from .progress import Progress, run
 from .prototypes import PrototypeSet
@@ -14,5 +14,5 @@ from .segmenter import FewShotSegmenter, SegmentationResult
 __all__ = [
     "AdaptParams", "FewShotSegmenter", "FineTuneParams", "Progress", "PrototypeSet", "RefineParams",
     "SegmentationParams", "SegmentationResult", "available_encoders", "create_encoder", "dice", "dice_per_class",
-    "hd95", "run",
+    "encoder_choices", "hd95", "run",
 ]

@@ -42,7 +42,7 @@ SCALES = {"x0.8": 0.8, "x1.25": 1.25}
 def applies(segmenter) -> bool:
     """Whether the current image is 2D images (an image set or one image), where views are used."""
     stack = segmenter.cache.stack
-    return not (stack.is_volume and len(stack) > 1)
+    return not stack.is_3d
 
 
 def mirror_cells(cells: torch.Tensor, width: int) -> torch.Tensor:

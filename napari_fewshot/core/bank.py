@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generator, Iterable, Sequence
 
@@ -46,7 +46,7 @@ from .config import SegmentationParams, machine_local_fields
 from .training_config import FineTuneParams
 from .bank_io import normalization_settings
 from .bank_priors import ClassPrior, combine, measure, support_levels, with_levels
-from .encoders import encoder_spec
+from .encoders import AUTO, encoder_spec
 from .progress import Progress, run
 from .prototypes import PrototypeSet, build_prototypes
 from .settings import setting_values, with_settings
@@ -91,6 +91,8 @@ class PrototypeBank:
 
     def __post_init__(self) -> None:
         self._token = uuid.uuid4().hex
+        if self.params.encoder == AUTO:  # a bank names the encoder its prototypes came from
+            self.params = replace(self.params, encoder=self.encoder_name)
         ids = list(self.prototypes.class_ids)
         self.class_names = {int(c): str(self.class_names.get(c) or f"label {c}") for c in ids}
         self.class_colours = {int(c): _colour(self.class_colours[c]) for c in ids

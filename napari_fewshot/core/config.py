@@ -112,7 +112,7 @@ class RefineParams:
         `device` is kept for callers; no default depends on it."""
         if self.enabled is not None:
             return self.enabled
-        return REFINE_VOLUMES_BY_DEFAULT if stack.is_volume and len(stack) > 1 else REFINE_IMAGES_BY_DEFAULT
+        return REFINE_VOLUMES_BY_DEFAULT if stack.is_3d else REFINE_IMAGES_BY_DEFAULT
 
 
 @dataclass
@@ -135,8 +135,9 @@ class SegmentationParams:
     postprocess:    see core/postprocess.py; self_support: see predict.self_supported_similarity.
     """
 
-    encoder: str = setting("efficientnet-lite0", label="Encoder", flag="--encoder",
-                           help="registry name, see napari_fewshot.core.encoders.available_encoders")
+    encoder: str = setting("auto", label="Encoder", flag="--encoder",
+                           help="registry name (napari_fewshot.core.encoders.available_encoders), or auto: "
+                                "efficientnet-lite0 for volumes, efficientnet-lite0+litemedsam for 2D images")
     feature_grid: FeatureGrid = setting(
         "native", label="Feature grid", flag="--feature-grid",
         help="native: the encoder's cells where the network puts them; centred (EfficientNet-Lite): moved onto "
@@ -256,18 +257,26 @@ class SegmentationParams:
         if self.batch_size < 1 or self.local_grid < 1:
             raise FewShotError("Batch size and local grid must be at least 1.")
 
+    def encoder_for(self, stack) -> str:
+        """The registry name of the encoder for an ImageStack: `encoder`, or what "auto" stands for on it
+        (core/encoders resolve_encoder: lite0 for a volume of several slices, lite0 with LiteMedSAM for a 2D image
+        or an image set on the native grid)."""
+        from .encoders import resolve_encoder
+
+        return resolve_encoder(self.encoder, not stack.is_3d, self.feature_grid)
+
     def input_size_for(self, stack) -> int | None:
         """The encoder input size for an ImageStack: `input_size` for a volume of several slices,
         `image_input_size` for a 2D image or an image set."""
-        return self.input_size if stack.is_volume and len(stack) > 1 else self.image_input_size
+        return self.input_size if stack.is_3d else self.image_input_size
 
     def max_local_for(self, stack) -> int:
         """The per-slice cap of local prototypes for an ImageStack (volume or 2D images, as input_size_for)."""
-        return self.max_local_prototypes if stack.is_volume and len(stack) > 1 else self.image_max_local_prototypes
+        return self.max_local_prototypes if stack.is_3d else self.image_max_local_prototypes
 
     def local_sampling_for(self, stack) -> str:
         """How the cap picks local prototypes for an ImageStack: always "random" (seeded) for a volume."""
-        return "random" if stack.is_volume and len(stack) > 1 else self.image_local_sampling
+        return "random" if stack.is_3d else self.image_local_sampling
 
     def local_cap_for(self, stack) -> tuple[int, int, str]:
         """(cap, seed, sampling) of each support slice's local prototypes (core/subsample.py) for an ImageStack."""

@@ -42,6 +42,8 @@ class EncoderWeights:
         self._original_features: SetAside | None = None
         self.tag: str | None = None
 
+    name = property(lambda self: self._name, doc="The encoder's registry name")
+
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:

@@ -35,7 +35,7 @@ def finish_result(segmenter, result: SegmentationResult, coarse: dict[int, np.nd
     scores are the coarse step's) and no beyond-support limit (the coarse pass applied it).
     """
     stack = segmenter._require_image().stack
-    volume = stack.is_volume and len(stack) > 1
+    volume = stack.is_3d
     copied = list(result.support_slices)
     if segmenter.params.postprocess and volume and whole:
         from .postprocess import postprocess_volume, support_hints

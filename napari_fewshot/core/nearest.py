@@ -49,7 +49,7 @@ def nearest(load: Callable[[int], torch.Tensor], query: int, supports: Sequence[
 def applies(segmenter, support_set, indices: Sequence[int]) -> bool:
     """Whether retrieval changes this segmentation: k > 0, an image set (not a volume), fewer than all painted."""
     stack, k = segmenter.cache.stack, segmenter.params.nearest_supports
-    return (k > 0 and support_set is not None and not (stack.is_volume and len(stack) > 1) and bool(indices)
+    return (k > 0 and support_set is not None and not stack.is_3d and bool(indices)
             and len(support_set.slice_indices) > k)
 
 

@@ -53,7 +53,7 @@ class PendingRefinement:
         raw = copy_labels(result.labels)
         finish(result)
         cleaned = copy_labels(result.labels)
-        coarse = copy_labels(cleaned) if stack.is_volume and len(stack) > 1 else raw
+        coarse = copy_labels(cleaned) if stack.is_3d else raw
         result.refinement = cls(coarse, cleaned, list(indices), sorted(painted), finish, stack)
 
 

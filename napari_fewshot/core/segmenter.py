@@ -27,7 +27,7 @@ from .config import SegmentationParams
 from .training_config import AdaptParams, FineTuneParams
 from .devices import resolve_device
 from .encoder_weights import EncoderWeights
-from .encoders import Encoder, require_grid, service_build
+from .encoders import AUTO, Encoder, require_grid, resolve_encoder, service_build
 from .features import FeatureCache
 from .finishing import cleaned_labels, finish_result
 from .finetune import Adaptation
@@ -54,8 +54,9 @@ class FewShotSegmenter:
             require_grid(self.params.encoder, grid)
         if encoder is not None and given != grid:
             raise FewShotError(f"This encoder places its cells on the {given!r} grid, but the settings ask for {grid!r}.")
-        build = service_build(self.params.encoder, weights_path, lambda: self.sam)  # LiteMedSAM read once
-        self._weights = EncoderWeights(self.params.encoder, self._device, weights_path, encoder, build, grid)
+        self._weights_path, self._given = weights_path, encoder is not None
+        auto = getattr(encoder, "name", resolve_encoder(AUTO, False, grid))  # a volume's until set_image says
+        self._weights = self._weights_for(auto if self.params.encoder == AUTO else self.params.encoder, encoder)
         self.stack: ImageStack | None = None
         self.cache: FeatureCache | None = None
         self._refiner = self._sam = None  # core.refine.Refiner, core.sam_service.LiteMedSAMService: made on first use
@@ -69,6 +70,17 @@ class FewShotSegmenter:
 
     # -- encoder and its weights (core/encoder_weights.py) ---------------------------------
     encoder = property(lambda self: self._weights.encoder, doc="The Encoder (core/encoders.py)")
+    encoder_name = property(lambda self: self._weights.name, doc="Its registry name (not built for asking)")
+
+    def _weights_for(self, name: str, encoder: Encoder | None = None) -> EncoderWeights:
+        build = service_build(name, self._weights_path, lambda: self.sam)  # LiteMedSAM read once
+        return EncoderWeights(name, self._device, self._weights_path, encoder, build, self.params.feature_grid)
+
+    def _follow_auto(self, stack: ImageStack) -> None:
+        """With "auto", the encoder it is on `stack` (encoder_for); a given or fine-tuned (kept: work) one stays."""
+        name = self.params.encoder_for(stack)
+        if self.params.encoder == AUTO and not (self._given or self.is_fine_tuned) and name != self._weights.name:
+            self._weights = self._weights_for(name)
 
     @property
     def is_fine_tuned(self) -> bool:
@@ -137,6 +149,7 @@ class FewShotSegmenter:
         """image: (S, H, W), (S, H, W, 3), (H, W) or a list of 2D images. Forgets cached features."""
         self.stack = ImageStack(image, self.params.modality, rgb)
         self._device = self.device  # keeps a CPU fallback made after a GPU ran out of memory
+        self._follow_auto(self.stack)
         disk_dir, encoder_id = self._weights.persistence(self.params.cache_dir)
         self.cache = FeatureCache(self.encoder, self.stack, self._device, self.params.input_size_for(self.stack),
                                   self.params.batch_size, self.params.memory_budget_mb * 1024**2, disk_dir, encoder_id)
@@ -246,7 +259,7 @@ class FewShotSegmenter:
         yield from cache.compute(support_set.slice_indices)
         copied = support_set.slice_indices if self.params.support_mode == "dense" else []
         # The 3D clean-up needs the whole volume (a subset's gaps cut organs off the paint); one slice is 2D.
-        whole_volume = indices is None and cache.stack.is_volume and len(cache.stack) > 1
+        whole_volume = indices is None and cache.stack.is_3d
         if indices is None:
             indices = range(len(cache.stack))
         skip = set() if similarity else set(copied)  # support slices are predicted only for their heatmaps
@@ -364,14 +377,14 @@ class FewShotSegmenter:
         elif later:
             PendingRefinement.finish_coarse(result, stack, finish, predicted, painted)
         else:  # LiteMedSAM redraws what the clean-up of the coarse labels keeps; the clean-up runs again after
-            if stack.is_volume and len(stack) > 1:
+            if stack.is_3d:
                 result.labels = cleaned_labels(result, finish)
             yield from self.refiner.refine(stack, result.labels, predicted, list(result.class_ids))
             finish(result, refined=True)
 
     def _selects(self, stack: ImageStack) -> bool:
         """Whether selection (RefineParams.select) draws the unpainted 2D images (one object per class each)."""
-        p, images = self.params, not (stack.is_volume and len(stack) > 1)
+        p, images = self.params, not stack.is_3d
         return images and p.refine.select and p.postprocess and p.refine.enabled_for(stack, self.device)
 
     def refine_result(self, result: SegmentationResult, first: Sequence[int] = (), stop=None,

@@ -43,6 +43,11 @@ class ImageStack:
     def __len__(self) -> int:
         return len(self._slices)
 
+    @property
+    def is_3d(self) -> bool:
+        """A volume of several slices (its defaults are a volume's), not a 2D image (one slice) or an image set."""
+        return self.is_volume and len(self._slices) > 1
+
     def shape_of(self, index: int) -> tuple[int, int]:
         return tuple(self._slices[index].shape[:2])
 

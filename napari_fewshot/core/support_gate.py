@@ -213,7 +213,7 @@ class SupportGate:
 
         def groups(support_set: SupportSet):
             stack = segmenter.cache.stack
-            if (stack.is_volume and len(stack) > 1) or segmenter.params.self_support is not None:
+            if stack.is_3d or segmenter.params.self_support is not None:
                 return plain(support_set)
             gated, steps = gate_support(segmenter, support_set, self.params)
             self.history.append({"gated": sorted(gated), "steps": steps})

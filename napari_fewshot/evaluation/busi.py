@@ -77,6 +77,7 @@ def evaluate_busi(
         "cases": rows,
         "seconds": round(time.perf_counter() - started, 2),
         "config": {"shots": shots, "episodes": len(rows), "seed": seed, "params": params.to_dict(),
+                   "encoder": segmenter.encoder_name,  # what params.encoder "auto" stood for
                    "fine_tune": None if fine_tune is None else fine_tune.__dict__,
                    "adapt": None if adapt is None else adapt.__dict__, "folder": str(folder)},
     }

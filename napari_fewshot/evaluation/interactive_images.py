@@ -199,6 +199,7 @@ def evaluate_busi_boxes(
         "segment_seconds": seconds,
         "seconds": round(time.perf_counter() - started, 2),
         "config": {"protocol": "interactive", "correct": "box", "pick": pick, "shots": shots, "images": images,
+                   "encoder": segmenter.encoder_name,  # what params.encoder "auto" stood for
                    "rounds": rounds, "seed": seed, "margin": margin, "jitter": jitter, "target": TARGET,
                    "accept_above": accept_above,
                    "gate": None if gate is None else gate.__dict__,

@@ -72,6 +72,18 @@ def support_for(widget, image, bank: PrototypeBank):
     return support
 
 
+def use_encoder_of(bank: PrototypeBank, choice, image, grid: str) -> None:
+    """Set the Encoder setting (`choice`, a magicgui ComboBox) to the bank's encoder, saying so, unless it already
+    gives that one on `image` (the chosen image layer or None; "auto" resolves per image, core/encoders)."""
+    from ..core.encoders import resolve_encoder
+    from .image_sets import is_2d
+
+    current = resolve_encoder(choice.value, image is not None and is_2d(image), grid)
+    if current != bank.encoder_name and bank.encoder_name in choice.choices:
+        choice.value = bank.encoder_name
+        show_info(f"Switched the encoder to {bank.encoder_name}, the one the bank was made with.")
+
+
 def bring_into_view(viewer, image) -> None:
     """Fit the camera to `image` and, when the sliders stand outside it (e.g. on another, longer scan),
     move them to its middle slice: a newly opened scan is what the user wants to see."""
@@ -111,7 +123,7 @@ def apply_job(job, bank: PrototypeBank, similarity: bool):
         bank.prepare(seg)
     stack = seg.cache.stack
     result = yield from seg.segment_with(bank.prototypes.to(seg.device), None, similarity, priors=bank.priors,
-                                         refine_later=stack.is_volume and len(stack) > 1)
+                                         refine_later=stack.is_3d)
     return assemble(result)
 
 

@@ -28,6 +28,13 @@ def set_info(layer):
     return None if layer is None else layer.metadata.get(IMAGE_SET_KEY)
 
 
+def is_2d(layer) -> bool:
+    """Whether the core sees ``layer`` as 2D images (an image set, or one 2D image), not the slices of a volume
+    (ImageStack.is_3d): what the encoder "auto" and the 2D defaults follow."""
+    shape = layer.data.shape[:-1] if layer.rgb else layer.data.shape
+    return set_info(layer) is not None or len(shape) == 2 or shape[0] == 1
+
+
 def unit(layer) -> str:
     """What the first axis of ``layer`` counts, for the user: "image" for an image set, else "slice"."""
     return "image" if set_info(layer) is not None else "slice"

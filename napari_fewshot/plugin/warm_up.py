@@ -26,7 +26,7 @@ def start(params, stack) -> threading.Thread | None:
     """Import LIBRARIES in a background thread when `params` (SegmentationParams) refine `stack` (a volume of
     several slices: its refinement streams in after the coarse result) and one of them is not imported yet;
     the thread, or None when there is nothing to do (or one is already at it)."""
-    if not (stack.is_volume and len(stack) > 1 and params.refine.enabled_for(stack)):
+    if not (stack.is_3d and params.refine.enabled_for(stack)):
         return None
     if all(name in sys.modules for name in LIBRARIES) or _running() is not None:
         return None

@@ -47,11 +47,11 @@ class FewShotWidget(QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        from ..core import available_encoders
+        from ..core import encoder_choices
 
         keep_triton_out()  # before any job imports LiteMedSAM (timm, torchvision): Triton would crash the canvas
         self.viewer = viewer
-        self.ui = Panel(self, available_encoders())
+        self.ui = Panel(self, encoder_choices())
         self._sessions: dict[int, ImageSession] = {}  # id(image layer) -> its segmenter and results
         self._forgotten: list[weakref.ref] = []  # sessions of removed layers (jobs may still hold them)
         self.runner = JobRunner(self.ui, self._on_idle)
@@ -60,7 +60,8 @@ class FewShotWidget(QWidget):
         self.pickers = LayerPickers(self)  # the support follows the image; another image's is never offered
         self.live = LiveMode(self._live_segment, self.ui.live_check.isChecked, self)
         self.model_status = ModelStatus(self.ui, self.params,
-                                        lambda: self._sessions.get(id(layers.unwrap(self.image_layer))))
+                                        lambda: self._sessions.get(id(layers.unwrap(self.image_layer))),
+                                        lambda: self.image_layer)
         self._connect()
         self._refresh_layer_choices()
         self.autosave = SupportAutosave(self)  # watches the supports; offers saved paint back
@@ -229,10 +230,7 @@ class FewShotWidget(QWidget):
         bank = banks.load(self, path)
         if bank is None:
             return None
-        encoder = self.ui.settings["encoder"]
-        if encoder.value != bank.encoder_name and bank.encoder_name in encoder.choices:
-            encoder.value = bank.encoder_name
-            show_info(f"Switched the encoder to {bank.encoder_name}, the one the bank was made with.")
+        banks.use_encoder_of(bank, self.ui.settings["encoder"], self.image_layer, self.params().feature_grid)
         if self.image_layer is None or banks.support_for(self, self.image_layer, bank) is None:
             show_warning("Open or pick an image layer first.")
             return None

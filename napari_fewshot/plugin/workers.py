@@ -198,7 +198,7 @@ def preview(seg, result, current: int, support_set) -> Preview:
     from ..core.postprocess import near_paint
 
     stack = seg.cache.stack
-    if not (stack.is_volume and len(stack) > 1):
+    if not stack.is_3d:
         return Preview(result)  # an image set's images are independent: each shows what was found on it
     result.labels[current] = near_paint(result.labels[current], current, support_set.targets, support_set.class_ids)
     return Preview(result)

@@ -123,12 +123,37 @@ def encoder_spec(name: str) -> EncoderSpec:
     return ENCODERS[name]
 
 
+AUTO = "auto"
+"""SegmentationParams.encoder's default: the registry's encoder that measured best for what is segmented
+(:func:`resolve_encoder`). Not in the registry: resolved when the segmenter learns its image."""
+AUTO_FOR_VOLUMES = "efficientnet-lite0"
+AUTO_FOR_IMAGES = combined.LITE0_LITEMEDSAM
+
+
+def resolve_encoder(name: str, two_d: bool, grid: str = "native") -> str:
+    """The registry name `name` stands for on an image that is `two_d` (a 2D image or an image set: ultrasound,
+    photographs) or not (slices of a volume): `name` itself unless it is :data:`AUTO`, which is EfficientNet-Lite0 for
+    volumes and, on the native grid, EfficientNet-Lite0 with LiteMedSAM for 2D images (BUSI 5-shot +0.034 over four
+    development seeds, 20 shots +0.026; BENCHMARKS.md sessions 26-27). The centred grid is lite0's only."""
+    if name != AUTO:
+        return name
+    return AUTO_FOR_IMAGES if two_d and grid == "native" else AUTO_FOR_VOLUMES
+
+
 def available_encoders() -> list[str]:
+    """The registry's names (what a bank, create_encoder and resolve_encoder give)."""
     return list(ENCODERS)
+
+
+def encoder_choices() -> list[str]:
+    """The choices of SegmentationParams.encoder (Settings, --encoder): :data:`AUTO` first, then the registry's."""
+    return [AUTO, *ENCODERS]
 
 
 def require_grid(name: str, grid: str) -> None:
     """FewShotError, one sentence, when the encoder `name` cannot place its cells as `grid` says (Encoder.grid)."""
+    if name == AUTO:
+        return  # resolves to an encoder that has `grid` (resolve_encoder)
     grids = encoder_spec(name).grids
     if grid not in grids:
         raise FewShotError(f"The encoder {name} has no {grid!r} feature grid (it has {', '.join(grids)}); "
@@ -168,5 +193,6 @@ def create_encoder(name: str, pretrained: bool = True, weights_path=None, grid: 
     return encoder
 
 
-__all__ = ["ENCODERS", "Encoder", "EncoderSpec", "InputNormalization", "available_encoders", "create_encoder",
-           "encoder_spec", "register_encoder", "require_grid", "service_build", "unregister_encoder"]
+__all__ = ["AUTO", "ENCODERS", "Encoder", "EncoderSpec", "InputNormalization", "available_encoders", "create_encoder",
+           "encoder_choices", "encoder_spec", "register_encoder", "require_grid", "resolve_encoder", "service_build",
+           "unregister_encoder"]
