@@ -43,7 +43,7 @@ parser.add_argument("--support-augment", default="none", help="SegmentationParam
 parser.add_argument("--query-flip", action="store_true", help="SegmentationParams.query_flip (core/augment.py)")
 parser.add_argument("--image-local-sampling", default="random",
                     help="SegmentationParams.image_local_sampling (core/subsample.py)")
-parser.add_argument("--encoder", default="efficientnet-lite0", help="SegmentationParams.encoder (registry name)")
+parser.add_argument("--encoder", default="auto", help="SegmentationParams.encoder (auto: the default)")
 parser.add_argument("--labels", help="an .npz to save each measured image's labels in (to compare two runs)")
 args = parser.parse_args()
 if args.check_next:
