@@ -69,3 +69,22 @@ def test_auto_on_the_centred_grid_builds_lite0_for_images_too(grid):
     segmenter = FewShotSegmenter(SegmentationParams(device="cpu", feature_grid=grid))
     segmenter.set_image(_photographs())
     assert segmenter.encoder_name == LITE0 and segmenter.encoder.grid == grid
+
+
+@pytest.mark.gui
+def test_loading_a_bank_switches_the_encoder_setting_only_when_auto_would_not_give_the_bank_s(qapp):
+    from types import SimpleNamespace
+
+    from napari_fewshot.plugin import IMAGE_SET_KEY
+    from napari_fewshot.plugin.banks import use_encoder_of
+
+    choices = tuple(encoder_choices())
+    image_set = SimpleNamespace(data=np.zeros((5, 40, 50)), rgb=False, metadata={IMAGE_SET_KEY: 1})
+    volume = SimpleNamespace(data=np.zeros((5, 40, 50)), rgb=False, metadata={})
+    photograph = SimpleNamespace(data=np.zeros((40, 50, 3)), rgb=True, metadata={})
+    for image, bank_encoder, kept in ((image_set, LITE0_LITEMEDSAM, True), (photograph, LITE0_LITEMEDSAM, True),
+                                      (volume, LITE0, True), (volume, LITE0_LITEMEDSAM, False),
+                                      (image_set, LITE0, False)):
+        choice = SimpleNamespace(value=AUTO, choices=choices)
+        use_encoder_of(SimpleNamespace(encoder_name=bank_encoder), choice, image, "native")
+        assert choice.value == (AUTO if kept else bank_encoder)
