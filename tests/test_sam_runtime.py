@@ -295,3 +295,17 @@ def test_bfloat16_is_asked_for_only_where_the_cpu_computes_it_natively():
     native = openvino_setup(fake_ov(["FP32", "BF16", "INT8"]), "bf16")[3]
     assert without["INFERENCE_PRECISION_HINT"] == "f32" and native["INFERENCE_PRECISION_HINT"] == "bf16"
     assert openvino_setup(fake_ov(["FP32", "BF16"]), "f32")[3]["INFERENCE_PRECISION_HINT"] == "f32"
+
+
+def test_openvino_leaves_its_threads_unpinned(tmp_path):
+    """Pinned, every process puts its inference threads on the first cores, so a batch's two Dask workers (one thread
+    each) run LiteMedSAM on the same core, one at a time (BENCHMARKS.md, session 28); the compiled encoder and
+    decoder are asked not to pin."""
+    from napari_fewshot.core.sam_runtime import PINNING, encoder_runtime, openvino_setup
+
+    if PINNING not in openvino.Core().get_property("CPU", "SUPPORTED_PROPERTIES"):
+        pytest.skip("this OpenVINO has no CPU pinning property")
+    assert openvino_setup(openvino)[3][PINNING] is False
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, stride=4)).eval()
+    runtime = encoder_runtime("openvino", module, torch.device("cpu"), tmp_path, "pinning", {})
+    assert runtime.compiled.get_property(PINNING) is False

@@ -44,6 +44,7 @@ LOG = logging.getLogger(__name__)
 RUNTIMES = ("auto", "openvino", "torch")
 RUNTIME_ENV = "NAPARI_FEWSHOT_SAM_RUNTIME"
 SIDE = 256
+PINNING = "ENABLE_CPU_PINNING"  # OpenVINO's property, turned off by openvino_setup
 PRECISION = "f32"  # bf16 (whole or mixed) misses the Dice >= 0.99 bar against torch float32: min 0.967 over 69 masks
 
 
@@ -139,12 +140,19 @@ def openvino_setup(ov, precision: str = PRECISION):
     "bf16" is asked for only where OpenVINO says the CPU computes it natively (BF16 among the CPU's
     OPTIMIZATION_CAPABILITIES: AVX512-BF16 or AMX), else "f32": without them OpenVINO does not fall back but
     emulates bfloat16, ~10x slower than f32 (LiteMedSAM's decoder 0.89 against 0.085 CPU-s per box on an AVX-512
-    Xeon without AVX512-BF16, BENCHMARKS.md session 15, the lead), and most laptops lack it."""
+    Xeon without AVX512-BF16, BENCHMARKS.md session 15, the lead), and most laptops lack it.
+
+    CPU pinning is turned off (where OpenVINO has the property): with it, every process pins its inference threads
+    to the first cores, so two processes with one thread each (a batch's two Dask workers, two command lines) both
+    run on core 0, one at a time: 2.63 s per image encoder pass each against 1.29 s unpinned on a 2-core CPU, and
+    the same 1.28 / 0.71 s either way in one quiet process (1 / 2 threads; BENCHMARKS.md, session 28)."""
     threads = max(1, torch.get_num_threads())
     core = ov.Core()
     if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         precision = "f32"
     config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads}
+    if PINNING in core.get_property("CPU", "SUPPORTED_PROPERTIES"):
+        config[PINNING] = False
     return ov.__version__.split("-")[0], threads, core, config
 
 
