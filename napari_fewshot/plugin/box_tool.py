@@ -101,7 +101,7 @@ class BoxTool(QObject):
         layer.mode = "add_rectangle"
         support = self.widget.support_layer
         label = f"label {support.selected_label}" if support is not None else "the support's selected label"
-        self._say(f"Drag a rectangle around an organ or lesion: it is painted into the support with {label} "
+        self._say(f"Drag a rectangle close around an organ or lesion: it is painted into the support with {label} "
                   "(Ctrl+Z undoes it).")
         return layer
 
