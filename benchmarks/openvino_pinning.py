@@ -2,8 +2,8 @@
 
     python benchmarks/openvino_pinning.py [--processes 2] [--threads 1] [--repeats 10] [--json OUT]
 
-Each process compiles the image encoder's IR (converted once into the cache folder, as the tool does) with the tool's
-configuration (core/sam_runtime.openvino_setup) and with pinning turned back on, and times `--repeats` passes on a
+Each process compiles the image encoder's IR through the tool's own path (LiteMedSAMService; converted once into the
+cache folder) with the tool's configuration (core/sam_runtime.openvino_setup), pinning on or off, and times `--repeats` passes on a
 (1, 3, 256, 256) input: first one process alone (1 and 2 threads), then `--processes` processes together with
 `--threads` each, as a batch's Dask workers run. Reported: each run's median seconds per pass.
 """
@@ -23,21 +23,22 @@ def passes(pinned: bool, threads: int, repeats: int, queue=None) -> float:
     import torch
 
     torch.set_num_threads(threads)
-    import openvino as ov
-
-    from napari_fewshot.core.sam_runtime import PINNING, SIDE, openvino_setup
+    from napari_fewshot.core import sam_runtime
     from napari_fewshot.core.sam_service import LiteMedSAMService
 
-    runtime = LiteMedSAMService("cpu").encoder_runtime()  # converts the IR into the cache folder if need be
+    tool_setup = sam_runtime.openvino_setup
+
+    def setup(ov_module, precision=sam_runtime.PRECISION):  # the tool's configuration, pinning as asked
+        version, count, core, config = tool_setup(ov_module, precision)
+        return version, count, core, {**config, sam_runtime.PINNING: pinned}
+
+    sam_runtime.openvino_setup = setup  # the service's own path compiles its cached IR (converted if need be)
+    runtime = LiteMedSAMService("cpu").encoder_runtime()
     if not runtime.name.startswith("openvino"):
         raise SystemExit(f"OpenVINO does not run the encoder here: {runtime.status}")
-    from napari_fewshot.core.features import default_cache_dir
-
-    folders = sorted((default_cache_dir() / "sam" / "openvino").glob("*/encoder.xml"), key=os.path.getmtime)
-    _, _, core, config = openvino_setup(ov)
-    config[PINNING] = pinned
-    compiled = core.compile_model(str(folders[-1]), "CPU", config)
-    x = torch.rand(1, 3, SIDE, SIDE).numpy()
+    compiled = runtime.compiled
+    assert compiled.get_property(sam_runtime.PINNING) is pinned
+    x = torch.rand(1, 3, sam_runtime.SIDE, sam_runtime.SIDE).numpy()
     compiled(x)
     times = []
     for _ in range(repeats):
