@@ -111,6 +111,8 @@ class BoundedScores(dict):
         for entries in self.entries:
             low = None
             for e in entries:
+                if e is None:  # a group this slice is not matched against
+                    continue
                 v = e.values.numpy() if isinstance(e, Partial) else e.numpy().reshape(e.shape[0], -1)
                 low = v.copy() if low is None else np.maximum(low, v, out=low)
             high = low.copy()
@@ -247,10 +249,11 @@ def _open_pixels(low: np.ndarray, high: np.ndarray, size: tuple[int, int]) -> np
 
 def bounded_scores(cache: MatchCache, keys: Sequence[Hashable], loads: Sequence[Callable[[], torch.Tensor]],
                    indices: Sequence[int], groups: Sequence[PrototypeGroup], sigma: float,
-                   size: tuple[int, int]) -> BoundedScores:
+                   size: tuple[int, int], uses: Sequence[Sequence[int]] | None = None) -> BoundedScores:
     """The query slices `indices` (keys and loaders as for MatchCache.class_similarities) matched to `groups`
     where the labels need it (module docstring). sigma: SegmentationParams.smooth_slices (0: no smoothing); size:
-    (H, W) of the slices' labels."""
+    (H, W) of the slices' labels; uses: per query slice, the positions of the groups it is matched against
+    (core/slice_reach.py; None: all)."""
     first = cache._query(keys[0], loads[0])
     out = BoundedScores(cache, keys, loads, indices, groups, sigma, first[1])
     device, dtype = first[0].device, first[0].dtype
@@ -259,6 +262,9 @@ def bounded_scores(cache: MatchCache, keys: Sequence[Hashable], loads: Sequence[
     todo = {g: [] for g in range(len(groups))}
     for p, key in enumerate(keys):
         for g, group in enumerate(groups):
+            if uses is not None and g not in uses[p]:  # a group this slice is not matched against (core/slice_reach.py)
+                out.entries[p].append(None)
+                continue
             found = cache._maps.get((key, group.key)) if group.key is not None else None
             found = found if found is not None else cache._partial.get((key, group.key))
             out.entries[p].append(found)
@@ -307,16 +313,18 @@ def bounded_applies(cache, groups, indices: Sequence[int]) -> bool:
             and cache.device.type == "cpu")
 
 
-def bounded_similarity(segmenter, groups: Sequence[PrototypeGroup], indices: Sequence[int]):
+def bounded_similarity(segmenter, groups: Sequence[PrototypeGroup], indices: Sequence[int], reach=None):
     """FewShotSegmenter's slice index -> (K + 1, h, w) scores of `indices`, smoothed across slices, exact where the
-    labels read them (:func:`bounded_scores` on its MatchCache); a generator (Progress) like its matching."""
+    labels read them (:func:`bounded_scores` on its MatchCache; reach: core/slice_reach.Reach or None); a generator
+    (Progress) like its matching."""
     from .progress import Progress
 
     cache = segmenter.cache
     with torch.no_grad():
         out = bounded_scores(segmenter._matches, [(id(cache), cache.generation, i) for i in indices],
                              [partial(cache.get, i) for i in indices], indices, groups,
-                             segmenter.params.smooth_slices, cache.stack.shape_of(indices[0]))
+                             segmenter.params.smooth_slices, cache.stack.shape_of(indices[0]),
+                             None if reach is None else [reach.uses(i) for i in indices])
     yield Progress(len(indices), len(indices), "matched")
     return out
 
@@ -325,10 +333,14 @@ def query_scores(segmenter, groups, indices: Sequence[int], bounded: bool, offse
     """FewShotSegmenter's coarse scores of `indices` (slice -> (K + 1, h, w)), smoothed across the slices of a volume
     (SegmentationParams.smooth_slices): :func:`bounded_similarity` when `bounded`, else every cell matched.
     offsets: (K + 1,) added to each class's scores after the smoothing (Fine-tune "calibrate", core/calibration.py);
-    with offsets every cell is matched (the bounds decide winners without them)."""
+    with offsets every cell is matched (the bounds decide winners without them). Each slice of a volume is matched
+    against the groups core/slice_reach.py gives it."""
+    from .slice_reach import reach_of
+
+    reach = reach_of(segmenter, groups)
     if bounded and offsets is None:
-        return (yield from bounded_similarity(segmenter, groups, indices))
-    coarse = yield from coarse_similarity(segmenter, groups, indices)
+        return (yield from bounded_similarity(segmenter, groups, indices, reach))
+    coarse = yield from coarse_similarity(segmenter, groups, indices, reach)
     if segmenter.params.smooth_slices > 0 and segmenter.cache.stack.is_volume and len(indices) > 1:
         from .postprocess import smooth_similarity
 
@@ -338,10 +350,11 @@ def query_scores(segmenter, groups, indices: Sequence[int], bounded: bool, offse
     return coarse
 
 
-def coarse_similarity(segmenter, groups, indices: Sequence[int]):
+def coarse_similarity(segmenter, groups, indices: Sequence[int], reach=None):
     """FewShotSegmenter's slice index -> (K + 1, h, w) float32 best similarity per class on the feature grid, every
-    cell matched: a few slices per matrix product (matching.MatchCache.class_similarities), or, for one
-    PrototypeSet (self-support), predict.query_similarity. A generator (Progress per 8 slices)."""
+    cell matched: a few slices per matrix product (matching.MatchCache.class_similarities; with a
+    core/slice_reach.Reach, each run of slices against the groups it uses), or, for one PrototypeSet (self-support),
+    predict.query_similarity. A generator (Progress per 8 slices)."""
     from .memory import trim_now
     from .predict import query_similarity
     from .progress import Progress
@@ -353,8 +366,10 @@ def coarse_similarity(segmenter, groups, indices: Sequence[int]):
         if isinstance(groups, PrototypeSet):
             sims = (query_similarity(cache.get(i)[None], groups, segmenter.params.self_support)[0] for i in indices)
         else:
-            sims = segmenter._matches.class_similarities([(id(cache), cache.generation, i) for i in indices],
-                                                         [partial(cache.get, i) for i in indices], groups)
+            runs = [(range(len(groups)), list(indices))] if reach is None else reach.runs(indices)
+            sims = (sim for uses, run in runs for sim in segmenter._matches.class_similarities(
+                [(id(cache), cache.generation, i) for i in run], [partial(cache.get, i) for i in run],
+                [groups[g] for g in uses]))
         for n, (i, sim) in enumerate(zip(indices, sims)):
             coarse[i] = sim.cpu().numpy()
             trim_now(n + 1)

@@ -27,6 +27,7 @@ import torch
 from .matching import PrototypeGroup
 from .predict import upsample
 from .prototypes import summed_means
+from .slice_reach import restrict
 from .support import IGNORE, SupportSet
 
 
@@ -102,7 +103,7 @@ def held_out_scores(segmenter, support: SupportSet, groups: Sequence[PrototypeGr
         others = [by_slice[t] for t in by_slice if t != s]
         mine = [g for g in locals_ if g.key[2] != s]
         global_group = _global_group(others, support.n_classes)
-        use = ([global_group] if global_group is not None else []) + mine
+        use = restrict(segmenter, ([global_group] if global_group is not None else []) + mine, s)
         if not use:
             continue
         with torch.no_grad():

@@ -22,6 +22,7 @@ Modality = Literal["auto", "ct", "mr", "us", "none"]
 SupportAugment = Literal["none", "flip", "scale", "flip+scale"]  # core/augment.py VIEWS
 LocalSampling = Literal["random", "grid", "fps", "kmeans"]  # core/subsample.py
 FeatureGrid = Literal["native", "centred"]  # core/encoders/efficientnet_lite.py
+SupportReach = Literal["nearest", "all"]  # core/slice_reach.py
 LOCAL_SAMPLINGS = get_args(LocalSampling)
 # The measured defaults of RefineParams.enabled=None (see RefineParams.enabled_for; figures in BENCHMARKS.md).
 REFINE_IMAGES_BY_DEFAULT = True
@@ -213,6 +214,10 @@ class SegmentationParams:
         flag="--nearest-supports", metavar="K",
         help="image sets: each image is matched (and its objects chosen) against the K painted images that look "
              "most like it as a whole (core/nearest.py); 0: every painted image. Volumes: always every slice")
+    support_reach: SupportReach = setting(
+        "nearest", label="Painted slices per slice (volumes)", affects_features=False, flag="--support-reach",
+        help="nearest: each slice of a volume is matched against the painted slices next to it, above and below, "
+             "for each class (core/slice_reach.py); all: against every painted slice")
     support_augment: SupportAugment = setting(
         "none", label="Support views (2D images)", affects_features=False, flag="--support-augment",
         help="2D images and image sets: prototypes also from the painted images flipped left-right (flip), rescaled "
@@ -252,6 +257,8 @@ class SegmentationParams:
         if self.image_local_sampling not in LOCAL_SAMPLINGS:
             raise FewShotError(f"Local prototype sampling must be one of {', '.join(LOCAL_SAMPLINGS)}, "
                                f"not {self.image_local_sampling!r}.")
+        if self.support_reach not in ("nearest", "all"):
+            raise FewShotError(f"Painted slices per slice must be nearest or all, not {self.support_reach!r}.")
         if self.nearest_supports < 0:
             raise FewShotError(f"Nearest painted images must be 0 (every one) or more, not {self.nearest_supports}.")
         if self.batch_size < 1 or self.local_grid < 1:

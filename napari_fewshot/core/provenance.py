@@ -131,20 +131,26 @@ class Explainer:
             pairs, as FewShotSegmenter.segment_with takes them; a callable is called once, when first needed.
     source: "slice" / "image" for this scan's paint, or "bank scan NAME" (callers that know the bank's
             name set it; a bank's origins are cells of its own scan, so no pixel is given).
+    reach:  core/slice_reach.Reach: a slice is explained only by the painted slices it was matched against.
     """
 
     def __init__(self, cache, plan: Sequence[tuple[PrototypeSet | Callable[[], PrototypeSet], Sequence[int] | None]],
-                 source: str | None = None):
+                 source: str | None = None, reach=None):
         self._cache = weakref.ref(cache)
         self._generation = cache.generation
         self._plan = list(plan)
         self._local: dict[int, LocalPrototypes] = {}
+        self._reach, self._reached = reach, {}
         self.source = source or ("slice" if cache.stack.is_volume else "image")
 
     @classmethod
-    def for_support(cls, segmenter, support_set) -> "Explainer":
-        """The explainer of `segmenter.segment(support)`: its prototypes, made again when first needed."""
-        return cls(segmenter.cache, [(partial(segmenter.prototypes, support_set), None)])
+    def for_support(cls, segmenter, support_set, groups=None) -> "Explainer":
+        """The explainer of `segmenter.segment(support)` (groups: the prototype groups it matched, which decide each
+        slice's reach): its prototypes, made again when first needed."""
+        from .slice_reach import reach_of
+
+        reach = reach_of(segmenter, groups) if groups is not None else None
+        return cls(segmenter.cache, [(partial(segmenter.prototypes, support_set), None)], reach=reach)
 
     def _features(self):
         cache = self._cache()
@@ -162,8 +168,19 @@ class Explainer:
                     self._plan[n] = (prototypes, indices)
                 if n not in self._local:
                     self._local[n] = LocalPrototypes.of(prototypes)
-                return self._local[n], list(prototypes.class_ids)
+                return self._within_reach(self._local[n], z), list(prototypes.class_ids)
         raise FewShotError(f"Slice {z} was not segmented, so there is nothing to explain.")
+
+    def _within_reach(self, local: LocalPrototypes, z: int) -> LocalPrototypes:
+        """`local` less the prototypes of painted slices that slice `z` was not matched against."""
+        if self._reach is None:
+            return local
+        key = (id(local), frozenset(self._reach.slices(z)))
+        if key not in self._reached:
+            keep = torch.isin(local.origins[:, 0], torch.tensor(sorted(key[1]), dtype=torch.long))
+            self._reached[key] = LocalPrototypes(local.vectors[keep.to(local.vectors.device)], local.owner[keep],
+                                                 local.origins[keep])
+        return self._reached[key]
 
     def _origin(self, local: LocalPrototypes, index: int, class_id: int, similarity: float) -> Origin:
         if index < 0 or int(local.origins[index, 0]) < 0:

@@ -277,7 +277,7 @@ class FewShotSegmenter:
         for i in copied:
             result.labels[i] = np.asarray(support[i]).astype(result.labels[i].dtype)
         result.support_slices = copied
-        result.explainer = Explainer.for_support(self, support_set)
+        result.explainer = Explainer.for_support(self, support_set, groups)
         finish = partial(finish_result, self, coarse=coarse, whole=whole_volume, support_set=support_set)
         yield from self._refine_and_finish(result, finish, refine_later, support_set.slice_indices)
         return result
