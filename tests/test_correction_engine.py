@@ -9,6 +9,7 @@ from napari_fewshot.core import FewShotSegmenter, FineTuneParams, SegmentationPa
 from napari_fewshot.core.matching import MatchCache, PrototypeGroup, group_similarity, matmul_dtype, query_cells
 from napari_fewshot.core.predict import class_similarity, labels_from_scores, upsample
 from napari_fewshot.core.prototypes import build_prototypes
+from napari_fewshot.core.slice_reach import nearest_slices
 from napari_fewshot.evaluation.datasets import slice_range
 
 
@@ -65,13 +66,26 @@ def test_correction_rematches_only_the_corrected_slice_and_equals_a_fresh_segmen
     support[corrected] = labels[corrected] == 1
     before = segmenter._matches.misses
     again = run(segmenter.segment(support))
-    predicted = len(labels) - 2  # every slice but the two support slices
-    assert segmenter._matches.misses - before == predicted  # one new group, matched once per predicted slice
+    # one new group, matched once on each predicted slice it is next to (core/slice_reach.py): every slice below the
+    # painted middle one but itself; with support_reach "all", every predicted slice
+    reached = [z for z in range(len(labels)) if z not in (corrected, middle)
+               and corrected in nearest_slices({corrected: {0, 1}, middle: {0, 1}}, z)]
+    assert reached == [z for z in range(middle) if z != corrected]
+    assert segmenter._matches.misses - before == len(reached)
 
     fresh = FewShotSegmenter(SegmentationParams(device="cpu"), encoder=segmenter.encoder)
     fresh.set_image(chaos_case[0])
     np.testing.assert_array_equal(run(fresh.segment(support)).labels, again.labels)
     np.testing.assert_array_equal(again.labels[corrected], support[corrected])  # a corrected slice stays as painted
+
+    every = FewShotSegmenter(SegmentationParams(device="cpu", support_reach="all"), encoder=segmenter.encoder)
+    every.set_image(chaos_case[0])
+    support[corrected] = 0
+    run(every.segment(support))
+    support[corrected] = labels[corrected] == 1
+    before = every._matches.misses
+    run(every.segment(support))
+    assert every._matches.misses - before == len(labels) - 2  # every slice but the two support slices
 
 
 def test_check_order_ranks_the_wrong_slices_first(segmenter, chaos_case):
