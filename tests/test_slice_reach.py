@@ -89,3 +89,13 @@ def test_images_of_a_set_are_never_restricted(ct_liver_spleen):
     images = FewShotSegmenter(SegmentationParams(device="cpu"))
     images.set_image([truth[z].astype(np.float32) for z in both[:3]])  # a set of 2D images
     assert reach_of(images, [object(), object(), object()]) is None
+
+
+def test_the_panel_offers_the_choice_and_segments_with_it(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-fewshot", "Few-shot segmentation")
+    row = next(x for x in widget.ui.settings.more if x.name == "support_reach")
+    assert row.label == "Painted slices per slice (volumes)" and row.value == "nearest"
+    assert widget.params().support_reach == "nearest"
+    row.value = "all"
+    assert widget.params().support_reach == "all"

@@ -71,6 +71,10 @@ MORE_ROWS = (
     Row("image_input_size", {"step": 32}),
     Row("scale", {"step": 1.0}),
     Row("smooth_slices", {"step": 0.1}),
+    Row("support_reach", words={"nearest": "the painted slices next to it", "all": "every painted slice"},
+        tooltip="Volumes: which painted slices each slice is matched against. Next to it: for each organ the\n"
+                "nearest painted slice above and below (anatomy changes along the body; a correction then\n"
+                "re-matches only the slices between its neighbours). Every painted slice: as earlier releases did."),
     Row("postprocess"),
     Row("postprocess_grow"),
     Row("postprocess_detach", {"step": 0.5},
