@@ -22,6 +22,21 @@ LIVER = 1
 LIVER_SUPPORT_SLICES = (79, 90, 100)  # the liver spans slices 69-111 of the CT sample
 
 
+def ct_liver_spleen_slices(step: int):
+    """The CT sample's slices around liver and spleen, every `step`-th one: (volume (S, H, W), truth (S, H, W) uint8
+    with liver 1 and spleen 2, the indices of the slices that show both)."""
+    from napari_fewshot.io import read_labels, read_volume
+    from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
+
+    ct = read_volume(CT_IMAGE)
+    reference = read_labels(CT_LABELS, like=ct)
+    truth = np.where(np.isin(reference, [1, 2]), reference, 0).astype(np.uint8)
+    organ = [z for z in range(len(truth)) if truth[z].any()]
+    keep = slice(max(0, organ[0] - step), organ[-1] + step + 1, step)
+    volume, truth = ct.data[keep], truth[keep]
+    return volume, truth, [z for z in range(len(truth)) if (truth[z] == 1).any() and (truth[z] == 2).any()]
+
+
 def pytest_collection_modifyitems(config, items):
     if HAS_DISPLAY or os.environ.get("CI"):
         return  # in CI a missing display must fail the GUI tests, never skip them

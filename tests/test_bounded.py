@@ -8,20 +8,14 @@ import pytest
 from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run
 from napari_fewshot.core.bounded import Partial
 from napari_fewshot.core.matching import MatchCache, matmul_dtype
-from napari_fewshot.io import read_labels, read_volume
-from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
+
+from conftest import ct_liver_spleen_slices
 
 
 @pytest.fixture(scope="module")
 def ct_organs():
     """The CT sample's slices that show liver or spleen and a few around them (features of fewer slices: faster)."""
-    ct = read_volume(CT_IMAGE)
-    reference = read_labels(CT_LABELS, like=ct)
-    truth = np.where(np.isin(reference, [1, 2]), reference, 0).astype(np.uint8)
-    organ = [z for z in range(len(truth)) if truth[z].any()]
-    keep = slice(max(0, organ[0] - 3), organ[-1] + 4, 3)  # every third slice: a shorter test, the same loop
-    volume, truth = ct.data[keep], truth[keep]
-    both = [z for z in range(len(truth)) if (truth[z] == 1).any() and (truth[z] == 2).any()]
+    volume, truth, both = ct_liver_spleen_slices(3)  # every third slice: a shorter test, the same loop
     segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
     segmenter.set_image(volume)
     run(segmenter.compute_features())

@@ -10,8 +10,8 @@ from napari_fewshot.core import FewShotSegmenter, SegmentationParams, run
 from napari_fewshot.core.config import SegmentationParams as Params
 from napari_fewshot.core.slice_reach import nearest_slices, reach_of
 from napari_fewshot.errors import FewShotError
-from napari_fewshot.io import read_labels, read_volume
-from napari_fewshot.sample_data import CT_IMAGE, CT_LABELS
+
+from conftest import ct_liver_spleen_slices
 
 
 def test_each_class_reaches_the_nearest_painted_slice_showing_it_on_either_side():
@@ -32,13 +32,7 @@ def test_the_setting_refuses_a_word_it_does_not_know_in_a_sentence():
 @pytest.fixture(scope="module")
 def ct_liver_spleen():
     """The CT sample's slices around liver and spleen, every other one, with features computed."""
-    ct = read_volume(CT_IMAGE)
-    reference = read_labels(CT_LABELS, like=ct)
-    truth = np.where(np.isin(reference, [1, 2]), reference, 0).astype(np.uint8)
-    organ = [z for z in range(len(truth)) if truth[z].any()]
-    keep = slice(max(0, organ[0] - 2), organ[-1] + 3, 2)
-    volume, truth = ct.data[keep], truth[keep]
-    both = [z for z in range(len(truth)) if (truth[z] == 1).any() and (truth[z] == 2).any()]
+    volume, truth, both = ct_liver_spleen_slices(2)
     segmenter = FewShotSegmenter(SegmentationParams(device="cpu"))
     segmenter.set_image(volume)
     run(segmenter.compute_features())
