@@ -87,8 +87,10 @@ def test_a_confident_miss_with_a_rival_object_is_checked_before_a_half_right_ima
     miss, half = 3, 4
     assert dice(np.asarray(result.labels[miss]) == 1, masks[miss]) < 0.1
     assert 0.3 < dice(np.asarray(result.labels[half]) == 1, masks[half]) < 0.8
-    assert alone.check_order()[0] == half and alone.ambiguity == {}
-    # 0.795-0.82 on the CPUs measured (LiteMedSAM's float32 arithmetic differs in the last bits between them)
+    # by LiteMedSAM's estimate alone the miss is not checked first: the half-right image ranks ahead of it, or level
+    # with it where the decoder runs in bfloat16 (CPUs with AVX512-BF16: both estimates 0.863, bfloat16's step)
+    assert alone.uncertainty[half] >= alone.uncertainty[miss] and alone.ambiguity == {}
+    # 0.795-0.851 on the CPUs measured (LiteMedSAM in float32 or bfloat16, which differ in the last bits)
     assert result.ambiguity[miss] >= 0.75 > result.ambiguity[half]
-    assert result.check_order()[0] == miss
+    assert result.check_order()[0] == miss and result.uncertainty[miss] > result.uncertainty[half]
     assert result.uncertainty[miss] == pytest.approx(alone.uncertainty[miss] + WEIGHT * result.ambiguity[miss])
