@@ -19,9 +19,6 @@ from collections.abc import Collection, Mapping, Sequence
 
 from .matching import PrototypeGroup
 
-REACHES = ("nearest", "all")
-
-
 def nearest_slices(shows: Mapping[int, Collection[int]], z: int) -> set[int]:
     """The support slices that slice `z` is matched against.
 
