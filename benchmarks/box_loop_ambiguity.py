@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from box_loop_encoders import print_curves
+
 RESULTS = Path(__file__).resolve().parent / "results"
 NEVER = 14
 SEEDS = range(16)
@@ -46,14 +48,7 @@ def main() -> None:
     for name, part in (("seeds 0-7", range(8)), ("seeds 8-15", range(8, 16))):
         print(name + ": " + ", ".join(f"{w} {summary([runs[w][s] for s in part])[0]:.2f} drags "
                                       f"({summary([runs[w][s] for s in part])[1]} of 8 within 10)" for w in runs))
-    print("\nmean Dice over the 20 images after each drag, averaged over the seeds")
-    drags = list(runs["off"][0]["dice_per_drag"])
-    print("drag    " + " ".join(f"{d:>6}" for d in drags))
-    means = {w: [sum(r["dice_per_drag"][d] for r in reports) / len(reports) for d in drags]
-             for w, reports in runs.items()}
-    for weight, values in means.items():
-        print(f"{weight:<7} " + " ".join(f"{v:6.3f}" for v in values))
-    print("change  " + " ".join(f"{c - a:+6.3f}" for a, c in zip(means["off"], means["0.1"])))
+    print_curves(runs, 7)
 
 
 if __name__ == "__main__":

@@ -34,14 +34,21 @@ def main() -> None:
         nocs = [r["noc_85"] for r in reports]
         mean = sum(NEVER if n is None else n for n in nocs) / len(nocs)
         print(f"{encoder:<9}" + "  ".join(f"{'never' if n is None else n:>5}" for n in nocs) + f"   {mean:.2f}")
+    print_curves(runs, 9)
+
+
+def print_curves(runs: dict[str, list[dict]], width: int) -> None:
+    """The mean Dice over the 20 images after each drag, averaged over the seeds, for the two variants in `runs`
+    (name -> one report per seed), and the second's change over the first; names padded to `width`."""
     print("\nmean Dice over the 20 images after each drag, averaged over the seeds")
-    drags = list(runs["lite0"][0]["dice_per_drag"])
-    print("drag      " + " ".join(f"{d:>6}" for d in drags))
-    means = {e: [sum(r["dice_per_drag"][d] for r in reports) / len(reports) for d in drags]
-             for e, reports in runs.items()}
-    for encoder, values in means.items():
-        print(f"{encoder:<9} " + " ".join(f"{v:6.3f}" for v in values))
-    print("change    " + " ".join(f"{c - a:+6.3f}" for a, c in zip(means["lite0"], means["combined"])))
+    first, second = runs
+    drags = list(runs[first][0]["dice_per_drag"])
+    print(f"{'drag':<{width}} " + " ".join(f"{d:>6}" for d in drags))
+    means = {name: [sum(r["dice_per_drag"][d] for r in reports) / len(reports) for d in drags]
+             for name, reports in runs.items()}
+    for name, values in means.items():
+        print(f"{name:<{width}} " + " ".join(f"{v:6.3f}" for v in values))
+    print(f"{'change':<{width}} " + " ".join(f"{b - a:+6.3f}" for a, b in zip(means[first], means[second])))
 
 
 if __name__ == "__main__":

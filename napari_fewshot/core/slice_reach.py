@@ -47,10 +47,9 @@ class Reach:
     groups: the segmentation's groups (FewShotSegmenter._groups); image_key: (id of its FeatureCache, generation)."""
 
     def __init__(self, groups: Sequence[PrototypeGroup], image_key: tuple):
-        self.groups = list(groups)
-        self.slice_of = [_slice_of(g, image_key) for g in self.groups]
+        self.slice_of = [_slice_of(g, image_key) for g in groups]
         self.shows: dict[int, set[int]] = {}
-        for s, g in zip(self.slice_of, self.groups):
+        for s, g in zip(self.slice_of, groups):
             if s is not None:
                 sizes = [g.bounds[k + 1] - g.bounds[k] for k in range(len(g.bounds) - 1)]
                 self.shows.setdefault(s, set()).update(k for k, n in enumerate(sizes) if n)
